@@ -58,6 +58,7 @@ setup: $(STAMP)
 book: setup
 	@mkdir -p $(RUNTIME)
 	$(if $(CHAPTERS),$(RUN_ENV) $(NBCONVERT) --execute --inplace --ExecutePreprocessor.record_timing=False $(CHAPTERS),@echo "no chapters to execute yet")
+	$(if $(CHAPTERS),$(TOOL_ENV) $(NBCONVERT) --inplace --CoalesceStreamsPreprocessor.enabled=True $(CHAPTERS),)
 	$(MAKE) --no-print-directory figures
 
 test: setup
