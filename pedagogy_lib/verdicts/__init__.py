@@ -1,0 +1,1 @@
+"""The article's claims, chapter by chapter, each with a computed value and a verdict."""
