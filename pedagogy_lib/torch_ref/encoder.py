@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..bert import BertConfig
+from ..checkpoint import MiniLM, Tokenizer, encoder_weights, load_config
 
 
 def default_device() -> torch.device:
@@ -157,3 +158,10 @@ def build_encoder(cfg: BertConfig, weights: dict[str, np.ndarray] | None = None,
         if missing or unexpected:
             raise KeyError(f"weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device=device or default_device(), dtype=dtype)
+
+
+def load_minilm_torch(dtype=None, device=None) -> MiniLM:
+    """The real MiniLM in our torch twin (what ``models.load_minilm("torch")`` returns)."""
+    cfg = BertConfig.from_dict(load_config())
+    bert = build_encoder(cfg, encoder_weights(), dtype=dtype or torch.float32, device=device)
+    return MiniLM(SentenceEncoder(bert).eval(), Tokenizer(), "torch")
