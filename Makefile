@@ -29,7 +29,7 @@ RUN_ENV := $(TOOL_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRAN
 
 NBCONVERT := $(PY) -m jupyter nbconvert --to notebook
 
-.PHONY: help setup book test figures student student-copies lab bench clean
+.PHONY: help setup book test figures student student-copies lab bench sweeps compare clean
 .DEFAULT_GOAL := help
 
 help:
@@ -38,7 +38,9 @@ help:
 	@echo "make figures  regenerate figures/ (python -m pedagogy_lib.figures)"
 	@echo "make student  copies of the chapters without solution cells, in $(STUDENT_DIR)/"
 	@echo "make lab      install JupyterLab into .venv if missing, then start it"
-	@echo "make bench    run the benchmarks in tests/bench/"
+	@echo "make bench    run the benchmarks in tests/bench/ (ratios, written to chapters/results/)"
+	@echo "make sweeps   rerun the chapters' long experiments (tests/bench/sweep_*.py, slow)"
+	@echo "make compare  chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
 	@echo "make clean    remove build/, $(STUDENT_DIR)/ and caches (keeps .venv)"
 
 $(PY):
@@ -83,6 +85,13 @@ student-copies:
 lab: setup
 	@$(PY) -c 'import jupyterlab' 2>/dev/null || $(PY) -m pip install --quiet $(LAB_PIN) -c $(LOCK)
 	$(PY) -m jupyter lab
+
+sweeps: setup
+	@set -e; for f in $(sort $(wildcard tests/bench/sweep_*.py)); do \
+		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
+
+compare: setup
+	$(RUN_ENV) $(PY) -m pedagogy_lib.compare
 
 bench: setup
 	@set -e; for f in $(sort $(wildcard tests/bench/bench_*.py)); do \
