@@ -1,0 +1,353 @@
+"""LoRA in NumPy: a low-rank update beside a frozen Linear, with hand-written gradients (chapter 02).
+
+    W' = W₀ + s·B A,   A ∈ ℝ^{r×d_in},  B ∈ ℝ^{d_out×r},  s = α/r  (or α/√r, rsLoRA)   (Eq. 2.1)
+
+A and B are stored the way Hugging Face peft stores them (``lora_A`` is (r, d_in), ``lora_B``
+is (d_out, r)), so an adapter file needs no transposes. The layer replaces a ``Linear`` in
+place (``nn.set_submodule``) and keeps the original as its child ``base_layer``, frozen, as
+peft does; module names then read ``…query.base_layer.weight`` and ``…query.lora_A``.
+
+Targets are matched the way peft matches ``target_modules``: a list of names matches a
+module whose dotted path equals a name or ends with ``"." + name``; a single string is a
+regular expression that must match the whole path; ``"all-linear"`` means every Linear.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+
+import numpy as np
+
+from .nn import AdamW, Linear, Module, check_array, check_finite, get_submodule, set_submodule
+
+INITS = ("kaiming-uniform", "gaussian", "pissa")
+
+
+# ----------------------------------------------------------------------------- checks
+def check_rank(r, d_in: int, d_out: int) -> int:
+    """1 ≤ r ≤ min(d_in, d_out): beyond that BA cannot gain rank, it only costs parameters."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral):
+        raise TypeError(f"LoRA rank r must be an int, got {type(r).__name__} {r!r}")
+    if not 1 <= r <= min(d_in, d_out):
+        raise ValueError(f"LoRA rank r must satisfy 1 <= r <= min(d_in, d_out) = {min(d_in, d_out)} "
+                         f"for a {d_out}×{d_in} weight, got r={r}")
+    return int(r)
+
+
+def check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
+        raise TypeError(f"LoRA alpha must be a real number, got {type(alpha).__name__} {alpha!r}")
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"LoRA alpha must be finite and > 0, got {alpha!r}")
+    return float(alpha)
+
+
+def scaling(r: int, alpha: float, rslora: bool = False) -> float:
+    """s = α/r (Eq. 2.2), or rsLoRA's s = α/√r (Eq. 2.3)."""
+    if not isinstance(rslora, bool):
+        raise TypeError(f"rslora must be True or False, got {rslora!r}")
+    r = check_rank(r, r, r)
+    alpha = check_alpha(alpha)
+    return alpha / math.sqrt(r) if rslora else alpha / r
+
+
+# ----------------------------------------------------------------------------- init
+def init_A(r: int, d_in: int, init: str, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+    """A at step 0, as peft draws it: 'kaiming-uniform' is U(−1/√d_in, 1/√d_in) (torch's
+    kaiming_uniform_ with a=√5, the nn.Linear default); 'gaussian' is N(0, 1/r²)."""
+    if init == "kaiming-uniform":
+        bound = 1.0 / math.sqrt(d_in)
+        return rng.uniform(-bound, bound, (r, d_in)).astype(dtype)
+    if init == "gaussian":
+        return rng.normal(0.0, 1.0 / r, (r, d_in)).astype(dtype)
+    raise ValueError(f"init_A: unknown init {init!r}; choose one of {INITS[:2]} (pissa needs W₀)")
+
+
+def pissa_factors(W: np.ndarray, r: int, s: float):
+    """PiSSA (Eq. 2.8): W₀ = U Σ Vᵀ;  A = √(Σ_r/s) V_rᵀ,  B = U_r √(Σ_r/s),  W_res = W₀ − s·BA.
+
+    s·BA is the best rank-r approximation of W₀ (Eckart–Young), so W_res + s·BA = W₀ and
+    training starts from the pretrained function while A, B hold its principal directions.
+    The SVD runs in float64; the results come back in W's dtype.
+    """
+    check_array(W, "pissa_factors W", ndim_min=2)
+    if W.ndim != 2:
+        raise ValueError(f"pissa_factors: W must be a matrix, got shape {W.shape}")
+    check_finite(W, "pissa_factors W")
+    r = check_rank(r, W.shape[1], W.shape[0])
+    if not (isinstance(s, numbers.Real) and math.isfinite(s) and s > 0):
+        raise ValueError(f"pissa_factors: scaling s must be finite and > 0, got {s!r}")
+    U, S, Vt = np.linalg.svd(W.astype(np.float64), full_matrices=False)
+    root = np.sqrt(S[:r] / s)
+    A = root[:, None] * Vt[:r]                  # (r, d_in)
+    B = U[:, :r] * root[None, :]                # (d_out, r)
+    W_res = W.astype(np.float64) - s * (B @ A)  # W₀ − s·BA
+    return A.astype(W.dtype), B.astype(W.dtype), W_res.astype(W.dtype)
+
+
+# ----------------------------------------------------------------------------- the layer
+class LoRALinear(Module):
+    """y = x W₀ᵀ + b + s·(x Aᵀ) Bᵀ  (Eq. 2.4), never forming B A.
+
+    ``base`` is the Linear being adapted; it becomes ``self.base_layer`` and is frozen.
+    Trainable: ``p["lora_A"]`` (r, d_in) and ``p["lora_B"]`` (d_out, r), B = 0 at start
+    (except 'pissa', which moves the top-r part of W₀ into A, B). ``merge()`` folds s·BA
+    into W₀ for inference; ``unmerge()`` takes it out again.
+    """
+
+    def __init__(self, base: Linear, r: int, alpha: float, rslora: bool = False,
+                 init: str = "kaiming-uniform", rng: np.random.Generator | None = None):
+        super().__init__()
+        if not isinstance(base, Linear):
+            raise TypeError(f"LoRALinear adapts an nn.Linear, got {type(base).__name__}")
+        if init not in INITS:
+            raise ValueError(f"LoRALinear: unknown init {init!r}; choose one of {INITS}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        W = base.p["weight"]
+        self.d_in, self.d_out = base.d_in, base.d_out
+        self.r = check_rank(r, self.d_in, self.d_out)
+        self.alpha, self.rslora = check_alpha(alpha), rslora
+        self.scaling = scaling(self.r, self.alpha, rslora)  # Eqs. 2.2–2.3
+        self.init = init
+        rng = np.random.default_rng(0) if rng is None else rng
+        if init == "pissa":
+            A, B, W_res = pissa_factors(W, self.r, self.scaling)
+            base.p["weight"] = W_res
+        else:
+            A, B = init_A(self.r, self.d_in, init, rng, W.dtype), np.zeros((self.d_out, self.r), W.dtype)
+        self.base_layer = base.freeze()
+        self.p["lora_A"], self.p["lora_B"] = A, B
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"d_in={self.d_in}, d_out={self.d_out}, r={self.r}, alpha={self.alpha:g}, scaling={self.scaling:g}"
+
+    def __repr__(self):
+        return f"LoRALinear({self.extra_repr()}, merged={self.merged})"
+
+    def delta_weight(self) -> np.ndarray:
+        """ΔW = s·B A (d_out, d_in). Only for merging and inspection: the forward never forms it."""
+        return self.scaling * (self.p["lora_B"] @ self.p["lora_A"])
+
+    def forward(self, x):
+        y = self.base_layer(x)                      # x W₀ᵀ + b (W₀ + s·BA once merged)
+        if self.merged:
+            return y
+        self.u = x @ self.p["lora_A"].T             # u = x Aᵀ, width r      (Eq. 2.4)
+        return y + self.scaling * (self.u @ self.p["lora_B"].T)
+
+    def backward(self, dy):
+        """Eq. 2.5: dB = s·dyᵀu,  du = s·dy B,  dA = duᵀx,  dx = dy W₀ + du A."""
+        if self.merged:
+            raise RuntimeError("LoRALinear.backward: the layer is merged (W₀ + s·BA is one matrix); "
+                               "call unmerge() before training")
+        x2 = self.base_layer.x.reshape(-1, self.d_in)
+        u2 = self.u.reshape(-1, self.r)
+        dy2 = dy.reshape(-1, self.d_out)
+        self._accumulate("lora_B", self.scaling * (dy2.T @ u2))
+        du = self.scaling * (dy @ self.p["lora_B"])
+        self._accumulate("lora_A", du.reshape(-1, self.r).T @ x2)
+        return self.base_layer.backward(dy) + du @ self.p["lora_A"]
+
+    def merge(self):
+        """W ← W₀ + s·BA  (Eq. 2.6). In place; refuses to merge twice."""
+        if self.merged:
+            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
+        self.base_layer.p["weight"] += self.delta_weight().astype(self.base_layer.p["weight"].dtype)
+        self.merged = True
+        return self
+
+    def unmerge(self):
+        """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
+        if not self.merged:
+            raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
+        self.base_layer.p["weight"] -= self.delta_weight().astype(self.base_layer.p["weight"].dtype)
+        self.merged = False
+        return self
+
+
+# ----------------------------------------------------------------------------- targeting
+def check_targets(targets):
+    """peft's ``target_modules``: a non-empty list of names, a regex string, or 'all-linear'."""
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            try:
+                re.compile(targets)
+            except re.error as e:
+                raise ValueError(f"target regex {targets!r} does not compile: {e}") from None
+        return targets
+    if isinstance(targets, (set, frozenset)):
+        targets = sorted(targets)
+    if not isinstance(targets, (list, tuple)) or not targets:
+        raise TypeError(f"targets must be a non-empty list/tuple of module names, a regex string or "
+                        f"'all-linear', got {targets!r}")
+    bad = [t for t in targets if not isinstance(t, str) or not t or t.startswith(".") or t.endswith(".")]
+    if bad:
+        raise ValueError(f"target names must be non-empty dotted names, got {bad}")
+    return tuple(targets)
+
+
+def target_matches(path: str, targets) -> bool:
+    """peft's rule: list → path == t or path ends with '.'+t; str → re.fullmatch; 'all-linear' → True."""
+    if isinstance(targets, str):
+        return targets == "all-linear" or re.fullmatch(targets, path) is not None
+    return any(path == t or path.endswith("." + t) for t in targets)
+
+
+def match_targets(paths, targets) -> list[str]:
+    """The paths (in order) that ``targets`` selects; ValueError for a target that selects nothing."""
+    targets = check_targets(targets)
+    paths = list(paths)
+    chosen = [p for p in paths if target_matches(p, targets)]
+    unused = [t for t in ([targets] if isinstance(targets, str) else targets)
+              if not any(target_matches(p, t if isinstance(targets, str) else (t,)) for p in paths)]
+    if unused:
+        leaves = sorted({p.rsplit(".", 1)[-1] for p in paths})
+        raise ValueError(f"target(s) {unused} match no Linear module; Linear names end in {leaves}")
+    return chosen
+
+
+def linear_paths(model: Module) -> dict[str, tuple[int, int]]:
+    """{dotted path: (d_in, d_out)} of every plain Linear in a NumPy model (LoRA bases excluded)."""
+    out = {}
+    for path, mod in model.named_modules():
+        if isinstance(mod, Linear) and not path.endswith(".base_layer") and path != "base_layer":
+            out[path] = (mod.d_in, mod.d_out)
+    return out
+
+
+def lora_layers(model: Module) -> dict[str, LoRALinear]:
+    return {path: mod for path, mod in model.named_modules() if isinstance(mod, LoRALinear)}
+
+
+def count_lora_params(shapes: dict[str, tuple[int, int]], targets, r: int) -> int:
+    """Σ r·(d_in + d_out) over the matched matrices (Eq. 2.7). ``shapes`` is {path: (d_in, d_out)},
+    e.g. ``linear_paths(model)``; nothing is built."""
+    chosen = match_targets(shapes, targets)
+    for p in chosen:
+        check_rank(r, *shapes[p])
+    return sum(r * (shapes[p][0] + shapes[p][1]) for p in chosen)
+
+
+def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: float = 8,
+                rslora: bool = False, init: str = "kaiming-uniform", seed: int = 0,
+                freeze_base: bool = True) -> list[str]:
+    """Replace every Linear that ``targets`` selects by a LoRALinear; return the paths replaced.
+
+    Everything is checked before the model changes: a target that matches nothing, a
+    module that is not a Linear (or already carries LoRA), a rank too large for a matrix.
+    With ``freeze_base`` every other parameter of ``model`` is frozen, so only A and B train.
+    Layers draw A in path order from ``np.random.default_rng(seed)``.
+    """
+    if init not in INITS:
+        raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
+    alpha = check_alpha(alpha)
+    scaling(1, alpha, rslora)  # validates rslora
+    modules = dict(model.named_modules())
+    already = [p for p in match_targets([p for p in modules if p], targets)
+               if isinstance(modules[p], LoRALinear)]
+    if already:
+        raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
+    shapes = linear_paths(model)
+    chosen = match_targets(shapes, targets)
+    for p in chosen:
+        try:
+            check_rank(r, *shapes[p])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{p}: {e}") from None
+    if freeze_base:
+        model.freeze()
+    rng = np.random.default_rng(seed)
+    for p in chosen:
+        set_submodule(model, p, LoRALinear(get_submodule(model, p), r, alpha, rslora, init, rng))
+    return chosen
+
+
+def merge_all(model: Module) -> list[str]:
+    """Merge every LoRA layer (Eq. 2.6); checks first that none is merged already."""
+    layers = lora_layers(model)
+    done = [p for p, m in layers.items() if m.merged]
+    if done:
+        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
+    for m in layers.values():
+        m.merge()
+    return list(layers)
+
+
+def unmerge_all(model: Module) -> list[str]:
+    layers = lora_layers(model)
+    not_done = [p for p, m in layers.items() if not m.merged]
+    if not_done:
+        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
+    for m in layers.values():
+        m.unmerge()
+    return list(layers)
+
+
+# ----------------------------------------------------------------------------- the α/r toy
+def scaling_toy(r: int, rslora: bool, alpha: float = 8, lr: float = 1e-3, steps: int = 200,
+                d: int = 64, n: int = 256, seed: int = 0) -> dict:
+    """Does s = α/r keep the step size independent of r? (chapter 02, §2)
+
+    Fit a full-rank change of a d×d Linear with LoRA of rank r, Adam, full batch, MSE.
+
+    Returns ‖ΔW‖_F after the first step (the step size the scaling sets) and the loss at
+    the start and after ``steps`` steps. Same data, W₀ and target for every r.
+    """
+    g = np.random.default_rng(seed)
+    base = Linear(d, d, rng=np.random.default_rng(seed), dtype=np.float64)
+    X = g.standard_normal((n, d))
+    target = base.p["weight"] + 0.5 * g.standard_normal((d, d)) / np.sqrt(d)
+    Y = X @ target.T + base.p["bias"]
+    layer = LoRALinear(base, r, alpha, rslora, rng=np.random.default_rng(seed + 1))
+    opt = AdamW(layer.params_and_grads(), lr=lr, weight_decay=0.0)
+    first, losses = None, []
+    for _ in range(steps):
+        layer.zero_grad()
+        R = layer(X) - Y
+        losses.append(float((R * R).mean()))
+        layer.backward(2 * R / R.size)   # d mean(R²)/dY
+        opt.step()
+        if first is None:
+            first = float(np.linalg.norm(layer.delta_weight()))
+    return {"r": r, "rslora": rslora, "step1_delta_norm": first, "loss0": losses[0], "loss_end": losses[-1]}
+
+
+def scaling_study(ranks=(1, 2, 4, 8, 16, 64), **kw) -> dict:
+    """``scaling_toy`` for each rank, with s = α/r and with s = α/√r."""
+    return {name: [scaling_toy(r, rs, **kw) for r in ranks]
+            for name, rs in (("alpha_over_r", False), ("rslora", True))}
+
+
+# ----------------------------------------------------------------------------- cost
+def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
+    """Multiply–adds and extra floats of one training step on n input rows, beyond what the
+    frozen base costs anyway (x W₀ᵀ forward, dy W₀ for dx backward)  (Eq. 2.9).
+
+    factored (ours):  forward u = x Aᵀ, then u Bᵀ:        n·r·(d_in + d_out)
+                      backward dB, du, dA, du·A (Eq. 2.5): 2·n·r·(d_in + d_out); holds u (n×r)
+    dense (forms W₀ + B A every step, then one matmul):
+                      forward B A:                          d_out·r·d_in
+                      backward dW = dyᵀx, dB = dW Aᵀ, dA = Bᵀ dW: n·d_in·d_out + 2·d_out·d_in·r
+                      holds W₀ + BA and dW (2·d_out·d_in); dx = dy(W₀ + BA) costs what dy W₀ did
+    merged (inference): nothing extra at all.
+    """
+    for v, name in ((n, "n"), (d_in, "d_in"), (d_out, "d_out")):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+            raise ValueError(f"lora_cost: {name} must be a positive int, got {v!r}")
+    r = check_rank(r, d_in, d_out)
+    return {"base_forward": n * d_in * d_out,
+            "factored_forward": n * r * (d_in + d_out),
+            "factored_backward": 2 * n * r * (d_in + d_out),
+            "factored_floats": n * r,
+            "dense_forward": d_out * r * d_in,
+            "dense_backward": n * d_in * d_out + 2 * d_out * d_in * r,
+            "dense_floats": 2 * d_out * d_in,
+            "merged_forward": 0}
+
+
+__all__ = ["INITS", "LoRALinear", "attach_lora", "check_alpha", "check_rank", "check_targets",
+           "count_lora_params", "lora_cost", "init_A", "linear_paths", "lora_layers", "match_targets",
+           "merge_all", "pissa_factors", "scaling", "scaling_study", "scaling_toy", "target_matches", "unmerge_all"]

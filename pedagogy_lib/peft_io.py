@@ -1,0 +1,293 @@
+"""LoRA adapters in Hugging Face peft's file format: save ours, load theirs (chapter 02, §5).
+
+A peft LoRA adapter is a directory with two files (facts read from huggingface/peft):
+
+* ``adapter_config.json``: ``json.dumps(config, indent=2, sort_keys=True)`` with
+  ``peft_type: "LORA"``, ``r``, ``lora_alpha``, ``target_modules``, ``use_rslora`` …;
+* ``adapter_model.safetensors`` (metadata ``{"format": "pt"}``) holding, for every adapted
+  Linear at dotted path P of the base model, ``base_model.model.P.lora_A.weight`` (r, d_in)
+  and ``base_model.model.P.lora_B.weight`` (d_out, r). Our layers store A and B in exactly
+  that orientation, so nothing is transposed.
+
+Paths are those of the bare encoder (``encoder.layer.0.attention.self.query``), which is
+what ``transformers.BertModel`` calls them. Loading checks the whole file against the model
+before changing anything, reads only safetensors (a pickled ``adapter_model.bin`` is refused,
+never opened) and works for our NumPy model and our torch twin alike.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import pathlib
+
+import numpy as np
+
+from . import lora as np_lora
+from .checkpoint import read_safetensors
+from .nn import Module
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLED_NAMES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth")
+PREFIX = "base_model.model."
+# Linear modules that transformers' BertModel has and our mean-pooling encoder leaves out:
+# a target such as "dense" also adapts them in peft, so they take part in target matching,
+# and their weights in a file are skipped (mean pooling never uses the pooler).
+HF_ONLY_LINEARS = ("pooler.dense",)
+# init_lora_weights values that rewrite the base weights (PiSSA, OLoRA, …): such an adapter
+# only reproduces the fine-tuned model together with a modified base, which we do not have.
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq", "orthogonal")
+
+
+# ----------------------------------------------------------------------------- the model side
+def _root(model):
+    """(backend, encoder) for a MiniLM façade, a SentenceEncoder or a bare encoder."""
+    root = model
+    if hasattr(root, "net") and hasattr(root, "tokenizer"):     # models.MiniLM
+        root = root.net
+    if hasattr(root, "head") and hasattr(root, "encoder"):      # torch_ref.train.Classifier
+        root = root.encoder
+    if hasattr(root, "bert") and not hasattr(root, "encoder"):  # SentenceEncoder
+        root = root.bert
+    if isinstance(root, Module):
+        return "numpy", root
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(root, torch.nn.Module):
+        return "torch", root
+    raise TypeError(f"expected our NumPy or torch encoder (or a model holding one), got {type(model).__name__}")
+
+
+def _lib(backend):
+    if backend == "numpy":
+        return np_lora
+    from .torch_ref import lora as torch_lora
+
+    return torch_lora
+
+
+def _factors(backend, layer) -> tuple[np.ndarray, np.ndarray]:
+    if backend == "numpy":
+        return layer.p["lora_A"], layer.p["lora_B"]
+    return layer.lora_A.detach().cpu().numpy(), layer.lora_B.detach().cpu().numpy()
+
+
+def _all_linear_paths(backend, root) -> list[str]:
+    lib = _lib(backend)
+    return sorted(set(lib.linear_paths(root)) | set(lib.lora_layers(root)))
+
+
+def describe_targets(paths, universe) -> list[str]:
+    """``target_modules`` for a config: the leaf names (["query", "value"]) when peft's suffix
+    rule picks exactly ``paths`` out of ``universe`` (our Linears plus HF_ONLY_LINEARS);
+    otherwise the full paths, which peft matches exactly."""
+    paths = sorted(paths)
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in paths})
+    picked = [p for p in [*universe, *HF_ONLY_LINEARS] if np_lora.target_matches(p, leaves)]
+    return leaves if sorted(set(picked)) == paths else paths
+
+
+def adapter_config(r: int, alpha: float, rslora: bool, target_modules,
+                   base_model_name_or_path: str | None = None) -> dict:
+    """The fields peft's LoraConfig writes that define a plain LoRA adapter."""
+    return {
+        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
+        "revision": None, "inference_mode": True,
+        "r": int(r), "lora_alpha": int(alpha) if float(alpha).is_integer() else float(alpha), "use_rslora": bool(rslora), "target_modules": target_modules,
+        "lora_dropout": 0.0, "fan_in_fan_out": False, "bias": "none", "lora_bias": False,
+        "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
+        "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
+        "exclude_modules": None, "target_parameters": None,
+    }
+
+
+def save_adapter(model, directory, base_model_name_or_path: str | None = None,
+                 dtype=np.float32) -> pathlib.Path:
+    """Write the model's LoRA layers as a peft adapter directory; returns the directory.
+
+    All layers must share r, α and the scaling rule (peft's rank_pattern is not written),
+    and none may come from init='pissa' (its base weights differ from the checkpoint's).
+    """
+    backend, root = _root(model)
+    layers = _lib(backend).lora_layers(root)
+    if not layers:
+        raise ValueError("save_adapter: the model has no LoRA layers (call attach_lora first)")
+    kinds = {(m.r, m.alpha, m.rslora) for m in layers.values()}
+    if len(kinds) != 1:
+        raise ValueError(f"save_adapter: layers differ in (r, alpha, rslora) {sorted(kinds)}; "
+                         "one adapter file holds one setting")
+    pissa = [p for p, m in layers.items() if m.init == "pissa"]
+    if pissa:
+        raise ValueError(f"save_adapter: {pissa[:2]} were initialised with PiSSA, which rewrote the base "
+                         "weights; the adapter alone would not reproduce the model")
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"save_adapter: dtype must be np.float32 or np.float64, got {dtype!r}")
+    (r, alpha, rslora), = kinds
+    tensors = {}
+    for path, layer in layers.items():
+        A, B = _factors(backend, layer)
+        tensors[f"{PREFIX}{path}.lora_A.weight"] = np.ascontiguousarray(A, dtype=dtype)
+        tensors[f"{PREFIX}{path}.lora_B.weight"] = np.ascontiguousarray(B, dtype=dtype)
+    targets = describe_targets(layers, _all_linear_paths(backend, root))
+    config = adapter_config(r, alpha, rslora, targets, base_model_name_or_path)
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+# ----------------------------------------------------------------------------- reading
+def _need(cond, msg):
+    if not cond:
+        raise ValueError(f"adapter_config.json: {msg}")
+
+
+def check_config(cfg) -> dict:
+    """Validate a peft LoRA config dict; return {r, alpha, rslora, target_modules}."""
+    _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
+    _need(cfg.get("peft_type") == "LORA",
+          f"peft_type is {cfg.get('peft_type')!r}; only 'LORA' adapters can be loaded here")
+    r, alpha = cfg.get("r"), cfg.get("lora_alpha")
+    _need(isinstance(r, int) and not isinstance(r, bool) and r >= 1, f"r must be an int >= 1, got {r!r}")
+    _need(isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0,
+          f"lora_alpha must be a finite number > 0, got {alpha!r}")
+    rslora = cfg.get("use_rslora", False)
+    _need(isinstance(rslora, bool), f"use_rslora must be true or false, got {rslora!r}")
+    targets = cfg.get("target_modules")
+    _need(isinstance(targets, str) or (isinstance(targets, list) and targets
+                                       and all(isinstance(t, str) and t for t in targets)),
+          f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
+    unsupported = {"fan_in_fan_out": False, "bias": "none", "use_dora": False, "lora_bias": False}
+    for k, ok in unsupported.items():
+        _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg[k]!r} is not supported (only {ok!r})")
+    for k in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform", "layers_pattern",
+              "exclude_modules", "target_parameters"):
+        _need(not cfg.get(k), f"{k}={cfg[k]!r} is not supported")
+    init = cfg.get("init_lora_weights", True)
+    _need(not (isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS)),
+          f"init_lora_weights={init!r} rewrites the base weights; convert the adapter to plain LoRA first")
+    _need(init is True or init is False or init == "gaussian", f"init_lora_weights={init!r} is not supported")
+    return {"r": r, "alpha": float(alpha), "rslora": rslora,
+            "target_modules": targets if isinstance(targets, str) else tuple(targets)}
+
+
+def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
+    """safetensors only. NumPy first; bf16/fp16 files go through torch and become float32."""
+    try:
+        return read_safetensors(path)
+    except ValueError as first:
+        try:
+            import torch
+            from safetensors.torch import load_file
+        except ImportError:  # pragma: no cover
+            raise first from None
+        try:
+            t = load_file(str(path))
+        except Exception:
+            raise first from None
+        return {k: (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy() for k, v in t.items()}
+
+
+def read_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
+    """(checked config, {key: array}) of a peft adapter directory, touching no model."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}")
+    if not w_path.is_file():
+        pickled = [n for n in PICKLED_NAMES if (directory / n).exists()]
+        hint = (f"; {pickled[0]} is a pickle, which is never unpickled here: re-save it with "
+                f"safe_serialization=True") if pickled else ""
+        raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    return check_config(cfg), _read_weights(w_path)
+
+
+def _plan(backend, root, cfg, weights) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{path: (A, B)} after checking every key, shape and value against the model."""
+    lib = _lib(backend)
+    linear = _all_linear_paths(backend, root)
+    universe = linear + [p for p in HF_ONLY_LINEARS if p not in linear]
+    try:
+        matched = np_lora.match_targets(universe, cfg["target_modules"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} do not fit this model: {e}") from None
+    skipped = [p for p in matched if p in HF_ONLY_LINEARS and p not in linear]
+    chosen = [p for p in matched if p not in skipped]
+    if not chosen:
+        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} select no module of this model")
+    expected = {f"{PREFIX}{p}.lora_{ab}.weight": (p, ab) for p in chosen for ab in "AB"}
+    skip_keys = {f"{PREFIX}{p}.lora_{ab}.weight" for p in skipped for ab in "AB"}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected) - skip_keys)
+    if missing or unexpected:
+        raise ValueError(f"adapter weights do not match target_modules {cfg['target_modules']!r}: "
+                         f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
+                         f"unexpected {unexpected[:4]}{' …' if len(unexpected) > 4 else ''}")
+    shapes = {**lib.linear_paths(root), **{p: (m.d_in, m.d_out) for p, m in lib.lora_layers(root).items()}}
+    r = cfg["r"]
+    plan: dict[str, dict] = {p: {} for p in chosen}
+    for key, (p, ab) in expected.items():
+        d_in, d_out = shapes[p]
+        want = (r, d_in) if ab == "A" else (d_out, r)
+        v = weights[key]
+        if v.shape != want:
+            raise ValueError(f"{key} has shape {v.shape}, expected {want} (r={r}, {d_out}×{d_in} weight)")
+        if v.dtype.kind != "f":
+            raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{key} contains NaN/inf")
+        plan[p][ab] = v
+    if r > min(min(shapes[p]) for p in chosen):
+        raise ValueError(f"r={r} exceeds min(d_in, d_out) of an adapted matrix")
+    existing = lib.lora_layers(root)
+    if existing:
+        if sorted(existing) != sorted(chosen):
+            raise ValueError(f"the model already has LoRA on {sorted(existing)[:3]}…, not on the adapter's "
+                             f"modules {chosen[:3]}…; load into a fresh model")
+        for p, m in existing.items():
+            if (m.r, m.alpha, m.rslora) != (r, cfg["alpha"], cfg["rslora"]) or m.merged or m.init == "pissa":
+                raise ValueError(f"{p}: existing LoRA layer (r={m.r}, alpha={m.alpha}, rslora={m.rslora}, "
+                                 f"merged={m.merged}, init={m.init}) cannot take this adapter")
+    return {p: (d["A"], d["B"]) for p, d in plan.items()}
+
+
+def load_adapter(model, directory) -> list[str]:
+    """Load a peft LoRA adapter into our NumPy or torch model; return the adapted paths.
+
+    Adds LoRA layers (frozen base) where the model has none; otherwise fills the existing
+    ones, which must match. Every check runs before the model is touched.
+    """
+    backend, root = _root(model)
+    cfg, weights = read_adapter(directory)
+    plan = _plan(backend, root, cfg, weights)
+    lib = _lib(backend)
+    if not lib.lora_layers(root):
+        lib.attach_lora(root, tuple(plan), r=cfg["r"], alpha=cfg["alpha"], rslora=cfg["rslora"])
+    layers = lib.lora_layers(root)
+    for p, (A, B) in plan.items():
+        if backend == "numpy":
+            layers[p].p["lora_A"][...] = A
+            layers[p].p["lora_B"][...] = B
+        else:
+            import torch
+
+            with torch.no_grad():
+                layers[p].lora_A.copy_(torch.from_numpy(np.ascontiguousarray(A)))
+                layers[p].lora_B.copy_(torch.from_numpy(np.ascontiguousarray(B)))
+    return list(plan)
+
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PREFIX", "HF_ONLY_LINEARS", "adapter_config", "check_config",
+           "describe_targets", "load_adapter", "read_adapter", "save_adapter"]

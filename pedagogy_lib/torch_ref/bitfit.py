@@ -1,0 +1,73 @@
+"""PyTorch twin of ``pedagogy_lib.bitfit``: bias-only training by requires_grad (chapter 06).
+
+The selection rule is the NumPy one (same site names, same LayerNorm switch), so the
+NumPy and torch models train exactly the same parameters; the tests check the names and
+the gradients agree.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from ..bitfit import SITES, check_sites
+
+
+def _wanted(path: str, is_ln: bool, sites, include_layernorm: bool) -> bool:
+    if is_ln and not include_layernorm:
+        return False
+    if sites is None:
+        return True
+    return any(re.fullmatch(rf"(.*\.)?layer\.\d+\.{re.escape(SITES[s])}|{re.escape(SITES[s])}", path)
+               for s in sites)
+
+
+def bias_names(model: nn.Module, sites=None, include_layernorm: bool = True,
+               prefix_skip: str | None = "head.") -> list[str]:
+    """Names of the biases BitFit trains (Eq. 6.1); a task head (``head.``) is skipped:
+    it is trained by every method and counted apart."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch nn.Module, got {type(model).__name__}")
+    sites = check_sites(sites)
+    out = []
+    for path, mod in model.named_modules():
+        if prefix_skip and f"{path}.".startswith(prefix_skip):
+            continue
+        b = getattr(mod, "bias", None)
+        if isinstance(b, nn.Parameter) and _wanted(path, isinstance(mod, nn.LayerNorm), sites,
+                                                   include_layernorm):
+            out.append(f"{path}.bias" if path else "bias")
+    return out
+
+
+def apply_bitfit(model: nn.Module, sites=None, include_layernorm: bool = True,
+                 keep_head: bool = True) -> list[str]:
+    """requires_grad only for the selected biases (and the ``head.`` if ``keep_head``)."""
+    names = bias_names(model, sites, include_layernorm)
+    if not names:
+        raise ValueError("this model has no biases to train (BitFit needs a model with biases)")
+    chosen = set(names)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in chosen or (keep_head and n.startswith("head.")))
+    return names
+
+
+@torch.no_grad()
+def pre_activations(bert: nn.Module, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """The FFN pre-activations W₁h₁ + b_m2 (the GELU's input) of block ``layer`` at the
+    real tokens, flattened: what a BitFit shift of b_m2 moves (Eq. 6.3)."""
+    blocks = bert.encoder.layer
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"layer must lie in [0, {len(blocks)}), got {layer}")
+    seen = []
+    handle = blocks[layer].intermediate.dense.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        bert(ids, mask)
+    finally:
+        handle.remove()
+    z = seen[0]
+    return z[:, z.shape[1] - ids.shape[1]:][mask.bool()].reshape(-1)
+
+
+__all__ = ["apply_bitfit", "bias_names", "pre_activations"]

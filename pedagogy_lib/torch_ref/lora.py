@@ -1,0 +1,208 @@
+"""PyTorch twin of ``pedagogy_lib.lora``: the same layer, the same names, the same targeting.
+
+Autograd replaces the hand-written backward of Eq. 2.5; tests check the two agree. A is
+drawn by the NumPy code (``lora.init_A``) from the same seed, so a NumPy model and a torch
+model given the same ``seed`` start from identical adapters, on any device.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import lora as np_lora
+from ..lora import INITS, check_alpha, check_rank, match_targets, scaling
+
+
+def _numpy_dtype(dtype: torch.dtype):
+    if dtype == torch.float64:
+        return np.float64
+    if dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return np.float32  # draw in float32, then cast
+    raise TypeError(f"LoRALinear needs a floating-point base weight, got {dtype}")
+
+
+class LoRALinear(nn.Module):
+    """y = base(x) + s·(x Aᵀ) Bᵀ  (Eq. 2.4); ``base_layer`` frozen, ``lora_A`` (r, d_in), ``lora_B`` (d_out, r)."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False,
+                 init: str = "kaiming-uniform", rng: np.random.Generator | None = None):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear adapts a torch.nn.Linear, got {type(base).__name__}")
+        if init not in INITS:
+            raise ValueError(f"LoRALinear: unknown init {init!r}; choose one of {INITS}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        W = base.weight
+        self.d_in, self.d_out = base.in_features, base.out_features
+        self.r = check_rank(r, self.d_in, self.d_out)
+        self.alpha, self.rslora = check_alpha(alpha), rslora
+        self.scaling = scaling(self.r, self.alpha, rslora)  # Eqs. 2.2–2.3
+        self.init = init
+        rng = np.random.default_rng(0) if rng is None else rng
+        like = dict(device=W.device, dtype=W.dtype)
+        if init == "pissa":  # Eq. 2.8, SVD in float64 on the CPU
+            W_np = W.detach().cpu().to(torch.float64).numpy()
+            A, B, W_res = np_lora.pissa_factors(W_np, self.r, self.scaling)
+            with torch.no_grad():
+                W.copy_(torch.from_numpy(W_res))
+        else:
+            A = np_lora.init_A(self.r, self.d_in, init, rng, _numpy_dtype(W.dtype))
+            B = np.zeros((self.d_out, self.r))
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.base_layer = base
+        self.lora_A = nn.Parameter(torch.from_numpy(np.ascontiguousarray(A)).to(**like))
+        self.lora_B = nn.Parameter(torch.from_numpy(np.ascontiguousarray(B)).to(**like))
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return (f"d_in={self.d_in}, d_out={self.d_out}, r={self.r}, alpha={self.alpha:g}, "
+                f"scaling={self.scaling:g}, merged={self.merged}")
+
+    def delta_weight(self) -> torch.Tensor:
+        """ΔW = s·B A; only for merging and inspection."""
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def forward(self, x):
+        y = self.base_layer(x)
+        if self.merged:
+            return y
+        return y + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)  # never forms BA
+
+    @torch.no_grad()
+    def merge(self):
+        """W ← W₀ + s·BA (Eq. 2.6); refuses to merge twice."""
+        if self.merged:
+            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
+        self.base_layer.weight += self.delta_weight()
+        self.merged = True
+        return self
+
+    @torch.no_grad()
+    def unmerge(self):
+        """W ← W − s·BA (Eq. 2.6); refuses if not merged."""
+        if not self.merged:
+            raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
+        self.base_layer.weight -= self.delta_weight()
+        self.merged = False
+        return self
+
+
+def linear_paths(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """{dotted path: (d_in, d_out)} of every plain nn.Linear (LoRA bases excluded)."""
+    return {p: (m.in_features, m.out_features) for p, m in model.named_modules()
+            if isinstance(m, nn.Linear) and not (p == "base_layer" or p.endswith(".base_layer"))}
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    return {p: m for p, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def _set(model: nn.Module, path: str, new: nn.Module):
+    parent_path, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, leaf, new)
+
+
+def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha: float = 8,
+                rslora: bool = False, init: str = "kaiming-uniform", seed: int = 0,
+                freeze_base: bool = True) -> list[str]:
+    """Torch twin of ``lora.attach_lora``: same matching, same checks, same A for the same seed."""
+    if init not in INITS:
+        raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
+    alpha = check_alpha(alpha)
+    scaling(1, alpha, rslora)
+    modules = dict(model.named_modules())
+    already = [p for p in match_targets([p for p in modules if p], targets)
+               if isinstance(modules[p], LoRALinear)]
+    if already:
+        raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
+    shapes = linear_paths(model)
+    chosen = match_targets(shapes, targets)
+    for p in chosen:
+        try:
+            check_rank(r, *shapes[p])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{p}: {e}") from None
+    if freeze_base:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    rng = np.random.default_rng(seed)
+    for p in chosen:
+        _set(model, p, LoRALinear(model.get_submodule(p), r, alpha, rslora, init, rng))
+    return chosen
+
+
+def merge_all(model: nn.Module) -> list[str]:
+    layers = lora_layers(model)
+    done = [p for p, m in layers.items() if m.merged]
+    if done:
+        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
+    for m in layers.values():
+        m.merge()
+    return list(layers)
+
+
+def unmerge_all(model: nn.Module) -> list[str]:
+    layers = lora_layers(model)
+    not_done = [p for p, m in layers.items() if not m.merged]
+    if not_done:
+        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
+    for m in layers.values():
+        m.unmerge()
+    return list(layers)
+
+
+
+
+# ----------------------------------------------------------------------------- the experiment
+METHODS = ("probe", "lora", "full")
+
+
+def finetune(method: str, train, val, test, *, targets=("query", "value"), r: int = 8,
+             alpha: float = 8, rslora: bool = False, lr: float = 1e-3, head_lr: float = 1e-3,
+             epochs: int = 3, batch_size: int = 32, seed: int = 0, schedule: str = "cosine",
+             device=None, return_model: bool = False):
+    """One run of chapter 02's experiment on MiniLM: a linear head on the mean-pooled
+    embedding, plus ``method`` = 'probe' (encoder frozen), 'lora' (A, B on ``targets``) or
+    'full' (every weight). ``train``/``val``/``test`` are ``data.Split``s. Returns plain numbers:
+    accuracies, trainable count (head excluded), final loss, CPU seconds, and for LoRA the
+    mean ‖s·BA‖_F over the adapted matrices. With ``return_model`` also the trained MiniLM
+    (its ``.net`` carries the LoRA layers; the head is not part of it)."""
+    import time
+
+    from ..models import load_minilm
+    from .train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
+
+    if method not in METHODS:
+        raise ValueError(f"finetune: method must be one of {METHODS}, got {method!r}")
+    model = load_minilm("torch", device=device)
+    total = sum(p.numel() for p in model.net.parameters())
+    dev = next(model.net.parameters()).device
+    clf = Classifier(model.net, seed=seed)
+    if method == "probe":
+        freeze(model.net)
+    elif method == "lora":
+        attach_lora(model.bert, targets, r=r, alpha=alpha, rslora=rslora, seed=seed)
+    data = [Batches(model.tokenizer, s.tokens, s.labels, dev) for s in (train, val, test)]
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, schedule=schedule,
+                      head_lr=None if method == "probe" else head_lr)
+    t0 = time.process_time()
+    hist = train_classifier(clf, data[0], data[1], cfg)
+    out = {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "n_train": len(train),
+           "trainable": count_trainable(clf), "total": total,
+           "val_acc": hist.val_acc[-1], "test_acc": accuracy(clf, data[2]),
+           "final_loss": float(np.mean(hist.losses[-10:])), "cpu_s": time.process_time() - t0}
+    if method == "lora":
+        layers = lora_layers(model.bert)
+        with torch.no_grad():
+            norms = [float(m.delta_weight().norm()) for m in layers.values()]
+        out |= {"targets": targets if isinstance(targets, str) else list(targets), "r": r,
+                "alpha": alpha, "rslora": rslora, "n_matrices": len(layers),
+                "delta_norm": float(np.mean(norms))}
+    return (out, model) if return_model else out
+
+
+__all__ = ["LoRALinear", "METHODS", "attach_lora", "finetune", "linear_paths", "lora_layers", "merge_all",
+           "unmerge_all"]

@@ -1,0 +1,140 @@
+"""The article's BitFit claims (chapter 06), each with a value computed here and a verdict.
+
+``claims(results)`` takes {"curve": the learning-curve JSON, "switched": fraction of FFN
+units whose on-rate moved (optional)}; with ``None`` it loads
+``chapters/results/ch06_learning_curve.json`` and does the counting itself.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from pedagogy_lib import counting as C
+
+RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+SMALL = 256  # "small data": the sizes up to this many training words
+BITFIT, LORA, FULL, PROBE = "BitFit", "LoRA r=8 (q,v)", "full FT", "probe"
+# published (paper-numbers A1, A7): RoBERTa-base GLUE average; GPT-3 WikiSQL / MNLI-m
+PUB_GLUE = {"FT": 86.4, "BitFit": 85.2, "LoRA": 87.2}
+PUB_GPT3 = {"WikiSQL": (71.3, 73.4), "MNLI-m": (91.0, 91.7)}  # (BitFit, LoRA)
+
+
+def load_results() -> dict:
+    path = RESULTS / "ch06_learning_curve.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch06.py")
+    return {"curve": json.loads(path.read_text())}
+
+
+def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
+    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
+    return {"id": id_, "chapter": "06", "claim": claim, "verdict": verdict, "our_value": our_value,
+            "published_value": published_value, "source": source}
+
+
+def fractions() -> dict:
+    """BitFit's share of MiniLM, BERT-base, BERT-large: all biases with and without the
+    LayerNorm shifts β, and b_q + b_m2 only (Eq. 6.4). Totals as counting.py counts them."""
+    out = {}
+    for s in (C.minilm_shape(), C.BERT_BASE, C.BERT_LARGE):
+        n = {"with LN β": C.bitfit_params(s), "without LN β": C.bitfit_params(s, include_layernorm=False),
+             "b_q + b_m2": C.bitfit_params(s, only=C.BITFIT_QM2)}
+        out[s.name] = {k: (v, C.fraction(v, s)) for k, v in n.items()} | {"total": C.total_params(s)}
+    return out
+
+
+def gaps(curve: dict, a: str, b: str) -> dict[int, float]:
+    """mean accuracy of a − mean accuracy of b, per training-set size (in points)."""
+    ra, rb = curve["results"][a]["curve"], curve["results"][b]["curve"]
+    return {int(n): 100 * (ra[n]["mean"] - rb[n]["mean"]) for n in ra if n in rb}
+
+
+def noise(curve: dict, names, n: int) -> float:
+    """Standard error of a difference of two seed-means at size n, in points."""
+    k = len(curve["config"]["seeds"])
+    return 100 * float(np.sqrt(sum(curve["results"][x]["curve"][str(n)]["std"] ** 2 for x in names) / k))
+
+
+def claims(results: dict | None = None) -> list[dict]:
+    res = load_results() if results is None else dict(results)
+    if "curve" not in res:
+        res |= load_results()
+    curve = res["curve"]
+    fr = fractions()
+    out = []
+
+    # --- 0.08% "for BERT": which BERT?
+    big, base = fr["BERT-large"], fr["BERT-base"]
+    on_340m = big["with LN β"][0] / C.PUBLISHED_TOTAL["BERT-large"]
+    cands = {f"{m} {k}": fr[m][k][1] for m in ("BERT-base", "BERT-large") for k in ("with LN β", "without LN β")}
+    match = sorted(k for k, f in cands.items() if round(100 * f, 2) == 0.08)
+    out.append(_rec("ch06-0.08pct", "BitFit trains around 0.08% of the parameters for BERT.",
+                    "holds" if match else "wrong",
+                    f"BERT-large, biases + LN β: {big['with LN β'][0]:,} = {100 * big['with LN β'][1]:.3f}% "
+                    f"({100 * on_340m:.3f}% of 340M); BERT-base: {100 * base['with LN β'][1]:.3f}% with LN β, "
+                    f"{100 * base['without LN β'][1]:.3f}% without; rounding to 0.08%: {', '.join(match)}",
+                    "0.08% (BERT-large, with LN β: 271k by arithmetic)", "Ben Zaken et al. 2021 ◐; paper-numbers A7"))
+    qm2 = big["b_q + b_m2"]
+    out.append(_rec("ch06-qm2-0.04pct", "Training only b_q and b_m2 is 0.04% of the parameters.",
+                    "holds" if round(100 * qm2[1], 2) == 0.04 else "approximately",
+                    f"BERT-large: {qm2[0]:,} = {100 * qm2[1]:.3f}%", "0.04%", "Ben Zaken et al. 2021 ◐"))
+    ratio = 0.036 / on_340m
+    out.append(_rec("ch06-45x-houlsby", "BitFit trains 45× fewer parameters than Houlsby adapters (3.6%).",
+                    "holds" if abs(ratio - 45) <= 2.5 else "approximately",
+                    f"3.6% / {100 * on_340m:.3f}% = {ratio:.1f}×", "45×", "Ben Zaken et al. 2021 ◐"))
+
+    # --- competitive with full FT on small data
+    g_full = gaps(curve, BITFIT, FULL)
+    small = {n: g for n, g in g_full.items() if n <= SMALL}
+    largest = max(g_full)
+    worst = min(small.values())
+    verdict = "holds" if worst >= -2 else ("approximately" if worst >= -4 else "wrong")
+    out.append(_rec("ch06-small-data", "BitFit is competitive with full fine-tuning on small data.", verdict,
+                    "BitFit − full FT: " + ", ".join(f"n={n}: {g:+.1f}" for n, g in sorted(g_full.items()))
+                    + f" points (±{noise(curve, (BITFIT, FULL), largest):.1f} noise at n={largest}); "
+                    f"rule: 'competitive' = within 2 points for every n ≤ {SMALL}",
+                    f"RoBERTa-base GLUE: BitFit {PUB_GLUE['BitFit']} vs FT {PUB_GLUE['FT']}; "
+                    "per-task BitFit table ✘", "LoRA paper Table 2 (✔)"))
+
+    # --- underperforms LoRA by a small margin
+    g_lora = gaps(curve, LORA, BITFIT)
+    mean_gap = float(np.mean(list(g_lora.values())))
+    pos = sum(g > 0 for g in g_lora.values())
+    if 0 < mean_gap <= 3 and pos >= len(g_lora) / 2:
+        verdict = "holds"
+    elif mean_gap <= 0:
+        verdict = "wrong"
+    else:
+        verdict = "approximately"
+    pub = ", ".join(f"{k} {b} vs {lo}" for k, (b, lo) in PUB_GPT3.items())
+    out.append(_rec("ch06-vs-lora", "BitFit underperforms LoRA by a small margin.", verdict,
+                    "LoRA − BitFit: " + ", ".join(f"n={n}: {g:+.1f}" for n, g in sorted(g_lora.items()))
+                    + f" points (mean {mean_gap:+.1f}; LoRA trains "
+                    f"{curve['results'][LORA]['trainable'] / curve['results'][BITFIT]['trainable']:.1f}× more)",
+                    f"RoBERTa-base GLUE: LoRA {PUB_GLUE['LoRA']} vs BitFit {PUB_GLUE['BitFit']} "
+                    f"({PUB_GLUE['LoRA'] - PUB_GLUE['BitFit']:.1f}); GPT-3 BitFit vs LoRA: {pub}",
+                    "LoRA paper Tables 2 and 4 (✔)"))
+
+    # --- why it works: shifting the non-linearities' inputs re-routes activations
+    g_probe = gaps(curve, BITFIT, PROBE)
+    switched = res.get("switched")
+    extra = (f"; after BitFit {100 * switched:.0f}% of the last block's FFN units changed how often they "
+             "fire by more than 5 points" if switched is not None else "")
+    out.append(_rec("ch06-why", "Shifting the inputs of the non-linearities is enough to re-route activations.",
+                    "holds" if min(g_probe.values()) > 0 else "approximately",
+                    "BitFit − frozen probe (same head): " + ", ".join(
+                        f"n={n}: {g:+.1f}" for n, g in sorted(g_probe.items())) + " points" + extra,
+                    "explanation, no number", "the article; Ben Zaken et al. 2021"))
+    return out
+
+
+def table(records: list[dict]) -> str:
+    """The records as text: verdict and claim, then our value and the published one."""
+    lines = []
+    for r in records:
+        lines.append(f"[{r['verdict']}] {r['claim']}")
+        lines.append(f"    ours:      {r['our_value']}")
+        lines.append(f"    published: {r['published_value']}  ({r['source']})")
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""BitFit (chapter 06): which parameters train, their gradients (finite differences and the
+torch twin), the counts against counting.py, and bad input."""
+import numpy as np
+import pytest
+import torch
+
+from pedagogy_lib import bitfit as BF
+from pedagogy_lib import counting
+from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib.gradcheck import check_module
+from pedagogy_lib.nn import LayerNorm, Linear, Module
+from pedagogy_lib.torch_ref import bitfit as TBF
+from pedagogy_lib.torch_ref.encoder import build_encoder
+
+CFG = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
+                 intermediate_size=20, max_position_embeddings=16)
+SHAPE = counting.ModelShape("tiny", 40, 12, 3, 3, 20, 16, 2)  # the same model, for counting.py
+IDS = np.array([[1, 5, 7, 2, 9], [3, 4, 8, 0, 0]])
+MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+
+
+def small(dtype=np.float64):
+    bert = BertEncoder(CFG, seed=2, dtype=dtype)
+    rng = np.random.default_rng(9)  # non-trivial LayerNorm parameters and biases
+    for name, p in bert.named_parameters():
+        if "LayerNorm" in name or name.endswith("bias"):
+            p[...] = rng.standard_normal(p.shape) * 0.3 + (1.0 if name.endswith("LayerNorm.weight") else 0.0)
+    return bert
+
+
+def twin(bert):
+    """The torch encoder with the NumPy weights, copied at full float64 precision."""
+    tb = build_encoder(CFG, None, dtype=torch.float64, device="cpu")
+    tb.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in bert.named_parameters()})
+    return tb
+
+
+@pytest.mark.parametrize("sites, ln", [(None, True), (None, False), (BF.QM2, True), (("b_m3",), True),
+                                       (("b_LN1", "b_LN2"), True)])
+def test_counts_match_counting(sites, ln):
+    bert = small()
+    names = BF.apply_bitfit(bert, sites, include_layernorm=ln)
+    only = None if sites is None else [{"b_q": "query", "b_k": "key", "b_v": "value", "b_m1": "attn_out",
+                                        "b_m2": "ffn_in", "b_m3": "ffn_out", "b_LN1": "ln_attn",
+                                        "b_LN2": "ln_ffn"}[s] for s in sites]
+    want = counting.bitfit_params(SHAPE, include_layernorm=ln, only=only)
+    assert bert.num_parameters(trainable_only=True) == want
+    assert sum(dict(bert.named_parameters())[n].size for n in names) == want
+    assert all(n.endswith(".bias") for n in names)
+
+
+def test_qm2_is_query_and_ffn_in():
+    names = BF.bias_names(small(), BF.QM2)
+    assert names == [f"encoder.layer.{i}.{s}.bias" for i in range(3)
+                     for s in ("attention.self.query", "intermediate.dense")]
+    # b_m3 is the FFN's *output* bias, never the attention output's
+    assert BF.bias_names(small(), ["b_m3"]) == [f"encoder.layer.{i}.output.dense.bias" for i in range(3)]
+
+
+def test_published_fractions():
+    # BERT-large with LayerNorm β is the "0.08%"; BERT-base is 0.09% (paper-numbers A7)
+    f_large = counting.fraction(counting.bitfit_params(counting.BERT_LARGE), counting.BERT_LARGE)
+    f_base = counting.fraction(counting.bitfit_params(counting.BERT_BASE), counting.BERT_BASE)
+    assert round(100 * f_large, 2) == 0.08 and round(100 * f_base, 2) == 0.09
+
+
+def test_only_biases_get_gradients_and_fd():
+    bert = small()
+    names = BF.apply_bitfit(bert)
+    errs = check_module(bert, IDS, MASK, max_entries=None)
+    assert set(errs) == set(names)
+    # b_k adds q·b_k to a whole row of scores; softmax ignores it, so its gradient is 0 exactly
+    for n in [n for n in errs if ".key." in n]:
+        assert np.abs(dict(bert.named_grads())[n]).max() < 1e-12
+        errs.pop(n)
+    bad = {k: v for k, v in errs.items() if not v < 1e-6}
+    assert not bad, bad
+    assert {n for n, g in bert.named_grads() if g is not None} == set(names)
+
+
+@pytest.mark.parametrize("sites, ln", [(None, True), (BF.QM2, True), (None, False)])
+def test_torch_twin_same_names_and_grads(sites, ln):
+    bert = small()
+    tb = twin(bert)
+    names = BF.apply_bitfit(bert, sites, ln)
+    assert TBF.apply_bitfit(tb, sites, ln) == names
+    y = bert(IDS, MASK)
+    r = np.random.default_rng(1).standard_normal(y.shape)
+    bert.zero_grad()
+    bert.backward(r)
+    yt = tb(torch.from_numpy(IDS), torch.from_numpy(MASK))
+    (yt * torch.from_numpy(r)).sum().backward()
+    assert [n for n, p in tb.named_parameters() if p.requires_grad] == names
+    ng = dict(bert.named_grads())
+    for n, p in tb.named_parameters():
+        if p.requires_grad:
+            assert np.abs(p.grad.numpy() - ng[n]).max() < 1e-10, n
+        else:
+            assert p.grad is None
+
+
+def test_torch_keeps_head_and_pre_activations():
+    bert = small()
+    tb = twin(bert)
+    model = torch.nn.Module()
+    model.encoder, model.head = tb, torch.nn.Linear(12, 2)
+    names = TBF.apply_bitfit(model)
+    assert not any(n.startswith("head.") for n in names)
+    assert model.head.weight.requires_grad and model.head.bias.requires_grad
+    z = TBF.pre_activations(tb, torch.from_numpy(IDS), torch.from_numpy(MASK), layer=1)
+    assert z.shape == (int(MASK.sum()) * CFG.intermediate_size,)
+    # a shift δ of b_m2 moves every pre-activation of that unit by exactly δ
+    with torch.no_grad():
+        tb.encoder.layer[1].intermediate.dense.bias += 0.5
+    z2 = TBF.pre_activations(tb, torch.from_numpy(IDS), torch.from_numpy(MASK), layer=1)
+    assert torch.allclose(z2 - z, torch.full_like(z, 0.5), atol=1e-12)
+    with pytest.raises(ValueError, match="layer"):
+        TBF.pre_activations(tb, torch.from_numpy(IDS), torch.from_numpy(MASK), layer=3)
+
+
+def test_trainable_fraction():
+    bert = small()
+    BF.apply_bitfit(bert)
+    assert BF.trainable_fraction(bert) == counting.bitfit_params(SHAPE) / bert.num_parameters()
+
+
+def test_bad_input_leaves_state_unchanged():
+    bert = small()
+    for bad, err in [(["b_x"], ValueError), ([], ValueError), ("b_q", TypeError), (["query"], ValueError)]:
+        with pytest.raises(err, match="b_q"):
+            BF.apply_bitfit(bert, bad)
+        with pytest.raises(err):
+            TBF.apply_bitfit(torch.nn.Linear(2, 2), bad)
+    assert all(not mod.frozen for _, mod in bert.named_modules())
+    with pytest.raises(TypeError, match="Module"):
+        BF.apply_bitfit(torch.nn.Linear(2, 2))
+    nobias = Module()
+    nobias.lin = Linear(3, 3, bias=False)
+    with pytest.raises(ValueError, match="no biases"):
+        BF.apply_bitfit(nobias)
+    assert not nobias.lin.frozen
+    # LayerNorm without β switched off: nothing left either
+    only_ln = Module()
+    only_ln.ln = LayerNorm(4)
+    with pytest.raises(ValueError, match="no biases"):
+        BF.apply_bitfit(only_ln, include_layernorm=False)
+
+
+# ----------------------------------------------------------------------------- chapter plumbing
+def test_claims_records_and_logic():
+    import copy as _copy
+
+    from pedagogy_lib.verdicts import ch06 as V
+
+    records = V.claims()
+    assert len({r["id"] for r in records}) == len(records) >= 5
+    for r in records:
+        assert r["chapter"] == "06" and r["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
+    curve = _copy.deepcopy(V.load_results()["curve"])
+    for point in curve["results"]["BitFit"]["curve"].values():  # make BitFit far worse than full FT
+        point["mean"] = 0.5
+    verdicts = {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}
+    assert verdicts["ch06-small-data"] == "wrong" and verdicts["ch06-vs-lora"] == "approximately"
+    fr = V.fractions()
+    assert fr["BERT-large"]["with LN β"][0] == 271_360
+
+
+def test_exercise_checkers():
+    from pedagogy_lib.exercises import NotYet
+    from pedagogy_lib.exercises import ch06 as ex
+
+    ex.check_bitfit_count(lambda d, f, L, ln: L * (5 * d + f + (2 * d if ln else 0)) + (d if ln else 0))
+    with pytest.raises(NotYet, match="embedding LayerNorm"):
+        ex.check_bitfit_count(lambda d, f, L, ln: L * (5 * d + f + (2 * d if ln else 0)))
+    ex.check_bias_grad(lambda dy: dy.reshape(-1, dy.shape[-1]).sum(0))
+    with pytest.raises(NotYet, match="SUM"):
+        ex.check_bias_grad(lambda dy: dy.reshape(-1, dy.shape[-1]).mean(0))
+    ex.check_select_qm2(lambda names: [n for n in names if n.endswith(("self.query.bias", "intermediate.dense.bias"))])
+    with pytest.raises(NotYet, match="b_m2"):
+        ex.check_select_qm2(lambda names: [n for n in names if n.endswith(("self.query.bias", "output.dense.bias"))])
+    ex.check_shift_for_fraction(lambda z, p: -np.sort(z)[int(round((1 - p) * len(z))) - 1])
+    with pytest.raises(NotYet):
+        ex.check_shift_for_fraction(lambda z, p: 0.0)
+
+
+def test_figures_build(tmp_path, monkeypatch):
+    from pedagogy_lib import figures
+    from pedagogy_lib.figures import ch06 as F
+
+    monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
+    F.learning_curve()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((50, 8))
+    F.preactivation({"layer": 5, "before": z.ravel(), "after": (z + 0.1).ravel(), "delta_b": rng.standard_normal(8),
+                     "on_before": (z > 0).mean(0), "on_after": (z + 0.1 > 0).mean(0)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["06_learning_curve.png", "06_preactivation.png"]
+
+
+@pytest.mark.slow
+def test_peft_beft_matches_bitfit_without_layernorm():
+    """HF peft's BEFT (a trainable Δb beside chosen Linears) on every Linear is BitFit without
+    the LayerNorm shifts: same count, same gradients, and after merging the same biases."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    transformers.logging.set_verbosity_error()
+    hf_cfg = transformers.BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
+                                     intermediate_size=20, max_position_embeddings=16, layer_norm_eps=1e-12,
+                                     hidden_act="gelu")
+    torch.manual_seed(0)
+    hf = transformers.BertModel(hf_cfg, add_pooling_layer=False).double().eval()
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            if n.endswith("bias"):
+                p.normal_(0, 0.3)
+    ours = build_encoder(CFG, None, dtype=torch.float64, device="cpu")
+    ours.load_state_dict({k: v.clone() for k, v in hf.state_dict().items() if k in dict(ours.named_parameters())})
+    names = TBF.apply_bitfit(ours, include_layernorm=False)
+    target = r".*layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
+    pm = peft.get_peft_model(hf, peft.BeftConfig(target_modules=target))
+    delta = {n: p for n, p in pm.named_parameters() if p.requires_grad}
+    assert sum(p.numel() for p in delta.values()) == counting.bitfit_params(SHAPE, include_layernorm=False)
+    ids, mask = torch.from_numpy(IDS), torch.from_numpy(MASK)
+    r = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 5, 12)))
+    opt_a = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=0.05, weight_decay=0.0)
+    opt_b = torch.optim.AdamW(list(delta.values()), lr=0.05, weight_decay=0.0)
+    for step in range(3):
+        la = (ours(ids, mask) * mask[..., None] * r).sum()
+        lb = (pm(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None] * r).sum()
+        assert abs(la.item() - lb.item()) < 1e-9
+        opt_a.zero_grad(), opt_b.zero_grad()
+        la.backward(), lb.backward()
+        ga = dict(ours.named_parameters())
+        for n, p in delta.items():
+            ours_name = n.replace("base_model.model.", "").replace(".beft_bias.default", ".bias")
+            assert ours_name in names
+            assert torch.allclose(p.grad.squeeze(0), ga[ours_name].grad, atol=1e-12)
+        opt_a.step(), opt_b.step()
+    merged = pm.merge_and_unload().state_dict()
+    for n in names:
+        assert torch.allclose(merged[n], dict(ours.named_parameters())[n], atol=1e-10)

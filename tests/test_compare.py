@@ -1,0 +1,88 @@
+"""Chapter 08's harness on a tiny budget (the same code path `make compare` runs), and the ledger."""
+import json
+
+import pytest
+
+from pedagogy_lib import claims, compare
+
+TINY = compare.Budget(n_train=32, n_eval=32, epochs=1, batch_size=16, seeds=(0,), full_grid=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return compare.compare(None, TINY, progress=False)
+
+
+def test_every_method_runs_through_the_shared_protocol(tiny_results):
+    res = tiny_results
+    assert set(res["methods"]) == set(compare.METHODS)
+    n = res["n_model"]
+    for name, r in res["methods"].items():
+        assert 0.0 <= r["mean"] <= 1.0 and len(r["test_acc"]) == 1, name
+        assert r["lr"] == compare.METHODS[name].lrs[0]
+        assert r["trainable"] >= 0 and abs(r["pct"] - 100 * r["trainable"] / n) < 1e-9
+        assert r["memory"]["total"] > r["memory"]["weights"] > 0
+        assert r["latency_ratio"] > 0
+    m = res["methods"]
+    assert m["probe"]["trainable"] == 0 and m["full"]["trainable"] == n
+    # what a method trains is what it costs: full FT holds far more optimiser state than LoRA
+    assert m["full"]["memory"]["adam"] > 100 * m["lora_qv"]["memory"]["adam"]
+    assert m["lora_qv"]["trainable"] == 6 * 2 * 8 * (384 + 384)
+    assert m["prompt"]["trainable"] == 10 * 384 and m["ptuning_v2"]["trainable"] == 6 * 2 * 10 * 384
+    # 4-bit weights: QLoRA stores its frozen base in far fewer bytes than LoRA's fp32 base
+    assert m["qlora"]["memory"]["weights"] < 0.6 * m["lora_qv"]["memory"]["weights"]
+
+
+def test_results_round_trip_and_bad_files(tiny_results, tmp_path):
+    path = compare.save(tiny_results, tmp_path / "r.json")
+    assert compare.load(path)["methods"].keys() == tiny_results["methods"].keys()
+    with pytest.raises(FileNotFoundError, match="make compare"):
+        compare.load(tmp_path / "missing.json")
+    (tmp_path / "foreign.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a compare results file"):
+        compare.load(tmp_path / "foreign.json")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown method"):
+        compare.check_methods(["lora", "sorcery"])
+    with pytest.raises(ValueError, match="learning rate"):
+        compare.run("probe", -1.0, 0, TINY)
+    with pytest.raises(ValueError, match="invalid budget"):
+        compare.Budget(n_train=1)
+
+
+def test_committed_results_cover_every_method():
+    res = compare.load()
+    assert set(res["methods"]) == set(compare.METHODS)
+    assert len(res["budget"]["seeds"]) >= 3
+
+
+def test_ledger_records_are_valid_and_reproducible():
+    first = claims.ledger()
+    assert len({r["id"] for r in first}) == len(first)
+    for rec in first:
+        claims.check_record(rec)
+    claims._ledger.cache_clear()
+    assert claims.ledger() == first  # every value recomputes to the same string
+    counts = claims.verdict_counts(first)
+    assert sum(counts.values()) == len(first) and counts["wrong"] > 0
+
+
+def test_ledger_covers_the_article_claims_listed_in_issue_8():
+    text = " ".join((r["id"] + " " + r["claim"]).lower() for r in claims.ledger())
+    for needles in [("0.39",), ("0.24",), ("0.08",), ("700",), ("48",), ("vicuna",), ("latency",),
+                    ("prefix",), ("optimal",), ("learning rate", "lr "), ("rank",), ("double", "dq")]:
+        assert any(n in text for n in needles), f"no ledger record mentions {needles}"
+
+
+def test_check_record_rejects_bad_records():
+    good = {"id": "x", "chapter": "ch08", "claim": "c", "verdict": "holds", "our_value": "1",
+            "published_value": "1", "source": "s"}
+    claims.check_record(good)
+    with pytest.raises(ValueError, match="verdict"):
+        claims.check_record({**good, "verdict": "probably"})
+    with pytest.raises(ValueError, match="lacks fields"):
+        claims.check_record({"id": "x"})
+    with pytest.raises(ValueError, match="unknown chapter"):
+        claims.chapter_claims("ch99")
