@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib.figures import ch01 as F
+from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
 
 ATTENTION = ("query", "key", "value", "attn-out")
 SOURCE_ID = "Aghajanyan et al. 2020 (paper-numbers A8: abstract ✔, d90 table ◐)"
@@ -135,11 +136,3 @@ def claims(results: dict | None = None) -> list[dict]:
     return out
 
 
-def table(records: list[dict]) -> str:
-    """Fixed-width text: verdict and claim, then our value and the published one."""
-    lines = []
-    for r in records:
-        lines.append(f"[{r['verdict']}] {r['claim']}")
-        lines.append(f"    ours:      {r['our_value']}")
-        lines.append(f"    published: {r['published_value']}  ({r['source']})")
-    return "\n".join(lines)

@@ -17,6 +17,7 @@ import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import quant as Q
+from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
 
 PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3 ✔
 PAPER_MMLU = {"BF16": 53.0, "FP4": 52.2, "NF4 + DQ": 53.1}                  # Table 4 ✔
@@ -242,11 +243,3 @@ def claims(results: dict | None = None) -> list[dict]:
     return out
 
 
-def table(records: list[dict]) -> str:
-    """The records as text: verdict and claim, then our value and the published one."""
-    lines = []
-    for r in records:
-        lines.append(f"[{r['verdict']}] {r['claim']}")
-        lines.append(f"    ours:      {r['our_value']}")
-        lines.append(f"    published: {r['published_value']}  ({r['source']})")
-    return "\n".join(lines)
