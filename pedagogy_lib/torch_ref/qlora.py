@@ -330,13 +330,13 @@ def make_classifier(method: str, mm=None, *, targets=TARGETS, r: int = 8, alpha:
     (4-bit base, the same LoRA), 'probe' (fp32 base frozen, head only), 'qprobe' (4-bit base
     frozen, head only). LoRA gets the same A for the same seed in 'lora' and 'qlora', so
     the two differ only in the base weights. Returns (classifier, tokenizer)."""
-    from ..models import load_minilm
+    from .encoder import load_minilm_torch
     from .train import Classifier, freeze
 
     if method not in METHODS:
         raise ValueError(f"make_classifier: method must be one of {METHODS}, got {method!r}")
     if mm is None:
-        mm = load_minilm("torch", device="cpu")
+        mm = load_minilm_torch(device="cpu")
     net = copy.deepcopy(mm.net).cpu()
     if method in ("qlora", "qprobe"):
         quantize_linears(net.bert, targets, quant_type, double_quant, blocksize, compute_dtype)
