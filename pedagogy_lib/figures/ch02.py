@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import pathlib
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .. import lora
 from . import register, save
@@ -45,7 +45,8 @@ LABELS = {"alpha_over_r": "s = α/r (LoRA)", "rslora": "s = α/√r (rsLoRA)"}
 @register("02_scaling")
 def scaling(data=None):
     data = lora.scaling_study() if data is None else data
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
     for name, rows in data.items():
         r = [x["r"] for x in rows]
         a.plot(r, [x["step1_delta_norm"] for x in rows], "o-", label=LABELS[name])
@@ -60,7 +61,6 @@ def scaling(data=None):
     b.set_yscale("log")
     a.set_title("step size vs rank")
     b.set_title("how far 200 steps get")
-    fig.tight_layout()
     save(fig, "02_scaling")
     return fig
 
@@ -75,8 +75,9 @@ def _mean_sd(v):
 def lr_sensitivity(doc=None):
     doc = load_sweeps() if doc is None else doc
     sweep = doc["summary"]["lr_sweep"]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    names = {"probe": "frozen probe (head only)", "lora": "LoRA q,v r=8 α=8", "full": "full fine-tuning"}
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    names = {"probe": "frozen probe (x = the head's lr)", "lora": "LoRA q,v r=8 α=8", "full": "full fine-tuning"}
     for m, rows in sweep.items():
         lrs = sorted(rows, key=float)
         stats = [_mean_sd(rows[k]["val_acc"]) for k in lrs]
@@ -88,7 +89,6 @@ def lr_sensitivity(doc=None):
     ax.set_ylabel("validation accuracy")
     ax.legend(fontsize=8)
     ax.set_title(f"VADER polarity, {doc['config']['n_train']} words, {len(doc['config']['seeds'])} seeds (mean ± sd)")
-    fig.tight_layout()
     save(fig, "02_lr")
     return fig
 
@@ -97,7 +97,7 @@ def lr_sensitivity(doc=None):
 def placement(doc=None):
     doc = load_sweeps() if doc is None else doc
     s = doc["summary"]
-    fig = plt.figure(figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
     a = fig.add_subplot(grid[:, 0])
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
@@ -126,7 +126,6 @@ def placement(doc=None):
     top.set_title("LoRA paper, Table 5: GPT-3, 18M parameters")
     top.tick_params(labelbottom=False)
     bottom.set_xticks(range(len(keys)), short, fontsize=8)
-    fig.tight_layout()
     save(fig, "02_placement")
     return fig
 
@@ -135,7 +134,8 @@ def placement(doc=None):
 def rank(doc=None):
     doc = load_sweeps() if doc is None else doc
     s = doc["summary"]["rank"]
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(12, 3.5))
+    fig = Figure(figsize=(12, 3.5), layout="constrained")
+    a, b, c = fig.subplots(1, 3)
     for name, rows in s.items():
         rs = sorted(rows, key=int)
         stats = [_mean_sd(rows[k]["test_acc"]) for k in rs]
@@ -145,7 +145,7 @@ def rank(doc=None):
     a.set_ylabel("test accuracy (%)")
     a.set_title("MiniLM, VADER, LoRA on q,v, α = 8")
     b.set_ylabel("mean ‖s·BA‖_F after training")
-    b.set_yscale("log")
+    b.set_ylim(0, None)
     b.set_title("how far the adapters moved")
     for ax in (a, b):
         ax.set_xscale("log", base=2)
@@ -158,6 +158,5 @@ def rank(doc=None):
     c.set_ylabel("accuracy (%)")
     c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
     c.legend(fontsize=8)
-    fig.tight_layout()
     save(fig, "02_rank")
     return fig
