@@ -78,6 +78,7 @@ def sweep_figure(sweep: dict | None = None) -> Figure:
     left.axhspan(lo - sd, lo + sd, color=COLOURS["lora"], alpha=0.15)
     left.axhline(lo, color=COLOURS["lora"], label=f"{LABELS['lora']} ({s['lora']['trainable']:,} params)")
     left.set_xscale("log")
+    left.set_xticks(s["lengths"], [str(m) for m in s["lengths"]])
     left.set_xlabel("prefix length m")
     left.set_ylabel(f"test accuracy (%), mean ± sd over {len(sweep['config']['seeds'])} seeds")
     left.set_title("Accuracy vs prefix length")

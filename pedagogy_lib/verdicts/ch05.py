@@ -96,14 +96,15 @@ def claims(results: dict | None = None) -> list[dict]:
     acc = lambda k: f"{100 * s['methods'][k]['test'][0]:.1f} ± {100 * s['methods'][k]['test'][1]:.1f}"  # noqa: E731
     v_small = "holds" if g_ft - 2 * se_ft > 2.0 else ("approximately" if g_ft > 1.0 else "wrong")
     v_34 = ("holds" if 3 <= g_ft <= 4 else "approximately" if 3 - 2 * se_ft <= g_ft <= 4 + 2 * se_ft else "wrong")
-    v_v2 = "holds" if g_v2 <= 1.0 else ("approximately" if g_v2 <= 1.0 + 2 * se_v2 or g_v2 <= 2.0 else "wrong")
+    # "matches": within one point (P-Tuning v2's own figure allows ~2 points at 335M, ◐)
+    v_v2 = "holds" if g_v2 <= 1.0 else ("approximately" if g_v2 <= 2.0 else "wrong")
     ptv2_fig = "; ".join(f"{k}: FT {a}, PT {b}, PTv2 {c}" for k, (a, b, c) in PTV2_FIG1.items())
     return [
         _rec("ch05-prompt-needs-scale",
              "Prompt tuning only works on very large models: below ~1B parameters the loss is severe, "
              "at 10B+ it vanishes.", v_small,
              f"MiniLM (22.7M), m={m}: best prompt tuning ({best_prompt}) {acc(best_prompt)} vs full FT "
-             f"{acc('full-ft')}: {g_ft:.1f} ± {se_ft:.1f} points below; only {g_probe:+.1f} ± {se_probe:.1f} "
+             f"{acc('full-ft')}: {g_ft:.1f} ± {se_ft:.1f} points below; {g_probe:+.1f} ± {se_probe:.1f} "
              f"over the head-only probe ({acc('probe')}); the 10B+ half is untestable here",
              ptv2_fig + " (SuperGLUE, RTE/BoolQ/CB average); Lester: the gap closes with scale, "
                         "XXL (11B) matches model tuning",
@@ -113,10 +114,11 @@ def claims(results: dict | None = None) -> list[dict]:
                    f"(test accuracy, 3 seeds)",
              "BERT-large: 77.7 → 67.2 (10.5 points); RoBERTa-large: 86.9 → 62.3 (24.6 points)",
              "article; P-Tuning v2 Fig. 1 (A6 ◐)"),
-        _rec("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes at ~0.1% trainable.",
+        _rec("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes, small ones "
+             "included, at ~0.1% trainable.",
              v_v2, f"P-Tuning v2 m={m} {acc('ptuning-v2')} vs full FT {acc('full-ft')}: {g_v2:.1f} ± {se_v2:.1f} "
-                   f"points below, training {100 * mini['ptuning_v2']:.2f}% of MiniLM "
-                   f"({s['methods']['ptuning-v2']['trainable']:,} numbers)",
+                   f"points below (criterion: within 1 point), training {100 * mini['ptuning_v2']:.2f}% of MiniLM "
+                   f"({s['methods']['ptuning-v2']['trainable']:,} numbers; its fraction: record ch05-ptv2-fraction)",
              "\"matches fine-tuning with only 0.1%–3% tuned parameters\" (300M–10B); " + ptv2_fig,
              "Liu et al. 2022 (A6: abstract ✔, figure ◐)"),
         _rec("ch05-prompt-fraction", "Prompt tuning trains under 0.01% of the parameters.", "approximately",
@@ -132,13 +134,3 @@ def claims(results: dict | None = None) -> list[dict]:
              "0.1%–3%", "Liu et al. 2022, abstract (A6 ✔)"),
     ]
 
-
-def table(records: list[dict], width: int = 100) -> str:
-    import textwrap
-
-    lines = []
-    for r in records:
-        lines.append(f"[{r['verdict'].upper()}] {r['id']}: {r['claim']}")
-        for key, label in (("our_value", "ours"), ("published_value", "published"), ("source", "source")):
-            lines += textwrap.wrap(f"{label}: {r[key]}", width, initial_indent="    ", subsequent_indent="      ")
-    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Chapter 04 sweep: prefix-tuning on VADER polarity, trained directly vs through the MLP.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python tests/bench/sweep_ch04.py
-Writes chapters/results/ch04_prefix.json (about 25 CPU-minutes at one thread).
+Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
 
 Protocol (the same loop and budget as chapter 03's sweep): the book's training loop
 (torch_ref.train) on a class-balanced subsample of N_TRAIN training words, EPOCHS epochs,

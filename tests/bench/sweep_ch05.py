@@ -1,7 +1,7 @@
 """Chapter 05 sweep: prompt tuning vs P-Tuning v2 vs LoRA vs full fine-tuning on VADER.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python tests/bench/sweep_ch05.py
-Writes chapters/results/ch05_prompt.json (about 30 CPU-minutes at one thread).
+Writes chapters/results/ch05_prompt.json (about 25 CPU-minutes at one thread).
 
 Protocol (chapter 03's): the book's training loop (torch_ref.train) on a class-balanced
 subsample of N_TRAIN training words, EPOCHS epochs, batch 32, head learning rate HEAD_LR.
