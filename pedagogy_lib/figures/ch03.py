@@ -16,6 +16,7 @@ from pedagogy_lib import adapters, counting
 from pedagogy_lib.figures import register, save
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
 COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
            "LoRA unmerged": "C4", "LoRA merged": "C3", "lora": "C3"}
 
@@ -62,22 +63,21 @@ def params(d: dict | None = None) -> Figure:
 def latency(d: dict | None = None) -> Figure:
     d = load("ch03_latency") if d is None else d
     settings = d["settings"]
-    names = [n for n in settings[0]["models"] if n != "none"]
+    names = [n for n in ORDER if n in settings[0]["models"]]
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(names)
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(settings))]
-        mid = [100 * (s["models"][name]["ratio"] - 1) for s in settings]
-        lo = [m - 100 * (s["models"][name].get("ratio_q1", s["models"][name]["ratio"]) - 1) for m, s in zip(mid, settings)]
-        hi = [100 * (s["models"][name].get("ratio_q3", s["models"][name]["ratio"]) - 1) - m for m, s in zip(mid, settings)]
-        ax.bar(xs, mid, width, yerr=[lo, hi], capsize=2, color=COLOURS[name], label=name,
-               error_kw={"lw": 0.8})
+        r = [s["models"][name] for s in settings]
+        ax.bar(xs, [100 * (v["ratio"] - 1) for v in r], width, color=COLOURS[name], label=name)
+        ax.vlines(xs, [100 * (v.get("ratio_q1", v["ratio"]) - 1) for v in r],
+                  [100 * (v.get("ratio_q3", v["ratio"]) - 1) for v in r], color="k", lw=0.8)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xticks(range(len(settings)),
                   [f"batch {s['batch']} × {s['seq_len']} tokens\n(base {s['models']['none']['ms']:.1f} ms)"
                    for s in settings], fontsize=8)
-    ax.set_ylabel("extra forward time vs no adapter (%)\nmedian, bars: quartiles over rounds")
+    ax.set_ylabel("extra forward time vs no adapter (%)\nmedian of per-round ratios; lines: quartiles")
     ax.set_title(f"Whole-model forward, MiniLM, {d['device']}, {d['threads']} thread(s), "
                  f"{d.get('clock', 'wall')} time", fontsize=10)
     ax.legend(fontsize=8, ncols=3)
@@ -90,12 +90,12 @@ def accuracy(d: dict | None = None) -> Figure:
     d = load("ch03_accuracy") if d is None else d
     fig = Figure(figsize=(6.4, 4), layout="constrained")
     ax = fig.subplots()
-    for name, r in d["results"].items():
-        colour = COLOURS.get(r["kind"], "C5")
-        ax.errorbar(r["trainable"], 100 * r["test_mean"], yerr=100 * r["test_std"], fmt="o",
-                    color=colour, capsize=3)
-        ax.annotate(name, (r["trainable"], 100 * r["test_mean"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+    markers = {8: "o", 16: "s", 64: "D"}
+    for name, r in sorted(d["results"].items(), key=lambda kv: (kv[1]["kind"] != "lora", kv[1]["trainable"], kv[0])):
+        ax.errorbar(r["trainable"], 100 * r["test_mean"], yerr=100 * r["test_std"], capsize=3, ls="none",
+                    marker="*" if r["kind"] == "lora" else markers.get(r["size"], "v"), ms=8,
+                    color=COLOURS.get(r["kind"], "C5"), label=name)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (head excluded)")
     ax.set_ylabel("test accuracy (%), mean ± sd over seeds")

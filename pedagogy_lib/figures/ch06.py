@@ -67,19 +67,24 @@ def preactivation_data(bert_before, bert_after, tokenizer, tokens, layer: int) -
 
 
 def _default_preactivation_data() -> dict:
-    """Train BitFit briefly (256 words, 3 epochs) and measure the last block."""
+    """Chapter 06's live run, repeated: BitFit on 512 training words (seed 0) with the
+    learning rate and epochs the sweep uses at that size; the last block on 256 val words."""
     from pedagogy_lib import data
     from pedagogy_lib.models import load_minilm
     from pedagogy_lib.torch_ref import bitfit as TB
     from pedagogy_lib.torch_ref import train as T
 
+    curve, n = load("ch06_learning_curve"), 512
+    c = curve["config"]
+    epochs = max(c["min_epochs"], -(-c["min_steps"] * c["batch_size"] // n))
     mm = load_minilm("torch", device="cpu")
     task = data.polarity_task()
-    tr = data.subsample(task.train, 256, 0)
+    tr = data.subsample(task.train, n, 0)
     model = T.Classifier(copy.deepcopy(mm.net), seed=0)
     TB.apply_bitfit(model)
-    T.train_classifier(model, T.Batches(mm.tokenizer, tr.tokens, tr.labels, "cpu"), None,
-                       T.TrainConfig(lr=1e-2, epochs=3, seed=0))
+    cfg = T.TrainConfig(lr=curve["results"]["BitFit"]["lr"], epochs=epochs, batch_size=c["batch_size"],
+                        head_lr=c["head_lr"], seed=0)
+    T.train_classifier(model, T.Batches(mm.tokenizer, tr.tokens, tr.labels, "cpu"), None, cfg)
     val = data.subsample(task.val, 256, 0)
     return preactivation_data(mm.bert, model.encoder.bert, mm.tokenizer, val.tokens,
                               mm.bert.config.num_hidden_layers - 1)

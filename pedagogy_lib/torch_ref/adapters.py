@@ -190,13 +190,14 @@ def time_forward(models: dict[str, nn.Module], batch: int, seq_len: int, rounds:
                  inner: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
     """Forward latency of each model on the same random (batch, seq_len) input.
 
-    Models are timed in turn inside each round (the order rotates), so they all see the
-    same machine noise; a model's ratio is the median over rounds of its time over the
-    time of ``models["none"]`` in that round. On a CPU with one thread the clock is the
-    thread's CPU time (what the latency would be on an idle machine; time spent waiting
-    for a shared core is not counted), otherwise wall time.
-    Returns {name: {"ms": median ms, "ratio", "ratio_q1", "ratio_q3"}, ...} (the quartiles show
-    the spread over rounds) plus {"clock": "thread CPU" | "wall"}.
+    Models are timed in turn inside each round (the order rotates), so neighbouring
+    measurements see the same machine. A model's ``ratio`` is the median over rounds of its
+    time over the time of ``models["none"]`` in the same round (paired, so slow drifts of
+    the machine cancel); ``ratio_q1``/``ratio_q3`` are the quartiles of those per-round
+    ratios and show the noise; ``ms`` is the median time. Many short rounds beat a few long
+    ones. On a CPU with one thread the clock is the thread's CPU time (time spent waiting for
+    a shared core is not counted), otherwise wall time. Returns {name: {"ms", "ratio",
+    "ratio_q1", "ratio_q3"}, ...} plus {"clock": "thread CPU" | "wall"}.
     """
     if "none" not in models:
         raise ValueError("time_forward needs a 'none' model to take ratios against")

@@ -14,6 +14,7 @@ import numpy as np
 
 from pedagogy_lib import adapters as A
 from pedagogy_lib import counting as C
+from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
@@ -122,26 +123,30 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"have one per layer, Houlsby two: {2 * (2 * m * d + m + d):,} = ~4md per layer",
                     "~2md per layer", "the article's side-by-side table"))
 
-    # --- latency
+    # --- latency (merged LoRA does the base model's work: its distance from 0 is the noise floor)
     rows = lat["rows"]
+    noise = max(abs(r.get("LoRA merged", 0.0)) for r in rows.values())
     b1 = [k for k in rows if k[0] == 1]
     big = max(rows, key=lambda k: k[0] * k[1])
     worst_b1 = max(rows[k]["houlsby"] for k in b1)
-    h_big, par_big = rows[big]["houlsby"], rows[big]["parallel"]
+    h_big, p_big, par_big = rows[big]["houlsby"], rows[big]["pfeiffer"], rows[big]["parallel"]
     flop_h = lat["flops"]["houlsby"][str(big[1])]
     bert_base_flops = A.flop_overhead(768, 3072, 64, "houlsby", 128)
-    holds = all(0.01 <= rows[k]["houlsby"] <= 0.03 for k in rows) and all(rows[k]["parallel"] < 0.01 for k in rows)
-    verdict = "holds" if holds else ("approximately" if h_big <= max(0.03, 2 * flop_h) else "wrong")
-    if worst_b1 > 0.03 and not holds:
-        verdict = "wrong" if h_big > max(0.03, 2 * flop_h) else "approximately"
+    t1 = {k: 100 * (v / LORA_T1_MS["none"] - 1) for k, v in LORA_T1_MS.items()}
+    if all(r["houlsby"] <= 0.03 + noise and r["parallel"] < 0.01 + noise for r in rows.values()):
+        verdict = "holds"
+    elif h_big <= max(0.03, flop_h) + noise:
+        verdict = "approximately"  # true of the FLOPs at large batch only
+    else:
+        verdict = "wrong"
     out.append(_rec("ch03-latency", "Adapters add 1–3% latency per block; parallel adapters under 1%.", verdict,
-                    f"MiniLM m=64, {res['latency']['device']}: Houlsby {_pct(worst_b1)} at batch 1 (worst), "
-                    f"{_pct(h_big)} at batch {big[0]}×{big[1]} (FLOP share {100 * flop_h:.1f}%); parallel "
-                    f"{_pct(par_big)} there (eager PyTorch runs it after the FFN, not beside it); "
-                    f"BERT-base m=64 FLOP share {100 * bert_base_flops:.1f}%",
-                    f"whole model at batch 1: AdapterH +{100 * (LORA_T1_MS['AdapterH'] / LORA_T1_MS['none'] - 1):.0f}%, "
-                    f"AdapterL +{100 * (LORA_T1_MS['AdapterL'] / LORA_T1_MS['none'] - 1):.0f}%; no published "
-                    "number for parallel adapters", SOURCE_T1))
+                    f"MiniLM m=64, {res['latency']['device']}, noise floor ±{100 * noise:.1f}% (merged LoRA): "
+                    f"Houlsby {_pct(worst_b1)} at batch 1 (worst), {_pct(h_big)} at batch {big[0]}×{big[1]} "
+                    f"(FLOP share {100 * flop_h:.1f}%), Pfeiffer {_pct(p_big)}, parallel {_pct(par_big)} there "
+                    f"(eager PyTorch runs it after the FFN, not beside it); BERT-base m=64 FLOP share "
+                    f"{100 * bert_base_flops:.1f}%",
+                    f"whole model at batch 1: AdapterH +{t1['AdapterH']:.0f}%, AdapterL +{t1['AdapterL']:.0f}%; "
+                    "no published number for parallel adapters", SOURCE_T1))
 
     # --- Pfeiffer: half the parameters, most of the quality
     ratio = A.adapter_params(768, 64, "pfeiffer", 12) / A.adapter_params(768, 64, "houlsby", 12)
@@ -168,7 +173,8 @@ def claims(results: dict | None = None) -> list[dict]:
                     "approximately" if abs(100 * f_h - 2.1) <= 0.3 else "wrong",
                     f"{h64_large:,} adapter + {ln_large:,} LayerNorm parameters = {100 * f_h:.2f}% of 340M",
                     "2.1% (m=64), 3.6% (m chosen per task from 8–256)", "Houlsby et al. 2019, Table 1 (✔)"))
-    out.append(_rec("ch03-adapterhub-pfeiffer", "AdapterHub's Pfeiffer config (reduction 16) trains 0.81% of BERT-base.",
+    out.append(_rec("ch03-adapterhub-pfeiffer",
+                    "AdapterHub's Pfeiffer config (reduction 16) trains 0.81% of BERT-base.",
                     "holds" if abs(100 * f_p - 0.81) < 0.01 else "wrong",
                     f"m = 768/16 = 48: {p_hub:,} = {100 * f_p:.3f}% of {C.total_params(bb):,}",
                     "≈0.89M, 0.81%", "AdapterHub SeqBnConfig (paper-numbers A3, calc)"))
@@ -183,11 +189,3 @@ def claims(results: dict | None = None) -> list[dict]:
     return out
 
 
-def table(records: list[dict]) -> str:
-    """The records as a fixed-width text table (claim, verdict, our value, published)."""
-    lines = []
-    for r in records:
-        lines.append(f"[{r['verdict']}] {r['claim']}")
-        lines.append(f"    ours:      {r['our_value']}")
-        lines.append(f"    published: {r['published_value']}  ({r['source']})")
-    return "\n".join(lines)
