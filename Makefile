@@ -14,6 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP_PIN   := pip==26.3
 LAB_PIN   := jupyterlab==4.6.6
 
+JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CHAPTERS    := $(sort $(wildcard chapters/[0-9]*.ipynb))
 STUDENT_DIR := student
 
@@ -38,7 +39,7 @@ help:
 	@echo "make figures  regenerate figures/ (python -m pedagogy_lib.figures)"
 	@echo "make student  copies of the chapters without solution cells, in $(STUDENT_DIR)/"
 	@echo "make lab      install JupyterLab into .venv if missing, then start it"
-	@echo "make bench    run the benchmarks in tests/bench/ (ratios, written to chapters/results/)"
+	@echo "make bench    the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps   rerun the chapters' long experiments (tests/bench/sweep_*.py, slow)"
 	@echo "make compare  chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
 	@echo "make clean    remove build/, $(STUDENT_DIR)/ and caches (keeps .venv)"
@@ -91,12 +92,15 @@ sweeps: setup
 		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
 
 compare: setup
-	$(RUN_ENV) $(PY) -m pedagogy_lib.compare
+	$(RUN_ENV) $(PY) -m pedagogy_lib.compare --jobs $(JOBS)
 
+# Each benchmark writes its ratios under chapters/results/; then every chapter is executed
+# (one at a time) and timed, and all of it is summarised in chapters/results/bench_summary.json.
 bench: setup
+	@mkdir -p $(RUNTIME)
 	@set -e; for f in $(sort $(wildcard tests/bench/bench_*.py)); do \
 		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
-	@$(if $(wildcard tests/bench/bench_*.py),,echo "no benchmarks in tests/bench/ yet")
+	$(RUN_ENV) $(PY) -m pedagogy_lib.benchmarks
 
 clean:
 	rm -rf build $(STUDENT_DIR) .pytest_cache *.egg-info

@@ -5,12 +5,33 @@ import pytest
 
 from pedagogy_lib import claims, compare
 
-TINY = compare.Budget(n_train=32, n_eval=32, epochs=1, batch_size=16, seeds=(0,), full_grid=False)
+TINY = compare.Budget(n_train=32, n_eval=32, epochs=1, batch_size=16, seeds=(0,), full_grid=False, latency_rounds=2)
 
 
 @pytest.fixture(scope="module")
 def tiny_results():
-    return compare.compare(None, TINY, progress=False)
+    return compare.compare(None, TINY, progress=False, jobs=2)  # the pool path make compare takes
+
+
+def test_numbers_do_not_depend_on_the_number_of_workers(tiny_results):
+    alone = compare.compare(["probe", "lora_qv"], TINY, progress=False, jobs=1)
+    for name, r in alone["methods"].items():
+        p = tiny_results["methods"][name]
+        assert (r["test_acc"], r["val_by_lr"], r["memory"], r["trainable"]) == \
+               (p["test_acc"], p["val_by_lr"], p["memory"], p["trainable"]), name
+
+
+def test_prompt_starts_from_whole_word_embeddings():
+    import numpy as np
+    from pedagogy_lib.prefix import vocab_candidates
+
+    bert = compare.latency_model("prompt")
+    table = bert.embeddings.word_embeddings.weight.detach().numpy()
+    vocab = compare.load_minilm("torch").tokenizer.tok.get_vocab()
+    allowed = table[vocab_candidates(vocab)]
+    P = bert.embeddings.prompt.weight.detach().numpy()
+    # every prompt row is one of the candidate rows ([unused…] and sub-word ids excluded)
+    assert all(np.any(np.all(allowed == row, axis=1)) for row in P)
 
 
 def test_every_method_runs_through_the_shared_protocol(tiny_results):
@@ -50,6 +71,8 @@ def test_bad_arguments():
         compare.run("probe", -1.0, 0, TINY)
     with pytest.raises(ValueError, match="invalid budget"):
         compare.Budget(n_train=1)
+    with pytest.raises(ValueError, match="jobs"):
+        compare.compare(["probe"], TINY, progress=False, jobs=0)
 
 
 def test_committed_results_cover_every_method():
@@ -86,3 +109,23 @@ def test_check_record_rejects_bad_records():
         claims.check_record({"id": "x"})
     with pytest.raises(ValueError, match="unknown chapter"):
         claims.chapter_claims("ch99")
+
+
+def test_guide_links_point_at_real_sections():
+    import nbformat
+    from pathlib import Path
+    from pedagogy_lib.verdicts import ch08 as V
+
+    rows = V.guide(compare.load())
+    assert [r["scenario"] for r in rows] == [g[0] for g in V.GUIDE] and set(V.WHERE) == {g[0] for g in V.GUIDE}
+    chapters = Path(__file__).resolve().parents[1] / "chapters"
+    for row in rows:
+        assert row["links"] and row["status"], row["scenario"]
+        for nb_name, heading in V.WHERE[row["scenario"]]:
+            nb = nbformat.read(chapters / nb_name, as_version=4)
+            headings = {line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
+                        for line in c.source.splitlines() if line.startswith("#")}
+            assert heading in headings, f"{nb_name} has no section '{heading}'"
+            assert V.link(nb_name, heading) in row["links"]
+    table = V.guide_markdown(rows)
+    assert table.count("\n") == len(rows) + 1 and "](02_lora.ipynb#5.-Merged:-bit-for-bit?)" in table

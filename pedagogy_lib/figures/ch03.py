@@ -7,15 +7,14 @@ already loaded.
 """
 from __future__ import annotations
 
-import json
-import pathlib
 
 from matplotlib.figure import Figure
 
+from pedagogy_lib import results as R
 from pedagogy_lib import adapters, counting
 from pedagogy_lib.figures import register, save
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
 COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
            "LoRA unmerged": "C4", "LoRA merged": "C3", "lora": "C3"}
@@ -23,10 +22,7 @@ COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
 
 def load(name: str) -> dict:
     """A chapter-03 results file, e.g. load("ch03_latency")."""
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch03.py or bench_adapters.py")
-    return json.loads(path.read_text())
+    return R.load(name, "tests/bench/sweep_ch03.py or bench_adapters.py")
 
 
 def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:

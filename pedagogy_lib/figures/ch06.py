@@ -5,23 +5,19 @@ biases move the FFN pre-activations, the GELU's input ("06_preactivation").
 from __future__ import annotations
 
 import copy
-import json
-import pathlib
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from pedagogy_lib import results as R
 from pedagogy_lib.figures import register, save
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "full FT": "k", "probe": "C7"}
 
 
 def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch06.py")
-    return json.loads(path.read_text())
+    return R.load(name, "tests/bench/sweep_ch06.py")
 
 
 @register("06_learning_curve")

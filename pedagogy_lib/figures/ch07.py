@@ -11,16 +11,15 @@
 """
 from __future__ import annotations
 
-import json
-import pathlib
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from pedagogy_lib import results as R
 from pedagogy_lib import quant as Q
 from pedagogy_lib.figures import register, save
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 GB = 1e9
 METHOD_ORDER = ("full FT", "LoRA fp32", "QLoRA NF4+DQ", "QLoRA FP4+DQ", "probe fp32", "probe NF4 base")
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
@@ -28,10 +27,7 @@ CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)"
 
 
 def load(name: str) -> dict:
-    path = RESULTS / f"{name}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch07.py")
-    return json.loads(path.read_text())
+    return R.load(name, "tests/bench/sweep_ch07.py")
 
 
 # ----------------------------------------------------------------------------- the error study

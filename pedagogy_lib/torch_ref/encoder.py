@@ -150,14 +150,15 @@ class SentenceEncoder(nn.Module):
 
 def build_encoder(cfg: BertConfig, weights: dict[str, np.ndarray] | None = None,
                   dtype=torch.float32, device=None) -> BertEncoder:
-    """Build our torch encoder and, if given, load NumPy weights by name (strict)."""
-    model = BertEncoder(cfg)
+    """Build our torch encoder in ``dtype`` and, if given, load NumPy weights by name (strict).
+    The dtype comes first, so float64 weights arrive in a float64 model unrounded."""
+    model = BertEncoder(cfg).to(dtype=dtype)
     if weights is not None:
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise KeyError(f"weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.to(device=device or default_device(), dtype=dtype)
+    return model.to(device=device or default_device())
 
 
 def load_minilm_torch(dtype=None, device=None) -> MiniLM:

@@ -172,12 +172,12 @@ def finetune(method: str, train, val, test, *, targets=("query", "value"), r: in
     (its ``.net`` carries the LoRA layers; the head is not part of it)."""
     import time
 
-    from ..models import load_minilm
+    from .encoder import load_minilm_torch
     from .train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
 
     if method not in METHODS:
         raise ValueError(f"finetune: method must be one of {METHODS}, got {method!r}")
-    model = load_minilm("torch", device=device)
+    model = load_minilm_torch(device=device)
     total = sum(p.numel() for p in model.net.parameters())
     dev = next(model.net.parameters()).device
     clf = Classifier(model.net, seed=seed)

@@ -164,10 +164,10 @@ def vader_batches(recipe: Recipe, tokenizer, device=None, split: str | None = No
 
 
 def _classifier(seed: int, device):
-    from ..models import load_minilm
+    from .encoder import load_minilm_torch
     from .train import Classifier
 
-    m = load_minilm("torch", device=device)
+    m = load_minilm_torch(device=device)
     return Classifier(m.net, seed=seed), m.tokenizer
 
 

@@ -11,18 +11,17 @@ a tie; "beats" means more than the band.
 """
 from __future__ import annotations
 
-import json
 import math
-import pathlib
 
 import numpy as np
 
+from pedagogy_lib import results as R
 from .. import counting as C
 from .. import lora, nn
 from ..bert import BertConfig, BertEncoder
 from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 
 # LoRA paper Table 2, RoBERTa-base rows (paper-numbers.md A1 ✔). LoRA's RTE, MRPC and STS-B
 # runs start from an MNLI-tuned checkpoint (paper §D.1); FT's start from the pretrained model.
@@ -37,11 +36,8 @@ ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9 (✔)
 
 
 def load_json(name: str) -> dict:
-    path = RESULTS / name
-    if not path.is_file():
-        script = "sweep_ch02" if "sweeps" in name else "bench_lora"
-        raise FileNotFoundError(f"{path} is missing: run .venv/bin/python tests/bench/{script}.py")
-    return json.loads(path.read_text())
+    script = "sweep_ch02" if "sweeps" in name else "bench_lora"
+    return R.load(RESULTS / name, f".venv/bin/python tests/bench/{script}.py")
 
 
 # ----------------------------------------------------------------------------- cheap checks

@@ -32,7 +32,7 @@ from pedagogy_lib.torch_ref import adapters as TA  # noqa: E402
 OUT = ROOT / "chapters" / "results" / "ch03_latency.json"
 M, R = 64, 8
 # (batch, tokens, rounds, inner): one word at a time, a batch of words, one sentence, a batch of sentences
-SETTINGS = ((1, 8, 301, 1), (64, 8, 41, 1), (1, 128, 101, 1), (16, 128, 21, 1))
+SETTINGS = ((1, 8, 301, 1), (32, 8, 61, 1), (1, 128, 101, 1), (16, 128, 21, 1))
 
 
 def main():

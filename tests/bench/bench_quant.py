@@ -1,7 +1,7 @@
 """Benchmark: our NumPy NF4 quantise+pack and dequantise vs bitsandbytes' CPU path.
 
 Run:  OMP_NUM_THREADS=1 python tests/bench/bench_quant.py
-Writes JSON to $BENCH_OUT (default tests/bench/results/quant.json).
+Writes JSON to $BENCH_OUT (default chapters/results/bench_quant.json, which make bench summarises).
 
 Everything is a ratio measured in one run, with the two contenders interleaved and the
 best of several repeats kept, because these machines are shared and noisy. Each time is
@@ -110,7 +110,7 @@ def main():
     print(f"copy speed {copy_bps / 1e9:.1f} GB/s; byte-identical: {identical}; "
           f"dequantised equal: {deq_equal}")
 
-    out = pathlib.Path(os.environ.get("BENCH_OUT", ROOT / "tests/bench/results/quant.json"))
+    out = pathlib.Path(os.environ.get("BENCH_OUT", ROOT / "chapters/results/bench_quant.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

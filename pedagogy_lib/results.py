@@ -1,0 +1,42 @@
+"""Results files: what the long runs write (``make compare``, ``make bench``, ``make sweeps``)
+and the chapters read, as JSON under ``chapters/results/``."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "chapters" / "results"
+
+
+def path_of(name) -> Path:
+    """A bare name ("ch03_latency") is a file in ``RESULTS``; anything else is a path."""
+    p = Path(name)
+    return RESULTS / f"{p}.json" if p.suffix == "" and p.parent == Path(".") else p
+
+
+def save(data: dict, name) -> Path:
+    """Write ``data`` as sorted, indented JSON (via a temporary file, so a reader never sees
+    half a file)."""
+    path = path_of(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load(name, command: str, keys=(), what: str = "results") -> dict:
+    """Read a results file; a missing file names the ``command`` that writes it, and a file
+    that is not JSON or lacks one of ``keys`` is refused as not a ``what`` file."""
+    path = path_of(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run {command}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not JSON: {e}") from None
+    missing = sorted(set(keys) - set(data if isinstance(data, dict) else ()))
+    if missing:
+        raise ValueError(f"{path} is not a {what} file (missing {missing})")
+    return data
