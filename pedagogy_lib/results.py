@@ -18,10 +18,14 @@ def path_of(name) -> Path:
 def save(data: dict, name) -> Path:
     """Write ``data`` as sorted, indented JSON (via a temporary file, so a reader never sees
     half a file)."""
+    return _write(json.dumps(data, indent=1, sort_keys=True) + "\n", name)
+
+
+def _write(text: str, name) -> Path:
     path = path_of(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
 
@@ -40,3 +44,21 @@ def load(name, command: str, keys=(), what: str = "results") -> dict:
     if missing:
         raise ValueError(f"{path} is not a {what} file (missing {missing})")
     return data
+
+
+def save_runs(data: dict, name) -> Path:
+    """Like ``save``, but the list ``data["runs"]`` is written one run per line (sweeps with
+    hundreds of runs stay readable and diff well). ``data`` is not modified."""
+    head = {k: v for k, v in data.items() if k != "runs"}
+    body = ",\n".join("  " + json.dumps(r, sort_keys=True) for r in data.get("runs", []))
+    text = json.dumps(head, indent=1, sort_keys=True)[:-2] + f',\n "runs": [\n{body}\n ]\n}}\n'
+    json.loads(text)  # still valid JSON
+    return _write(text, name)
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof = 1; 0 for a single run) of repeated runs."""
+    import numpy as np
+
+    xs = np.asarray(xs, np.float64)
+    return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0

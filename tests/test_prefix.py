@@ -11,7 +11,7 @@ from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.nn import SelfAttention
 from pedagogy_lib.torch_ref import prefix as tpx
-from pedagogy_lib.torch_ref.encoder import SentenceEncoder as TSentenceEncoder, build_encoder
+from twin_checks import assert_small as _assert_small, assert_twin_matches, padded_batch, tiny_encoder, torch_twin
 
 TOL = 1e-6
 CFG = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
@@ -19,28 +19,15 @@ CFG = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attenti
 
 
 def batch(B=3, T=6, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, CFG.vocab_size, (B, T))
-    mask = np.ones((B, T), np.int64)
-    mask[1, T - 2:] = 0  # padding in two rows
-    mask[2, 1:] = 0
-    return ids, mask
+    return padded_batch(CFG.vocab_size, B, T, seed)
 
 
 def tiny(dtype=np.float64, seed=1):
-    return SentenceEncoder(BertEncoder(CFG, seed=seed, dtype=dtype))
-
-
-def torch_twin(net, dtype=torch.float64):
-    """An empty torch encoder of the same shape, in ``dtype``; tests load the NumPy state
-    dict into it by name.  (``build_encoder(cfg, weights, float64)`` would round float64
-    weights through float32: it loads them before converting.)"""
-    return TSentenceEncoder(build_encoder(net.bert.config, None, dtype=dtype, device="cpu"))
+    return tiny_encoder(CFG, dtype, seed)
 
 
 def assert_small(errors, tol=TOL):
-    bad = {k: v for k, v in errors.items() if not v < tol}
-    assert errors and not bad, errors
+    _assert_small(errors, tol)
 
 
 # ----------------------------------------------------------------------------- gradients
@@ -176,16 +163,7 @@ def test_torch_twin_same_init_outputs_and_grads(reparam):
     tnet.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items()})  # strict: same names
     trainable = {n for n, p in tnet.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in net.named_parameters(trainable_only=True)}
-    ids, mask = batch()
-    r = np.random.default_rng(1).standard_normal((3, CFG.hidden_size))
-    y = tnet(torch.from_numpy(ids), torch.from_numpy(mask))
-    (y * torch.from_numpy(r)).sum().backward()
-    net.zero_grad()
-    assert np.abs(y.detach().numpy() - net(ids, mask)).max() < 1e-13
-    net.backward(r)
-    tgrads = dict(tnet.named_parameters())
-    for name, g in net.named_grads():
-        assert np.abs(tgrads[name].grad.numpy() - g).max() < 1e-12, name
+    assert_twin_matches(net, tnet, *batch())
 
 
 def test_torch_twin_float32_and_fold():

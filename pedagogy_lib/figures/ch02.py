@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from .. import lora
+from ..results import mean_sd
 from . import register, save
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
@@ -66,11 +66,6 @@ def scaling(data=None):
 
 
 # ----------------------------------------------------------------------------- the sweeps
-def _mean_sd(v):
-    v = np.asarray(v, float)
-    return v.mean(), (v.std(ddof=1) if v.size > 1 else 0.0)
-
-
 @register("02_lr")
 def lr_sensitivity(doc=None):
     doc = load_sweeps() if doc is None else doc
@@ -80,7 +75,7 @@ def lr_sensitivity(doc=None):
     names = {"probe": "frozen probe (x = the head's lr)", "lora": "LoRA q,v r=8 α=8", "full": "full fine-tuning"}
     for m, rows in sweep.items():
         lrs = sorted(rows, key=float)
-        stats = [_mean_sd(rows[k]["val_acc"]) for k in lrs]
+        stats = [mean_sd(rows[k]["val_acc"]) for k in lrs]
         ax.errorbar([float(k) for k in lrs], [s[0] for s in stats], [s[1] for s in stats],
                     marker="o", capsize=3, label=names[m])
     ax.axvspan(1e-4, 5e-4, color="0.85", label="article: 1e-4 … 5e-4")
@@ -101,12 +96,12 @@ def placement(doc=None):
     grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
     a = fig.add_subplot(grid[:, 0])
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
-    stats = [_mean_sd(s["placement"][k]["test_acc"]) for k in names]
+    stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
     labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
     a.bar(range(len(names)), [100 * m for m, _ in stats], yerr=[100 * e for _, e in stats], capsize=3,
           color=["C0" if k != "q,v" else "C1" for k in names])
     for k in ("q,k,v,o", "all linear"):
-        m, e = _mean_sd(s["same_rank"][k]["test_acc"])
+        m, e = mean_sd(s["same_rank"][k]["test_acc"])
         a.errorbar([names.index(k) + 0.3], [100 * m], [100 * e], fmt="D", color="k", capsize=3,
                    label="same rank r=8 (more parameters)" if k == "q,k,v,o" else None)
     a.set_xticks(range(len(names)), labels, fontsize=8)
@@ -138,7 +133,7 @@ def rank(doc=None):
     a, b, c = fig.subplots(1, 3)
     for name, rows in s.items():
         rs = sorted(rows, key=int)
-        stats = [_mean_sd(rows[k]["test_acc"]) for k in rs]
+        stats = [mean_sd(rows[k]["test_acc"]) for k in rs]
         a.errorbar([int(k) for k in rs], [100 * m for m, _ in stats], [100 * e for _, e in stats],
                    marker="o", capsize=3, label=LABELS[name])
         b.plot([int(k) for k in rs], [rows[k]["delta_norm"] for k in rs], "o-", label=LABELS[name])

@@ -6,17 +6,17 @@ fold check on a tiny encoder (well under a second).
 """
 from __future__ import annotations
 
-import json
 import math
-import pathlib
 
 import numpy as np
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import results as R
+from pedagogy_lib.results import mean_sd
 from pedagogy_lib import prefix as px
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 PATH = RESULTS / "ch04_prefix.json"
 ARMS = ("direct", "mlp")
 SMOOTH = 8  # steps in the moving average of a loss curve
@@ -32,16 +32,7 @@ LORA_T4 = {"WikiSQL": (70.1, 73.4), "MNLI-m": (89.5, 91.7), "SAMSum R-1": (50.8,
 
 
 def load_results(path=None) -> dict:
-    path = pathlib.Path(path or PATH)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch04.py")
-    return json.loads(path.read_text())
-
-
-def _ms(xs) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    xs = np.asarray(xs, np.float64)
-    return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0
+    return R.load(path or PATH, "tests/bench/sweep_ch04.py")
 
 
 def _runs(sweep, arm, m=None, lr=None):
@@ -66,15 +57,15 @@ def summary(sweep: dict) -> dict:
         out["lr_grid"][arm] = {}
         for rate in cfg["lrs"][arm]:
             rs = _runs(sweep, arm, cfg["m_grid"], rate)
-            out["lr_grid"][arm][rate] = {"val": _ms([r["val"] for r in rs]), "test": _ms([r["test"] for r in rs]),
-                                         "final_loss": _ms([np.mean(r["losses"][-SMOOTH:]) for r in rs])}
+            out["lr_grid"][arm][rate] = {"val": mean_sd([r["val"] for r in rs]), "test": mean_sd([r["test"] for r in rs]),
+                                         "final_loss": mean_sd([np.mean(r["losses"][-SMOOTH:]) for r in rs])}
         out["by_length"][arm] = {}
         for m in cfg["lengths"]:
             rs = _runs(sweep, arm, m, lr[arm])
-            out["by_length"][arm][m] = {"test": _ms([r["test"] for r in rs]), "val": _ms([r["val"] for r in rs]),
+            out["by_length"][arm][m] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
                                         "trainable": rs[0]["trainable"], "n": len(rs)}
     lora = _runs(sweep, "lora", lr=lr["lora"])
-    out["lora"] = {"test": _ms([r["test"] for r in lora]), "trainable": lora[0]["trainable"], "n": len(lora)}
+    out["lora"] = {"test": mean_sd([r["test"] for r in lora]), "trainable": lora[0]["trainable"], "n": len(lora)}
     out["stability"] = {arm: stability(sweep, arm) for arm in ARMS}
     return out
 
@@ -92,7 +83,7 @@ def stability(sweep: dict, arm: str) -> dict:
       COLLAPSED, i.e. that never left the majority-class guess (loss ≈ 0.69), out of n_runs.
     """
     cfg, lr = sweep["config"], sweep["chosen_lr"][arm]
-    seed_sd = np.mean([_ms([r["test"] for r in _runs(sweep, arm, m, lr)])[1] for m in cfg["lengths"]])
+    seed_sd = np.mean([mean_sd([r["test"] for r in _runs(sweep, arm, m, lr)])[1] for m in cfg["lengths"]])
     curves = np.array([smooth(r["losses"]) for r in _runs(sweep, arm, cfg["m_grid"], lr)])
     runs = _runs(sweep, arm)
     rough = np.mean([np.abs(np.diff(r["losses"])).mean() - np.abs(np.diff(smooth(r["losses"]))).mean() for r in runs])

@@ -7,15 +7,15 @@ computed here and a verdict.
 """
 from __future__ import annotations
 
-import json
 import math
-import pathlib
 
 import numpy as np
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import results as R
+from pedagogy_lib.results import mean_sd
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 PATH = RESULTS / "ch05_prompt.json"
 METHODS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft")
 LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, random init",
@@ -31,15 +31,7 @@ LESTER_T4 = {"Small": (0.0133, 0.066), "Base": (0.0062, 0.031), "Large": (0.0026
 
 
 def load_results(path=None) -> dict:
-    path = pathlib.Path(path or PATH)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run tests/bench/sweep_ch05.py")
-    return json.loads(path.read_text())
-
-
-def _ms(xs) -> tuple[float, float]:
-    xs = np.asarray(xs, np.float64)
-    return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0
+    return R.load(path or PATH, "tests/bench/sweep_ch05.py")
 
 
 def summary(sweep: dict) -> dict:
@@ -50,7 +42,7 @@ def summary(sweep: dict) -> dict:
     for meth in METHODS:
         rs = [r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
               and math.isclose(r["lr"], lr[meth])]
-        out["methods"][meth] = {"test": _ms([r["test"] for r in rs]), "val": _ms([r["val"] for r in rs]),
+        out["methods"][meth] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
                                 "trainable": rs[0]["trainable"], "n": len(rs),
                                 "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
     for r in sweep["runs"]:

@@ -11,7 +11,6 @@ a new order) trains once more at that rate and is scored on the whole test split
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 import platform
 import sys
@@ -23,6 +22,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from pedagogy_lib import data  # noqa: E402
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
 from pedagogy_lib.torch_ref import adapters as TA  # noqa: E402
 from pedagogy_lib.torch_ref import lora as TL  # noqa: E402
@@ -96,9 +96,7 @@ def main():
         "results": results,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {save(out, OUT)}")
 
 
 if __name__ == "__main__":

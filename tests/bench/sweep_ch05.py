@@ -24,7 +24,6 @@ is the prompt-tuning gap a matter of steps?
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 import platform
 import sys
@@ -36,6 +35,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from pedagogy_lib import data  # noqa: E402
+from pedagogy_lib.results import save_runs  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
 from pedagogy_lib.prefix import vocab_candidates  # noqa: E402
 from pedagogy_lib.torch_ref import lora as TL  # noqa: E402
@@ -116,18 +116,7 @@ def main():
         "runs": runs,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
     }
-    write_json(OUT, out)
-
-
-def write_json(path, out):
-    """Sorted keys, one run per line: small diffs, still readable."""
-    runs = out.pop("runs")
-    head = json.dumps(out, indent=1, sort_keys=True)[:-2]
-    body = ",\n".join("  " + json.dumps(r, sort_keys=True) for r in runs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f'{head},\n "runs": [\n{body}\n ]\n}}\n')
-    json.loads(path.read_text())  # still valid JSON
-    print(f"wrote {path}")
+    print(f"wrote {save_runs(out, OUT)}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from pedagogy_lib import data  # noqa: E402
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
 from pedagogy_lib.torch_ref import bitfit as TB  # noqa: E402
 from pedagogy_lib.torch_ref import lora as TL  # noqa: E402
@@ -141,9 +142,7 @@ def main():
         "results": results,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {save(out, OUT)}")
 
 
 if __name__ == "__main__":

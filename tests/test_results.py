@@ -1,0 +1,48 @@
+"""pedagogy_lib.results: the one reader/writer of chapters/results/*.json."""
+import json
+
+import numpy as np
+import pytest
+
+from pedagogy_lib import results as R
+
+
+def test_names_and_paths(tmp_path):
+    assert R.path_of("ch03_latency") == R.RESULTS / "ch03_latency.json"
+    assert R.path_of(tmp_path / "x.json") == tmp_path / "x.json"
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    d = {"b": [1, 2.5], "a": {"z": None}}
+    p = R.save(d, tmp_path / "sub" / "r.json")
+    assert R.load(p, "make x", keys=("a", "b")) == d
+    assert p.read_text() == json.dumps(d, indent=1, sort_keys=True) + "\n"
+    assert not list(p.parent.glob(".*.tmp"))  # the temporary file is gone
+    with pytest.raises(FileNotFoundError, match="run make x"):
+        R.load(tmp_path / "none.json", "make x")
+    with pytest.raises(ValueError, match="not a widget file .*'c'"):
+        R.load(p, "make x", keys=("a", "c"), what="widget")
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        R.load(tmp_path / "bad.json", "make x")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="missing"):
+        R.load(tmp_path / "list.json", "make x", keys=("a",))
+
+
+def test_save_runs_one_run_per_line(tmp_path):
+    d = {"config": {"n": 3}, "runs": [{"seed": 0, "acc": 0.5}, {"seed": 1, "acc": 0.75}]}
+    p = R.save_runs(d, tmp_path / "s.json")
+    assert json.loads(p.read_text()) == d and "runs" in d  # same data; the input is untouched
+    lines = p.read_text().splitlines()
+    assert '  {"acc": 0.5, "seed": 0},' in lines and '  {"acc": 0.75, "seed": 1}' in lines
+    # the committed sweeps are in exactly this format
+    for name in ("ch04_prefix", "ch05_prompt"):
+        text = R.path_of(name).read_text()
+        assert R.save_runs(json.loads(text), tmp_path / f"{name}.json").read_text() == text
+
+
+def test_mean_sd():
+    m, s = R.mean_sd([1, 2, 3, 4])
+    assert m == 2.5 and s == pytest.approx(np.std([1, 2, 3, 4], ddof=1), abs=0)
+    assert R.mean_sd([0.7]) == (0.7, 0.0)
