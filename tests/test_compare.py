@@ -129,3 +129,29 @@ def test_guide_links_point_at_real_sections():
             assert V.link(nb_name, heading) in row["links"]
     table = V.guide_markdown(rows)
     assert table.count("\n") == len(rows) + 1 and "](02_lora.ipynb#5.-Merged:-bit-for-bit?)" in table
+
+
+def test_guide_accuracy_rows_use_the_chapter_sweeps_too():
+    import copy
+    from pedagogy_lib.verdicts import ch08 as V
+
+    res = compare.load()
+    rows = {r["scenario"]: r for r in V.guide(res)}
+    assert "ch03 sweep" in rows["BERT-style classification, many tasks"]["evidence"]
+    few = rows["Few-shot / few-thousand examples"]["evidence"]
+    assert all(f"n={n}" in few for n in (64, 128, 256)) and "n=512" not in few
+    # the status follows the rule: behind by more than max(0.5, std) in any source -> changed
+    for scenario, gaps in ((s, V.sweep_gaps(s)) for s in rows):
+        ch08_gap = None
+        for g in V.GUIDE:
+            if g[0] == scenario and isinstance(g[2], tuple):
+                ch08_gap = V._gap(res, *g[2])
+        if ch08_gap is None:
+            continue
+        behind = any(g < -max(0.5, s) for _, g, s in gaps) or ch08_gap[0] < -max(0.5, ch08_gap[1])
+        assert rows[scenario]["status"].startswith("changed") == behind, scenario
+    # a made-up chapter-08 result with BitFit far behind LoRA flips the few-shot row
+    fake = copy.deepcopy(res)
+    fake["methods"]["bitfit"]["mean"] = fake["methods"]["lora_qv"]["mean"] - 0.2
+    fake["methods"]["bitfit"]["std"] = 0.001
+    assert V.guide(fake)[4]["status"].startswith("changed")
