@@ -155,3 +155,13 @@ def test_guide_accuracy_rows_use_the_chapter_sweeps_too():
     fake["methods"]["bitfit"]["mean"] = fake["methods"]["lora_qv"]["mean"] - 0.2
     fake["methods"]["bitfit"]["std"] = 0.001
     assert V.guide(fake)[4]["status"].startswith("changed")
+
+
+def test_guide_qlora_row_follows_the_memory_arithmetic(monkeypatch):
+    from pedagogy_lib.torch_ref import qlora
+    from pedagogy_lib.verdicts import ch08 as V
+
+    res = compare.load()
+    assert V.guide(res)[5]["status"] == "kept"  # 33B < 24 GB and 65B < 48 GB by chapter 07's arithmetic
+    monkeypatch.setattr(qlora, "qlora_memory_gb", lambda shape, **kw: {"qlora_total": 50.0})
+    assert V.guide(res)[5]["status"].startswith("changed")

@@ -148,12 +148,17 @@ def guide(results: dict | None = None) -> list[dict]:
             row = dict(status="kept" if lat - 1 <= max(0.05, noise) else "changed",
                        evidence=f"merged LoRA forward time {lat:.3f}x the plain model's, noise floor "
                                 f"±{noise:.3f} (batch 32, ch08 results)")
-        elif test == "qlora":
+        elif test == "qlora":  # does the arithmetic of chapter 07 fit 33B in 24 GB and 65B in 48 GB?
+            from pedagogy_lib import counting as C
+            from pedagogy_lib.torch_ref.qlora import qlora_memory_gb
+
+            need = {gb: qlora_memory_gb(shape)["qlora_total"] for gb, shape in ((24, C.LLAMA_33B), (48, C.LLAMA_65B))}
             mem = m["qlora"]["memory"]["weights"] / m["lora_qv"]["memory"]["weights"]
             gap, sd = _gap(res, "qlora", "lora_qv")
-            row = dict(status="kept",
-                       evidence=f"weights {mem:.2f}x of fp32 LoRA's, accuracy {gap:+.2f} points vs LoRA (ch08); "
-                                "33B/65B arithmetic in chapter 07")
+            row = dict(status="kept" if all(v < gb for gb, v in need.items()) else "changed: does not fit",
+                       evidence=f"LLaMA-33B needs {need[24]:.1f} GB, LLaMA-65B {need[48]:.1f} GB before activations "
+                                f"(ch07 arithmetic); MiniLM weights {mem:.2f}x of fp32 LoRA's, accuracy "
+                                f"{gap:+.2f} points vs LoRA (std {sd:.2f}, ch08)")
         else:  # accuracy: the article's choice must not be behind by more than the noise
             a, b = test
             gap, sd = _gap(res, a, b)
