@@ -290,6 +290,25 @@ def test_claims_records_and_logic():
     assert ident["exact"] == 0.0 and ident["near"] > 0
 
 
+def test_claim_rules_4x_lora_and_storage():
+    from pedagogy_lib.verdicts import ch03 as V
+
+    base = V.load_results()
+
+    def four_x(gap):  # set the ≈4× adapter (Pfeiffer m=64) to LoRA's mean − gap, sd 0.0054 vs LoRA's 0.0013
+        acc = json.loads(json.dumps(base["accuracy"]))
+        lo, pf = acc["results"]["LoRA r=8 (q,v)"], acc["results"]["Pfeiffer m=64"]
+        lo["test_std"], pf["test_std"], pf["test_mean"] = 0.0013, 0.0054, lo["test_mean"] - gap
+        return {r["id"]: r["verdict"] for r in V.claims({**base, "accuracy": acc})}["ch03-4x-lora"]
+
+    # 2 s.e. = 2·sqrt(0.0013² + 0.0054²)/√3 ≈ 0.0064
+    assert four_x(0.003) == "holds" and four_x(-0.01) == "holds"
+    assert four_x(0.008) == "approximately"  # beyond 2 s.e. but under a point
+    assert four_x(0.0127) == "wrong"
+    rec = {r["id"]: r for r in V.claims()}
+    assert rec["ch03-storage-2md"]["verdict"] == "holds" and "~4md" in rec["ch03-storage-2md"]["our_value"]
+
+
 def test_exercise_checkers_accept_solutions_and_reject_mistakes():
     from pedagogy_lib.exercises import NotYet
     from pedagogy_lib.exercises import ch03 as ex

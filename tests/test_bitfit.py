@@ -165,6 +165,36 @@ def test_claims_records_and_logic():
     assert fr["BERT-large"]["with LN β"][0] == 271_360
 
 
+def test_claims_bands_and_why(monkeypatch):
+    import copy as _copy
+
+    from pedagogy_lib.verdicts import ch06 as V
+
+    curve = _copy.deepcopy(V.load_results()["curve"])
+    res = curve["results"]
+    v = {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}
+    assert v["ch06-0.08pct"] == "holds" and v["ch06-qm2-0.04pct"] == "holds" and v["ch06-45x-houlsby"] == "holds"
+    # why: every gap far beyond 2 SE; holds only with the units switching
+    for n, point in res["BitFit"]["curve"].items():
+        point["mean"], point["std"] = res["probe"]["curve"][n]["mean"] + 0.05, 0.001
+        res["probe"]["curve"][n]["std"] = 0.001
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"] == "holds"
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve, "switched": 0.01})}["ch06-why"] == "approximately"
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}["ch06-why"] == "approximately"
+    for n, point in res["BitFit"]["curve"].items():  # no better than the probe → wrong
+        point["mean"] = res["probe"]["curve"][n]["mean"]
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"] == "wrong"
+    # the counting claims: far-off fractions give wrong (only BERT-large with LN β is judged)
+    fr = V.fractions()
+    big = dict(fr["BERT-large"])
+    big["with LN β"] = (2 * big["with LN β"][0], 2 * big["with LN β"][1])
+    big["b_q + b_m2"] = (2 * big["b_q + b_m2"][0], 2 * big["b_q + b_m2"][1])
+    monkeypatch.setattr(V, "fractions", lambda: fr | {"BERT-large": big})
+    v = {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}
+    assert v["ch06-0.08pct"] == "wrong" and v["ch06-qm2-0.04pct"] == "wrong" and v["ch06-45x-houlsby"] == "wrong"
+    assert V._band(0.09, 0.08, False) == "approximately" and V._band(0.11, 0.08, False) == "wrong"
+
+
 def test_exercise_checkers():
     from pedagogy_lib.exercises import NotYet
     from pedagogy_lib.exercises import ch06 as ex

@@ -165,3 +165,30 @@ def test_guide_qlora_row_follows_the_memory_arithmetic(monkeypatch):
     assert V.guide(res)[5]["status"] == "kept"  # 33B < 24 GB and 65B < 48 GB by chapter 07's arithmetic
     monkeypatch.setattr(qlora, "qlora_memory_gb", lambda shape, **kw: {"qlora_total": 50.0})
     assert V.guide(res)[5]["status"].startswith("changed")
+
+
+def test_ch08_claim_rules_use_the_standard_error():
+    import copy
+    from pedagogy_lib.verdicts import ch08 as V
+
+    res = compare.load()
+    verdict = lambda r: {c["id"]: c["verdict"] for c in V.claims(r)}  # noqa: E731
+    for c in V.claims(res):
+        assert c["chapter"] == "08" and c["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
+    fake = copy.deepcopy(res)
+    m = fake["methods"]
+    for n in m:
+        m[n]["std"] = 0.002
+    m["lora_qv"]["mean"] = m["full"]["mean"] - 0.0005          # 0.05 points: a tie
+    assert verdict(fake)["ch08-lora-ties-full-ft"] == "holds"
+    m["lora_qv"]["mean"] = m["full"]["mean"] - 0.02            # 2 points, SE ≈ 0.16: a real gap
+    assert verdict(fake)["ch08-lora-ties-full-ft"] == "wrong"
+    m["houlsby"]["mean"] = m["lora_qv"]["mean"] - 0.03         # adapters clearly behind
+    assert verdict(fake)["ch08-adapter-4x-params"] == "wrong"
+    for n in m:                                                # every PEFT method 3.5 points below
+        if n not in ("full", "probe"):
+            m[n]["mean"] = m["full"]["mean"] - 0.035
+    assert verdict(fake)["ch08-small-model-gaps"] == "holds"
+    assert verdict(fake)["ch08-prompt-3-4-points"] == "holds"
+    m["lora_qv"]["latency_ratio"] = 1.5
+    assert verdict(fake)["ch08-merged-lora-latency"] == "wrong"

@@ -490,3 +490,50 @@ def test_figures_and_claims_from_saved_results(tmp_path, monkeypatch):
     spectra_claim = next(r for r in records if r["id"] == "ch01-spectra-decay")
     assert spectra_claim["verdict"] == "wrong"  # MiniLM's attention spectra: E_8 well below one half
     assert V.table(records).count("[") >= len(records)
+
+
+def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=None, full=0.90):
+    """Made-up inputs for verdicts.ch01.claims: spectra, update statistics and a sweep."""
+    spec = {"k": 8, "matrices": {f"m{i}": {
+        "type": "query", "shape": (384, 384), "E_k": 0.15, "E_k_mp": 0.08, "k90": 150, "k90_mp": 190,
+        "erank": 270.0, "erank_mp": 300.0} for i in range(4)}}
+    upd = {"k": 8, "matrices": {f"m{i}": {
+        "E_k_dW": 0.6 if concentrated else 0.1, "E_k_W0": 0.15, "k90_dW": 50, "k90_W0": 160,
+        "rel_norm": rel, "turn_deg": turn, "sim_left": sim * 8 / 384, "sim_random_left": 8 / 384,
+        "proj_dW": proj, "proj_W0": 1.0, "proj_random": 0.05} for i in range(4)}}
+    ds, seeds = [10, 100, 300, 1000, 3000], [0, 1]
+    curve = curve or [0.5, 0.85, 0.87, 0.885, 0.895]
+    sweep = {"config": {"ds": ds, "seeds": seeds}, "best_eta": {str(d): 1.0 for d in ds},
+             "subspace": {f"d={d} eta=1.0 seed={s}": {"test_acc": a} for d, a in zip(ds, curve) for s in seeds},
+             "full": {f"seed={s}": {"test_acc": full} for s in seeds},
+             "majority_test": 0.5, "D": 10**6, "n_test": 500}
+    return {"spectra": spec, "update": upd, "intrinsic": sweep}
+
+
+@pytest.mark.parametrize("curve, verdict", [
+    ([0.5, 0.85, 0.87, 0.885, 0.895], "approximately"),  # d90 = 100, within 1 point only at 3000
+    ([0.5, 0.85, 0.87, 0.895, 0.90], "holds"),  # within 1 point at d = 1000
+    ([0.1, 0.2, 0.3, 0.82, 0.85], "wrong"),  # d90 = 1000 > 500 and never within 1 point
+])
+def test_ch01_intrinsic_dim_claim_rule(curve, verdict):
+    from pedagogy_lib.verdicts import ch01 as V
+
+    rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve))}["ch01-intrinsic-dim"]
+    assert rec["verdict"] == verdict and "at d = 1,000" in rec["our_value"]
+
+
+@pytest.mark.parametrize("kw, verdict, phrase", [
+    ({}, "approximately", "adds new directions rather than rotating"),
+    ({"turn": 12.0}, "holds", "turns W0's top directions by mixing in new ones"),
+    ({"proj": 0.8}, "approximately", "reweights W0's existing top directions"),
+    ({"turn": 12.0, "sim": 20.0}, "holds", "within the directions W0 already emphasises"),
+    ({"rel": 0.2}, "wrong", "not small"),
+    ({"concentrated": False}, "wrong", "only 0/4 matrices"),
+])
+def test_ch01_small_slice_claim_rule(kw, verdict, phrase):
+    from pedagogy_lib.verdicts import ch01 as V
+
+    rec = {r["id"]: r for r in V.claims(_fake_ch01(**kw))}["ch01-small-slice"]
+    assert rec["verdict"] == verdict and phrase in rec["our_value"]
+    if {"turn", "sim", "proj"} & set(kw):  # turned or aligned: the sentence must not say otherwise
+        assert "rather than rotating existing ones" not in rec["our_value"]

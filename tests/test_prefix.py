@@ -346,6 +346,34 @@ def test_claims_ch04_recomputed_from_saved_results():
     assert V.claims({"sweep": sweep, "fold": V.fold_check()}) == records
 
 
+def test_claim_rules_ch04_direct_unstable_and_fraction(monkeypatch):
+    import dataclasses
+
+    from pedagogy_lib.verdicts import ch04 as V
+
+    sweep, fold = V.load_results(), V.fold_check()
+
+    def stab(direct, mlp):
+        keys = ("seed_sd", "curve_sd", "rough", "collapsed")
+        monkeypatch.setattr(V, "stability", lambda sw, arm: {
+            **dict(zip(keys, direct if arm == "direct" else mlp)), "n_runs": 27, "collapsed_at": []})
+        return {r["id"]: r for r in V.claims({"sweep": sweep, "fold": fold})}
+
+    # the saved sweep's MLP-minus-direct accuracy is a drop beyond 2 s.e.
+    rec = stab((0.01, 0.04, 0.07, 3), (0.004, 0.04, 0.07, 0))  # direct worse on seed sd and collapses
+    assert rec["ch04-direct-unstable"]["verdict"] == "holds"
+    rec = stab((0.01, 0.04, 0.07, 0), (0.004, 0.04, 0.07, 0))  # worse on one measure only
+    assert rec["ch04-direct-unstable"]["verdict"] == "approximately"
+    rec = stab((0.01, 0.04, 0.07, 0), (0.004, 0.04, 0.07, 4))  # one each: direct is not less stable
+    assert rec["ch04-direct-unstable"]["verdict"] == "wrong"
+    assert "3 seeds" in rec["ch04-lags-lora"]["our_value"]
+    # GPT-2 Medium, m = 10: 0.139% is 39% off "about 0.1%"; a bigger vocabulary moves it
+    assert rec["ch04-fraction"]["verdict"] == "wrong"
+    for vocab, verdict in ((183_750, "holds"), (103_750, "approximately")):
+        monkeypatch.setattr(V, "GPT2_MEDIUM", dataclasses.replace(V.GPT2_MEDIUM, vocab=vocab))
+        assert {r["id"]: r for r in V.claims({"sweep": sweep, "fold": fold})}["ch04-fraction"]["verdict"] == verdict
+
+
 def test_ch04_figures_build(tmp_path, monkeypatch):
     import matplotlib
 

@@ -289,6 +289,44 @@ def test_claims_ch05_recomputed_from_saved_results():
     assert V.claims({"sweep": sweep}) == records
 
 
+def test_claims_ch05_rules_have_wrong_branches(monkeypatch):
+    import copy as _copy
+
+    from pedagogy_lib.verdicts import ch05 as V
+
+    sweep = _copy.deepcopy(V.load_results())
+    cfg, lr = sweep["config"], sweep["chosen_lr"]
+
+    def set_method(meth, accs):
+        rs = [r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
+              and np.isclose(r["lr"], lr[meth])]
+        for r, a in zip(rs, accs):
+            r["test"] = a
+
+    def verdicts():
+        return {r["id"]: r for r in V.claims({"sweep": sweep})}
+
+    set_method("full-ft", [0.90, 0.90, 0.90])
+    set_method("ptuning-v2", [0.87, 0.87, 0.87])  # 3 points below, no noise
+    assert verdicts()["ch05-ptv2-matches-ft"]["verdict"] == "wrong"
+    set_method("ptuning-v2", [0.892, 0.892, 0.892])  # 0.8 points below, SE 0 → approximately
+    assert verdicts()["ch05-ptv2-matches-ft"]["verdict"] == "approximately"
+    set_method("ptuning-v2", [0.898, 0.898, 0.898])  # within 0.5 point, but 0.41% is not ~0.1%: capped
+    r = verdicts()["ch05-ptv2-matches-ft"]
+    assert r["verdict"] == "approximately" and "far from ~0.1%" in r["our_value"]
+    assert "3 seeds" in verdicts()["ch05-prompt-3-4-points"]["our_value"]
+
+    # fractions: all under 0.01% → holds; a model over 1B above it → wrong; none in 0.1–3% → wrong
+    fr = V.fractions(cfg["m"])
+    monkeypatch.setattr(V, "fractions", lambda m=20: {k: {"prompt": 1e-5, "ptuning_v2": 0.002} for k in fr})
+    v = verdicts()
+    assert v["ch05-prompt-fraction"]["verdict"] == "holds" and v["ch05-ptv2-fraction"]["verdict"] == "holds"
+    monkeypatch.setattr(V, "fractions", lambda m=20: {k: {"prompt": 2e-4 if k == "LLaMA-7B" else 1e-5,
+                                                          "ptuning_v2": 1e-4} for k in fr})
+    v = verdicts()
+    assert v["ch05-prompt-fraction"]["verdict"] == "wrong" and v["ch05-ptv2-fraction"]["verdict"] == "wrong"
+
+
 def test_ch05_figures_build(tmp_path, monkeypatch):
     import matplotlib
 

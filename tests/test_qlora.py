@@ -447,6 +447,8 @@ def test_verdict_records(mm, task, qlora_model):
     assert by_id["ch07-grad-flow"]["verdict"] == "holds"
     assert by_id["ch07-dq-0.4bits"]["verdict"] == "holds"
     assert by_id["ch07-65b-48gb"]["verdict"] == "holds"
+    assert by_id["ch07-no-fp16-base"]["verdict"] == "holds" and results["backward"]["max_alive"] == 1
+    assert by_id["ch07-vicuna-2pct"]["our_value"].startswith("source check:")
     assert results["bits"]["nf4"] == 4.5 and results["bits"]["nf4_dq"] == Q.bits_per_param(384 * 384, double_quant=True)
     assert "[holds]" in V7.table(records)
 
@@ -459,6 +461,42 @@ def test_verdicts_without_results_use_a_small_model():
     # input is data, and its frozen base needs no gradient), so only it decodes W again
     assert back["forward_gemm"] == 2 and back["dequantized"] == 1 and back["dtype"] == "float32"
     assert back["largest_bytes"] == 8 * 128 * 4
+    assert back["max_alive"] == 1
+
+
+def _study(h_nf4, h_q=3.998, nf4_mse=1.14):
+    one = {"NF4": {"mse_x": nf4_mse, "entropy": h_nf4}, "Lloyd–Max (own)": {"mse_x": 1.0, "entropy": 3.8},
+           "Lloyd–Max (Gaussian)": {"mse_x": 1.0, "entropy": 3.8}, "quantile (own)": {"mse_x": 2.4, "entropy": h_q}}
+    return {"gaussian": one, "matrices": {"a": one}}
+
+
+def test_verdict_rules_reach_every_branch():
+    from pedagogy_lib.figures import ch07 as F7
+    from pedagogy_lib.verdicts import ch07 as V7
+    back = V7._small_backward()
+    base = {"bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},
+            "backward": back, "paging": F7.paging_scenario(steps=50)}
+
+    def v(**kw):
+        return {r["id"]: r for r in V7.claims(base | kw)}
+
+    assert v(study=_study(3.995))["ch07-nf4-optimal"]["verdict"] == "holds"
+    assert v(study=_study(3.96))["ch07-nf4-optimal"]["verdict"] == "approximately"
+    assert v(study=_study(3.85, nf4_mse=1.03))["ch07-nf4-optimal"]["verdict"] == "approximately"
+    assert v(study=_study(3.85))["ch07-nf4-optimal"]["verdict"] == "wrong"
+    st = _study(3.85)
+    assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.18})["ch07-dq-0.4bits"]["verdict"] == "approximately"
+    assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.3})["ch07-dq-0.4bits"]["verdict"] == "wrong"
+    rec = v(study=st, backward=back | {"max_alive": back["layers"]})["ch07-no-fp16-base"]
+    assert rec["verdict"] == "wrong" and "one layer at a time" not in rec["our_value"]
+    assert v(study=st, backward=back | {"max_alive": None})["ch07-no-fp16-base"]["verdict"] == "untestable-here"
+    paged = {"device": "cuda", "warnings": [], "state_tensors": 4, "paged_state_tensors": 2, "paged_threshold": 100_000}
+    rec = v(study=st, paged=paged)["ch07-paged"]
+    assert rec["verdict"] == "approximately" and "no GPU" not in rec["our_value"]
+    rec = v(study=st, paged=paged | {"paged_state_tensors": 0})["ch07-paged"]
+    assert rec["verdict"] == "untestable-here" and "threshold" in rec["our_value"]
+    rec = v(study=st, paged=paged | {"device": "cpu", "paged_state_tensors": 0})["ch07-paged"]
+    assert rec["verdict"] == "untestable-here" and "no GPU here" in rec["our_value"]
 
 
 # ----------------------------------------------------------------------------- exercises
