@@ -1,6 +1,7 @@
 """Prefix-tuning (chapter 04): finite differences, folding, He et al.'s unified view, the
 torch twin, HF peft's prefix tuning on transformers' BertModel, and bad input."""
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,23 +12,11 @@ from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.nn import SelfAttention
 from pedagogy_lib.torch_ref import prefix as tpx
-from twin_checks import assert_small as _assert_small, assert_twin_matches, padded_batch, tiny_encoder, torch_twin
+from twin_checks import assert_small, assert_twin_matches, padded_batch, tiny_config, tiny_encoder, torch_twin
 
-TOL = 1e-6
-CFG = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
-                 intermediate_size=20, max_position_embeddings=40)
-
-
-def batch(B=3, T=6, seed=0):
-    return padded_batch(CFG.vocab_size, B, T, seed)
-
-
-def tiny(dtype=np.float64, seed=1):
-    return tiny_encoder(CFG, dtype, seed)
-
-
-def assert_small(errors, tol=TOL):
-    _assert_small(errors, tol)
+CFG = tiny_config(max_positions=40)
+batch = partial(padded_batch, CFG.vocab_size)  # (B=3, T=6, seed=0) -> ids, mask with padding
+tiny = partial(tiny_encoder, CFG)              # (dtype=float64, seed=1) -> a small encoder
 
 
 # ----------------------------------------------------------------------------- gradients

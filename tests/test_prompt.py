@@ -2,6 +2,7 @@
 deep-prompt ≡ tied-prefix identity, parameter counts, the torch twin, HF peft's prompt
 tuning on transformers' BertModel, and bad input."""
 import warnings
+from functools import partial
 
 import numpy as np
 import pytest
@@ -13,23 +14,11 @@ from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.nn import mean_pool
 from pedagogy_lib.torch_ref import prefix as tpx
-from twin_checks import assert_small as _assert_small, assert_twin_matches, padded_batch, tiny_encoder, torch_twin
+from twin_checks import assert_small, assert_twin_matches, padded_batch, tiny_config, tiny_encoder, torch_twin
 
-TOL = 1e-6
-CFG = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
-                 intermediate_size=20, max_position_embeddings=16)
-
-
-def batch(B=3, T=6, seed=0):
-    return padded_batch(CFG.vocab_size, B, T, seed)
-
-
-def tiny(dtype=np.float64, seed=1):
-    return tiny_encoder(CFG, dtype, seed)
-
-
-def assert_small(errors, tol=TOL):
-    _assert_small(errors, tol)
+CFG = tiny_config(max_positions=16)
+batch = partial(padded_batch, CFG.vocab_size)  # (B=3, T=6, seed=0) -> ids, mask with padding
+tiny = partial(tiny_encoder, CFG)              # (dtype=float64, seed=1) -> a small encoder
 
 
 # ----------------------------------------------------------------------------- soft prompt

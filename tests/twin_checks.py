@@ -3,8 +3,17 @@ float64 encoder, a padded batch, its empty torch twin, and the NumPy-vs-torch ch
 import numpy as np
 import torch
 
-from pedagogy_lib.bert import BertEncoder, SentenceEncoder
+from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.torch_ref.encoder import SentenceEncoder as TSentenceEncoder, build_encoder
+
+
+TOL = 1e-6  # finite-difference tolerance of the float64 gradient checks
+
+
+def tiny_config(max_positions: int) -> BertConfig:
+    """Three layers, three heads, width 12: small enough for finite differences."""
+    return BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
+                      intermediate_size=20, max_position_embeddings=max_positions)
 
 
 def padded_batch(vocab_size: int, B=3, T=6, seed=0):
@@ -27,7 +36,7 @@ def torch_twin(net, dtype=torch.float64):
     return TSentenceEncoder(build_encoder(net.bert.config, None, dtype=dtype, device="cpu"))
 
 
-def assert_small(errors, tol):
+def assert_small(errors, tol=TOL):
     bad = {k: v for k, v in errors.items() if not v < tol}
     assert errors and not bad, errors
 
