@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-VERDICTS = ("holds", "approximately", "wrong", "untestable-here")
+from pedagogy_lib.verdicts import VERDICTS
+
 FIELDS = ("id", "chapter", "claim", "verdict", "our_value", "published_value", "source")
 ORDER = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
 

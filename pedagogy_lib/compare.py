@@ -31,7 +31,7 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -219,7 +219,6 @@ class _Runner:
     def submit(self, *args, **kw):
         if self.pool is not None:
             return self.pool.submit(run, *args, **kw)
-        from concurrent.futures import Future
         f = Future()
         f.set_result(run(*args, **kw))
         return f

@@ -20,6 +20,7 @@ import pathlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from pedagogy_lib import results as R
 from pedagogy_lib import lowrank as lr
 from pedagogy_lib.figures import register, save
 
@@ -275,9 +276,7 @@ def save_update(data: dict, accuracy: float, path: pathlib.Path | None = None) -
             for name, m in data["matrices"].items()}
     out = {"k": data["k"], "recipe": dataclasses.asdict(Recipe()), "seed": 0,
            "full_ft_test_acc": round(float(accuracy), 6), "matrices": mats}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    return path
+    return R.save(out, path)
 
 
 def load_update() -> dict:

@@ -7,10 +7,12 @@ sweep JSON}; anything missing is recomputed (spectra: two seconds of SVDs) or lo
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from pedagogy_lib.figures import ch01 as F
-from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
+from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 ATTENTION = ("query", "key", "value", "attn-out")
 SOURCE_ID = "Aghajanyan et al. 2020 (paper-numbers A8: abstract ✔, d90 table ◐)"
@@ -26,10 +28,7 @@ SIM_ALIGNED = 10.0  # ΔW's top-k left subspace overlapping W0's ≥ 10× a rand
 PROJ_ALIGNED = 0.5  # or W0 holding ≥ half as much between ΔW's top directions as between its own
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "01", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "01")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def _stats(values) -> str:

@@ -11,6 +11,8 @@ a tie; "beats" means more than the band.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import math
 
 import numpy as np
@@ -19,7 +21,7 @@ from pedagogy_lib import results as R
 from .. import counting as C
 from .. import lora, nn
 from ..bert import BertConfig, BertEncoder
-from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
+from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 RESULTS = R.RESULTS
 
@@ -103,10 +105,7 @@ def noise_band(summary: dict) -> float:
     return max(0.002, 2 * math.sqrt(float(np.mean(var)))) if var else 0.01
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "02", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "02")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def _pts(x: float) -> str:

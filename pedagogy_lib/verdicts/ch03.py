@@ -6,6 +6,8 @@ rest (counts, the identity check) in well under a second.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import json
 import pathlib
 import statistics
@@ -14,7 +16,7 @@ import numpy as np
 
 from pedagogy_lib import adapters as A
 from pedagogy_lib import counting as C
-from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
+from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
@@ -51,10 +53,7 @@ def identity_deviation(d: int = 384, m: int = 64, init_scale: float = 1e-3, seed
             "init_scale": init_scale}
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "03", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "03")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def _pct(x: float) -> str:

@@ -6,6 +6,8 @@ fold check on a tiny encoder (well under a second).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import math
 
 import numpy as np
@@ -15,6 +17,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib.results import mean_sd
 from pedagogy_lib import prefix as px
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
+from pedagogy_lib.verdicts import record
 
 RESULTS = R.RESULTS
 PATH = RESULTS / "ch04_prefix.json"
@@ -124,10 +127,7 @@ def fold_check(m: int = 4, hidden: int = 8, seed: int = 0) -> dict:
             "m_d_L_2": px.num_prefix_params(m, cfg.hidden_size, cfg.num_hidden_layers)}
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "04", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "04")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def m_for_fraction(shape: C.ModelShape, frac: float = 1e-3) -> float:

@@ -7,6 +7,8 @@ computed here and a verdict.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import math
 
 import numpy as np
@@ -14,6 +16,7 @@ import numpy as np
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib.results import mean_sd
+from pedagogy_lib.verdicts import record
 
 RESULTS = R.RESULTS
 PATH = RESULTS / "ch05_prompt.json"
@@ -60,10 +63,7 @@ def gap(s: dict, a: str, b: str) -> tuple[float, float]:
     return 100 * (mb - ma), 100 * math.sqrt(sa ** 2 / na + sb ** 2 / nb)
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "05", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "05")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def fractions(m: int = 20) -> dict:

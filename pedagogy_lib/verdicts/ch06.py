@@ -6,13 +6,15 @@ units whose on-rate moved (optional)}; with ``None`` it loads
 """
 from __future__ import annotations
 
+from functools import partial
+
 import json
 import pathlib
 
 import numpy as np
 
 from pedagogy_lib import counting as C
-from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
+from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -30,10 +32,7 @@ def load_results() -> dict:
     return {"curve": json.loads(path.read_text())}
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "06", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "06")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def fractions() -> dict:

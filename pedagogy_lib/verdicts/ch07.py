@@ -13,22 +13,21 @@ backward check) or loaded, so ``claims()`` alone rebuilds every record.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import weakref
 
 import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import quant as Q
-from pedagogy_lib.verdicts import table  # noqa: F401  (shared renderer, re-exported)
+from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3 ✔
 PAPER_MMLU = {"BF16": 53.0, "FP4": 52.2, "NF4 + DQ": 53.1}                  # Table 4 ✔
 
 
-def _rec(id_, claim, verdict, our_value, published_value, source) -> dict:
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": id_, "chapter": "07", "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+_rec = partial(record, "07")  # (id, claim, verdict, our_value, published_value, source)
 
 
 # ----------------------------------------------------------------------------- measurements

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 from pedagogy_lib import compare
 from pedagogy_lib import results as R
+from pedagogy_lib.verdicts import record
 
 
 def _acc(res, name):
@@ -30,10 +32,7 @@ def latency_noise(res: dict) -> float:
     return abs(res["methods"]["probe"]["latency_ratio"] - 1) if "probe" in res["methods"] else 0.0
 
 
-def _rec(cid, claim, verdict, ours, published, source):
-    assert verdict in ("holds", "approximately", "wrong", "untestable-here"), verdict
-    return {"id": cid, "chapter": "08", "claim": claim, "verdict": verdict, "our_value": ours,
-            "published_value": published, "source": source}
+_rec = partial(record, "08")  # (id, claim, verdict, our_value, published_value, source)
 
 
 def claims(results: dict | None = None) -> list[dict]:

@@ -15,7 +15,6 @@ adapters add (Eq. 3.5) is printed beside it, for comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import platform
 import sys
@@ -25,6 +24,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib import adapters  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
 from pedagogy_lib.torch_ref import adapters as TA  # noqa: E402
@@ -61,10 +61,7 @@ def main():
     out = {"device": f"{device.type} ({name})", "threads": torch.get_num_threads(), "clock": clock, "m": M, "r": R,
            "model": "all-MiniLM-L6-v2", "settings": settings, "flop_overhead": flops,
            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}}
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {save(out, pathlib.Path(args.out))}")
 
 
 if __name__ == "__main__":

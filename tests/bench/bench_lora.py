@@ -11,7 +11,6 @@ One thread; torch under no_grad. The merged layer computes exactly what a plain 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib import lora, nn  # noqa: E402
 from pedagogy_lib.torch_ref import lora as tlora  # noqa: E402
 
@@ -132,8 +132,7 @@ def main(argv=None) -> int:
            "reps": args.reps, "threads": 1, "cases": cases,
            "versions": {"python": platform.python_version(), "torch": version("torch"), "numpy": version("numpy")},
            "machine": platform.machine(), "cpus": os.cpu_count()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    save(doc, OUT)
     print(f"wrote {OUT}")
     return 0
 

@@ -124,6 +124,7 @@ def main():
     ratios = {k: {m: (results[m][k] / results["qlora"][k] if results[m][k] and results["qlora"][k] else None)
                   for m in METHODS} for k in keys}
     sys.path.insert(0, str(ROOT))
+    from pedagogy_lib.results import save
     from pedagogy_lib.torch_ref.qlora import bnb
     bitsandbytes = bnb()
     out = {"config": {"batch_size": BATCH, "warmup": WARMUP, "steps": STEPS, "targets": "all-linear", "r": 8,
@@ -132,8 +133,7 @@ def main():
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                         "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
            "results": results, "ratios_vs_qlora": ratios}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    save(out, OUT)
     for k, v in ratios.items():
         print(f"{k:18s} " + "  ".join(f"{m} {x:.2f}×" if x else f"{m} n/a" for m, x in v.items()))
     print(f"wrote {OUT}")

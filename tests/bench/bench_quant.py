@@ -9,7 +9,6 @@ also set beside a memory-bandwidth limit: the bytes the operation must read and 
 divided by the speed of a large-array copy measured in the same run.
 Goals (issue #7): quantise+pack >= 2x faster than bnb, dequantise no slower.
 """
-import json
 import os
 import pathlib
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib import quant  # noqa: E402
 
 SHAPE, BLOCKSIZE, REPEATS = (4096, 4096), 64, 7
@@ -111,9 +111,7 @@ def main():
           f"dequantised equal: {deq_equal}")
 
     out = pathlib.Path(os.environ.get("BENCH_OUT", ROOT / "chapters/results/bench_quant.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {save(result, out)}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ rate chapter 06's sweep selected for it; the probes chapter 06's probe rate.
 """
 from __future__ import annotations
 
-import json
 import pathlib
 import platform
 import sys
@@ -24,6 +23,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib import data  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
 from pedagogy_lib.torch_ref import qlora as QL  # noqa: E402
@@ -86,9 +86,7 @@ def main():
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                         "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
            "results": results}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {save(out, OUT)}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ To record the numbers in the book, copy the JSON to chapters/results/ch07_gpu.js
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import platform
 import sys
@@ -29,6 +28,7 @@ import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from pedagogy_lib.results import save  # noqa: E402
 from pedagogy_lib import data  # noqa: E402
 from pedagogy_lib import quant as Q  # noqa: E402
 from pedagogy_lib.models import load_minilm  # noqa: E402
@@ -168,10 +168,7 @@ def main():
            "versions": {"python": platform.python_version(), "torch": torch.__version__,
                         "cuda": torch.version.cuda, "bitsandbytes": bnb.__version__},
            "functional": fun, "minilm": mini, "memory": mem}
-    path = pathlib.Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {save(out, pathlib.Path(args.out))}")
 
 
 if __name__ == "__main__":
