@@ -247,3 +247,224 @@ def test_training_moves_only_the_vectors():
         assert torch.equal(state[f"{p}.base_layer.{leaf}" if p in layers else k], v), k
     moved = [float((m.ia3_l.detach() - 1).abs().max()) for m in layers.values()]
     assert min(moved) > 0
+
+
+# ----------------------------------------------------------------------------- peft interop
+SENTENCES = ["a lovely, quiet morning", "horrible", "ok then", "IA3 rescales keys and values"]
+TINY_PEFT_KEY = "base_model.model.encoder.layer.0.attention.self.key.ia3_l"
+TINY_FF_KEY = "base_model.model.encoder.layer.0.output.dense.ia3_l"
+
+
+def _hf():
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    transformers.logging.set_verbosity_error()
+    from pedagogy_lib import checkpoint
+
+    return transformers.BertModel.from_pretrained(str(checkpoint.model_dir())).eval()
+
+
+def hf_embed(model, texts=SENTENCES):
+    from pedagogy_lib import checkpoint
+
+    ids, mask = checkpoint.Tokenizer()(texts)
+    with torch.no_grad():
+        h = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
+    w = torch.from_numpy(mask).to(h.dtype)[..., None]
+    return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1), dim=-1).numpy()
+
+
+def peft_ia3(targets, feedforward, seed=0):
+    """peft's IA³ on the real MiniLM with random vectors l ~ 1 + 0.3·N(0, 1)."""
+    import peft
+
+    pm = peft.get_peft_model(_hf(), peft.IA3Config(target_modules=targets, feedforward_modules=feedforward))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "ia3_l" in n:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return pm.eval()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_our_ia3_adapter_loads_in_peft_with_the_same_embeddings(tmp_path, backend):
+    import json
+
+    import peft
+    from safetensors.numpy import load_file
+
+    from pedagogy_lib import models, peft_io
+
+    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    lib = ia3 if backend == "numpy" else tia3
+    lib.attach_ia3(ours.bert)
+    randomize(lib.ia3_layers(ours.bert), seed=5)
+    peft_io.save_ia3_adapter(ours, tmp_path, "sentence-transformers/all-MiniLM-L6-v2")
+    cfg = json.loads((tmp_path / peft_io.CONFIG_NAME).read_text())
+    assert cfg["peft_type"] == "IA3" and len(cfg["target_modules"]) == 18 and len(cfg["feedforward_modules"]) == 6
+    w = load_file(str(tmp_path / peft_io.WEIGHTS_NAME))
+    assert w["base_model.model.encoder.layer.0.attention.self.key.ia3_l"].shape == (384, 1)
+    assert w["base_model.model.encoder.layer.0.output.dense.ia3_l"].shape == (1, 1536)
+    hf = peft.PeftModel.from_pretrained(_hf(), str(tmp_path)).eval()
+    ff = sorted(n.removeprefix("base_model.model.") for n, m in hf.named_modules()
+                if hasattr(m, "is_feedforward") and m.is_feedforward)
+    assert ff == sorted(p for p, m in lib.ia3_layers(ours.bert).items() if m.feedforward)
+    ref = hf_embed(hf)
+    assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5
+    assert np.abs(ref - hf_embed(_hf())).max() > 1e-3  # the vectors matter
+
+
+@pytest.mark.parametrize("targets,feedforward,n", [
+    (ia3.PAPER_TARGETS, ia3.PAPER_FEEDFORWARD, 18),
+    (["key", "value", "output.dense"], ["output.dense"], 24),  # peft's BERT default (+ attention.output.dense)
+])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_peft_ia3_adapter_loads_into_ours_with_the_same_embeddings(tmp_path, targets, feedforward, n, backend):
+    from pedagogy_lib import models, peft_io
+
+    pm = peft_ia3(targets, feedforward)
+    pm.save_pretrained(str(tmp_path))
+    ref = hf_embed(pm)
+    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    paths = peft_io.load_ia3_adapter(ours, tmp_path)
+    assert len(paths) == n
+    assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5
+    # peft's merge (merge_and_unload) gives the weights of our merge (Eq. 6.9)
+    lib = ia3 if backend == "numpy" else tia3
+    lib.merge_all(ours.bert)
+    merged = pm.merge_and_unload().state_dict()
+    mine = {k.replace(".base_layer", ""): (v if backend == "numpy" else v.numpy())
+            for k, v in ours.bert.state_dict().items() if "ia3_l" not in k}
+    assert max(np.abs(merged[k].numpy() - v).max() for k, v in mine.items()) <= 1e-6
+    assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5
+
+
+# ----------------------------------------------------------------------------- bad files
+def tiny_ia3_saved(d):
+    from pedagogy_lib import peft_io
+
+    bert = BertEncoder(CFG, seed=0)
+    ia3.attach_ia3(bert)
+    randomize(ia3.ia3_layers(bert))
+    peft_io.save_ia3_adapter(bert, d)
+    return bert
+
+
+def test_tiny_round_trip_numpy_to_torch(tmp_path):
+    from pedagogy_lib import peft_io
+
+    src = tiny_ia3_saved(tmp_path)
+    dst = torch_twin(SentenceEncoder(BertEncoder(CFG, seed=0))).bert
+    dst.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in
+                         BertEncoder(CFG, seed=0).named_parameters()})
+    tia3.attach_ia3(dst)  # filled in place
+    assert peft_io.load_ia3_adapter(dst, tmp_path) == sorted(ia3.ia3_layers(src))
+    ids, mask = padded_batch(CFG.vocab_size)
+    y = dst(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy()
+    assert np.abs(src(ids, mask) - y).max() < 1e-5
+
+
+def _edit(d, weights=None, **config):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from pedagogy_lib import peft_io
+
+    if weights is not None:
+        w = load_file(str(d / peft_io.WEIGHTS_NAME))
+        weights(w)
+        save_file(w, str(d / peft_io.WEIGHTS_NAME), metadata={"format": "pt"})
+    if config:
+        cfg = json.loads((d / peft_io.CONFIG_NAME).read_text())
+        cfg.update(config)
+        (d / peft_io.CONFIG_NAME).write_text(json.dumps(cfg))
+
+
+BAD = {
+    "wrong_shape": (dict(weights=lambda w: w.__setitem__(TINY_PEFT_KEY, np.ones((11, 1), np.float32))), "has shape"),
+    "transposed": (dict(weights=lambda w: w.__setitem__(TINY_FF_KEY, np.ones((20, 1), np.float32))), "input"),
+    "missing_key": (dict(weights=lambda w: w.pop(TINY_PEFT_KEY)), "missing"),
+    "extra_key": (dict(weights=lambda w: w.__setitem__(TINY_PEFT_KEY.replace("key", "query"),
+                                                       np.ones((12, 1), np.float32))), "unexpected"),
+    "nan": (dict(weights=lambda w: w.__setitem__(TINY_PEFT_KEY, np.full((12, 1), np.nan, np.float32))), "NaN"),
+    "inf": (dict(weights=lambda w: w.__setitem__(TINY_FF_KEY, np.full((1, 20), np.inf, np.float32))), "NaN/inf"),
+    "int_dtype": (dict(weights=lambda w: w.__setitem__(TINY_PEFT_KEY, np.ones((12, 1), np.int32))), "dtype"),
+    "unknown_target": (dict(target_modules=["key", "q_proj"], feedforward_modules=[]), "do not fit"),
+    "lora_file": (dict(peft_type="LORA"), "peft_type"),
+    "ff_not_subset": (dict(target_modules=["key"], feedforward_modules=["dense"]), "subset"),
+    "ff_type": (dict(feedforward_modules=None), "feedforward_modules"),
+    "fan_in_fan_out": (dict(fan_in_fan_out=True), "fan_in_fan_out"),
+    "modules_to_save": (dict(modules_to_save=["classifier"]), "modules_to_save"),
+    "bad_json": (None, "not valid JSON"),
+    "not_safetensors": (None, "not a valid safetensors"),
+    "only_pickle": (None, "never unpickled"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_ia3_adapters_are_refused_and_leave_the_model_unchanged(tmp_path, monkeypatch, case):
+    import pickle
+
+    from pedagogy_lib import peft_io
+
+    tiny_ia3_saved(tmp_path)
+    edits, match = BAD[case]
+    if edits is not None:
+        _edit(tmp_path, **edits)
+    elif case == "bad_json":
+        (tmp_path / peft_io.CONFIG_NAME).write_text("{target_modules: [")
+    elif case == "not_safetensors":
+        (tmp_path / peft_io.WEIGHTS_NAME).write_bytes(pickle.dumps({TINY_PEFT_KEY: np.ones((12, 1))}))
+    else:
+        (tmp_path / peft_io.WEIGHTS_NAME).rename(tmp_path / "adapter_model.bin")
+
+    def no_unpickling(*a, **k):
+        raise AssertionError("something tried to unpickle")
+
+    for mod, name in ((pickle, "load"), (pickle, "loads"), (torch, "load")):
+        monkeypatch.setattr(mod, name, no_unpickling)
+    bert = BertEncoder(CFG, seed=0)
+    snap = {k: v.copy() for k, v in bert.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        peft_io.load_ia3_adapter(bert, tmp_path)
+    now = bert.state_dict()
+    assert sorted(now) == sorted(snap) and all(np.array_equal(now[k], snap[k]) for k in snap)
+    assert not ia3.ia3_layers(bert) and not any(m.frozen for _, m in bert.named_modules())
+
+
+def test_existing_layers_that_do_not_fit_are_refused(tmp_path):
+    from pedagogy_lib import peft_io
+
+    tiny_ia3_saved(tmp_path)
+    other = BertEncoder(CFG, seed=0)
+    ia3.attach_ia3(other, ["key", "value", "output.dense"], [])  # output.dense scaled on the output side
+    with pytest.raises(ValueError, match="placed"):
+        peft_io.load_ia3_adapter(other, tmp_path)
+    merged = BertEncoder(CFG, seed=0)
+    ia3.attach_ia3(merged)
+    ia3.merge_all(merged)
+    snap = {k: v.copy() for k, v in merged.state_dict().items()}
+    with pytest.raises(ValueError, match="merged"):
+        peft_io.load_ia3_adapter(merged, tmp_path)
+    assert all(np.array_equal(v, snap[k]) for k, v in merged.state_dict().items())
+
+
+def test_save_refuses_what_peft_cannot_express(tmp_path):
+    from pedagogy_lib import peft_io
+
+    with pytest.raises(ValueError, match="no IA³ layers"):
+        peft_io.save_ia3_adapter(BertEncoder(CFG, seed=0), tmp_path)
+    bert = BertEncoder(CFG, seed=0)
+    ia3.attach_ia3(bert)
+    ia3.merge_all(bert)
+    with pytest.raises(ValueError, match="merged"):
+        peft_io.save_ia3_adapter(bert, tmp_path)
+    ia3.unmerge_all(bert)
+    next(iter(ia3.ia3_layers(bert).values())).p["ia3_l"][0] = np.inf
+    with pytest.raises(ValueError, match="NaN/inf"):
+        peft_io.save_ia3_adapter(bert, tmp_path)
+    with pytest.raises(TypeError, match="dtype"):
+        peft_io.save_ia3_adapter(bert, tmp_path, dtype=np.float16)
+    assert not any(tmp_path.iterdir())
