@@ -185,28 +185,27 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
     return chosen
 
 
-def merge_all(model: Module) -> list[str]:
-    """Merge every IA³ layer (Eq. 6.9); checks first that none is merged and every l is invertible."""
-    layers = ia3_layers(model)
-    done = [p for p, m in layers.items() if m.merged]
-    if done:
-        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
+def switch_merged(layers: dict, merge: bool) -> list[str]:
+    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch):
+    checks first that each is in the other state and that every l can be divided out again."""
+    wrong = [p for p, m in layers.items() if m.merged == merge]
+    if wrong:
+        state = "already merged" if merge else "not merged"
+        raise RuntimeError(f"{'merge' if merge else 'unmerge'}_all: {wrong[:3]} are {state}")
     for m in layers.values():
-        m._check_invertible("merge")
+        m._check_invertible("merge" if merge else "unmerge")
     for m in layers.values():
-        m.merge()
+        m.merge() if merge else m.unmerge()
     return list(layers)
+
+
+def merge_all(model: Module) -> list[str]:
+    return switch_merged(ia3_layers(model), True)
 
 
 def unmerge_all(model: Module) -> list[str]:
-    layers = ia3_layers(model)
-    not_done = [p for p, m in layers.items() if not m.merged]
-    if not_done:
-        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
-    for m in layers.values():
-        m.unmerge()
-    return list(layers)
+    return switch_merged(ia3_layers(model), False)
 
 
 __all__ = ["IA3Linear", "PAPER_FEEDFORWARD", "PAPER_TARGETS", "attach_ia3", "check_feedforward",
-           "feedforward_matches", "ia3_layers", "merge_all", "plan", "unmerge_all"]
+           "feedforward_matches", "ia3_layers", "merge_all", "plan", "switch_merged", "unmerge_all"]

@@ -300,15 +300,15 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PREFIX", "HF_ONLY_LINEARS", "adapter_
 # feedforward_modules (a list entry matches a path that *ends with* it; a string is a regex).
 IA3_KEY = "ia3_l"
 
+from . import ia3 as np_ia3  # noqa: E402  (kept in this section, beside the code that uses it)
+
 
 def _ia3_lib(backend):
     if backend == "numpy":
-        from . import ia3
+        return np_ia3
+    from .torch_ref import ia3 as torch_ia3
 
-        return ia3
-    from .torch_ref import ia3
-
-    return ia3
+    return torch_ia3
 
 
 def _ia3_vector(backend, layer) -> np.ndarray:
@@ -323,10 +323,8 @@ def _ia3_universe(backend, root) -> list[str]:
 def _ia3_feedforward_names(paths: list[str], ff: list[str], targets) -> list[str]:
     """feedforward_modules for a config: the leaf names when peft's endswith rule picks exactly
     ``ff`` out of ``paths`` and they are among the (list) targets; else the full paths."""
-    from .ia3 import feedforward_matches
-
     leaves = sorted({p.rsplit(".", 1)[-1] for p in ff})
-    exact = sorted(p for p in paths if feedforward_matches(p, leaves)) == sorted(ff)
+    exact = sorted(p for p in paths if np_ia3.feedforward_matches(p, leaves)) == sorted(ff)
     return leaves if exact and set(leaves) <= set(targets) else sorted(ff)
 
 
@@ -374,8 +372,6 @@ def save_ia3_adapter(model, directory, base_model_name_or_path: str | None = Non
 
 def check_ia3_config(cfg) -> dict:
     """Validate a peft IA³ config dict; return {target_modules, feedforward_modules}."""
-    from .ia3 import check_feedforward
-
     _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
     _need(cfg.get("peft_type") == "IA3",
           f"peft_type is {cfg.get('peft_type')!r}; only 'IA3' adapters can be loaded here")
@@ -392,7 +388,7 @@ def check_ia3_config(cfg) -> dict:
     for k in ("modules_to_save", "exclude_modules", "layers_to_transform", "layers_pattern"):
         _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
     try:
-        ff = check_feedforward(ff)
+        ff = np_ia3.check_feedforward(ff)
     except (TypeError, ValueError) as e:
         raise ValueError(f"adapter_config.json: {e}") from None
     return {"target_modules": targets if isinstance(targets, str) else tuple(targets), "feedforward_modules": ff}
@@ -425,8 +421,6 @@ def read_ia3_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
 
 def _ia3_plan(backend, root, cfg, weights) -> dict[str, tuple[bool, np.ndarray]]:
     """{path: (feedforward, l)} after checking every key, shape and value against the model."""
-    from .ia3 import feedforward_matches
-
     own = _ia3_universe(backend, root)
     universe = own + [p for p in HF_ONLY_LINEARS if p not in own]
     try:
@@ -436,7 +430,7 @@ def _ia3_plan(backend, root, cfg, weights) -> dict[str, tuple[bool, np.ndarray]]
     chosen = [p for p in matched if p in own]
     if not chosen:
         raise ValueError(f"adapter target_modules {cfg['target_modules']!r} select no module of this model")
-    ff = {p: feedforward_matches(p, cfg["feedforward_modules"]) for p in chosen}
+    ff = {p: np_ia3.feedforward_matches(p, cfg["feedforward_modules"]) for p in chosen}
     expected = {f"{PREFIX}{p}.{IA3_KEY}": p for p in chosen}
     skip_keys = {f"{PREFIX}{p}.{IA3_KEY}" for p in matched if p not in own}
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected) - skip_keys)

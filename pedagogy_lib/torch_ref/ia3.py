@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ia3 import PAPER_FEEDFORWARD, PAPER_TARGETS, plan
+from ..ia3 import PAPER_FEEDFORWARD, PAPER_TARGETS, plan, switch_merged
 from .lora import linear_paths
 
 
@@ -100,25 +100,11 @@ def attach_ia3(model: nn.Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFO
 
 
 def merge_all(model: nn.Module) -> list[str]:
-    layers = ia3_layers(model)
-    done = [p for p, m in layers.items() if m.merged]
-    if done:
-        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
-    for m in layers.values():
-        m._check_invertible("merge")
-    for m in layers.values():
-        m.merge()
-    return list(layers)
+    return switch_merged(ia3_layers(model), True)
 
 
 def unmerge_all(model: nn.Module) -> list[str]:
-    layers = ia3_layers(model)
-    not_done = [p for p, m in layers.items() if not m.merged]
-    if not_done:
-        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
-    for m in layers.values():
-        m.unmerge()
-    return list(layers)
+    return switch_merged(ia3_layers(model), False)
 
 
 __all__ = ["IA3Linear", "attach_ia3", "ia3_layers", "merge_all", "unmerge_all"]
