@@ -212,6 +212,20 @@ def test_torch_twin_equals_numpy_outputs_gradients_and_merge():
         tia3.unmerge_all(tnet.bert)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("feedforward", [False, True])
+def test_torch_twin_runs_on_cuda_and_matches_cpu(feedforward):
+    torch.manual_seed(0)
+    layer = tia3.IA3Linear(torch.nn.Linear(11, 5), feedforward)
+    randomize({"x": layer})
+    x = torch.randn(4, 11, generator=torch.Generator().manual_seed(0))
+    y_cpu = layer(x)
+    layer.cuda()
+    assert (layer(x.cuda()).cpu() - y_cpu).abs().max().item() < 1e-5
+    layer.merge()
+    assert (layer(x.cuda()).cpu() - y_cpu).abs().max().item() < 1e-5
+
+
 def test_real_minilm_with_ia3_numpy_equals_torch():
     from pedagogy_lib.models import load_minilm
 
