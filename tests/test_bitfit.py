@@ -150,7 +150,7 @@ def test_bad_input_leaves_state_unchanged():
 def test_claims_records_and_logic():
     import copy as _copy
 
-    from pedagogy_lib.verdicts import ch06 as V
+    from pedagogy_lib.book.ch06 import claims as V
 
     records = V.claims()
     assert len({r["id"] for r in records}) == len(records) >= 5
@@ -168,7 +168,7 @@ def test_claims_records_and_logic():
 def test_claims_bands_and_why(monkeypatch):
     import copy as _copy
 
-    from pedagogy_lib.verdicts import ch06 as V
+    from pedagogy_lib.book.ch06 import claims as V
 
     curve = _copy.deepcopy(V.load_results()["curve"])
     res = curve["results"]
@@ -196,8 +196,8 @@ def test_claims_bands_and_why(monkeypatch):
 
 
 def test_exercise_checkers():
-    from pedagogy_lib.exercises import NotYet
-    from pedagogy_lib.exercises import ch06 as ex
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch06 import exercises as ex
 
     ex.check_bitfit_count(lambda d, f, L, ln: L * (5 * d + f + (2 * d if ln else 0)) + (d if ln else 0))
     with pytest.raises(NotYet, match="embedding LayerNorm"):
@@ -214,8 +214,8 @@ def test_exercise_checkers():
 
 
 def test_figures_build(tmp_path, monkeypatch):
-    from pedagogy_lib import figures
-    from pedagogy_lib.figures import ch06 as F
+    from pedagogy_lib.book import figures
+    from pedagogy_lib.book.ch06 import figures as F
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     F.learning_curve()

@@ -412,8 +412,8 @@ def test_finetune_smoke():
 def test_exercise_checkers_accept_solutions_and_reject_mistakes():
     import re as _re
 
-    from pedagogy_lib.exercises import NotYet
-    from pedagogy_lib.exercises import ch02 as ex
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch02 import exercises as ex
 
     def backward(x, dy, W0, A, B, s):
         du = s * dy @ B
@@ -484,7 +484,7 @@ def _synthetic_sweeps(qv=0.90, ffn=0.88, all_r8=0.90, lr_lora=3e-4, lr_full=1e-5
 
 
 def test_verdict_rules_follow_the_data():
-    from pedagogy_lib.verdicts import ch02 as V
+    from pedagogy_lib.book.ch02 import claims as V
 
     lat = {"cases": [{"model": "MiniLM", "backend": "torch", "ratio": {"merged": 1.01, "unmerged": 1.1}},
                      {"backend": "torch", "d": 384, "ratio": {"merged": 0.99, "unmerged": 1.5}}]}
@@ -507,7 +507,7 @@ def test_verdict_rules_follow_the_data():
 
 
 def test_claim_rules_with_new_branches(monkeypatch):
-    from pedagogy_lib.verdicts import ch02 as V
+    from pedagogy_lib.book.ch02 import claims as V
 
     lat = {"threads": 4, "cases": [{"model": "MiniLM", "backend": "torch", "ratio": {"merged": 1.01, "unmerged": 1.1}}]}
     fixed = {"init": V.init_check(), "merge": V.merge_check(), "scaling": lora.scaling_study(steps=20), "latency": lat}
@@ -547,8 +547,8 @@ def test_claim_rules_with_new_branches(monkeypatch):
 
 
 def test_chapter_figures_build_from_data(tmp_path, monkeypatch):
-    from pedagogy_lib import figures
-    from pedagogy_lib.figures import ch02 as F
+    from pedagogy_lib.book import figures
+    from pedagogy_lib.book.ch02 import figures as F
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     doc = _synthetic_sweeps()
@@ -558,5 +558,5 @@ def test_chapter_figures_build_from_data(tmp_path, monkeypatch):
                         (F.placement, doc), (F.rank, doc)):
         assert build(data).axes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["02_lr.png", "02_placement.png", "02_rank.png", "02_scaling.png"]
-    with pytest.raises(FileNotFoundError, match="sweep_ch02"):
+    with pytest.raises(FileNotFoundError, match="book.ch02.experiment"):
         F.load_sweeps(tmp_path / "missing.json")

@@ -448,7 +448,7 @@ def test_threshold_dimension():
 
 # ------------------------------------------- chapter data, figures, verdicts
 def test_update_stats_on_a_planted_low_rank_update():
-    from pedagogy_lib.figures import ch01 as F
+    from pedagogy_lib.book.ch01 import figures as F
 
     rng = np.random.default_rng(0)
     W0 = rng.standard_normal((60, 40)) / 8
@@ -463,9 +463,9 @@ def test_update_stats_on_a_planted_low_rank_update():
 
 
 def test_figures_and_claims_from_saved_results(tmp_path, monkeypatch):
-    from pedagogy_lib import figures
-    from pedagogy_lib.figures import ch01 as F
-    from pedagogy_lib.verdicts import ch01 as V
+    from pedagogy_lib.book import figures
+    from pedagogy_lib.book.ch01 import figures as F
+    from pedagogy_lib.book.ch01 import claims as V
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     spec = F.spectra_data()
@@ -516,7 +516,7 @@ def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=
     ([0.1, 0.2, 0.3, 0.82, 0.85], "wrong"),  # d90 = 1000 > 500 and never within 1 point
 ])
 def test_ch01_intrinsic_dim_claim_rule(curve, verdict):
-    from pedagogy_lib.verdicts import ch01 as V
+    from pedagogy_lib.book.ch01 import claims as V
 
     rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve))}["ch01-intrinsic-dim"]
     assert rec["verdict"] == verdict and "at d = 1,000" in rec["our_value"]
@@ -531,7 +531,7 @@ def test_ch01_intrinsic_dim_claim_rule(curve, verdict):
     ({"concentrated": False}, "wrong", "only 0/4 matrices"),
 ])
 def test_ch01_small_slice_claim_rule(kw, verdict, phrase):
-    from pedagogy_lib.verdicts import ch01 as V
+    from pedagogy_lib.book.ch01 import claims as V
 
     rec = {r["id"]: r for r in V.claims(_fake_ch01(**kw))}["ch01-small-slice"]
     assert rec["verdict"] == verdict and phrase in rec["our_value"]

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 
 import pedagogy_lib  # noqa: E402
 from pedagogy_lib import exercises, figures  # noqa: E402
-from pedagogy_lib.exercises import NotYet  # noqa: E402
+from pedagogy_lib.book.exercises import NotYet  # noqa: E402
 from pedagogy_lib.show import show_source  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ SAVE_IN_CHILD = (
     "import matplotlib; matplotlib.use('agg')\n"
     "import sys; sys.path.insert(0, 'tests')\n"
     "from test_plumbing import sample_figure\n"
-    "from pedagogy_lib.figures import save\n"
+    "from pedagogy_lib.book.figures import save\n"
     "print(save(sample_figure(), '99_sample'))\n"
 )
 
@@ -181,7 +181,7 @@ def test_register_rejects_duplicates_but_allows_reimport(monkeypatch):
 
 @pytest.fixture
 def figures_main(tmp_path, monkeypatch):
-    import pedagogy_lib.figures.__main__ as main_mod
+    import pedagogy_lib.book.__main__ as main_mod
 
     monkeypatch.setattr(figures, "REGISTRY", {})
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)

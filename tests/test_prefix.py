@@ -318,7 +318,7 @@ def test_bad_batch_size():
 
 # ----------------------------------------------------------------------------- claims, figures
 def test_claims_ch04_recomputed_from_saved_results():
-    from pedagogy_lib.verdicts import ch04 as V
+    from pedagogy_lib.book.ch04 import claims as V
 
     sweep = V.load_results()
     records = V.claims()
@@ -338,7 +338,7 @@ def test_claims_ch04_recomputed_from_saved_results():
 def test_claim_rules_ch04_direct_unstable_and_fraction(monkeypatch):
     import dataclasses
 
-    from pedagogy_lib.verdicts import ch04 as V
+    from pedagogy_lib.book.ch04 import claims as V
 
     sweep, fold = V.load_results(), V.fold_check()
 
@@ -366,8 +366,8 @@ def test_claim_rules_ch04_direct_unstable_and_fraction(monkeypatch):
 def test_ch04_figures_build(tmp_path, monkeypatch):
     import matplotlib
 
-    from pedagogy_lib import figures
-    from pedagogy_lib.figures import ch04
+    from pedagogy_lib.book import figures
+    from pedagogy_lib.book.ch04 import figures as ch04
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     for name in ("04_lambda", "04_prefix_sweep", "04_loss_curves"):

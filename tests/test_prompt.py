@@ -261,7 +261,7 @@ def test_prompt_too_long_for_the_position_table():
 
 # ----------------------------------------------------------------------------- claims, figures
 def test_claims_ch05_recomputed_from_saved_results():
-    from pedagogy_lib.verdicts import ch05 as V
+    from pedagogy_lib.book.ch05 import claims as V
 
     sweep = V.load_results()
     records = V.claims()
@@ -281,7 +281,7 @@ def test_claims_ch05_recomputed_from_saved_results():
 def test_claims_ch05_rules_have_wrong_branches(monkeypatch):
     import copy as _copy
 
-    from pedagogy_lib.verdicts import ch05 as V
+    from pedagogy_lib.book.ch05 import claims as V
 
     sweep = _copy.deepcopy(V.load_results())
     cfg, lr = sweep["config"], sweep["chosen_lr"]
@@ -319,8 +319,8 @@ def test_claims_ch05_rules_have_wrong_branches(monkeypatch):
 def test_ch05_figures_build(tmp_path, monkeypatch):
     import matplotlib
 
-    from pedagogy_lib import figures
-    from pedagogy_lib.figures import ch05  # noqa: F401  (registers the builders)
+    from pedagogy_lib.book import figures
+    from pedagogy_lib.book.ch05 import figures as ch05  # noqa: F401  (registers the builders)
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     for name in ("05_methods", "05_loss_curves"):

@@ -120,7 +120,7 @@ def subspace_lr(eta: float, d: int) -> float:
 # ---------------------------------------------------------------- chapter 01 recipe
 @dataclass(frozen=True)
 class Recipe:
-    """The VADER set-up chapter 01 and ``tests/bench/sweep_ch01.py`` share.
+    """The VADER set-up chapter 01 and ``python -m pedagogy_lib.book.ch01.experiment`` share.
 
     Training: a class-balanced subsample of ``n_train`` training words (seed 0, fixed),
     ``epochs`` epochs of AdamW with the shared loop. Full fine-tuning uses ``full_lr``

@@ -1,0 +1,211 @@
+"""Chapter 02's sweeps, too slow for the notebook: learning rate, placement, rank.
+
+    python -m pedagogy_lib.book.ch02.experiment [--jobs 2] [--quick]
+
+writes ``chapters/results/ch02_sweeps.json``, which the chapter and ``make figures`` read.
+Every run is ``torch_ref.lora.finetune`` on MiniLM + the VADER polarity task: a class-
+balanced subsample of N_TRAIN training words, EPOCHS epochs, batch 32, cosine schedule,
+head learning rate HEAD_LR, evaluated on the whole validation and test splits.
+
+Stages (each later stage uses the LoRA learning rate that stage A found best on val):
+  A  learning rate: probe, LoRA (q,v, r=8, α=8) and full fine-tuning over a grid, SEEDS
+  B  one more seed for each method at its best learning rate (main comparison)
+  C  placement at a fixed budget (the q,v r=8 parameter count) plus two same-rank settings
+  D  rank sweep r ∈ RANKS on (q,v) at fixed α=8, with s = α/r and with rsLoRA's s = α/√r
+Runs are cached by their settings in the JSON, so an interrupted sweep resumes.
+One thread per process; ``--jobs`` processes at once. Runs are seeded, so numbers repeat
+on the same machine and thread count (low bits may differ elsewhere).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+from pedagogy_lib import results as R
+
+OUT = R.RESULTS / "ch02_sweeps.json"
+
+N_TRAIN, EPOCHS, BATCH, HEAD_LR = 2048, 2, 32, 1e-3
+SEEDS, EXTRA_SEED = (0, 1), 2
+LRS = {"probe": [1e-3, 3e-3, 1e-2, 3e-2],
+       "lora": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
+       "full": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]}
+RANKS = [1, 2, 4, 8, 16, 64]
+ALPHA = 8
+QV = ["query", "value"]
+FFN = r"encoder\.layer\.\d+\.(intermediate|output)\.dense"  # not attention.output.dense
+PLACEMENTS = {  # name: targets; r is chosen to spend the (q,v) r=8 budget
+    "q": ["query"], "v": ["value"], "q,v": QV,
+    "q,k,v,o": ["query", "key", "value", "attention.output.dense"],
+    "FFN only": FFN, "all linear": "all-linear",
+}
+SAME_RANK = {"q,k,v,o": PLACEMENTS["q,k,v,o"], "all linear": "all-linear"}  # at r=8
+
+
+def _key(spec: dict) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+_DATA = {}
+RUN_KEYS = ("method", "lr", "seed", "n_train", "epochs", "n_eval")
+
+
+def _data(n_train: int, n_eval: int | None):
+    from pedagogy_lib import data
+
+    task = data.polarity_task(seed=0)
+    val, test = task.val, task.test
+    if n_eval:  # --quick only
+        val, test = data.subsample(val, n_eval, 0), data.subsample(test, n_eval, 0)
+    return data.subsample(task.train, n_train, seed=0), val, test
+
+
+def run(spec: dict) -> dict:
+    """One training run in a worker process (one thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from pedagogy_lib.torch_ref.lora import finetune
+
+    key = (spec["n_train"], spec["n_eval"])
+    if key not in _DATA:
+        _DATA[key] = _data(*key)
+    kw = {k: v for k, v in spec.items() if k not in RUN_KEYS}
+    out = finetune(spec["method"], *_DATA[key], lr=spec["lr"], seed=spec["seed"], epochs=spec["epochs"],
+                   batch_size=BATCH, head_lr=HEAD_LR, device="cpu", **kw)
+    return {"spec": spec, **{k: v for k, v in out.items() if k not in spec}}
+
+
+def budget_rank(targets, budget: int) -> int:
+    """The rank whose parameter count on MiniLM is closest to ``budget``."""
+    from pedagogy_lib import checkpoint, lora
+    from pedagogy_lib.bert import BertConfig, BertEncoder
+
+    shapes = lora.linear_paths(BertEncoder(BertConfig.from_dict(checkpoint.load_config())))
+    return min(range(1, 65), key=lambda r: abs(lora.count_lora_params(shapes, targets, r) - budget))
+
+
+class Sweep:
+    """Runs specs in one pool of worker processes, caching results by their settings."""
+
+    def __init__(self, jobs: int, quick: bool):
+        self.jobs, self.quick = jobs, quick
+        old = json.loads(OUT.read_text()) if OUT.is_file() and not quick else {}
+        self.cache = {_key(r["spec"]): r for r in old.get("runs", [])}
+        self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
+
+    def go(self, specs: list[dict]) -> None:
+        todo = list({_key(s): s for s in specs if _key(s) not in self.cache}.values())
+        todo.sort(key=lambda s: {"full": 0, "lora": 1, "probe": 2}[s["method"]])  # longest first
+        print(f"{len(todo)} runs ({len(specs) - len(todo)} cached)", flush=True)
+        for res in self.pool.map(run, todo):
+            self.cache[_key(res["spec"])] = res
+            s = res["spec"]
+            print(f"  {s['method']:5s} lr={s['lr']:g} seed={s['seed']} "
+                  f"{s.get('targets', '')} r={s.get('r', '')} rs={s.get('rslora', '')}: "
+                  f"val {res['val_acc']:.3f} test {res['test_acc']:.3f} ({res['cpu_s']:.0f} s)", flush=True)
+            self.save()
+
+    def get(self, specs: list[dict]) -> list[dict]:
+        return [self.cache[_key(s)] for s in specs]
+
+    def save(self, summary=None):
+        from importlib.metadata import version
+
+        doc = {
+            "about": "chapter 02 sweeps; regenerate with python -m pedagogy_lib.book.ch02.experiment",
+            "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
+                       "schedule": "cosine", "warmup": 0.06, "seeds": list(SEEDS), "extra_seed": EXTRA_SEED,
+                       "lrs": LRS, "ranks": RANKS, "alpha": ALPHA, "placements": PLACEMENTS,
+                       "same_rank": SAME_RANK, "data": "data.polarity_task(seed=0); subsample(train, n_train, 0); "
+                                                     "full val and test splits", "quick": self.quick},
+            "versions": {"python": platform.python_version(), "torch": version("torch"),
+                         "numpy": version("numpy"), "threads_per_run": 1},
+            "runs": sorted(self.cache.values(), key=lambda r: _key(r["spec"])),
+        }
+        if summary is not None:
+            doc["summary"] = summary
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        tmp = OUT.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, OUT)
+
+
+def _mean(runs, key="test_acc"):
+    return sum(r[key] for r in runs) / len(runs)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run, written to the temp dir")
+    args = ap.parse_args(argv)
+    global N_TRAIN, EPOCHS, SEEDS, LRS, RANKS, OUT
+    if args.quick:  # a smoke test of the whole pipeline, written outside the repository
+        OUT = pathlib.Path(tempfile.gettempdir()) / "ch02_sweeps_quick.json"
+        N_TRAIN, EPOCHS, SEEDS = 64, 1, (0,)
+        LRS = {k: v[:1] for k, v in LRS.items()}
+        RANKS = [1, 8, 16]
+    t0 = time.time()
+    sw = Sweep(args.jobs, args.quick)
+    common = {"n_train": N_TRAIN, "epochs": EPOCHS, "n_eval": 64 if args.quick else None}
+    lora_spec = lambda **kw: {"method": "lora", "targets": QV, "r": 8, "alpha": ALPHA, "rslora": False,  # noqa
+                              **common, **kw}
+    base = {"probe": lambda lr, seed: {"method": "probe", "lr": lr, "seed": seed, **common},
+            "lora": lambda lr, seed: lora_spec(lr=lr, seed=seed),
+            "full": lambda lr, seed: {"method": "full", "lr": lr, "seed": seed, **common}}
+    # A: learning rates
+    specs_a = {m: {lr: [base[m](lr, s) for s in SEEDS] for lr in LRS[m]} for m in base}
+    sw.go([s for d in specs_a.values() for v in d.values() for s in v])
+    lr_runs = {m: {lr: sw.get(v) for lr, v in d.items()} for m, d in specs_a.items()}
+    best = {m: max(LRS[m], key=lambda lr: _mean(lr_runs[m][lr], "val_acc")) for m in base}
+    lr = best["lora"]
+    budget = lr_runs["lora"][lr][0]["trainable"]
+    # B: a third seed at each best learning rate; C: placement at the (q,v) r=8 budget and
+    # two settings at the same rank; D: rank sweep at fixed α and learning rate, both scalings
+    specs_b = {m: [base[m](best[m], s) for s in (*SEEDS, EXTRA_SEED)] for m in base}
+    specs_c = {name: [lora_spec(lr=lr, seed=s, targets=t, r=8 if name == "q,v" else budget_rank(t, budget))
+                      for s in SEEDS] for name, t in PLACEMENTS.items()}
+    specs_s = {name: [lora_spec(lr=lr, seed=s, targets=t, r=8) for s in SEEDS] for name, t in SAME_RANK.items()}
+    specs_d = {rs: {r: [lora_spec(lr=lr, seed=s, r=r, rslora=rs) for s in SEEDS] for r in RANKS}
+               for rs in (False, True)}
+    sw.go([s for group in (specs_b, specs_c, specs_s) for v in group.values() for s in v]
+          + [s for d in specs_d.values() for v in d.values() for s in v])
+    sw.pool.shutdown()
+    main_runs = {m: sw.get(v) for m, v in specs_b.items()}
+    place = {k: sw.get(v) for k, v in specs_c.items()}
+    same = {k: sw.get(v) for k, v in specs_s.items()}
+    ranks = {rs: {r: sw.get(v) for r, v in d.items()} for rs, d in specs_d.items()}
+
+    def stats(runs):
+        return {"test_acc": [r["test_acc"] for r in runs], "val_acc": [r["val_acc"] for r in runs],
+                "mean_test": _mean(runs), "mean_val": _mean(runs, "val_acc"), "trainable": runs[0]["trainable"],
+                "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
+                **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
+                   if runs[0]["spec"]["method"] == "lora" else {})}
+
+    summary = {
+        "best_lr": best, "total_params": main_runs["lora"][0]["total"], "budget": budget,
+        "lr_sweep": {m: {f"{lr:g}": stats(v) for lr, v in d.items()} for m, d in lr_runs.items()},
+        "main": {m: {"lr": best[m], **stats(v)} for m, v in main_runs.items()},
+        "placement": {k: stats(v) for k, v in place.items()},
+        "same_rank": {k: stats(v) for k, v in same.items()},
+        "rank": {("rslora" if rs else "alpha_over_r"): {str(r): stats(v) for r, v in d.items()}
+                 for rs, d in ranks.items()},
+    }
+    sw.save(summary)
+    print(f"wrote {OUT} in {time.time() - t0:.0f} s")
+    print(json.dumps({k: summary[k] for k in ("best_lr", "budget")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
