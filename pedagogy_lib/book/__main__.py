@@ -2,7 +2,7 @@
 
 Imports every ``pedagogy_lib.book.chNN.figures`` module (which registers its builders), runs
 the builders whose name starts with one of the prefixes (all when none is given),
-closes each figure and prints the path it was written to.
+saves and closes each figure and prints the path it was written to.
 """
 
 import importlib
@@ -29,21 +29,18 @@ def load_chapter_modules() -> list[str]:
 
 
 def build(names) -> list:
-    """Run the named builders; each must return a Figure and save it under its name."""
+    """Run the named builders on their stored results; each must return a Figure, which is
+    written (``figures.save``) and closed. Only this command writes figures/."""
     paths = []
     for name in names:
-        builder = figures.REGISTRY[name]
-        figures._saved.discard(name)
-        fig = builder()
+        fig = figures.REGISTRY[name]()
         try:
             if not isinstance(fig, Figure):
                 raise TypeError(f"figure builder {name!r} returned {type(fig).__name__}, not a Figure")
-            if name not in figures._saved:
-                raise RuntimeError(f"figure builder {name!r} did not call save(fig, {name!r})")
+            paths.append(figures.save(fig, name))
         finally:
             if isinstance(fig, Figure):
                 plt.close(fig)
-        paths.append(figures.FIGURES_DIR / f"{name}.png")
     return paths
 
 

@@ -1,17 +1,18 @@
 """Every figure the book shows, written into ``figures/`` byte for byte the same each run.
 
-One module per chapter (``pedagogy_lib/figures/chNN.py``) registers zero-argument builders:
+One module per chapter room (``pedagogy_lib/book/chNN/figures.py``) registers builders that
+only plot:
 
     @register("01_spectra")
     def spectra(data=None):
-        data = compute_spectra() if data is None else data
-        fig, ax = plt.subplots()
+        data = load_spectra() if data is None else data   # stored results, never a new run
+        fig = Figure()
         ...
-        save(fig, "01_spectra")
         return fig
 
-A chapter calls the builder with the data it already computed; ``python -m
-pedagogy_lib.figures`` (``make figures``) calls every builder with no argument.
+A chapter calls the builder with the data it already has and shows the figure; it writes
+nothing. ``python -m pedagogy_lib.book`` (``make figures``) calls every builder with no
+argument (so on the stored results) and writes each figure with ``save``.
 
 PNG files are byte-deterministic when nothing in them depends on the run: matplotlib
 writes the date-free PNG metadata we give it (``Software`` dropped), at a fixed dpi.
@@ -37,7 +38,6 @@ REGISTRY: dict[str, Callable[[], Figure]] = {}
 DPI = 100
 _NAME = re.compile(r"^[0-9]{2}_[A-Za-z0-9_-]+$")  # "01_spectra": chapter number first
 _RC = {"svg.hashsalt": "pedagogy_lib", "savefig.dpi": DPI}
-_saved: set[str] = set()  # names written by save(); __main__ checks each builder saved
 
 
 def _check_name(name) -> str:
@@ -85,5 +85,4 @@ def save(fig: Figure, name: str) -> pathlib.Path:
     with matplotlib.rc_context(_RC):
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     os.replace(tmp, path)
-    _saved.add(name)
     return path

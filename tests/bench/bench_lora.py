@@ -19,14 +19,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "chapters" / "results" / "ch02_latency.json"
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from pedagogy_lib.results import save  # noqa: E402
-from pedagogy_lib import lora, nn  # noqa: E402
-from pedagogy_lib.torch_ref import lora as tlora  # noqa: E402
+from pedagogy_lib.results import save
+from pedagogy_lib import lora, nn
+from pedagogy_lib.torch_ref import lora as tlora
 
 
 def _time(fn, inner: int) -> float:

@@ -7,7 +7,7 @@ one once, where the cell returns it.
 from matplotlib.figure import Figure
 
 from pedagogy_lib import counting, data
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 _COLOURS = {"master": "C2", "gradient": "C1", "Adam m": "C3", "Adam v": "C4", "absmax": "C7",
             "code": "C0", "weight": "C0"}  # first key found in a part's name wins
@@ -72,7 +72,6 @@ def memory(d: dict | None = None) -> Figure:
     right.set_ylabel("GB of weights + gradients + optimiser state")
     right.set_title("Training state, activations excluded")
     right.legend(fontsize=7, loc="upper left")
-    save(fig, "00_memory")
     return fig
 
 
@@ -104,5 +103,4 @@ def vader(d: dict | None = None) -> Figure:
     ax.set_ylim(0, 1.02)
     ax.set_title("VADER: near-neutral labels are mostly noise")
     ax.legend(loc="lower right", fontsize=8)
-    save(fig, "00_vader")
     return fig

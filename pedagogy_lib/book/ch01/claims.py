@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from pedagogy_lib.book.ch01 import figures as F
+from pedagogy_lib.book.ch01 import experiment as E
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 ATTENTION = ("query", "key", "value", "attn-out")
@@ -39,9 +39,9 @@ def _stats(values) -> str:
 def summary(results: dict | None = None) -> dict:
     """The numbers the verdicts rest on, from the chapter's measurements (or saved files)."""
     res = dict(results or {})
-    spectra = res.get("spectra") or F.spectra_data()
-    update = res.get("update") or F.load_update()
-    intrinsic = F.intrinsic_summary(res.get("intrinsic") or F.load_intrinsic())
+    spectra = res.get("spectra") or E.spectra_data()
+    update = res.get("update") or E.load_update()
+    intrinsic = E.intrinsic_summary(res.get("intrinsic") or E.load_intrinsic())
     att = [m for m in spectra["matrices"].values() if m["type"] in ATTENTION]
     um = list(update["matrices"].values())
     return {

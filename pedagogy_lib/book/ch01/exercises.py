@@ -93,7 +93,7 @@ def check_d90(fn, intrinsic: dict | None = None) -> None:
     """
     cases = list(_CURVES)
     if intrinsic is not None:
-        from pedagogy_lib.book.ch01.figures import intrinsic_summary
+        from pedagogy_lib.book.ch01.experiment import intrinsic_summary
 
         it = intrinsic_summary(intrinsic)
         cases += [(it["ds"], it["acc"][s], it["full"][s]) for s in it["seeds"]]

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib import lora
 from pedagogy_lib.results import mean_sd
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SWEEPS = RESULTS / "ch02_sweeps.json"
@@ -61,7 +61,6 @@ def scaling(data=None):
     b.set_yscale("log")
     a.set_title("step size vs rank")
     b.set_title("how far 200 steps get")
-    save(fig, "02_scaling")
     return fig
 
 
@@ -84,7 +83,6 @@ def lr_sensitivity(doc=None):
     ax.set_ylabel("validation accuracy")
     ax.legend(fontsize=8)
     ax.set_title(f"VADER polarity, {doc['config']['n_train']} words, {len(doc['config']['seeds'])} seeds (mean ± sd)")
-    save(fig, "02_lr")
     return fig
 
 
@@ -121,7 +119,6 @@ def placement(doc=None):
     top.set_title("LoRA paper, Table 5: GPT-3, 18M parameters")
     top.tick_params(labelbottom=False)
     bottom.set_xticks(range(len(keys)), short, fontsize=8)
-    save(fig, "02_placement")
     return fig
 
 
@@ -153,5 +150,4 @@ def rank(doc=None):
     c.set_ylabel("accuracy (%)")
     c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
     c.legend(fontsize=8)
-    save(fig, "02_rank")
     return fig

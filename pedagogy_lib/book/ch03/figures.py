@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib import results as R
 from pedagogy_lib import adapters, counting
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 RESULTS = R.RESULTS
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
@@ -51,7 +51,6 @@ def params(d: dict | None = None) -> Figure:
     ax.set_ylabel(f"trainable parameters ({d['model']})")
     ax.set_title("Adapters: 2md + m + d per adapter; Houlsby has two per block")
     ax.legend(fontsize=8, loc="lower right")
-    save(fig, "03_params")
     return fig
 
 
@@ -77,7 +76,6 @@ def latency(d: dict | None = None) -> Figure:
     ax.set_title(f"Whole-model forward, MiniLM, {d['device']}, {d['threads']} thread(s), "
                  f"{d.get('clock', 'wall')} time", fontsize=10)
     ax.legend(fontsize=8, ncols=3)
-    save(fig, "03_latency")
     return fig
 
 
@@ -97,5 +95,4 @@ def accuracy(d: dict | None = None) -> Figure:
     ax.set_ylabel("test accuracy (%), mean ± sd over seeds")
     c = d["config"]
     ax.set_title(f"VADER polarity, {c['n_train']} training words, {len(c['seeds'])} seeds", fontsize=10)
-    save(fig, "03_accuracy")
     return fig

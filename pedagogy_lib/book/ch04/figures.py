@@ -7,7 +7,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib import prefix as px
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch04 import claims as V
 
 COLOURS = {"direct": "C3", "mlp": "C0", "lora": "C2"}
@@ -54,7 +54,6 @@ def lambda_figure(d: dict | None = None) -> Figure:
     ax.set_ylabel("λ: attention share of the prefix")
     ax.set_title(f"Before training, m = {d['m']} (Eq. 4.2)")
     ax.legend(frameon=False)
-    save(fig, "04_lambda")
     return fig
 
 
@@ -88,7 +87,6 @@ def sweep_figure(sweep: dict | None = None) -> Figure:
     right.set_ylabel("validation accuracy (%)")
     right.set_title(f"Learning-rate sensitivity, m = {s['m_grid']}")
     right.legend(frameon=False, fontsize=8)
-    save(fig, "04_prefix_sweep")
     return fig
 
 
@@ -109,5 +107,4 @@ def loss_figure(sweep: dict | None = None) -> Figure:
         ax.set_xlabel("step")
         ax.legend(frameon=False)
     axes[0].set_ylabel(f"training loss (thin: per step; thick: {V.SMOOTH}-step mean)")
-    save(fig, "04_loss_curves")
     return fig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch05 import claims as V
 from pedagogy_lib.book.ch04.claims import smooth
 
@@ -34,7 +34,6 @@ def methods_figure(sweep: dict | None = None) -> Figure:
     n_seeds = max(s["methods"][k]["n"] for k in meths)
     ax.set_xlabel(f"test accuracy (%), mean ± sd over {n_seeds} seeds")
     ax.set_title("MiniLM (22.7M) on VADER polarity, m = 20 virtual tokens")
-    save(fig, "05_methods")
     return fig
 
 
@@ -54,6 +53,5 @@ def loss_figure(sweep: dict | None = None) -> Figure:
     right.set_xlabel("step")
     right.set_title("Longer budget, seed 0")
     right.legend(frameon=False, fontsize=8)
-    save(fig, "05_loss_curves")
     return fig
 

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib import results as R
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 RESULTS = R.RESULTS
 COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "full FT": "k", "probe": "C7"}
@@ -38,7 +38,6 @@ def learning_curve(d: dict | None = None) -> Figure:
     c = d["config"]
     ax.set_title(f"VADER polarity: {len(c['seeds'])} seeds per point, {c['n_test']} test words", fontsize=10)
     ax.legend(fontsize=8, title="method (trainable parameters)", title_fontsize=8)
-    save(fig, "06_learning_curve")
     return fig
 
 
@@ -109,5 +108,4 @@ def preactivation(d: dict | None = None) -> Figure:
     right.set_xlabel("fraction of tokens with input > 0, before")
     right.set_ylabel("after (colour: Δb_m2)")
     right.set_title("Units switched on or off", fontsize=10)
-    save(fig, "06_preactivation")
     return fig

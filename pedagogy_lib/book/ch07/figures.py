@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib import results as R
 from pedagogy_lib import quant as Q
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 RESULTS = R.RESULTS
 GB = 1e9
@@ -124,7 +124,6 @@ def codebooks(study: dict | None = None, gauss: np.ndarray | None = None) -> Fig
     bottom.hist(x, bins=200, density=True, color="0.7")
     bottom.set_xlabel("normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w")
     bottom.set_ylabel("density")
-    save(fig, "07_codebooks")
     return fig
 
 
@@ -151,7 +150,6 @@ def error_study_figure(study: dict | None = None) -> Figure:
     right.set_xlabel("code entropy (bits of 4)")
     right.tick_params(axis="y", labelsize=7)
     right.set_title("Bits the codes carry", fontsize=10)
-    save(fig, "07_error_study")
     return fig
 
 
@@ -182,7 +180,6 @@ def accuracy(d: dict | None = None) -> Figure:
     c = d["config"]
     ax.set_xlabel(f"test accuracy (%) on {c['n_test']} words; dots: {len(c['seeds'])} seeds")
     ax.set_title(f"VADER polarity, {c['n_train']} training words, {c['epochs']} epochs", fontsize=10)
-    save(fig, "07_accuracy")
     return fig
 
 
@@ -223,7 +220,6 @@ def memory_minilm(mem: dict | None = None) -> Figure:
     ax.set_xlabel("MB held during one training step (tensor accounting, Eq. 7.12)")
     ax.set_title("MiniLM, batch of 32 VADER words", fontsize=10)
     fig.legend(fontsize=8, ncol=5, loc="outside lower center")
-    save(fig, "07_memory_minilm")
     return fig
 
 
@@ -266,7 +262,6 @@ def memory_llama(table: dict | None = None) -> Figure:
     right.set_ylabel("GB (log scale)")
     right.set_title("Without activations", fontsize=10)
     right.legend(fontsize=7)
-    save(fig, "07_memory_llama")
     return fig
 
 
@@ -316,5 +311,4 @@ def paging(d: dict | None = None) -> Figure:
     ax.set_ylabel("GB on the GPU at the activation peak")
     ax.set_title("Paged optimiser, simulated: LLaMA-65B QLoRA on one 48 GB GPU", fontsize=10)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
-    save(fig, "07_paging")
     return fig

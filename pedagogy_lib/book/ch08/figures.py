@@ -2,7 +2,7 @@
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch08 import experiment as compare
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 # LoRA paper (Hu et al. 2021) Table 2, RoBERTa-base rows: (trainable params in M, GLUE avg).
 # Source: ../shared/reference/paper-numbers.md A1 (✔ read in the paper). The model has 125M.
@@ -55,5 +55,4 @@ def bubbles(res: dict | None = None) -> Figure:
     right.set_xlabel("trainable parameters, % of RoBERTa-base (log)")
     right.set_ylabel("GLUE average (8 tasks)")
     right.set_title("LoRA paper, Table 2 (RoBERTa-base)", fontsize=9)
-    save(fig, "08_bubbles")
     return fig
