@@ -335,4 +335,4 @@ def test_figures_build(tmp_path, monkeypatch):
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     for build in (F.params, F.latency, F.accuracy):
         build()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["03_accuracy.png", "03_latency.png", "03_params.png"]
+    assert list(tmp_path.iterdir()) == []  # builders only plot; make figures writes

@@ -223,7 +223,7 @@ def test_figures_build(tmp_path, monkeypatch):
     z = rng.standard_normal((50, 8))
     F.preactivation({"layer": 5, "before": z.ravel(), "after": (z + 0.1).ravel(), "delta_b": rng.standard_normal(8),
                      "on_before": (z > 0).mean(0), "on_after": (z + 0.1 > 0).mean(0)})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["06_learning_curve.png", "06_preactivation.png"]
+    assert list(tmp_path.iterdir()) == []  # builders only plot; make figures writes
 
 
 @pytest.mark.slow

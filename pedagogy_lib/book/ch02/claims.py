@@ -17,13 +17,11 @@ import math
 
 import numpy as np
 
-from pedagogy_lib import results as R
 from pedagogy_lib import counting as C
-from pedagogy_lib import lora, nn
-from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib import lora
+from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
-RESULTS = R.RESULTS
 
 # LoRA paper Table 2, RoBERTa-base rows (paper-numbers.md A1 ✔). LoRA's RTE, MRPC and STS-B
 # runs start from an MNLI-tuned checkpoint (paper §D.1); FT's start from the pretrained model.
@@ -37,46 +35,11 @@ TABLE5_QV, TABLE5_ALL = (73.7, 91.3), (73.7, 91.7)
 ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9 (✔)
 
 
-def load_json(name: str) -> dict:
-    script = "sweep_ch02" if "sweeps" in name else "bench_lora"
-    return R.load(RESULTS / name, f".venv/bin/python tests/bench/{script}.py")
 
 
 # ----------------------------------------------------------------------------- cheap checks
-def init_check(seed: int = 0) -> dict:
-    """Hidden states of a small encoder before and after attaching LoRA (B = 0): bitwise equal?"""
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=16)
-    bert = BertEncoder(cfg, seed=seed)
-    ids = np.random.default_rng(seed).integers(0, 50, (3, 7))
-    mask = np.ones_like(ids)
-    before = bert(ids, mask).copy()
-    lora.attach_lora(bert, "all-linear", r=4, alpha=8, seed=seed)
-    return {"identical": bool(np.array_equal(bert(ids, mask), before)),
-            "max_diff": float(np.abs(bert(ids, mask) - before).max())}
 
 
-def merge_check(d_in: int = 384, d_out: int = 384, r: int = 8, n: int = 256, seed: int = 0) -> dict:
-    """float32: merged vs unmerged outputs, merged vs a plain Linear, and W after unmerge(merge(W))."""
-    g = np.random.default_rng(seed)
-    layer = lora.LoRALinear(nn.Linear(d_in, d_out, rng=g), r, 8, rng=g)
-    layer.p["lora_B"][...] = 0.02 * g.standard_normal((d_out, r))
-    W0 = layer.base_layer.p["weight"].copy()
-    x = g.standard_normal((n, d_in)).astype(np.float32)
-    y_unmerged = layer(x).copy()
-    layer.merge()
-    y_merged = layer(x).copy()
-    plain = nn.Linear(d_in, d_out)
-    plain.p = {"weight": layer.base_layer.p["weight"].copy(), "bias": layer.base_layer.p["bias"].copy()}
-    layer.unmerge()
-    eps = float(np.finfo(np.float32).eps)
-    diff = float(np.abs(y_merged - y_unmerged).max())
-    return {"max_diff": diff, "ulps": diff / (eps * float(np.abs(y_unmerged).max())),
-            "identical": bool(np.array_equal(y_merged, y_unmerged)),
-            "plain_identical": bool(np.array_equal(plain(x), y_merged)),
-            "roundtrip_max_diff": float(np.abs(layer.base_layer.p["weight"] - W0).max()),
-            "roundtrip_identical": bool(np.array_equal(layer.base_layer.p["weight"], W0)),
-            "max_abs_y": float(np.abs(y_unmerged).max())}
 
 
 def glue_gaps() -> dict:
@@ -115,11 +78,11 @@ def _pts(x: float) -> str:
 # ----------------------------------------------------------------------------- the claims
 def claims(results: dict | None = None) -> list[dict]:
     res = dict(results or {})
-    init = res.get("init") or init_check()
-    merge = res.get("merge") or merge_check()
-    toy = res.get("scaling") or lora.scaling_study()
-    doc = res.get("sweeps") or load_json("ch02_sweeps.json")
-    lat = res.get("latency") or load_json("ch02_latency.json")
+    init = res.get("init") or E.init_check()
+    merge = res.get("merge") or E.merge_check()
+    toy = res.get("scaling") or E.scaling_study()
+    doc = res.get("sweeps") or E.load_json("ch02_sweeps.json")
+    lat = res.get("latency") or E.load_json("ch02_latency.json")
     s = doc["summary"]
     band = noise_band(s)
     out = []
@@ -344,4 +307,4 @@ def claims(results: dict | None = None) -> list[dict]:
 
 
 
-__all__ = ["claims", "glue_gaps", "init_check", "merge_check", "noise_band", "table"]
+__all__ = ["claims", "glue_gaps", "noise_band", "table"]

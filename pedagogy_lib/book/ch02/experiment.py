@@ -3,7 +3,7 @@
     python -m pedagogy_lib.book.ch02.experiment [--jobs 2] [--quick]
 
 writes ``chapters/results/ch02_sweeps.json``, which the chapter and ``make figures`` read.
-Every run is ``torch_ref.lora.finetune`` on MiniLM + the VADER polarity task: a class-
+Every run is ``finetune`` (below) on MiniLM + the VADER polarity task: a class-
 balanced subsample of N_TRAIN training words, EPOCHS epochs, batch 32, cosine schedule,
 head learning rate HEAD_LR, evaluated on the whole validation and test splits.
 
@@ -23,15 +23,23 @@ import json
 import os
 import pathlib
 import platform
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-from pedagogy_lib import results as R
+import numpy as np
+import torch
 
-OUT = R.RESULTS / "ch02_sweeps.json"
+from pedagogy_lib import lora, nn
+from pedagogy_lib.lora import LoRALinear
+from pedagogy_lib.nn import AdamW, Linear
+from pedagogy_lib import results as R
+from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib.torch_ref import lora as TL
+
+RESULTS = R.RESULTS
+OUT = RESULTS / "ch02_sweeps.json"
 
 N_TRAIN, EPOCHS, BATCH, HEAD_LR = 2048, 2, 32, 1e-3
 SEEDS, EXTRA_SEED = (0, 1), 2
@@ -50,6 +58,137 @@ PLACEMENTS = {  # name: targets; r is chosen to spend the (q,v) r=8 budget
 SAME_RANK = {"q,k,v,o": PLACEMENTS["q,k,v,o"], "all linear": "all-linear"}  # at r=8
 
 
+# ------------------------------------------------------- checks and the α/r toy
+def load_sweeps(path=OUT) -> dict:
+    """The finished sweep (its ``summary`` is written last: a sweep cut short has none)."""
+    return R.load(path, "python -m pedagogy_lib.book.ch02.experiment (it resumes)", keys=("summary",),
+                  what="finished chapter 02 sweep")
+
+
+def load_json(name: str) -> dict:
+    command = "python -m pedagogy_lib.book.ch02.experiment" if "sweeps" in name else "tests/bench/bench_lora.py"
+    return R.load(RESULTS / name, command)
+
+
+def init_check(seed: int = 0) -> dict:
+    """Hidden states of a small encoder before and after attaching LoRA (B = 0): bitwise equal?"""
+    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=16)
+    bert = BertEncoder(cfg, seed=seed)
+    ids = np.random.default_rng(seed).integers(0, 50, (3, 7))
+    mask = np.ones_like(ids)
+    before = bert(ids, mask).copy()
+    lora.attach_lora(bert, "all-linear", r=4, alpha=8, seed=seed)
+    return {"identical": bool(np.array_equal(bert(ids, mask), before)),
+            "max_diff": float(np.abs(bert(ids, mask) - before).max())}
+
+
+def merge_check(d_in: int = 384, d_out: int = 384, r: int = 8, n: int = 256, seed: int = 0) -> dict:
+    """float32: merged vs unmerged outputs, merged vs a plain Linear, and W after unmerge(merge(W))."""
+    g = np.random.default_rng(seed)
+    layer = lora.LoRALinear(nn.Linear(d_in, d_out, rng=g), r, 8, rng=g)
+    layer.p["lora_B"][...] = 0.02 * g.standard_normal((d_out, r))
+    W0 = layer.base_layer.p["weight"].copy()
+    x = g.standard_normal((n, d_in)).astype(np.float32)
+    y_unmerged = layer(x).copy()
+    layer.merge()
+    y_merged = layer(x).copy()
+    plain = nn.Linear(d_in, d_out)
+    plain.p = {"weight": layer.base_layer.p["weight"].copy(), "bias": layer.base_layer.p["bias"].copy()}
+    layer.unmerge()
+    eps = float(np.finfo(np.float32).eps)
+    diff = float(np.abs(y_merged - y_unmerged).max())
+    return {"max_diff": diff, "ulps": diff / (eps * float(np.abs(y_unmerged).max())),
+            "identical": bool(np.array_equal(y_merged, y_unmerged)),
+            "plain_identical": bool(np.array_equal(plain(x), y_merged)),
+            "roundtrip_max_diff": float(np.abs(layer.base_layer.p["weight"] - W0).max()),
+            "roundtrip_identical": bool(np.array_equal(layer.base_layer.p["weight"], W0)),
+            "max_abs_y": float(np.abs(y_unmerged).max())}
+
+
+def scaling_toy(r: int, rslora: bool, alpha: float = 8, lr: float = 1e-3, steps: int = 200,
+                d: int = 64, n: int = 256, seed: int = 0) -> dict:
+    """Does s = α/r keep the step size independent of r? (chapter 02, §2)
+
+    Fit a full-rank change of a d×d Linear with LoRA of rank r, Adam, full batch, MSE.
+
+    Returns ‖ΔW‖_F after the first step (the step size the scaling sets) and the loss at
+    the start and after ``steps`` steps. Same data, W₀ and target for every r.
+    """
+    g = np.random.default_rng(seed)
+    base = Linear(d, d, rng=np.random.default_rng(seed), dtype=np.float64)
+    X = g.standard_normal((n, d))
+    target = base.p["weight"] + 0.5 * g.standard_normal((d, d)) / np.sqrt(d)
+    Y = X @ target.T + base.p["bias"]
+    layer = LoRALinear(base, r, alpha, rslora, rng=np.random.default_rng(seed + 1))
+    opt = AdamW(layer.params_and_grads(), lr=lr, weight_decay=0.0)
+    first, losses = None, []
+    for _ in range(steps):
+        layer.zero_grad()
+        R = layer(X) - Y
+        losses.append(float((R * R).mean()))
+        layer.backward(2 * R / R.size)   # d mean(R²)/dY
+        opt.step()
+        if first is None:
+            first = float(np.linalg.norm(layer.delta_weight()))
+    return {"r": r, "rslora": rslora, "step1_delta_norm": first, "loss0": losses[0], "loss_end": losses[-1]}
+
+
+def scaling_study(ranks=(1, 2, 4, 8, 16, 64), **kw) -> dict:
+    """``scaling_toy`` for each rank, with s = α/r and with s = α/√r."""
+    return {name: [scaling_toy(r, rs, **kw) for r in ranks]
+            for name, rs in (("alpha_over_r", False), ("rslora", True))}
+
+
+# ------------------------------------------------------------ one training run
+METHODS = ("probe", "lora", "full")
+
+
+def finetune(method: str, train, val, test, *, targets=("query", "value"), r: int = 8,
+             alpha: float = 8, rslora: bool = False, lr: float = 1e-3, head_lr: float = 1e-3,
+             epochs: int = 3, batch_size: int = 32, seed: int = 0, schedule: str = "cosine",
+             device=None, return_model: bool = False):
+    """One run of chapter 02's experiment on MiniLM: a linear head on the mean-pooled
+    embedding, plus ``method`` = 'probe' (encoder frozen), 'lora' (A, B on ``targets``) or
+    'full' (every weight). ``train``/``val``/``test`` are ``data.Split``s. Returns plain numbers:
+    accuracies, trainable count (head excluded), final loss, CPU seconds, and for LoRA the
+    mean ‖s·BA‖_F over the adapted matrices. With ``return_model`` also the trained MiniLM
+    (its ``.net`` carries the LoRA layers; the head is not part of it)."""
+    import time
+
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+    from pedagogy_lib.torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
+
+    if method not in METHODS:
+        raise ValueError(f"finetune: method must be one of {METHODS}, got {method!r}")
+    model = load_minilm_torch(device=device)
+    total = sum(p.numel() for p in model.net.parameters())
+    dev = next(model.net.parameters()).device
+    clf = Classifier(model.net, seed=seed)
+    if method == "probe":
+        freeze(model.net)
+    elif method == "lora":
+        TL.attach_lora(model.bert, targets, r=r, alpha=alpha, rslora=rslora, seed=seed)
+    data = [Batches(model.tokenizer, s.tokens, s.labels, dev) for s in (train, val, test)]
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, schedule=schedule,
+                      head_lr=None if method == "probe" else head_lr)
+    t0 = time.process_time()
+    hist = train_classifier(clf, data[0], data[1], cfg)
+    out = {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "n_train": len(train),
+           "trainable": count_trainable(clf), "total": total,
+           "val_acc": hist.val_acc[-1], "test_acc": accuracy(clf, data[2]),
+           "final_loss": float(np.mean(hist.losses[-10:])), "cpu_s": time.process_time() - t0}
+    if method == "lora":
+        layers = TL.lora_layers(model.bert)
+        with torch.no_grad():
+            norms = [float(m.delta_weight().norm()) for m in layers.values()]
+        out |= {"targets": targets if isinstance(targets, str) else list(targets), "r": r,
+                "alpha": alpha, "rslora": rslora, "n_matrices": len(layers),
+                "delta_norm": float(np.mean(norms))}
+    return (out, model) if return_model else out
+
+
+# ------------------------------------------------------------------ the sweeps
 def _key(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
@@ -73,7 +212,6 @@ def run(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from pedagogy_lib.torch_ref.lora import finetune
 
     key = (spec["n_train"], spec["n_eval"])
     if key not in _DATA:

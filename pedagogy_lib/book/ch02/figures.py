@@ -5,17 +5,11 @@ The sweep figures read ``chapters/results/ch02_sweeps.json`` (written by
 """
 from __future__ import annotations
 
-import json
-import pathlib
-
 from matplotlib.figure import Figure
 
-from pedagogy_lib import lora
+from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.results import mean_sd
 from pedagogy_lib.book.figures import register
-
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
-SWEEPS = RESULTS / "ch02_sweeps.json"
 
 # The LoRA paper's GPT-3 175B studies (Hu et al. 2021, Tables 5 and 6; paper-numbers.md A1 ✔).
 PAPER_TABLE5 = {  # weights adapted: (r, WikiSQL, MNLI), all at 18M trainable parameters
@@ -28,23 +22,13 @@ PAPER_TABLE6 = {"r": [1, 2, 4, 8, 64], "WikiSQL": [73.4, 73.3, 73.7, 73.8, 73.5]
 PLACEMENT_ORDER = ("q", "v", "q,v", "q,k,v,o", "FFN only", "all linear")
 
 
-def load_sweeps(path=SWEEPS) -> dict:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run python -m pedagogy_lib.book.ch02.experiment")
-    doc = json.loads(path.read_text())
-    if "summary" not in doc:
-        raise ValueError(f"{path} has no summary: the sweep did not finish; run it again (it resumes)")
-    return doc
-
-
 # ----------------------------------------------------------------------------- the toy
 LABELS = {"alpha_over_r": "s = α/r (LoRA)", "rslora": "s = α/√r (rsLoRA)"}
 
 
 @register("02_scaling")
 def scaling(data=None):
-    data = lora.scaling_study() if data is None else data
+    data = E.scaling_study() if data is None else data
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     a, b = fig.subplots(1, 2)
     for name, rows in data.items():
@@ -67,7 +51,7 @@ def scaling(data=None):
 # ----------------------------------------------------------------------------- the sweeps
 @register("02_lr")
 def lr_sensitivity(doc=None):
-    doc = load_sweeps() if doc is None else doc
+    doc = E.load_sweeps() if doc is None else doc
     sweep = doc["summary"]["lr_sweep"]
     fig = Figure(figsize=(6, 3.6), layout="constrained")
     ax = fig.subplots()
@@ -88,7 +72,7 @@ def lr_sensitivity(doc=None):
 
 @register("02_placement")
 def placement(doc=None):
-    doc = load_sweeps() if doc is None else doc
+    doc = E.load_sweeps() if doc is None else doc
     s = doc["summary"]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
@@ -124,7 +108,7 @@ def placement(doc=None):
 
 @register("02_rank")
 def rank(doc=None):
-    doc = load_sweeps() if doc is None else doc
+    doc = E.load_sweeps() if doc is None else doc
     s = doc["summary"]["rank"]
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     a, b, c = fig.subplots(1, 3)
