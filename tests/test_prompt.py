@@ -271,7 +271,7 @@ def test_claims_ch05_recomputed_from_saved_results():
         assert set(r) == {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
         assert r["chapter"] == "05" and r["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
     s = V.summary(sweep)
-    assert set(s["methods"]) == set(V.METHODS)
+    assert set(s["methods"]) == set(V.ARMS)
     assert s["methods"]["prompt-random"]["trainable"] == px.num_prompt_params(sweep["config"]["m"], 384)
     assert s["methods"]["ptuning-v2"]["trainable"] == px.num_prefix_params(sweep["config"]["m"], 384, 6)
     assert s["methods"]["deep-prompt"]["trainable"] == sweep["config"]["m"] * 384 * 6

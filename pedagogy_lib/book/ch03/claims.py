@@ -8,17 +8,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import json
-import pathlib
 import statistics
-
-import numpy as np
 
 from pedagogy_lib import adapters as A
 from pedagogy_lib import counting as C
+from pedagogy_lib.book.ch03.experiment import identity_deviation, load_results
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
 # LoRA paper Table 2 (✔, paper-numbers A1): (adapter params, LoRA params at the same model)
 LORA_T2_RATIOS = {"RoB-base AdptD 0.3M": (0.3, 0.3), "RoB-base AdptD 0.9M": (0.9, 0.3),
@@ -33,24 +29,8 @@ LORA_T2_AVG = {"RoB-base AdptD 0.3M": (84.4, 87.2), "RoB-base AdptD 0.9M": (85.4
 LORA_T1_MS = {"none": 19.8, "AdapterL": 23.9, "AdapterH": 25.8}
 
 
-def load_results() -> dict:
-    out = {}
-    for key in ("latency", "accuracy"):
-        path = RESULTS / f"ch03_{key}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run tests/bench/"
-                                    f"{'bench_adapters' if key == 'latency' else 'sweep_ch03'}.py")
-        out[key] = json.loads(path.read_text())
-    return out
 
 
-def identity_deviation(d: int = 384, m: int = 64, init_scale: float = 1e-3, seed: int = 0) -> dict:
-    """max |Adapter(h) − h| at init for h ~ N(0, 1), with W_up = 0 and W_up ~ N(0, init_scale²)."""
-    h = np.random.default_rng(seed).standard_normal((64, d))
-    exact = A.Adapter(d, m, init_scale=0.0, rng=np.random.default_rng(seed))
-    near = A.Adapter(d, m, init_scale=init_scale, rng=np.random.default_rng(seed))
-    return {"exact": float(np.abs(exact(h) - h).max()), "near": float(np.abs(near(h) - h).max()),
-            "init_scale": init_scale}
 
 
 _rec = partial(record, "03")  # (id, claim, verdict, our_value, published_value, source)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pedagogy_lib import data, runner
+from pedagogy_lib import adapters, counting, data, runner
 from pedagogy_lib import results as R
 from pedagogy_lib.adapters import PLACEMENTS
 from pedagogy_lib.registry import Arm, arms
@@ -38,6 +38,36 @@ ARMS = arms(Arm("LoRA r=8 (q,v)", "lora", {"r": 8, "alpha": 8}, LRS),
                                      ("Houlsby", "houlsby", 64), ("Pfeiffer", "pfeiffer", 64))])
 
 
+# ---------------------------------------------------------- stored results, checks
+def load(name: str) -> dict:
+    """A chapter-03 results file, e.g. load("ch03_latency")."""
+    return R.load(name, "python -m pedagogy_lib.book.ch03.experiment or bench_adapters.py")
+
+
+def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
+    """Adapter counts (Eq. 3.4) per placement and m, and LoRA (q,v) counts, for MiniLM."""
+    s = counting.minilm_shape()
+    return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
+            "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]
+                         for p in adapters.PLACEMENTS},
+            "lora": {r: counting.lora_params(s, r) for r in ranks}}
+
+
+def load_results() -> dict:
+    """{"latency": ch03_latency.json, "accuracy": ch03_accuracy.json}."""
+    return {key: load(f"ch03_{key}") for key in ("latency", "accuracy")}
+
+
+def identity_deviation(d: int = 384, m: int = 64, init_scale: float = 1e-3, seed: int = 0) -> dict:
+    """max |Adapter(h) − h| at init for h ~ N(0, 1), with W_up = 0 and W_up ~ N(0, init_scale²)."""
+    h = np.random.default_rng(seed).standard_normal((64, d))
+    exact = adapters.Adapter(d, m, init_scale=0.0, rng=np.random.default_rng(seed))
+    near = adapters.Adapter(d, m, init_scale=init_scale, rng=np.random.default_rng(seed))
+    return {"exact": float(np.abs(exact(h) - h).max()), "near": float(np.abs(near(h) - h).max()),
+            "init_scale": init_scale}
+
+
+# ------------------------------------------------------------------ the sweep
 def _row(arm: Arm, found: dict) -> dict:
     test = [round(r["test_acc"], 6) for r in found["runs"]]
     return {"kind": "lora" if arm.method == "lora" else arm.method, "size": arm.opts.get("r", arm.opts.get("m")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from pedagogy_lib import results as R
-from pedagogy_lib import adapters, counting
+from pedagogy_lib.book.ch03.experiment import load, params_data
 from pedagogy_lib.book.figures import register
 
 RESULTS = R.RESULTS
@@ -20,18 +20,8 @@ COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
            "LoRA unmerged": "C4", "LoRA merged": "C3", "lora": "C3"}
 
 
-def load(name: str) -> dict:
-    """A chapter-03 results file, e.g. load("ch03_latency")."""
-    return R.load(name, "python -m pedagogy_lib.book.ch03.experiment or bench_adapters.py")
 
 
-def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
-    """Adapter counts (Eq. 3.4) per placement and m, and LoRA (q,v) counts, for MiniLM."""
-    s = counting.minilm_shape()
-    return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
-            "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]
-                         for p in adapters.PLACEMENTS},
-            "lora": {r: counting.lora_params(s, r) for r in ranks}}
 
 
 @register("03_params")

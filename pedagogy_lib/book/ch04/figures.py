@@ -6,38 +6,17 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib import prefix as px
+from pedagogy_lib.book.ch04.experiment import lambda_data
+from pedagogy_lib.results import SMOOTH, smooth
 from pedagogy_lib.book.figures import register
-from pedagogy_lib.book.ch04 import claims as V
+from pedagogy_lib.book.ch04 import experiment as V
 
 COLOURS = {"direct": "C3", "mlp": "C0", "lora": "C2"}
 LABELS = {"direct": "direct P_k, P_v", "mlp": "through the MLP", "lora": "LoRA r=8 (q,v)"}
-WORDS = ["wonderful", "horrible", "not bad", "cheerful", "disaster", "meh", "great job", "sad"]
 
 
-def lambda_by_layer(net, words=WORDS, tokenize=None) -> np.ndarray:
-    """λ (the prefix's attention share, Eq. 4.2) averaged over heads and real query tokens,
-    one value per layer, for a NumPy SentenceEncoder that carries a prefix."""
-    ids, mask = tokenize(list(words))
-    net(ids, mask)
-    keep = mask.astype(bool)
-    out = []
-    for layer in net.bert.layers:
-        lam = px.prefix_weight(getattr(layer.attention, "self"))  # (B, h, T)
-        out.append(lam.mean(1)[keep].mean())
-    return np.array(out)
 
 
-def lambda_data(m: int = 10, hidden: int = 512, seed: int = 0) -> dict:
-    """λ per layer at initialisation on the real MiniLM: direct N(0, 1) prefix vs MLP output."""
-    from pedagogy_lib.models import load_minilm
-
-    out = {}
-    for arm, reparam in (("direct", None), ("mlp", hidden)):
-        mm = load_minilm("numpy")
-        px.attach_prefix(mm.net, m, reparam=reparam, seed=seed)
-        out[arm] = lambda_by_layer(mm.net, tokenize=mm.tokenize)
-    return {"m": m, "lambda": out}
 
 
 @register("04_lambda")
@@ -101,10 +80,10 @@ def loss_figure(sweep: dict | None = None) -> Figure:
         for rate, style in ((lr[arm], "-"), (top, ":")) if top != lr[arm] else ((lr[arm], "-"),):
             for i, r in enumerate(V._runs(sweep, arm, cfg["m_grid"], rate)):
                 ax.plot(r["losses"], color=COLOURS[arm], alpha=0.15, lw=0.8)
-                ax.plot(V.smooth(r["losses"]), style, color=COLOURS[arm], lw=1.5,
+                ax.plot(smooth(r["losses"]), style, color=COLOURS[arm], lw=1.5,
                         label=f"lr {rate:g}" if i == 0 else None)
         ax.set_title(f"{LABELS[arm]}, m = {cfg['m_grid']}, seeds {cfg['seeds']}")
         ax.set_xlabel("step")
         ax.legend(frameon=False)
-    axes[0].set_ylabel(f"training loss (thin: per step; thick: {V.SMOOTH}-step mean)")
+    axes[0].set_ylabel(f"training loss (thin: per step; thick: {SMOOTH}-step mean)")
     return fig

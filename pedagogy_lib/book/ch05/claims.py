@@ -9,21 +9,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import math
-
-import numpy as np
-
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
-from pedagogy_lib.results import mean_sd
+from pedagogy_lib.book.ch05.experiment import ARMS, gap, load_results, summary
 from pedagogy_lib.book.rules import record
 
 RESULTS = R.RESULTS
-PATH = RESULTS / "ch05_prompt.json"
-METHODS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft")
-LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, random init",
-          "prompt-vocab": "prompt tuning, vocab init", "deep-prompt": "deep prompt (m·d·L)",
-          "ptuning-v2": "P-Tuning v2 (m·d·L·2)", "lora": "LoRA r=8 (q,v)", "full-ft": "full fine-tuning"}
 # P-Tuning v2, Figure 1 (A6 ◐, a secondary copy): SuperGLUE average of RTE, BoolQ, CB
 PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
              "GLM-xlarge (2B)": (88.3, 79.7, 87.0), "GLM-xxlarge (10B)": (88.8, 88.8, 88.8)}  # FT, PT, PTv2
@@ -33,34 +24,10 @@ LESTER_T4 = {"Small": (0.0133, 0.066), "Base": (0.0062, 0.031), "Large": (0.0026
              "XL": (0.0014, 0.0072), "XXL": (0.00074, 0.0037)}
 
 
-def load_results(path=None) -> dict:
-    return R.load(path or PATH, "python -m pedagogy_lib.book.ch05.experiment")
 
 
-def summary(sweep: dict) -> dict:
-    """Per method at its chosen rate and the main budget: test/val mean ± sd over seeds,
-    trainable count; plus the long-budget runs."""
-    cfg, lr = sweep["config"], sweep["chosen_lr"]
-    out = {"methods": {}, "long": {}, "lr": lr}
-    for meth in METHODS:
-        rs = [r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
-              and math.isclose(r["lr"], lr[meth])]
-        out["methods"][meth] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
-                                "trainable": rs[0]["trainable"], "n": len(rs),
-                                "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
-    for r in sweep["runs"]:
-        if r["epochs"] != cfg["epochs"]:
-            out["long"][r["method"]] = {"test": r["test"], "val": r["val"], "epochs": r["epochs"],
-                                        "losses": r["losses"]}
-    return out
 
 
-def gap(s: dict, a: str, b: str) -> tuple[float, float]:
-    """Points by which method a trails method b on test accuracy, with the standard error
-    of the difference of the two seed means."""
-    (ma, sa), (mb, sb) = s["methods"][a]["test"], s["methods"][b]["test"]
-    na, nb = s["methods"][a]["n"], s["methods"][b]["n"]
-    return 100 * (mb - ma), 100 * math.sqrt(sa ** 2 / na + sb ** 2 / nb)
 
 
 _rec = partial(record, "05")  # (id, claim, verdict, our_value, published_value, source)
@@ -95,7 +62,7 @@ def claims(results: dict | None = None) -> list[dict]:
         v_pf = "wrong"
     inside = [k for k, f in fr.items() if 1e-3 <= f["ptuning_v2"] <= 3e-2]  # the paper's 0.1%–3%
     v_pf2 = "holds" if len(inside) == len(fr) else ("approximately" if inside else "wrong")
-    n_seeds = sorted({s["methods"][k]["n"] for k in METHODS})
+    n_seeds = sorted({s["methods"][k]["n"] for k in ARMS})
     seeds_txt = " or ".join(map(str, n_seeds)) + (" seed" if n_seeds == [1] else " seeds")
     mini_size = C.human(C.total_params(shapes["MiniLM-L6"]))
     acc = lambda k: f"{100 * s['methods'][k]['test'][0]:.1f} ± {100 * s['methods'][k]['test'][1]:.1f}"  # noqa: E731

@@ -24,9 +24,8 @@ is the prompt-tuning gap a matter of steps?
 from __future__ import annotations
 
 import copy
-import pathlib
+import math
 import platform
-import sys
 import time
 
 import numpy as np
@@ -40,8 +39,10 @@ from pedagogy_lib.torch_ref import lora as TL
 from pedagogy_lib.torch_ref import prefix as TP
 from pedagogy_lib.torch_ref import train as T
 from pedagogy_lib import results as R
+from pedagogy_lib.results import mean_sd
 
-OUT = R.RESULTS / "ch05_prompt.json"
+RESULTS = R.RESULTS
+OUT = RESULTS / "ch05_prompt.json"
 N_TRAIN, EPOCHS, BATCH, HEAD_LR, LONG_EPOCHS = 1024, 3, 32, 1e-3, 10
 SEEDS = (0, 1, 2)
 M = 20
@@ -54,6 +55,51 @@ LRS = {
     "lora": (3e-4, 1e-3, 3e-3),
     "full-ft": (3e-5, 1e-4, 3e-4),
 }
+
+
+# ------------------------------------------------------- stored results, analysis
+PATH = RESULTS / "ch05_prompt.json"
+
+
+ARMS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft")
+
+
+LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, random init",
+          "prompt-vocab": "prompt tuning, vocab init", "deep-prompt": "deep prompt (m·d·L)",
+          "ptuning-v2": "P-Tuning v2 (m·d·L·2)", "lora": "LoRA r=8 (q,v)", "full-ft": "full fine-tuning"}
+
+
+def load_results(path=None) -> dict:
+    return R.load(path or PATH, "python -m pedagogy_lib.book.ch05.experiment")
+
+
+def summary(sweep: dict) -> dict:
+    """Per method at its chosen rate and the main budget: test/val mean ± sd over seeds,
+    trainable count; plus the long-budget runs."""
+    cfg, lr = sweep["config"], sweep["chosen_lr"]
+    out = {"methods": {}, "long": {}, "lr": lr}
+    for meth in ARMS:
+        rs = [r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
+              and math.isclose(r["lr"], lr[meth])]
+        out["methods"][meth] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
+                                "trainable": rs[0]["trainable"], "n": len(rs),
+                                "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
+    for r in sweep["runs"]:
+        if r["epochs"] != cfg["epochs"]:
+            out["long"][r["method"]] = {"test": r["test"], "val": r["val"], "epochs": r["epochs"],
+                                        "losses": r["losses"]}
+    return out
+
+
+def gap(s: dict, a: str, b: str) -> tuple[float, float]:
+    """Points by which method a trails method b on test accuracy, with the standard error
+    of the difference of the two seed means."""
+    (ma, sa), (mb, sb) = s["methods"][a]["test"], s["methods"][b]["test"]
+    na, nb = s["methods"][a]["n"], s["methods"][b]["n"]
+    return 100 * (mb - ma), 100 * math.sqrt(sa ** 2 / na + sb ** 2 / nb)
+
+
+# ------------------------------------------------------------------ the sweep
 
 
 def make_model(base_net, method: str, seed: int, candidates):

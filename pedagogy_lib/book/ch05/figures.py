@@ -6,8 +6,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.figures import register
-from pedagogy_lib.book.ch05 import claims as V
-from pedagogy_lib.book.ch04.claims import smooth
+from pedagogy_lib.book.ch05 import experiment as V
+from pedagogy_lib.results import smooth
 
 COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-prompt": "C4",
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
@@ -16,7 +16,7 @@ COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-pro
 @register("05_methods")
 def methods_figure(sweep: dict | None = None) -> Figure:
     s = V.summary(V.load_results() if sweep is None else sweep)
-    meths = [k for k in V.METHODS if k in s["methods"]]
+    meths = [k for k in V.ARMS if k in s["methods"]]
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(meths))[::-1]

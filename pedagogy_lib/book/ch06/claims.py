@@ -9,14 +9,14 @@ from __future__ import annotations
 from functools import partial
 
 import json
-import pathlib
 
 import numpy as np
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import results as R
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
+RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
 BIG = 1024  # "plenty of data": the sizes from this many on
 BITFIT, LORA, FULL, PROBE = "BitFit", "LoRA r=8 (q,v)", "full FT", "probe"

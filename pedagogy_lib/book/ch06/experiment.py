@@ -20,9 +20,7 @@ import copy
 import json
 import math
 import os
-import pathlib
 import platform
-import sys
 import time
 
 import numpy as np
