@@ -339,12 +339,13 @@ def test_claim_rules_ch04_direct_unstable_and_fraction(monkeypatch):
     import dataclasses
 
     from pedagogy_lib.book.ch04 import claims as V
+    from pedagogy_lib.book.ch04 import experiment as E
 
-    sweep, fold = V.load_results(), V.fold_check()
+    sweep, fold = E.load_results(), E.fold_check()
 
     def stab(direct, mlp):
         keys = ("seed_sd", "curve_sd", "rough", "collapsed")
-        monkeypatch.setattr(V, "stability", lambda sw, arm: {
+        monkeypatch.setattr(E, "stability", lambda sw, arm: {
             **dict(zip(keys, direct if arm == "direct" else mlp)), "n_runs": 27, "collapsed_at": []})
         return {r["id"]: r for r in V.claims({"sweep": sweep, "fold": fold})}
 
