@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from functools import partial
 
-import json
 
 import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
+from pedagogy_lib.book.ch06.experiment import load_results
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 RESULTS = R.RESULTS
@@ -25,11 +25,6 @@ PUB_GLUE = {"FT": 86.4, "BitFit": 85.2, "LoRA": 87.2}
 PUB_GPT3 = {"WikiSQL": (71.3, 73.4), "MNLI-m": (91.0, 91.7)}  # (BitFit, LoRA)
 
 
-def load_results() -> dict:
-    path = RESULTS / "ch06_learning_curve.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run python -m pedagogy_lib.book.ch06.experiment")
-    return {"curve": json.loads(path.read_text())}
 
 
 _rec = partial(record, "06")  # (id, claim, verdict, our_value, published_value, source)
