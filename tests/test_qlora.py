@@ -13,6 +13,7 @@ pytest.importorskip("bitsandbytes")
 from pedagogy_lib import counting as C  # noqa: E402
 from pedagogy_lib import quant as Q  # noqa: E402
 from pedagogy_lib import runner  # noqa: E402
+from pedagogy_lib.book.ch07 import experiment as E7  # noqa: E402
 from pedagogy_lib.torch_ref import qlora as QL  # noqa: E402
 from pedagogy_lib.torch_ref import train as T  # noqa: E402
 from pedagogy_lib.torch_ref.lora import LoRALinear, attach_lora  # noqa: E402
@@ -44,7 +45,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def qlora_model(mm):
-    return QL.make_classifier("qlora", mm, seed=3, device="cpu")
+    return E7.make_classifier("qlora", mm, seed=3, device="cpu")
 
 
 def batch_of(tokenizer, task, n=16, device="cpu"):
@@ -220,8 +221,8 @@ def test_qlora_equals_lora_on_dequantized_weights(mm, task, qlora_model):
 
 
 def test_lora_and_qlora_start_identically(mm):
-    a, _ = QL.make_classifier("lora", mm, seed=5)
-    b, _ = QL.make_classifier("qlora", mm, seed=5)
+    a, _ = E7.make_classifier("lora", mm, seed=5)
+    b, _ = E7.make_classifier("qlora", mm, seed=5)
     assert T.count_trainable(a) == T.count_trainable(b) == 6 * 8 * (4 * 768 + 2 * 1920)
     la = {p: m for p, m in a.named_modules() if isinstance(m, LoRALinear)}
     lb = {p: m for p, m in b.named_modules() if isinstance(m, LoRALinear)}
@@ -233,7 +234,7 @@ def test_lora_and_qlora_start_identically(mm):
 
 def test_qlora_trains_eval_train_with_shared_loop(mm, task):
     from pedagogy_lib import data
-    clf, tok = QL.make_classifier("qlora", mm, seed=0)
+    clf, tok = E7.make_classifier("qlora", mm, seed=0)
     s = data.subsample(task.train, 64, 0)
     b = T.Batches(tok, s.tokens, s.labels, "cpu")
     hist = T.train_classifier(clf, b, b, T.TrainConfig(epochs=2, lr=3e-3))  # eval after each epoch
@@ -245,7 +246,7 @@ def test_qlora_trains_eval_train_with_shared_loop(mm, task):
 def test_step_memory_orders_methods(mm, task):
     out = {}
     for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, seed=0)
+        clf, tok = E7.make_classifier(method, mm, seed=0)
         out[method] = runner.step_memory(clf, batch_of(tok, task))
         trainable = sum(p.numel() for p in clf.parameters() if p.requires_grad)
         assert out[method]["grads"] == 4 * trainable
@@ -337,7 +338,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="shape"):
         QL.crosscheck(model[0], np.zeros((3, 3), np.float32))
     with pytest.raises(ValueError, match="method"):
-        QL.make_classifier("qdora")
+        E7.make_classifier("qdora")
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         runner.step_memory(model, (torch.zeros(1, 64), None, torch.zeros(1, dtype=torch.long)))
@@ -359,7 +360,7 @@ def test_bad_input():
 
 @pytest.mark.gpu
 def test_gpu_crosscheck_minilm(mm):
-    clf, _ = QL.make_classifier("qlora", mm, device="cuda")
+    clf, _ = E7.make_classifier("qlora", mm, device="cuda")
     W0 = minilm_linear_weights(mm)
     for path, m in QL.quantized_layers(clf).items():
         assert m.weight.device.type == "cuda"
@@ -370,7 +371,7 @@ def test_gpu_crosscheck_minilm(mm):
 
 @pytest.mark.gpu
 def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
-    clf, tok = QL.make_classifier("qlora", mm, device="cuda")
+    clf, tok = E7.make_classifier("qlora", mm, device="cuda")
     ref = QL.dequantized_copy(clf)
     ids, mask, y = batch_of(tok, task, device="cuda")
     with torch.no_grad():
@@ -381,7 +382,7 @@ def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
 def test_gpu_memory_ratios(mm, task):
     peaks = {}
     for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, device="cuda")
+        clf, tok = E7.make_classifier(method, mm, device="cuda")
         m = runner.step_memory(clf, batch_of(tok, task, device="cuda"))
         assert m["cuda_peak"] >= m["cuda_before_step"]
         peaks[method] = m["cuda_model_peak"]
@@ -392,7 +393,7 @@ def test_gpu_memory_ratios(mm, task):
 
 @pytest.mark.gpu
 def test_gpu_paged_adamw_pages_large_states(mm, task):
-    clf, tok = QL.make_classifier("full", mm, device="cuda")
+    clf, tok = E7.make_classifier("full", mm, device="cuda")
     b = batch_of(tok, task, device="cuda")
     r = QL.paged_adamw_steps(clf, [b, b])
     assert r["device"] == "cuda" and r["paged_state_tensors"] > 0
@@ -406,7 +407,7 @@ def test_error_study_on_small_matrices():
     rng = np.random.default_rng(0)
     weights = {"a": (rng.standard_normal((64, 256)) * 0.02).astype(np.float32),
                "b": rng.standard_t(4, (128, 128)).astype(np.float32)}
-    study = F7.error_study(weights, F7.gaussian_weights(2**16))
+    study = E7.error_study(weights, E7.gaussian_weights(2**16))
     for p, stats in study["matrices"].items():
         best = stats["Lloyd–Max (own)"]["mse_x"]
         assert all(v["mse_x"] >= best * (1 - 1e-9) for v in stats.values()), p
@@ -416,16 +417,16 @@ def test_error_study_on_small_matrices():
     assert g["NF4"]["mse_x"] < g["Int4"]["mse_x"] < g["FP4"]["mse_x"]
     # mse_w agrees with quant.quantization_mse (Eq. 7.6 through the real dequantiser)
     w = weights["a"]
-    stats = F7.code_stats(w, {"NF4": Q.nf4_codebook()})["NF4"]
+    stats = E7.code_stats(w, {"NF4": Q.nf4_codebook()})["NF4"]
     assert stats["mse_w"] == pytest.approx(Q.quantization_mse(w, Q.nf4_codebook()), rel=1e-5)
     assert stats["entropy"] == pytest.approx(Q.code_entropy(w, Q.nf4_codebook()), rel=1e-12)
     with pytest.raises(ValueError, match="multiple of the blocksize"):
-        F7.code_stats(np.ones(65, np.float32), {"NF4": Q.nf4_codebook()})
+        E7.code_stats(np.ones(65, np.float32), {"NF4": Q.nf4_codebook()})
 
 
 def test_paging_scenario_is_consistent():
     from pedagogy_lib.book.ch07 import figures as F7
-    d = F7.paging_scenario(steps=50)
+    d = E7.paging_scenario(steps=50)
     assert d["oom_paged"].sum() <= d["oom_unpaged"].sum()
     unpaged = d["weights"] + d["grads"] + d["state"] + d["activations"] > d["capacity"] + 2**21
     assert np.all(d["oom_unpaged"][unpaged])
@@ -437,8 +438,8 @@ def test_verdict_records(mm, task, qlora_model):
     rng = np.random.default_rng(1)
     W = {"x": (rng.standard_normal((384, 384)) * 0.05).astype(np.float32)}
     clf, tok = qlora_model
-    results = {"study": F7.error_study(W, F7.gaussian_weights(2**16)), "bits": V7.measured_bits(W),
-               "backward": V7.backward_check(clf, batch_of(tok, task))}
+    results = {"study": E7.error_study(W, E7.gaussian_weights(2**16)), "bits": E7.measured_bits(W),
+               "backward": E7.backward_check(clf, batch_of(tok, task))}
     records = V7.claims(results)
     assert len({r["id"] for r in records}) == len(records) >= 8
     for r in records:
@@ -456,7 +457,7 @@ def test_verdict_records(mm, task, qlora_model):
 
 def test_verdicts_without_results_use_a_small_model():
     from pedagogy_lib.book.ch07 import claims as V7
-    back = V7._small_backward()
+    back = E7._small_backward()
     assert back["grad_rel_diff"] < 1e-5 and not back["base_has_grad"]
     # forward: both 4-bit matmuls; backward: only the second needs dL/dx (the first layer's
     # input is data, and its frozen base needs no gradient), so only it decodes W again
@@ -474,9 +475,9 @@ def _study(h_nf4, h_q=3.998, nf4_mse=1.14):
 def test_verdict_rules_reach_every_branch():
     from pedagogy_lib.book.ch07 import figures as F7
     from pedagogy_lib.book.ch07 import claims as V7
-    back = V7._small_backward()
+    back = E7._small_backward()
     base = {"bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},
-            "backward": back, "paging": F7.paging_scenario(steps=50)}
+            "backward": back, "paging": E7.paging_scenario(steps=50)}
 
     def v(**kw):
         return {r["id"]: r for r in V7.claims(base | kw)}

@@ -32,12 +32,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import quant
 from ..lora import match_targets
-from .lora import attach_lora
 
 TARGETS = "all-linear"  # every Linear of the encoder: q, k, v, attention output, FFN in/out
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-METHODS = ("full", "lora", "qlora", "probe", "qprobe")  # qprobe: 4-bit frozen base + head
 
 
 class _DropKernelsNotice(logging.Filter):
@@ -321,30 +319,6 @@ class DequantLog(TorchDispatchMode):
 
 # ----------------------------------------------------------------------------- models
 
-def make_classifier(method: str, mm=None, *, targets=TARGETS, r: int = 8, alpha: float = 16,
-                    seed: int = 0, device=None, quant_type: str = "nf4", double_quant: bool = True,
-                    blocksize: int = 64, compute_dtype: torch.dtype = torch.float32):
-    """A ``train.Classifier`` on a fresh copy of MiniLM, set up for ``method``:
-    'full' (every weight trains), 'lora' (fp32 base frozen, LoRA on ``targets``), 'qlora'
-    (4-bit base, the same LoRA), 'probe' (fp32 base frozen, head only), 'qprobe' (4-bit base
-    frozen, head only). LoRA gets the same A for the same seed in 'lora' and 'qlora', so
-    the two differ only in the base weights. Returns (classifier, tokenizer)."""
-    from .encoder import load_minilm_torch
-    from .train import Classifier, freeze
-
-    if method not in METHODS:
-        raise ValueError(f"make_classifier: method must be one of {METHODS}, got {method!r}")
-    if mm is None:
-        mm = load_minilm_torch(device="cpu")
-    net = copy.deepcopy(mm.net).cpu()
-    if method in ("qlora", "qprobe"):
-        quantize_linears(net.bert, targets, quant_type, double_quant, blocksize, compute_dtype)
-    if method in ("lora", "qlora"):
-        attach_lora(net.bert, targets, r=r, alpha=alpha, seed=seed)  # before .to(): W is still float
-    elif method in ("probe", "qprobe"):
-        freeze(net)
-    clf = Classifier(net, seed=seed)
-    return to_device(clf, device), mm.tokenizer
 
 
 # ----------------------------------------------------------------------------- memory
@@ -408,7 +382,7 @@ def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
             "paged_threshold": 100_000}
 
 
-__all__ = ["COMPUTE_DTYPES", "DequantLog", "METHODS", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",
+__all__ = ["COMPUTE_DTYPES", "DequantLog", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",
            "bnb_computed_weight", "crosscheck", "dequantized_copy", "disable_cpu_inference_repack",
-           "make_classifier", "paged_adamw_steps", "quantize_linears", "quantized_layers", "read_quant_state",
+           "paged_adamw_steps", "quantize_linears", "quantized_layers", "read_quant_state",
            "to_device", "weight_bytes"]

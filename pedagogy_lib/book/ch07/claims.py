@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import weakref
 
 import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import quant as Q
+from pedagogy_lib.book.ch07.experiment import _small_backward, measured_bits
+from pedagogy_lib.book import rules
 from pedagogy_lib.book.rules import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3 ✔
@@ -32,109 +33,12 @@ _rec = partial(record, "07")  # (id, claim, verdict, our_value, published_value,
 
 # ----------------------------------------------------------------------------- measurements
 
-def measured_bits(weights: dict[str, np.ndarray] | None = None) -> dict:
-    """Bits per parameter of NF4 and NF4 + DQ, measured from the bytes our NumPy quantiser
-    stores for each matrix (Eq. 7.9), summed over the matrices."""
-    if weights is None:
-        from pedagogy_lib.book.ch07.figures import minilm_weights
-        weights = minilm_weights()
-    n = bytes_nf4 = bytes_dq = 0
-    for w in weights.values():
-        packed, absmax = Q.quantize_nf4(w)
-        q, absmax2, offset = Q.double_quantize(absmax)
-        n += w.size
-        bytes_nf4 += packed.nbytes + absmax.nbytes
-        bytes_dq += packed.nbytes + q.nbytes + absmax2.nbytes + np.float32(offset).nbytes
-    return {"n": n, "matrices": len(weights), "nf4": 8 * bytes_nf4 / n, "nf4_dq": 8 * bytes_dq / n}
 
 
-def _live_dequant_log():
-    """A ``DequantLog`` that also counts how many of the weights ``dequantize_4bit`` returned
-    are alive at once (weak references: a decoded weight counts until it is freed)."""
-    from pedagogy_lib.torch_ref import qlora as QL
-
-    class LiveDequantLog(QL.DequantLog):
-        def __init__(self):
-            super().__init__()
-            self._refs, self.max_alive = [], 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = super().__torch_dispatch__(func, types, args, kwargs)
-            if str(func).startswith("bitsandbytes.dequantize_4bit"):
-                self._refs = [r for r in self._refs if r() is not None]
-                try:
-                    self._refs.append(weakref.ref(out))
-                except TypeError:  # not weak-referenceable: count it as alive for good
-                    self._refs.append(lambda out=out: out)
-                self.max_alive = max(self.max_alive, len(self._refs))
-            return out
-
-    return LiveDequantLog()
 
 
-def backward_check(model, batch) -> dict:
-    """One forward/backward of a QLoRA model on ``batch`` = (ids, mask, labels), against the
-    same model with every Linear4bit replaced by our NumPy dequantisation (Eqs. 7.10-7.11):
-    the largest relative difference of the LoRA gradients, whether the 4-bit weights got a
-    gradient, every bitsandbytes op the step ran (``DequantLog``), and the largest number of
-    dequantised full weights alive at the same time (``max_alive``)."""
-    import torch
-
-    from pedagogy_lib.torch_ref import qlora as QL
-
-    ref = QL.dequantized_copy(model)
-    ids, mask, y = batch
-    grads, calls, max_alive = [], None, None
-    for m in (model, ref):
-        m.zero_grad(set_to_none=True)
-        with (_live_dequant_log() if calls is None else QL.DequantLog()) as log:
-            torch.nn.functional.cross_entropy(m(ids, mask), y).backward()
-        if calls is None:
-            calls, max_alive = log.calls, log.max_alive
-        grads.append({n: p.grad.detach().clone() for n, p in m.named_parameters() if p.requires_grad})
-    rel = max(float((grads[0][n] - grads[1][n]).norm() / grads[1][n].norm().clamp_min(1e-30))
-              for n in grads[1])
-    four = QL.quantized_layers(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    model.zero_grad(set_to_none=True)
-    deq = [c for c in calls if c["op"] == "dequantize_4bit"]
-    return {"grad_rel_diff": rel, "n_grads": len(grads[0]), "layers": len(four),
-            "base_has_grad": any(m.weight.grad is not None for m in four.values()),
-            "dequantized": len(deq), "largest_bytes": max((c["bytes"] for c in deq), default=0),
-            "max_alive": max_alive,
-            "dtype": deq[0]["dtype"] if deq else None,
-            "adapter_dtype": str(trainable[0].dtype).replace("torch.", "") if trainable else None,
-            "device": trainable[0].device.type if trainable else None,
-            "forward_gemm": sum(c["op"] == "gemm_4bit" for c in calls),
-            "base_fp_bytes": sum(m.in_features * m.out_features for m in four.values()) * 4}
 
 
-def _small_backward() -> dict:
-    """backward_check on a small random 4-bit model with LoRA (when no QLoRA model is given)."""
-    import torch
-    from torch import nn
-
-    from pedagogy_lib.torch_ref import qlora as QL
-    from pedagogy_lib.torch_ref.lora import attach_lora
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.body = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 8))
-
-        def forward(self, ids, mask):
-            return self.body(ids)
-
-    net = Net()
-    QL.quantize_linears(net.body, "all-linear")
-    attach_lora(net.body, "all-linear", r=4, alpha=8, seed=0)
-    QL.to_device(net, "cpu")
-    for m in net.modules():  # start B away from zero so that A gets a gradient too
-        if hasattr(m, "lora_B"):
-            torch.nn.init.normal_(m.lora_B, std=0.1, generator=torch.Generator().manual_seed(1))
-    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(2))
-    return backward_check(net, (x, None, torch.arange(8) % 2))
 
 
 # ----------------------------------------------------------------------------- claims
@@ -258,13 +162,13 @@ def claims(results: dict | None = None) -> list[dict]:
         "< 48 GB; Guanaco 65B trained in 24 h on one GPU; model memory 41 GB (Table 6)",
         "QLoRA abstract, Table 6 ✔"))
     full = m65["full_16bit"]
-    verdict = C.worst_verdict(C.about_verdict(full, 700), C.about_verdict(m65["qlora_total"], 50))  # "~X GB", as ch00
+    verdict = rules.worst_verdict(rules.about_verdict(full, 700), rules.about_verdict(m65["qlora_total"], 50))  # "~X GB", as ch00
     out.append(_rec(
         "ch07-700-50", "Full fine-tuning of a 65B model needs ~700 GB; QLoRA fits it in ~50 GB.",
         verdict,
         f"{full:.0f} GB at 12 B/param (fp16 weights and gradients, fp32 Adam m, v) vs "
         f"{m65['qlora_total']:.1f} GB + activations; ratio {full / m65['qlora_total']:.0f}× (rule for '~X GB': "
-        f"within {100 * C.ABOUT_HOLDS:.0f}% holds, within {100 * C.ABOUT_APPROX:.0f}% approximately)",
+        f"within {100 * rules.ABOUT_HOLDS:.0f}% holds, within {100 * rules.ABOUT_APPROX:.0f}% approximately)",
         "> 780 GB → < 48 GB", "QLoRA abstract ✔"))
 
     # --- <2% degradation on Vicuna

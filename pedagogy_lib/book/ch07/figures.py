@@ -17,86 +17,29 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib import results as R
 from pedagogy_lib import quant as Q
+from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
+                                           load, ordered, paging_scenario)
 from pedagogy_lib.book.figures import register
 
 RESULTS = R.RESULTS
-GB = 1e9
-METHOD_ORDER = ("full FT", "LoRA fp32", "QLoRA NF4+DQ", "QLoRA FP4+DQ", "probe fp32", "probe NF4 base")
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
                 "Lloyd–Max (own)": "C4", "quantile (own)": "C5"}
 
 
-def load(name: str) -> dict:
-    return R.load(name, "python -m pedagogy_lib.book.ch07.experiment")
 
 
 # ----------------------------------------------------------------------------- the error study
 
-def gaussian_weights(n: int = 2**20, seed: int = 0) -> np.ndarray:
-    """n standard-normal float32 weights, shaped (n/1024, 1024), seeded."""
-    return np.random.default_rng(seed).standard_normal((n // 1024, 1024)).astype(np.float32)
 
 
-def minilm_weights() -> dict[str, np.ndarray]:
-    """Every weight matrix of MiniLM's linear layers (36), float32, by module path."""
-    from pedagogy_lib.lora import linear_paths
-    from pedagogy_lib.models import load_minilm
-    from pedagogy_lib.nn import get_submodule
-
-    bert = load_minilm("numpy").bert
-    return {p: get_submodule(bert, p).p["weight"] for p in linear_paths(bert)}
 
 
-def fixed_codes(gauss_x: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The data types: NF4, FP4, Int4 and the 16-level Lloyd–Max code fitted to
-    absmax-normalised Gaussian blocks (an MSE-optimal type for the Gaussian assumption)."""
-    if gauss_x is None:
-        gauss_x = Q.absmax_normalize(gaussian_weights())
-    return {"NF4": Q.nf4_codebook(), "FP4": Q.fp4_codebook(), "Int4": Q.int4_codebook(),
-            "Lloyd–Max (Gaussian)": Q.lloyd_max(gauss_x)}
 
 
-def quantile_code(x: np.ndarray, levels: int = 16) -> np.ndarray:
-    """Quantile quantisation of the data itself: level k at the (k+½)/levels quantile, so
-    every level gets about the same share of the values (the maximum-entropy idea NF4
-    approximates for a normal distribution)."""
-    return np.quantile(x.astype(np.float64), (np.arange(levels) + 0.5) / levels).astype(np.float32)
 
 
-def code_stats(w: np.ndarray, codes: dict[str, np.ndarray], blocksize: int = 64) -> dict:
-    """For blockwise absmax quantisation of w with each code: mse_x, the mean squared error
-    of the normalised values x = w/a_b (what the 16 levels are fitted to); mse_w, the error
-    in the weights themselves, (a_b·(x − c[q]))²; and the entropy of the codes in bits."""
-    if w.size % blocksize:
-        raise ValueError(f"w.size {w.size} is not a multiple of the blocksize {blocksize}")
-    x = Q.absmax_normalize(w, blocksize)                              # Eq. 7.3
-    a2 = np.abs(w.reshape(-1, blocksize)).max(1).astype(np.float64) ** 2  # a_b² (Eq. 7.2)
-    out = {}
-    for name, code in codes.items():
-        q = Q.unpack_nibbles(Q.quantize_4bit(w, code, blocksize)[0], w.size)  # Eq. 7.5, fast path
-        err2 = ((x - code[q]).astype(np.float64) ** 2).reshape(-1, blocksize)
-        p = np.bincount(q, minlength=len(code)) / q.size
-        p = p[p > 0]
-        out[name] = {"mse_x": float(err2.mean()), "mse_w": float((err2.mean(1) * a2).mean()),
-                     "entropy": float(-(p * np.log2(p)).sum())}
-    return out
 
 
-def error_study(weights: dict[str, np.ndarray] | None = None, gauss: np.ndarray | None = None) -> dict:
-    """code_stats of every fixed code and of each matrix's own Lloyd–Max and quantile codes,
-    on a Gaussian matrix and on each matrix of ``weights`` (default: MiniLM's 36)."""
-    weights = minilm_weights() if weights is None else weights
-    gauss = gaussian_weights() if gauss is None else gauss
-    codes = fixed_codes(Q.absmax_normalize(gauss))
-
-    def one(w):
-        x = Q.absmax_normalize(w)
-        own = {"Lloyd–Max (own)": Q.lloyd_max(x), "quantile (own)": quantile_code(x)}
-        return code_stats(w, codes | own)
-
-    return {"codes": {k: v.tolist() for k, v in codes.items()}, "gaussian": one(gauss),
-            "matrices": {p: one(w) for p, w in weights.items()},
-            "sizes": {p: int(w.size) for p, w in weights.items()}}
 
 
 def _short(path: str) -> str:
@@ -155,10 +98,6 @@ def error_study_figure(study: dict | None = None) -> Figure:
 
 # ----------------------------------------------------------------------------- training
 
-def ordered(results: dict) -> dict:
-    """The sweep's methods in the book's order (the JSON stores them sorted by name)."""
-    return {k: results[k] for k in METHOD_ORDER if k in results} | \
-        {k: v for k, v in results.items() if k not in METHOD_ORDER}
 
 
 @register("07_accuracy")
@@ -183,19 +122,6 @@ def accuracy(d: dict | None = None) -> Figure:
     return fig
 
 
-def _default_step_memory() -> dict:
-    from pedagogy_lib import data, runner
-    from pedagogy_lib.models import load_minilm
-    from pedagogy_lib.torch_ref import qlora as QL
-    from pedagogy_lib.torch_ref import train as T
-
-    mm = load_minilm("torch", device="cpu")
-    s = data.subsample(data.polarity_task().train, 32, 0)
-    out = {}
-    for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, device="cpu")
-        out[method] = runner.step_memory(clf, T.Batches(tok, s.tokens, s.labels, "cpu").batch(np.arange(32)))
-    return out
 
 
 STEP_PARTS = ("weights", "grads", "optimizer", "saved", "transient")
@@ -203,7 +129,7 @@ STEP_PARTS = ("weights", "grads", "optimizer", "saved", "transient")
 
 @register("07_memory_minilm")
 def memory_minilm(mem: dict | None = None) -> Figure:
-    mem = _default_step_memory() if mem is None else mem
+    mem = load(MEMORY_OUT) if mem is None else mem  # stored by make sweeps --part memory
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
     labels = {"full": "full FT (fp32)", "lora": "LoRA (fp32 base)", "qlora": "QLoRA (NF4+DQ base)"}
@@ -225,12 +151,6 @@ def memory_minilm(mem: dict | None = None) -> Figure:
 
 # ----------------------------------------------------------------------------- 7B-65B
 
-def llama_memory(tokens: int = 0, r: int = 64) -> dict:
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb
-
-    return {s.name: qlora_memory_gb(s, r=r, tokens=tokens)
-            for s in (C.LLAMA_7B, C.LLAMA_13B, C.LLAMA_33B, C.LLAMA_65B)}
 
 
 @register("07_memory_llama")
@@ -267,22 +187,6 @@ def memory_llama(table: dict | None = None) -> Figure:
 
 # ----------------------------------------------------------------------------- paging
 
-def paging_scenario(steps: int = 400, seed: int = 0, tokens_median: int = 1024) -> dict:
-    """Paging on a 48 GB GPU fine-tuning LLaMA-65B with QLoRA: fixed parts from
-    ``qlora_memory_gb``; per-step activation bytes = tokens × L·d·2 B (the checkpointed lower
-    bound) × 2 for the layer being recomputed, with a token count per step that is
-    log-normal around ``tokens_median`` (a batch of mixed-length sequences; seeded)."""
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb, simulate_paging
-
-    m = qlora_memory_gb(C.LLAMA_65B)
-    tokens = np.random.default_rng(seed).lognormal(np.log(tokens_median), 0.5, steps).round()
-    per_token = 2 * C.LLAMA_65B.layers * C.LLAMA_65B.hidden * 2
-    act = tokens * per_token
-    weights = (m["base 4-bit"] + m["base 16-bit"] + m["LoRA weights"]) * GB
-    sim = simulate_paging(48 * GB, weights, m["LoRA gradients"] * GB, m["Adam states"] * GB, act)
-    return {"tokens": tokens, "activations": act, "weights": weights, "grads": m["LoRA gradients"] * GB,
-            "state": m["Adam states"] * GB, "capacity": 48 * GB, "per_token": per_token} | sim
 
 
 @register("07_paging")
