@@ -75,7 +75,8 @@ def _fold_prefix(mm):
 
 
 def _total(shape, **opts):
-    return C.total_params(shape)
+    """Every weight the sentence encoder uses: the pooler (eq. 0.7) is not part of it."""
+    return C.total_params(shape) - C.param_breakdown(shape)["pooler"]
 
 
 @dataclass(frozen=True)

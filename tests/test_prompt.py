@@ -14,6 +14,7 @@ from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.nn import mean_pool
 from pedagogy_lib.torch_ref import prefix as tpx
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from twin_checks import assert_small, assert_twin_matches, padded_batch, tiny_config, tiny_encoder, torch_twin
 
 CFG = tiny_config(max_positions=16)
@@ -159,7 +160,7 @@ def test_torch_twin_float32_real_minilm(kind):
     from pedagogy_lib import models
     from pedagogy_lib.gradcheck import rel_error
 
-    np_m, t_m = models.load_minilm("numpy"), models.load_minilm("torch", device="cpu")
+    np_m, t_m = models.load_minilm("numpy"), load_minilm_torch(device="cpu")
     for mod, net in ((px, np_m.net), (tpx, t_m.net)):
         if kind == "prompt":
             mod.attach_prompt(net, 8, seed=0)

@@ -33,8 +33,8 @@ def quantized(model, device="cpu", **kw):
 
 @pytest.fixture(scope="module")
 def mm():
-    from pedagogy_lib.models import load_minilm
-    return load_minilm("torch", device="cpu")
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+    return load_minilm_torch(device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 from pedagogy_lib.results import save
 from pedagogy_lib import adapters
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.book.ch03.experiment import latency_variants
 from pedagogy_lib.runner import time_forward
 
@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.manual_seed(0)
-    mm = load_minilm("torch", device=args.device)
+    mm = load_minilm_torch(device=args.device)
     cfg = mm.bert.config
     variants = latency_variants(mm.bert, m=M, r=R)
     settings = []

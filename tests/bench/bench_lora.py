@@ -88,12 +88,13 @@ def layer_case(backend: str, d: int, n: int, r: int, reps: int) -> dict:
 
 def model_case(reps: int) -> dict:
     """MiniLM (torch) encoding 64 VADER words: no LoRA, LoRA (q,v) unmerged, merged."""
-    from pedagogy_lib import data, models
+    from pedagogy_lib import data
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 
     words = data.subsample(data.polarity_task().test, 64, seed=0).tokens
     nets = {}
     for k in ("plain", "unmerged", "merged"):
-        m = models.load_minilm("torch", device="cpu")
+        m = load_minilm_torch(device="cpu")
         if k != "plain":
             tlora.attach_lora(m.bert, ("query", "value"), r=8, alpha=8)
             with torch.no_grad():

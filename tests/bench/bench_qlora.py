@@ -54,7 +54,7 @@ def worker(method: str) -> dict:
     import torch
 
     from pedagogy_lib import data, runner
-    from pedagogy_lib.models import load_minilm
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
     from pedagogy_lib.torch_ref import qlora as QL
     from pedagogy_lib.torch_ref import train as T
     from pedagogy_lib.torch_ref.encoder import default_device
@@ -65,7 +65,7 @@ def worker(method: str) -> dict:
     s = data.subsample(task.train, BATCH * (WARMUP + STEPS), 0)
     gc.collect()
     rss_imports = _status_kb("VmRSS")
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     clf, tok = QL.make_classifier(method, mm, device=device)
     del mm
     gc.collect()

@@ -30,7 +30,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 from pedagogy_lib.results import save
 from pedagogy_lib import data, runner
 from pedagogy_lib import quant as Q
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.torch_ref import qlora as QL
 from pedagogy_lib.torch_ref import train as T
 
@@ -142,7 +142,7 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_report.py: torch.cuda.is_available() is False; this report needs a CUDA GPU")
     bnb = QL.bnb()
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     fun = functional(args.device)
     print(f"1. bitsandbytes on {args.device} vs our NumPy (NF4), by shape and blocksize:")

@@ -29,7 +29,7 @@ import torch
 
 from pedagogy_lib import data
 from pedagogy_lib.results import save_runs
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.torch_ref import lora as TL
 from pedagogy_lib.torch_ref import prefix as TP
 from pedagogy_lib.torch_ref import train as T
@@ -216,7 +216,7 @@ def best_lr(runs, arm):
 
 def main():
     torch.manual_seed(0)
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     splits = {s: T.Batches(mm.tokenizer, getattr(task, s).tokens, getattr(task, s).labels, "cpu")
               for s in ("val", "test")}

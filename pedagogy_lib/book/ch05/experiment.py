@@ -33,7 +33,7 @@ import torch
 
 from pedagogy_lib import data
 from pedagogy_lib.results import save_runs
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.prefix import vocab_candidates
 from pedagogy_lib.torch_ref import lora as TL
 from pedagogy_lib.torch_ref import prefix as TP
@@ -135,7 +135,7 @@ def run(base_net, tok, task, splits, candidates, method, lr, seed, epochs=EPOCHS
 
 def main():
     torch.manual_seed(0)
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     splits = {s: T.Batches(mm.tokenizer, getattr(task, s).tokens, getattr(task, s).labels, "cpu")
               for s in ("val", "test")}

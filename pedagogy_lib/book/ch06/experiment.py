@@ -28,7 +28,7 @@ import torch
 
 from pedagogy_lib import data
 from pedagogy_lib.results import save
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.torch_ref import bitfit as TB
 from pedagogy_lib.torch_ref import lora as TL
 from pedagogy_lib.torch_ref import train as T
@@ -76,14 +76,13 @@ def _default_preactivation_data() -> dict:
     """Chapter 06's live run, repeated: BitFit on 512 training words (seed 0) with the
     learning rate and epochs the sweep uses at that size; the last block on 256 val words."""
     from pedagogy_lib import data
-    from pedagogy_lib.models import load_minilm
     from pedagogy_lib.torch_ref import bitfit as TB
     from pedagogy_lib.torch_ref import train as T
 
     curve, n = load("ch06_learning_curve"), 512
     c = curve["config"]
     epochs = max(c["min_epochs"], -(-c["min_steps"] * c["batch_size"] // n))
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     tr = data.subsample(task.train, n, 0)
     model = T.Classifier(copy.deepcopy(mm.net), seed=0)
@@ -205,7 +204,7 @@ def main():
 
 
 def learning_curve(chosen):
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     results = {}
     for name in chosen:

@@ -23,7 +23,7 @@ import torch
 
 from pedagogy_lib.results import save
 from pedagogy_lib import data
-from pedagogy_lib.models import load_minilm
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.torch_ref import qlora as QL
 from pedagogy_lib.torch_ref import train as T
 from pedagogy_lib import quant as Q
@@ -200,7 +200,6 @@ def measured_bits(weights: dict[str, np.ndarray] | None = None) -> dict:
     """Bits per parameter of NF4 and NF4 + DQ, measured from the bytes our NumPy quantiser
     stores for each matrix (Eq. 7.9), summed over the matrices."""
     if weights is None:
-        from pedagogy_lib.book.ch07.figures import minilm_weights
         weights = minilm_weights()
     n = bytes_nf4 = bytes_dq = 0
     for w in weights.values():
@@ -342,7 +341,7 @@ def main(argv=None):
 def accuracy_sweep():
     torch.set_num_threads(1)
     task = data.polarity_task()
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     lr_search = {lr: run(mm, task, "LoRA fp32", lr, 0, "val")["acc"] for lr in LORA_LRS}
     lora_lr = max(LORA_LRS, key=lambda lr: (lr_search[lr], -lr))
     print(f"LoRA learning rate by val accuracy: {lr_search} -> {lora_lr}", flush=True)
