@@ -1,4 +1,25 @@
-"""The article's claims, chapter by chapter, each with a computed value and a verdict."""
+"""The shared machinery of the claims: the record constructor, the verdict rules every
+chapter uses, and ``Claims``, a chapter's claims as data.
+
+A claim is data (its id, the article's sentence, the published value and its source) plus
+one short rule: a function of the chapter's measurements that returns (verdict, our value).
+Rules are registered with a decorator, as figures are:
+
+    CLAIMS = Claims("05")
+
+    @CLAIMS.rule("ch05-ptv2-fraction", "P-Tuning v2 trains about 0.1% of the parameters.",
+                 published="0.1%–3%", source="Liu et al. 2022, abstract")
+    def _ptv2_fraction(m):          # m: what ``context(results)`` measured
+        ...
+        return verdict, our_value
+
+    def claims(results=None):
+        return CLAIMS.judge(context(results))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 VERDICTS = ("holds", "approximately", "wrong", "untestable-here")
 
@@ -77,3 +98,36 @@ def _above_by(x: float, bound: float) -> str:
     if x <= bound:
         return f"below {bound:g}"
     return f"just above {bound:g}" if x <= bound * (1 + ABOUT_HOLDS) else f"above {bound:g}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    chapter: str
+    text: str
+    published: str
+    source: str
+    rule: Callable  # (measurements) -> (verdict, our value)
+
+
+class Claims:
+    """One chapter's claims, in the order they were registered."""
+
+    def __init__(self, chapter: str):
+        self.chapter, self.items = chapter, []
+
+    def rule(self, id_: str, text: str, published: str, source: str):
+        """Decorator: register ``fn(measurements) -> (verdict, our_value)`` as the rule of a claim."""
+        if any(c.id == id_ for c in self.items):
+            raise ValueError(f"claim {id_!r} is registered twice")
+
+        def decorate(fn):
+            self.items.append(Claim(id_, self.chapter, text, published, source, fn))
+            return fn
+
+        return decorate
+
+    def judge(self, measurements) -> list[dict]:
+        """Every claim's record: its rule applied to the chapter's measurements."""
+        return [record(self.chapter, c.id, c.text, *c.rule(measurements), c.published, c.source)
+                for c in self.items]

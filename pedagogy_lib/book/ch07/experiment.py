@@ -30,7 +30,8 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib import results as R
 from pedagogy_lib.torch_ref import lora as TL
 
-OUT = R.RESULTS / "ch07_accuracy.json"
+RESULTS = R.RESULTS
+OUT = RESULTS / "ch07_accuracy.json"
 N_TRAIN, EPOCHS, BATCH, HEAD_LR, SEEDS = 1024, 3, 32, 1e-3, (0, 1, 2)
 RANK, ALPHA, TARGETS = 8, 16, QL.TARGETS
 LORA_LRS = (1e-3, 3e-3)

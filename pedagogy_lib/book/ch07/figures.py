@@ -15,13 +15,12 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib import results as R
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            load, ordered, paging_scenario)
 from pedagogy_lib.book.figures import register
 
-RESULTS = R.RESULTS
+
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
                 "Lloyd–Max (own)": "C4", "quantile (own)": "C5"}
 
