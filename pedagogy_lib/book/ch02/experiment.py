@@ -281,6 +281,28 @@ def _mean(runs, key="test_acc"):
     return sum(r[key] for r in runs) / len(runs)
 
 
+def _stats(runs) -> dict:
+    """Accuracies and their means over one setting's seeds (and ‖s·BA‖ for LoRA)."""
+    return {"test_acc": [r["test_acc"] for r in runs], "val_acc": [r["val_acc"] for r in runs],
+            "mean_test": _mean(runs), "mean_val": _mean(runs, "val_acc"), "trainable": runs[0]["trainable"],
+            "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
+            **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
+               if runs[0]["spec"]["method"] == "lora" else {})}
+
+
+def _summarise(best, budget, lr_runs, main_runs, place, same, ranks) -> dict:
+    """The summary the chapter, its claims and its figures read."""
+    return {
+        "best_lr": best, "total_params": main_runs["lora"][0]["total"], "budget": budget,
+        "lr_sweep": {m: {f"{lr:g}": _stats(v) for lr, v in d.items()} for m, d in lr_runs.items()},
+        "main": {m: {"lr": best[m], **_stats(v)} for m, v in main_runs.items()},
+        "placement": {k: _stats(v) for k, v in place.items()},
+        "same_rank": {k: _stats(v) for k, v in same.items()},
+        "rank": {("rslora" if rs else "alpha_over_r"): {str(r): _stats(v) for r, v in d.items()}
+                 for rs, d in ranks.items()},
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=1)
@@ -322,23 +344,7 @@ def main(argv=None) -> int:
     place = {k: sw.get(v) for k, v in specs_c.items()}
     same = {k: sw.get(v) for k, v in specs_s.items()}
     ranks = {rs: {r: sw.get(v) for r, v in d.items()} for rs, d in specs_d.items()}
-
-    def stats(runs):
-        return {"test_acc": [r["test_acc"] for r in runs], "val_acc": [r["val_acc"] for r in runs],
-                "mean_test": _mean(runs), "mean_val": _mean(runs, "val_acc"), "trainable": runs[0]["trainable"],
-                "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
-                **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
-                   if runs[0]["spec"]["method"] == "lora" else {})}
-
-    summary = {
-        "best_lr": best, "total_params": main_runs["lora"][0]["total"], "budget": budget,
-        "lr_sweep": {m: {f"{lr:g}": stats(v) for lr, v in d.items()} for m, d in lr_runs.items()},
-        "main": {m: {"lr": best[m], **stats(v)} for m, v in main_runs.items()},
-        "placement": {k: stats(v) for k, v in place.items()},
-        "same_rank": {k: stats(v) for k, v in same.items()},
-        "rank": {("rslora" if rs else "alpha_over_r"): {str(r): stats(v) for r, v in d.items()}
-                 for rs, d in ranks.items()},
-    }
+    summary = _summarise(best, budget, lr_runs, main_runs, place, same, ranks)
     sw.save(summary)
     print(f"wrote {OUT} in {time.time() - t0:.0f} s")
     print(json.dumps({k: summary[k] for k in ("best_lr", "budget")}, indent=1))
