@@ -3,7 +3,7 @@
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch05.experiment
 Writes chapters/results/ch05_prompt.json (about 25 CPU-minutes at one thread).
 
-Protocol (chapter 03's): the book's training loop (torch_ref.train) on a class-balanced
+Protocol (chapter 03's, through ``runner.protocol``): the book's training loop (torch_ref.train) on a class-balanced
 subsample of N_TRAIN training words, EPOCHS epochs, batch 32, head learning rate HEAD_LR.
 Each method's learning rate is chosen from its grid by validation accuracy at seed 0;
 seeds 1 and 2 (new subsample, init, head and order) then train at that rate.  Every run
@@ -23,21 +23,16 @@ is the prompt-tuning gap a matter of steps?
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import platform
-import time
 
 import numpy as np
 import torch
 
-from pedagogy_lib import data
+from pedagogy_lib import data, runner
+from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.results import save_runs
-from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-from pedagogy_lib.prefix import vocab_candidates
-from pedagogy_lib.torch_ref import lora as TL
-from pedagogy_lib.torch_ref import prefix as TP
-from pedagogy_lib.torch_ref import train as T
 from pedagogy_lib import results as R
 from pedagogy_lib.results import mean_sd
 
@@ -100,56 +95,28 @@ def gap(s: dict, a: str, b: str) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ the sweep
+BUDGET = runner.Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=SEEDS, head_lr=HEAD_LR,
+                       resample=True)
+_SETTINGS = {"probe": ("probe", {}), "prompt-random": ("prompt", {"m": M, "init": "random"}),
+             "prompt-vocab": ("prompt", {"m": M, "init": "vocab"}), "deep-prompt": ("deep_prompt", {"m": M}),
+             "ptuning-v2": ("ptuning_v2", {"m": M}), "lora": ("lora", {"r": 8, "alpha": 8}), "full-ft": ("full", {})}
+SWEEP = arms(*[Arm(name, _SETTINGS[name][0], _SETTINGS[name][1], LRS[name]) for name in LRS])
 
 
-def make_model(base_net, method: str, seed: int, candidates):
-    net = copy.deepcopy(base_net)
-    model = T.Classifier(net, seed=seed)
-    if method != "full-ft":
-        T.freeze(model.encoder)
-    if method.startswith("prompt-"):
-        TP.attach_prompt(net, M, init=method.split("-")[1], candidates=candidates, seed=seed)
-    elif method == "deep-prompt":
-        TP.attach_deep_prompt(net, M, seed=seed)
-    elif method == "ptuning-v2":
-        TP.attach_ptuning_v2(net, M, seed=seed)
-    elif method == "lora":
-        TL.attach_lora(net, ("query", "value"), r=8, alpha=8, seed=seed)
-    return model
+def _record(r: dict, epochs: int) -> dict:
+    return {"method": r["method"], "lr": r["lr"], "seed": r["seed"], "epochs": epochs, "val": round(r["val_acc"], 6),
+            "test": round(r["test_acc"], 6), "trainable": r["trainable"],
+            "losses": [round(x, 5) for x in r["losses"]], "cpu_s": round(r["cpu_s"], 1)}
 
 
-def run(base_net, tok, task, splits, candidates, method, lr, seed, epochs=EPOCHS):
-    tr = data.subsample(task.train, N_TRAIN, seed)
-    model = make_model(base_net, method, seed, candidates)
-    cfg = T.TrainConfig(lr=lr, epochs=epochs, batch_size=BATCH, head_lr=HEAD_LR, seed=seed)
-    t0 = time.process_time()
-    hist = T.train_classifier(model, T.Batches(tok, tr.tokens, tr.labels, "cpu"), None, cfg)
-    val, test = (T.accuracy(model, splits[s]) for s in ("val", "test"))
-    rec = {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "val": round(val, 6),
-           "test": round(test, 6), "trainable": T.count_trainable(model),
-           "losses": [round(x, 5) for x in hist.losses], "cpu_s": round(time.process_time() - t0, 1)}
-    print(f"{method:13s} lr={lr:g} seed={seed} epochs={epochs} val={val:.3f} test={test:.3f} "
-          f"final-loss={np.mean(hist.losses[-8:]):.3f} ({rec['cpu_s']:.0f} s)", flush=True)
-    return rec
-
-
-def main():
-    torch.manual_seed(0)
-    mm = load_minilm_torch(device="cpu")
+def main(jobs: int = 1):
     task = data.polarity_task()
-    splits = {s: T.Batches(mm.tokenizer, getattr(task, s).tokens, getattr(task, s).labels, "cpu")
-              for s in ("val", "test")}
-    candidates = vocab_candidates(mm.tokenizer.tok.get_vocab())
-    go = lambda method, lr, seed, epochs=EPOCHS: run(  # noqa: E731
-        mm.net, mm.tokenizer, task, splits, candidates, method, lr, seed, epochs)
-    runs, chosen = [], {}
-    for method, grid in LRS.items():
-        grid_runs = [go(method, lr, SEEDS[0]) for lr in grid]
-        best = max(grid_runs, key=lambda r: (r["val"], -r["lr"]))
-        chosen[method] = best["lr"]
-        runs += grid_runs + [go(method, best["lr"], seed) for seed in SEEDS[1:]]
-    for method in ("prompt-random", "ptuning-v2"):
-        runs.append(go(method, chosen[method], SEEDS[0], LONG_EPOCHS))
+    found = runner.protocol(SWEEP.values(), task, BUDGET, jobs=jobs)
+    runs = [_record(r, EPOCHS) for name in SWEEP for r in found[name]["trials"] + found[name]["runs"][1:]]
+    chosen = {name: found[name]["runs"][0]["lr"] for name in SWEEP}
+    long = dataclasses.replace(BUDGET, epochs=LONG_EPOCHS)
+    runs += [_record(runner.run(SWEEP[name], task, long, SEEDS[0], chosen[name]), LONG_EPOCHS)
+             for name in ("prompt-random", "ptuning-v2")]
     out = {
         "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "long_epochs": LONG_EPOCHS, "batch_size": BATCH,
                    "head_lr": HEAD_LR, "seeds": list(SEEDS), "m": M, "lrs": {k: list(v) for k, v in LRS.items()},

@@ -200,10 +200,10 @@ def main():
     if args.part in ("preactivation", "all"):
         print(f"wrote {preactivation_study()}")
     if args.part in ("curve", "all"):
-        learning_curve(args.methods)
+        learning_curve_sweep(args.methods)
 
 
-def learning_curve(chosen):
+def learning_curve_sweep(chosen):
     mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     results = {}
