@@ -36,11 +36,11 @@ NBCONVERT := $(PY) -m jupyter nbconvert --to notebook
 help:
 	@echo "make book     set up, execute every chapter in place, regenerate figures/"
 	@echo "make test     set up, run the library tests and every chapter under nbval"
-	@echo "make figures  regenerate figures/ (python -m pedagogy_lib.figures)"
+	@echo "make figures  redraw figures/ from the stored results (python -m pedagogy_lib.book)"
 	@echo "make student  copies of the chapters without solution cells, in $(STUDENT_DIR)/"
 	@echo "make lab      install JupyterLab into .venv if missing, then start it"
 	@echo "make bench    the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
-	@echo "make sweeps   rerun the chapters' long experiments (tests/bench/sweep_*.py, slow)"
+	@echo "make sweeps   rerun the chapters' long experiments (python -m pedagogy_lib.book.chNN.experiment, slow)"
 	@echo "make compare  chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
 	@echo "make clean    remove build/, $(STUDENT_DIR)/ and caches (keeps .venv)"
 
@@ -71,7 +71,7 @@ test: setup
 
 figures: setup
 	@mkdir -p $(RUNTIME)
-	$(RUN_ENV) $(PY) -m pedagogy_lib.figures
+	$(RUN_ENV) $(PY) -m pedagogy_lib.book
 
 student: setup
 	@$(MAKE) --no-print-directory student-copies
@@ -87,12 +87,16 @@ lab: setup
 	@$(PY) -c 'import jupyterlab' 2>/dev/null || $(PY) -m pip install --quiet $(LAB_PIN) -c $(LOCK)
 	$(PY) -m jupyter lab
 
+# One experiment per chapter room (chapter 08's is `make compare`); each writes its results
+# under chapters/results/, which the chapters and `make figures` then only read.
+SWEEPS := $(sort $(patsubst pedagogy_lib/book/%/experiment.py,%,$(wildcard pedagogy_lib/book/ch0[1-7]/experiment.py)))
+
 sweeps: setup
-	@set -e; for f in $(sort $(wildcard tests/bench/sweep_*.py)); do \
-		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
+	@set -e; for ch in $(SWEEPS); do \
+		echo "== pedagogy_lib.book.$$ch.experiment"; $(RUN_ENV) $(PY) -m pedagogy_lib.book.$$ch.experiment; done
 
 compare: setup
-	$(RUN_ENV) $(PY) -m pedagogy_lib.compare --jobs $(JOBS)
+	$(RUN_ENV) $(PY) -m pedagogy_lib.book.ch08.experiment --jobs $(JOBS)
 
 # Each benchmark writes its ratios under chapters/results/; then every chapter is executed
 # (one at a time) and timed, and all of it is summarised in chapters/results/bench_summary.json.

@@ -29,6 +29,7 @@ import numpy as np
 from scipy.special import expit
 
 from .nn import GELU, Linear, Module, Sequential, check_array, get_submodule, set_submodule
+from .checks import check_size  # noqa: F401  (re-exported: adapters.check_size)
 
 # sites of the sequential adapters, relative to encoder.layer.{i}
 SITES = {
@@ -68,15 +69,6 @@ ACTIVATIONS = {"relu": ReLU, "gelu": GELU, "swish": Swish}
 
 
 # ----------------------------------------------------------------------------- checks
-def check_size(x, what: str) -> int:
-    """A positive int (not a bool), or a clear TypeError/ValueError."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{what} must be a positive int, got {type(x).__name__} {x!r}")
-    if x <= 0:
-        raise ValueError(f"{what} must be a positive int, got {x}")
-    return int(x)
-
-
 def check_placement(placement) -> str:
     if placement not in SITES:
         raise ValueError(f"unknown adapter placement {placement!r}; choose one of {PLACEMENTS}")

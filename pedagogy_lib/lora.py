@@ -19,7 +19,7 @@ import re
 
 import numpy as np
 
-from .nn import AdamW, Linear, Module, check_array, check_finite, get_submodule, set_submodule
+from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian", "pissa")
 
@@ -286,41 +286,6 @@ def unmerge_all(model: Module) -> list[str]:
     return list(layers)
 
 
-# ----------------------------------------------------------------------------- the α/r toy
-def scaling_toy(r: int, rslora: bool, alpha: float = 8, lr: float = 1e-3, steps: int = 200,
-                d: int = 64, n: int = 256, seed: int = 0) -> dict:
-    """Does s = α/r keep the step size independent of r? (chapter 02, §2)
-
-    Fit a full-rank change of a d×d Linear with LoRA of rank r, Adam, full batch, MSE.
-
-    Returns ‖ΔW‖_F after the first step (the step size the scaling sets) and the loss at
-    the start and after ``steps`` steps. Same data, W₀ and target for every r.
-    """
-    g = np.random.default_rng(seed)
-    base = Linear(d, d, rng=np.random.default_rng(seed), dtype=np.float64)
-    X = g.standard_normal((n, d))
-    target = base.p["weight"] + 0.5 * g.standard_normal((d, d)) / np.sqrt(d)
-    Y = X @ target.T + base.p["bias"]
-    layer = LoRALinear(base, r, alpha, rslora, rng=np.random.default_rng(seed + 1))
-    opt = AdamW(layer.params_and_grads(), lr=lr, weight_decay=0.0)
-    first, losses = None, []
-    for _ in range(steps):
-        layer.zero_grad()
-        R = layer(X) - Y
-        losses.append(float((R * R).mean()))
-        layer.backward(2 * R / R.size)   # d mean(R²)/dY
-        opt.step()
-        if first is None:
-            first = float(np.linalg.norm(layer.delta_weight()))
-    return {"r": r, "rslora": rslora, "step1_delta_norm": first, "loss0": losses[0], "loss_end": losses[-1]}
-
-
-def scaling_study(ranks=(1, 2, 4, 8, 16, 64), **kw) -> dict:
-    """``scaling_toy`` for each rank, with s = α/r and with s = α/√r."""
-    return {name: [scaling_toy(r, rs, **kw) for r in ranks]
-            for name, rs in (("alpha_over_r", False), ("rslora", True))}
-
-
 # ----------------------------------------------------------------------------- cost
 def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
     """Multiply–adds and extra floats of one training step on n input rows, beyond what the
@@ -350,4 +315,4 @@ def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
 
 __all__ = ["INITS", "LoRALinear", "attach_lora", "check_alpha", "check_rank", "check_targets",
            "count_lora_params", "lora_cost", "init_A", "linear_paths", "lora_layers", "match_targets",
-           "merge_all", "pissa_factors", "scaling", "scaling_study", "scaling_toy", "target_matches", "unmerge_all"]
+           "merge_all", "pissa_factors", "scaling", "target_matches", "unmerge_all"]

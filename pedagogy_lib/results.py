@@ -62,3 +62,16 @@ def mean_sd(xs) -> tuple[float, float]:
 
     xs = np.asarray(xs, np.float64)
     return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0
+
+
+SMOOTH = 8  # steps in the moving average of a loss curve
+
+
+def smooth(losses, k: int = SMOOTH):
+    """Moving average over k steps (the first k−1 points average what exists so far)."""
+    import numpy as np
+
+    x = np.asarray(losses, np.float64)
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    n = np.minimum(np.arange(1, x.size + 1), k)
+    return (c[1:] - c[np.arange(1, x.size + 1) - n]) / n

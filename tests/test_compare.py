@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from pedagogy_lib import claims, compare
+from pedagogy_lib import runner
+from pedagogy_lib.book import claims
+from pedagogy_lib.book.ch08 import experiment as compare
 
 TINY = compare.Budget(n_train=32, n_eval=32, epochs=1, batch_size=16, seeds=(0,), full_grid=False, latency_rounds=2)
 
@@ -25,9 +27,9 @@ def test_prompt_starts_from_whole_word_embeddings():
     import numpy as np
     from pedagogy_lib.prefix import vocab_candidates
 
-    bert = compare.latency_model("prompt")
+    bert = runner.inference_net(compare.ARMS["prompt"])
     table = bert.embeddings.word_embeddings.weight.detach().numpy()
-    vocab = compare.load_minilm("torch").tokenizer.tok.get_vocab()
+    vocab = runner.fresh_minilm().tokenizer.tok.get_vocab()
     allowed = table[vocab_candidates(vocab)]
     P = bert.embeddings.prompt.weight.detach().numpy()
     # every prompt row is one of the candidate rows ([unused…] and sub-word ids excluded)
@@ -36,11 +38,11 @@ def test_prompt_starts_from_whole_word_embeddings():
 
 def test_every_method_runs_through_the_shared_protocol(tiny_results):
     res = tiny_results
-    assert set(res["methods"]) == set(compare.METHODS)
+    assert set(res["methods"]) == set(compare.ARMS)
     n = res["n_model"]
     for name, r in res["methods"].items():
         assert 0.0 <= r["mean"] <= 1.0 and len(r["test_acc"]) == 1, name
-        assert r["lr"] == compare.METHODS[name].lrs[0]
+        assert r["lr"] == compare.ARMS[name].grid[0]
         assert r["trainable"] >= 0 and abs(r["pct"] - 100 * r["trainable"] / n) < 1e-9
         assert r["memory"]["total"] > r["memory"]["weights"] > 0
         assert r["latency_ratio"] > 0
@@ -66,9 +68,9 @@ def test_results_round_trip_and_bad_files(tiny_results, tmp_path):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown method"):
-        compare.check_methods(["lora", "sorcery"])
+        compare.check_arms(["lora", "sorcery"])
     with pytest.raises(ValueError, match="learning rate"):
-        compare.run("probe", -1.0, 0, TINY)
+        runner.run("probe", None, TINY, 0, -1.0)
     with pytest.raises(ValueError, match="invalid budget"):
         compare.Budget(n_train=1)
     with pytest.raises(ValueError, match="jobs"):
@@ -77,7 +79,7 @@ def test_bad_arguments():
 
 def test_committed_results_cover_every_method():
     res = compare.load()
-    assert set(res["methods"]) == set(compare.METHODS)
+    assert set(res["methods"]) == set(compare.ARMS)
     assert len(res["budget"]["seeds"]) >= 3
 
 
@@ -114,7 +116,7 @@ def test_check_record_rejects_bad_records():
 def test_guide_links_point_at_real_sections():
     import nbformat
     from pathlib import Path
-    from pedagogy_lib.verdicts import ch08 as V
+    from pedagogy_lib.book.ch08 import claims as V
 
     rows = V.guide(compare.load())
     assert [r["scenario"] for r in rows] == [g[0] for g in V.GUIDE] and set(V.WHERE) == {g[0] for g in V.GUIDE}
@@ -133,7 +135,7 @@ def test_guide_links_point_at_real_sections():
 
 def test_guide_accuracy_rows_use_the_chapter_sweeps_too():
     import copy
-    from pedagogy_lib.verdicts import ch08 as V
+    from pedagogy_lib.book.ch08 import claims as V
 
     res = compare.load()
     rows = {r["scenario"]: r for r in V.guide(res)}
@@ -158,18 +160,18 @@ def test_guide_accuracy_rows_use_the_chapter_sweeps_too():
 
 
 def test_guide_qlora_row_follows_the_memory_arithmetic(monkeypatch):
-    from pedagogy_lib.torch_ref import qlora
-    from pedagogy_lib.verdicts import ch08 as V
+    from pedagogy_lib import counting
+    from pedagogy_lib.book.ch08 import claims as V
 
     res = compare.load()
     assert V.guide(res)[5]["status"] == "kept"  # 33B < 24 GB and 65B < 48 GB by chapter 07's arithmetic
-    monkeypatch.setattr(qlora, "qlora_memory_gb", lambda shape, **kw: {"qlora_total": 50.0})
+    monkeypatch.setattr(counting, "qlora_memory_gb", lambda shape, **kw: {"qlora_total": 50.0})
     assert V.guide(res)[5]["status"].startswith("changed")
 
 
 def test_ch08_claim_rules_use_the_standard_error():
     import copy
-    from pedagogy_lib.verdicts import ch08 as V
+    from pedagogy_lib.book.ch08 import claims as V
 
     res = compare.load()
     verdict = lambda r: {c["id"]: c["verdict"] for c in V.claims(r)}  # noqa: E731

@@ -9,6 +9,9 @@ import struct
 import pytest
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.book import rules
+from pedagogy_lib.book.ch00 import claims as ch00_claims_module
+from pedagogy_lib.book.ch00.claims import claims as ch00_claims
 
 
 # ------------------------------------------------------- the MiniLM checkpoint on disk
@@ -306,7 +309,7 @@ def test_bad_arguments():
 # ------------------------------------------------------------------------ claims
 
 def test_claims_records():
-    claims = C.claims_ch00()
+    claims = ch00_claims()
     keys = {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
     assert len(claims) >= 10
     assert len({c["id"] for c in claims}) == len(claims)
@@ -324,45 +327,45 @@ def test_claims_records():
     # every verdict follows its rule from the computed numbers
     n3, n65 = C.total_params(C.GPT3), C.total_params(C.LLAMA_65B)
     f65 = C.finetune_memory_gb(n65, "fp16-adam")
-    assert by["ch00-gpt3-fp32-weights"]["verdict"] == C.about_verdict(gpt3, 700) == "holds"
-    assert by["ch00-65b-full-ft-700gb"]["verdict"] == C.about_verdict(f65, 700) == "approximately"
+    assert by["ch00-gpt3-fp32-weights"]["verdict"] == rules.about_verdict(gpt3, 700) == "holds"
+    assert by["ch00-65b-full-ft-700gb"]["verdict"] == rules.about_verdict(f65, 700) == "approximately"
     assert "+11.9% from 700" in by["ch00-65b-full-ft-700gb"]["our_value"]
     assert by["ch00-qlora-780gb"]["verdict"] == "holds" and "just above 780" in by["ch00-qlora-780gb"]["our_value"]
     mb = C.lora_params(C.GPT3, 4) * 2 / 1e6
-    assert by["ch00-gpt3-lora-checkpoint"]["verdict"] == C.about_verdict(mb, 35) == "approximately"
+    assert by["ch00-gpt3-lora-checkpoint"]["verdict"] == rules.about_verdict(mb, 35) == "approximately"
     assert by["ch00-lora-roberta-base"]["verdict"] == by["ch00-lora-d4096-r8"]["verdict"] == "holds"
     for id_ in ("ch00-table-lora", "ch00-table-adapter", "ch00-table-prefix", "ch00-table-prompt"):
         assert by[id_]["verdict"] == "approximately" and by[id_]["published_value"].startswith("article: ")
     assert by["ch00-table-bitfit"]["verdict"] == "holds" and "LLaMA (no biases" in by["ch00-table-bitfit"]["our_value"]
     assert by["ch00-update-0.1pct-one-gpu"]["verdict"] == "wrong"
-    assert C.peft_memory_gb(n3, C.lora_params(C.GPT3, 8), frozen="nf4-dq") > C.GPU_GB
+    assert C.peft_memory_gb(n3, C.lora_params(C.GPT3, 8), frozen="nf4-dq") > ch00_claims_module.GPU_GB
 
 
 def test_verdict_rules():
-    assert [C.about_verdict(x, 700) for x in (720, 783, 1045)] == ["holds", "approximately", "wrong"]
-    assert C.about_verdict(600, 700) == "approximately" and C.rel_gap(350, 700) == 0.5
-    assert C.worst_verdict("holds", "wrong", "approximately") == "wrong"
-    assert C.worst_verdict("holds", "approximately") == "approximately"
-    assert C.interval_verdict(0.2, 0.3, 0.1, 1) == "holds"
-    assert C.interval_verdict(0.02, 0.3, 0.1, 1) == "approximately"
-    assert C.interval_verdict(0.02, 0.06, 0.1, 1) == "wrong"
-    assert [C.rounded_verdict(x, "0.24") for x in (0.237, 0.26, 0.5)] == ["holds", "approximately", "wrong"]
-    assert C.rounded_verdict(0.081, "0.08") == "holds" and C._about_band("0.1") == pytest.approx((0.05, 0.15))
+    assert [rules.about_verdict(x, 700) for x in (720, 783, 1045)] == ["holds", "approximately", "wrong"]
+    assert rules.about_verdict(600, 700) == "approximately" and rules.rel_gap(350, 700) == 0.5
+    assert rules.worst_verdict("holds", "wrong", "approximately") == "wrong"
+    assert rules.worst_verdict("holds", "approximately") == "approximately"
+    assert rules.interval_verdict(0.2, 0.3, 0.1, 1) == "holds"
+    assert rules.interval_verdict(0.02, 0.3, 0.1, 1) == "approximately"
+    assert rules.interval_verdict(0.02, 0.06, 0.1, 1) == "wrong"
+    assert [rules.rounded_verdict(x, "0.24") for x in (0.237, 0.26, 0.5)] == ["holds", "approximately", "wrong"]
+    assert rules.rounded_verdict(0.081, "0.08") == "holds" and rules._about_band("0.1") == pytest.approx((0.05, 0.15))
     with pytest.raises(ValueError):
-        C.rel_gap(1, 0)
+        rules.rel_gap(1, 0)
 
 
 @pytest.mark.parametrize("gpu_gb, verdict", [(80, "wrong"), (100, "approximately"), (400, "holds")])
 def test_one_gpu_claim_follows_the_gpu_size(monkeypatch, gpu_gb, verdict):
-    monkeypatch.setattr(C, "GPU_GB", gpu_gb)
-    rec = {c["id"]: c for c in C.claims_ch00()}["ch00-update-0.1pct-one-gpu"]
+    monkeypatch.setattr(ch00_claims_module, "GPU_GB", gpu_gb)
+    rec = {c["id"]: c for c in ch00_claims()}["ch00-update-0.1pct-one-gpu"]
     assert rec["verdict"] == verdict and f"{gpu_gb} GB GPU" in rec["our_value"]
 
 
 # --------------------------------------------------- chapter 00 exercise checkers
 
 def test_checkers_accept_right_answers(capsys):
-    from pedagogy_lib.exercises import ch00
+    from pedagogy_lib.book.ch00 import exercises as ch00
 
     ch00.check_mixed_adam_gb(lambda n: n * (2 + 2 + 4 + 4 + 4) / 1e9)
     ch00.check_lora_count(lambda s, r, t: s.layers * sum(r * sum(C.linear_shapes(s)[k]) for k in t))
@@ -381,7 +384,8 @@ def test_checkers_accept_right_answers(capsys):
     (lambda n: "16 GB", "number"),
 ])
 def test_adam_checker_rejects(fn, hint):
-    from pedagogy_lib.exercises import NotYet, ch00
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch00 import exercises as ch00
 
     with pytest.raises(NotYet, match=hint):
         ch00.check_mixed_adam_gb(fn)
@@ -399,7 +403,8 @@ def _stub(*a):
     (_stub, "NotImplementedError"),
 ])
 def test_lora_checker_rejects(fn, hint):
-    from pedagogy_lib.exercises import NotYet, ch00
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch00 import exercises as ch00
 
     with pytest.raises(NotYet, match=hint):
         ch00.check_lora_count(fn)
@@ -413,7 +418,8 @@ def test_lora_checker_rejects(fn, hint):
     (lambda s: C.bitfit_params(s) / (C.total_params(s) - 1), "differs"),
 ])
 def test_bitfit_checker_rejects(fn, hint):
-    from pedagogy_lib.exercises import NotYet, ch00
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch00 import exercises as ch00
 
     with pytest.raises(NotYet, match=hint):
         ch00.check_bitfit_fraction(fn)

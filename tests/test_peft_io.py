@@ -12,6 +12,7 @@ from safetensors.numpy import load_file, save_file
 from pedagogy_lib import checkpoint, lora, models, peft_io
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as tlora
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -53,7 +54,7 @@ def minilm():
 # ----------------------------------------------------------------------------- ours -> peft
 @pytest.mark.parametrize("backend,rslora", [("numpy", False), ("torch", True)])
 def test_our_adapter_loads_in_peft_with_the_same_embeddings(tmp_path, backend, rslora):
-    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    ours = models.load_minilm() if backend == "numpy" else load_minilm_torch(device="cpu")
     lib = lora if backend == "numpy" else tlora
     lib.attach_lora(ours.bert, ("query", "value"), r=4, alpha=8, rslora=rslora, seed=1)
     randomize(lib.lora_layers(ours.bert))
@@ -123,7 +124,7 @@ def peft_adapter(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_peft_adapter_loads_into_ours_with_the_same_embeddings(peft_adapter, backend):
     d, ref = peft_adapter
-    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    ours = models.load_minilm() if backend == "numpy" else load_minilm_torch(device="cpu")
     paths = peft_io.load_adapter(ours, d)
     assert len(paths) == 6 * 5  # q, v and the three dense layers; BertModel's pooler.dense is skipped
     assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5
@@ -136,7 +137,7 @@ def test_numpy_to_torch_through_a_file_and_into_existing_layers(tmp_path):
     lora.attach_lora(a.bert, ("key", "attention.output.dense"), r=3, alpha=6)
     randomize(lora.lora_layers(a.bert), seed=3)
     peft_io.save_adapter(a, tmp_path)
-    b = models.load_minilm("torch", device="cpu")
+    b = load_minilm_torch(device="cpu")
     tlora.attach_lora(b.bert, ("key", "attention.output.dense"), r=3, alpha=6, seed=9)  # filled in place
     peft_io.load_adapter(b, tmp_path)
     assert np.abs(a.encode(SENTENCES) - b.encode(SENTENCES)).max() <= 1e-5

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import pedagogy_lib  # noqa: E402
-from pedagogy_lib import exercises, figures  # noqa: E402
-from pedagogy_lib.exercises import NotYet  # noqa: E402
+from pedagogy_lib.book import exercises, figures  # noqa: E402
+from pedagogy_lib.book.exercises import NotYet  # noqa: E402
 from pedagogy_lib.show import show_source  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_importing_the_package_and_its_plumbing_is_cheap():
     r = run_python(
         "import sys, pedagogy_lib\n"
         "assert not {'torch', 'numpy', 'matplotlib'} & set(sys.modules), 'eager import'\n"
-        "import pedagogy_lib.show, pedagogy_lib.exercises, pedagogy_lib.figures\n"
+        "import pedagogy_lib.show, pedagogy_lib.book.exercises, pedagogy_lib.book.figures\n"
         "assert 'torch' not in sys.modules, 'plumbing imports torch'\n"
         "print(pedagogy_lib.__version__)"
     )
@@ -56,9 +56,9 @@ def test_show_source_prints_header_and_the_exact_source(capsys):
     show_source(exercises.passed)
     out = capsys.readouterr().out
     header, body = out.split("\n", 1)
-    assert header == "# pedagogy_lib/exercises/__init__.py :: passed"
+    assert header == "# pedagogy_lib/book/exercises.py :: passed"
     assert body == inspect.getsource(exercises.passed)
-    assert body in (ROOT / "pedagogy_lib/exercises/__init__.py").read_text()
+    assert body in (ROOT / "pedagogy_lib/book/exercises.py").read_text()
 
 
 def test_show_source_methods_classes_and_several_objects(tmp_path, monkeypatch, capsys):
@@ -120,7 +120,7 @@ SAVE_IN_CHILD = (
     "import matplotlib; matplotlib.use('agg')\n"
     "import sys; sys.path.insert(0, 'tests')\n"
     "from test_plumbing import sample_figure\n"
-    "from pedagogy_lib.figures import save\n"
+    "from pedagogy_lib.book.figures import save\n"
     "print(save(sample_figure(), '99_sample'))\n"
 )
 
@@ -181,7 +181,7 @@ def test_register_rejects_duplicates_but_allows_reimport(monkeypatch):
 
 @pytest.fixture
 def figures_main(tmp_path, monkeypatch):
-    import pedagogy_lib.figures.__main__ as main_mod
+    import pedagogy_lib.book.__main__ as main_mod
 
     monkeypatch.setattr(figures, "REGISTRY", {})
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
@@ -204,7 +204,6 @@ def test_figures_main_runs_builders_by_prefix_and_closes_figures(figures_main, t
         def builder(data=None, name=name):
             fig = sample_figure()
             built.append(fig)
-            figures.save(fig, name)
             return fig
 
     assert figures_main.main(["99"]) == 0
@@ -217,10 +216,9 @@ def test_figures_main_runs_builders_by_prefix_and_closes_figures(figures_main, t
     assert "no registered figure starts with '07_'" in capsys.readouterr().err
 
 
-def test_figures_main_catches_builders_that_do_not_save_or_return_a_figure(figures_main):
-    figures.register("99_unsaved")(sample_figure)
-    with pytest.raises(RuntimeError, match="did not call save"):
-        figures_main.main([])
+def test_figures_main_saves_what_builders_return_and_refuses_non_figures(figures_main, tmp_path):
+    figures.register("99_plain")(sample_figure)  # a builder only plots; main writes the file
+    assert figures_main.main([]) == 0 and (tmp_path / "99_plain.png").is_file()
     figures.REGISTRY.clear()
     figures.register("99_none")(lambda: None)
     with pytest.raises(TypeError, match="returned NoneType"):
@@ -229,7 +227,7 @@ def test_figures_main_catches_builders_that_do_not_save_or_return_a_figure(figur
 
 def test_python_m_figures_imports_every_chapter_module(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "pedagogy_lib.figures", "__no_such_figure__"],
+        [sys.executable, "-m", "pedagogy_lib.book", "__no_such_figure__"],
         capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "PEDAGOGY_FIGURES_DIR": str(tmp_path)},
     )

@@ -12,6 +12,8 @@ pytest.importorskip("bitsandbytes")
 
 from pedagogy_lib import counting as C  # noqa: E402
 from pedagogy_lib import quant as Q  # noqa: E402
+from pedagogy_lib import runner  # noqa: E402
+from pedagogy_lib.book.ch07 import experiment as E7  # noqa: E402
 from pedagogy_lib.torch_ref import qlora as QL  # noqa: E402
 from pedagogy_lib.torch_ref import train as T  # noqa: E402
 from pedagogy_lib.torch_ref.lora import LoRALinear, attach_lora  # noqa: E402
@@ -31,8 +33,8 @@ def quantized(model, device="cpu", **kw):
 
 @pytest.fixture(scope="module")
 def mm():
-    from pedagogy_lib.models import load_minilm
-    return load_minilm("torch", device="cpu")
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+    return load_minilm_torch(device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def qlora_model(mm):
-    return QL.make_classifier("qlora", mm, seed=3, device="cpu")
+    return E7.make_classifier("qlora", mm, seed=3, device="cpu")
 
 
 def batch_of(tokenizer, task, n=16, device="cpu"):
@@ -219,8 +221,8 @@ def test_qlora_equals_lora_on_dequantized_weights(mm, task, qlora_model):
 
 
 def test_lora_and_qlora_start_identically(mm):
-    a, _ = QL.make_classifier("lora", mm, seed=5)
-    b, _ = QL.make_classifier("qlora", mm, seed=5)
+    a, _ = E7.make_classifier("lora", mm, seed=5)
+    b, _ = E7.make_classifier("qlora", mm, seed=5)
     assert T.count_trainable(a) == T.count_trainable(b) == 6 * 8 * (4 * 768 + 2 * 1920)
     la = {p: m for p, m in a.named_modules() if isinstance(m, LoRALinear)}
     lb = {p: m for p, m in b.named_modules() if isinstance(m, LoRALinear)}
@@ -232,7 +234,7 @@ def test_lora_and_qlora_start_identically(mm):
 
 def test_qlora_trains_eval_train_with_shared_loop(mm, task):
     from pedagogy_lib import data
-    clf, tok = QL.make_classifier("qlora", mm, seed=0)
+    clf, tok = E7.make_classifier("qlora", mm, seed=0)
     s = data.subsample(task.train, 64, 0)
     b = T.Batches(tok, s.tokens, s.labels, "cpu")
     hist = T.train_classifier(clf, b, b, T.TrainConfig(epochs=2, lr=3e-3))  # eval after each epoch
@@ -244,8 +246,8 @@ def test_qlora_trains_eval_train_with_shared_loop(mm, task):
 def test_step_memory_orders_methods(mm, task):
     out = {}
     for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, seed=0)
-        out[method] = QL.step_memory(clf, batch_of(tok, task))
+        clf, tok = E7.make_classifier(method, mm, seed=0)
+        out[method] = runner.step_memory(clf, batch_of(tok, task))
         trainable = sum(p.numel() for p in clf.parameters() if p.requires_grad)
         assert out[method]["grads"] == 4 * trainable
         assert out[method]["optimizer"] >= 8 * trainable  # m and v in fp32 (+ step counters)
@@ -279,7 +281,7 @@ class _Wrap(nn.Module):
 
 def test_simulate_paging_known_answer():
     page = 1.0
-    r = QL.simulate_paging(capacity=10, weights=4, grads=1, state=3, activations=[1, 3, 5, 6], page=page)
+    r = C.simulate_paging(capacity=10, weights=4, grads=1, state=3, activations=[1, 3, 5, 6], page=page)
     # unpaged: 4+1+3+a ≤ 10 ⇔ a ≤ 2
     np.testing.assert_array_equal(r["oom_unpaged"], [False, True, True, True])
     # paged: the step fits while 4+1+a ≤ 10 ⇔ a ≤ 5
@@ -291,20 +293,20 @@ def test_simulate_paging_known_answer():
 
 
 def test_simulate_paging_rounds_to_pages():
-    r = QL.simulate_paging(capacity=2**22, weights=1, grads=0, state=2**21 + 1, activations=[0.0], page=2**21)
+    r = C.simulate_paging(capacity=2**22, weights=1, grads=0, state=2**21 + 1, activations=[0.0], page=2**21)
     assert r["oom_unpaged"][0]  # 1 page of weights + 2 pages of state > 2 pages
     assert r["oom_paged"][0]
 
 
 @pytest.mark.parametrize("shape", [C.LLAMA_7B, C.LLAMA_65B])
 def test_qlora_memory_arithmetic(shape):
-    d = QL.qlora_memory_gb(shape, r=64, tokens=1000)
+    d = C.qlora_memory_gb(shape, r=64, tokens=1000)
     n_lora = C.lora_params(shape, 64, "all-linear")
     assert d["lora_params"] == n_lora and d["params"] == C.total_params(shape)
     assert d["Adam states"] == pytest.approx(8 * n_lora / 1e9)
     assert d["base 4-bit"] == pytest.approx(d["linear_params"] * Q.bits_per_param(double_quant=True) / 8 / 1e9)
     assert d["activations"] == pytest.approx(1000 * shape.layers * shape.hidden * 2 / 1e9)
-    assert d["qlora_total"] == pytest.approx(sum(d[k] for k in QL.MEMORY_PARTS))
+    assert d["qlora_total"] == pytest.approx(sum(d[k] for k in C.MEMORY_PARTS))
     assert d["full_16bit"] == pytest.approx(12 * d["params"] / 1e9)
     if shape is C.LLAMA_65B:
         assert d["full_16bit"] > 780 and d["qlora_total"] - d["activations"] < 48
@@ -336,29 +338,29 @@ def test_bad_input():
     with pytest.raises(ValueError, match="shape"):
         QL.crosscheck(model[0], np.zeros((3, 3), np.float32))
     with pytest.raises(ValueError, match="method"):
-        QL.make_classifier("qdora")
+        E7.make_classifier("qdora")
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
-        QL.step_memory(model, (torch.zeros(1, 64), None, torch.zeros(1, dtype=torch.long)))
+        runner.step_memory(model, (torch.zeros(1, 64), None, torch.zeros(1, dtype=torch.long)))
     with pytest.raises(ValueError, match="capacity"):
-        QL.simulate_paging(-1, 1, 1, 1, [1])
+        C.simulate_paging(-1, 1, 1, 1, [1])
     with pytest.raises(ValueError, match="activations"):
-        QL.simulate_paging(10, 1, 1, 1, [])
+        C.simulate_paging(10, 1, 1, 1, [])
     with pytest.raises(ValueError, match="activations"):
-        QL.simulate_paging(10, 1, 1, 1, [1, np.nan])
+        C.simulate_paging(10, 1, 1, 1, [1, np.nan])
     with pytest.raises(ValueError, match="page"):
-        QL.simulate_paging(10, 1, 1, 1, [1], page=0)
+        C.simulate_paging(10, 1, 1, 1, [1], page=0)
     with pytest.raises(ValueError, match="tokens"):
-        QL.qlora_memory_gb(C.LLAMA_7B, tokens=-1)
+        C.qlora_memory_gb(C.LLAMA_7B, tokens=-1)
     with pytest.raises(ValueError, match="unit"):
-        QL.qlora_memory_gb(C.LLAMA_7B, unit="MB")
+        C.qlora_memory_gb(C.LLAMA_7B, unit="MB")
 
 
 # ----------------------------------------------------------------------------- CUDA
 
 @pytest.mark.gpu
 def test_gpu_crosscheck_minilm(mm):
-    clf, _ = QL.make_classifier("qlora", mm, device="cuda")
+    clf, _ = E7.make_classifier("qlora", mm, device="cuda")
     W0 = minilm_linear_weights(mm)
     for path, m in QL.quantized_layers(clf).items():
         assert m.weight.device.type == "cuda"
@@ -369,7 +371,7 @@ def test_gpu_crosscheck_minilm(mm):
 
 @pytest.mark.gpu
 def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
-    clf, tok = QL.make_classifier("qlora", mm, device="cuda")
+    clf, tok = E7.make_classifier("qlora", mm, device="cuda")
     ref = QL.dequantized_copy(clf)
     ids, mask, y = batch_of(tok, task, device="cuda")
     with torch.no_grad():
@@ -380,8 +382,8 @@ def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
 def test_gpu_memory_ratios(mm, task):
     peaks = {}
     for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, device="cuda")
-        m = QL.step_memory(clf, batch_of(tok, task, device="cuda"))
+        clf, tok = E7.make_classifier(method, mm, device="cuda")
+        m = runner.step_memory(clf, batch_of(tok, task, device="cuda"))
         assert m["cuda_peak"] >= m["cuda_before_step"]
         peaks[method] = m["cuda_model_peak"]
         del clf
@@ -391,7 +393,7 @@ def test_gpu_memory_ratios(mm, task):
 
 @pytest.mark.gpu
 def test_gpu_paged_adamw_pages_large_states(mm, task):
-    clf, tok = QL.make_classifier("full", mm, device="cuda")
+    clf, tok = E7.make_classifier("full", mm, device="cuda")
     b = batch_of(tok, task, device="cuda")
     r = QL.paged_adamw_steps(clf, [b, b])
     assert r["device"] == "cuda" and r["paged_state_tensors"] > 0
@@ -401,11 +403,11 @@ def test_gpu_paged_adamw_pages_large_states(mm, task):
 # ----------------------------------------------------------------------------- chapter helpers
 
 def test_error_study_on_small_matrices():
-    from pedagogy_lib.figures import ch07 as F7
+    from pedagogy_lib.book.ch07 import figures as F7
     rng = np.random.default_rng(0)
     weights = {"a": (rng.standard_normal((64, 256)) * 0.02).astype(np.float32),
                "b": rng.standard_t(4, (128, 128)).astype(np.float32)}
-    study = F7.error_study(weights, F7.gaussian_weights(2**16))
+    study = E7.error_study(weights, E7.gaussian_weights(2**16))
     for p, stats in study["matrices"].items():
         best = stats["Lloyd–Max (own)"]["mse_x"]
         assert all(v["mse_x"] >= best * (1 - 1e-9) for v in stats.values()), p
@@ -415,29 +417,29 @@ def test_error_study_on_small_matrices():
     assert g["NF4"]["mse_x"] < g["Int4"]["mse_x"] < g["FP4"]["mse_x"]
     # mse_w agrees with quant.quantization_mse (Eq. 7.6 through the real dequantiser)
     w = weights["a"]
-    stats = F7.code_stats(w, {"NF4": Q.nf4_codebook()})["NF4"]
+    stats = E7.code_stats(w, {"NF4": Q.nf4_codebook()})["NF4"]
     assert stats["mse_w"] == pytest.approx(Q.quantization_mse(w, Q.nf4_codebook()), rel=1e-5)
     assert stats["entropy"] == pytest.approx(Q.code_entropy(w, Q.nf4_codebook()), rel=1e-12)
     with pytest.raises(ValueError, match="multiple of the blocksize"):
-        F7.code_stats(np.ones(65, np.float32), {"NF4": Q.nf4_codebook()})
+        E7.code_stats(np.ones(65, np.float32), {"NF4": Q.nf4_codebook()})
 
 
 def test_paging_scenario_is_consistent():
-    from pedagogy_lib.figures import ch07 as F7
-    d = F7.paging_scenario(steps=50)
+    from pedagogy_lib.book.ch07 import figures as F7
+    d = E7.paging_scenario(steps=50)
     assert d["oom_paged"].sum() <= d["oom_unpaged"].sum()
     unpaged = d["weights"] + d["grads"] + d["state"] + d["activations"] > d["capacity"] + 2**21
     assert np.all(d["oom_unpaged"][unpaged])
 
 
 def test_verdict_records(mm, task, qlora_model):
-    from pedagogy_lib.figures import ch07 as F7
-    from pedagogy_lib.verdicts import ch07 as V7
+    from pedagogy_lib.book.ch07 import figures as F7
+    from pedagogy_lib.book.ch07 import claims as V7
     rng = np.random.default_rng(1)
     W = {"x": (rng.standard_normal((384, 384)) * 0.05).astype(np.float32)}
     clf, tok = qlora_model
-    results = {"study": F7.error_study(W, F7.gaussian_weights(2**16)), "bits": V7.measured_bits(W),
-               "backward": V7.backward_check(clf, batch_of(tok, task))}
+    results = {"study": E7.error_study(W, E7.gaussian_weights(2**16)), "bits": E7.measured_bits(W),
+               "backward": E7.backward_check(clf, batch_of(tok, task))}
     records = V7.claims(results)
     assert len({r["id"] for r in records}) == len(records) >= 8
     for r in records:
@@ -454,8 +456,8 @@ def test_verdict_records(mm, task, qlora_model):
 
 
 def test_verdicts_without_results_use_a_small_model():
-    from pedagogy_lib.verdicts import ch07 as V7
-    back = V7._small_backward()
+    from pedagogy_lib.book.ch07 import claims as V7
+    back = E7._small_backward()
     assert back["grad_rel_diff"] < 1e-5 and not back["base_has_grad"]
     # forward: both 4-bit matmuls; backward: only the second needs dL/dx (the first layer's
     # input is data, and its frozen base needs no gradient), so only it decodes W again
@@ -471,11 +473,11 @@ def _study(h_nf4, h_q=3.998, nf4_mse=1.14):
 
 
 def test_verdict_rules_reach_every_branch():
-    from pedagogy_lib.figures import ch07 as F7
-    from pedagogy_lib.verdicts import ch07 as V7
-    back = V7._small_backward()
+    from pedagogy_lib.book.ch07 import figures as F7
+    from pedagogy_lib.book.ch07 import claims as V7
+    back = E7._small_backward()
     base = {"bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},
-            "backward": back, "paging": F7.paging_scenario(steps=50)}
+            "backward": back, "paging": E7.paging_scenario(steps=50)}
 
     def v(**kw):
         return {r["id"]: r for r in V7.claims(base | kw)}
@@ -504,8 +506,8 @@ def test_verdict_rules_reach_every_branch():
 def test_exercise_checkers_accept_solutions_and_reject_mistakes(capsys):
     from scipy.special import ndtri
 
-    from pedagogy_lib.exercises import NotYet
-    from pedagogy_lib.exercises import ch07 as ex
+    from pedagogy_lib.book.exercises import NotYet
+    from pedagogy_lib.book.ch07 import exercises as ex
 
     def nf4(offset=0.9677083):
         pos, neg = ndtri(np.linspace(offset, 0.5, 9)[:-1]), -ndtri(np.linspace(offset, 0.5, 8)[:-1])

@@ -6,17 +6,14 @@ and the tests compare the two implementations value for value and gradient for g
 """
 from __future__ import annotations
 
-import copy
-import statistics
-import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..adapters import ACTIVATIONS, PLACEMENTS, SITES, _check_scalar, check_placement, check_size
-from . import lora as TL
+from ..adapters import ACTIVATIONS, PLACEMENTS, SITES, _check_scalar, check_placement  # noqa: F401
+from ..checks import check_size
 
 _ACT = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu}  # F.gelu is the exact erf form
 
@@ -153,88 +150,5 @@ def copy_from_numpy(torch_root: nn.Module, numpy_root, only: str | None = None) 
     return sorted(src)
 
 
-# ----------------------------------------------------------------------------- latency
-def latency_variants(bert: nn.Module, m: int = 64, r: int = 8, seed: int = 0) -> dict[str, nn.Module]:
-    """Copies of one torch encoder, ready to time: no adapter, each placement with bottleneck
-    m, and LoRA (q,v) of rank r unmerged and merged (merged, then unwrapped to plain
-    Linears, as ``merge_and_unload`` leaves it). Adapter and B weights are small but nonzero.
-    """
-    out = {"none": copy.deepcopy(bert)}
-    for placement in PLACEMENTS:
-        b = copy.deepcopy(bert)
-        attach_adapters(b, placement, m, init_scale=1e-2, seed=seed)
-        out[placement] = b
-    lora = copy.deepcopy(bert)
-    TL.attach_lora(lora, ("query", "value"), r=r, alpha=r, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in TL.lora_layers(lora).values():
-            layer.lora_B.copy_(1e-2 * torch.randn(layer.lora_B.shape, generator=gen))
-    merged = copy.deepcopy(lora)
-    TL.merge_all(merged)
-    for path, layer in TL.lora_layers(merged).items():
-        merged.set_submodule(path, layer.base_layer)  # W₀ + sBA is now just a Linear
-    out["LoRA unmerged"], out["LoRA merged"] = lora, merged
-    for model in out.values():
-        model.eval().requires_grad_(False)
-    return out
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.inference_mode()
-def time_forward(models: dict[str, nn.Module], batch: int, seq_len: int, rounds: int = 7,
-                 inner: int = 3, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Forward latency of each model on the same random (batch, seq_len) input.
-
-    Models are timed in turn inside each round (the order rotates), so neighbouring
-    measurements see the same machine. A model's ``ratio`` is the median over rounds of its
-    time over the time of ``models["none"]`` in the same round (paired, so slow drifts of
-    the machine cancel); ``ratio_q1``/``ratio_q3`` are the quartiles of those per-round
-    ratios and show the noise; ``ms`` is the median time. Many short rounds beat a few long
-    ones. On a CPU with one thread the clock is the thread's CPU time (time spent waiting for
-    a shared core is not counted), otherwise wall time. Returns {name: {"ms", "ratio",
-    "ratio_q1", "ratio_q3"}, ...} plus {"clock": "thread CPU" | "wall"}.
-    """
-    if "none" not in models:
-        raise ValueError("time_forward needs a 'none' model to take ratios against")
-    batch, seq_len = check_size(batch, "batch"), check_size(seq_len, "seq_len")
-    rounds, inner = check_size(rounds, "rounds"), check_size(inner, "inner")
-    device = next(models["none"].parameters()).device
-    cpu_clock = device.type == "cpu" and torch.get_num_threads() == 1
-    clock = time.thread_time if cpu_clock else time.perf_counter
-    vocab = models["none"].config.vocab_size
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, vocab, (batch, seq_len), generator=gen).to(device)
-    mask = torch.ones_like(ids)
-    names = list(models)
-    for model in models.values():  # warm-up: allocator, kernels, caches
-        model(ids, mask)
-    times = {n: [] for n in names}
-    ratios = {n: [] for n in names}
-    for r in range(rounds):
-        t = {}
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            _sync(device)
-            t0 = clock()
-            for _ in range(inner):
-                models[name](ids, mask)
-            _sync(device)
-            t[name] = (clock() - t0) / inner
-        for name in names:
-            times[name].append(t[name])
-            ratios[name].append(t[name] / t["none"])
-    def quartiles(x):
-        q = statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3
-        return q[0], q[2]
-
-    out = {n: {"ms": 1e3 * statistics.median(times[n]), "ratio": statistics.median(ratios[n]),
-               "ratio_q1": quartiles(ratios[n])[0], "ratio_q3": quartiles(ratios[n])[1]} for n in names}
-    return out | {"clock": "thread CPU" if cpu_clock else "wall"}
-
-
 __all__ = ["Adapter", "Bottleneck", "ParallelAdapter", "attach_adapters", "copy_from_numpy",
-           "find_adapters", "latency_variants", "remove_adapters", "time_forward"]
+           "find_adapters", "remove_adapters"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 from torch import nn
 
 from ..bitfit import SITES, check_sites
@@ -53,21 +52,6 @@ def apply_bitfit(model: nn.Module, sites=None, include_layernorm: bool = True,
     return names
 
 
-@torch.no_grad()
-def pre_activations(bert: nn.Module, ids: torch.Tensor, mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """The FFN pre-activations W₁h₁ + b_m2 (the GELU's input) of block ``layer`` at the
-    real tokens, flattened: what a BitFit shift of b_m2 moves (Eq. 6.3)."""
-    blocks = bert.encoder.layer
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"layer must lie in [0, {len(blocks)}), got {layer}")
-    seen = []
-    handle = blocks[layer].intermediate.dense.register_forward_hook(lambda m, i, o: seen.append(o))
-    try:
-        bert(ids, mask)
-    finally:
-        handle.remove()
-    z = seen[0]
-    return z[:, z.shape[1] - ids.shape[1]:][mask.bool()].reshape(-1)
 
 
-__all__ = ["apply_bitfit", "bias_names", "pre_activations"]
+__all__ = ["apply_bitfit", "bias_names"]

@@ -162,7 +162,7 @@ def build_encoder(cfg: BertConfig, weights: dict[str, np.ndarray] | None = None,
 
 
 def load_minilm_torch(dtype=None, device=None) -> MiniLM:
-    """The real MiniLM in our torch twin (what ``models.load_minilm("torch")`` returns)."""
+    """The real MiniLM in our torch twin (the twin of ``models.load_minilm()``)."""
     cfg = BertConfig.from_dict(load_config())
     bert = build_encoder(cfg, encoder_weights(), dtype=dtype or torch.float32, device=device)
     return MiniLM(SentenceEncoder(bert).eval(), Tokenizer(), "torch")

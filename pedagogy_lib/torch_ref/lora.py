@@ -154,55 +154,5 @@ def unmerge_all(model: nn.Module) -> list[str]:
     return list(layers)
 
 
-
-
-# ----------------------------------------------------------------------------- the experiment
-METHODS = ("probe", "lora", "full")
-
-
-def finetune(method: str, train, val, test, *, targets=("query", "value"), r: int = 8,
-             alpha: float = 8, rslora: bool = False, lr: float = 1e-3, head_lr: float = 1e-3,
-             epochs: int = 3, batch_size: int = 32, seed: int = 0, schedule: str = "cosine",
-             device=None, return_model: bool = False):
-    """One run of chapter 02's experiment on MiniLM: a linear head on the mean-pooled
-    embedding, plus ``method`` = 'probe' (encoder frozen), 'lora' (A, B on ``targets``) or
-    'full' (every weight). ``train``/``val``/``test`` are ``data.Split``s. Returns plain numbers:
-    accuracies, trainable count (head excluded), final loss, CPU seconds, and for LoRA the
-    mean ‖s·BA‖_F over the adapted matrices. With ``return_model`` also the trained MiniLM
-    (its ``.net`` carries the LoRA layers; the head is not part of it)."""
-    import time
-
-    from .encoder import load_minilm_torch
-    from .train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
-
-    if method not in METHODS:
-        raise ValueError(f"finetune: method must be one of {METHODS}, got {method!r}")
-    model = load_minilm_torch(device=device)
-    total = sum(p.numel() for p in model.net.parameters())
-    dev = next(model.net.parameters()).device
-    clf = Classifier(model.net, seed=seed)
-    if method == "probe":
-        freeze(model.net)
-    elif method == "lora":
-        attach_lora(model.bert, targets, r=r, alpha=alpha, rslora=rslora, seed=seed)
-    data = [Batches(model.tokenizer, s.tokens, s.labels, dev) for s in (train, val, test)]
-    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, schedule=schedule,
-                      head_lr=None if method == "probe" else head_lr)
-    t0 = time.process_time()
-    hist = train_classifier(clf, data[0], data[1], cfg)
-    out = {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "n_train": len(train),
-           "trainable": count_trainable(clf), "total": total,
-           "val_acc": hist.val_acc[-1], "test_acc": accuracy(clf, data[2]),
-           "final_loss": float(np.mean(hist.losses[-10:])), "cpu_s": time.process_time() - t0}
-    if method == "lora":
-        layers = lora_layers(model.bert)
-        with torch.no_grad():
-            norms = [float(m.delta_weight().norm()) for m in layers.values()]
-        out |= {"targets": targets if isinstance(targets, str) else list(targets), "r": r,
-                "alpha": alpha, "rslora": rslora, "n_matrices": len(layers),
-                "delta_norm": float(np.mean(norms))}
-    return (out, model) if return_model else out
-
-
-__all__ = ["LoRALinear", "METHODS", "attach_lora", "finetune", "linear_paths", "lora_layers", "merge_all",
+__all__ = ["LoRALinear", "attach_lora", "linear_paths", "lora_layers", "merge_all",
            "unmerge_all"]

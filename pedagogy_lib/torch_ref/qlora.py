@@ -11,7 +11,7 @@ Then we read back what bitsandbytes stored (packed codes, 8-bit absmax codes, ne
 offset) and check that our NumPy ``double_dequantize`` + ``dequantize_nf4`` of those bytes
 equals the weight bitsandbytes multiplies with. Memory is accounted tensor by tensor (CPU:
 ``tracemalloc`` does not see torch's allocator) or with ``torch.cuda.max_memory_allocated``.
-Paged optimisers are simulated in NumPy (``simulate_paging``) where CUDA is absent.
+Paged optimisers are simulated in NumPy (``counting.simulate_paging``) where CUDA is absent.
 
 Equations (chapter 07):
   Eq. 7.10  y = dequant(W_q) x + b + s·B A x     the QLoRA layer: a 4-bit base, LoRA in fp
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +32,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import quant
 from ..lora import match_targets
-from .lora import attach_lora
 
 TARGETS = "all-linear"  # every Linear of the encoder: q, k, v, attention output, FFN in/out
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-METHODS = ("full", "lora", "qlora", "probe", "qprobe")  # qprobe: 4-bit frozen base + head
 
 
 class _DropKernelsNotice(logging.Filter):
@@ -322,30 +319,6 @@ class DequantLog(TorchDispatchMode):
 
 # ----------------------------------------------------------------------------- models
 
-def make_classifier(method: str, mm=None, *, targets=TARGETS, r: int = 8, alpha: float = 16,
-                    seed: int = 0, device=None, quant_type: str = "nf4", double_quant: bool = True,
-                    blocksize: int = 64, compute_dtype: torch.dtype = torch.float32):
-    """A ``train.Classifier`` on a fresh copy of MiniLM, set up for ``method``:
-    'full' (every weight trains), 'lora' (fp32 base frozen, LoRA on ``targets``), 'qlora'
-    (4-bit base, the same LoRA), 'probe' (fp32 base frozen, head only), 'qprobe' (4-bit base
-    frozen, head only). LoRA gets the same A for the same seed in 'lora' and 'qlora', so
-    the two differ only in the base weights. Returns (classifier, tokenizer)."""
-    from .encoder import load_minilm_torch
-    from .train import Classifier, freeze
-
-    if method not in METHODS:
-        raise ValueError(f"make_classifier: method must be one of {METHODS}, got {method!r}")
-    if mm is None:
-        mm = load_minilm_torch(device="cpu")
-    net = copy.deepcopy(mm.net).cpu()
-    if method in ("qlora", "qprobe"):
-        quantize_linears(net.bert, targets, quant_type, double_quant, blocksize, compute_dtype)
-    if method in ("lora", "qlora"):
-        attach_lora(net.bert, targets, r=r, alpha=alpha, seed=seed)  # before .to(): W is still float
-    elif method in ("probe", "qprobe"):
-        freeze(net)
-    clf = Classifier(net, seed=seed)
-    return to_device(clf, device), mm.tokenizer
 
 
 # ----------------------------------------------------------------------------- memory
@@ -374,112 +347,6 @@ def weight_bytes(model: nn.Module) -> dict:
             out["code tables"] += _bytes(qs.state2.code)
     out["total"] = sum(out.values())
     return out
-
-
-def _storage_key(t: torch.Tensor):
-    s = t.untyped_storage()
-    return (t.device.type, s.data_ptr(), s.nbytes())
-
-
-def step_memory(model: nn.Module, batch, lr: float = 1e-3, optimizer=None) -> dict:
-    """One training step (forward, backward, AdamW step) on ``batch`` = (ids, mask, labels),
-    with every tensor the step keeps accounted (Eq. 7.12):
-
-    weights   ``weight_bytes``;
-    saved     activations autograd saves for backward (``saved_tensors_hooks``), counted
-              once per storage and without the parameters' own storages;
-    grads     ``.grad`` of the trainable parameters after backward;
-    optimizer AdamW's state after the step (m, v, step counters);
-    transient the largest weight bitsandbytes dequantises during the step (``DequantLog``).
-    ``peak`` is their sum, an upper bound (not everything is alive at once). On CUDA the
-    allocator's own ``max_memory_allocated`` over the step is added as ``cuda_peak``, and
-    ``cuda_model_peak`` = its rise during the step + the model's weights (leftover tensors of
-    other code excluded).
-    """
-    ids, mask, y = batch
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("step_memory: the model has no trainable parameters")
-    opt = optimizer or torch.optim.AdamW(params, lr=lr)
-    own = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
-    for m in quantized_layers(model).values():
-        own.add(_storage_key(m.weight.data))
-    saved = {}
-
-    def pack(t):
-        k = _storage_key(t)
-        if k not in own:
-            saved[k] = k[2]
-        return t
-
-    cuda = next(model.parameters()).device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    log = DequantLog()
-    with log:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = nn.functional.cross_entropy(model(ids, mask), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-    opt.step()
-    out = {"weights": weight_bytes(model)["total"], "saved": sum(saved.values()),
-           "grads": sum(_bytes(p.grad) for p in params),
-           "optimizer": sum(_bytes(v) for st in opt.state.values() for v in st.values()),
-           "transient": max((c["bytes"] for c in log.calls if c["op"] == "dequantize_4bit"), default=0)}
-    out["peak"] = sum(out.values())
-    if cuda:
-        torch.cuda.synchronize()
-        out["cuda_peak"] = torch.cuda.max_memory_allocated()
-        out["cuda_before_step"] = base
-        # the model's own peak: the step's rise above what was allocated before it, plus the
-        # model's weights (so tensors left on the GPU by other code do not count)
-        out["cuda_model_peak"] = out["cuda_peak"] - base + out["weights"]
-    return out
-
-
-# ----------------------------------------------------------------------------- paging
-
-def simulate_paging(capacity: float, weights: float, grads: float, state: float,
-                    activations, page: float = 2**21) -> dict:
-    """A page-level model of a paged optimiser on one GPU (all sizes in bytes).
-
-    Per training step t: forward+backward need ``weights + grads + activations[t]`` resident;
-    the optimiser state (``state``) lives in unified memory, so the pages that no longer fit
-    are evicted to CPU RAM. The optimiser step then needs the whole state back (activations
-    freed): the evicted pages are fetched again. Without paging all four must fit at once.
-
-    Returns per-step arrays: ``oom_unpaged`` (weights+grads+state+activations > capacity),
-    ``oom_paged`` (even without any optimiser state, or the step itself, does not fit),
-    ``evicted`` and ``fetched`` (bytes moved), and ``resident_state`` at the activation peak.
-    """
-    sizes = dict(capacity=capacity, weights=weights, grads=grads, state=state, page=page)
-    for k, v in sizes.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{k} must be a finite number >= 0, got {v!r}")
-    if page <= 0:
-        raise ValueError("page must be > 0")
-    act = np.asarray(activations, dtype=np.float64)
-    if act.ndim != 1 or act.size == 0 or not np.isfinite(act).all() or (act < 0).any():
-        raise ValueError("activations must be a non-empty 1-D sequence of finite bytes >= 0")
-    pages = lambda b: np.ceil(np.asarray(b) / page)  # noqa: E731
-    cap, fixed, S = pages(capacity), pages(weights) + pages(grads), pages(state)
-    need = pages(act)
-    resident = S  # state starts on the GPU
-    evicted, fetched, res_at_peak = (np.zeros(act.size) for _ in range(3))
-    for t in range(act.size):
-        room = max(cap - fixed - need[t], 0)           # pages left for optimiser state
-        out = max(resident - room, 0)
-        resident -= out                                # page-out under activation pressure
-        res_at_peak[t] = resident
-        back = S - resident
-        resident = S                                   # page-in for the optimiser step
-        evicted[t], fetched[t] = out * page, back * page
-    return {"oom_unpaged": fixed + S + need > cap,
-            "oom_paged": (fixed + need > cap) | (fixed + S > cap),
-            "evicted": evicted, "fetched": fetched, "resident_state": res_at_peak * page}
 
 
 def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
@@ -515,48 +382,7 @@ def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
             "paged_threshold": 100_000}
 
 
-# ----------------------------------------------------------------------------- arithmetic
-
-MEMORY_PARTS = ("base 4-bit", "base 16-bit", "LoRA weights", "LoRA gradients", "Adam states",
-                "activations")
-
-
-def qlora_memory_gb(shape, r: int = 64, tokens: int = 0, unit: str = "GB") -> dict:
-    """QLoRA's training memory for a published model shape (Eqs. 0.2-0.5 and 7.9), by part:
-
-    base 4-bit      the transformer's linear weights in NF4 + DQ (``counting`` scheme 'nf4-dq');
-    base 16-bit     everything else (embeddings, untied output head, norms) kept in bf16;
-    LoRA weights    r on every linear layer (the paper's setting), bf16, 2 B/param;
-    LoRA gradients  bf16, 2 B/param;
-    Adam states     fp32 m and v, 8 B/param (the part paged optimisers page out);
-    activations     ``tokens`` × L × d × 2 B: one bf16 hidden state per layer per token, what
-                    gradient checkpointing keeps. A lower bound, left as a parameter.
-
-    Compared with ``full_16bit``: 12 B/param (fp16 weights and gradients, fp32 Adam m and v;
-    ``counting`` scheme 'fp16-adam'), activations not included."""
-    from .. import counting as C
-
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, np.integer)) or tokens < 0:
-        raise ValueError(f"tokens must be an int >= 0, got {tokens!r}")
-    if unit not in ("GB", "GiB"):
-        raise ValueError(f"unit must be 'GB' or 'GiB', got {unit!r}")
-    div = C.GB if unit == "GB" else C.GIB
-    n = C.total_params(shape)
-    parts = C.param_breakdown(shape)
-    n_lin = parts["attention"] + parts["ffn"]
-    n_lora = C.lora_params(shape, r, "all-linear")
-    out = {"base 4-bit": n_lin * C.bytes_per_param("nf4-dq") / div,
-           "base 16-bit": (n - n_lin) * 2 / div,
-           "LoRA weights": n_lora * 2 / div, "LoRA gradients": n_lora * 2 / div,
-           "Adam states": n_lora * 8 / div,
-           "activations": tokens * shape.layers * shape.hidden * 2 / div}
-    out["qlora_total"] = sum(out.values())
-    out |= {"full_16bit": C.finetune_memory_gb(n, "fp16-adam", unit),
-            "params": n, "linear_params": n_lin, "lora_params": n_lora}
-    return out
-
-
-__all__ = ["COMPUTE_DTYPES", "DequantLog", "MEMORY_PARTS", "METHODS", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",
+__all__ = ["COMPUTE_DTYPES", "DequantLog", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",
            "bnb_computed_weight", "crosscheck", "dequantized_copy", "disable_cpu_inference_repack",
-           "make_classifier", "paged_adamw_steps", "qlora_memory_gb", "quantize_linears", "quantized_layers", "read_quant_state",
-           "simulate_paging", "step_memory", "to_device", "weight_bytes"]
+           "paged_adamw_steps", "quantize_linears", "quantized_layers", "read_quant_state",
+           "to_device", "weight_bytes"]

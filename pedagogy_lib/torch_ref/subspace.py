@@ -14,7 +14,6 @@ a dense P over ~10.6M weights would need 10.6M × d numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -118,25 +117,6 @@ def subspace_lr(eta: float, d: int) -> float:
 
 
 # ---------------------------------------------------------------- chapter 01 recipe
-@dataclass(frozen=True)
-class Recipe:
-    """The VADER set-up chapter 01 and ``tests/bench/sweep_ch01.py`` share.
-
-    Training: a class-balanced subsample of ``n_train`` training words (seed 0, fixed),
-    ``epochs`` epochs of AdamW with the shared loop. Full fine-tuning uses ``full_lr``
-    (head: ``head_lr``); subspace runs use lr = η/√d with η from ``etas``.
-    Evaluation: the whole ``eval_split`` split.
-    """
-
-    n_train: int = 1024
-    epochs: int = 2
-    batch_size: int = 32
-    full_lr: float = 1e-4
-    head_lr: float = 1e-3
-    etas: tuple = (0.1, 0.3, 1.0)
-    kind: str = "sparse"
-    eval_split: str = "test"
-    data_seed: int = 0
 
 
 def subspace_names(model: nn.Module) -> list[str]:
@@ -149,49 +129,9 @@ def subspace_names(model: nn.Module) -> list[str]:
             if n.startswith("encoder.bert.encoder.") or n.startswith("head.")]
 
 
-def vader_batches(recipe: Recipe, tokenizer, device=None, split: str | None = None):
-    """(train Batches, evaluation Batches) of the VADER polarity task for ``recipe``."""
-    from ..data import polarity_task, subsample
-    from .encoder import default_device
-    from .train import Batches
-
-    device = device or default_device()
-    task = polarity_task()
-    train = subsample(task.train, recipe.n_train, seed=recipe.data_seed)
-    ev = getattr(task, split or recipe.eval_split)
-    return (Batches(tokenizer, train.tokens, train.labels, device),
-            Batches(tokenizer, ev.tokens, ev.labels, device))
 
 
-def _classifier(seed: int, device):
-    from .encoder import load_minilm_torch
-    from .train import Classifier
-
-    m = load_minilm_torch(device=device)
-    return Classifier(m.net, seed=seed), m.tokenizer
 
 
-def full_finetune(recipe: Recipe, seed: int, train, evaluate, device=None):
-    """Every parameter trainable. Returns (model, accuracy on ``evaluate``)."""
-    from .encoder import default_device
-    from .train import TrainConfig, accuracy, train_classifier
-
-    model, _ = _classifier(seed, device or default_device())
-    for p in model.parameters():
-        p.requires_grad_(True)
-    cfg = TrainConfig(lr=recipe.full_lr, head_lr=recipe.head_lr, epochs=recipe.epochs,
-                      batch_size=recipe.batch_size, seed=seed)
-    train_classifier(model, train, None, cfg)
-    return model, accuracy(model, evaluate)
 
 
-def subspace_finetune(recipe: Recipe, d: int, eta: float, seed: int, train, evaluate, device=None):
-    """Only z (d numbers) trainable; P seeded by ``seed``. Returns (SubspaceModel, accuracy)."""
-    from .encoder import default_device
-    from .train import TrainConfig, accuracy, train_classifier
-
-    model, _ = _classifier(seed, device or default_device())
-    sub = SubspaceModel(model, subspace_names(model), d, recipe.kind, seed)
-    cfg = TrainConfig(lr=subspace_lr(eta, d), epochs=recipe.epochs, batch_size=recipe.batch_size, seed=seed)
-    train_classifier(sub, train, None, cfg)
-    return sub, accuracy(sub, evaluate)

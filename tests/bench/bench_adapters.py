@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from pedagogy_lib.results import save  # noqa: E402
-from pedagogy_lib import adapters  # noqa: E402
-from pedagogy_lib.models import load_minilm  # noqa: E402
-from pedagogy_lib.torch_ref import adapters as TA  # noqa: E402
+from pedagogy_lib.results import save
+from pedagogy_lib import adapters
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+from pedagogy_lib.book.ch03.experiment import latency_variants
+from pedagogy_lib.runner import time_forward
 
 OUT = ROOT / "chapters" / "results" / "ch03_latency.json"
 M, R = 64, 8
@@ -41,12 +41,12 @@ def main():
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.manual_seed(0)
-    mm = load_minilm("torch", device=args.device)
+    mm = load_minilm_torch(device=args.device)
     cfg = mm.bert.config
-    variants = TA.latency_variants(mm.bert, m=M, r=R)
+    variants = latency_variants(mm.bert, m=M, r=R)
     settings = []
     for batch, seq_len, rounds, inner in SETTINGS:
-        res = TA.time_forward(variants, batch, seq_len, rounds=rounds, inner=inner)
+        res = time_forward(variants, batch, seq_len, rounds=rounds, inner=inner)
         clock = res.pop("clock")
         settings.append({"batch": batch, "seq_len": seq_len, "rounds": rounds, "inner": inner,
                          "models": {k: {key: round(x, 4) for key, x in v.items()} for k, v in res.items()}})

@@ -19,14 +19,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "chapters" / "results" / "ch02_latency.json"
-sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from pedagogy_lib.results import save  # noqa: E402
-from pedagogy_lib import lora, nn  # noqa: E402
-from pedagogy_lib.torch_ref import lora as tlora  # noqa: E402
+from pedagogy_lib.results import save
+from pedagogy_lib import lora, nn
+from pedagogy_lib.torch_ref import lora as tlora
 
 
 def _time(fn, inner: int) -> float:
@@ -89,12 +88,13 @@ def layer_case(backend: str, d: int, n: int, r: int, reps: int) -> dict:
 
 def model_case(reps: int) -> dict:
     """MiniLM (torch) encoding 64 VADER words: no LoRA, LoRA (q,v) unmerged, merged."""
-    from pedagogy_lib import data, models
+    from pedagogy_lib import data
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 
     words = data.subsample(data.polarity_task().test, 64, seed=0).tokens
     nets = {}
     for k in ("plain", "unmerged", "merged"):
-        m = models.load_minilm("torch", device="cpu")
+        m = load_minilm_torch(device="cpu")
         if k != "plain":
             tlora.attach_lora(m.bert, ("query", "value"), r=8, alpha=8)
             with torch.no_grad():

@@ -11,7 +11,7 @@ kernel's RSS high-water mark (/proc/self/clear_refs), then WARMUP + STEPS traini
 Reported per method:
   rss_load_peak_MB   high-water RSS above the imports while loading and quantising;
   rss_train_peak_MB  high-water RSS above the imports during training only;
-  tensor_peak_MB     qlora.step_memory's tensor accounting (weights, grads, Adam, saved
+  tensor_peak_MB     runner.step_memory's tensor accounting (weights, grads, Adam, saved
                      activations, one dequantised weight), and on CUDA the allocator's
                      max_memory_allocated (cuda_peak_MB);
   step_s             median process time of a training step.
@@ -50,12 +50,11 @@ def _reset_hwm() -> bool:
 
 
 def worker(method: str) -> dict:
-    sys.path.insert(0, str(ROOT))
     import numpy as np
     import torch
 
-    from pedagogy_lib import data
-    from pedagogy_lib.models import load_minilm
+    from pedagogy_lib import data, runner
+    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
     from pedagogy_lib.torch_ref import qlora as QL
     from pedagogy_lib.torch_ref import train as T
     from pedagogy_lib.torch_ref.encoder import default_device
@@ -66,7 +65,7 @@ def worker(method: str) -> dict:
     s = data.subsample(task.train, BATCH * (WARMUP + STEPS), 0)
     gc.collect()
     rss_imports = _status_kb("VmRSS")
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     clf, tok = QL.make_classifier(method, mm, device=device)
     del mm
     gc.collect()
@@ -76,7 +75,7 @@ def worker(method: str) -> dict:
         pass
     rss_load_peak = _status_kb("VmHWM")
     batches = T.Batches(tok, s.tokens, s.labels, device)
-    step_mem = QL.step_memory(clf, batches.batch(np.arange(BATCH)))
+    step_mem = runner.step_memory(clf, batches.batch(np.arange(BATCH)))
     reset = _reset_hwm()
     opt = torch.optim.AdamW([p for p in clf.parameters() if p.requires_grad], lr=1e-4)
     times = []
@@ -123,7 +122,6 @@ def main():
         keys.append("cuda_peak_MB")
     ratios = {k: {m: (results[m][k] / results["qlora"][k] if results[m][k] and results["qlora"][k] else None)
                   for m in METHODS} for k in keys}
-    sys.path.insert(0, str(ROOT))
     from pedagogy_lib.results import save
     from pedagogy_lib.torch_ref.qlora import bnb
     bitsandbytes = bnb()

@@ -17,9 +17,8 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from pedagogy_lib.results import save  # noqa: E402
-from pedagogy_lib import quant  # noqa: E402
+from pedagogy_lib.results import save
+from pedagogy_lib import quant
 
 SHAPE, BLOCKSIZE, REPEATS = (4096, 4096), 64, 7
 

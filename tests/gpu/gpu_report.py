@@ -11,7 +11,7 @@ Prints (and writes as JSON):
      quantiser of the fp32 weights; our dequantisation of bnb's bytes vs the weight bnb's
      4-bit matmul computes with);
   3. memory: torch.cuda.max_memory_allocated over one training step (its rise during the
-     step + the model's weights: qlora.step_memory's cuda_model_peak), full FT vs LoRA vs
+     step + the model's weights: runner.step_memory's cuda_model_peak), full FT vs LoRA vs
      QLoRA, and full FT with AdamW vs bnb's PagedAdamW (its paged states live in unified
      memory, which torch's allocator does not count).
 To record the numbers in the book, copy the JSON to chapters/results/ch07_gpu.json.
@@ -27,13 +27,12 @@ import numpy as np
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from pedagogy_lib.results import save  # noqa: E402
-from pedagogy_lib import data  # noqa: E402
-from pedagogy_lib import quant as Q  # noqa: E402
-from pedagogy_lib.models import load_minilm  # noqa: E402
-from pedagogy_lib.torch_ref import qlora as QL  # noqa: E402
-from pedagogy_lib.torch_ref import train as T  # noqa: E402
+from pedagogy_lib.results import save
+from pedagogy_lib import data, runner
+from pedagogy_lib import quant as Q
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+from pedagogy_lib.torch_ref import qlora as QL
+from pedagogy_lib.torch_ref import train as T
 
 SHAPES = [(64, 64), (384, 1536), (1536, 384), (16, 96), (128, 96), (4097,), (33, 7)]
 ODD = {(33, 7)}  # odd last dim: bnb's CPU dequantiser compiles a fallback (seconds); CUDA only
@@ -90,7 +89,7 @@ def memory(mm, task, device: str) -> dict:
     out = {}
     for method in ("full", "lora", "qlora"):
         clf, tok = QL.make_classifier(method, mm, device=device)
-        m = QL.step_memory(clf, T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32)))
+        m = runner.step_memory(clf, T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32)))
         out[method] = {"tensor_peak_MB": m["peak"] / 1e6, "weights_MB": m["weights"] / 1e6}
         if cuda:
             out[method]["cuda_peak_MB"] = m["cuda_model_peak"] / 1e6
@@ -143,7 +142,7 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_report.py: torch.cuda.is_available() is False; this report needs a CUDA GPU")
     bnb = QL.bnb()
-    mm = load_minilm("torch", device="cpu")
+    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
     fun = functional(args.device)
     print(f"1. bitsandbytes on {args.device} vs our NumPy (NF4), by shape and blocksize:")

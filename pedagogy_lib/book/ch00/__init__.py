@@ -1,0 +1,1 @@
+"""Chapter 00's room: its experiment, figures, claims and exercises."""

@@ -1,0 +1,100 @@
+"""Checkers for chapter 00's exercises. Each calls the student's function on several
+inputs (not only the one in the statement), compares with `pedagogy_lib.counting`, and
+names the likely mistake when the answer matches a known wrong formula."""
+
+from pedagogy_lib import counting as C
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed
+
+
+def _number(x, call: str) -> float:
+    if x is None:
+        raise NotYet(f"{call} returned None: did you forget `return`?")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise NotYet(f"{call} returned {type(x).__name__} {x!r:.40}; it should return a number") from None
+
+
+# ------------------------------------------------------------ 00.1 mixed-precision Adam
+
+_ADAM_SIZES = (6_738_415_616, 22_713_216, 1, 175_000_000_000, 1_234_567)
+
+
+def check_mixed_adam_gb(fn) -> None:
+    """fn(n_params) -> GB (10^9 bytes) of weights, gradients, master copy and Adam moments."""
+    for n in _ADAM_SIZES:
+        got = _number(attempt(fn, n), f"mixed_adam_gb({n:,})")
+        want = C.finetune_memory_gb(n, "mixed-adam")
+        wrong = {  # answer -> what it means
+            n * 16: "that is bytes; divide by 10**9 for GB",
+            n * 16 / 2**30: "that is GiB (2**30 bytes); the papers quote GB = 10**9 bytes",
+            n * 12 / 1e9: "12 bytes per parameter forgets the fp32 master copy of the weights",
+            n * 4 / 1e9: "4 bytes per parameter counts only fp32 weights; training also keeps "
+                         "gradients and two Adam moments",
+            n * 8 / 1e9: "8 bytes counts the Adam moments only",
+            n * 14 / 1e9: "14 bytes: Adam keeps two fp32 moments (m and v), 8 bytes together",
+        }
+        for value, hint in wrong.items():
+            if value != want and abs(float(got) - value) <= 1e-9 * max(abs(value), 1):
+                raise NotYet(f"mixed_adam_gb({n:,}) = {got:.6g}: {hint}")
+        expect_close(got, want, f"mixed_adam_gb({n:,})", rtol=1e-9, atol=0)
+    passed("00.1", f"a 7B model needs {C.finetune_memory_gb(_ADAM_SIZES[0], 'mixed-adam'):.0f} GB "
+                   "before activations")
+
+
+# ----------------------------------------------------------------- 00.2 LoRA count
+
+_TOY = C.ModelShape("toy", vocab=1000, hidden=96, layers=3, heads=4, ffn=200, max_pos=64)
+
+
+def check_lora_count(fn) -> None:
+    """fn(shape, r, targets) -> trainable LoRA parameters (eq. 0.8)."""
+    cases = [(C.ROBERTA_BASE, 8, ("query", "value")), (_TOY, 3, ("ffn_in",)),
+             (_TOY, 5, ("query", "key", "ffn_out")), (C.LLAMA_7B, 16, ("query", "ffn_down")),
+             (C.GPT3, 4, ("query", "value"))]
+    for shape, r, targets in cases:
+        call = f"lora_count({shape.name}, r={r}, targets={targets})"
+        got = _number(attempt(fn, shape, r, targets), call)
+        want = C.lora_params(shape, r, targets)
+        mats = [C.linear_shapes(shape)[t] for t in targets]
+        if got == sum(i * o for i, o in mats) * shape.layers:
+            raise NotYet(f"{call} = {got:,.0f} is the size of the full matrices; LoRA trains "
+                         "A (r×d_in) and B (d_out×r) instead")
+        if got == want // shape.layers:
+            raise NotYet(f"{call} = {got:,.0f} counts one layer; every one of the "
+                         f"{shape.layers} layers gets its own A and B")
+        if got in (shape.layers * sum(r * i for i, _ in mats), shape.layers * sum(r * o for _, o in mats)):
+            raise NotYet(f"{call} = {got:,.0f} counts only one of the two factors; add the other")
+        if got == shape.layers * sum(2 * r * i for i, _ in mats) and want != got:
+            raise NotYet(f"{call} = {got:,.0f}: 2·r·d_in assumes square matrices; use r·(d_in + d_out)")
+        expect(got.is_integer(), f"{call} returned {got!r}; a parameter count is a whole number")
+        expect(got == want, f"{call} = {got:,.0f}, expected {want:,}")
+    passed("00.2", f"RoBERTa-base, r=8 on q and v: {C.lora_params(C.ROBERTA_BASE, 8):,} parameters")
+
+
+# ---------------------------------------------------------------- 00.3 BitFit fraction
+
+def check_bitfit_fraction(fn) -> None:
+    """fn(shape) -> fraction (0..1) of parameters that are biases or LayerNorm shifts."""
+    for shape in (C.BERT_BASE, C.BERT_LARGE, _TOY, C.minilm_shape()):
+        call = f"bitfit_fraction({shape.name})"
+        got = _number(attempt(fn, shape), call)
+        total = C.total_params(shape)
+        want = C.bitfit_params(shape) / total
+        d, L = shape.hidden, shape.layers
+        wrong = {
+            100 * want: "that is a percentage; return a fraction between 0 and 1",
+            C.bitfit_params(shape): "that is a count; divide by the model's total parameters",
+            C.bitfit_params(shape, include_layernorm=False) / total:
+                "the LayerNorm shifts β are biases too; BitFit trains them",
+            (C.bitfit_params(shape) + d) / total: "the pooler is a task head; leave its bias out",
+            (C.bitfit_params(shape) + (2 * L + 1) * d) / total:
+                "LayerNorm gains γ are scales, not biases; count only β",
+            (C.bitfit_params(shape) - d) / total: "the embedding LayerNorm has a β as well",
+        }
+        for value, hint in wrong.items():
+            if abs(got - value) <= 1e-9 * max(abs(value), 1e-12):
+                raise NotYet(f"{call} = {got:.6g}: {hint}")
+        expect_close(got, want, call, rtol=1e-9, atol=0)
+    passed("00.3", f"BERT-base trains {C.pct(C.bitfit_params(C.BERT_BASE) / C.total_params(C.BERT_BASE), 3)} "
+                   "of its parameters under BitFit")

@@ -1,0 +1,1 @@
+"""Chapter 01's room: its experiment, figures, claims and exercises."""

@@ -1,0 +1,124 @@
+"""Checkers for chapter 02's exercises (LoRA). Each tries the student's function on several
+random shapes and compares it with the library, naming what is wrong and hinting why."""
+from __future__ import annotations
+
+import numpy as np
+
+from pedagogy_lib import lora, nn
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+
+SHAPES = [(2, 7, 5, 3), (1, 16, 16, 1), (3, 9, 12, 4)]  # (batch, d_in, d_out, r)
+
+
+def _layer(d_in, d_out, r, s_alpha, seed):
+    """A LoRA layer with random non-zero A and B, in float64."""
+    g = np.random.default_rng(seed)
+    layer = lora.LoRALinear(nn.Linear(d_in, d_out, rng=g, dtype=np.float64), r, s_alpha, rng=g)
+    layer.p["lora_B"] = g.standard_normal((d_out, r))
+    return layer
+
+
+def check_lora_backward(fn) -> None:
+    """fn(x, dy, W0, A, B, s) -> (dA, dB, dx) for y = x W0ᵀ + s (x Aᵀ) Bᵀ, x of shape (n, d_in)."""
+    for i, (n, d_in, d_out, r) in enumerate(SHAPES):
+        layer = _layer(d_in, d_out, r, 2.0 * r, seed=i)
+        g = np.random.default_rng(10 + i)
+        x, dy = g.standard_normal((n, d_in)), g.standard_normal((n, d_out))
+        layer(x)
+        dx = layer.backward(dy)
+        out = attempt(fn, x.copy(), dy.copy(), layer.base_layer.p["weight"].copy(), layer.p["lora_A"].copy(),
+                      layer.p["lora_B"].copy(), layer.scaling)
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise NotYet("return a tuple (dA, dB, dx)")
+        dA, dB, dx_s = out
+        expect_shape(dA, (r, d_in), "dA (it has A's shape, (r, d_in))")
+        expect_shape(dB, (d_out, r), "dB (it has B's shape, (d_out, r))")
+        expect_shape(dx_s, (n, d_in), "dx")
+        expect_close(dB, layer.g["lora_B"], "dB = s·dyᵀ(x Aᵀ)", rtol=1e-9, atol=1e-12)
+        expect_close(dA, layer.g["lora_A"], "dA = s·(dy B)ᵀ x  (did you forget s, or B?)", rtol=1e-9, atol=1e-12)
+        expect_close(dx_s, dx, "dx = dy W₀ + s·(dy B) A  (both paths reach x)", rtol=1e-9, atol=1e-12)
+    passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes")
+
+
+def check_unmerge(fn) -> None:
+    """fn(W_merged, A, B, s) -> W0, without changing W_merged."""
+    for i, (_, d_in, d_out, r) in enumerate(SHAPES):
+        layer = _layer(d_in, d_out, r, 4.0, seed=20 + i)
+        W0 = layer.base_layer.p["weight"].copy()
+        layer.merge()
+        W_merged = layer.base_layer.p["weight"].copy()
+        got = attempt(fn, W_merged, layer.p["lora_A"].copy(), layer.p["lora_B"].copy(), layer.scaling)
+        expect_shape(got, W0.shape, "the unmerged weight")
+        expect(np.array_equal(W_merged, layer.base_layer.p["weight"]),
+               "your function changed W_merged in place: return a new array (W_merged - ...)")
+        expect_close(got, W0, "W₀ = W_merged − s·B A", rtol=1e-12, atol=1e-12)
+    passed("02.2 unmerge", "W₀ recovered to rounding on 3 shapes")
+
+
+def check_lora_count(fn) -> None:
+    """fn(d_in, d_out, r) -> (trainable LoRA parameters, fraction of the d_out×d_in matrix)."""
+    for d_in, d_out, r in ((4096, 4096, 8), (4096, 11008, 16), (384, 1536, 1), (768, 768, 8)):
+        out = attempt(fn, d_in, d_out, r)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise NotYet("return a tuple (count, fraction)")
+        count, frac = out
+        want = r * (d_in + d_out)
+        expect(int(count) == want and float(count) == count,
+               f"for d_in={d_in}, d_out={d_out}, r={r} the count should be an integer; got {count} "
+               f"(hint: A is r×d_in and B is d_out×r)")
+        expect_close(frac, want / (d_in * d_out), f"the fraction for {d_in}×{d_out}, r={r}", rtol=1e-9)
+    passed("02.3 counting", f"r=8 on a 4096×4096 matrix trains {8 * 8192:,} parameters, "
+                            f"{100 * 8 * 8192 / 4096 ** 2:.3f}% of it")
+
+
+def check_pissa_init(fn) -> None:
+    """fn(W, r, s) -> (A, B, W_res) with s·B A the best rank-r approximation of W and W_res = W − s·B A."""
+    for i, (_, d_in, d_out, r) in enumerate(SHAPES):
+        W = np.random.default_rng(30 + i).standard_normal((d_out, d_in))
+        s = 2.0 / r
+        out = attempt(fn, W.copy(), r, s)
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise NotYet("return a tuple (A, B, W_res)")
+        A, B, W_res = out
+        expect_shape(A, (r, d_in), "A")
+        expect_shape(B, (d_out, r), "B")
+        expect_shape(W_res, W.shape, "W_res")
+        U, S, Vt = np.linalg.svd(W, full_matrices=False)
+        best = (U[:, :r] * S[:r]) @ Vt[:r]
+        expect_close(s * (np.asarray(B) @ np.asarray(A)), best,
+                     "s·B A (it should be the rank-r SVD truncation U_r Σ_r V_rᵀ; did you divide Σ by s?)",
+                     rtol=1e-8, atol=1e-10)
+        expect_close(W_res, W - best, "W_res = W − s·B A", rtol=1e-8, atol=1e-10)
+        AtA = np.asarray(A) @ np.asarray(A).T
+        expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
+                     "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
+    passed("02.4 PiSSA init", "s·BA is the best rank-r approximation and W_res + s·BA = W")
+
+
+def check_target_match(fn) -> None:
+    """fn(path, targets) -> bool with peft's rule: a list matches path == t or path ending in '.t';
+    a string is a regular expression that must match the whole path."""
+    cases = [
+        ("encoder.layer.0.attention.self.query", ["query", "value"], True),
+        ("encoder.layer.0.attention.self.query", ["uery"], False),
+        ("encoder.layer.0.attention.self.query", ["self.query"], True),
+        ("encoder.layer.0.attention.output.dense", ["output.dense"], True),
+        ("encoder.layer.0.output.dense", ["attention.output.dense"], False),
+        ("query", ["query"], True),
+        ("encoder.layer.3.output.dense", r"encoder\.layer\.\d+\.output\.dense", True),
+        ("encoder.layer.3.attention.output.dense", r"encoder\.layer\.\d+\.output\.dense", False),
+        ("encoder.layer.3.attention.self.query", r"query", False),   # full match, not search
+    ]
+    for path, targets, want in cases:
+        got = attempt(fn, path, targets)
+        expect(isinstance(got, (bool, np.bool_)) or got in (0, 1) or got is None,
+               f"return True or False, got {type(got).__name__}")
+        expect(bool(got) == want, f"{path!r} with targets {targets!r} should give {want}, got {bool(got)}"
+               + (" (a list entry must match a whole dotted component: compare with '.' + name)" if not want
+                  and not isinstance(targets, str) else "")
+               + (" (a string is a regex that must match the WHOLE path: re.fullmatch)"
+                  if isinstance(targets, str) else ""))
+    passed("02.5 peft targeting", f"{len(cases)} paths matched like peft")
+
+
+__all__ = ["check_lora_backward", "check_lora_count", "check_pissa_init", "check_target_match", "check_unmerge"]

@@ -1,0 +1,137 @@
+"""Chapter 02 figures: the α/r vs α/√r toy, and the learning-rate, placement and rank sweeps.
+
+The sweep figures read ``chapters/results/ch02_sweeps.json`` (written by
+``python -m pedagogy_lib.book.ch02.experiment``) unless the chapter passes the data it already loaded.
+"""
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from pedagogy_lib.book.ch02 import experiment as E
+from pedagogy_lib.results import mean_sd
+from pedagogy_lib.book.figures import register
+
+# The LoRA paper's GPT-3 175B studies (Hu et al. 2021, Tables 5 and 6; paper-numbers.md A1 ✔).
+PAPER_TABLE5 = {  # weights adapted: (r, WikiSQL, MNLI), all at 18M trainable parameters
+    "W_q": (8, 70.4, 91.0), "W_k": (8, 70.0, 90.8), "W_v": (8, 73.0, 91.0), "W_o": (8, 73.2, 91.3),
+    "W_q,W_k": (4, 71.4, 91.3), "W_q,W_v": (4, 73.7, 91.3), "W_q,W_k,W_v,W_o": (2, 73.7, 91.7)}
+PAPER_TABLE6 = {"r": [1, 2, 4, 8, 64], "WikiSQL": [73.4, 73.3, 73.7, 73.8, 73.5],
+                "MNLI": [91.3, 91.4, 91.3, 91.6, 91.4]}
+
+
+PLACEMENT_ORDER = ("q", "v", "q,v", "q,k,v,o", "FFN only", "all linear")
+
+
+# ----------------------------------------------------------------------------- the toy
+LABELS = {"alpha_over_r": "s = α/r (LoRA)", "rslora": "s = α/√r (rsLoRA)"}
+
+
+@register("02_scaling")
+def scaling(data=None):
+    data = E.scaling_study() if data is None else data
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    for name, rows in data.items():
+        r = [x["r"] for x in rows]
+        a.plot(r, [x["step1_delta_norm"] for x in rows], "o-", label=LABELS[name])
+        b.plot(r, [x["loss_end"] / x["loss0"] for x in rows], "o-", label=LABELS[name])
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("rank r (α = 8 fixed, same learning rate)")
+        ax.legend()
+    a.set_yscale("log")
+    a.set_ylabel("‖ΔW‖_F after one Adam step")
+    b.set_ylabel("loss after 200 steps / initial loss")
+    b.set_yscale("log")
+    a.set_title("step size vs rank")
+    b.set_title("how far 200 steps get")
+    return fig
+
+
+# ----------------------------------------------------------------------------- the sweeps
+@register("02_lr")
+def lr_sensitivity(doc=None):
+    doc = E.load_sweeps() if doc is None else doc
+    sweep = doc["summary"]["lr_sweep"]
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.subplots()
+    names = {"probe": "frozen probe (x = the head's lr)", "lora": "LoRA q,v r=8 α=8", "full": "full fine-tuning"}
+    for m, rows in sweep.items():
+        lrs = sorted(rows, key=float)
+        stats = [mean_sd(rows[k]["val_acc"]) for k in lrs]
+        ax.errorbar([float(k) for k in lrs], [s[0] for s in stats], [s[1] for s in stats],
+                    marker="o", capsize=3, label=names[m])
+    ax.axvspan(1e-4, 5e-4, color="0.85", label="article: 1e-4 … 5e-4")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (encoder; head at %g)" % doc["config"]["head_lr"])
+    ax.set_ylabel("validation accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title(f"VADER polarity, {doc['config']['n_train']} words, {len(doc['config']['seeds'])} seeds (mean ± sd)")
+    return fig
+
+
+@register("02_placement")
+def placement(doc=None):
+    doc = E.load_sweeps() if doc is None else doc
+    s = doc["summary"]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
+    a = fig.add_subplot(grid[:, 0])
+    names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
+    stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
+    labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
+    a.bar(range(len(names)), [100 * m for m, _ in stats], yerr=[100 * e for _, e in stats], capsize=3,
+          color=["C0" if k != "q,v" else "C1" for k in names])
+    for k in ("q,k,v,o", "all linear"):
+        m, e = mean_sd(s["same_rank"][k]["test_acc"])
+        a.errorbar([names.index(k) + 0.3], [100 * m], [100 * e], fmt="D", color="k", capsize=3,
+                   label="same rank r=8 (more parameters)" if k == "q,k,v,o" else None)
+    a.set_xticks(range(len(names)), labels, fontsize=8)
+    a.set_ylim(min(100 * m for m, _ in stats) - 3, None)
+    a.set_ylabel("test accuracy (%)")
+    a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each")
+    a.legend(fontsize=8, loc="lower right")
+    keys = list(PAPER_TABLE5)
+    short = [k.replace("W_", "") + f"\nr={PAPER_TABLE5[k][0]}" for k in keys]
+    top = fig.add_subplot(grid[0, 1])
+    bottom = fig.add_subplot(grid[1, 1], sharex=top)
+    for ax, col, name, color in ((top, 1, "WikiSQL", "C2"), (bottom, 2, "MNLI", "C3")):
+        vals = [PAPER_TABLE5[k][col] for k in keys]
+        ax.bar(range(len(keys)), vals, color=color)
+        ax.set_ylim(min(vals) - 1, max(vals) + 0.5)
+        ax.set_ylabel(name, fontsize=9)
+    top.set_title("LoRA paper, Table 5: GPT-3, 18M parameters")
+    top.tick_params(labelbottom=False)
+    bottom.set_xticks(range(len(keys)), short, fontsize=8)
+    return fig
+
+
+@register("02_rank")
+def rank(doc=None):
+    doc = E.load_sweeps() if doc is None else doc
+    s = doc["summary"]["rank"]
+    fig = Figure(figsize=(12, 3.5), layout="constrained")
+    a, b, c = fig.subplots(1, 3)
+    for name, rows in s.items():
+        rs = sorted(rows, key=int)
+        stats = [mean_sd(rows[k]["test_acc"]) for k in rs]
+        a.errorbar([int(k) for k in rs], [100 * m for m, _ in stats], [100 * e for _, e in stats],
+                   marker="o", capsize=3, label=LABELS[name])
+        b.plot([int(k) for k in rs], [rows[k]["delta_norm"] for k in rs], "o-", label=LABELS[name])
+    a.set_ylabel("test accuracy (%)")
+    a.set_title("MiniLM, VADER, LoRA on q,v, α = 8")
+    b.set_ylabel("mean ‖s·BA‖_F after training")
+    b.set_ylim(0, None)
+    b.set_title("how far the adapters moved")
+    for ax in (a, b):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("rank r")
+        ax.legend(fontsize=8)
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["WikiSQL"], "o-", label="WikiSQL")
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["MNLI"], "o-", label="MNLI")
+    c.set_xscale("log", base=2)
+    c.set_xlabel("rank r")
+    c.set_ylabel("accuracy (%)")
+    c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
+    c.legend(fontsize=8)
+    return fig

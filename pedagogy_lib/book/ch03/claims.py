@@ -1,0 +1,207 @@
+"""The article's adapter claims (chapter 03), each with a value computed here and a verdict.
+
+``claims(results)`` takes what the chapter measured ({"latency": …, "accuracy": …,
+"identity": …}); with ``None`` it loads the saved results JSON files and recomputes the
+rest (counts, the identity check) in well under a second.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import statistics
+
+from pedagogy_lib import adapters as A
+from pedagogy_lib import counting as C
+from pedagogy_lib.book.ch03.experiment import identity_deviation, load_results
+from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+
+SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
+# LoRA paper Table 2 (✔, paper-numbers A1): (adapter params, LoRA params at the same model)
+LORA_T2_RATIOS = {"RoB-base AdptD 0.3M": (0.3, 0.3), "RoB-base AdptD 0.9M": (0.9, 0.3),
+                  "RoB-large AdptP 3.0M": (3.0, 0.8), "RoB-large AdptP 0.8M": (0.8, 0.8),
+                  "RoB-large AdptH 6.0M": (6.0, 0.8), "RoB-large AdptH 0.8M": (0.8, 0.8)}
+# LoRA paper Table 2 GLUE averages (✔): each adapter row and the LoRA row it compares with
+# († rows were run in Houlsby's setting and compare with LoRA†)
+LORA_T2_AVG = {"RoB-base AdptD 0.3M": (84.4, 87.2), "RoB-base AdptD 0.9M": (85.4, 87.2),
+               "RoB-large AdptP 3.0M": (88.4, 88.6), "RoB-large AdptP 0.8M": (87.9, 88.6),
+               "RoB-large AdptH 6.0M": (87.8, 88.6), "RoB-large AdptH 0.8M": (86.4, 88.6)}
+# LoRA Table 1 ◐: batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
+LORA_T1_MS = {"none": 19.8, "AdapterL": 23.9, "AdapterH": 25.8}
+
+
+
+
+
+
+CLAIMS = Claims("03")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def latency_summary(lat: dict) -> dict:
+    """Overheads by setting: {(batch, seq_len): {variant: ratio − 1}}, and the FLOP bound."""
+    rows = {(s["batch"], s["seq_len"]): {k: v["ratio"] - 1 for k, v in s["models"].items() if k != "none"}
+            for s in lat["settings"]}
+    return {"rows": rows, "flops": lat["flop_overhead"]}
+
+
+def accuracy_of(acc: dict, name: str) -> tuple[float, float]:
+    r = acc["results"][name]
+    return r["test_mean"], r["test_std"]
+
+
+def context(results: dict | None = None) -> SimpleNamespace:
+    """The stored latency and accuracy results (or the chapter's), and the identity check."""
+    res = load_results() if results is None else dict(results)
+    if "latency" not in res or "accuracy" not in res:
+        res = {**load_results(), **res}
+    return SimpleNamespace(ident=res.get("identity") or identity_deviation(), acc=res["accuracy"],
+                           lat=latency_summary(res["latency"]), device=res["latency"]["device"])
+
+
+@CLAIMS.rule("ch03-identity-init", "Initialising W_up near zero makes the adapter block start as the identity.",
+             published="block ≈ identity at init", source="Houlsby et al. 2019, §2.1")
+def _identity(c):
+    ident = c.ident
+    ok = ident["exact"] == 0.0 and ident["near"] < 100 * ident["init_scale"]
+    return ("holds" if ok else "wrong",
+            f"max |Adapter(h) − h| = {ident['exact']:.1g} with W_up = 0, "
+            f"{ident['near']:.1e} with W_up ~ N(0, {ident['init_scale']:g}²)")
+
+
+def _versus_lora(acc) -> SimpleNamespace:
+    """LoRA's accuracy; the best adapter at about LoRA's count; the adapter nearest 4× LoRA's
+    count, and LoRA minus it with the standard error of the difference of the two means."""
+    n_lora = acc["results"]["LoRA r=8 (q,v)"]["trainable"]
+    a_lora, s_lora = accuracy_of(acc, "LoRA r=8 (q,v)")
+    k_lora = len(acc["results"]["LoRA r=8 (q,v)"].get("test_by_seed") or acc.get("config", {}).get("seeds", [0]))
+    ratio_of = {n: r["trainable"] / n_lora for n, r in acc["results"].items() if r["kind"] != "lora"}
+    best = max([n for n, q in ratio_of.items() if q < 1.5], key=lambda n: accuracy_of(acc, n)[0])
+    near4 = min(ratio_of, key=lambda n: abs(ratio_of[n] - 4))  # the adapter closest to 4× LoRA's count
+    a4, s4 = accuracy_of(acc, near4)
+    k4 = min(k_lora, len(acc["results"][near4].get("test_by_seed") or [0] * k_lora))
+    return SimpleNamespace(a_lora=a_lora, s_lora=s_lora, best=best, a_best=accuracy_of(acc, best)[0],
+                           near4=near4, ratio4=ratio_of[near4], a4=a4, s4=s4, k4=k4, gap4=a_lora - a4,
+                           se4=(s_lora ** 2 + s4 ** 2) ** 0.5 / max(k4, 1) ** 0.5)
+
+
+_T2 = {k: a / b for k, (a, b) in LORA_T2_RATIOS.items()}
+_T2_GAPS = [b - a for a, b in LORA_T2_AVG.values()]
+
+
+@CLAIMS.rule("ch03-4x-lora", "Adapters match LoRA's quality at ~4× the trainable parameters.",
+             published=f"LoRA Table 2 adapter/LoRA counts {min(_T2.values()):.1f}×–{max(_T2.values()):.1f}× (median "
+                       f"{statistics.median(_T2.values()):.1f}×); adapters {min(_T2_GAPS):.1f}–{max(_T2_GAPS):.1f} "
+                       "GLUE points below LoRA",
+             source="LoRA paper Table 2 (✔)")
+def _four_x(c):
+    rb = C.ROBERTA_BASE
+    lora = C.lora_params(rb, 8)
+    h64, p48 = C.adapter_params(rb, 64, "houlsby"), C.adapter_params(rb, 48, "pfeiffer")
+    v = _versus_lora(c.acc)
+    # "match" = LoRA − adapter ≤ 2 s.e. (of a difference of two means over k seeds)
+    matches = v.gap4 <= 2 * v.se4
+    clearly_below = v.gap4 > 2 * v.se4 and v.gap4 > 0.01
+    verdict = ("wrong" if not min(_T2.values()) <= 4 <= max(_T2.values()) else
+               "holds" if matches else "wrong" if clearly_below else "approximately")
+    return verdict, (
+        f"the ratio is a choice: Houlsby/LoRA(q,v) = m/r (Pfeiffer m/2r), e.g. RoBERTa-base "
+        f"Houlsby m=64 vs LoRA r=8: {h64 / lora:.1f}×, Pfeiffer m=48: {p48 / lora:.1f}×. VADER: LoRA "
+        f"{100 * v.a_lora:.1f}% (sd {100 * v.s_lora:.1f}); {v.near4} at {v.ratio4:.1f}× "
+        f"{100 * v.a4:.1f}% (sd {100 * v.s4:.1f}): LoRA − it {100 * v.gap4:+.2f} ± {100 * v.se4:.2f} points (s.e., "
+        f"{v.k4} seeds), "
+        + ("a match within 2 s.e." if matches else
+           "below LoRA by more than 2 s.e. and 1 point" if clearly_below else
+           "below by more than 2 s.e. but under 1 point")
+        + f"; best at ≈1× ({v.best}) {100 * v.a_best:.1f}%")
+
+
+@CLAIMS.rule("ch03-storage-2md", "Adapter per-task storage is ~2md per layer.",
+             published="~2md per layer", source="the article's side-by-side table")
+def _storage(c):
+    d, m = 768, 64
+    per_layer = {k: A.adapter_params(d, m, k, 1) for k in ("pfeiffer", "parallel", "houlsby")}
+    one = per_layer["pfeiffer"]  # one adapter: 2md + m + d
+    rel, rel_h = one / (2 * m * d), per_layer["houlsby"] / (2 * m * d)
+    # per adapter: within 5% of 2md holds, within 25% ("~") approximately
+    verdict = "holds" if abs(rel - 1) <= 0.05 else ("approximately" if abs(rel - 1) <= 0.25 else "wrong")
+    return verdict, (f"one adapter: 2md + m + d = {one:,} at d={d}, m={m}, {rel:.4f}× 2md; per layer Pfeiffer "
+                     f"{per_layer['pfeiffer'] / one:.0f}, parallel {per_layer['parallel'] / one:.0f}, Houlsby "
+                     f"{per_layer['houlsby'] / one:.0f} adapter(s): Houlsby {per_layer['houlsby']:,} = {rel_h:.2f}× 2md"
+                     + (f" (~{2 * round(rel_h)}md per layer)" if round(rel_h) > 1 else ""))
+
+
+_T1 = {k: 100 * (v / LORA_T1_MS["none"] - 1) for k, v in LORA_T1_MS.items()}
+
+
+@CLAIMS.rule("ch03-latency", "Adapters add 1–3% latency per block; parallel adapters under 1%.",
+             published=f"whole model at batch 1: AdapterH +{_T1['AdapterH']:.0f}%, AdapterL +{_T1['AdapterL']:.0f}%; "
+                       "no published number for parallel adapters", source=SOURCE_T1)
+def _latency(c):
+    # merged LoRA does the base model's work: its distance from 0 is the noise floor
+    rows = c.lat["rows"]
+    noise = max(abs(r.get("LoRA merged", 0.0)) for r in rows.values())
+    big = max(rows, key=lambda k: k[0] * k[1])
+    worst_b1 = max(rows[k]["houlsby"] for k in rows if k[0] == 1)
+    h_big, p_big, par_big = rows[big]["houlsby"], rows[big]["pfeiffer"], rows[big]["parallel"]
+    flop_h = c.lat["flops"]["houlsby"][str(big[1])]
+    if all(r["houlsby"] <= 0.03 + noise and r["parallel"] < 0.01 + noise for r in rows.values()):
+        verdict = "holds"
+    else:  # approximately: true of the FLOPs at large batch only
+        verdict = "approximately" if h_big <= max(0.03, flop_h) + noise else "wrong"
+    return verdict, (f"MiniLM m=64, {c.device}, noise floor ±{100 * noise:.1f}% (merged LoRA): "
+                     f"Houlsby {_pct(worst_b1)} at batch 1 (worst), {_pct(h_big)} at batch {big[0]}×{big[1]} "
+                     f"(FLOP share {100 * flop_h:.1f}%), Pfeiffer {_pct(p_big)}, parallel {_pct(par_big)} there "
+                     f"(eager PyTorch runs it after the FFN, not beside it); BERT-base m=64 FLOP share "
+                     f"{100 * A.flop_overhead(768, 3072, 64, 'houlsby', 128):.1f}%")
+
+
+@CLAIMS.rule("ch03-pfeiffer-half", "Pfeiffer adapters keep most of the quality at half the parameters.",
+             published="RoBERTa-large: AdptP 3.0M 88.4 vs AdptH 6.0M 87.8; AdptP 0.8M 87.9 vs AdptH 0.8M 86.4",
+             source="LoRA paper Table 2 (✔)")
+def _pfeiffer_half(c):
+    acc = c.acc
+    ratio = A.adapter_params(768, 64, "pfeiffer", 12) / A.adapter_params(768, 64, "houlsby", 12)
+    pairs = [(f"Pfeiffer m={k}", f"Houlsby m={k}") for k in (16, 64)
+             if f"Pfeiffer m={k}" in acc["results"] and f"Houlsby m={k}" in acc["results"]]
+    gaps = [accuracy_of(acc, h)[0] - accuracy_of(acc, p)[0] for p, h in pairs]
+    worst = max(gaps)
+    verdict = "holds" if ratio == 0.5 and worst <= 0.01 else ("approximately" if worst <= 0.02 else "wrong")
+    return verdict, (f"parameters exactly {ratio:g}× Houlsby's at the same m; VADER accuracy Houlsby − Pfeiffer: "
+                     + ", ".join(f"{p.split()[1]}: {100 * g:+.1f} points" for (p, _), g in zip(pairs, gaps)))
+
+
+@CLAIMS.rule("ch03-houlsby-2.1pct", "Houlsby adapters with m=64 train 2.1% of BERT-large per task.",
+             published="2.1% (m=64), 3.6% (m chosen per task from 8–256)", source="Houlsby et al. 2019, Table 1 (✔)")
+def _houlsby_share(c):
+    bl = C.BERT_LARGE
+    h64_large = C.adapter_params(bl, 64, "houlsby")
+    ln_large = bl.layers * 2 * 2 * bl.hidden  # Houlsby et al. also train the LayerNorms
+    f_h = (h64_large + ln_large) / C.PUBLISHED_TOTAL["BERT-large"]
+    return ("approximately" if abs(100 * f_h - 2.1) <= 0.3 else "wrong",
+            f"{h64_large:,} adapter + {ln_large:,} LayerNorm parameters = {100 * f_h:.2f}% of 340M")
+
+
+@CLAIMS.rule("ch03-adapterhub-pfeiffer", "AdapterHub's Pfeiffer config (reduction 16) trains 0.81% of BERT-base.",
+             published="≈0.89M, 0.81%", source="AdapterHub SeqBnConfig (paper-numbers A3, calc)")
+def _adapterhub(c):
+    bb = C.BERT_BASE
+    p_hub = C.adapter_params(bb, bb.hidden // 16, "pfeiffer")
+    f_p = C.fraction(p_hub, bb)
+    return ("holds" if abs(100 * f_p - 0.81) < 0.01 else "wrong",
+            f"m = 768/16 = 48: {p_hub:,} = {100 * f_p:.3f}% of {C.total_params(bb):,}")
+
+
+@CLAIMS.rule("ch03-encoders", "Adapters are best for encoder models (BERT); LoRA for generative ones.",
+             published="GPT-3: AdapterH 40.1M 73.2 vs LoRA 4.7M 73.4 WikiSQL (adapters close on a decoder too)",
+             source="LoRA paper Table 4 (✔)")
+def _encoders(c):
+    v = _versus_lora(c.acc)
+    return "untestable-here", (f"we have one encoder: at about LoRA's count, {v.best} scores {100 * v.a_best:.1f}% "
+                               f"vs LoRA {100 * v.a_lora:.1f}% on VADER; no decoder here to compare")
+
+
+def claims(results: dict | None = None) -> list[dict]:
+    return CLAIMS.judge(context(results))

@@ -1,0 +1,123 @@
+"""Chapter 03's experiment: adapters (Houlsby, Pfeiffer, parallel) vs LoRA (q,v) on VADER polarity.
+
+Run:  python -m pedagogy_lib.book.ch03.experiment   (``make sweeps``; about 10 CPU-minutes)
+Writes chapters/results/ch03_accuracy.json.
+
+Protocol (``runner.protocol``): every arm trains with the book's one loop on a class-balanced
+subsample of 1,024 training words, 3 epochs, head learning rate 1e-3. Each arm's learning rate
+is chosen from its grid by validation accuracy (seed 0, the whole validation split); then each
+seed (a new subsample, a new head and adapter init, a new order) is scored on the whole test split.
+``latency_variants`` builds the networks chapter 03 and ``bench_adapters`` time.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+
+import numpy as np
+import torch
+from torch import nn
+
+from pedagogy_lib import adapters, counting, data, runner
+from pedagogy_lib import results as R
+from pedagogy_lib.adapters import PLACEMENTS
+from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.torch_ref import adapters as TA
+from pedagogy_lib.torch_ref import lora as TL
+
+OUT = R.RESULTS / "ch03_accuracy.json"
+LRS = (1e-3, 3e-3, 1e-2)
+BUDGET = runner.Budget(n_train=1024, n_eval=None, epochs=3, batch_size=32, seeds=(0, 1, 2), head_lr=1e-3,
+                       resample=True)
+# Sizes chosen so that the first four have about LoRA r=8 (q,v)'s count; the others are the
+# usual settings (Houlsby m=64) and the same m in two placements.
+ARMS = arms(Arm("LoRA r=8 (q,v)", "lora", {"r": 8, "alpha": 8}, LRS),
+            *[Arm(f"{label} m={m}", kind, {"m": m}, LRS)
+              for label, kind, m in (("Houlsby", "houlsby", 8), ("Pfeiffer", "pfeiffer", 16),
+                                     ("parallel", "parallel", 16), ("Houlsby", "houlsby", 16),
+                                     ("Houlsby", "houlsby", 64), ("Pfeiffer", "pfeiffer", 64))])
+
+
+# ---------------------------------------------------------- stored results, checks
+def load(name: str) -> dict:
+    """A chapter-03 results file, e.g. load("ch03_latency")."""
+    return R.load(name, "python -m pedagogy_lib.book.ch03.experiment or bench_adapters.py")
+
+
+def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
+    """Adapter counts (Eq. 3.4) per placement and m, and LoRA (q,v) counts, for MiniLM."""
+    s = counting.minilm_shape()
+    return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
+            "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]
+                         for p in adapters.PLACEMENTS},
+            "lora": {r: counting.lora_params(s, r) for r in ranks}}
+
+
+def load_results() -> dict:
+    """{"latency": ch03_latency.json, "accuracy": ch03_accuracy.json}."""
+    return {key: load(f"ch03_{key}") for key in ("latency", "accuracy")}
+
+
+def identity_deviation(d: int = 384, m: int = 64, init_scale: float = 1e-3, seed: int = 0) -> dict:
+    """max |Adapter(h) − h| at init for h ~ N(0, 1), with W_up = 0 and W_up ~ N(0, init_scale²)."""
+    h = np.random.default_rng(seed).standard_normal((64, d))
+    exact = adapters.Adapter(d, m, init_scale=0.0, rng=np.random.default_rng(seed))
+    near = adapters.Adapter(d, m, init_scale=init_scale, rng=np.random.default_rng(seed))
+    return {"exact": float(np.abs(exact(h) - h).max()), "near": float(np.abs(near(h) - h).max()),
+            "init_scale": init_scale}
+
+
+# ------------------------------------------------------------------ the sweep
+def _row(arm: Arm, found: dict) -> dict:
+    test = [round(r["test_acc"], 6) for r in found["runs"]]
+    return {"kind": "lora" if arm.method == "lora" else arm.method, "size": arm.opts.get("r", arm.opts.get("m")),
+            "trainable": found["runs"][-1]["trainable"],
+            "val_by_lr": {f"{t['lr']:g}": round(t["val_acc"], 6) for t in found["trials"]},
+            "lr": found["runs"][0]["lr"], "test_by_seed": test, "test_mean": round(float(np.mean(test)), 6),
+            "test_std": round(float(np.std(test, ddof=1)), 6)}
+
+
+def main(jobs: int = 1):
+    task = data.polarity_task()
+    found = runner.protocol(ARMS.values(), task, BUDGET, jobs=jobs)
+    out = {
+        "config": {"n_train": BUDGET.n_train, "epochs": BUDGET.epochs, "batch_size": BUDGET.batch_size,
+                   "head_lr": BUDGET.head_lr, "lrs": list(LRS), "seeds": list(BUDGET.seeds), "schedule": "linear",
+                   "warmup": 0.06, "n_val": len(task.val), "n_test": len(task.test),
+                   "task": "VADER polarity, threshold 0.6"},
+        "results": {label: _row(arm, found[label]) for label, arm in ARMS.items()},
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
+    }
+    print(f"wrote {R.save(out, OUT)}")
+
+
+def latency_variants(bert: nn.Module, m: int = 64, r: int = 8, seed: int = 0) -> dict[str, nn.Module]:
+    """Copies of one torch encoder, ready to time: no adapter, each placement with bottleneck
+    m, and LoRA (q,v) of rank r unmerged and merged (merged, then unwrapped to plain
+    Linears, as ``merge_and_unload`` leaves it). Adapter and B weights are small but nonzero.
+    """
+    out = {"none": copy.deepcopy(bert)}
+    for placement in PLACEMENTS:
+        b = copy.deepcopy(bert)
+        TA.attach_adapters(b, placement, m, init_scale=1e-2, seed=seed)
+        out[placement] = b
+    lora = copy.deepcopy(bert)
+    TL.attach_lora(lora, ("query", "value"), r=r, alpha=r, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in TL.lora_layers(lora).values():
+            layer.lora_B.copy_(1e-2 * torch.randn(layer.lora_B.shape, generator=gen))
+    merged = copy.deepcopy(lora)
+    TL.merge_all(merged)
+    for path, layer in TL.lora_layers(merged).items():
+        merged.set_submodule(path, layer.base_layer)  # W₀ + sBA is now just a Linear
+    out["LoRA unmerged"], out["LoRA merged"] = lora, merged
+    for model in out.values():
+        model.eval().requires_grad_(False)
+    return out
+
+
+
+
+if __name__ == "__main__":
+    main()

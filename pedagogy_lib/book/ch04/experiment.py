@@ -1,0 +1,249 @@
+"""Chapter 04 sweep: prefix-tuning on VADER polarity, trained directly vs through the MLP.
+
+Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch04.experiment
+Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
+
+Protocol (the same loop and budget as chapter 03's sweep): the book's training loop
+(torch_ref.train) on a class-balanced subsample of N_TRAIN training words, EPOCHS epochs,
+batch 32, head learning rate HEAD_LR.  Each run is scored on the whole validation and
+test splits, and its per-step training loss is kept.
+
+1. Learning-rate grid at m = M_GRID, every seed: direct prefix (P_k, P_v trained as they
+   are, N(0, 1) init as in peft / P-Tuning v2) and the MLP reparameterisation (hidden
+   size HIDDEN, shared by all layers).  The rate with the best mean validation accuracy
+   is each arm's rate from then on.  Seeds differ in subsample, prefix init, head init
+   and order, so the spread over seeds is the spread a user would see.
+2. Prefix length m in LENGTHS, both arms, every seed, at the chosen rates.
+3. LoRA r=8 on (query, value), alpha = 8, on the same protocol (rate from LORA_LRS by
+   mean validation accuracy), for the "prefix lags LoRA" claim.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+
+import numpy as np
+import torch
+
+from pedagogy_lib import data
+from pedagogy_lib.results import save_runs
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+from pedagogy_lib.torch_ref import lora as TL
+from pedagogy_lib.torch_ref import prefix as TP
+from pedagogy_lib.torch_ref import train as T
+from pedagogy_lib import prefix as px
+from pedagogy_lib import results as R
+from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
+from pedagogy_lib.results import SMOOTH, mean_sd, smooth
+
+RESULTS = R.RESULTS
+OUT = RESULTS / "ch04_prefix.json"
+N_TRAIN, EPOCHS, BATCH, HEAD_LR = 1024, 3, 32, 1e-3
+SEEDS = (0, 1, 2)
+HIDDEN = 512                      # Li & Liang's MLP width
+M_GRID = 10
+LRS = {"direct": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "mlp": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+       "lora": (3e-4, 1e-3, 3e-3)}
+LENGTHS = (1, 5, 10, 20, 50)
+
+
+# ------------------------------------------------------- stored results, analysis
+PATH = RESULTS / "ch04_prefix.json"
+
+
+ARMS = ("direct", "mlp")
+
+
+COLLAPSED = 0.6  # a final loss above this never left the majority-class guess (ln 2 ≈ 0.69)
+
+
+def load_results(path=None) -> dict:
+    return R.load(path or PATH, "python -m pedagogy_lib.book.ch04.experiment")
+
+
+def _runs(sweep, arm, m=None, lr=None):
+    return [r for r in sweep["runs"] if r["arm"] == arm and (m is None or r["m"] == m)
+            and (lr is None or math.isclose(r["lr"], lr))]
+
+
+def summary(sweep: dict) -> dict:
+    """Means and spreads over seeds: by learning rate (m = m_grid), by prefix length (chosen
+    rate), LoRA's, and the stability measures of each arm."""
+    cfg, lr = sweep["config"], sweep["chosen_lr"]
+    out = {"lr": lr, "m_grid": cfg["m_grid"], "lengths": cfg["lengths"], "lr_grid": {}, "by_length": {}}
+    for arm in ARMS:
+        out["lr_grid"][arm] = {}
+        for rate in cfg["lrs"][arm]:
+            rs = _runs(sweep, arm, cfg["m_grid"], rate)
+            out["lr_grid"][arm][rate] = {"val": mean_sd([r["val"] for r in rs]), "test": mean_sd([r["test"] for r in rs]),
+                                         "final_loss": mean_sd([np.mean(r["losses"][-SMOOTH:]) for r in rs])}
+        out["by_length"][arm] = {}
+        for m in cfg["lengths"]:
+            rs = _runs(sweep, arm, m, lr[arm])
+            out["by_length"][arm][m] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
+                                        "trainable": rs[0]["trainable"], "n": len(rs)}
+    lora = _runs(sweep, "lora", lr=lr["lora"])
+    out["lora"] = {"test": mean_sd([r["test"] for r in lora]), "trainable": lora[0]["trainable"], "n": len(lora)}
+    out["stability"] = {arm: stability(sweep, arm) for arm in ARMS}
+    return out
+
+
+def stability(sweep: dict, arm: str) -> dict:
+    """How (un)stable training is, four ways:
+
+    * seed_sd: test-accuracy standard deviation over seeds, averaged over prefix lengths
+      (chosen rate);
+    * curve_sd: across-seed standard deviation of the smoothed loss curve, averaged over
+      steps (m = m_grid, chosen rate);
+    * rough: mean |step-to-step change| of the loss minus that of its smoothed curve, i.e.
+      the jitter around the trend, averaged over every run of the arm;
+    * collapsed: runs (any rate, any length) whose final smoothed loss stays above
+      COLLAPSED, i.e. that never left the majority-class guess (loss ≈ 0.69), out of n_runs.
+    """
+    cfg, lr = sweep["config"], sweep["chosen_lr"][arm]
+    seed_sd = np.mean([mean_sd([r["test"] for r in _runs(sweep, arm, m, lr)])[1] for m in cfg["lengths"]])
+    curves = np.array([smooth(r["losses"]) for r in _runs(sweep, arm, cfg["m_grid"], lr)])
+    runs = _runs(sweep, arm)
+    rough = np.mean([np.abs(np.diff(r["losses"])).mean() - np.abs(np.diff(smooth(r["losses"]))).mean() for r in runs])
+    collapsed = [r for r in runs if smooth(r["losses"])[-1] > COLLAPSED]
+    return {"seed_sd": float(seed_sd), "curve_sd": float(curves.std(0, ddof=1).mean()), "rough": float(rough),
+            "collapsed": len(collapsed), "n_runs": len(runs),
+            "collapsed_at": sorted({(r["m"], r["lr"]) for r in collapsed})}
+
+
+def paired_differences(sweep: dict) -> np.ndarray:
+    """Test accuracy of the MLP arm minus the direct arm, each at its chosen rate, for every
+    (prefix length, seed): the two runs of a pair share the subsample, head init and order."""
+    lr, out = sweep["chosen_lr"], []
+    for m in sweep["config"]["lengths"]:
+        for seed in sweep["config"]["seeds"]:
+            a, b = ([r["test"] for r in _runs(sweep, arm, m, lr[arm]) if r["seed"] == seed] for arm in ("mlp", "direct"))
+            out.append(a[0] - b[0])
+    return np.array(out)
+
+
+def best_length(s: dict, arm: str) -> int:
+    """The prefix length with the best mean validation accuracy (test is not used to choose)."""
+    by = s["by_length"][arm]
+    return max(by, key=lambda m: (by[m]["val"][0], -m))
+
+
+def fold_check(m: int = 4, hidden: int = 8, seed: int = 0) -> dict:
+    """Outputs before and after folding on a tiny float32 encoder, and the trainable counts."""
+    cfg = BertConfig(vocab_size=30, hidden_size=12, num_hidden_layers=3, num_attention_heads=3,
+                     intermediate_size=24, max_position_embeddings=16)
+    net = px.attach_prefix(SentenceEncoder(BertEncoder(cfg, seed=seed)), m, reparam=hidden, seed=seed)
+    ids = np.random.default_rng(seed).integers(0, 30, (4, 5))
+    mask = np.ones_like(ids)
+    before, n_before = net(ids, mask), net.num_parameters(trainable_only=True)
+    px.fold(net)
+    return {"identical": bool(np.array_equal(before, net(ids, mask))), "trainable_before": n_before,
+            "trainable_after": net.num_parameters(trainable_only=True),
+            "m_d_L_2": px.num_prefix_params(m, cfg.hidden_size, cfg.num_hidden_layers)}
+
+
+# ------------------------------------------------------ λ by layer (Eq. 4.4)
+WORDS = ["wonderful", "horrible", "not bad", "cheerful", "disaster", "meh", "great job", "sad"]
+
+
+def lambda_by_layer(net, words=WORDS, tokenize=None) -> np.ndarray:
+    """λ (the prefix's attention share, Eq. 4.2) averaged over heads and real query tokens,
+    one value per layer, for a NumPy SentenceEncoder that carries a prefix."""
+    ids, mask = tokenize(list(words))
+    net(ids, mask)
+    keep = mask.astype(bool)
+    out = []
+    for layer in net.bert.layers:
+        lam = px.prefix_weight(getattr(layer.attention, "self"))  # (B, h, T)
+        out.append(lam.mean(1)[keep].mean())
+    return np.array(out)
+
+
+def lambda_data(m: int = 10, hidden: int = 512, seed: int = 0) -> dict:
+    """λ per layer at initialisation on the real MiniLM: direct N(0, 1) prefix vs MLP output."""
+    from pedagogy_lib.models import load_minilm
+
+    out = {}
+    for arm, reparam in (("direct", None), ("mlp", hidden)):
+        mm = load_minilm("numpy")
+        px.attach_prefix(mm.net, m, reparam=reparam, seed=seed)
+        out[arm] = lambda_by_layer(mm.net, tokenize=mm.tokenize)
+    return {"m": m, "lambda": out}
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+def make_model(base_net, arm: str, m: int, seed: int):
+    net = copy.deepcopy(base_net)
+    model = T.Classifier(net, seed=seed)
+    T.freeze(model.encoder)
+    if arm == "direct":
+        TP.attach_prefix(net, m, reparam=None, seed=seed)
+    elif arm == "mlp":
+        TP.attach_prefix(net, m, reparam=HIDDEN, seed=seed)
+    elif arm == "lora":
+        TL.attach_lora(net, ("query", "value"), r=8, alpha=8, seed=seed)
+    else:
+        raise ValueError(arm)
+    return model
+
+
+def run(base_net, tok, task, splits, arm, m, lr, seed):
+    tr = data.subsample(task.train, N_TRAIN, seed)
+    model = make_model(base_net, arm, m, seed)
+    cfg = T.TrainConfig(lr=lr, epochs=EPOCHS, batch_size=BATCH, head_lr=HEAD_LR, seed=seed)
+    t0 = time.process_time()
+    hist = T.train_classifier(model, T.Batches(tok, tr.tokens, tr.labels, "cpu"), None, cfg)
+    val, test = (T.accuracy(model, splits[s]) for s in ("val", "test"))
+    rec = {"arm": arm, "m": m, "lr": lr, "seed": seed, "val": round(val, 6), "test": round(test, 6),
+           "trainable": T.count_trainable(model), "losses": [round(x, 5) for x in hist.losses],
+           "cpu_s": round(time.process_time() - t0, 1)}
+    print(f"{arm:6s} m={m:3d} lr={lr:g} seed={seed} val={val:.3f} test={test:.3f} "
+          f"final-loss={np.mean(hist.losses[-8:]):.3f} ({rec['cpu_s']:.0f} s)", flush=True)
+    return rec
+
+
+def best_lr(runs, arm):
+    by = {}
+    for r in runs:
+        if r["arm"] == arm:
+            by.setdefault(r["lr"], []).append(r["val"])
+    return max(by, key=lambda lr: (np.mean(by[lr]), -lr))
+
+
+def main():
+    torch.manual_seed(0)
+    mm = load_minilm_torch(device="cpu")
+    task = data.polarity_task()
+    splits = {s: T.Batches(mm.tokenizer, getattr(task, s).tokens, getattr(task, s).labels, "cpu")
+              for s in ("val", "test")}
+    runs = []
+    for arm in ("direct", "mlp", "lora"):
+        for lr in LRS[arm]:
+            for seed in SEEDS:
+                runs.append(run(mm.net, mm.tokenizer, task, splits, arm, M_GRID, lr, seed))
+    lr = {arm: best_lr(runs, arm) for arm in LRS}
+    for arm in ("direct", "mlp"):
+        for m in LENGTHS:
+            if m == M_GRID:
+                continue
+            for seed in SEEDS:
+                runs.append(run(mm.net, mm.tokenizer, task, splits, arm, m, lr[arm], seed))
+    out = {
+        "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
+                   "seeds": list(SEEDS), "lrs": {k: list(v) for k, v in LRS.items()}, "m_grid": M_GRID,
+                   "lengths": list(LENGTHS), "mlp_hidden": HIDDEN, "direct_init": "N(0, 1)",
+                   "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06,
+                   "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"},
+        "chosen_lr": lr,
+        "runs": runs,
+        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
+    }
+    print(f"wrote {save_runs(out, OUT)}")
+
+
+if __name__ == "__main__":
+    main()

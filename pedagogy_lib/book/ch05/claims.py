@@ -1,0 +1,134 @@
+"""The article's prompt-tuning and P-Tuning v2 claims (chapter 05), each with a value
+computed here and a verdict.
+
+``claims(results)`` takes what the chapter measured ({"sweep": the sweep JSON}); with
+``None`` it loads ``chapters/results/ch05_prompt.json``.  Counts come from
+``pedagogy_lib.counting`` (published shapes) and ``pedagogy_lib.prefix``. Each claim is data
+(text, published value, source) with one short rule (``book.rules.Claims``).
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pedagogy_lib import counting as C
+from pedagogy_lib import results as R
+from pedagogy_lib.book.ch05.experiment import ARMS, gap, load_results, summary
+from pedagogy_lib.book.rules import Claims
+
+RESULTS = R.RESULTS
+# P-Tuning v2, Figure 1 (A6 ◐, a secondary copy): SuperGLUE average of RTE, BoolQ, CB
+PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
+             "GLM-xlarge (2B)": (88.3, 79.7, 87.0), "GLM-xxlarge (10B)": (88.8, 88.8, 88.8)}  # FT, PT, PTv2
+PTV2_SQUAD = {"FT": 91.1, "Prompt tuning": 8.5, "P-Tuning v2": 88.9}  # SQuAD 1.1 F1 (A6 ◐)
+# Lester et al. Table 4 (A5 ✔): trainable fraction of T5 at 20 and 100 prompt tokens
+LESTER_T4 = {"Small": (0.0133, 0.066), "Base": (0.0062, 0.031), "Large": (0.0026, 0.013),
+             "XL": (0.0014, 0.0072), "XXL": (0.00074, 0.0037)}
+
+PTV2_TEXT = "; ".join(f"{k}: FT {a}, PT {b}, PTv2 {c}" for k, (a, b, c) in PTV2_FIG1.items())
+CLAIMS = Claims("05")
+
+
+def fractions(m: int = 20) -> dict:
+    """Prompt (m·d) and P-Tuning v2 (m·d·L·2) as fractions of each published model."""
+    return {k: {"prompt": C.prompt_params(s, m) / C.total_params(s),
+                "ptuning_v2": C.ptuning_v2_params(s, m) / C.total_params(s)} for k, s in C.shapes().items()}
+
+
+def context(results: dict | None = None) -> SimpleNamespace:
+    """What the rules judge: the sweep's summary, the gaps between methods (points, with their
+    standard error) and the trainable fractions of the published models."""
+    res = dict(results or {})
+    sweep = res.get("sweep") or load_results()
+    s = summary(sweep)
+    best = max(("prompt-random", "prompt-vocab"), key=lambda k: s["methods"][k]["test"][0])
+    n_seeds = sorted({s["methods"][k]["n"] for k in ARMS})
+    shapes = C.shapes()
+    return SimpleNamespace(
+        s=s, m=sweep["config"]["m"], best=best, ft=gap(s, best, "full-ft"), lora=gap(s, best, "lora"),
+        probe=gap(s, "probe", best), v2=gap(s, "ptuning-v2", "full-ft"),  # probe: what the prompt adds
+        fr=fractions(sweep["config"]["m"]), shapes=shapes, mini_total=C.total_params(shapes["MiniLM-L6"]),
+        seeds_txt=" or ".join(map(str, n_seeds)) + (" seed" if n_seeds == [1] else " seeds"))
+
+
+def _acc(c, k: str) -> str:
+    return f"{100 * c.s['methods'][k]['test'][0]:.1f} ± {100 * c.s['methods'][k]['test'][1]:.1f}"
+
+
+@CLAIMS.rule("ch05-prompt-needs-scale",
+             "Prompt tuning only works on very large models: below ~1B parameters the loss is severe, "
+             "at 10B+ it vanishes.",
+             published=PTV2_TEXT + " (SuperGLUE, RTE/BoolQ/CB average); Lester: the gap closes with scale, "
+                                   "XXL (11B) matches model tuning",
+             source="Lester et al. 2021 (A5 ✔, Figure 1 values ✘); P-Tuning v2 Fig. 1 (A6 ◐)")
+def _needs_scale(c):
+    (g_ft, se_ft), (g_probe, se_probe) = c.ft, c.probe
+    verdict = "holds" if g_ft - 2 * se_ft > 2.0 else ("approximately" if g_ft > 1.0 else "wrong")
+    return verdict, (f"MiniLM ({C.human(c.mini_total)}), m={c.m}: best prompt tuning ({c.best}) {_acc(c, c.best)} "
+                     f"vs full FT {_acc(c, 'full-ft')}: {g_ft:.1f} ± {se_ft:.1f} points below; {g_probe:+.1f} ± "
+                     f"{se_probe:.1f} over the head-only probe ({_acc(c, 'probe')}); the 10B+ half is untestable here")
+
+
+@CLAIMS.rule("ch05-prompt-3-4-points", "On models smaller than RoBERTa-base prompt tuning leaves 3–4 points on the table.",
+             published="BERT-large: 77.7 → 67.2 (10.5 points); RoBERTa-large: 86.9 → 62.3 (24.6 points)",
+             source="article; P-Tuning v2 Fig. 1 (A6 ◐)")
+def _three_four(c):
+    (g_ft, se_ft), (g_lora, se_lora) = c.ft, c.lora
+    verdict = "holds" if 3 <= g_ft <= 4 else "approximately" if 3 - 2 * se_ft <= g_ft <= 4 + 2 * se_ft else "wrong"
+    return verdict, (f"{g_ft:.1f} ± {se_ft:.1f} points below full FT, {g_lora:.1f} ± {se_lora:.1f} below LoRA "
+                     f"(test accuracy, {c.seeds_txt})")
+
+
+@CLAIMS.rule("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes, small ones "
+             "included, at ~0.1% trainable.",
+             published="\"matches fine-tuning with only 0.1%–3% tuned parameters\" (300M–10B); " + PTV2_TEXT,
+             source="Liu et al. 2022 (A6: abstract ✔, figure ◐)")
+def _ptv2_matches(c):
+    # "matches": within the seed noise (2 SE of the difference) or half a point → holds; within
+    # one point → approximately; else wrong. "at ~0.1% trainable": our fraction, if more than a
+    # factor 2 away from 0.1%, caps the verdict at approximately.
+    g_v2, se_v2 = c.v2
+    verdict = "holds" if abs(g_v2) <= max(2 * se_v2, 0.5) else "approximately" if abs(g_v2) <= 1.0 else "wrong"
+    n = c.s["methods"]["ptuning-v2"]["trainable"]
+    far = not (0.5e-3 <= n / c.mini_total <= 2e-3)
+    if far and verdict == "holds":
+        verdict = "approximately"
+    return verdict, (f"P-Tuning v2 m={c.m} {_acc(c, 'ptuning-v2')} vs full FT {_acc(c, 'full-ft')}: {g_v2:.1f} ± "
+                     f"{se_v2:.1f} points below (rule: |gap| ≤ max(2 SE, 0.5) holds, ≤ 1 point approximately, "
+                     f"else wrong), training {100 * n / c.mini_total:.2f}% of MiniLM ({n:,} numbers"
+                     + (", far from ~0.1% (outside 0.05–0.2%), so at best approximately" if far else ", close to ~0.1%")
+                     + "; the fraction across models: record ch05-ptv2-fraction); only one small model tested")
+
+
+@CLAIMS.rule("ch05-prompt-fraction", "Prompt tuning trains under 0.01% of the parameters.",
+             published="under 0.01% for models over a billion parameters; T5 20 tokens: "
+                       + ", ".join(f"{k} {a}%" for k, (a, _) in LESTER_T4.items()),
+             source="Lester et al. 2021, Table 4 (A5 ✔)")
+def _prompt_fraction(c):
+    fr = c.fr
+    under = [k for k, f in fr.items() if f["prompt"] < 1e-4]
+    over_1b = [k for k in fr if C.total_params(c.shapes[k]) > 1e9]
+    verdict = ("holds" if len(under) == len(fr) else
+               "approximately" if over_1b and set(over_1b) <= set(under) else "wrong")
+    return verdict, (f"m={c.m}: MiniLM {100 * fr['MiniLM-L6']['prompt']:.3f}%, BERT-base "
+                     f"{100 * fr['BERT-base']['prompt']:.4f}%, LLaMA-7B {100 * fr['LLaMA-7B']['prompt']:.5f}%; "
+                     f"under 0.01% for {len(under)} of {len(fr)} models ({', '.join(under) or 'none'}); of the "
+                     f"{len(over_1b)} over 1B parameters, {len(set(over_1b) & set(under))} are (rule: all models "
+                     f"→ holds, all over 1B → approximately, else wrong)")
+
+
+@CLAIMS.rule("ch05-ptv2-fraction", "P-Tuning v2 trains about 0.1% of the parameters.",
+             published="0.1%–3%", source="Liu et al. 2022, abstract (A6 ✔)")
+def _ptv2_fraction(c):
+    fr = c.fr
+    inside = [k for k, f in fr.items() if 1e-3 <= f["ptuning_v2"] <= 3e-2]  # the paper's 0.1%–3%
+    verdict = "holds" if len(inside) == len(fr) else ("approximately" if inside else "wrong")
+    return verdict, (f"m={c.m}: MiniLM {100 * fr['MiniLM-L6']['ptuning_v2']:.2f}%, BERT-base "
+                     f"{100 * fr['BERT-base']['ptuning_v2']:.2f}%, RoBERTa-large "
+                     f"{100 * fr['RoBERTa-large']['ptuning_v2']:.2f}%, LLaMA-7B "
+                     f"{100 * fr['LLaMA-7B']['ptuning_v2']:.3f}%; inside the paper's 0.1–3%: {len(inside)} of "
+                     f"{len(fr)} models ({', '.join(inside) or 'none'}) (rule: all → holds, some → approximately, "
+                     f"none → wrong)")
+
+
+def claims(results: dict | None = None) -> list[dict]:
+    return CLAIMS.judge(context(results))

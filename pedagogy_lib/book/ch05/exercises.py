@@ -1,0 +1,89 @@
+"""Checkers for chapter 05 (prompt tuning, deep prompts, P-Tuning v2).  Each calls the
+student's function on several inputs, compares with ``pedagogy_lib.prefix`` /
+``pedagogy_lib.counting``, and names the likely mistake when it recognises one."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as px
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.nn import SelfAttention
+
+
+# ------------------------------------------------------------------ 05.1 deep prompt = tied prefix
+def check_deep_prompt_to_prefix(fn) -> None:
+    """fn(P, Wk, bk, Wv, bv) -> (pk, pv): the keys and values a hidden-state prompt offers (Eq. 5.3)."""
+    for seed, (m, d) in enumerate([(1, 4), (3, 6), (5, 12)]):
+        rng = np.random.default_rng(seed)
+        att = SelfAttention(d, 2, rng, np.float64)
+        deep = px.DeepPrompt(att, m, rng)
+        P = deep.p["weight"]
+        Wk, bk, Wv, bv = (att.key.p["weight"], att.key.p["bias"], att.value.p["weight"], att.value.p["bias"])
+        out = attempt(fn, P.copy(), Wk.copy(), bk.copy(), Wv.copy(), bv.copy())
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise NotYet(f"deep_prompt_to_prefix should return (pk, pv), got {type(out).__name__}")
+        pk, pv = out
+        expect_shape(pk, (m, d), "pk")
+        expect_shape(pv, (m, d), "pv")
+        want_k, want_v = (x[0] for x in deep(1))
+        got = np.asarray(pk, float)
+        if not np.allclose(got, want_k):
+            if np.allclose(got, P @ Wk + bk):
+                raise NotYet("a Linear computes x Wᵀ + b (weight is (d_out, d_in)); you used x W + b")
+            if np.allclose(got, P @ Wk.T):
+                raise NotYet("the key projection has a bias: P W_kᵀ + b_k")
+        expect_close(pk, want_k, f"pk (m={m}, d={d})", rtol=1e-9, atol=1e-12)
+        expect_close(pv, want_v, f"pv (m={m}, d={d})", rtol=1e-9, atol=1e-12)
+    passed("05.1", "a deep prompt is a prefix whose keys and values are tied by W_k and W_v")
+
+
+# ------------------------------------------------------------------ 05.2 vocabulary init
+def check_vocab_init(fn) -> None:
+    """fn(table, candidates, m, rng) -> (m, d) rows of table, from m distinct candidate ids."""
+    for seed, (V, d, m, n_cand) in enumerate([(20, 3, 2, 5), (100, 8, 10, 10), (50, 4, 7, 30)]):
+        table = np.random.default_rng(100 + seed).standard_normal((V, d))
+        cand = np.sort(np.random.default_rng(200 + seed).choice(V, n_cand, replace=False))
+        P = attempt(fn, table.copy(), cand.copy(), m, np.random.default_rng(seed))
+        expect_shape(P, (m, d), f"prompt (m={m}, d={d})")
+        P = np.asarray(P, np.float64)
+        rows = [np.flatnonzero((np.abs(table - r) < 1e-12).all(1)) for r in P]
+        expect(all(len(r) == 1 for r in rows), "every prompt row must be a row of the embedding table "
+                                                "(copy table[id], don't draw random numbers)")
+        ids = [int(r[0]) for r in rows]
+        expect(set(ids) <= set(cand.tolist()), f"ids {sorted(set(ids) - set(cand.tolist()))} are not among the candidates")
+        expect(len(set(ids)) == m, "two prompt tokens start from the same id: sample without replacement")
+    seen = {tuple(np.asarray(attempt(fn, table, cand, m, np.random.default_rng(s))).ravel()[:4]) for s in range(4)}
+    expect(len(seen) > 1, "the result ignores rng: draw the ids with rng (different seeds, different prompts)")
+    passed("05.2", "each virtual token starts as a real word")
+
+
+# ------------------------------------------------------------------ 05.3 fractions
+_SHAPES = ("MiniLM-L6", "BERT-base", "RoBERTa-large", "LLaMA-7B", "GPT-3 175B")
+
+
+def check_trainable_fractions(fn) -> None:
+    """fn(shape, m) -> {"prompt", "deep", "ptuning_v2"} as fractions of total_params(shape)."""
+    shapes = C.shapes()
+    for name in _SHAPES:
+        s = shapes[name]
+        for m in (1, 20, 100):
+            got = attempt(fn, s, m)
+            if not isinstance(got, dict) or set(got) != {"prompt", "deep", "ptuning_v2"}:
+                raise NotYet(f"return a dict with keys 'prompt', 'deep', 'ptuning_v2'; got {got!r:.80}")
+            n = C.total_params(s)
+            want = {"prompt": m * s.hidden / n, "deep": m * s.hidden * s.layers / n,
+                    "ptuning_v2": 2 * m * s.hidden * s.layers / n}
+            for k, w in want.items():
+                g = got[k]
+                if not isinstance(g, numbers.Real):
+                    raise NotYet(f"{k} should be a number, got {type(g).__name__}")
+                if abs(g - 100 * w) <= 1e-9 * 100 * w:
+                    raise NotYet(f"{k} for {name} is in percent; return a fraction (0.001, not 0.1)")
+                if k == "ptuning_v2" and abs(g - w / 2) <= 1e-12:
+                    raise NotYet("P-Tuning v2 trains keys AND values at every layer: m·d·L·2")
+                expect_close(g, w, f"{k} for {name}, m={m}", rtol=1e-9, atol=0)
+    m20 = C.prompt_params(shapes["GPT-3 175B"], 20) / C.total_params(shapes["GPT-3 175B"])
+    passed("05.3", f"20 prompt tokens are {100 * m20:.6f}% of GPT-3")

@@ -1,0 +1,104 @@
+"""Checkers for chapter 06's exercises (BitFit). They compare with `pedagogy_lib.counting`
+and `pedagogy_lib.bitfit` on several inputs and name the likely mistake."""
+from __future__ import annotations
+
+import numpy as np
+
+from pedagogy_lib import bitfit as BF
+from pedagogy_lib import counting as C
+from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+
+
+# ------------------------------------------------------------------ 06.1 counting
+_SHAPES = [(768, 3072, 12), (1024, 4096, 24), (384, 1536, 6), (10, 7, 2)]
+
+
+def check_bitfit_count(fn) -> None:
+    """fn(d, ffn, layers, include_layernorm) -> number of biases of a BERT encoder (Eq. 6.4),
+    counting the embedding LayerNorm's β when include_layernorm, never the pooler/classifier."""
+    for d, ffn, layers in _SHAPES:
+        shape = C.ModelShape("x", 100, d, layers, 1, ffn, 8, 2)
+        for ln in (True, False):
+            call = f"bitfit_count(d={d}, ffn={ffn}, layers={layers}, include_layernorm={ln})"
+            got = attempt(fn, d, ffn, layers, ln)
+            if got is None:
+                raise NotYet(f"{call} returned None: did you forget `return`?")
+            want = C.bitfit_params(shape, include_layernorm=ln)
+            if ln:
+                hints = {
+                    layers * (7 * d + ffn): "add the embedding LayerNorm's β (d more), outside the blocks",
+                    layers * 8 * d + d: "b_m2, the FFN's first bias, has ffn entries, not d",
+                    layers * (9 * d + ffn) + 2 * d: "count only the LayerNorm shifts β, not the gains γ",
+                }
+            else:
+                hints = {
+                    layers * (7 * d + ffn) + d: "leave every LayerNorm β out when include_layernorm is False",
+                    layers * 6 * d: "b_m2, the FFN's first bias, has ffn entries, not d",
+                }
+            for value, hint in hints.items():
+                if got == value != want:
+                    raise NotYet(f"{call} = {got:,}: {hint}")
+            expect(got == want, f"{call} = {got:,}, expected {want:,}")
+    big = C.fraction(C.bitfit_params(C.BERT_LARGE), C.BERT_LARGE)
+    passed("06.1", f"BERT-large: {C.bitfit_params(C.BERT_LARGE):,} biases = {100 * big:.3f}%")
+
+
+# ------------------------------------------------------------------ 06.2 bias gradient
+def check_bias_grad(fn) -> None:
+    """fn(dy) -> dL/db for y = x Wᵀ + b, where dy = dL/dy has shape (..., d_out) (Eq. 6.2)."""
+    rng = np.random.default_rng(0)
+    for shape in ((7, 4), (3, 5, 6), (2, 2, 3, 5)):
+        dy = rng.standard_normal(shape)
+        got = attempt(fn, dy.copy())
+        want = dy.reshape(-1, shape[-1]).sum(0)
+        if got is not None and np.shape(got) == want.shape and np.allclose(got, dy.reshape(-1, shape[-1]).mean(0)):
+            raise NotYet("a bias is added to every row, so its gradient is the SUM of dy over rows, not the mean")
+        if got is not None and np.shape(got) == shape[:-1]:
+            raise NotYet(f"summed over the wrong axis: the result should have one entry per output "
+                         f"feature, shape ({shape[-1]},)")
+        expect_shape(got, want.shape, f"bias_grad for dy of shape {shape}")
+        expect_close(got, want, f"bias_grad for dy of shape {shape}", rtol=1e-10, atol=1e-12)
+    passed("06.2", "the Linear backward already computes it; BitFit only keeps it")
+
+
+# ------------------------------------------------------------------ 06.3 the b_q, b_m2 variant
+def check_select_qm2(fn) -> None:
+    """fn(names: list[str]) -> the names BitFit's two-bias variant trains (b_q and b_m2), in order."""
+    for layers in (2, 3):
+        cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=12, max_position_embeddings=8)
+        names = [n for n, _ in BertEncoder(cfg).named_parameters()]
+        got = attempt(fn, list(names))
+        if got is None:
+            raise NotYet("select_qm2 returned None: did you forget `return`?")
+        got = list(got)
+        want = BF.bias_names(BertEncoder(cfg), BF.QM2)
+        if any(".output.dense.bias" in n for n in got):
+            raise NotYet("b_m2 is the bias of the FFN's first matrix (intermediate.dense, width ffn) — "
+                         "output.dense is b_m3 (or b_m1 under attention)")
+        if any(not n.endswith(".bias") for n in got):
+            raise NotYet(f"only biases: {[n for n in got if not n.endswith('.bias')][:2]} are weights")
+        expect(sorted(got) == sorted(want),
+               f"for {layers} layers expected {len(want)} names like {want[:2]}, got {got[:4]}")
+        expect(got == want, "right names, but keep them in the order they come in `names`")
+    passed("06.3")
+
+
+# ------------------------------------------------------------------ 06.4 moving a unit
+def check_shift_for_fraction(fn) -> None:
+    """fn(z, p) -> δ such that a fraction p of the entries of z + δ are > 0 (Eq. 6.3)."""
+    rng = np.random.default_rng(3)
+    for n, p, loc in ((1000, 0.5, -1.0), (999, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5)):
+        z = rng.standard_normal(n) + loc
+        got = attempt(fn, z.copy(), p)
+        if got is None:
+            raise NotYet("shift_for_fraction returned None: did you forget `return`?")
+        if np.ndim(got) != 0:
+            raise NotYet("return one number δ: a bias is one shift for the whole unit")
+        frac = float(((z + float(got)) > 0).mean())
+        if abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
+            raise NotYet(f"with your δ a fraction {frac:.3f} is positive — that is 1 − p: "
+                         "check the sign of the quantile")
+        expect_close(frac, p, f"fraction of z + δ > 0 for n={n}, p={p}", rtol=0, atol=1.0 / n + 1e-12)
+    passed("06.4", "one number per unit decides how often its GELU is on")

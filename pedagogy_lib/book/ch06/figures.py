@@ -1,0 +1,68 @@
+"""Chapter 06 figures: BitFit's learning curve against LoRA, full fine-tuning and a probe
+("06_learning_curve", from ``chapters/results/ch06_learning_curve.json``), and how trained
+biases move the FFN pre-activations, the GELU's input ("06_preactivation").
+"""
+from __future__ import annotations
+
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pedagogy_lib import results as R
+from pedagogy_lib.book.ch06.experiment import load, preactivation_summary
+from pedagogy_lib.book.figures import register
+
+RESULTS = R.RESULTS
+COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "full FT": "k", "probe": "C7"}
+
+
+
+
+@register("06_learning_curve")
+def learning_curve(d: dict | None = None) -> Figure:
+    d = load("ch06_learning_curve") if d is None else d
+    fig = Figure(figsize=(6.8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for name, r in d["results"].items():
+        ns = sorted(int(n) for n in r["curve"])
+        mean = np.array([r["curve"][str(n)]["mean"] for n in ns]) * 100
+        sd = np.array([r["curve"][str(n)]["std"] for n in ns]) * 100
+        ax.plot(ns, mean, marker="o", color=COLOURS.get(name, "C5"), label=f"{name} ({r['trainable']:,})",
+                ls="--" if name == "probe" else "-")
+        ax.fill_between(ns, mean - sd, mean + sd, color=COLOURS.get(name, "C5"), alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training words (class-balanced subsample)")
+    ax.set_ylabel("test accuracy (%), mean ± sd")
+    c = d["config"]
+    ax.set_title(f"VADER polarity: {len(c['seeds'])} seeds per point, {c['n_test']} test words", fontsize=10)
+    ax.legend(fontsize=8, title="method (trainable parameters)", title_fontsize=8)
+    return fig
+
+
+
+
+
+
+@register("06_preactivation")
+def preactivation(d: dict | None = None) -> Figure:
+    d = load("ch06_preactivation") if d is None else preactivation_summary(d)  # stored, or the live run
+    fig = Figure(figsize=(11, 3.8), layout="constrained")
+    left, mid, right = fig.subplots(1, 3)
+    left.stairs(d["density_before"], d["bins"], color="C7", lw=1.5, label="pretrained")
+    left.stairs(d["density_after"], d["bins"], color="C0", lw=1.5, label="after BitFit")
+    left.axvline(0, color="k", lw=0.6)
+    left.set_xlabel(f"GELU input W₁h₁ + b_m2, block {d['layer']}")
+    left.set_ylabel("density")
+    left.set_title("All units, all tokens", fontsize=10)
+    left.legend(fontsize=8)
+    mid.hist(d["delta_b"], 60, color="C0")
+    mid.set_xlabel("Δb_m2 (per FFN unit)")
+    mid.set_ylabel("units")
+    mid.set_title("How far each unit's bias moved", fontsize=10)
+    right.scatter(d["on_before"], d["on_after"], s=3, c=d["delta_b"], cmap="coolwarm",
+                  vmin=-np.abs(d["delta_b"]).max(), vmax=np.abs(d["delta_b"]).max())
+    right.plot([0, 1], [0, 1], color="k", lw=0.6)
+    right.set_xlabel("fraction of tokens with input > 0, before")
+    right.set_ylabel("after (colour: Δb_m2)")
+    right.set_title("Units switched on or off", fontsize=10)
+    return fig

@@ -1,0 +1,1 @@
+"""Chapter 07's room: its experiment, figures, claims and exercises."""

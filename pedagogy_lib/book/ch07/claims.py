@@ -1,0 +1,213 @@
+"""The article's QLoRA claims (chapter 07), each with a value computed here and a verdict.
+
+``claims(results)`` takes what the chapter measured:
+
+  "study"     ``experiment.error_study()`` (MSE and code entropy of each 4-bit code);
+  "bits"      ``measured_bits()`` on MiniLM's matrices;
+  "accuracy"  the sweep JSON (``chapters/results/ch07_accuracy.json``);
+  "backward"  ``backward_check(model)`` on the QLoRA model (gradients, dequantised copies);
+  "paged"     ``qlora.paged_adamw_steps`` output;  "paging"  ``experiment.paging_scenario()``.
+
+Anything missing is computed (cheaply: a small random 4-bit model stands in for the
+backward check) or loaded, so ``claims()`` alone rebuilds every record. Each claim is data
+(text, published value, source) with one short rule (``book.rules.Claims``).
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from pedagogy_lib import counting as C
+from pedagogy_lib import quant as Q
+from pedagogy_lib.book.ch07.experiment import _small_backward, measured_bits
+from pedagogy_lib.book import rules
+from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+
+PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3 ✔
+PAPER_MMLU = {"BF16": 53.0, "FP4": 52.2, "NF4 + DQ": 53.1}                  # Table 4 ✔
+
+CLAIMS = Claims("07")
+H_EQUAL, MSE_NEAR = 3.95, 0.05  # NF4 rule: "equal use of the codes" in bits; "near the MSE optimum"
+
+
+def _gap(acc, a, b):
+    ra, rb = acc["results"][a], acc["results"][b]
+    k = len(ra["acc"])
+    se = 100 * np.sqrt((ra["std"] ** 2 + rb["std"] ** 2) / k)
+    return 100 * (ra["mean"] - rb["mean"]), se
+
+
+def context(results: dict | None = None) -> SimpleNamespace:
+    """The error study, measured bits, the sweep, the backward check, the paging simulation
+    (and PagedAdamW's run, when the chapter made one), and LLaMA-65B's QLoRA memory."""
+    from pedagogy_lib.book.ch07 import experiment as E7
+    from pedagogy_lib.counting import qlora_memory_gb
+
+    res = {} if results is None else dict(results)
+    return SimpleNamespace(study=res.get("study") or E7.error_study(), bits=res.get("bits") or measured_bits(),
+                           acc=res.get("accuracy") or E7.load("ch07_accuracy"),
+                           back=res.get("backward") or _small_backward(),
+                           paging=res.get("paging") or E7.paging_scenario(), paged=res.get("paged"),
+                           m65=qlora_memory_gb(C.LLAMA_65B))
+
+
+def _nf4_numbers(study) -> SimpleNamespace:
+    g, mats = study["gaussian"], study["matrices"]
+    ratio = lambda code: np.array([mats[p][code]["mse_x"] / mats[p]["Lloyd–Max (own)"]["mse_x"] for p in mats])  # noqa: E731
+    h_nf4 = np.mean([mats[p]["NF4"]["entropy"] for p in mats])
+    return SimpleNamespace(g=g, n=len(mats), nf4_x=ratio("NF4"), lmg_x=ratio("Lloyd–Max (Gaussian)"), h_nf4=h_nf4,
+                           h_q=min(g["quantile (own)"]["entropy"], np.mean([mats[p]["quantile (own)"]["entropy"] for p in mats])),
+                           miss=g["NF4"]["mse_x"] / g["Lloyd–Max (own)"]["mse_x"] - 1)
+
+
+@CLAIMS.rule("ch07-nf4-optimal", "The NF4 codebook is information-theoretically optimal for zero-mean Gaussian weights.",
+             published="NF4 builds on quantile quantization, which the paper calls information-theoretically "
+                       "optimal because every bin gets an equal expected number of values; mean perplexity NF4+DQ "
+                       "27.41 vs FP4 31.07 vs Int4 34.34 (Table 2)",
+             source="QLoRA §3 (the wording); Table 2 ✔ (paper-numbers A2)")
+def _nf4_optimal(c):
+    # the paper's sense: equal use of the 16 codes (4 bits of entropy), on Gaussian blocks and
+    # on real ones (the worse of the two); the MSE sense: error above the Lloyd–Max optimum
+    n = _nf4_numbers(c.study)
+    h, mse_gap = min(n.g["NF4"]["entropy"], n.h_nf4), max(n.miss, np.median(n.nf4_x) - 1)
+    v = "holds" if h >= n.h_q - 0.01 else ("approximately" if h >= H_EQUAL or mse_gap <= MSE_NEAR else "wrong")
+    mse_txt = ("It is not MSE-optimal either" if mse_gap > MSE_NEAR else "In error it is near the MSE optimum")
+    return v, (
+        f"'optimal' here means quantile quantisation: every code equally likely, i.e. 4 bits of "
+        f"entropy. NF4 carries {n.g['NF4']['entropy']:.3f} bits on absmax-normalised Gaussian blocks, "
+        f"{n.h_nf4:.3f} on MiniLM (mean of {n.n} matrices); a quantile code fitted to the same "
+        f"blocks reaches {n.h_q:.3f}. {mse_txt}: its error "
+        f"is {100 * n.miss:.0f}% above the 16-level Lloyd–Max optimum on Gaussian blocks and "
+        f"{100 * (np.median(n.nf4_x) - 1):.0f}% (median; {100 * (n.nf4_x.min() - 1):.0f}–"
+        f"{100 * (n.nf4_x.max() - 1):.0f}%) on MiniLM's matrices, where a Lloyd–Max code fitted to "
+        f"Gaussian blocks comes within {100 * (np.median(n.lmg_x) - 1):.1f}%. Rule (worse of Gaussian "
+        f"and MiniLM): holds if NF4's entropy is within 0.01 bit of the fitted quantile code's; "
+        f"approximately if ≥ {H_EQUAL} bits or its error within {100 * MSE_NEAR:.0f}% of Lloyd–Max; "
+        f"else wrong")
+
+
+@CLAIMS.rule("ch07-dq-0.4bits", "Double quantisation saves a further ~0.4 bits per parameter.",
+             published="0.5 → 0.127 bits (0.373 saved), about 3 GB on 65B", source="QLoRA §3 ✔ (paper-numbers A2)")
+def _dq(c):
+    derived = Q.bits_per_param() - Q.bits_per_param(double_quant=True)
+    bits = c.bits
+    saved = bits["nf4"] - bits["nf4_dq"]
+    # "~0.4": rounds to 0.4 at the claim's one digit → holds; within 25% → approximately
+    return ("holds" if abs(saved - 0.4) < 0.05 else ("approximately" if abs(saved - 0.4) <= 0.1 else "wrong"),
+            f"derived 32/64 − (8/64 + 32/(64·256)) = {derived:.3f} bits; measured on MiniLM's "
+            f"{bits['matrices']} matrices ({bits['n']:,} weights): {bits['nf4']:.3f} → {bits['nf4_dq']:.3f} "
+            f"bits/param, {saved:.3f} saved; on LLaMA-65B {derived * C.total_params(C.LLAMA_65B) / 8 / 1e9:.2f} GB "
+            f"(rule: rounds to 0.4 → holds, within 0.1 → approximately, else wrong)")
+
+
+def _paged_run(paged) -> tuple[str, str]:
+    """(what ran here, where), for the record's text."""
+    if paged is None:
+        return "nothing (no PagedAdamW result was passed in)", "PagedAdamW not run here"
+    ran = (f"bitsandbytes PagedAdamW on {paged['device']}: {paged['paged_state_tensors']} of "
+           f"{paged['state_tensors']} state tensors paged"
+           + (" (it warned that paging is not supported on CPU and fell back)"
+              if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
+    return ran, ("on a GPU" if paged["device"] == "cuda" else f"no GPU here (PagedAdamW ran on {paged['device']})")
+
+
+@CLAIMS.rule("ch07-paged", "Paged optimisers page Adam's state between GPU and CPU through unified "
+             "memory, avoiding out-of-memory errors during long sequences.",
+             published="paged optimizers handle the memory spikes of gradient checkpointing on long mini-batches",
+             source="QLoRA §3 (described in the text; no number)")
+def _paged(c):
+    paging, paged = c.paging, c.paged
+    act = paging["activations"]
+    oom_u, oom_p = int(paging["oom_unpaged"].sum()), int(paging["oom_paged"].sum())
+    ran, where = _paged_run(paged)
+    on_gpu = paged is not None and paged["device"] == "cuda"
+    # the paging itself is observable only on a GPU with a state tensor over bnb's threshold;
+    # the out-of-memory half only in the simulation, so at most "approximately"
+    if on_gpu and paged["paged_state_tensors"] > 0:
+        v = "approximately" if oom_p < oom_u else "wrong"
+        where += ", Adam states were allocated as paged (unified-memory) tensors; the OOM half is simulated"
+    else:
+        v = "untestable-here"
+        if on_gpu:
+            where += f", but no state tensor reached bnb's {paged['paged_threshold']:,}-element threshold"
+    return v, (f"{where}; NumPy simulation of LLaMA-65B QLoRA on 48 GB over {act.size} steps of "
+               f"varying length: {oom_u} steps run out of memory without paging, "
+               f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB "
+               f"paged back per step on average. Ran here: {ran}. bitsandbytes pages only tensors with "
+               f"≥ 100,000 elements")
+
+
+@CLAIMS.rule("ch07-65b-48gb", "QLoRA fine-tunes a 65B model on a single 48 GB GPU.",
+             published="< 48 GB; Guanaco 65B trained in 24 h on one GPU; model memory 41 GB (Table 6)",
+             source="QLoRA abstract, Table 6 ✔")
+def _fits_48(c):
+    room = 48 - c.m65["qlora_total"]
+    per_token = C.LLAMA_65B.layers * C.LLAMA_65B.hidden * 2 / 1e9
+    return ("holds" if room > 0 else "wrong",
+            f"LLaMA-65B, NF4+DQ base + bf16 LoRA r=64 on all linears + fp32 Adam: "
+            f"{c.m65['qlora_total']:.1f} GB before activations, leaving {room:.1f} GB, i.e. about "
+            f"{room / per_token:,.0f} tokens of checkpointed activations (one bf16 hidden state per "
+            f"layer per token, a lower bound)")
+
+
+@CLAIMS.rule("ch07-700-50", "Full fine-tuning of a 65B model needs ~700 GB; QLoRA fits it in ~50 GB.",
+             published="> 780 GB → < 48 GB", source="QLoRA abstract ✔")
+def _700_50(c):
+    full, q = c.m65["full_16bit"], c.m65["qlora_total"]
+    verdict = rules.worst_verdict(rules.about_verdict(full, 700), rules.about_verdict(q, 50))  # "~X GB", as ch00
+    return verdict, (f"{full:.0f} GB at 12 B/param (fp16 weights and gradients, fp32 Adam m, v) vs "
+                     f"{q:.1f} GB + activations; ratio {full / q:.0f}× (rule for '~X GB': "
+                     f"within {100 * rules.ABOUT_HOLDS:.0f}% holds, within {100 * rules.ABOUT_APPROX:.0f}% approximately)")
+
+
+@CLAIMS.rule("ch07-vicuna-2pct", "QLoRA matches full fine-tuning on the Vicuna benchmark with < 2% degradation.",
+             published=f"Guanaco 65B = 99.3% of ChatGPT on Vicuna (±4.4%); 16-bit vs 4-bit: MMLU BF16 "
+                       f"{PAPER_MMLU['BF16']} vs NF4+DQ {PAPER_MMLU['NF4 + DQ']} (Table 4), GLUE full FT "
+                       f"{PAPER_GLUE['BF16 full FT']} vs QLoRA FP4 {PAPER_GLUE['QLoRA FP4']} (Table 3)",
+             source="QLoRA abstract, Tables 3-4 ✔")
+def _vicuna(c):
+    d_full, se_full = _gap(c.acc, "QLoRA NF4+DQ", "full FT")
+    d_lora, se_lora = _gap(c.acc, "QLoRA NF4+DQ", "LoRA fp32")
+    cfg = c.acc["config"]
+    return "wrong", (f"source check: the <2% figure compares Guanaco with ChatGPT, not QLoRA with full "
+                     f"fine-tuning (the verdict comes from reading the paper). Context, on VADER "
+                     f"({cfg['n_train']} words, {len(cfg['seeds'])} seeds, {cfg['n_test']} test words): QLoRA NF4+DQ − "
+                     f"full FT = {d_full:+.1f} ± {se_full:.1f} points, QLoRA − fp32 LoRA = {d_lora:+.1f} ± {se_lora:.1f}")
+
+
+@CLAIMS.rule("ch07-grad-flow", "Gradients flow through the quantised matmul to the bf16 LoRA adapters.",
+             published="the 4-bit weights are dequantised to bf16 for the matmul; gradients only for the adapters",
+             source="QLoRA §3 (described in the text; no number)")
+def _grad_flow(c):
+    back = c.back
+    return ("holds" if back["grad_rel_diff"] < 1e-4 and not back["base_has_grad"] else "wrong",
+            f"{back['n_grads']} adapter/head gradients through {back['layers']} Linear4bit layers equal "
+            f"those of fp32 LoRA on our dequantised weights to a relative {back['grad_rel_diff']:.1e}; "
+            f"the 4-bit weights {'get no gradient' if not back['base_has_grad'] else 'DID get a gradient'} "
+            f"(adapters are {back.get('adapter_dtype') or '?'} here on {back.get('device') or '?'}; the paper's are bf16)")
+
+
+@CLAIMS.rule("ch07-no-fp16-base", "The frozen base never needs FP16 weights; only the small adapters do.",
+             published="QLoRA dequantises the 4-bit storage type to the bf16 computation type for the forward "
+                       "and backward matmuls",
+             source="QLoRA §3 (described in the text; no number)")
+def _no_fp16_base(c):
+    # holds iff no full-precision copy of the whole base is ever materialised: at most one
+    # decoded layer alive at a time; wrong if every 4-bit layer is decoded and alive at once
+    back, alive = c.back, c.back.get("max_alive")
+    if alive is None:
+        v, at_once = "untestable-here", "how many were alive at once was not measured"
+    else:
+        v = "holds" if alive <= 1 else "wrong" if alive >= back["layers"] else "approximately"
+        at_once = "one layer at a time" if alive <= 1 else f"up to {alive} of {back['layers']} layers decoded at once"
+    return v, (f"stored in 4 bits, but every matmul dequantises its layer's weight to the compute dtype: "
+               f"one training step ran {back['forward_gemm']} 4-bit matmuls forward and materialised "
+               f"{back['dequantized']} full {back['dtype']} weights (largest "
+               f"{back['largest_bytes'] / 1e6:.2f} MB, {at_once}; all layers together would be "
+               f"{back['base_fp_bytes'] / 1e6:.1f} MB in fp32). Rule: holds if at most one decoded layer "
+               f"is alive at a time, wrong if all are, else approximately")
+
+
+def claims(results: dict | None = None) -> list[dict]:
+    return CLAIMS.judge(context(results))

@@ -1,0 +1,95 @@
+"""Checkers for chapter 07's exercises: the NF4 codebook from quantiles, packing two codes
+per byte, the saving of double quantisation, and a Lloyd–Max quantiser."""
+from __future__ import annotations
+
+import numpy as np
+
+from pedagogy_lib import quant as Q
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+
+
+def check_nf4_codebook(nf4_levels) -> None:
+    """``nf4_levels(offset)`` → the 16 NF4 levels (Eq. 7.1), sorted, for any offset in (½, 1)."""
+    for offset in (0.9677083, 0.95, 0.99):
+        got = attempt(nf4_levels, offset)
+        expect_shape(got, (16,), f"nf4_levels({offset})")
+        got = np.asarray(got, dtype=np.float64)
+        expect(np.all(np.diff(got) > 0), "the levels must be sorted ascending and distinct")
+        expect((got == 0).sum() == 1 and got[7] == 0,
+               "there must be exactly one exact zero, at index 7 (7 negative levels below it)")
+        expect((got > 0).sum() == 8, f"expected 8 positive levels, got {(got > 0).sum()}: the positive "
+               "side takes 9 grid points from offset down to ½ and drops the ½ (Φ⁻¹(½) = 0)")
+        expect(got.max() == 1, "divide by the largest level so the top level is exactly 1")
+        want = Q.nf4_codebook_from_quantiles(offset, float32_grid=False)
+        expect_close(got, want, f"nf4_levels({offset})", rtol=0, atol=3e-7)
+    gap = np.abs(np.asarray(nf4_levels(0.9677083), np.float64) - Q.nf4_codebook()).max()
+    passed("07.1 NF4 codebook", f"max |yours − bitsandbytes' table| = {gap:.1e}")
+
+
+def check_pack_nibbles(pack, unpack) -> None:
+    """``pack(q)`` → uint8 bytes, two 4-bit codes each, first code in the HIGH nibble, an odd
+    count padded with a zero low nibble (Eq. 7.7); ``unpack(packed, n)`` → the n codes back."""
+    got = attempt(pack, np.array([1, 2, 3], np.uint8))
+    expect(got is not None, "pack returned None: did it forget to `return`?")
+    got = np.asarray(got)
+    expect(got.dtype == np.uint8, f"pack must return uint8 bytes, got {got.dtype}")
+    if got.tolist() == [0x21, 0x03]:
+        raise NotYet("pack([1, 2, 3]) gave [0x21, 0x03]: the nibbles are swapped; bitsandbytes puts "
+                     "the FIRST code in the HIGH nibble: byte = q[2i] << 4 | q[2i+1]")
+    expect(got.tolist() == [0x12, 0x30], f"pack([1, 2, 3]) should be [0x12, 0x30], got "
+           f"{[hex(b) for b in got.tolist()]}")
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 63, 64, 1001):
+        q = rng.integers(0, 16, n).astype(np.uint8)
+        packed = np.asarray(pack(q))
+        expect_shape(packed, ((n + 1) // 2,), f"pack of {n} codes")
+        expect(np.array_equal(packed, Q.pack_nibbles(q)), f"pack of {n} random codes differs from Eq. 7.7")
+        back = np.asarray(attempt(unpack, packed, n))
+        expect_shape(back, (n,), f"unpack(packed, {n})")
+        expect(np.array_equal(back, q), f"unpack(pack(q), {n}) does not give q back")
+    passed("07.2 nibble packing")
+
+
+def check_dq_saving(dq_saving) -> None:
+    """``dq_saving(blocksize, nested_blocksize)`` → bits per parameter that double
+    quantisation saves: 32/B − (8/B + 32/(B·B₂)) (Eq. 7.9)."""
+    for b, b2 in ((64, 256), (32, 256), (128, 256), (64, 128), (4096, 4096)):
+        got = attempt(dq_saving, b, b2)
+        want = Q.bits_per_param(blocksize=b) - Q.bits_per_param(blocksize=b, double_quant=True,
+                                                                  nested_blocksize=b2)
+        if got is not None and np.isclose(float(got), 32 / b):
+            raise NotYet(f"dq_saving({b}, {b2}) = 32/{b}: that is the whole absmax cost; DQ still "
+                         "stores an 8-bit code per block plus one fp32 scale per nested block")
+        expect_close(got, want, f"dq_saving({b}, {b2})", rtol=1e-12, atol=1e-12)
+    from pedagogy_lib import counting as C
+    n65 = C.total_params(C.LLAMA_65B)
+    passed("07.3 double-quantisation saving",
+           f"{dq_saving(64, 256):.3f} bits/param = {dq_saving(64, 256) * n65 / 8 / 1e9:.2f} GB on LLaMA-65B")
+
+
+def check_lloyd_max(lloyd_max) -> None:
+    """``lloyd_max(samples, levels)`` → sorted levels that (locally) minimise the MSE."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 1024)).astype(np.float32)
+    x = Q.absmax_normalize(w)
+    for levels in (4, 16):
+        got = attempt(lloyd_max, x, levels)
+        expect_shape(got, (levels,), f"lloyd_max(x, {levels})")
+        c = np.sort(np.asarray(got, np.float64))
+        expect(np.all(np.isfinite(c)), "the levels contain NaN/inf: an empty cell divided by zero?")
+        expect(np.all(np.diff(c) > 0), "the levels must be distinct (and returned sorted)")
+        ref = Q.lloyd_max(x, levels).astype(np.float64)
+        mse = lambda lv: np.mean((x - lv[Q.nearest_code(x, lv.astype(np.float32))]) ** 2)  # noqa: E731
+        mine, best = mse(c), mse(ref)
+        expect(mine <= best * 1.002, f"with {levels} levels your MSE is {mine:.4g}, the optimum about "
+               f"{best:.4g}: iterate longer, or check the two steps (thresholds = midpoints of the "
+               "levels; each level = mean of the samples in its cell)")
+        cell = Q.nearest_code(x, c.astype(np.float32))
+        means = np.array([x[cell == k].mean() if (cell == k).any() else c[k] for k in range(levels)])
+        expect(np.abs(means - c).max() < 2e-3, "at a Lloyd–Max fixed point each level is the mean "
+               f"of its cell; yours is off by {np.abs(means - c).max():.2g}")
+    nf4 = mse(Q.nf4_codebook().astype(np.float64))
+    passed("07.4 Lloyd–Max", f"on this sample NF4's MSE is {nf4 / best:.3f}× the 16-level optimum")
+
+
+__all__ = ["check_dq_saving", "check_lloyd_max", "check_nf4_codebook", "check_pack_nibbles"]

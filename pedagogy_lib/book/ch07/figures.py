@@ -1,0 +1,217 @@
+"""Chapter 07 figures and the experiments behind them.
+
+"07_codebooks"     NF4, FP4, Int4 and a Lloyd–Max code on the values a 4-bit code sees
+                   (absmax-normalised Gaussian blocks);
+"07_error_study"   reconstruction error of each code on every MiniLM matrix, relative to
+                   the matrix's own Lloyd–Max optimum, and the code entropy;
+"07_accuracy"      QLoRA vs LoRA vs full FT vs probes (``chapters/results/ch07_accuracy.json``);
+"07_memory_minilm" one training step's memory, tensor by tensor (full FT, LoRA, QLoRA);
+"07_memory_llama"  QLoRA's memory arithmetic for LLaMA 7B–65B beside 16-bit full FT;
+"07_paging"        the paged-optimiser simulation for 65B on a 48 GB GPU.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pedagogy_lib import quant as Q
+from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
+                                           load, ordered, paging_scenario)
+from pedagogy_lib.book.figures import register
+
+
+CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
+                "Lloyd–Max (own)": "C4", "quantile (own)": "C5"}
+
+
+
+
+# ----------------------------------------------------------------------------- the error study
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _short(path: str) -> str:
+    """'encoder.layer.3.attention.self.query' → '3.q'."""
+    names = {"attention.self.query": "q", "attention.self.key": "k", "attention.self.value": "v",
+             "attention.output.dense": "o", "intermediate.dense": "ffn₁", "output.dense": "ffn₂"}
+    parts = path.split(".")
+    return f"{parts[2]}.{names.get('.'.join(parts[3:]), parts[-1])}"
+
+
+@register("07_codebooks")
+def codebooks(study: dict | None = None, gauss: np.ndarray | None = None) -> Figure:
+    gauss = gaussian_weights() if gauss is None else gauss
+    study = {"codes": {k: v.tolist() for k, v in fixed_codes().items()}} if study is None else study
+    x = Q.absmax_normalize(gauss)
+    fig = Figure(figsize=(8, 4.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(1, 1.4))
+    names = list(study["codes"])
+    for i, name in enumerate(names):
+        c = np.asarray(study["codes"][name])
+        top.plot(c, np.full(len(c), i), "|", ms=14, mew=2, color=CODE_COLOURS[name])
+    top.set_yticks(range(len(names)), names, fontsize=8)
+    top.set_ylim(len(names) - 0.5, -0.5)
+    top.set_title("16 levels each: where the 4-bit data types put them", fontsize=10)
+    bottom.hist(x, bins=200, density=True, color="0.7")
+    bottom.set_xlabel("normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w")
+    bottom.set_ylabel("density")
+    return fig
+
+
+@register("07_error_study")
+def error_study_figure(study: dict | None = None) -> Figure:
+    study = error_study() if study is None else study
+    mats = study["matrices"]
+    paths = list(mats)
+    names = ["NF4", "FP4", "Int4", "Lloyd–Max (Gaussian)", "quantile (own)"]
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(3, 1))
+    xs = np.arange(len(paths))
+    for name in names:
+        ratio = [mats[p][name]["mse_x"] / mats[p]["Lloyd–Max (own)"]["mse_x"] for p in paths]
+        left.plot(xs, ratio, "o-", ms=3, lw=1, color=CODE_COLOURS[name], label=name)
+    left.axhline(1, color="k", lw=0.8, label="Lloyd–Max fitted to the matrix (MSE optimum)")
+    left.set_xticks(xs, [_short(p) for p in paths], rotation=90, fontsize=7)
+    left.set_ylabel("MSE of x = w/absmax ÷ optimum")
+    left.set_title("Reconstruction error on each MiniLM matrix (blocks of 64)", fontsize=10)
+    left.legend(fontsize=7, ncol=2)
+    ent = {name: [mats[p][name]["entropy"] for p in paths] for name in names + ["Lloyd–Max (own)"]}
+    right.boxplot(list(ent.values()), vert=False, tick_labels=[n.replace(" (", "\n(") for n in ent])
+    right.axvline(4, color="k", lw=0.8)
+    right.set_xlabel("code entropy (bits of 4)")
+    right.tick_params(axis="y", labelsize=7)
+    right.set_title("Bits the codes carry", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- training
+
+
+
+@register("07_accuracy")
+def accuracy(d: dict | None = None) -> Figure:
+    d = load("ch07_accuracy") if d is None else d
+    res = ordered(d["results"])
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    hi = 100 * max(max(r["acc"]) for r in res.values())
+    for i, (name, r) in enumerate(res.items()):
+        acc = 100 * np.array(r["acc"])
+        ax.barh(i, acc.mean(), color="C0" if "QLoRA" in name else "C7", alpha=0.6)
+        ax.plot(acc, np.full(acc.size, i), "k.", ms=6)
+        ax.text(hi + 0.4, i, f"{acc.mean():.1f}  ({r['trainable']:,} trained)", va="center", fontsize=8)
+    lo = min(100 * min(r["acc"]) for r in res.values())
+    ax.set_xlim(lo - 3, hi + 6)
+    ax.set_yticks(range(len(res)), list(res))
+    ax.invert_yaxis()
+    c = d["config"]
+    ax.set_xlabel(f"test accuracy (%) on {c['n_test']} words; dots: {len(c['seeds'])} seeds")
+    ax.set_title(f"VADER polarity, {c['n_train']} training words, {c['epochs']} epochs", fontsize=10)
+    return fig
+
+
+
+
+STEP_PARTS = ("weights", "grads", "optimizer", "saved", "transient")
+
+
+@register("07_memory_minilm")
+def memory_minilm(mem: dict | None = None) -> Figure:
+    mem = load(MEMORY_OUT) if mem is None else mem  # stored by make sweeps --part memory
+    fig = Figure(figsize=(7, 3.6), layout="constrained")
+    ax = fig.subplots()
+    labels = {"full": "full FT (fp32)", "lora": "LoRA (fp32 base)", "qlora": "QLoRA (NF4+DQ base)"}
+    for i, m in enumerate(mem):
+        left = 0.0
+        for j, part in enumerate(STEP_PARTS):
+            v = mem[m][part] / 1e6
+            ax.barh(i, v, left=left, color=f"C{j}", label=part if i == 0 else None)
+            left += v
+        ax.text(left + 3, i, f"{left:.0f} MB", va="center", fontsize=8)
+    ax.set_xlim(0, 1.15 * max(sum(v[p] for p in STEP_PARTS) for v in mem.values()) / 1e6)
+    ax.set_yticks(range(len(mem)), [labels.get(m, m) for m in mem])
+    ax.invert_yaxis()
+    ax.set_xlabel("MB held during one training step (tensor accounting, Eq. 7.12)")
+    ax.set_title("MiniLM, batch of 32 VADER words", fontsize=10)
+    fig.legend(fontsize=8, ncol=5, loc="outside lower center")
+    return fig
+
+
+# ----------------------------------------------------------------------------- 7B-65B
+
+
+
+@register("07_memory_llama")
+def memory_llama(table: dict | None = None) -> Figure:
+    from pedagogy_lib.counting import MEMORY_PARTS
+
+    table = llama_memory() if table is None else table
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    names = list(table)
+    xs = np.arange(len(names))
+    bottom = np.zeros(len(names))
+    for j, part in enumerate(MEMORY_PARTS):
+        v = np.array([table[n][part] for n in names])
+        if v.any():
+            left.bar(xs, v, bottom=bottom, color=f"C{j}", label=part)
+            bottom += v
+    left.axhline(48, color="k", ls="--", lw=1, label="48 GB GPU")
+    left.set_xticks(xs, names, fontsize=8)
+    left.set_ylabel("GB")
+    left.set_title("QLoRA (NF4+DQ, LoRA r=64 on all linears)", fontsize=10)
+    left.legend(fontsize=7)
+    full = [table[n]["full_16bit"] for n in names]
+    ql = [table[n]["qlora_total"] for n in names]
+    right.bar(xs - 0.2, full, 0.4, color="C7", label="16-bit full FT, 12 B/param")
+    right.bar(xs + 0.2, ql, 0.4, color="C0", label="QLoRA (left)")
+    right.set_yscale("log")
+    right.set_xticks(xs, names, fontsize=8)
+    right.set_ylabel("GB (log scale)")
+    right.set_title("Without activations", fontsize=10)
+    right.legend(fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------- paging
+
+
+
+@register("07_paging")
+def paging(d: dict | None = None) -> Figure:
+    d = paging_scenario() if d is None else d
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    ax = fig.subplots()
+    t = np.arange(d["activations"].size)
+    fixed = (d["weights"] + d["grads"]) / GB
+    ax.fill_between(t, 0, fixed, color="C7", alpha=0.5, step="mid", label="4-bit base + LoRA + grads")
+    ax.fill_between(t, fixed, fixed + d["resident_state"] / GB, color="C2", alpha=0.6, step="mid",
+                    label="Adam state on the GPU (paged)")
+    top = fixed + d["resident_state"] / GB + d["activations"] / GB
+    ax.fill_between(t, fixed + d["resident_state"] / GB, top, color="C1", alpha=0.5, step="mid",
+                    label="activations")
+    ax.axhline(d["capacity"] / GB, color="k", lw=1, label="48 GB")
+    oom = np.flatnonzero(d["oom_unpaged"])
+    ax.plot(oom, np.full(oom.size, d["capacity"] / GB + 1), "rv", ms=4,
+            label=f"out of memory without paging ({oom.size} steps)")
+    bad = np.flatnonzero(d["oom_paged"])
+    if bad.size:
+        ax.plot(bad, np.full(bad.size, d["capacity"] / GB + 2.5), "kx", ms=4,
+                label=f"out of memory even with paging ({bad.size})")
+    ax.set_ylim(fixed * 0.9, d["capacity"] / GB + 4)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("GB on the GPU at the activation peak")
+    ax.set_title("Paged optimiser, simulated: LLaMA-65B QLoRA on one 48 GB GPU", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return fig

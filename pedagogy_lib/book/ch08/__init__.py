@@ -1,0 +1,1 @@
+"""Chapter 08's room: its experiment, figures, claims and exercises."""

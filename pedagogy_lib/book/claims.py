@@ -1,0 +1,83 @@
+"""The claims ledger: every numeric or comparative claim of the article, with our value.
+
+Each chapter keeps its own records in ``pedagogy_lib.book.chNN.claims.claims()``; this module only gathers them, checks their form, and
+drops exact duplicates of an id (a claim that two chapters both test keeps its first record,
+the chapter where it is measured most directly is listed first in ``ORDER``).
+
+A record is ``{id, chapter, claim, verdict, our_value, published_value, source}``, where
+``our_value`` is a string that a function computed from measurements or arithmetic.
+"""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from pedagogy_lib.book.rules import VERDICTS
+
+FIELDS = ("id", "chapter", "claim", "verdict", "our_value", "published_value", "source")
+ORDER = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
+
+
+def check_record(rec: dict) -> dict:
+    """Raise a ValueError naming what is wrong with one ledger record."""
+    if not isinstance(rec, dict):
+        raise TypeError(f"a claim record must be a dict, got {type(rec).__name__}")
+    missing = [f for f in FIELDS if f not in rec]
+    if missing:
+        raise ValueError(f"claim {rec.get('id', '?')!r} lacks fields {missing}")
+    if rec["verdict"] not in VERDICTS:
+        raise ValueError(f"claim {rec['id']!r}: verdict {rec['verdict']!r} is not one of {VERDICTS}")
+    for f in ("id", "claim", "our_value", "source"):
+        if not str(rec[f]).strip():
+            raise ValueError(f"claim {rec['id']!r}: field {f!r} is empty")
+    return rec
+
+
+def chapter_claims(chapter: str) -> list[dict]:
+    """The records of one chapter ('ch00' … 'ch08'); [] if the chapter keeps none yet."""
+    if chapter not in ORDER:
+        raise ValueError(f"unknown chapter {chapter!r}; expected one of {ORDER}")
+    try:
+        mod = importlib.import_module(f"pedagogy_lib.book.{chapter}.claims")
+    except ModuleNotFoundError as e:
+        if e.name == f"pedagogy_lib.book.{chapter}.claims":
+            return []
+        raise
+    return [check_record(r) for r in mod.claims()]
+
+
+@lru_cache(maxsize=1)
+def _ledger() -> tuple:
+    seen, out = set(), []
+    for ch in ORDER:
+        for rec in chapter_claims(ch):
+            if rec["id"] not in seen:
+                seen.add(rec["id"])
+                out.append(rec)
+    return tuple(out)
+
+
+def ledger() -> list[dict]:
+    return [dict(r) for r in _ledger()]
+
+
+def __getattr__(name):  # LEDGER is built on first use, not at import (it reads results files)
+    if name == "LEDGER":
+        return ledger()
+    raise AttributeError(name)
+
+
+def verdict_counts(records=None) -> dict[str, int]:
+    records = ledger() if records is None else records
+    return {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
+
+
+def render(records, width: int = 60) -> str:
+    """A fixed-width text table (stable for nbval): id, verdict, our value (shortened)."""
+    def cut(s, n):
+        s = " ".join(str(s).split())
+        return s if len(s) <= n else s[: n - 1] + "…"
+
+    rows = [f"{'id':<34} {'verdict':<15} our value", "-" * (52 + width)]
+    rows += [f"{cut(r['id'], 34):<34} {r['verdict']:<15} {cut(r['our_value'], width)}" for r in records]
+    return "\n".join(rows)

@@ -1,0 +1,88 @@
+"""Every figure the book shows, written into ``figures/`` byte for byte the same each run.
+
+One module per chapter room (``pedagogy_lib/book/chNN/figures.py``) registers builders that
+only plot:
+
+    @register("01_spectra")
+    def spectra(data=None):
+        data = load_spectra() if data is None else data   # stored results, never a new run
+        fig = Figure()
+        ...
+        return fig
+
+A chapter calls the builder with the data it already has and shows the figure; it writes
+nothing. ``python -m pedagogy_lib.book`` (``make figures``) calls every builder with no
+argument (so on the stored results) and writes each figure with ``save``.
+
+PNG files are byte-deterministic when nothing in them depends on the run: matplotlib
+writes the date-free PNG metadata we give it (``Software`` dropped), at a fixed dpi.
+"""
+
+import os
+import pathlib
+import re
+from collections.abc import Callable
+
+import matplotlib
+from matplotlib.figure import Figure
+
+__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save"]
+
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+if not (_REPO_ROOT / "pyproject.toml").is_file():  # installed without the book: use ./figures
+    _REPO_ROOT = pathlib.Path.cwd()
+FIGURES_DIR = pathlib.Path(os.environ.get("PEDAGOGY_FIGURES_DIR") or _REPO_ROOT / "figures")
+
+REGISTRY: dict[str, Callable[[], Figure]] = {}
+
+DPI = 100
+_NAME = re.compile(r"^[0-9]{2}_[A-Za-z0-9_-]+$")  # "01_spectra": chapter number first
+_RC = {"svg.hashsalt": "pedagogy_lib", "savefig.dpi": DPI}
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"figure name must be a str, got {type(name).__name__}")
+    if not _NAME.match(name):
+        raise ValueError(
+            f"figure name {name!r} must be the chapter number, '_', then letters, digits, "
+            "'_' or '-' (e.g. '01_spectra'); no paths or extensions"
+        )
+    return name
+
+
+def register(name: str):
+    """Decorator: add a zero-argument figure builder to REGISTRY under ``name``."""
+    _check_name(name)
+
+    def decorate(builder):
+        if not callable(builder):
+            raise TypeError(f"register({name!r}) decorates a function, got {type(builder).__name__}")
+        old = REGISTRY.get(name)
+        same = old is not None and (old.__module__, old.__qualname__) == (
+            builder.__module__,
+            builder.__qualname__,
+        )
+        if old is not None and not same:  # re-importing the same module is fine
+            raise ValueError(
+                f"figure {name!r} is already registered by {old.__module__}.{old.__qualname__}"
+            )
+        REGISTRY[name] = builder
+        return builder
+
+    return decorate
+
+
+def save(fig: Figure, name: str) -> pathlib.Path:
+    """Write ``fig`` to FIGURES_DIR/<name>.png deterministically and return the path."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"save() needs a matplotlib Figure, got {type(fig).__name__}")
+    _check_name(name)
+    out_dir = pathlib.Path(FIGURES_DIR)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.png"
+    tmp = path.with_name(f".{name}.{os.getpid()}.png.tmp")  # atomic: readers never see half a file
+    with matplotlib.rc_context(_RC):
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,343 @@
+"""The runner: one training route, one learning-rate protocol, one timer, one memory count.
+
+Every experiment of the book goes through here (the chapter rooms in ``book/chNN/
+experiment.py``, ``make sweeps``, ``make compare``), so a difference between two rows of
+any table is a difference between methods, not between scripts.
+
+* ``run(arm, task, budget, seed, lr)``: load MiniLM (torch), let the registry attach the
+  method, put the shared head on (``torch_ref.train.Classifier``), train with the shared
+  loop, return plain numbers (validation and test accuracy, trainable count, loss curve…);
+* ``protocol(arms, task, budget)``: the evidence protocol of DESIGN.md: each arm's grid at
+  the first seed, the rate with the best validation accuracy (ties: the smaller rate),
+  then the other seeds at that rate; runs spread over ``jobs`` one-thread processes;
+* ``time_forward``: forward latency of several networks timed in turn, as paired ratios
+  against a reference, with the reference timed twice as the noise control;
+* ``step_memory``: the bytes one training step holds (Eq. 7.12).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import multiprocessing
+import statistics
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from . import data as D
+from .checks import check_size
+from .registry import Arm, get
+from .torch_ref.encoder import load_minilm_torch
+from .torch_ref.qlora import DequantLog, quantized_layers, weight_bytes
+from .torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_trainable, train_classifier
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much each run gets. ``n_eval`` None: the whole validation and test splits.
+    ``resample``: each seed draws its own training subsample (else seed 0's for all).
+    ``head_lr`` None: max(lr, 1e-3). ``full_grid`` False: only each grid's first rate."""
+    n_train: int = 1024
+    n_eval: int | None = 500
+    epochs: int = 2
+    batch_size: int = 32
+    seeds: tuple = (0, 1, 2)
+    full_grid: bool = True
+    latency_rounds: int = 61
+    head_lr: float | None = None
+    resample: bool = False
+    schedule: str = "linear"
+
+    def __post_init__(self):
+        if (self.n_train < 2 or (self.n_eval is not None and self.n_eval < 2) or self.epochs < 1
+                or self.batch_size < 1 or not self.seeds or self.latency_rounds < 1):
+            raise ValueError(f"invalid budget {self}")
+
+
+def as_arm(method) -> Arm:
+    """An ``Arm``, or a registry name taken with its defaults."""
+    return method if isinstance(method, Arm) else Arm(get(method).name, method)
+
+
+def splits(task, budget: Budget, seed: int = 0):
+    """(train, val, test) ``data.Split``s of ``task`` under ``budget`` (class-balanced subsamples)."""
+    def sub(split, n, s):
+        return split if n is None else D.subsample(split, min(n, len(split)), seed=s)
+
+    return (sub(task.train, budget.n_train, seed if budget.resample else 0),
+            sub(task.val, budget.n_eval, 0), sub(task.test, budget.n_eval, 0))
+
+
+@lru_cache(maxsize=1)
+def _base_minilm():
+    return load_minilm_torch(device="cpu")
+
+
+def fresh_minilm():
+    """A private copy of the torch MiniLM (loaded from disk once per process)."""
+    base = _base_minilm()
+    mm = copy.copy(base)
+    mm.net = copy.deepcopy(base.net)
+    return mm
+
+
+def _check_lr(lr):
+    if not (isinstance(lr, float) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive float, got {lr!r}")
+    return lr
+
+
+def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
+    """Build and train one classifier; returns (classifier, MiniLM, history, batches)."""
+    arm = as_arm(arm)
+    mm = fresh_minilm()
+    arm.setup_torch(mm, seed)
+    clf = Classifier(mm.net, seed=seed)
+    dev = next(clf.parameters()).device
+    tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
+    va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)
+    cfg = TrainConfig(lr=lr, epochs=budget.epochs, batch_size=budget.batch_size, seed=seed,
+                      schedule=budget.schedule, head_lr=budget.head_lr or max(lr, 1e-3))
+    return clf, mm, train_classifier(clf, tr, va, cfg), (tr, va)
+
+
+def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measure: bool = False) -> dict:
+    """Train one (method, seed, lr) on ``task`` and return plain numbers (``measure``:
+    add the training step's memory). ``data`` = precomputed ``splits``."""
+    arm, lr = as_arm(method), _check_lr(lr)
+    train, val, test = data or splits(task, budget, seed)
+    t0 = time.process_time()
+    clf, mm, hist, (tr, _) = train_arm(arm, seed, train, lr, budget, val)
+    out = {"method": arm.label, "lr": lr, "seed": seed, "val_acc": hist.val_acc[-1],
+           "test_acc": accuracy(clf, Batches(mm.tokenizer, test.tokens, test.labels, tr.device)),
+           "trainable": count_trainable(clf), "sec_per_epoch": hist.seconds / budget.epochs,
+           "final_loss": float(np.mean(hist.losses[-5:])), "losses": hist.losses,
+           "cpu_s": time.process_time() - t0}
+    if measure:
+        out["memory"] = training_state_bytes(clf, next(tr.epoch(budget.batch_size, None)))
+    return out
+
+
+def select_lr(trials: list[dict]) -> dict:
+    """The protocol's choice: best validation accuracy; ties go to the smaller rate."""
+    if not trials:
+        raise ValueError("select_lr needs at least one trial")
+    return max(trials, key=lambda r: (r["val_acc"], -r["lr"]))
+
+
+def grid(arm, budget: Budget) -> tuple:
+    g = as_arm(arm).grid
+    return g if budget.full_grid else g[:1]
+
+
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+class Pool:
+    """Runs ``run`` calls in this process (jobs=1) or in one-thread worker processes."""
+
+    def __init__(self, jobs: int):
+        jobs = check_size(jobs, "jobs")
+        self.pool = None if jobs == 1 else ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+
+    def submit(self, *args, **kw) -> Future:
+        if self.pool is not None:
+            return self.pool.submit(run, *args, **kw)
+        f = Future()
+        f.set_result(run(*args, **kw))
+        return f
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+
+def _say(r: dict, t0: float):
+    print(f"{r['method']:<14} lr={r['lr']:<7g} seed={r['seed']} val={r['val_acc']:.3f} "
+          f"test={r['test_acc']:.3f}  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+
+def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True) -> dict:
+    """For every arm: its grid at the first seed (with memory), the rate ``select_lr`` picks,
+    then the other seeds at that rate. Returns {label: {"trials": [...], "runs": [...]}}
+    with ``trials`` sorted by rate and ``runs`` = the chosen trial, then the other seeds."""
+    arms = [as_arm(a) for a in arms]
+    data = None if budget.resample or jobs > 1 else splits(task, budget)  # workers rebuild it
+    pool, t0 = Pool(jobs), time.perf_counter()
+    trials = {a.label: [] for a in arms}
+    extra = {a.label: [] for a in arms}
+    try:
+        pending = {pool.submit(a, task, budget, budget.seeds[0], lr, data=data, measure=True): ("grid", a)
+                   for a in arms for lr in grid(a, budget)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, a = pending.pop(f)
+                (trials if kind == "grid" else extra)[a.label].append(f.result())
+                if progress:
+                    _say(f.result(), t0)
+                if kind == "grid" and len(trials[a.label]) == len(grid(a, budget)):
+                    best = select_lr(trials[a.label])
+                    for s in budget.seeds[1:]:
+                        pending[pool.submit(a, task, budget, s, best["lr"], data=data)] = ("seed", a)
+    finally:
+        pool.close()
+    out = {}
+    for a in arms:
+        ts = sorted(trials[a.label], key=lambda r: r["lr"])
+        out[a.label] = {"trials": ts, "runs": [select_lr(ts)] + sorted(extra[a.label], key=lambda r: r["seed"])}
+    return out
+
+
+# ----------------------------------------------------------------------------- timing
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _quartiles(x):
+    q = statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3
+    return q[0], q[2]
+
+
+def _rounds(models, ids, mask, rounds, inner, clock, device):
+    """Per-round times; the order rotates each round so neighbours see the same machine."""
+    names = list(models)
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            _sync(device)
+            t0 = clock()
+            for _ in range(inner):
+                models[name](ids, mask)
+            _sync(device)
+            times[name].append((clock() - t0) / inner)
+    return times
+
+
+@torch.inference_mode()
+def time_forward(models: dict, batch: int, seq_len: int, rounds: int = 7, inner: int = 3,
+                 seed: int = 0) -> dict:
+    """Forward latency of each model on the same random (batch, seq_len) input.
+
+    A model's ``ratio`` is the median over rounds of its time over the time of
+    ``models["none"]`` in the same round (paired, so slow drifts of the machine cancel);
+    ``ratio_q1``/``ratio_q3`` are the quartiles of those per-round ratios and show the noise;
+    ``ms`` is the median time. On a CPU with one thread the clock is the thread's CPU time,
+    otherwise wall time. Returns {name: {"ms", "ratio", "ratio_q1", "ratio_q3"}} + {"clock"}.
+    """
+    if "none" not in models:
+        raise ValueError("time_forward needs a 'none' model to take ratios against")
+    batch, seq_len = check_size(batch, "batch"), check_size(seq_len, "seq_len")
+    rounds, inner = check_size(rounds, "rounds"), check_size(inner, "inner")
+    device = next(models["none"].parameters()).device
+    cpu_clock = device.type == "cpu" and torch.get_num_threads() == 1
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, models["none"].config.vocab_size, (batch, seq_len), generator=gen).to(device)
+    mask = torch.ones_like(ids)
+    for model in models.values():  # warm-up: allocator, kernels, caches
+        model(ids, mask)
+    times = _rounds(models, ids, mask, rounds, inner, time.thread_time if cpu_clock else time.perf_counter, device)
+    ratios = {n: [t / r for t, r in zip(times[n], times["none"])] for n in times}
+    out = {n: {"ms": 1e3 * statistics.median(times[n]), "ratio": statistics.median(ratios[n]),
+               "ratio_q1": _quartiles(ratios[n])[0], "ratio_q3": _quartiles(ratios[n])[1]} for n in times}
+    return out | {"clock": "thread CPU" if cpu_clock else "wall"}
+
+
+def inference_net(method, seed: int = 0):
+    """The network a method serves with (LoRA merged, prefix MLP folded), built fresh:
+    trained values do not change the work a forward pass does."""
+    arm = as_arm(method)
+    mm = fresh_minilm()
+    arm.setup_torch(mm, seed)
+    arm.inference(mm)
+    return mm.bert.eval()
+
+
+def measure_latency(arms, batch: int = 32, seq_len: int = 8, rounds: int = 61) -> dict:
+    """Each arm's serving network against the plain model, timed in turn (``time_forward``).
+    A second copy of the plain model is timed too: its ratio's distance from 1 is the noise
+    floor. Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
+    arms = [as_arm(a) for a in arms]
+    nets = {a.label: inference_net(a) for a in arms}
+    lat = time_forward({"none": inference_net("probe"), **nets}, batch=batch, seq_len=seq_len, rounds=rounds)
+    return {n: {"latency_ratio": lat[n]["ratio"], "latency_q1": lat[n]["ratio_q1"],
+                "latency_q3": lat[n]["ratio_q3"]} for n in nets}
+
+
+# ----------------------------------------------------------------------------- memory
+def _bytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+
+
+def _storage_key(t: torch.Tensor):
+    s = t.untyped_storage()
+    return (t.device.type, s.data_ptr(), s.nbytes())
+
+
+def _own_storages(model) -> set:
+    own = {_storage_key(t) for t in list(model.parameters()) + list(model.buffers())}
+    return own | {_storage_key(m.weight.data) for m in quantized_layers(model).values()}
+
+
+def _cuda_peak(out: dict, base: int) -> dict:
+    torch.cuda.synchronize()
+    out["cuda_peak"] = torch.cuda.max_memory_allocated()
+    out["cuda_before_step"] = base
+    # the step's rise above what was allocated before it, plus the model's weights
+    # (so tensors left on the GPU by other code do not count)
+    out["cuda_model_peak"] = out["cuda_peak"] - base + out["weights"]
+    return out
+
+
+def step_memory(model, batch, lr: float = 1e-3, optimizer=None) -> dict:
+    """One training step (forward, backward, AdamW step) on ``batch`` = (ids, mask, labels),
+    with every tensor the step keeps accounted (Eq. 7.12): ``weights`` (``weight_bytes``),
+    ``saved`` activations (once per storage, parameters excluded), ``grads``, ``optimizer``
+    state after the step, and ``transient``: the largest weight bitsandbytes dequantises.
+    ``peak`` is their sum, an upper bound. On CUDA the allocator's peak is added too."""
+    ids, mask, y = batch
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("step_memory: the model has no trainable parameters")
+    opt = optimizer or torch.optim.AdamW(params, lr=lr)
+    own, saved = _own_storages(model), {}
+
+    def pack(t):
+        k = _storage_key(t)
+        if k not in own:
+            saved[k] = k[2]
+        return t
+
+    cuda = next(model.parameters()).device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if cuda else 0
+    with DequantLog() as log:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = torch.nn.functional.cross_entropy(model(ids, mask), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    opt.step()
+    out = {"weights": weight_bytes(model)["total"], "saved": sum(saved.values()),
+           "grads": sum(_bytes(p.grad) for p in params),
+           "optimizer": sum(_bytes(v) for st in opt.state.values() for v in st.values()),
+           "transient": max((c["bytes"] for c in log.calls if c["op"] == "dequantize_4bit"), default=0)}
+    out["peak"] = sum(out.values())
+    return _cuda_peak(out, base) if cuda else out
+
+
+def training_state_bytes(clf, batch) -> dict:
+    """Chapter 08's view of ``step_memory``: weights, grads, AdamW's moments and the saved
+    activations of one training step, and their ``total``."""
+    m = step_memory(clf, batch)
+    out = {"weights": m["weights"], "grads": m["grads"], "adam": m["optimizer"], "activations": m["saved"]}
+    return out | {"total": sum(out.values())}

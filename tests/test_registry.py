@@ -1,0 +1,132 @@
+"""The method registry and the runner: every record's formula counts what its twin trains,
+the NumPy and torch attachments agree, and the runner's protocol pieces behave."""
+import numpy as np
+import pytest
+import torch
+
+from pedagogy_lib import counting as C
+from pedagogy_lib import runner
+from pedagogy_lib.models import load_minilm
+from pedagogy_lib.registry import METHODS, Arm, arms, get
+
+SHAPE = C.minilm_shape()
+
+
+def trainable(params) -> int:
+    return sum(p.numel() for p in params if p.requires_grad)
+
+
+def new_params(mm, base_names) -> int:
+    """Parameters a method added (the kept ones, after ``inference``: a folded prefix)."""
+    return sum(p.numel() for n, p in mm.net.named_parameters() if n not in base_names)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "prefix"])
+def test_count_formula_is_what_the_torch_twin_trains(name):
+    mm = runner.fresh_minilm()
+    get(name).setup_torch(mm, seed=0)
+    assert trainable(mm.net.parameters()) == get(name).params(SHAPE), name
+
+
+def test_prefix_count_is_what_is_kept_after_folding():
+    mm = runner.fresh_minilm()
+    base = {n for n, _ in mm.net.named_parameters()}
+    arm = Arm("prefix", "prefix")
+    arm.setup_torch(mm, 0)
+    assert trainable(mm.net.parameters()) > arm.params(SHAPE)  # the MLP trains, then is folded away
+    arm.inference(mm)
+    kept = sum(t.numel() for t in _prefix_tensors(mm))
+    assert kept == arm.params(SHAPE) == C.prefix_params(SHAPE, 10)
+    assert new_params(mm, base) >= 0
+
+
+def _prefix_tensors(mm):
+    from pedagogy_lib.torch_ref.prefix import prefix_tensors
+
+    return [prefix_tensors(mm.bert)]
+
+
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.attach_numpy is not None and n != "prefix"])
+def test_numpy_attachment_trains_the_same_count(name):
+    mm = load_minilm()
+    get(name).setup_numpy(mm, seed=0)
+    assert mm.net.num_parameters(trainable_only=True) == get(name).params(SHAPE), name
+
+
+def test_records_are_complete_and_grids_ascending():
+    for name, m in METHODS.items():
+        assert m.name == name and m.trains and callable(m.attach_torch) and callable(m.count)
+        assert len(m.lrs) >= 1 and list(m.lrs) == sorted(m.lrs) and all(lr > 0 for lr in m.lrs), name
+
+
+def test_arms_refuse_unknown_methods_options_and_duplicate_labels():
+    with pytest.raises(ValueError, match="unknown method 'dora'"):
+        Arm("x", "dora")
+    with pytest.raises(ValueError, match="takes no option"):
+        Arm("x", "lora", {"rank": 8})
+    with pytest.raises(ValueError, match="two arms"):
+        arms(Arm("a", "lora"), Arm("a", "bitfit"))
+    a = Arm("lora r=4", "lora", {"r": 4}, lrs=(1e-3,))
+    assert a.grid == (1e-3,) and a.params(SHAPE) == C.lora_params(SHAPE, 4)
+    assert runner.as_arm("bitfit").grid == METHODS["bitfit"].lrs
+
+
+def test_select_lr_takes_the_best_validation_and_breaks_ties_to_the_smaller_rate():
+    trials = [{"lr": 3e-3, "val_acc": 0.8}, {"lr": 1e-3, "val_acc": 0.8}, {"lr": 1e-2, "val_acc": 0.7}]
+    assert runner.select_lr(trials)["lr"] == 1e-3
+    trials[2]["val_acc"] = 0.81
+    assert runner.select_lr(trials)["lr"] == 1e-2
+    with pytest.raises(ValueError):
+        runner.select_lr([])
+
+
+def test_budget_and_run_refuse_bad_arguments():
+    with pytest.raises(ValueError, match="invalid budget"):
+        runner.Budget(n_eval=1)
+    with pytest.raises(ValueError, match="learning rate"):
+        runner.run("probe", None, runner.Budget(), 0, float("nan"))
+    with pytest.raises(ValueError, match="jobs"):
+        runner.Pool(0)
+
+
+def test_splits_resample_per_seed_only_when_asked():
+    from pedagogy_lib import data
+
+    task = data.polarity_task()
+    fixed, per_seed = runner.Budget(n_train=32, n_eval=16), runner.Budget(n_train=32, n_eval=16, resample=True)
+    assert runner.splits(task, fixed, 1)[0].tokens == runner.splits(task, fixed, 0)[0].tokens
+    assert runner.splits(task, per_seed, 1)[0].tokens != runner.splits(task, per_seed, 0)[0].tokens
+    assert runner.splits(task, per_seed, 1)[1].tokens == runner.splits(task, fixed, 0)[1].tokens  # eval fixed
+    assert len(runner.splits(task, runner.Budget(n_eval=None), 0)[2].tokens) == len(task.test)
+
+
+def test_time_forward_noise_control_and_step_memory():
+    torch.set_num_threads(1)
+    net = runner.inference_net("probe")
+    lat = runner.time_forward({"none": net, "again": net}, batch=2, seq_len=4, rounds=5, inner=1)
+    assert lat["none"]["ratio"] == 1.0 and 0.5 < lat["again"]["ratio"] < 2.0
+    with pytest.raises(ValueError, match="'none'"):
+        runner.time_forward({"a": net}, 2, 4)
+    mm = runner.fresh_minilm()
+    get("bitfit").setup_torch(mm, 0)
+    from pedagogy_lib.torch_ref.train import Classifier
+
+    clf = Classifier(mm.net, seed=0)
+    ids = torch.randint(1000, 2000, (4, 6))
+    batch = (ids, torch.ones_like(ids), torch.tensor([0, 1, 0, 1]))
+    m = runner.training_state_bytes(clf, batch)
+    grads = 4 * trainable(clf.parameters())  # float32
+    assert m["grads"] == grads and m["adam"] >= 2 * grads and m["activations"] > 0
+    assert m["total"] == m["weights"] + m["grads"] + m["adam"] + m["activations"]
+
+
+def test_run_is_seeded_and_counts_what_the_registry_says():
+    from pedagogy_lib import data
+
+    task = data.polarity_task()
+    tiny = runner.Budget(n_train=16, n_eval=16, epochs=1, batch_size=8, seeds=(0,))
+    a = runner.run("lora", task, tiny, 0, 1e-3)
+    b = runner.run("lora", task, tiny, 0, 1e-3)
+    assert (a["val_acc"], a["test_acc"], a["losses"]) == (b["val_acc"], b["test_acc"], b["losses"])
+    assert a["trainable"] == METHODS["lora"].params(SHAPE)
+    assert np.isfinite(a["final_loss"])
