@@ -119,18 +119,12 @@ def _depth(data) -> int:
     return deepest
 
 
-def _no_constant(name):
-    raise ValueError(f"{name} is not a JSON number (NaN/Infinity are not allowed)")
-
-
 def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
     """``json.loads`` with errors that name ``where``: invalid JSON, NaN/Infinity, nesting
     deeper than ``max_depth`` (deeper than Python's recursion limit included)."""
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where} is not valid JSON: {e}") from None
-    except ValueError as e:  # from _no_constant
         raise ValueError(f"{where} is not valid JSON: {e}") from None
     except RecursionError:
         raise ValueError(f"{where}: JSON nested too deeply (more than Python's recursion limit); "
@@ -138,6 +132,9 @@ def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
     if _depth(data) > max_depth:
         raise ValueError(f"{where}: JSON nested {_depth(data)} levels deep; at most {max_depth} "
                          "levels are accepted")
+    bad = first_nonfinite(data)
+    if bad is not None:  # Python's json reads NaN/Infinity; JSON itself has no such numbers
+        raise ValueError(f"{where} is not valid JSON: {bad} is NaN/Infinity, which JSON does not allow")
     return data
 
 
@@ -155,7 +152,7 @@ def read_json(path, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_D
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: {e}") from None
+        raise ValueError(f"{path} is not JSON: not UTF-8 text ({e})") from None
     return parse_json(text, str(path), max_depth)
 
 
