@@ -291,6 +291,13 @@ CASES = [
          lambda c: prefix.attach_prefix(c.np_sentence, 3, seed=-1), lambda c: c.np_sentence),
     Case("prefix.attach_prefix", "m=0", ValueError, "prefix length m must be positive",
          lambda c: prefix.attach_prefix(c.np_sentence, 0), lambda c: c.np_sentence),
+    Case("prefix.load_prompt", "a prompt with m = 0", ValueError, "prompt length m must be positive",
+         lambda c: prefix.load_prompt(c.np_sentence, np.zeros((0, 12), np.float32)), lambda c: c.np_sentence),
+    Case("prefix.load_prompt", "inf at 2 places of the prompt", ValueError, "soft prompt: contains 2 NaN/inf",
+         lambda c: prefix.load_prompt(c.np_sentence, np.where(np.eye(2, 12) > 0, np.inf, 0.5).astype(np.float32)),
+         lambda c: c.np_sentence),
+    Case("torch_ref.prefix.attach_prompt", "seed=-1", ValueError, "seed must be >= 0",
+         lambda c: tprefix.attach_prompt(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
     Case("prefix.attach_prompt", "seed=-2", ValueError, "seed must be >= 0",
          lambda c: prefix.attach_prompt(c.np_sentence, 3, seed=-2), lambda c: c.np_sentence),
     Case("prefix.attach_deep_prompt", "seed='0'", TypeError, "seed must be an int",
@@ -628,6 +635,41 @@ def test_path_of_rule_and_its_callers():
     assert R.path_of(pathlib.Path("x.json")) == pathlib.Path("x.json")
     for name in ("ch03_accuracy", "ch06_learning_curve"):  # bare names the figures and verdicts pass
         assert R.path_of(name).parent == R.RESULTS
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_stored_weight_with_zero_blocks_decodes_like_bitsandbytes(quant_type):
+    """Issue 16, class 2: 8 zero rows and one 5.0 outlier in a 64×64 weight. Double
+    quantisation restores the zero blocks' absmax slightly below 0; StoredWeight.dequantize,
+    crosscheck and dequantized_copy used to refuse the layer bitsandbytes runs."""
+    pytest.importorskip("bitsandbytes")
+    from pedagogy_lib.torch_ref import qlora as QL
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    with torch.no_grad():
+        model[0].weight[8:16] = 0
+        model[0].weight[3, 5] = 5.0
+    W = model[0].weight.detach().numpy().copy()
+    QL.quantize_linears(model, "all-linear", quant_type=quant_type, double_quant=True)
+    model = QL.to_device(model, "cpu")
+    layer = QL.quantized_layers(model)["0"]
+    stored = QL.read_quant_state(layer)
+    assert (stored.block_absmax() < 0).any()                 # the case that used to be refused
+    c = QL.crosscheck(layer, W)
+    assert c["dequant_identical"] and c["packed_identical"]
+    copy = QL.dequantized_copy(model)
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.equal(copy(x), torch.nn.functional.linear(x, torch.from_numpy(stored.dequantize()),
+                                                                model[0].bias))
+
+
+def test_quantize_linears_error_lists_only_linear_modules():
+    pytest.importorskip("bitsandbytes")
+    from pedagogy_lib.torch_ref import qlora as QL
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64))
+    with pytest.raises(ValueError, match=r"Linear names end in \['0'\]"):
+        QL.quantize_linears(model, ["LayerNorm"])
 
 
 def test_lexicon_reader_strips_a_byte_order_mark(tmp_path):
