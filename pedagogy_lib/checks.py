@@ -125,7 +125,7 @@ def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where} is not valid JSON: {e}") from None
+        raise ValueError(f"{where} is not JSON: not valid JSON syntax ({e})") from None
     except RecursionError:
         raise ValueError(f"{where}: JSON nested too deeply (more than Python's recursion limit); "
                          f"at most {max_depth} levels are accepted") from None
@@ -134,7 +134,7 @@ def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
                          "levels are accepted")
     bad = first_nonfinite(data)
     if bad is not None:  # Python's json reads NaN/Infinity; JSON itself has no such numbers
-        raise ValueError(f"{where} is not valid JSON: {bad} is NaN/Infinity, which JSON does not allow")
+        raise ValueError(f"{where} is not JSON: not valid JSON, {bad} is NaN/Infinity")
     return data
 
 

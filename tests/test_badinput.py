@@ -401,7 +401,7 @@ CASES = [
     Case("checkpoint.Tokenizer", "tokenizer.json corrupt", ValueError, "tokenizer.json is not a valid tokenizer",
          lambda c: checkpoint.Tokenizer(),
          lambda c: _fake_model_dir(c, {"model.safetensors": b"", "tokenizer.json": "{oops"})),
-    Case("checkpoint.load_config", "config.json corrupt", ValueError, "config.json is not valid JSON",
+    Case("checkpoint.load_config", "config.json corrupt", ValueError, "config.json is not JSON: not valid JSON syntax",
          lambda c: checkpoint.load_config(),
          lambda c: _fake_model_dir(c, {"model.safetensors": b"", "config.json": '{"hidden_size": 384,'})),
     Case("checkpoint.load_config", "config.json nested 100,000 deep", ValueError, "nested too deeply",
