@@ -31,22 +31,22 @@ MAX_REGEX_CHOICES = 16         # product of the alternatives (a|b, x?) in one pa
 
 
 # ----------------------------------------------------------------------------- ints and reals
-def nonneg_int(x, name: str) -> int:
-    """An int >= 0 (bools and floats refused: 2.0 is not a size)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
+def _int_at_least(x, name: str, low: int, what: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, numbers.Integral):  # 2.0 and True are not sizes
         raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}")
-    if x < 0:
-        raise ValueError(f"{name} must be >= 0, got {x}")
+    if x < low:
+        raise ValueError(f"{name} must be {what}, got {x}")
     return int(x)
+
+
+def nonneg_int(x, name: str) -> int:
+    """An int >= 0 (bools and floats refused)."""
+    return _int_at_least(x, name, 0, ">= 0")
 
 
 def positive_int(x, name: str) -> int:
     """An int >= 1."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}")
-    if x < 1:
-        raise ValueError(f"{name} must be a positive int, got {x}")
-    return int(x)
+    return _int_at_least(x, name, 1, "a positive int")
 
 
 def seed(x, name: str = "seed") -> int:

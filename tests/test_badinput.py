@@ -578,21 +578,26 @@ def test_the_regexes_real_adapters_use_are_accepted_and_match_like_peft():
 
 
 # ----------------------------------------------------------------------------- files stay whole (class 3)
+def _second_rename_fails(monkeypatch):
+    """Make the second os.replace of the next write fail, as a full disk would."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
 def test_save_adapter_failing_rename_leaves_the_old_adapter_byte_identical(tmp_path, monkeypatch):
     bert = BertEncoder(TINY, seed=1, dtype=np.float32)
     lora.attach_lora(bert, ("query", "value"), r=2, alpha=4)
     peft_io.save_adapter(bert, tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     lora.lora_layers(bert)[QUERY0].p["lora_B"][...] = 1.0  # the next save would change the weights
-    real, calls = os.replace, []
-
-    def second_rename_fails(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", second_rename_fails)
+    _second_rename_fails(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         peft_io.save_adapter(bert, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no half adapter, no .tmp
@@ -601,15 +606,7 @@ def test_save_adapter_failing_rename_leaves_the_old_adapter_byte_identical(tmp_p
 def test_save_adapter_into_a_new_directory_that_fails_leaves_nothing(tmp_path, monkeypatch):
     bert = BertEncoder(TINY, seed=1, dtype=np.float32)
     lora.attach_lora(bert, ("query",), r=2, alpha=4)
-    real, calls = os.replace, []
-
-    def second_rename_fails(src, dst):
-        calls.append(dst)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", second_rename_fails)
+    _second_rename_fails(monkeypatch)
     with pytest.raises(OSError):
         peft_io.save_adapter(bert, tmp_path / "new")
     assert [p for p in (tmp_path / "new").iterdir()] == []
