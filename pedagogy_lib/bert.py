@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import checks
 from .nn import (GELU, Embedding, LayerNorm, Linear, Module, ModuleList, SelfAttention,
                  check_mask, l2_normalize, mean_pool, mean_pool_backward)
 
@@ -31,8 +32,20 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
 
+    def __post_init__(self):
+        """Sizes are positive ints, the heads divide the hidden size, eps is finite and > 0."""
+        for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            checks.positive_int(getattr(self, k), f"BertConfig.{k}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig: hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        checks.finite_real(self.layer_norm_eps, "BertConfig.layer_norm_eps", positive=True)
+
     @classmethod
     def from_dict(cls, d: dict) -> "BertConfig":
+        if not isinstance(d, dict):
+            raise TypeError(f"BertConfig.from_dict needs a dict (a parsed config.json), got {type(d).__name__}")
         if d.get("hidden_act", "gelu") != "gelu":
             raise ValueError(f"only the exact-erf 'gelu' activation is supported, got {d['hidden_act']!r}")
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})

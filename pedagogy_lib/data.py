@@ -175,8 +175,10 @@ def load_vader(path: str | pathlib.Path | None = None) -> list[Entry]:
     parser. A corrupt line raises ValueError naming its line number.
     """
     path = default_path() if path is None else pathlib.Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a lexicon file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte-order mark is not part of a token
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
     entries = [parse_line(line.rstrip("\r"), i, path)

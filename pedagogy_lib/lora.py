@@ -19,9 +19,11 @@ import re
 
 import numpy as np
 
+from . import checks
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian", "pissa")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -49,7 +51,11 @@ def scaling(r: int, alpha: float, rslora: bool = False) -> float:
         raise TypeError(f"rslora must be True or False, got {rslora!r}")
     r = check_rank(r, r, r)
     alpha = check_alpha(alpha)
-    return alpha / math.sqrt(r) if rslora else alpha / r
+    s = alpha / math.sqrt(r) if rslora else alpha / r
+    if s > FLOAT32_MAX:  # s·(xAᵀ)Bᵀ would be inf in float32 and the outputs NaN
+        raise ValueError(f"LoRA scaling s = alpha/{'√r' if rslora else 'r'} = {s:.3g} exceeds float32's "
+                         f"largest value {FLOAT32_MAX:.3g}: lora_alpha={alpha!r} is too large")
+    return s
 
 
 # ----------------------------------------------------------------------------- init
@@ -151,32 +157,48 @@ class LoRALinear(Module):
         self._accumulate("lora_A", du.reshape(-1, self.r).T @ x2)
         return self.base_layer.backward(dy) + du @ self.p["lora_A"]
 
+    def _merged_weight(self, sign: int) -> np.ndarray:
+        """W ± s·BA as a new array, after checking that it is finite (W itself is not touched)."""
+        W = self.base_layer.p["weight"]
+        with np.errstate(over="ignore", invalid="ignore"):
+            new = W + sign * self.delta_weight().astype(W.dtype)
+        if not np.isfinite(new).all():
+            what = "merge" if sign > 0 else "unmerge"
+            raise ValueError(f"LoRALinear.{what}: W {'+' if sign > 0 else '−'} s·BA has "
+                             f"{int(new.size - np.count_nonzero(np.isfinite(new)))} NaN/inf entries "
+                             f"(lora_A, lora_B or scaling={self.scaling:g} not finite); W is unchanged")
+        return new
+
+    def _set_weight(self, new: np.ndarray, merged: bool):
+        self.base_layer.p["weight"][...] = new  # in place: whoever holds W sees the change
+        self.merged = merged
+
     def merge(self):
-        """W ← W₀ + s·BA  (Eq. 2.6). In place; refuses to merge twice."""
+        """W ← W₀ + s·BA  (Eq. 2.6). In place; refuses to merge twice, and refuses (W₀ unchanged)
+        when the result would hold NaN/inf."""
         if self.merged:
             raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
-        self.base_layer.p["weight"] += self.delta_weight().astype(self.base_layer.p["weight"].dtype)
-        self.merged = True
+        self._set_weight(self._merged_weight(+1), True)
         return self
 
     def unmerge(self):
         """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
         if not self.merged:
             raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
-        self.base_layer.p["weight"] -= self.delta_weight().astype(self.base_layer.p["weight"].dtype)
-        self.merged = False
+        self._set_weight(self._merged_weight(-1), False)
         return self
 
 
 # ----------------------------------------------------------------------------- targeting
 def check_targets(targets):
-    """peft's ``target_modules``: a non-empty list of names, a regex string, or 'all-linear'."""
+    """peft's ``target_modules``: a non-empty list of names, a regex string, or 'all-linear'.
+
+    A regex must pass ``checks.bounded_regex`` (no nested or alternated repeats, at most 3
+    variable repeats): peft runs any pattern with ``re.fullmatch`` and no limit, so a hostile
+    ``adapter_config.json`` can make it backtrack for hours; here it is refused at once."""
     if isinstance(targets, str):
         if targets != "all-linear":
-            try:
-                re.compile(targets)
-            except re.error as e:
-                raise ValueError(f"target regex {targets!r} does not compile: {e}") from None
+            checks.bounded_regex(targets, "target regex")
         return targets
     if isinstance(targets, (set, frozenset)):
         targets = sorted(targets)
@@ -244,10 +266,11 @@ def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     if init not in INITS:
         raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
     alpha = check_alpha(alpha)
-    scaling(1, alpha, rslora)  # validates rslora
-    modules = dict(model.named_modules())
-    already = [p for p in match_targets([p for p in modules if p], targets)
-               if isinstance(modules[p], LoRALinear)]
+    scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
+    seed = checks.seed(seed)
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    already = already_adapted(model.named_modules(), targets, LoRALinear)
     if already:
         raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
     shapes = linear_paths(model)
@@ -257,32 +280,48 @@ def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
             check_rank(r, *shapes[p])
         except (TypeError, ValueError) as e:
             raise type(e)(f"{p}: {e}") from None
-    if freeze_base:
-        model.freeze()
+    if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
+        for p in chosen:
+            check_finite(get_submodule(model, p).p["weight"], f"attach_lora(init='pissa'): {p}.weight")
     rng = np.random.default_rng(seed)
+    if freeze_base:  # everything checked: now change the model
+        model.freeze()
     for p in chosen:
         set_submodule(model, p, LoRALinear(get_submodule(model, p), r, alpha, rslora, init, rng))
     return chosen
 
 
+def already_adapted(named_modules, targets, lora_cls) -> list[str]:
+    """Paths that ``targets`` selects and that already carry a LoRA layer (no error when a
+    target selects nothing: ``match_targets`` over the Linears reports that)."""
+    targets = check_targets(targets)
+    return [p for p, m in named_modules if p and isinstance(m, lora_cls) and target_matches(p, targets)]
+
+
 def merge_all(model: Module) -> list[str]:
     """Merge every LoRA layer (Eq. 2.6); checks first that none is merged already."""
-    layers = lora_layers(model)
-    done = [p for p, m in layers.items() if m.merged]
-    if done:
-        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
-    for m in layers.values():
-        m.merge()
-    return list(layers)
+    return merge_layers(lora_layers(model), merge=True)
 
 
 def unmerge_all(model: Module) -> list[str]:
-    layers = lora_layers(model)
-    not_done = [p for p, m in layers.items() if not m.merged]
-    if not_done:
-        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
-    for m in layers.values():
-        m.unmerge()
+    return merge_layers(lora_layers(model), merge=False)
+
+
+def merge_layers(layers: dict, merge: bool) -> list[str]:
+    """Merge (or unmerge) every layer of {path: LoRALinear} (NumPy or torch), all or none:
+    each new weight is computed and checked finite before any is written."""
+    name = "merge_all" if merge else "unmerge_all"
+    wrong = [p for p, m in layers.items() if m.merged == merge]
+    if wrong:
+        raise RuntimeError(f"{name}: {wrong[:3]} are {'already' if merge else 'not'} merged")
+    new = {}
+    for p, m in layers.items():
+        try:
+            new[p] = m._merged_weight(+1 if merge else -1)
+        except ValueError as e:
+            raise ValueError(f"{name}: {p}: {e}") from None
+    for p, m in layers.items():
+        m._set_weight(new[p], merge)
     return list(layers)
 
 

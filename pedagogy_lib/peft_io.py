@@ -23,8 +23,9 @@ import pathlib
 
 import numpy as np
 
+from . import checks
 from . import lora as np_lora
-from .checkpoint import read_safetensors
+from .checkpoint import read_safetensors, write_atomically
 from .nn import Module
 
 CONFIG_NAME = "adapter_config.json"
@@ -131,14 +132,21 @@ def save_adapter(model, directory, base_model_name_or_path: str | None = None,
         A, B = _factors(backend, layer)
         tensors[f"{PREFIX}{path}.lora_A.weight"] = np.ascontiguousarray(A, dtype=dtype)
         tensors[f"{PREFIX}{path}.lora_B.weight"] = np.ascontiguousarray(B, dtype=dtype)
+    bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"save_adapter: {bad[:2]} contain NaN/inf; nothing was written")
     targets = describe_targets(layers, _all_linear_paths(backend, root))
     config = adapter_config(r, alpha, rslora, targets, base_model_name_or_path)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
+    # Both files are serialised in memory, then written to temporary names and renamed:
+    # a failure anywhere leaves the directory as it was (never weights without a config).
+    config_text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    weights_bytes = save(tensors, metadata={"format": "pt"})
     directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"save_adapter: {directory} exists and is not a directory")
+    write_atomically({directory / WEIGHTS_NAME: weights_bytes, directory / CONFIG_NAME: config_text})
     return directory
 
 
@@ -159,6 +167,10 @@ def check_config(cfg) -> dict:
           f"lora_alpha must be a finite number > 0, got {alpha!r}")
     rslora = cfg.get("use_rslora", False)
     _need(isinstance(rslora, bool), f"use_rslora must be true or false, got {rslora!r}")
+    try:
+        np_lora.scaling(r, alpha, rslora)
+    except ValueError as e:
+        _need(False, str(e))
     targets = cfg.get("target_modules")
     _need(isinstance(targets, str) or (isinstance(targets, list) and targets
                                        and all(isinstance(t, str) and t for t in targets)),
@@ -207,10 +219,7 @@ def read_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
         hint = (f"; {pickled[0]} is a pickle, which is never unpickled here: re-save it with "
                 f"safe_serialization=True") if pickled else ""
         raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    cfg = checks.read_json(cfg_path, max_bytes=1 << 20)  # size, depth, NaN bounded; path named
     return check_config(cfg), _read_weights(w_path)
 
 
@@ -251,6 +260,13 @@ def _plan(backend, root, cfg, weights) -> dict[str, tuple[np.ndarray, np.ndarray
         plan[p][ab] = v
     if r > min(min(shapes[p]) for p in chosen):
         raise ValueError(f"r={r} exceeds min(d_in, d_out) of an adapted matrix")
+    s = np_lora.scaling(r, cfg["alpha"], cfg["rslora"])
+    for p, d in plan.items():  # s·BA must fit the model's float32, or every output is NaN
+        with np.errstate(over="ignore", invalid="ignore"):
+            peak = float(np.abs(s * (d["B"].astype(np.float64) @ d["A"].astype(np.float64))).max())
+        if not peak <= np_lora.FLOAT32_MAX:
+            raise ValueError(f"{p}: s·BA (s = {s:.3g}, lora_alpha={cfg['alpha']!r}) reaches {peak:.3g}, beyond "
+                             f"float32's range: every output would be inf/NaN")
     existing = lib.lora_layers(root)
     if existing:
         if sorted(existing) != sorted(chosen):

@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 
+from . import checks
 from .nn import Embedding, Linear, Module, Sequential, check_array, check_finite, softmax
 
 INITS = ("random", "vocab")
@@ -243,7 +244,7 @@ def attach_prefix(model, m: int, reparam: int | None = None, seed: int = 0, std:
     if d_embed is not None:
         d_embed = _check_size(d_embed, "d_embed")
     atts = _free_attentions(bert)
-    rng, d, dtype = np.random.default_rng(seed), bert.config.hidden_size, _dtype(bert)
+    rng, d, dtype = np.random.default_rng(checks.seed(seed)), bert.config.hidden_size, _dtype(bert)
     model.freeze()  # everything checked: now change the model
     if reparam is None:
         for a in atts:
@@ -304,8 +305,11 @@ def load_prefix(model, tensors: np.ndarray):
         raise ValueError(f"prefix tensors hold {tensors.shape[0]} layers, the model has {L}")
     if tensors.shape[3] != d:
         raise ValueError(f"hidden size mismatch: prefix vectors have width {tensors.shape[3]}, the model's hidden size is {d}")
+    if tensors.shape[2] < 1:
+        raise ValueError(f"prefix length m must be positive: prefix tensors have shape {tensors.shape} "
+                         "(L, 2, m, d) with m = 0")
     check_finite(tensors, "prefix tensors")
-    model.freeze()
+    model.freeze()  # everything checked: now change the model
     if hasattr(bert, "prefix_encoder"):
         del bert.prefix_encoder
     for a, (pk, pv) in zip(_attentions(bert), tensors.astype(_dtype(bert))):
@@ -317,6 +321,9 @@ def to_peft_layout(tensors: np.ndarray) -> np.ndarray:
     """(L, 2, m, d) → (m, 2Ld): peft's ``prompt_embeddings`` for prefix tuning, whose row i
     holds token i's [layer 0 key, layer 0 value, layer 1 key, ...]."""
     check_array(tensors, "prefix tensors", ndim_min=4)
+    checks.ndim(tensors, "prefix tensors", 4, "(L, 2, m, d) [layer][key, value]")
+    if tensors.shape[1] != 2:
+        raise ValueError(f"prefix tensors must be (L, 2, m, d) [layer][key, value], got shape {tensors.shape}")
     L, two, m, d = tensors.shape
     return np.ascontiguousarray(tensors.transpose(2, 0, 1, 3).reshape(m, L * two * d))
 
@@ -446,7 +453,7 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
         raise ValueError("the model already has a soft prompt; load a fresh model to attach another")
     table = bert.embeddings.word_embeddings.p["weight"]
     prompt = SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
-                        np.random.default_rng(seed), table.dtype)
+                        np.random.default_rng(checks.seed(seed)), table.dtype)
     model.freeze()
     bert.embeddings.prompt = prompt
     return model
@@ -494,7 +501,7 @@ def attach_deep_prompt(model, m: int, seed: int = 0, std: float = 1.0):
     bert = _bert(model)
     m, std = _check_size(m, "prompt length m"), _check_std(std)
     atts = _free_attentions(bert)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed(seed))
     model.freeze()
     for a in atts:
         a.prefix = DeepPrompt(a, m, rng, std)

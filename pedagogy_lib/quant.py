@@ -92,11 +92,13 @@ def fp4_codebook():
     1 mantissa bit). Its exponent runs backwards and its subnormal is tiny:
     |v| = m·2⁻⁴ if e = 0, else (1 + m/2)·2^(4-e), giving {0, 1/16, 2, 3, 4, 6, 8, 12};
     divided by 12 so the largest is 1. (OCP's E2M1 has the same normals but 1, not 1/16,
-    as its subnormal.) Codes 0 and 8 are +0 and -0."""
+    as its subnormal.) Codes 0 and 8 both hold +0.0, bit for bit as bitsandbytes' table
+    (it writes the negative zero as the integer -0, which is +0), so a decoded code 8 is
+    +0.0 there and here."""
     nibble = np.arange(16)
     s, e, m = nibble >> 3, (nibble >> 1) & 3, nibble & 1
     magnitude = np.where(e == 0, m * 2.0 ** -4, (1 + m / 2) * 2.0 ** (4 - e))
-    values = np.where(s == 1, -magnitude, magnitude).astype(np.float32)
+    values = np.where(s == 1, -magnitude, magnitude).astype(np.float32) + np.float32(0)  # -0 → +0
     return values / np.float32(12)
 
 
@@ -184,14 +186,18 @@ def _check_codes(name, q, expected_len=None):
     return np.ascontiguousarray(q)
 
 
-def _check_absmax(absmax, expected_len=None):
+def _check_absmax(absmax, expected_len=None, decode=False):
+    """Block constants: 1-D finite float32. Encoding (double_quantize) needs a_b >= 0, the
+    maxima of |w|. Decoding takes any finite a_b, as bitsandbytes does: double quantisation
+    restores an all-zero block's a_b = 0 as d[r]·s + μ, which rounds to about -1e-9, and
+    bitsandbytes multiplies by it as stored (the block's codes all decode to ±0 anyway)."""
     if isinstance(absmax, np.ndarray) and absmax.ndim != 1:
         raise ValueError(f"absmax must be 1-D, got shape {absmax.shape}")
     absmax = _check_float32("absmax", absmax)
     if expected_len is not None and absmax.size != expected_len:
         raise ValueError(f"absmax must hold {expected_len} block constants, got {absmax.size}")
-    if (absmax < 0).any():
-        raise ValueError("absmax must be >= 0")
+    if not decode and (absmax < 0).any():
+        raise ValueError(f"absmax must be >= 0 (block maxima of |w|), got {absmax.min()!r}")
     return absmax
 
 
@@ -241,8 +247,16 @@ def _encode_full_blocks(blocks, mid, order, absmax_out, q_out):
 
 def pack_nibbles(q):
     """Eq. 7.7: two 4-bit codes per byte, the first in the high nibble. An odd count gets
-    a zero low nibble here; quantize_4bit pads with the code of 0.0 itself (0b0111 for NF4)."""
-    q = np.asarray(q, dtype=np.uint8).reshape(-1)
+    a zero low nibble here; quantize_4bit pads with the code of 0.0 itself (0b0111 for NF4).
+    Codes must be integers in [0, 15]: a larger code would wrap into the other nibble, a
+    float would be truncated, so both are refused."""
+    q = np.asarray(q)
+    if q.dtype == bool or q.dtype.kind not in "iu":
+        raise TypeError(f"pack_nibbles: codes must be integers in [0, 15], got dtype {q.dtype}")
+    if q.size and (q.min() < 0 or q.max() > 15):
+        raise ValueError(f"pack_nibbles: codes must lie in [0, 15] (4 bits), got values in "
+                         f"[{q.min()}, {q.max()}]")
+    q = q.astype(np.uint8).reshape(-1)
     if q.size % 2:
         q = np.append(q, np.uint8(0))
     return (q[0::2] << 4) | q[1::2]
@@ -298,7 +312,7 @@ def dequantize_4bit(packed, absmax, shape, code, blocksize=64):
     shape, n = _check_shape(shape)
     code, blocksize = _check_code(code, 16), _check_blocksize(blocksize)
     packed = _check_codes("packed", packed, -(-n // 2))
-    absmax = _check_absmax(absmax, -(-n // blocksize))
+    absmax = _check_absmax(absmax, -(-n // blocksize), decode=True)
     # Each byte decodes to two float32 = one 64-bit word: gather whole words.
     table = _byte_table(code).view(np.uint64).reshape(-1)
     out = np.empty(2 * packed.size, np.float32)
@@ -362,7 +376,7 @@ def dequantize_blockwise_8bit(q, absmax, code=None, blocksize=256):
     code = _check_code(dynamic_map() if code is None else code, 256)
     blocksize = _check_blocksize(blocksize)
     q = _check_codes("q", q)
-    absmax = _check_absmax(absmax, -(-q.size // blocksize))
+    absmax = _check_absmax(absmax, -(-q.size // blocksize), decode=True)
     out = code[q]
     full = q.size - q.size % blocksize
     out[:full].reshape(-1, blocksize)[...] *= absmax[:full // blocksize, None]

@@ -4,29 +4,57 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
+
+from . import checks
+from .checkpoint import write_atomically
 
 RESULTS = Path(__file__).resolve().parent.parent / "chapters" / "results"
 
 
 def path_of(name) -> Path:
-    """A bare name ("ch03_latency") is a file in ``RESULTS``; anything else is a path."""
-    p = Path(name)
-    return RESULTS / f"{p}.json" if p.suffix == "" and p.parent == Path(".") else p
+    """Where results ``name`` live. The rule: a ``Path`` object, or a str that contains a
+    path separator ("/"), is a path and is used as given; any other str is a bare name and
+    means ``RESULTS/<name>.json``, dots included ("sweep.v2" → ``RESULTS/sweep.v2.json``).
+    A bare name may not be empty, start with "." or end in ".json" (say the name, or pass a
+    Path)."""
+    if isinstance(name, PurePath):
+        return Path(name)
+    if not isinstance(name, str):
+        raise TypeError(f"results name must be a str or a pathlib.Path, got {type(name).__name__} {name!r}")
+    if "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+        return Path(name)
+    if not name or name.startswith(".") or name.endswith(".json"):
+        raise ValueError(f"results name {name!r} is not a bare name: give it without '.json' and not "
+                         "starting with '.', or pass a pathlib.Path")
+    return RESULTS / f"{name}.json"
+
+
+def _dumps(data, name, **kw) -> str:
+    """JSON text of ``data``; NaN/inf (which JSON cannot hold) refused, naming the key."""
+    try:
+        return json.dumps(data, allow_nan=False, **kw)
+    except ValueError as e:
+        bad = checks.first_nonfinite(data)
+        where = f" at {bad}" if bad else ""
+        raise ValueError(f"results {name!r}: a value{where} is NaN/inf, which JSON cannot store "
+                         f"({e}); nothing was written") from None
+    except TypeError as e:
+        raise TypeError(f"results {name!r}: {e}; nothing was written") from None
 
 
 def save(data: dict, name) -> Path:
     """Write ``data`` as sorted, indented JSON (via a temporary file, so a reader never sees
-    half a file)."""
-    return _write(json.dumps(data, indent=1, sort_keys=True) + "\n", name)
+    half a file, and a failure leaves neither the file nor a temporary behind). NaN/inf are
+    refused: JSON has no such numbers."""
+    if not isinstance(data, dict):
+        raise TypeError(f"results {name!r}: data must be a dict, got {type(data).__name__}")
+    return _write(_dumps(data, name, indent=1, sort_keys=True) + "\n", name)
 
 
 def _write(text: str, name) -> Path:
     path = path_of(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically({path: text})
     return path
 
 
@@ -34,13 +62,12 @@ def load(name, command: str, keys=(), what: str = "results") -> dict:
     """Read a results file; a missing file names the ``command`` that writes it, and a file
     that is not JSON or lacks one of ``keys`` is refused as not a ``what`` file."""
     path = path_of(name)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"{path} is missing: run {command}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not JSON: {e}") from None
-    missing = sorted(set(keys) - set(data if isinstance(data, dict) else ()))
+    data = checks.read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a {what} file (a JSON {type(data).__name__}, not an object)")
+    missing = sorted(set(keys) - set(data))
     if missing:
         raise ValueError(f"{path} is not a {what} file (missing {missing})")
     return data
@@ -49,9 +76,11 @@ def load(name, command: str, keys=(), what: str = "results") -> dict:
 def save_runs(data: dict, name) -> Path:
     """Like ``save``, but the list ``data["runs"]`` is written one run per line (sweeps with
     hundreds of runs stay readable and diff well). ``data`` is not modified."""
+    if not isinstance(data, dict):
+        raise TypeError(f"results {name!r}: data must be a dict, got {type(data).__name__}")
     head = {k: v for k, v in data.items() if k != "runs"}
-    body = ",\n".join("  " + json.dumps(r, sort_keys=True) for r in data.get("runs", []))
-    text = json.dumps(head, indent=1, sort_keys=True)[:-2] + f',\n "runs": [\n{body}\n ]\n}}\n'
+    body = ",\n".join("  " + _dumps(r, name, sort_keys=True) for r in data.get("runs", []))
+    text = _dumps(head, name, indent=1, sort_keys=True)[:-2] + f',\n "runs": [\n{body}\n ]\n}}\n'
     json.loads(text)  # still valid JSON
     return _write(text, name)
 

@@ -488,7 +488,7 @@ P, A = Q.quantize_nf4(W)
     (lambda: Q.dequantize_nf4(P.astype(np.int8), A, W.shape), TypeError, "uint8, got int8"),
     (lambda: Q.dequantize_nf4(P, A.astype(np.float16), W.shape), TypeError, "float32, got float16"),
     (lambda: Q.dequantize_nf4(P, A.astype(np.float64), W.shape), TypeError, "float32, got float64"),
-    (lambda: Q.dequantize_nf4(P, -A, W.shape), ValueError, ">= 0"),
+    (lambda: Q.double_quantize(-A), ValueError, ">= 0"),  # decoding takes any finite a_b, as bnb
     (lambda: Q.dequantize_nf4(P, np.where(A > 0, np.nan, A), W.shape), ValueError, "NaN/inf"),
     (lambda: Q.dequantize_nf4(P, A[:, None], W.shape), ValueError, "1-D"),
     (lambda: Q.dequantize_nf4(P.reshape(2, -1), A, W.shape), ValueError, "1-D"),

@@ -26,7 +26,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="not JSON"):
         R.load(tmp_path / "bad.json", "make x")
     (tmp_path / "list.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match="not a results file .*list"):
         R.load(tmp_path / "list.json", "make x", keys=("a",))
 
 

@@ -4,15 +4,40 @@ A checker (``pedagogy_lib/exercises/chNN.py``, ``check_<name>(student_obj)``) ei
 prints ``✔ <id> passed`` or raises NotYet with a message that says what is wrong and
 hints how to fix it, never a bare ``False``.  NotYet is an AssertionError, so a checker
 cell fails loudly in a notebook and in tests.
+
+Two guarantees hold for every checker, because they live here and not in each one:
+
+* ``attempt`` hands the student's function COPIES of its array arguments (NumPy arrays,
+  torch tensors, and lists/tuples/dicts of them), so the checker's own arrays stay
+  pristine and every reference is computed on the data as given. A function that changes
+  its input in place is noticed: if the answer is then wrong, the message says so; a
+  correct in-place function passes.
+* every ``check_*`` function of the chapter modules is wrapped by ``guard``: an answer of
+  the wrong type or shape (None, a string, a 3-vector where a number was due…) that makes
+  the checker's own code fail becomes a NotYet naming the problem, never a bare
+  TypeError. Errors raised inside the student's function itself propagate unchanged.
 """
+
+import copy
+import functools
+import importlib
+import pkgutil
 
 import numpy as np
 
-__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "attempt"]
+__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "attempt", "changed_inputs", "guard"]
+
+_MUTATED: list = []  # inputs the student's function changed in place during the current check
 
 
 class NotYet(AssertionError):
     """The student's answer is not right yet; the message says what and gives a hint."""
+
+    def __init__(self, message: str = ""):
+        if _MUTATED:
+            message += (f" (note: your function changed its input {', '.join(_MUTATED)} in place; the "
+                        "checker gave it a copy and compares with the untouched original)")
+        super().__init__(message)
 
 
 def passed(ex_id: str, msg: str = "") -> None:
@@ -87,15 +112,116 @@ def expect_close(got, want, what: str, rtol: float = 1e-6, atol: float = 1e-8) -
     )
 
 
+def _is_tensor(x) -> bool:
+    return hasattr(x, "detach") and hasattr(x, "clone")
+
+
+def _copy_arrays(x):
+    """A copy of every array inside x (lists, tuples, dicts followed); other objects as is."""
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if _is_tensor(x):
+        return x.detach().clone()
+    if isinstance(x, (list, tuple)) and any(_has_array(v) for v in x):
+        out = [_copy_arrays(v) for v in x]
+        return type(x)(out) if isinstance(x, list) or type(x) is tuple else copy.copy(x)
+    if isinstance(x, dict) and any(_has_array(v) for v in x.values()):
+        return {k: _copy_arrays(v) for k, v in x.items()}
+    return x
+
+
+def _has_array(x) -> bool:
+    if isinstance(x, np.ndarray) or _is_tensor(x):
+        return True
+    if isinstance(x, (list, tuple)):
+        return any(_has_array(v) for v in x)
+    if isinstance(x, dict):
+        return any(_has_array(v) for v in x.values())
+    return False
+
+
+def _same(a, b) -> bool:
+    """Whether the student's copy ``b`` still equals the original ``a`` (NaN = NaN)."""
+    if isinstance(a, np.ndarray) or _is_tensor(a):
+        try:
+            a = np.asarray(a.detach().cpu().numpy() if _is_tensor(a) else a)
+            b = np.asarray(b.detach().cpu().numpy() if _is_tensor(b) else b)
+            return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        except (TypeError, ValueError, AttributeError):
+            return False
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return all(_same(a[k], b[k]) for k in a)
+    return a is b or not _has_array(a)
+
+
 def attempt(fn, *args, **kw):
-    """Call ``fn(*args, **kw)``; a stub that still raises NotImplementedError becomes NotYet."""
+    """Call ``fn`` on copies of the array arguments; a stub that still raises
+    NotImplementedError becomes NotYet. Inputs the function changed in place are noted
+    (see the module docstring); the caller's arrays are never touched."""
     name = getattr(fn, "__name__", type(fn).__name__)
     if not callable(fn):
         raise NotYet(f"expected a function, got {type(fn).__name__} {fn!r:.60}")
+    a2, kw2 = [_copy_arrays(a) for a in args], {k: _copy_arrays(v) for k, v in kw.items()}
     try:
-        return fn(*args, **kw)
+        out = fn(*a2, **kw2)
     except NotImplementedError:
         raise NotYet(
             f"{name} still raises NotImplementedError: write your solution in the cell above"
         ) from None
+    except Exception as e:
+        e._from_student = True  # guard lets the student's own errors through unchanged
+        raise
+    changed = [f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, a2)) if not _same(a, b)]
+    changed += [repr(k) for k in kw if not _same(kw[k], kw2[k])]
+    _MUTATED.extend(c for c in changed if c not in _MUTATED)
+    return out
+
+
+def changed_inputs() -> list[str]:
+    """The inputs (e.g. "argument 1") that the student's functions changed in place so far in
+    this check: for an exercise whose statement asks for a new array."""
+    return list(_MUTATED)
+
+
+def guard(check):
+    """Wrap a checker: start with no mutation noted, and turn an error the checker's own code
+    hits on a malformed answer (TypeError, ValueError, AttributeError, IndexError, KeyError)
+    into NotYet. Errors from inside the student's function keep their type."""
+    if getattr(check, "_guarded", False):
+        return check
+
+    @functools.wraps(check)
+    def wrapper(*args, **kw):
+        _MUTATED.clear()
+        try:
+            return check(*args, **kw)
+        except NotYet:
+            raise
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
+            if getattr(e, "_from_student", False):
+                raise
+            raise NotYet(f"{check.__name__}: the answer has the wrong type or shape for this exercise "
+                         f"(checking it failed with {type(e).__name__}: {e}); compare what your function "
+                         "returns with the shape and type its docstring asks for") from e
+        finally:
+            _MUTATED.clear()
+
+    wrapper._guarded = True
+    return wrapper
+
+
+def _guard_chapter_checkers():
+    """Wrap every ``check_*`` of the chapter modules in this package with ``guard``."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        for name, fn in list(vars(mod).items()):
+            if name.startswith("check_") and callable(fn) and getattr(fn, "__module__", "") == mod.__name__:
+                setattr(mod, name, guard(fn))
+
+
+_guard_chapter_checkers()
 

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import checks
 from .. import lora as np_lora
-from ..lora import INITS, check_alpha, check_rank, match_targets, scaling
+from ..lora import INITS, already_adapted, check_alpha, check_rank, match_targets, merge_layers, scaling
 
 
 def _numpy_dtype(dtype: torch.dtype):
@@ -72,21 +73,35 @@ class LoRALinear(nn.Module):
         return y + self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)  # never forms BA
 
     @torch.no_grad()
-    def merge(self):
-        """W ← W₀ + s·BA (Eq. 2.6); refuses to merge twice."""
-        if self.merged:
-            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
-        self.base_layer.weight += self.delta_weight()
-        self.merged = True
-        return self
+    def _merged_weight(self, sign: int) -> torch.Tensor:
+        """W ± s·BA as a new tensor, after checking that it is finite (W is not touched)."""
+        W = self.base_layer.weight
+        new = W + self.delta_weight() if sign > 0 else W - self.delta_weight()
+        if not torch.isfinite(new).all():
+            what = "merge" if sign > 0 else "unmerge"
+            bad = int((~torch.isfinite(new)).sum())
+            raise ValueError(f"LoRALinear.{what}: W {'+' if sign > 0 else '−'} s·BA has {bad} NaN/inf "
+                             f"entries (lora_A, lora_B or scaling={self.scaling:g} not finite); W is unchanged")
+        return new
 
     @torch.no_grad()
+    def _set_weight(self, new: torch.Tensor, merged: bool):
+        self.base_layer.weight.copy_(new)
+        self.merged = merged
+
+    def merge(self):
+        """W ← W₀ + s·BA (Eq. 2.6); refuses to merge twice, and refuses (W₀ unchanged) when the
+        result would hold NaN/inf."""
+        if self.merged:
+            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
+        self._set_weight(self._merged_weight(+1), True)
+        return self
+
     def unmerge(self):
         """W ← W − s·BA (Eq. 2.6); refuses if not merged."""
         if not self.merged:
             raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
-        self.base_layer.weight -= self.delta_weight()
-        self.merged = False
+        self._set_weight(self._merged_weight(-1), False)
         return self
 
 
@@ -112,10 +127,11 @@ def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
     if init not in INITS:
         raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
     alpha = check_alpha(alpha)
-    scaling(1, alpha, rslora)
-    modules = dict(model.named_modules())
-    already = [p for p in match_targets([p for p in modules if p], targets)
-               if isinstance(modules[p], LoRALinear)]
+    scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
+    seed = checks.seed(seed)
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    already = already_adapted(model.named_modules(), targets, LoRALinear)
     if already:
         raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
     shapes = linear_paths(model)
@@ -125,33 +141,25 @@ def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
             check_rank(r, *shapes[p])
         except (TypeError, ValueError) as e:
             raise type(e)(f"{p}: {e}") from None
-    if freeze_base:
+    if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
+        for p in chosen:
+            if not torch.isfinite(model.get_submodule(p).weight).all():
+                raise ValueError(f"attach_lora(init='pissa'): {p}.weight contains NaN/inf")
+    rng = np.random.default_rng(seed)
+    if freeze_base:  # everything checked: now change the model
         for p in model.parameters():
             p.requires_grad_(False)
-    rng = np.random.default_rng(seed)
     for p in chosen:
         _set(model, p, LoRALinear(model.get_submodule(p), r, alpha, rslora, init, rng))
     return chosen
 
 
 def merge_all(model: nn.Module) -> list[str]:
-    layers = lora_layers(model)
-    done = [p for p, m in layers.items() if m.merged]
-    if done:
-        raise RuntimeError(f"merge_all: {done[:3]} are already merged")
-    for m in layers.values():
-        m.merge()
-    return list(layers)
+    return merge_layers(lora_layers(model), merge=True)
 
 
 def unmerge_all(model: nn.Module) -> list[str]:
-    layers = lora_layers(model)
-    not_done = [p for p, m in layers.items() if not m.merged]
-    if not_done:
-        raise RuntimeError(f"unmerge_all: {not_done[:3]} are not merged")
-    for m in layers.values():
-        m.unmerge()
-    return list(layers)
+    return merge_layers(lora_layers(model), merge=False)
 
 
 __all__ = ["LoRALinear", "attach_lora", "linear_paths", "lora_layers", "merge_all",

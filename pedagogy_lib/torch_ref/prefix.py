@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import checks
 from .. import prefix as npx
 
 
@@ -114,7 +115,7 @@ def attach_prefix(model, m: int, reparam: int | None = None, seed: int = 0, std:
     if d_embed is not None:
         d_embed = npx._check_size(d_embed, "d_embed")
     atts = _free_attentions(bert)
-    rng, d, like = np.random.default_rng(seed), bert.config.hidden_size, _like(bert)
+    rng, d, like = np.random.default_rng(checks.seed(seed)), bert.config.hidden_size, _like(bert)
     _freeze(model)  # everything checked: now change the model
     if reparam is None:
         for a in atts:
@@ -169,7 +170,7 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
         raise ValueError("the model already has a soft prompt; load a fresh model to attach another")
     table = bert.embeddings.word_embeddings.weight.detach().cpu().numpy()
     ref = npx.SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
-                         np.random.default_rng(seed), table.dtype)
+                         np.random.default_rng(checks.seed(seed)), table.dtype)
     _freeze(model)
     bert.embeddings.prompt = SoftPrompt(torch.from_numpy(ref.p["weight"]).to(**_like(bert)))
     return model
@@ -193,7 +194,7 @@ def attach_deep_prompt(model, m: int, seed: int = 0, std: float = 1.0):
     bert = _bert(model)
     m, std = npx._check_size(m, "prompt length m"), npx._check_std(std)
     atts = _free_attentions(bert)
-    rng, d, like = np.random.default_rng(seed), bert.config.hidden_size, _like(bert)
+    rng, d, like = np.random.default_rng(checks.seed(seed)), bert.config.hidden_size, _like(bert)
     _freeze(model)
     for a in atts:
         w = rng.normal(0.0, std, (m, d))

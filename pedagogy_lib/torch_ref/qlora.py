@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import quant
-from ..lora import match_targets
+from ..lora import already_adapted, match_targets
 
 TARGETS = "all-linear"  # every Linear of the encoder: q, k, v, attention output, FFN in/out
 QUANT_TYPES = ("nf4", "fp4")
@@ -89,8 +89,7 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     Linear4bit, Params4bit = _linear4bit(), bnb().nn.Params4bit
     modules = dict(model.named_modules())
-    done = [p for p in match_targets([p for p in modules if p], targets)
-            if isinstance(modules[p], Linear4bit)]
+    done = already_adapted(modules.items(), targets, Linear4bit)  # errors list only plain Linears
     if done:
         raise ValueError(f"quantize_linears: {done[:3]} are already Linear4bit")
     plain = {p: m for p, m in modules.items() if p and type(m) is nn.Linear}
