@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import pathlib
+import select
 import shutil
 import subprocess
 import tempfile
@@ -120,8 +121,9 @@ class Browser:
 
     def _read_message(self, deadline: float) -> dict:
         while b"\0" not in self.buffer:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the browser did not answer in time")
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.from_browser], [], [], left)[0]:
+                raise TimeoutError(f"the browser did not answer within {self.timeout:.0f} s")
             chunk = os.read(self.from_browser, 1 << 16)
             if not chunk:
                 raise RuntimeError(f"the browser exited (code {self.proc.poll()})")

@@ -10,6 +10,7 @@ import torch
 from pedagogy_lib import adapters, bitfit, checkpoint, export, lora, models, peft_io, prefix
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as tlora
+from test_peft_io import hf_embed  # mean-pooled, normalised embeddings of a transformers model
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
@@ -39,14 +40,6 @@ def lora_minilm(backend, seed=1, rslora=False, targets=("query", "value")):
     return m
 
 
-def mean_pool(model, tokenizer, texts=SENTENCES):
-    ids, mask = tokenizer(texts)
-    with torch.no_grad():
-        h = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
-    w = torch.from_numpy(mask).to(h.dtype)[..., None]
-    return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1), dim=-1).numpy()
-
-
 def weights_of(model):
     return {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else v).copy()
             for k, v in model.bert.state_dict().items()}
@@ -66,9 +59,9 @@ def test_merged_minilm_loads_in_automodel_and_sentence_transformers_with_our_emb
 
     hf = transformers.AutoModel.from_pretrained(str(out)).eval()
     assert type(hf).__name__ == "BertModel"
-    assert np.abs(mean_pool(hf, ours.tokenizer) - want).max() <= TOL
+    assert np.abs(hf_embed(hf, ours.tokenizer, SENTENCES) - want).max() <= TOL
     base = transformers.AutoModel.from_pretrained(str(checkpoint.model_dir())).eval()
-    assert np.abs(mean_pool(base, ours.tokenizer) - want).max() > 1e-3  # the merge mattered
+    assert np.abs(hf_embed(base, ours.tokenizer, SENTENCES) - want).max() > 1e-3  # the merge mattered
     for k, v in base.pooler.state_dict().items():
         assert torch.equal(hf.pooler.state_dict()[k], v)  # the pooler is the checkpoint's
 
@@ -85,7 +78,7 @@ def test_a_merged_layer_is_exported_once_not_twice(tmp_path):
     tlora.merge_all(ours.bert)
     out = export.export_merged(ours, tmp_path / "m")
     hf = transformers.AutoModel.from_pretrained(str(out)).eval()
-    assert np.abs(mean_pool(hf, ours.tokenizer) - want).max() <= TOL
+    assert np.abs(hf_embed(hf, ours.tokenizer, SENTENCES) - want).max() <= TOL
 
 
 def test_merged_state_is_w0_plus_s_b_a():
@@ -155,23 +148,23 @@ def test_auto_peft_model_loads_our_adapter_with_our_embeddings(adapter_dir):
     assert cfg["auto_mapping"]["base_model_class"] == "BertModel"
     model = peft.AutoPeftModel.from_pretrained(str(d)).eval()
     assert type(model.get_base_model()).__name__ == "BertModel"
-    assert np.abs(mean_pool(model, ours.tokenizer) - ours.encode(SENTENCES)).max() <= TOL
+    assert np.abs(hf_embed(model, ours.tokenizer, SENTENCES) - ours.encode(SENTENCES)).max() <= TOL
     assert peft_io.read_adapter(d)[0]["r"] == 4  # and our own reader still takes the file
 
 
 def test_transformers_adapter_api_load_add_and_switch(adapter_dir):
     d, ours = adapter_dir
     hf = transformers.AutoModel.from_pretrained(str(checkpoint.model_dir())).eval()
-    base = mean_pool(hf, ours.tokenizer)
+    base = hf_embed(hf, ours.tokenizer, SENTENCES)
     hf.load_adapter(str(d), adapter_name="ours")
     assert hf.active_adapters() == ["ours"]
-    assert np.abs(mean_pool(hf, ours.tokenizer) - ours.encode(SENTENCES)).max() <= TOL
+    assert np.abs(hf_embed(hf, ours.tokenizer, SENTENCES) - ours.encode(SENTENCES)).max() <= TOL
     hf.add_adapter(peft.LoraConfig(r=2, target_modules=["query"], init_lora_weights=True), adapter_name="fresh")
     hf.set_adapter("fresh")
     assert hf.active_adapters() == ["fresh"]
-    assert np.abs(mean_pool(hf, ours.tokenizer) - base).max() <= TOL  # B = 0: the base model again
+    assert np.abs(hf_embed(hf, ours.tokenizer, SENTENCES) - base).max() <= TOL  # B = 0: the base model again
     hf.disable_adapters()
-    assert np.abs(mean_pool(hf, ours.tokenizer) - base).max() <= TOL
+    assert np.abs(hf_embed(hf, ours.tokenizer, SENTENCES) - base).max() <= TOL
 
 
 def test_sentence_transformers_adapter_api(adapter_dir):
