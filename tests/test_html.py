@@ -131,7 +131,13 @@ def test_teacher_hides_solutions_behind_a_toggle_and_student_has_none(teacher, s
 # ---- in a real browser ------------------------------------------------------------------
 
 
-def test_every_page_renders_its_maths_and_images_in_a_browser(teacher, browser):
+def test_no_browser_means_a_loud_skip_not_a_pass(monkeypatch):
+    monkeypatch.setenv("CHROMIUM", "/nonexistent/chromium")
+    assert html_browser.find_browser() is None
+    assert "NOT checked" in NO_BROWSER and "apt-get install chromium-headless-shell" in NO_BROWSER
+
+
+def test_every_page_renders_its_maths_and_images_in_a_browser(browser, teacher):
     reports = html_browser.check_site(teacher, browser)
     assert len(reports) >= len(CHAPTERS) + 2  # the chapters, intro and bibliography
     bad = {page: html_browser.problems(r) for page, r in reports.items() if html_browser.problems(r)}
@@ -149,7 +155,7 @@ BROKEN = r"""<p>split with a tag: <span class="math notranslate nohighlight">\(\
 <img src="data:image/png;base64,bm90IGEgcG5n" alt="not a png">"""
 
 
-def test_the_browser_check_fails_on_maths_errors_and_broken_images(teacher, browser, tmp_path):
+def test_the_browser_check_fails_on_maths_errors_and_broken_images(browser, teacher, tmp_path):
     site = tmp_path / "site"
     shutil.copytree(teacher / "_static", site / "_static")
     page = html_text(teacher / "intro.html")
