@@ -102,6 +102,8 @@ def adapter_config(r: int, alpha: float, rslora: bool, target_modules,
         "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
         "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
         "exclude_modules": None, "target_parameters": None,
+        # what peft's AutoPeftModel reads to rebuild the base model (our paths are BertModel's)
+        "auto_mapping": {"base_model_class": "BertModel", "parent_library": "transformers.models.bert.modeling_bert"},
     }
 
 

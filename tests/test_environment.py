@@ -19,6 +19,8 @@ from packaging.version import Version
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LOCK = ROOT / ".ci" / "requirements-lock.txt"
+LAB_LOCK = ROOT / ".ci" / "requirements-lab-lock.txt"
+EXTRAS = ("test", "html")  # installed by `make setup` together with the core dependencies
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][A-Za-z0-9.!]*)$")  # no +local, no markers
 
 
@@ -98,6 +100,11 @@ def lock():
 
 
 @pytest.fixture(scope="module")
+def lab_lock():
+    return parse_lock(LAB_LOCK.read_text())
+
+
+@pytest.fixture(scope="module")
 def project():
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
@@ -127,13 +134,20 @@ def test_lock_is_exact_pins_with_the_cpu_torch_pinned_plainly(lock):
 
 
 def test_lock_satisfies_the_pyproject_ranges(project, lock):
-    reqs = requirements(project, "test", "oracle")
+    reqs = requirements(project, *EXTRAS)
     assert unsatisfied(reqs, lock) == []
+
+
+def test_lab_lock_adds_jupyterlab_without_touching_the_lock(project, lock, lab_lock):
+    assert set(lab_lock) & set(lock) == set(), "a package pinned in both locks"
+    assert unsatisfied([Requirement(r) for r in project["optional-dependencies"]["lab"]], lab_lock) == []
+    assert "jupyterlab" in lab_lock
+    assert makefile_var("LAB_LOCK") == ".ci/requirements-lab-lock.txt"
 
 
 def test_pyproject_ranges_have_lower_and_upper_bounds(project):
     """Compatible ranges, not open-ended and not exact pins (packaging has no majors to cap)."""
-    for req in requirements(project, "test", "oracle", "lab"):
+    for req in requirements(project, *EXTRAS, "lab"):
         ops = {s.operator for s in req.specifier}
         assert ">=" in ops, f"{req}: no lower bound"
         assert "==" not in ops, f"{req}: exact pins belong in the lock"
@@ -144,7 +158,7 @@ def test_pyproject_ranges_have_lower_and_upper_bounds(project):
 def test_every_dependency_is_in_lock_and_environment_yml(project, lock, env):
     conda, pip = env
     yml = pip_pins(pip)
-    for req in requirements(project, "test", "oracle"):
+    for req in requirements(project, *EXTRAS):
         name = canonicalize_name(req.name)
         assert name in lock, f"{name} missing from the lock"
         assert name in yml, f"{name} missing from environment.yml"
@@ -152,13 +166,11 @@ def test_every_dependency_is_in_lock_and_environment_yml(project, lock, env):
         assert canonicalize_name(req.name) in yml
 
 
-def test_environment_yml_pins_agree_with_the_lock(lock, env):
+def test_environment_yml_pins_agree_with_the_locks(lock, lab_lock, env):
     conda, pip = env
     yml = pip_pins(pip)
-    lab = Requirement(makefile_var("LAB_PIN"))
-    not_locked = {canonicalize_name(lab.name): str(lab.specifier).removeprefix("==")}
-    assert mismatches(yml, {**lock, **not_locked}) == []
-    assert set(yml) - set(lock) <= set(not_locked), "only JupyterLab may be outside the lock"
+    assert mismatches(yml, {**lock, **lab_lock}) == []
+    assert set(yml) - set(lock) == {"jupyterlab"}, "only JupyterLab may come from the lab lock"
 
 
 def test_environment_yml_structure(project, env):
@@ -168,6 +180,7 @@ def test_environment_yml_structure(project, env):
     assert SpecifierSet(project["requires-python"]).contains("3.11")
     assert "pip" in conda
     assert "-c .ci/requirements-lock.txt" in pip and LOCK.is_file()
+    assert "-c .ci/requirements-lab-lock.txt" in pip and LAB_LOCK.is_file()
     assert "-e ." in pip  # the book's own library
 
 
@@ -179,7 +192,7 @@ def test_makefile_takes_torch_pin_from_the_lock():
 def test_installed_versions_are_the_locked_ones(project, lock):
     """The environment under test is the lock (so the lock records what passed)."""
     wrong = []
-    for req in requirements(project, "test", "oracle"):
+    for req in requirements(project, *EXTRAS):
         name = canonicalize_name(req.name)
         installed = Version(importlib.metadata.version(req.name))
         if Version(installed.public) != Version(lock[name]):
