@@ -30,7 +30,7 @@ RUN_ENV := $(TOOL_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRAN
 
 NBCONVERT := $(PY) -m jupyter nbconvert --to notebook
 
-.PHONY: help setup book test figures student student-copies lab bench sweeps compare clean
+.PHONY: help setup book test figures student student-copies lab bench sweeps compare pretrain clean
 .DEFAULT_GOAL := help
 
 help:
@@ -42,6 +42,7 @@ help:
 	@echo "make bench    the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps   rerun the chapters' long experiments (tests/bench/sweep_*.py, slow)"
 	@echo "make compare  chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
+	@echo "make pretrain chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (~20 min)"
 	@echo "make clean    remove build/, $(STUDENT_DIR)/ and caches (keeps .venv)"
 
 $(PY):
@@ -101,6 +102,10 @@ bench: setup
 	@set -e; for f in $(sort $(wildcard tests/bench/bench_*.py)); do \
 		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
 	$(RUN_ENV) $(PY) -m pedagogy_lib.benchmarks
+
+# Chapter 09's decoder family, one process per model on one thread each (deterministic).
+pretrain: setup
+	$(RUN_ENV) nice $(PY) -m pedagogy_lib.torch_ref.pretrain
 
 clean:
 	rm -rf build $(STUDENT_DIR) .pytest_cache *.egg-info
