@@ -179,3 +179,56 @@ def read_checkpoint(folder, verify: bool = True):
         raise ValueError(f"{folder}/tokenizer.json belongs to another model: {tok.vocab_size} tokens and "
                          f"<|endoftext|> = {tok.eos_id}, config.json says {cfg.vocab_size} and {raw.get('eos_token_id')}")
     return cfg, weights, tok, manifest
+
+
+class DecoderLM:
+    """A loaded decoder: ``logits(ids) -> (T, V)``, greedy ``generate``, and ``tokenizer``.
+
+    ``net`` is the NumPy ``decoder.Decoder`` or the torch twin; both take the same 1-D
+    NumPy ids here and return NumPy arrays.
+    """
+
+    def __init__(self, name: str, net, tokenizer: DecoderTokenizer, backend: str, folder: Path):
+        self.name, self.net, self.tokenizer, self.backend, self.folder = name, net, tokenizer, backend, folder
+        self.config = net.config
+
+    def _ids(self, ids, extra: int = 0) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be a 1-D array of token ids, got shape {ids.shape}")
+        if ids.size == 0:
+            raise ValueError("ids: empty sequence (at least one token is needed)")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"ids must be integers, got {ids.dtype}")
+        V, ctx = self.config.vocab_size, self.config.max_position_embeddings
+        if ids.min() < 0 or ids.max() >= V:
+            raise ValueError(f"ids must lie in [0, {V}), got [{ids.min()}, {ids.max()}]")
+        if ids.size + extra > ctx:
+            raise ValueError(f"{ids.size} tokens{f' + {extra} new' if extra else ''} exceed the context of {ctx}")
+        return ids.astype(np.int64)
+
+    def logits(self, ids) -> np.ndarray:
+        ids = self._ids(ids)
+        if self.backend == "numpy":
+            return self.net(ids[None])[0]
+        import torch  # only the torch backend needs it
+
+        dev = next(self.net.parameters()).device
+        with torch.no_grad():
+            return self.net(torch.from_numpy(ids)[None].to(dev))[0].cpu().numpy()
+
+    def generate(self, ids, max_new_tokens: int) -> np.ndarray:
+        """Prompt + ``max_new_tokens`` greedy tokens (KV cache), as a 1-D int64 array."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        ids = self._ids(ids, int(max_new_tokens))
+        if self.backend == "numpy":
+            from .decoder import generate
+
+            return generate(self.net, ids, int(max_new_tokens))
+        import torch
+
+        from .torch_ref.decoder import generate
+
+        dev = next(self.net.parameters()).device
+        return generate(self.net, torch.from_numpy(ids).to(dev), int(max_new_tokens)).cpu().numpy()

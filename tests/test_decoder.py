@@ -176,3 +176,48 @@ def test_config_validation():
         D.DecoderConfig(num_attention_heads=4, num_key_value_heads=3)
     with pytest.raises(ValueError, match="positive integer"):
         D.DecoderConfig(vocab_size=0)
+
+
+# ------------------------------------------------------------------ chapter 09's exercise checkers
+def test_exercise_checkers_pass_the_library_and_refuse_wrong_answers():
+    from pedagogy_lib.book.ch09 import exercises as ex
+    from pedagogy_lib.decoder_io import expected_shapes
+    from pedagogy_lib.exercises import NotYet
+
+    def rope(x, pos, theta):
+        return D.apply_rope(x, *D.rope_tables(pos, x.shape[-1], theta))
+
+    def rope_backwards_turn(x, pos, theta):
+        return D.apply_rope(x, *D.rope_tables(-np.asarray(pos), x.shape[-1], theta))
+
+    def causal(Q, K, V, dO):
+        return ex._attention_grads(Q, K, V, dO, causal=True)
+
+    def leaky(Q, K, V, dO):
+        return ex._attention_grads(Q, K, V, dO, causal=False)
+
+    def rms(x, w, dy, eps):
+        norm = D.RMSNorm(x.shape[-1], eps, np.float64)
+        norm.p["weight"][...] = w
+        norm(x)
+        return norm.backward(dy), norm.g["weight"]
+
+    def rms_frozen_r(x, w, dy, eps):
+        r = 1 / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+        return dy * w * r, (dy * x * r).reshape(-1, x.shape[-1]).sum(0)
+
+    def count(V, d, f, L, h, hkv, tied):
+        cfg = D.DecoderConfig(vocab_size=V, hidden_size=d, intermediate_size=f, num_hidden_layers=L,
+                              num_attention_heads=h, num_key_value_heads=hkv, tie_word_embeddings=tied)
+        return sum(int(np.prod(s)) for s in expected_shapes(cfg).values())
+
+    def count_no_gqa(V, d, f, L, h, hkv, tied):
+        return count(V, d, f, L, h, h, tied)
+
+    for check, right, wrong, hint in ((ex.check_rope, rope, rope_backwards_turn, "−angle"),
+                                      (ex.check_causal_backward, causal, leaky, "mask"),
+                                      (ex.check_rmsnorm_backward, rms, rms_frozen_r, "depends on x"),
+                                      (ex.check_llama_params, count, count_no_gqa, "grouped-query")):
+        check(right)
+        with pytest.raises(NotYet, match=hint):
+            check(wrong)

@@ -56,7 +56,7 @@ def lr_at(pc: PretrainConfig, step: int) -> float:
 
 def batches(stream: np.ndarray, pc: PretrainConfig):
     """Endless (B, T+1) blocks: each epoch cuts the stream at a random offset into
-    non-overlapping blocks and serves them in a random order (Eq. 9.11)."""
+    non-overlapping blocks and serves them in a random order (Eq. 9.12)."""
     gen, n = np.random.default_rng(pc.seed), pc.seq_len + 1
     while True:
         off = int(gen.integers(n))
