@@ -59,6 +59,36 @@ class DecoderConfig:
         return asdict(self)
 
 
+# ----------------------------------------------------------------------------- checks
+def check_token_ids(ids, cfg: DecoderConfig, pos0: int = 0) -> np.ndarray:
+    """Integer ids of shape (B, T), T ≥ 1, inside the vocabulary and (from position pos0) the context."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"token ids must be integers of shape (batch, length), got {ids.dtype} {ids.shape}")
+    n, V = ids.shape[1], cfg.vocab_size
+    if n == 0:
+        raise ValueError("token ids: empty sequence (at least one token is needed)")
+    if pos0 + n > cfg.max_position_embeddings:
+        raise ValueError(f"token ids: {pos0 + n} positions exceed the context of {cfg.max_position_embeddings}")
+    if ids.min() < 0 or ids.max() >= V:
+        raise ValueError(f"token ids must lie in [0, {V}), got [{ids.min()}, {ids.max()}]")
+    return ids
+
+
+def check_prompt(ids, max_new_tokens, cfg: DecoderConfig) -> np.ndarray:
+    """A 1-D prompt and a non-negative number of new tokens that fit the context together."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be a 1-D array of token ids, got shape {ids.shape}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    check_token_ids(ids[None, :], cfg)
+    if ids.size + max_new_tokens > cfg.max_position_embeddings:
+        raise ValueError(f"{ids.size} prompt + {max_new_tokens} new tokens exceed the context of "
+                         f"{cfg.max_position_embeddings}")
+    return ids.astype(np.int64)
+
+
 # ----------------------------------------------------------------------------- RMSNorm
 class RMSNorm(Module):
     """y = w ⊙ x / √(mean(x²) + ε)  (Eq. 9.1): no centring, no shift β."""
@@ -201,7 +231,9 @@ class SwiGLU(Module):
 
 
 def _linear(d_in, d_out, rng, dtype, std):
-    """A bias-free Linear drawn from N(0, std²), the initialisation LLaMA-style models use."""
+    """A bias-free Linear drawn from N(0, std²), the initialisation LLaMA-style models use.
+    (``Linear`` first draws its own uniform weights from ``rng``; the shipped checkpoints
+    were initialised with that sequence of draws, so it stays.)"""
     lin = Linear(d_in, d_out, bias=False, rng=rng, dtype=dtype)
     lin.p["weight"] = rng.normal(0.0, std, (d_out, d_in)).astype(dtype)
     return lin
@@ -244,19 +276,7 @@ class Decoder(Module):
             self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, rng, dtype, std)
 
     def check_ids(self, ids, pos0: int = 0):
-        """Integer ids of shape (B, T), T ≥ 1, inside the vocabulary and the context."""
-        ids = np.asarray(ids)
-        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"token ids must be integers of shape (batch, length), got {ids.dtype} {ids.shape}")
-        n, V = ids.shape[1], self.config.vocab_size
-        if n == 0:
-            raise ValueError("token ids: empty sequence (at least one token is needed)")
-        if pos0 + n > self.config.max_position_embeddings:
-            raise ValueError(f"token ids: {pos0 + n} positions exceed the context of "
-                             f"{self.config.max_position_embeddings}")
-        if ids.min() < 0 or ids.max() >= V:
-            raise ValueError(f"token ids must lie in [0, {V}), got [{ids.min()}, {ids.max()}]")
-        return ids
+        return check_token_ids(ids, self.config, pos0)
 
     def head_weight(self):
         emb = self.model.embed_tokens
@@ -321,15 +341,7 @@ def next_token_loss(logits, ids, mask=None):
 def generate(model: Decoder, ids, max_new_tokens: int, use_cache: bool = True) -> np.ndarray:
     """Greedy decoding of one sequence (1-D ids). With the cache each step feeds only the
     newest token; without it the whole prefix is recomputed. Both give the same tokens."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"generate takes a 1-D array of token ids, got shape {ids.shape}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    model.check_ids(ids[None, :])
-    if ids.size + max_new_tokens > model.config.max_position_embeddings:
-        raise ValueError(f"{ids.size} prompt + {max_new_tokens} new tokens exceed the context of "
-                         f"{model.config.max_position_embeddings}")
+    ids = check_prompt(ids, max_new_tokens, model.config)
     out = [int(t) for t in ids]
     cache = model.new_cache() if use_cache else None
     feed, pos0 = ids, 0
@@ -344,4 +356,4 @@ def generate(model: Decoder, ids, max_new_tokens: int, use_cache: bool = True) -
 
 
 __all__ = ["DecoderConfig", "RMSNorm", "rope_tables", "rotate_half", "apply_rope", "causal_mask",
-           "CausalSelfAttention", "SwiGLU", "DecoderLayer", "Decoder", "next_token_loss", "generate"]
+           "CausalSelfAttention", "SwiGLU", "check_token_ids", "check_prompt", "DecoderLayer", "Decoder", "next_token_loss", "generate"]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .bpe import DecoderTokenizer
-from .decoder import DecoderConfig
+from .decoder import DecoderConfig, check_prompt
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "training_log.json")
@@ -193,19 +193,7 @@ class DecoderLM:
         self.config = net.config
 
     def _ids(self, ids, extra: int = 0) -> np.ndarray:
-        ids = np.asarray(ids)
-        if ids.ndim != 1:
-            raise ValueError(f"ids must be a 1-D array of token ids, got shape {ids.shape}")
-        if ids.size == 0:
-            raise ValueError("ids: empty sequence (at least one token is needed)")
-        if not np.issubdtype(ids.dtype, np.integer):
-            raise ValueError(f"ids must be integers, got {ids.dtype}")
-        V, ctx = self.config.vocab_size, self.config.max_position_embeddings
-        if ids.min() < 0 or ids.max() >= V:
-            raise ValueError(f"ids must lie in [0, {V}), got [{ids.min()}, {ids.max()}]")
-        if ids.size + extra > ctx:
-            raise ValueError(f"{ids.size} tokens{f' + {extra} new' if extra else ''} exceed the context of {ctx}")
-        return ids.astype(np.int64)
+        return check_prompt(ids, extra, self.config)
 
     def logits(self, ids) -> np.ndarray:
         ids = self._ids(ids)
@@ -219,9 +207,7 @@ class DecoderLM:
 
     def generate(self, ids, max_new_tokens: int) -> np.ndarray:
         """Prompt + ``max_new_tokens`` greedy tokens (KV cache), as a 1-D int64 array."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-        ids = self._ids(ids, int(max_new_tokens))
+        ids = self._ids(ids, max_new_tokens)
         if self.backend == "numpy":
             from .decoder import generate
 
