@@ -53,7 +53,7 @@ RUN_ENV := $(TOOL_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(OFFLINE)
 NBCONVERT := $(PY) -m jupyter nbconvert --to notebook
 
 .PHONY: help setup book test browser figures student student-copies lab html html-student \
-	html-site bench sweeps compare clean
+	html-site bench sweeps compare pretrain clean
 .DEFAULT_GOAL := help
 
 help:
@@ -70,6 +70,7 @@ help:
 	@echo "make bench         the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps        rerun the chapters' long experiments (python -m pedagogy_lib.book.chNN.experiment, slow)"
 	@echo "make compare       chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
+	@echo "make pretrain      chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (slow)"
 	@echo "make browser       install a headless Chromium for the html check if none is found (root + apt-get only)"
 	@echo "make clean         remove build/, $(STUDENT_DIR)/ and caches (keeps $(VENV))"
 	@echo "variables: PYTHON=/path/to/python3.11  TORCH_PIP_ARGS='--index-url ...'  JOBS=N"
@@ -200,6 +201,10 @@ bench: setup
 	@set -e; for f in $(sort $(wildcard tests/bench/bench_*.py)); do \
 		echo "== $$f"; $(RUN_ENV) $(PY) $$f; done
 	$(RUN_ENV) $(PY) -m pedagogy_lib.benchmarks
+
+# Chapter 09's decoder family, one process per model on one thread each (deterministic).
+pretrain: setup
+	$(RUN_ENV) nice $(PY) -m pedagogy_lib.torch_ref.pretrain
 
 clean:
 	rm -rf build $(STUDENT_DIR) .pytest_cache *.egg-info

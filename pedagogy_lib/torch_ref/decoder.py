@@ -1,0 +1,169 @@
+"""PyTorch twin of ``pedagogy_lib.decoder``: the same LLaMA-style decoder, the same names.
+
+Written from chapter 09's equations (not from ``transformers``); tests compare it with the
+NumPy reference (loss and every gradient) and with ``transformers.LlamaForCausalLM`` on the
+same safetensors file. Full sequences use ``scaled_dot_product_attention`` with its causal
+flag; incremental decoding keeps a KV cache.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..decoder import DecoderConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x):  # Eq. 9.1
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
+
+def rope_tables(positions, head_dim: int, theta: float, dtype, device):
+    """cos, sin (T, head_dim) in the halves layout of Eq. 9.3 (angles computed in float64)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
+    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    angles = torch.cat([angles, angles], -1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], -1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        d, self.dh = cfg.hidden_size, cfg.head_dim
+        self.h, self.hkv, self.theta = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rope_theta
+        self.q_proj = nn.Linear(d, self.h * self.dh, bias=False)
+        self.k_proj = nn.Linear(d, self.hkv * self.dh, bias=False)
+        self.v_proj = nn.Linear(d, self.hkv * self.dh, bias=False)
+        self.o_proj = nn.Linear(self.h * self.dh, d, bias=False)
+
+    def forward(self, x, pos0: int = 0, cache: dict | None = None):
+        B, T, _ = x.shape
+        split = lambda t, n: t.view(B, T, n, self.dh).transpose(1, 2)  # noqa: E731
+        pos = torch.arange(pos0, pos0 + T, device=x.device)
+        cos, sin = rope_tables(pos, self.dh, self.theta, x.dtype, x.device)
+        q = split(self.q_proj(x), self.h)
+        k = split(self.k_proj(x), self.hkv)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin   # Eq. 9.3
+        v = split(self.v_proj(x), self.hkv)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+            cache["k"], cache["v"] = k, v
+        g = self.h // self.hkv
+        if g > 1:
+            k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        if k.shape[2] == T:   # full sequence: the causal mask of Eq. 9.6 is the kernel's flag
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            keep = torch.arange(k.shape[2], device=x.device)[None, :] <= pos[:, None]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.h * self.dh))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        d, f = cfg.hidden_size, cfg.intermediate_size
+        self.gate_proj = nn.Linear(d, f, bias=False)
+        self.up_proj = nn.Linear(d, f, bias=False)
+        self.down_proj = nn.Linear(f, d, bias=False)
+
+    def forward(self, x):  # Eq. 9.7
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = CausalSelfAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, h, pos0=0, cache=None):  # Eq. 9.5
+        h = h + self.self_attn(self.input_layernorm(h), pos0, cache)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class _Body(nn.Module):
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Decoder(nn.Module):
+    """ids (B, T) → logits (B, T, V); with ``cache`` (a list from ``new_cache``) incremental."""
+
+    def __init__(self, cfg: DecoderConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = _Body(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def head_weight(self):
+        return self.model.embed_tokens.weight if self.config.tie_word_embeddings else self.lm_head.weight
+
+    def forward(self, ids, pos0: int = 0, cache: list | None = None):
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"token ids must be (batch, length ≥ 1), got {tuple(ids.shape)}")
+        if pos0 + ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(f"{pos0 + ids.shape[1]} positions exceed the context of "
+                             f"{self.config.max_position_embeddings}")
+        h = self.model.embed_tokens(ids)
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, pos0, None if cache is None else cache[i])
+        return self.model.norm(h) @ self.head_weight().T
+
+    def new_cache(self) -> list:
+        return [{} for _ in range(self.config.num_hidden_layers)]
+
+
+def next_token_loss(logits, ids, mask=None):
+    """Mean cross-entropy of position t predicting ids[t+1] over the targets ``mask`` keeps
+    (Eq. 9.10)."""
+    B, T, V = logits.shape
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
+    if mask is None:
+        return nll.mean()
+    m = mask.reshape(-1).to(nll.dtype)
+    return (nll * m).sum() / m.sum()
+
+
+@torch.no_grad()
+def generate(model: Decoder, ids, max_new_tokens: int, use_cache: bool = True):
+    """Greedy decoding of one 1-D LongTensor; returns prompt + new tokens (1-D)."""
+    out = ids.clone()
+    cache = model.new_cache() if use_cache else None
+    feed, pos0 = ids[None, :], 0
+    for _ in range(max_new_tokens):
+        nxt = model(feed, pos0, cache)[0, -1].argmax()
+        out = torch.cat([out, nxt[None]])
+        feed, pos0 = (nxt[None, None], out.numel() - 1) if use_cache else (out[None, :], 0)
+    return out
+
+
+def build_decoder(cfg: DecoderConfig, weights: dict[str, np.ndarray] | None = None,
+                  dtype=torch.float32, device="cpu") -> Decoder:
+    """The torch decoder in ``dtype`` with NumPy weights loaded by name (strict)."""
+    model = Decoder(cfg).to(dtype=dtype)
+    if weights is not None:
+        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"weights do not fit the decoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(device=device)
