@@ -7,7 +7,6 @@ with safetensors only: no pickle is ever involved.
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -74,41 +73,6 @@ def encoder_weights() -> dict[str, np.ndarray]:
     """MiniLM's weights without the pooler: the pooler (tanh over [CLS]) was trained for
     next-sentence prediction, and mean pooling never uses it."""
     return {k: v for k, v in load_weights().items() if not k.startswith("pooler.")}
-
-
-def write_atomically(files: dict) -> list[Path]:
-    """Write {path: bytes} so that a reader sees either all old or all new files: each goes
-    to a temporary name beside its target first; only when every one is written are they
-    renamed over the targets. If a write or rename fails, the targets already renamed get
-    their old bytes back and no temporary file is left. Returns the paths."""
-    items = [(Path(p), data if isinstance(data, bytes) else str(data).encode("utf-8"))
-             for p, data in files.items()]
-    tmps, old, done = {}, {}, []
-    try:
-        for path, data in items:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmps[path] = tmp
-            tmp.write_bytes(data)
-        for path, _ in items:
-            old[path] = path.read_bytes() if path.is_file() else None
-        for path, _ in items:
-            os.replace(tmps[path], path)
-            done.append(path)
-    except BaseException:
-        for path in done:  # roll back what was already renamed
-            try:
-                if old[path] is None:
-                    path.unlink()
-                else:
-                    path.write_bytes(old[path])
-            except OSError:  # pragma: no cover - nothing better to do
-                pass
-        raise
-    finally:
-        for tmp in tmps.values():
-            tmp.unlink(missing_ok=True)
-    return [p for p, _ in items]
 
 
 class Tokenizer:

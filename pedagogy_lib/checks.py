@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import pathlib
 import re
 from re import _constants as _sre_c
@@ -225,6 +226,41 @@ def bounded_regex(pattern: str, name: str = "regex") -> re.Pattern:
 
 __all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "bounded_regex", "finite_array", "finite_real",
            "first_nonfinite", "ndim", "nonneg_int", "parse_json", "positive_int", "read_json", "seed"]
+
+
+def write_atomically(files: dict) -> list[pathlib.Path]:
+    """Write {path: bytes} so that a reader sees either all old or all new files: each goes
+    to a temporary name beside its target first; only when every one is written are they
+    renamed over the targets. If a write or rename fails, the targets already renamed get
+    their old bytes back and no temporary file is left. Returns the paths."""
+    items = [(pathlib.Path(p), data if isinstance(data, bytes) else str(data).encode("utf-8"))
+             for p, data in files.items()]
+    tmps, old, done = {}, {}, []
+    try:
+        for path, data in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmps[path] = tmp
+            tmp.write_bytes(data)
+        for path, _ in items:
+            old[path] = path.read_bytes() if path.is_file() else None
+        for path, _ in items:
+            os.replace(tmps[path], path)
+            done.append(path)
+    except BaseException:
+        for path in done:  # roll back what was already renamed
+            try:
+                if old[path] is None:
+                    path.unlink()
+                else:
+                    path.write_bytes(old[path])
+            except OSError:  # pragma: no cover - nothing better to do
+                pass
+        raise
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+    return [p for p, _ in items]
 
 
 check_size = positive_int  # the name the methods and the runner use for a size argument

@@ -25,7 +25,8 @@ import numpy as np
 
 from . import checks
 from . import lora as np_lora
-from .checkpoint import read_safetensors, write_atomically
+from .checkpoint import read_safetensors
+from .checks import write_atomically
 from .nn import Module
 
 CONFIG_NAME = "adapter_config.json"

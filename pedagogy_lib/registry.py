@@ -24,10 +24,12 @@ from typing import Callable
 from . import adapters as A
 from . import bitfit as B
 from . import counting as C
+from . import ia3 as I
 from . import lora as L
 from . import prefix as P
 from .torch_ref import adapters as TA
 from .torch_ref import bitfit as TB
+from .torch_ref import ia3 as TI
 from .torch_ref import lora as TL
 from .torch_ref import prefix as TP
 from .torch_ref import qlora as TQ
@@ -68,6 +70,10 @@ def _qlora_torch(mm, seed, targets, r, alpha, quant_targets, quant_type, double_
 
 def _merge_lora(mm):
     TL.merge_all(mm.bert)
+
+
+def _merge_ia3(mm):
+    TI.merge_all(mm.bert)
 
 
 def _fold_prefix(mm):
@@ -141,6 +147,9 @@ _RECORDS = [
            lambda mm, seed, include_layernorm: B.apply_bitfit(mm.bert, include_layernorm=include_layernorm),
            lambda s, include_layernorm: C.bitfit_params(s, include_layernorm), (3e-3, 1e-2),
            {"include_layernorm": True}),
+    Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
+           lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
+           lambda s: C.ia3_params(s), (1e-2, 3e-2), {}, _merge_ia3),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
            lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3),
            {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}),

@@ -7,7 +7,7 @@ import os
 from pathlib import Path, PurePath
 
 from . import checks
-from .checkpoint import write_atomically
+from .checks import write_atomically
 
 RESULTS = Path(__file__).resolve().parent.parent / "chapters" / "results"
 

@@ -31,7 +31,13 @@ if str(ROOT) not in sys.path:  # when run as a script
 from pedagogy_lib import checkpoint, checks, data, lora, peft_io, prefix, quant as Q, results as R  # noqa: E402
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder  # noqa: E402
 from pedagogy_lib.nn import get_submodule  # noqa: E402
-from pedagogy_lib.exercises import NotYet, ch01, ch03, ch04, ch06, ch07, ch08  # noqa: E402
+from pedagogy_lib.book.exercises import NotYet  # noqa: E402
+from pedagogy_lib.book.ch01 import exercises as ch01  # noqa: E402
+from pedagogy_lib.book.ch03 import exercises as ch03  # noqa: E402
+from pedagogy_lib.book.ch04 import exercises as ch04  # noqa: E402
+from pedagogy_lib.book.ch06 import exercises as ch06  # noqa: E402
+from pedagogy_lib.book.ch07 import exercises as ch07  # noqa: E402
+from pedagogy_lib.book.ch08 import exercises as ch08  # noqa: E402
 from pedagogy_lib.torch_ref import lora as tlora, prefix as tprefix  # noqa: E402
 from pedagogy_lib.torch_ref.encoder import build_encoder  # noqa: E402
 

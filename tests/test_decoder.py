@@ -182,7 +182,7 @@ def test_config_validation():
 def test_exercise_checkers_pass_the_library_and_refuse_wrong_answers():
     from pedagogy_lib.book.ch09 import exercises as ex
     from pedagogy_lib.decoder_io import expected_shapes
-    from pedagogy_lib.exercises import NotYet
+    from pedagogy_lib.book.exercises import NotYet
 
     def rope(x, pos, theta):
         return D.apply_rope(x, *D.rope_tables(pos, x.shape[-1], theta))

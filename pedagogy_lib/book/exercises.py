@@ -1,6 +1,6 @@
 """Helpers behind the chapters' exercise checkers.
 
-A checker (``pedagogy_lib/exercises/chNN.py``, ``check_<name>(student_obj)``) either
+A checker (``pedagogy_lib/book/chNN/exercises.py``, ``check_<name>(student_obj)``) either
 prints ``✔ <id> passed`` or raises NotYet with a message that says what is wrong and
 hints how to fix it, never a bare ``False``.  NotYet is an AssertionError, so a checker
 cell fails loudly in a notebook and in tests.
@@ -20,8 +20,6 @@ Two guarantees hold for every checker, because they live here and not in each on
 
 import copy
 import functools
-import importlib
-import pkgutil
 
 import numpy as np
 
@@ -212,16 +210,10 @@ def guard(check):
     return wrapper
 
 
-def _guard_chapter_checkers():
-    """Wrap every ``check_*`` of the chapter modules in this package with ``guard``."""
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        for name, fn in list(vars(mod).items()):
-            if name.startswith("check_") and callable(fn) and getattr(fn, "__module__", "") == mod.__name__:
-                setattr(mod, name, guard(fn))
-
-
-_guard_chapter_checkers()
-
+def guard_checkers(namespace: dict) -> None:
+    """Wrap every ``check_*`` defined in a chapter's exercises module with ``guard``; each
+    ``book/chNN/exercises.py`` ends with ``guard_checkers(globals())``."""
+    module = namespace.get("__name__", "")
+    for name, fn in list(namespace.items()):
+        if name.startswith("check_") and callable(fn) and getattr(fn, "__module__", "") == module:
+            namespace[name] = guard(fn)

@@ -3,6 +3,7 @@ inputs (not only the one in the statement), compares with `pedagogy_lib.counting
 names the likely mistake when the answer matches a known wrong formula."""
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed
 
 
@@ -98,3 +99,6 @@ def check_bitfit_fraction(fn) -> None:
         expect_close(got, want, call, rtol=1e-9, atol=0)
     passed("00.3", f"BERT-base trains {C.pct(C.bitfit_params(C.BERT_BASE) / C.total_params(C.BERT_BASE), 3)} "
                    "of its parameters under BitFit")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from pedagogy_lib import lowrank as lr
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 
 _SHAPES = [(6, 4), (4, 6), (9, 9), (12, 3), (1, 5)]
@@ -130,3 +131,6 @@ def check_principal_angles(fn) -> None:
             raise NotYet(f"{call}: orthonormalise A and B first (np.linalg.qr), then take the SVD of Q_Aᵀ Q_B")
         expect_close(got, want, call, rtol=0, atol=1e-6)
     passed("01.4", "cos θ_i = σ_i(Q_Aᵀ Q_B)")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

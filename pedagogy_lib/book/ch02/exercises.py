@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import lora, nn
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, changed_inputs, expect, expect_close, expect_shape, passed
 
 SHAPES = [(2, 7, 5, 3), (1, 16, 16, 1), (3, 9, 12, 4)]  # (batch, d_in, d_out, r)
@@ -122,3 +123,6 @@ def check_target_match(fn) -> None:
 
 
 __all__ = ["check_lora_backward", "check_lora_count", "check_pissa_init", "check_target_match", "check_unmerge"]
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import adapters as A
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 
 
@@ -114,3 +115,6 @@ def check_flop_overhead(fn) -> None:
         expect_close(got, want, call, rtol=1e-9, atol=0)
     passed("03.4", f"Houlsby m=64 adds {100 * A.flop_overhead(1024, 4096, 64, 'houlsby'):.1f}% of a "
                    "BERT-large block's FLOPs")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -9,6 +9,7 @@ import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as px
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 from pedagogy_lib.nn import SelfAttention
 
@@ -87,3 +88,6 @@ def check_trainable_fractions(fn) -> None:
                 expect_close(g, w, f"{k} for {name}, m={m}", rtol=1e-9, atol=0)
     m20 = C.prompt_params(shapes["GPT-3 175B"], 20) / C.total_params(shapes["GPT-3 175B"])
     passed("05.3", f"20 prompt tokens are {100 * m20:.6f}% of GPT-3")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -7,6 +7,7 @@ import numpy as np
 from pedagogy_lib import bitfit as BF
 from pedagogy_lib import counting as C
 from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 
 
@@ -102,3 +103,6 @@ def check_shift_for_fraction(fn) -> None:
                          "check the sign of the quantile")
         expect_close(frac, p, f"fraction of z + δ > 0 for n={n}, p={p}", rtol=0, atol=1.0 / n + 1e-12)
     passed("06.4", "one number per unit decides how often its GELU is on")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

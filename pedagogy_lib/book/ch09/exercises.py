@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import decoder as D, decoder_io as IO
-from pedagogy_lib.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import guard_checkers
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 
 
 # ------------------------------------------------------------------ 09.1 RoPE
@@ -114,3 +115,6 @@ def check_llama_params(fn) -> None:
             raise NotYet(f"{call}: {hints[got]}")
         expect(got == want, f"{call} = {got:,}, expected {want:,}")
     passed("09.4", "LLaMA-7B: 6,738,415,616 — and not one bias among them")
+
+
+guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.figures import register, save
+from pedagogy_lib.book.figures import register, save
 
 COLOURS = {"stdlib-1m": "C0", "stdlib-4m": "C3"}
 
