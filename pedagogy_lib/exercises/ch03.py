@@ -23,7 +23,7 @@ _COUNT_CASES = [(384, 16, "pfeiffer", 6), (768, 64, "houlsby", 12), (1024, 8, "p
 
 
 def check_adapter_params(fn) -> None:
-    """fn(d, m, placement, layers) -> trainable parameters of the adapters (Eq. 3.4)."""
+    """fn(d, m, placement, layers) -> trainable parameters of the adapters (Eq. 3.5)."""
     for d, m, placement, layers in _COUNT_CASES:
         call = f"adapter_params(d={d}, m={m}, {placement!r}, layers={layers})"
         got = _int(attempt(fn, d, m, placement, layers), call)
@@ -100,7 +100,7 @@ def check_adapter_backward(fn) -> None:
 
 # ------------------------------------------------------------------ 03.4 FLOPs
 def check_flop_overhead(fn) -> None:
-    """fn(d, ffn, m, placement, seq_len) -> extra FLOPs per block as a fraction (Eq. 3.5)."""
+    """fn(d, ffn, m, placement, seq_len) -> extra FLOPs per block as a fraction (Eq. 3.6)."""
     for d, ffn, m, placement, T in ((384, 1536, 64, "houlsby", 128), (1024, 4096, 64, "houlsby", 128),
                                     (768, 3072, 48, "pfeiffer", 8), (4096, 11008, 16, "parallel", 512)):
         call = f"flop_overhead({d}, {ffn}, {m}, {placement!r}, seq_len={T})"

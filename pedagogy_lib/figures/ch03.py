@@ -26,7 +26,7 @@ def load(name: str) -> dict:
 
 
 def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
-    """Adapter counts (Eq. 3.4) per placement and m, and LoRA (q,v) counts, for MiniLM."""
+    """Adapter counts (Eq. 3.5) per placement and m, and LoRA (q,v) counts, for MiniLM."""
     s = counting.minilm_shape()
     return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
             "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]
@@ -40,7 +40,7 @@ def params(d: dict | None = None) -> Figure:
     fig = Figure(figsize=(6.4, 4), layout="constrained")
     ax = fig.subplots()
     for p, counts in d["adapters"].items():
-        ax.plot(d["ms"], counts, marker="o", color=COLOURS[p], label=f"{p} (Eq. 3.4)",
+        ax.plot(d["ms"], counts, marker="o", color=COLOURS[p], label=f"{p} (Eq. 3.5)",
                 ls="--" if p == "parallel" else "-", ms=4 if p == "parallel" else 6)
     for r, n in d["lora"].items():
         ax.axhline(n, color=COLOURS["lora"], lw=0.8, ls=":")

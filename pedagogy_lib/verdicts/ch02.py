@@ -25,16 +25,16 @@ from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared re
 
 RESULTS = R.RESULTS
 
-# LoRA paper Table 2, RoBERTa-base rows (paper-numbers.md A1 ✔). LoRA's RTE, MRPC and STS-B
+# LoRA paper Table 2, RoBERTa-base rows. LoRA's RTE, MRPC and STS-B
 # runs start from an MNLI-tuned checkpoint (paper §D.1); FT's start from the pretrained model.
 GLUE_TASKS = ("MNLI", "SST-2", "MRPC", "CoLA", "QNLI", "QQP", "RTE", "STS-B")
 GLUE_ROB_BASE = {"FT": (87.6, 94.8, 90.2, 63.6, 92.8, 91.9, 78.7, 91.2),
                  "LoRA": (87.5, 95.1, 89.7, 63.4, 93.3, 90.8, 86.6, 91.5)}
 GLUE_PRINTED_AVG = {"FT": 86.4, "LoRA": 87.2}
 MNLI_START = ("RTE", "MRPC", "STS-B")
-# LoRA paper Table 5 (GPT-3, 18M parameters, ✔): q,v at r=4 vs all four at r=2
+# LoRA paper Table 5 (GPT-3, 18M parameters): q,v at r=4 vs all four at r=2
 TABLE5_QV, TABLE5_ALL = (73.7, 91.3), (73.7, 91.7)
-ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9 (✔)
+ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9
 
 
 def load_json(name: str) -> dict:
@@ -162,7 +162,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"r={rk[-1]} is {dn:.2f}× r={rk[0]}'s with α/r ({dn_s:.2f}× with α/√r); test accuracy at fixed α spans "
                     f"{100 * spread:.1f} points over r = {', '.join(rk)} (noise band ±{100 * band:.1f})",
                     "α/r: 'tuning α is roughly the same as tuning the learning rate'; rsLoRA: α/√r is the scaling "
-                    "that keeps updates stable in r", "Hu et al. 2021 §4.1; Kalajdzievski 2023 (A9 ✔)"))
+                    "that keeps updates stable in r", "Hu et al. 2021 §4.1; Kalajdzievski 2023"))
 
     # 4. rsLoRA: higher ranks keep improving with α/√r
     rs = s["rank"]["rslora"]
@@ -179,7 +179,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"MiniLM r={rk[-1]} final train loss {loss_s:.3f} vs {loss_r:.3f}; test accuracy r={rk[-1]} − r=8: "
                     f"{_pts(gain_s)} points (α/√r) vs {_pts(gain_r)} (α/r), noise band ±{100 * band:.1f}",
                     "higher ranks keep improving with α/√r; with α/r they plateau",
-                    "Kalajdzievski 2023, abstract (A9 ✔)"))
+                    "Kalajdzievski 2023, abstract"))
 
     # 5. merge adds zero latency
     model = next(c for c in lat["cases"] if "model" in c)
@@ -247,7 +247,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"q,v − attention-only {_pts(beats[0])}, − FFN-only {_pts(beats[1])}, − all-linear r=8 "
                     f"{_pts(qv - all_same)} points; noise band ±{100 * band:.1f}",
                     f"GPT-3 Table 5 (18M): q,v {TABLE5_QV[0]}/{TABLE5_QV[1]} vs all four {TABLE5_ALL[0]}/{TABLE5_ALL[1]} "
-                    "(WikiSQL/MNLI); MLP not studied", "Hu et al. 2021 Table 5 (A1 ✔)"))
+                    "(WikiSQL/MNLI); MLP not studied", "Hu et al. 2021 Table 5"))
 
     # 9. adding k and o: marginal gain at 2x parameters
     qkvo8 = _m(s["same_rank"]["q,k,v,o"])
@@ -264,7 +264,7 @@ def claims(results: dict | None = None) -> list[dict]:
                        "a loss inside the band, no improvement measured" if -band <= gain < 0 else
                        "a loss beyond the band" if gain < 0 else "a gain beyond the band, not marginal"),
                     f"Table 5 at equal budget: all four {TABLE5_ALL[1]} vs q,v {TABLE5_QV[1]} MNLI",
-                    "Hu et al. 2021 Table 5 (A1 ✔)"))
+                    "Hu et al. 2021 Table 5"))
 
     # 10. learning rate 1e-4 … 5e-4, 1–2 orders above full fine-tuning
     best = s["best_lr"]
@@ -286,7 +286,7 @@ def claims(results: dict | None = None) -> list[dict]:
                        if in_best else "")
                     + f" ({len(doc['config']['seeds'])} seeds, {doc['config']['epochs']} epochs of "
                     f"{doc['config']['n_train']} words = short runs, cosine)",
-                    f"RoBERTa-base LoRA used {ROBERTA_BASE_LRS[0]:g}–{ROBERTA_BASE_LRS[1]:g}", "Hu et al. 2021 Table 9 (A1 ✔)"))
+                    f"RoBERTa-base LoRA used {ROBERTA_BASE_LRS[0]:g}–{ROBERTA_BASE_LRS[1]:g}", "Hu et al. 2021 Table 9"))
 
     # 11. rank advice
     by_r = {k: _m(ranks[k]) for k in rk}
@@ -299,7 +299,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"α/r sweep on q,v: r=8 {'is' if r8_ok else 'is not'} within the noise band (±{100 * band:.1f}) of the "
                     f"best rank; r=16 − r=8 = {_pts(r16_gain)} points; r=1 {'already' if r1_ok else 'does not'} reach"
                     f"{'es' if r1_ok else ''} it; the model-size part is untestable with one model",
-                    "GPT-3 Table 6: r=1 suffices for W_q,W_v (73.4 vs 73.8 at r=8 on WikiSQL)", "Hu et al. 2021 Table 6 (A1 ✔)"))
+                    "GPT-3 Table 6: r=1 suffices for W_q,W_v (73.4 vs 73.8 at r=8 on WikiSQL)", "Hu et al. 2021 Table 6"))
 
     # 12. 0.24% and within 0.1 points on RoBERTa-base: two computed parts
     rb = C.lora_params(C.ROBERTA_BASE, 8)
@@ -321,7 +321,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"({'within ±0.1' if tie_no_rte else 'within ±0.15' if near_no_rte else 'beyond ±0.15'}); without "
                     f"the MNLI-started RTE/MRPC/STS-B {gaps['no_mnli_start']:+.2f}. On VADER (MiniLM): LoRA − full FT "
                     f"{_pts(lo_gap)} points",
-                    "LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", "Hu et al. 2021 Table 2 (A1 ✔)"))
+                    "LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", "Hu et al. 2021 Table 2"))
 
     # 13. q,v is the paper's canonical recommendation. Its main experiments adapt q,v (source
     # check); whether its own Table 5 and our placement sweep back q,v as the choice is computed:
@@ -338,7 +338,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"({'never below' if paper_backs else 'below on ' + ', '.join(n for n, x in zip(('WikiSQL', 'MNLI'), t5) if x < 0)}); "
                     f"on VADER at the same budget q,v − q,k,v,o is {_pts(qv - attn)} points (noise band ±{100 * band:.1f}: "
                     f"{'q,v not beaten' if ours_backs else 'q,v beaten'})",
-                    "q,v r=4 73.7/91.3; all four r=2 73.7/91.7", "Hu et al. 2021 Table 5 (A1 ✔)"))
+                    "q,v r=4 73.7/91.3; all four r=2 73.7/91.7", "Hu et al. 2021 Table 5"))
     return out
 
 

@@ -19,17 +19,17 @@ from pedagogy_lib import counting as C
 from pedagogy_lib.verdicts import record, table  # noqa: F401  (table: shared renderer, re-exported)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
-SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
-# LoRA paper Table 2 (✔, paper-numbers A1): (adapter params, LoRA params at the same model)
+SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; secondary copy)"
+# LoRA paper Table 2 : (adapter params, LoRA params at the same model)
 LORA_T2_RATIOS = {"RoB-base AdptD 0.3M": (0.3, 0.3), "RoB-base AdptD 0.9M": (0.9, 0.3),
                   "RoB-large AdptP 3.0M": (3.0, 0.8), "RoB-large AdptP 0.8M": (0.8, 0.8),
                   "RoB-large AdptH 6.0M": (6.0, 0.8), "RoB-large AdptH 0.8M": (0.8, 0.8)}
-# LoRA paper Table 2 GLUE averages (✔): each adapter row and the LoRA row it compares with
+# LoRA paper Table 2 GLUE averages: each adapter row and the LoRA row it compares with
 # († rows were run in Houlsby's setting and compare with LoRA†)
 LORA_T2_AVG = {"RoB-base AdptD 0.3M": (84.4, 87.2), "RoB-base AdptD 0.9M": (85.4, 87.2),
                "RoB-large AdptP 3.0M": (88.4, 88.6), "RoB-large AdptP 0.8M": (87.9, 88.6),
                "RoB-large AdptH 6.0M": (87.8, 88.6), "RoB-large AdptH 0.8M": (86.4, 88.6)}
-# LoRA Table 1 ◐: batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
+# LoRA Table 1 (secondary copy): batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
 LORA_T1_MS = {"none": 19.8, "AdapterL": 23.9, "AdapterH": 25.8}
 
 
@@ -123,7 +123,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"LoRA Table 2 adapter/LoRA counts {lo:.1f}×–{hi:.1f}× (median "
                     f"{statistics.median(pub.values()):.1f}×); adapters {min(gaps_pub):.1f}–{max(gaps_pub):.1f} "
                     "GLUE points below LoRA",
-                    "LoRA paper Table 2 (✔)"))
+                    "LoRA paper Table 2"))
 
     # --- storage ~2md per layer
     d, m = 768, 64
@@ -177,9 +177,9 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"parameters exactly {ratio:g}× Houlsby's at the same m; VADER accuracy Houlsby − Pfeiffer: "
                     + ", ".join(f"{p.split()[1]}: {100 * g:+.1f} points" for (p, _), g in zip(pairs, gaps)),
                     "RoBERTa-large: AdptP 3.0M 88.4 vs AdptH 6.0M 87.8; AdptP 0.8M 87.9 vs AdptH 0.8M 86.4",
-                    "LoRA paper Table 2 (✔)"))
+                    "LoRA paper Table 2"))
 
-    # --- published fractions (paper-numbers A3)
+    # --- published fractions
     bl, bb = C.BERT_LARGE, C.BERT_BASE
     h64_large = C.adapter_params(bl, 64, "houlsby")
     ln_large = bl.layers * 2 * 2 * bl.hidden  # Houlsby et al. also train the LayerNorms
@@ -189,12 +189,12 @@ def claims(results: dict | None = None) -> list[dict]:
     out.append(_rec("ch03-houlsby-2.1pct", "Houlsby adapters with m=64 train 2.1% of BERT-large per task.",
                     "approximately" if abs(100 * f_h - 2.1) <= 0.3 else "wrong",
                     f"{h64_large:,} adapter + {ln_large:,} LayerNorm parameters = {100 * f_h:.2f}% of 340M",
-                    "2.1% (m=64), 3.6% (m chosen per task from 8–256)", "Houlsby et al. 2019, Table 1 (✔)"))
+                    "2.1% (m=64), 3.6% (m chosen per task from 8–256)", "Houlsby et al. 2019, Table 1"))
     out.append(_rec("ch03-adapterhub-pfeiffer",
                     "AdapterHub's Pfeiffer config (reduction 16) trains 0.81% of BERT-base.",
                     "holds" if abs(100 * f_p - 0.81) < 0.01 else "wrong",
                     f"m = 768/16 = 48: {p_hub:,} = {100 * f_p:.3f}% of {C.total_params(bb):,}",
-                    "≈0.89M, 0.81%", "AdapterHub SeqBnConfig (paper-numbers A3, calc)"))
+                    "≈0.89M, 0.81%", "AdapterHub SeqBnConfig (arithmetic on the configuration)"))
 
     # --- best for encoders
     out.append(_rec("ch03-encoders", "Adapters are best for encoder models (BERT); LoRA for generative ones.",
@@ -202,7 +202,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"we have one encoder: at about LoRA's count, {best} scores {100 * a_best:.1f}% vs LoRA "
                     f"{100 * a_lora:.1f}% on VADER; no decoder here to compare",
                     "GPT-3: AdapterH 40.1M 73.2 vs LoRA 4.7M 73.4 WikiSQL (adapters close on a decoder too)",
-                    "LoRA paper Table 4 (✔)"))
+                    "LoRA paper Table 4"))
     return out
 
 

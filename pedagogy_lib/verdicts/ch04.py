@@ -28,9 +28,9 @@ COLLAPSED = 0.6  # a final loss above this never left the majority-class guess (
 # d = 1024, 16 heads, 1024 positions, the 50,257-token BPE vocabulary, tied output head)
 GPT2_MEDIUM = C.ModelShape("GPT-2 Medium", 50257, 1024, 24, 16, 4096, 1024, encoder=False,
                            source="Radford et al. 2019")
-# Li & Liang (ACL version, paper-numbers A4 ✔): E2E BLEU with GPT-2 Medium
+# Li & Liang (ACL version): E2E BLEU with GPT-2 Medium
 LI_LIANG_E2E = {"FT": 68.8, "Prefix (0.1%)": 70.3, "Adapter (3%)": 68.9, "Adapter (0.1%)": 66.3}
-# LoRA paper Table 4 (A1 ✔), GPT-3 175B: prefix-layer tuning (20.2M) vs LoRA (4.7M)
+# LoRA paper Table 4, GPT-3 175B: prefix-layer tuning (20.2M) vs LoRA (4.7M)
 LORA_T4 = {"WikiSQL": (70.1, 73.4), "MNLI-m": (89.5, 91.7), "SAMSum R-1": (50.8, 53.8)}
 
 
@@ -187,7 +187,7 @@ def claims(results: dict | None = None) -> list[dict]:
              f"(test accuracy, {seeds}, VADER polarity, MiniLM)",
              "article: 0.5–1 point; GPT-3 PreLayer (20.2M) vs LoRA (4.7M): "
              + ", ".join(f"{k} {a} vs {b} ({b - a:.1f})" for k, (a, b) in LORA_T4.items()),
-             "article; LoRA paper Table 4 (A1 ✔)"),
+             "article; LoRA paper Table 4"),
         _rec("ch04-direct-unstable", "Optimising the prefix directly is unstable; train it through an MLP.",
              v_unst,
              "direct / MLP: " + ", ".join(f"{k} ratio {r:.2f}" for k, r in ratios.items())
@@ -200,7 +200,7 @@ def claims(results: dict | None = None) -> list[dict]:
                f"test accuracy paired by length and seed ({diffs.size} pairs): {drop:+.1f} ± {se_drop:.1f} points "
                f"(a drop: {'yes' if dropped else 'no'})",
              "direct training \"leads to unstable optimization and a slight drop in performance\"",
-             "Li & Liang 2021 (A4 ✔)"),
+             "Li & Liang 2021"),
         _rec("ch04-count", "Prefix-tuning trains m×d×L×2 numbers (keys and values at L layers).",
              "holds" if fold_ok else "wrong",
              f"after folding: {fold['trainable_after']:,} trainable = m·d·L·2 = {fold['m_d_L_2']:,} "
@@ -210,14 +210,14 @@ def claims(results: dict | None = None) -> list[dict]:
              "m=10: " + ", ".join(f"{k} {100 * f:.3f}%" for k, f in frac.items())
              + f"; GPT-2 Medium is {100 * rel:+.0f}% off 0.1%; 0.1% is m ≈ "
              + ", ".join(f"{m01[k]:.0f} ({k})" for k in shapes),
-             "0.1% (GPT-2 Medium, table-to-text)", "Li & Liang 2021 (A4 ✔)"),
+             "0.1% (GPT-2 Medium, table-to-text)", "Li & Liang 2021"),
         _rec("ch04-mlp-dropped", "The MLP is only for training; it is dropped at inference.",
              "holds" if fold["identical"] else "wrong",
              f"folded model's outputs identical bit for bit: {fold['identical']}",
-             "the MLP is discarded after training", "Li & Liang 2021 (A4 ✔)"),
+             "the MLP is discarded after training", "Li & Liang 2021"),
         _rec("ch04-e2e", "Prefix-tuning (0.1%) beats full fine-tuning on table-to-text.", "untestable-here",
              "generation with GPT-2 is outside this book's encoder set-up",
              ", ".join(f"{k} {v}" for k, v in LI_LIANG_E2E.items()) + " BLEU (E2E, GPT-2 Medium)",
-             "Li & Liang 2021, ACL version (A4 ✔)"),
+             "Li & Liang 2021, ACL version"),
     ]
 

@@ -24,11 +24,11 @@ METHODS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2"
 LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, random init",
           "prompt-vocab": "prompt tuning, vocab init", "deep-prompt": "deep prompt (m·d·L)",
           "ptuning-v2": "P-Tuning v2 (m·d·L·2)", "lora": "LoRA r=8 (q,v)", "full-ft": "full fine-tuning"}
-# P-Tuning v2, Figure 1 (A6 ◐, a secondary copy): SuperGLUE average of RTE, BoolQ, CB
+# P-Tuning v2, Figure 1 (a secondary copy): SuperGLUE average of RTE, BoolQ, CB
 PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
              "GLM-xlarge (2B)": (88.3, 79.7, 87.0), "GLM-xxlarge (10B)": (88.8, 88.8, 88.8)}  # FT, PT, PTv2
-PTV2_SQUAD = {"FT": 91.1, "Prompt tuning": 8.5, "P-Tuning v2": 88.9}  # SQuAD 1.1 F1 (A6 ◐)
-# Lester et al. Table 4 (A5 ✔): trainable fraction of T5 at 20 and 100 prompt tokens
+PTV2_SQUAD = {"FT": 91.1, "Prompt tuning": 8.5, "P-Tuning v2": 88.9}  # SQuAD 1.1 F1 (secondary copy)
+# Lester et al. Table 4: trainable fraction of T5 at 20 and 100 prompt tokens
 LESTER_T4 = {"Small": (0.0133, 0.066), "Base": (0.0062, 0.031), "Large": (0.0026, 0.013),
              "XL": (0.0014, 0.0072), "XXL": (0.00074, 0.0037)}
 
@@ -124,12 +124,12 @@ def claims(results: dict | None = None) -> list[dict]:
              f"over the head-only probe ({acc('probe')}); the 10B+ half is untestable here",
              ptv2_fig + " (SuperGLUE, RTE/BoolQ/CB average); Lester: the gap closes with scale, "
                         "XXL (11B) matches model tuning",
-             "Lester et al. 2021 (A5 ✔, Figure 1 values ✘); P-Tuning v2 Fig. 1 (A6 ◐)"),
+             "Lester et al. 2021 (Figure 1 values not confirmed); P-Tuning v2 Fig. 1 (secondary copy)"),
         _rec("ch05-prompt-3-4-points", "On models smaller than RoBERTa-base prompt tuning leaves 3–4 points on the table.",
              v_34, f"{g_ft:.1f} ± {se_ft:.1f} points below full FT, {g_lora:.1f} ± {se_lora:.1f} below LoRA "
                    f"(test accuracy, {seeds_txt})",
              "BERT-large: 77.7 → 67.2 (10.5 points); RoBERTa-large: 86.9 → 62.3 (24.6 points)",
-             "article; P-Tuning v2 Fig. 1 (A6 ◐)"),
+             "article; P-Tuning v2 Fig. 1 (secondary copy)"),
         _rec("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes, small ones "
              "included, at ~0.1% trainable.",
              v_v2, f"P-Tuning v2 m={m} {acc('ptuning-v2')} vs full FT {acc('full-ft')}: {g_v2:.1f} ± {se_v2:.1f} "
@@ -138,7 +138,7 @@ def claims(results: dict | None = None) -> list[dict]:
                    + (", far from ~0.1% (outside 0.05–0.2%), so at best approximately" if far else ", close to ~0.1%")
                    + "; the fraction across models: record ch05-ptv2-fraction); only one small model tested",
              "\"matches fine-tuning with only 0.1%–3% tuned parameters\" (300M–10B); " + ptv2_fig,
-             "Liu et al. 2022 (A6: abstract ✔, figure ◐)"),
+             "Liu et al. 2022 (abstract; the figure from a secondary copy)"),
         _rec("ch05-prompt-fraction", "Prompt tuning trains under 0.01% of the parameters.", v_pf,
              f"m={m}: MiniLM {100 * mini['prompt']:.3f}%, BERT-base {100 * fr['BERT-base']['prompt']:.4f}%, "
              f"LLaMA-7B {100 * fr['LLaMA-7B']['prompt']:.5f}%; under 0.01% for {len(under)} of {len(fr)} "
@@ -147,13 +147,13 @@ def claims(results: dict | None = None) -> list[dict]:
              f"else wrong)",
              "under 0.01% for models over a billion parameters; T5 20 tokens: "
              + ", ".join(f"{k} {a}%" for k, (a, _) in LESTER_T4.items()),
-             "Lester et al. 2021, Table 4 (A5 ✔)"),
+             "Lester et al. 2021, Table 4"),
         _rec("ch05-ptv2-fraction", "P-Tuning v2 trains about 0.1% of the parameters.", v_pf2,
              f"m={m}: MiniLM {100 * mini['ptuning_v2']:.2f}%, BERT-base {100 * fr['BERT-base']['ptuning_v2']:.2f}%, "
              f"RoBERTa-large {100 * fr['RoBERTa-large']['ptuning_v2']:.2f}%, LLaMA-7B "
              f"{100 * fr['LLaMA-7B']['ptuning_v2']:.3f}%; inside the paper's 0.1–3%: {len(inside)} of "
              f"{len(fr)} models ({', '.join(inside) or 'none'}) (rule: all → holds, some → approximately, "
              f"none → wrong)",
-             "0.1%–3%", "Liu et al. 2022, abstract (A6 ✔)"),
+             "0.1%–3%", "Liu et al. 2022, abstract"),
     ]
 

@@ -20,7 +20,7 @@ RESULTS = pathlib.Path(__file__).resolve().parents[2] / "chapters" / "results"
 SMALL = 256  # "small data": the sizes up to this many training words
 BIG = 1024  # "plenty of data": the sizes from this many on
 BITFIT, LORA, FULL, PROBE = "BitFit", "LoRA r=8 (q,v)", "full FT", "probe"
-# published (paper-numbers A1, A7): RoBERTa-base GLUE average; GPT-3 WikiSQL / MNLI-m
+# published : RoBERTa-base GLUE average; GPT-3 WikiSQL / MNLI-m
 PUB_GLUE = {"FT": 86.4, "BitFit": 85.2, "LoRA": 87.2}
 PUB_GPT3 = {"WikiSQL": (71.3, 73.4), "MNLI-m": (91.0, 91.7)}  # (BitFit, LoRA)
 
@@ -89,17 +89,17 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"({100 * on_340m:.3f}% of 340M); context: BERT-base {100 * base['with LN β'][1]:.3f}% with LN β, "
                     f"{100 * base['without LN β'][1]:.3f}% without; readings that round to 0.08%: "
                     f"{', '.join(match) or 'none'} (rule: rounds to 0.08% → holds, within 25% → approximately)",
-                    "0.08% (BERT-large, with LN β: 271k by arithmetic)", "Ben Zaken et al. 2021 ◐; paper-numbers A7"))
+                    "0.08% (BERT-large, with LN β: 271k by arithmetic)", "Ben Zaken et al. 2021 (secondary copy)"))
     qm2 = big["b_q + b_m2"]
     out.append(_rec("ch06-qm2-0.04pct", "Training only b_q and b_m2 is 0.04% of the parameters.",
                     _band(100 * qm2[1], 0.04, round(100 * qm2[1], 2) == 0.04),
                     f"BERT-large: {qm2[0]:,} = {100 * qm2[1]:.3f}% (rule: rounds to 0.04% → holds, "
-                    f"within 25% → approximately)", "0.04%", "Ben Zaken et al. 2021 ◐"))
+                    f"within 25% → approximately)", "0.04%", "Ben Zaken et al. 2021 (secondary copy)"))
     ratio = 0.036 / on_340m
     out.append(_rec("ch06-45x-houlsby", "BitFit trains 45× fewer parameters than Houlsby adapters (3.6%).",
                     _band(ratio, 45, abs(ratio - 45) <= 0.1 * 45),
                     f"3.6% / {100 * on_340m:.3f}% = {ratio:.1f}× (rule: within 10% of 45 → holds, "
-                    f"within 25% → approximately)", "45×", "Ben Zaken et al. 2021 ◐"))
+                    f"within 25% → approximately)", "45×", "Ben Zaken et al. 2021 (secondary copy)"))
 
     # --- competitive with full FT on small data
     g_full = gaps(curve, BITFIT, FULL)
@@ -112,7 +112,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     + f" points (±{noise(curve, (BITFIT, FULL), largest):.1f} noise at n={largest}); "
                     f"rule: 'competitive' = within 2 points for every n ≤ {SMALL}",
                     f"RoBERTa-base GLUE: BitFit {PUB_GLUE['BitFit']} vs FT {PUB_GLUE['FT']}; "
-                    "per-task BitFit table ✘", "LoRA paper Table 2 (✔)"))
+                    "per-task BitFit table not confirmed", "LoRA paper Table 2"))
 
     # --- underperforms LoRA by a small margin (judged where data are plentiful, n ≥ BIG)
     g_lora = gaps(curve, LORA, BITFIT)
@@ -132,7 +132,7 @@ def claims(results: dict | None = None) -> list[dict]:
                     f"{curve['results'][LORA]['trainable'] / curve['results'][BITFIT]['trainable']:.1f}× more",
                     f"RoBERTa-base GLUE: LoRA {PUB_GLUE['LoRA']} vs BitFit {PUB_GLUE['BitFit']} "
                     f"({PUB_GLUE['LoRA'] - PUB_GLUE['BitFit']:.1f}); GPT-3 BitFit vs LoRA: {pub}",
-                    "LoRA paper Tables 2 and 4 (✔)"))
+                    "LoRA paper Tables 2 and 4"))
 
     # --- why it works: shifting the non-linearities' inputs re-routes activations
     # wrong if the smallest BitFit − probe gap is within 2 SE of zero; holds only if every gap

@@ -84,8 +84,8 @@ def claims(results: dict | None = None) -> list[dict]:
         "holds" if -4.0 <= gap_pt <= -3.0 else ("approximately" if -4.0 - 2 * se_pt <= gap_pt <= -3.0 + 2 * se_pt
                                                  else "wrong"),
         f"{model}: prompt tuning − full FT = {gap_pt:+.2f} points (SE {se_pt:.2f})",
-        "SuperGLUE, RoBERTa-large: PT 62.3 vs FT 86.9 (◐); the gap shrinks with scale (Lester Fig. 1)",
-        "Liu et al. 2022 Fig. 1 (◐ secondary); Lester et al. 2021"))
+        "SuperGLUE, RoBERTa-large: PT 62.3 vs FT 86.9 (secondary copy); the gap shrinks with scale (Lester Fig. 1)",
+        "Liu et al. 2022 Fig. 1 (secondary copy); Lester et al. 2021"))
 
     gap_b = _gap(res, "bitfit", "full")[0]
     out.append(_rec(
