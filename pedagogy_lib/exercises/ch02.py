@@ -21,7 +21,7 @@ def _layer(d_in, d_out, r, s_alpha, seed):
 def check_lora_backward(fn) -> None:
     """fn(x, dy, W0, A, B, s) -> (dA, dB, dx) for y = x W0ᵀ + s (x Aᵀ) Bᵀ, x of shape (n, d_in)."""
     for i, (n, d_in, d_out, r) in enumerate(SHAPES):
-        layer = _layer(d_in, d_out, r, 2.0 * r, seed=i)
+        layer = _layer(d_in, d_out, r, (2.0, 0.75, 3.5)[i] * r, seed=i)  # s differs per case
         g = np.random.default_rng(10 + i)
         x, dy = g.standard_normal((n, d_in)), g.standard_normal((n, d_out))
         layer(x)
@@ -37,7 +37,7 @@ def check_lora_backward(fn) -> None:
         expect_close(dB, layer.g["lora_B"], "dB = s·dyᵀ(x Aᵀ)", rtol=1e-9, atol=1e-12)
         expect_close(dA, layer.g["lora_A"], "dA = s·(dy B)ᵀ x  (did you forget s, or B?)", rtol=1e-9, atol=1e-12)
         expect_close(dx_s, dx, "dx = dy W₀ + s·(dy B) A  (both paths reach x)", rtol=1e-9, atol=1e-12)
-    passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes")
+    passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes and 3 scales s")
 
 
 def check_unmerge(fn) -> None:
@@ -92,6 +92,11 @@ def check_pissa_init(fn) -> None:
         AtA = np.asarray(A) @ np.asarray(A).T
         expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
                      "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
+        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.8 splits Σ_r/s evenly: "
+                     "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
+        BtB = np.asarray(B).T @ np.asarray(B)
+        expect_close(BtB, np.diag(S[:r] / s), "Bᵀ B (it should equal A Aᵀ = Σ_r/s: the same √(Σ_r/s) "
+                     "in both factors)", rtol=1e-8, atol=1e-10)
     passed("02.4 PiSSA init", "s·BA is the best rank-r approximation and W_res + s·BA = W")
 
 
@@ -108,11 +113,14 @@ def check_target_match(fn) -> None:
         ("encoder.layer.3.output.dense", r"encoder\.layer\.\d+\.output\.dense", True),
         ("encoder.layer.3.attention.output.dense", r"encoder\.layer\.\d+\.output\.dense", False),
         ("encoder.layer.3.attention.self.query", r"query", False),   # full match, not search
+        ("encoder.layer.3.output.dense_act", r"encoder\.layer\.\d+\.output\.dense", False),  # nor a prefix
+        ("encoder.layer.11.attention.self.value", r"encoder\.layer\.1\d?\.attention\.self\.(query|value)", True),
     ]
     for path, targets, want in cases:
         got = attempt(fn, path, targets)
-        expect(isinstance(got, (bool, np.bool_)) or got in (0, 1) or got is None,
-               f"return True or False, got {type(got).__name__}")
+        expect(isinstance(got, (bool, np.bool_)),
+               f"return True or False, got {got!r} ({type(got).__name__}): a re.Match object or None "
+               "is not a bool; wrap it in bool(...)")
         expect(bool(got) == want, f"{path!r} with targets {targets!r} should give {want}, got {bool(got)}"
                + (" (a list entry must match a whole dotted component: compare with '.' + name)" if not want
                   and not isinstance(targets, str) else "")

@@ -89,7 +89,8 @@ def check_select_qm2(fn) -> None:
 def check_shift_for_fraction(fn) -> None:
     """fn(z, p) -> δ such that a fraction p of the entries of z + δ are > 0 (Eq. 6.3)."""
     rng = np.random.default_rng(3)
-    for n, p, loc in ((1000, 0.5, -1.0), (999, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5)):
+    k = int(rng.integers(1, 60))
+    for n, p, loc in ((1000, 0.5, -1.0), (1000, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5), (61, k / 61, 0.3)):
         z = rng.standard_normal(n) + loc
         got = attempt(fn, z.copy(), p)
         if got is None:
@@ -100,5 +101,8 @@ def check_shift_for_fraction(fn) -> None:
         if abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
             raise NotYet(f"with your δ a fraction {frac:.3f} is positive — that is 1 − p: "
                          "check the sign of the quantile")
-        expect_close(frac, p, f"fraction of z + δ > 0 for n={n}, p={p}", rtol=0, atol=1.0 / n + 1e-12)
+        want = int(round(p * n))
+        got_n = int(((z + float(got)) > 0).sum())
+        expect(got_n == want, f"for n={n}, p={p:.3f} exactly {want} entries of z + δ should be > 0, "
+               f"yours gives {got_n}" + (": an off-by-one in the sorted index?" if abs(got_n - want) == 1 else ""))
     passed("06.4", "one number per unit decides how often its GELU is on")
