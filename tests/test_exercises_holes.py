@@ -172,3 +172,23 @@ def test_08_4_paired_difference():
     for wrong in (unpaired, normal_quantile):
         with pytest.raises(NotYet):
             ch08.check_paired_difference(wrong)
+
+
+# ----------------------------------------------------------------------------- reasoning exercises
+def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
+    from pedagogy_lib import counting as C
+    from pedagogy_lib.exercises import ch00, ch03, ch04
+
+    ch00.check_customers_for_10x(11)
+    ch03.check_m_matching_lora(8)
+    ch04.check_prefix_tokens_matching_lora(16)
+    frac = lambda s: C.bitfit_params(s) / C.total_params(s)  # noqa: E731
+    ch06.check_bitfit_shrinks(frac(C.BERT_BASE) / frac(C.BERT_LARGE))
+    ch02.check_break_even_rank(lambda a, b: -(-a * b // (a + b)))
+    for check, wrong in ((ch00.check_customers_for_10x, 10), (ch00.check_customers_for_10x, 12),
+                         (ch03.check_m_matching_lora, 9), (ch04.check_prefix_tokens_matching_lora, 8),
+                         (ch06.check_bitfit_shrinks, frac(C.BERT_LARGE) / frac(C.BERT_BASE))):
+        with pytest.raises(NotYet):
+            check(wrong)
+    with pytest.raises(NotYet):
+        ch02.check_break_even_rank(lambda a, b: a * b // (a + b))   # rounds down

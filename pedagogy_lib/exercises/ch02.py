@@ -129,4 +129,20 @@ def check_target_match(fn) -> None:
     passed("02.5 peft targeting", f"{len(cases)} paths matched like peft")
 
 
-__all__ = ["check_lora_backward", "check_lora_count", "check_pissa_init", "check_target_match", "check_unmerge"]
+def check_break_even_rank(fn) -> None:
+    """fn(d_in, d_out) -> the smallest rank r at which LoRA's A and B hold at least as many
+    numbers as the d_out×d_in matrix itself (Eq. 2.7 reaches 1)."""
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    cases = [(384, 384), (384, 1536), (4096, 11008), (1, 7)] + [
+        (int(rng.integers(1, 5000)), int(rng.integers(1, 5000))) for _ in range(5)]
+    for d_in, d_out in cases:
+        got = attempt(fn, d_in, d_out)
+        expect(got is not None and float(got) == int(got), f"return a whole rank for {d_in}×{d_out}, got {got!r}")
+        want = -(-d_in * d_out // (d_in + d_out))
+        expect(int(got) == want, f"for d_in={d_in}, d_out={d_out}: r(d_in + d_out) ≥ d_in·d_out first at "
+               f"r = {want}, you said {got} (round up, in integers)")
+    passed("02.6 break-even rank", "a square 384×384 matrix breaks even at r = 192 = d/2, far above any useful rank")
+
+
+__all__ = ["check_break_even_rank", "check_lora_backward", "check_lora_count", "check_pissa_init",
+           "check_target_match", "check_unmerge"]

@@ -106,3 +106,18 @@ def check_shift_for_fraction(fn) -> None:
         expect(got_n == want, f"for n={n}, p={p:.3f} exactly {want} entries of z + δ should be > 0, "
                f"yours gives {got_n}" + (": an off-by-one in the sorted index?" if abs(got_n - want) == 1 else ""))
     passed("06.4", "one number per unit decides how often its GELU is on")
+
+
+def check_bitfit_shrinks(answer) -> None:
+    """``answer``: BitFit's trainable fraction (Eq. 6.4, with the LayerNorm shifts) of
+    BERT-base divided by that of BERT-large."""
+    expect(answer is not None, "set `answer` to a number")
+    frac = {s.name: C.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
+    want = frac["BERT-base"] / frac["BERT-large"]
+    if abs(float(answer) - 1 / want) < 1e-6:
+        raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
+    expect(abs(float(answer) - want) < 1e-6, f"the ratio should come out near {want:.2f} (compute both "
+           f"fractions with counting.bitfit_params and counting.total_params); you gave {answer}")
+    passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
+           "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "
+           "BitFit leaves frozen, blunt the effect)")

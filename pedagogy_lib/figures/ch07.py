@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from pedagogy_lib import results as R
 from pedagogy_lib import quant as Q
 from pedagogy_lib.figures import register, save
+from pedagogy_lib.figures import diagrams  # noqa: F401,E402  (registers the dataflow diagrams)
 
 RESULTS = R.RESULTS
 GB = 1e9
