@@ -111,5 +111,5 @@ def check_prefix_tokens_matching_lora(answer) -> None:
     expect(m >= 1 and C.prefix_params(shape, m) == lora,
            f"m = {m} prefix tokens ship {C.prefix_params(shape, max(m, 1)):,} numbers, LoRA ships {lora:,}: "
            "write both counts per layer and per unit of d first")
-    passed("04.5 equal budgets", f"m = {m} = 2r: per layer a prefix ships 2md numbers, LoRA on q, v 4rd; "
+    passed("04.4 equal budgets", f"m = {m} = 2r: per layer a prefix ships 2md numbers, LoRA on q, v 4rd; "
            "the width d cancels, so this holds for every model size")
