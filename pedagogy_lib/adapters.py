@@ -15,8 +15,8 @@ model. Where it goes (Eq. 3.2):
   to the FFN's output, with no residual of its own (Eq. 3.3):
   f(h₁) + s·(W_up σ(W_down h₁ + b_down) + b_up).
 
-Parameters per adapter: 2md + m + d (Eq. 3.4); extra FLOPs per token 4md (Eq. 3.5); the
-backward pass is Eq. 3.6. Sequential adapters need no hook in the
+Parameters per adapter: 2md + m + d (Eq. 3.5); extra FLOPs per token 4md (Eq. 3.6); the
+backward pass is Eq. 3.4. Sequential adapters need no hook in the
 encoder: the Linear at a dotted path is replaced by ``Sequential(dense, adapter)``; the
 parallel one uses ``BertLayer.parallel``.
 """
@@ -117,12 +117,12 @@ class Bottleneck(Module):
         return self.up(self.act(self.down(self._check(h))))  # W_up σ(W_down h + b_down) + b_up
 
     def backward(self, du):
-        # Eq. 3.6: dW_up = Σ du aᵀ, δ = σ'(z) ⊙ W_upᵀ du, dW_down = Σ δ hᵀ; returns W_downᵀ δ
+        # Eq. 3.4: dW_up = Σ du aᵀ, δ = σ'(z) ⊙ W_upᵀ du, dW_down = Σ δ hᵀ; returns W_downᵀ δ
         return self.down.backward(self.act.backward(self.up.backward(du)))
 
 
 class Adapter(Bottleneck):
-    """Adapter(h) = h + W_up σ(W_down h + b_down) + b_up  (Eq. 3.1);  dh = dy + W_downᵀ δ (Eq. 3.6)."""
+    """Adapter(h) = h + W_up σ(W_down h + b_down) + b_up  (Eq. 3.1);  dh = dy + W_downᵀ δ (Eq. 3.4)."""
 
     def forward(self, h):
         return h + super().forward(h)
@@ -233,7 +233,7 @@ def remove_adapters(bert) -> int:
 
 # ----------------------------------------------------------------------------- arithmetic
 def adapter_params(d: int, m: int, placement: str, layers: int, biases: bool = True) -> int:
-    """Trainable parameters of adapters in every block: L·k·(2md + m + d)  (Eq. 3.4),
+    """Trainable parameters of adapters in every block: L·k·(2md + m + d)  (Eq. 3.5),
     with k = 2 (Houlsby) or 1 (Pfeiffer, parallel)."""
     d, m, layers = check_size(d, "hidden size d"), check_size(m, "bottleneck size m"), check_size(layers, "layers")
     one = 2 * m * d + ((m + d) if biases else 0)
@@ -242,13 +242,13 @@ def adapter_params(d: int, m: int, placement: str, layers: int, biases: bool = T
 
 def block_flops(d: int, ffn: int, seq_len: int) -> int:
     """Multiply-adds ×2 per token of one encoder block: four d×d projections, the FFN's
-    two d×ffn matrices, and attention's QKᵀ and AV (2·T·d each)  (Eq. 3.5)."""
+    two d×ffn matrices, and attention's QKᵀ and AV (2·T·d each)  (Eq. 3.6)."""
     d, ffn, seq_len = check_size(d, "d"), check_size(ffn, "ffn"), check_size(seq_len, "seq_len")
     return 2 * (4 * d * d + 2 * d * ffn) + 4 * seq_len * d
 
 
 def flop_overhead(d: int, ffn: int, m: int, placement: str, seq_len: int = 128) -> float:
-    """Extra FLOPs per block that adapters add, as a fraction: k·4md / block_flops (Eq. 3.5)."""
+    """Extra FLOPs per block that adapters add, as a fraction: k·4md / block_flops (Eq. 3.6)."""
     k = ADAPTERS_PER_LAYER[check_placement(placement)]
     return k * 4 * check_size(m, "bottleneck size m") * d / block_flops(d, ffn, seq_len)
 

@@ -52,7 +52,7 @@ class BertConfig:
 
 
 class BertEmbeddings(Module):
-    """e_t = LN(E_word[id_t] + E_pos[t] + E_type[0])  (Eq. 0.11)."""
+    """e_t = LN(E_word[id_t] + E_pos[t] + E_type[0])  (Eq. 0.20)."""
 
     def __init__(self, cfg: BertConfig, rng, dtype):
         super().__init__()
@@ -112,7 +112,7 @@ class _Intermediate(Module):
 
 
 class BertLayer(Module):
-    """One post-LN encoder block (Eqs. 0.12–0.13):
+    """One post-LN encoder block (Eqs. 0.21–0.22):
 
     h₁ = LN(W_o·Attn(h) + h),   h₂ = LN(W₂·GELU(W₁h₁) [+ parallel(h₁)] + h₁).
     """

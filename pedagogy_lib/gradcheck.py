@@ -64,3 +64,30 @@ def check_module(module, x, *args, seed: int = 0, max_entries: int = 40) -> dict
     if isinstance(x, np.ndarray) and x.dtype == np.float64 and dx is not None:
         errors["input"] = compare(dx, numerical_grad(loss, x, max_entries=max_entries, seed=seed))
     return errors
+
+
+def agreement_line(what: str, errors: dict, tol: float = 1e-6) -> str:
+    """One sentence a reader can check: did every gradient of ``what`` agree with finite
+    differences?  ``errors`` is what ``check_module`` returns ({name: relative error})."""
+    if not errors:
+        raise ValueError(f"{what}: no gradients were checked")
+    worst = max(errors, key=errors.get)
+    ok = all(e < tol for e in errors.values())
+    tail = "" if ok else f" (worst: {worst}, relative error {errors[worst]:.1e})"
+    return (f"{what}: {len(errors)} gradient(s) vs float64 finite differences, "
+            f"all within {tol:g}: {'yes' if ok else 'NO'}{tail}")
+
+
+def pop_exact_zeros(module, errors: dict, suffix: str = "key.bias") -> float:
+    """Remove from ``errors`` the parameters whose gradient is zero in exact arithmetic and
+    return their largest analytic |gradient| (call right after ``check_module``).
+
+    The attention key bias adds q·b_k to every score of a row and softmax ignores such a
+    shift (Eq. 0.17 sums to zero over a row), so dL/db_k = 0: finite differences then see
+    only rounding noise and a relative error means nothing.
+    """
+    grads = dict(module.named_grads())
+    names = [k for k in errors if k.endswith(suffix)]
+    for k in names:
+        errors.pop(k)
+    return max((float(np.abs(grads[k]).max()) for k in names), default=0.0)

@@ -328,7 +328,7 @@ def merge_layers(layers: dict, merge: bool) -> list[str]:
 # ----------------------------------------------------------------------------- cost
 def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
     """Multiply–adds and extra floats of one training step on n input rows, beyond what the
-    frozen base costs anyway (x W₀ᵀ forward, dy W₀ for dx backward)  (Eq. 2.9).
+    frozen base costs anyway (x W₀ᵀ forward, dy W₀ for dx backward): the table of chapter 02, section 4.
 
     factored (ours):  forward u = x Aᵀ, then u Bᵀ:        n·r·(d_in + d_out)
                       backward dB, du, dA, du·A (Eq. 2.5): 2·n·r·(d_in + d_out); holds u (n×r)

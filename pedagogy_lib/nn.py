@@ -1,4 +1,4 @@
-"""NumPy layers with hand-written backward passes (chapter 00, appendix "the engine").
+"""NumPy layers with hand-written backward passes (chapter 00, Part B "the engine", Eqs. 0.12–0.25).
 
 Every layer follows one contract, in the spirit of micrograd but at tensor level:
 
@@ -199,7 +199,7 @@ def set_submodule(root: Module, path: str, new: Module):
 
 # ----------------------------------------------------------------------------- layers
 class Linear(Module):
-    """y = x Wᵀ + b  (Eq. 0.1);  dW = dyᵀx, db = Σ dy, dx = dy W."""
+    """y = x Wᵀ + b  (Eq. 0.12);  dW = dyᵀx, db = Σ dy, dx = dy W  (Eq. 0.13)."""
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, rng=None, dtype=np.float32):
         super().__init__()
@@ -257,7 +257,7 @@ class Embedding(Module):
 
 
 class LayerNorm(Module):
-    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis (Eq. 0.2)."""
+    """y = γ ⊙ (x − μ)/√(σ² + ε) + β over the last axis (Eq. 0.14)."""
 
     def __init__(self, d: int, eps: float = 1e-12, dtype=np.float32):
         super().__init__()
@@ -279,13 +279,13 @@ class LayerNorm(Module):
         self._accumulate("weight", (dy * xhat).sum(lead))
         self._accumulate("bias", dy.sum(lead))
         dxhat = dy * self.p["weight"]
-        # dx = (1/σ)(dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))  (Eq. 0.3)
+        # dx = (1/σ)(dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))  (Eq. 0.15)
         return rstd * (dxhat - dxhat.mean(-1, keepdims=True)
                        - xhat * (dxhat * xhat).mean(-1, keepdims=True))
 
 
 class GELU(Module):
-    """Exact GELU used by BERT: x·Φ(x) = ½x(1 + erf(x/√2));  dy/dx = Φ(x) + x·φ(x)."""
+    """Exact GELU used by BERT: x·Φ(x) = ½x(1 + erf(x/√2));  dy/dx = Φ(x) + x·φ(x)  (Eq. 0.16)."""
 
     def forward(self, x):
         self.x = x
@@ -306,7 +306,7 @@ def softmax(x, axis=-1):
 
 
 def softmax_backward(y, dy, axis=-1):
-    """For y = softmax(x): dx = y ⊙ (dy − Σ_j dy_j y_j)  (Eq. 0.4)."""
+    """For y = softmax(x): dx = y ⊙ (dy − Σ_j dy_j y_j)  (Eq. 0.17)."""
     return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
 
 
@@ -323,7 +323,7 @@ def check_mask(mask, batch: int, length: int):
 
 
 class SelfAttention(Module):
-    """Multi-head scaled dot-product self-attention with a padding mask (Eqs. 0.5–0.7).
+    """Multi-head scaled dot-product self-attention with a padding mask (Eqs. 0.18–0.19).
 
     Q = X W_qᵀ, K = X W_kᵀ, V = X W_vᵀ split into h heads of size d/h;
     A = softmax(Q Kᵀ/√d_h + M), out = A V (heads concatenated).
@@ -385,7 +385,7 @@ class SelfAttention(Module):
 
 
 def mean_pool(h, mask):
-    """Sentence embedding: Σ_t m_t h_t / Σ_t m_t  (Eq. 0.8)."""
+    """Sentence embedding: Σ_t m_t h_t / Σ_t m_t  (Eq. 0.23)."""
     w = np.asarray(mask, h.dtype)[..., None]
     return (h * w).sum(1) / np.maximum(w.sum(1), 1e-9)
 
@@ -400,7 +400,7 @@ def l2_normalize(x, eps=1e-12):
 
 
 def cross_entropy(logits, labels):
-    """Mean cross-entropy and its gradient: dL/dz = (softmax(z) − onehot(y)) / N  (Eq. 0.9)."""
+    """Mean cross-entropy and its gradient: dL/dz = (softmax(z) − onehot(y)) / N  (Eq. 0.24)."""
     check_array(logits, "logits", ndim_min=2)
     labels = np.asarray(labels)
     if labels.shape != logits.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
@@ -421,7 +421,7 @@ class AdamW:
     """Decoupled weight decay Adam, step for step the same as ``torch.optim.AdamW``.
 
     θ ← θ(1 − ηλ);  m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;
-    θ ← θ − η m/(1−β₁ᵗ) / (√(v/(1−β₂ᵗ)) + ε)   (Eq. 0.10)
+    θ ← θ − η m/(1−β₁ᵗ) / (√(v/(1−β₂ᵗ)) + ε)   (Eq. 0.25)
     """
 
     def __init__(self, pairs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):

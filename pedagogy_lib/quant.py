@@ -25,7 +25,7 @@ float64→float32 cast changes the values being quantised); packed codes are uin
 Nothing here keeps state: a call that raises changes nothing.
 """
 import numpy as np
-from scipy.special import ndtri  # Φ⁻¹, the standard-normal quantile function
+from scipy.special import ndtr, ndtri  # Φ and Φ⁻¹ of the standard normal
 
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what bitsandbytes accepts
 TINY = np.float32(1e-38)  # bitsandbytes clamps absmax to this before taking 1/absmax
@@ -340,6 +340,52 @@ def quantize_nf4(w, blocksize=64):
 def dequantize_nf4(packed, absmax, shape, blocksize=64):
     """Eq. 7.6 with the NF4 codebook; float32, equal to bitsandbytes' dequantize_4bit."""
     return dequantize_4bit(packed, absmax, shape, nf4_codebook(), blocksize)
+
+
+def quantize_nf4_plain(w, blocksize=64):
+    """Eqs. 7.2-7.5 and 7.7 written to be read: one block at a time, no speed tricks.
+    Same bytes and scales as `quantize_nf4` (and bitsandbytes); tests/test_quant.py checks it."""
+    w, blocksize = _check_float32("w", w).reshape(-1), _check_blocksize(blocksize)
+    c = nf4_codebook()                                         # sorted levels, c[7] = 0
+    m = (c[:-1] + c[1:]) / np.float32(2)                       # Eq. 7.4: 15 midpoints
+    codes, scales = [], []
+    for start in range(0, w.size, blocksize):
+        block = w[start:start + blocksize]
+        a = np.abs(block).max()                                # Eq. 7.2
+        if block.size == blocksize:                            # bitsandbytes: full blocks
+            x = block * (np.float32(1) / max(a, TINY))         # multiply by 1/a (Eq. 7.3) ...
+        else:                                                  # ... the partial last block
+            a = max(a, TINY)                                   # divides and keeps the clamped a
+            x = block / a
+        codes.append(np.searchsorted(m, x, side="left"))       # Eq. 7.5: midpoints below x
+        scales.append(a)
+    q = np.concatenate(codes + [[7]] * (w.size % 2))           # odd length: pad with code of 0.0
+    return ((q[0::2] << 4) | q[1::2]).astype(np.uint8), np.array(scales, np.float32)  # Eq. 7.7
+
+
+def dequantize_nf4_plain(packed, absmax, shape, blocksize=64):
+    """Eq. 7.6 written to be read: unpack the nibbles, look up the level, times the block's a."""
+    shape, n = _check_shape(shape)
+    blocksize = _check_blocksize(blocksize)
+    packed = _check_codes("packed", packed, -(-n // 2))
+    absmax = _check_absmax(absmax, -(-n // blocksize))
+    q = np.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]     # Eq. 7.7 undone
+    return (nf4_codebook()[q] * np.repeat(absmax, blocksize)[:n]).reshape(shape)  # Eq. 7.6
+
+
+def normal_code_probabilities(code, scale):
+    """P(code k) when w ~ N(0, 1) is quantised as x = w / scale with nearest-level
+    encoding (Eqs. 7.4-7.5): the normal mass between neighbouring midpoints, in code order.
+    For NF4 the natural scale is Φ⁻¹(0.9677083), which puts the level ±1 where Eq. 7.1 put it."""
+    code = _check_code(code, 16).astype(np.float64)
+    if not (np.isscalar(scale) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    order = np.argsort(code, kind="stable")
+    s = code[order]
+    edges = np.concatenate([[-np.inf], (s[:-1] + s[1:]) / 2 * scale, [np.inf]])
+    p = np.empty(code.size)
+    p[order] = np.diff(ndtr(edges))
+    return p
 
 
 # ----------------------------------------------------------------------------- 8-bit and DQ

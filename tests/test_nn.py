@@ -198,3 +198,23 @@ def test_rel_error_detects_wrong_gradient():
     errs = check_module(lin, f64(2, 4))
     assert max(errs.values()) > 1e-3
     assert rel_error(np.ones(3), np.ones(3)) == 0.0 and math.isclose(rel_error([1.0], [2.0]), 0.5)
+
+
+def test_agreement_line_says_no_for_a_wrong_gradient():
+    from pedagogy_lib.gradcheck import agreement_line
+    assert agreement_line("Linear", {"weight": 1e-10, "input": 2e-9}).endswith("all within 1e-06: yes")
+    line = agreement_line("Linear", {"weight": 1e-10, "input": 0.3})
+    assert ": NO (worst: input" in line
+    with pytest.raises(ValueError, match="no gradients"):
+        agreement_line("Linear", {})
+
+
+def test_pop_exact_zeros_removes_key_bias_and_reports_its_gradient():
+    from pedagogy_lib.gradcheck import pop_exact_zeros
+    att = nn.SelfAttention(8, 2, rng=np.random.default_rng(3), dtype=np.float64)
+    errs = check_module(att, f64(2, 4, 8), np.ones((2, 4), int), max_entries=5)
+    assert "key.bias" in errs
+    largest = pop_exact_zeros(att, errs)
+    assert "key.bias" not in errs and "key.weight" in errs and largest < 1e-12
+    att.key.g["bias"][...] = 0.5  # a wrong backward would show up as a large |g|
+    assert pop_exact_zeros(att, {"key.bias": 1.0}) == 0.5

@@ -517,3 +517,52 @@ def test_bad_input(call, error, match):
         call()
     for now, then in zip((W, P, A), before):
         np.testing.assert_array_equal(now, then)  # nothing was changed
+
+
+# ----------------------------------------------------------------------------- the readable reference
+
+def _plain_cases():
+    mid, _ = Q._sorted_midpoints(Q.nf4_codebook())
+    ties = np.concatenate([mid, -mid, [1.0], np.zeros(33)]).astype(np.float32)
+    zeros = gaussian(64 * 3 + 5, seed=3)
+    zeros[64:128], zeros[192:] = 0, 0
+    extreme = (gaussian((4, 64), seed=4) * np.array([1e-38, 1e-10, 1e10, 1e37], np.float32)[:, None])
+    return [gaussian(s, seed=i) for i, s in enumerate(SHAPES)] + [
+        np.concatenate([ties, ties[:37]]) * np.float32(2), zeros, extreme.ravel(),
+        gaussian((96, 40), seed=5).T]
+
+
+@pytest.mark.parametrize("blocksize", [32, 64, 256])
+def test_plain_nf4_gives_the_same_bytes_as_the_fast_one_and_bitsandbytes(bnb, blocksize):
+    for w in _plain_cases():
+        packed, absmax = Q.quantize_nf4_plain(w, blocksize)
+        fast_p, fast_a = Q.quantize_nf4(w, blocksize)
+        np.testing.assert_array_equal(packed, fast_p)
+        np.testing.assert_array_equal(absmax, fast_a)
+        p, s = bnb_quantize(bnb, np.ascontiguousarray(w), blocksize)
+        np.testing.assert_array_equal(packed, p.numpy().reshape(-1))
+        np.testing.assert_array_equal(absmax, s.absmax.numpy())
+        np.testing.assert_array_equal(Q.dequantize_nf4_plain(packed, absmax, w.shape, blocksize),
+                                      Q.dequantize_nf4(packed, absmax, w.shape, blocksize))
+
+
+def test_plain_nf4_rejects_bad_input():
+    with pytest.raises(TypeError):
+        Q.quantize_nf4_plain(np.zeros(8, np.float64))
+    with pytest.raises(ValueError):
+        Q.quantize_nf4_plain(np.zeros(8, np.float32), blocksize=48)
+    with pytest.raises(ValueError):
+        Q.dequantize_nf4_plain(np.zeros(3, np.uint8), np.ones(1, np.float32), (8,))
+
+
+def test_normal_code_probabilities_of_nf4():
+    from scipy.special import ndtri
+    p = Q.normal_code_probabilities(Q.nf4_codebook(), ndtri(0.9677083))
+    assert p.shape == (16,) and abs(p.sum() - 1) < 1e-12
+    entropy = -(p * np.log2(p)).sum()
+    assert 3.99 < entropy < 4 and 0.055 < p.min() < 0.057 and 0.070 < p.max() < 0.072
+    with pytest.raises(ValueError):
+        Q.normal_code_probabilities(Q.nf4_codebook(), -1.0)
+    uniform = (np.arange(16, dtype=np.float32) - 7.5) / 7.5
+    pu = Q.normal_code_probabilities(uniform, 1.0)
+    assert abs(pu.sum() - 1) < 1e-12 and pu[7] == pu[8]  # symmetric code, symmetric use

@@ -46,3 +46,14 @@ def test_mean_sd():
     m, s = R.mean_sd([1, 2, 3, 4])
     assert m == 2.5 and s == pytest.approx(np.std([1, 2, 3, 4], ddof=1), abs=0)
     assert R.mean_sd([0.7]) == (0.7, 0.0)
+
+
+def test_ledger_summary_table_counts_every_record_once():
+    from pedagogy_lib import claims
+    recs = [{"id": "ch01-a", "verdict": "holds"}, {"id": "ch01-b", "verdict": "wrong"},
+            {"id": "ch07-c", "verdict": "holds"}]
+    table = claims.summary_table(recs).splitlines()
+    assert table[2].split()[0] == "ch01" and table[2].split()[-1] == "2"
+    assert table[-1].split()[-1] == "3" and table[-1].split()[1] == "2"
+    grouped = claims.by_verdict(recs)
+    assert "holds (2): ch01-a, ch07-c" in grouped and "wrong (1): ch01-b" in grouped

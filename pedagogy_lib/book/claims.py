@@ -81,3 +81,34 @@ def render(records, width: int = 60) -> str:
     rows = [f"{'id':<34} {'verdict':<15} our value", "-" * (52 + width)]
     rows += [f"{cut(r['id'], 34):<34} {r['verdict']:<15} {cut(r['our_value'], width)}" for r in records]
     return "\n".join(rows)
+
+
+def summary_table(records) -> str:
+    """Verdict counts per chapter: one compact row per chapter plus a total (stable for nbval)."""
+    short = {"holds": "holds", "approximately": "approx.", "wrong": "wrong",
+             "not-reproduced-here": "not repr.", "untestable-here": "untestable"}
+    cols = [v for v in VERDICTS]
+    head = f"{'chapter':8s}" + "".join(f"{short.get(v, v):>11s}" for v in cols) + f"{'all':>6s}"
+    rows = [head, "-" * len(head)]
+    for ch in ORDER:
+        mine = [r for r in records if r["id"].startswith(ch + "-")]
+        if mine:
+            rows.append(f"{ch:8s}" + "".join(f"{sum(r['verdict'] == v for r in mine):>11d}" for v in cols)
+                        + f"{len(mine):>6d}")
+    rows.append(f"{'all':8s}" + "".join(f"{sum(r['verdict'] == v for r in records):>11d}" for v in cols)
+                + f"{len(records):>6d}")
+    return "\n".join(rows)
+
+
+def by_verdict(records, width: int = 96) -> str:
+    """The claim ids grouped under each verdict, wrapped to ``width``: the whole ledger at a
+    glance; ``claims.LEDGER`` (or a chapter's own claims section) has the full text."""
+    import textwrap
+
+    out = []
+    for v in VERDICTS:
+        ids = [r["id"] for r in records if r["verdict"] == v]
+        if ids:
+            out.append(textwrap.fill(", ".join(ids), width, initial_indent=f"{v} ({len(ids)}): ",
+                                     subsequent_indent="    ", break_on_hyphens=False))
+    return "\n".join(out)

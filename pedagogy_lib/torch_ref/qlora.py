@@ -38,13 +38,7 @@ QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-class _DropKernelsNotice(logging.Filter):
-    """bitsandbytes' CPU backend logs, at import, that the optional ``kernels`` package
-    (which would fetch a kernel from the Hugging Face Hub) is missing; the book is offline
-    and uses bnb's built-in CPU path instead, so that one line is dropped."""
-
-    def filter(self, record):
-        return "kernels-community" not in record.getMessage()
+from pedagogy_lib import _DropKernelsNotice  # noqa: E402  (defined at package import, see there)
 
 
 def bnb():
@@ -82,7 +76,7 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
 
     ``support_avx512bf16_for_cpu`` is switched off on each new layer: on CPUs with
     AVX512-BF16, bnb would otherwise repack the weight for an inference-only kernel at the
-    first eval-mode forward, after which any training step fails (formats-and-lessons.md).
+    first eval-mode forward, after which any training step fails (chapter 07, appendix B).
     """
     _check_quant_args(quant_type, blocksize, compute_dtype)
     if not isinstance(model, nn.Module):

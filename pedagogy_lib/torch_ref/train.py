@@ -104,6 +104,7 @@ class Batches:
 
 
 def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """Multiplier of the base learning rate at ``step``: linear warm-up, then decay (Eq. 0.26)."""
     warm = max(1, int(cfg.warmup * total))
     if step < warm:
         return (step + 1) / warm

@@ -10,7 +10,7 @@ time of the same round (paired, so the machine's drifts cancel), with the quarti
 per-round ratios kept to show the noise. Merged LoRA does exactly the base model's work,
 so its ratio is a built-in control: its distance from 1 is the noise floor. On a CPU with one thread the
 clock is the thread's CPU time, so time spent waiting for a shared core does not count. The FLOP overhead the
-adapters add (Eq. 3.5) is printed beside it, for comparison.
+adapters add (Eq. 3.6) is printed beside it, for comparison.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def main():
               flush=True)
     flops = {p: {str(T): round(adapters.flop_overhead(cfg.hidden_size, cfg.intermediate_size, M, p, T), 6)
                  for T in sorted({s[1] for s in SETTINGS})} for p in adapters.PLACEMENTS}
-    print("FLOP overhead (Eq. 3.5):", flops)
+    print("FLOP overhead (Eq. 3.6):", flops)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     out = {"device": f"{device.type} ({name})", "threads": torch.get_num_threads(), "clock": clock, "m": M, "r": R,

@@ -101,4 +101,18 @@ def check_bitfit_fraction(fn) -> None:
                    "of its parameters under BitFit")
 
 
+def check_customers_for_10x(answer) -> None:
+    """``answer``: the smallest number of customers N for which N full FP32 copies of GPT-3
+    take at least 10 times the disk of one base plus N LoRA r=4 (q, v) deltas (Eq. 0.6)."""
+    expect(answer is not None, "set `answer` to a whole number of customers")
+    expect(float(answer) == int(answer), f"a number of customers is a whole number, got {answer!r}")
+    P, d = C.total_params(C.GPT3), C.lora_params(C.GPT3, 4)
+    ratio = lambda n: C.customer_storage_gb(P, d, n, bytes_per_value=4)["ratio"]  # noqa: E731
+    n = int(answer)
+    expect(n >= 1 and ratio(n) >= 10, f"with {n} customers the ratio is only {ratio(n):.2f}: more are needed")
+    expect(n == 1 or ratio(n - 1) < 10, f"already {n - 1} customers give {ratio(n - 1):.2f} ≥ 10: find the smallest")
+    passed("00.4 break-even", f"from {n} customers on, base + deltas is at least 10× smaller "
+           "(the deltas are so small that N ≈ 10 plus a sliver)")
+
+
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -14,9 +14,9 @@ from pedagogy_lib.book.ch01 import experiment as E
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
 
 ATTENTION = ("query", "key", "value", "attn-out")
-SOURCE_ID = "Aghajanyan et al. 2020 (paper-numbers A8: abstract ✔, d90 table ◐)"
-SOURCE_LORA = "Hu et al. 2021, §7 and Table 6 (paper-numbers A1)"
-# d90 of Aghajanyan et al. 2020, Table 1, via a secondary copy (◐; paper-numbers A8):
+SOURCE_ID = "Aghajanyan et al. 2020 (abstract; the d90 table from a secondary copy)"
+SOURCE_LORA = "Hu et al. 2021, §7 and Table 6"
+# d90 of Aghajanyan et al. 2020, Table 1, via a secondary copy:
 # model -> (MRPC SAID, MRPC DID, QQP SAID, QQP DID)
 PUBLISHED_D90 = {"BERT-base": (1608, 1861, 8030, 9295), "BERT-large": (1037, 2493, 1200, 1389),
                  "RoBERTa-base": (896, 1000, 896, 1389), "RoBERTa-large": (207, 322, 774, 774)}

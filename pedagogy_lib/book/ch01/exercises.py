@@ -133,4 +133,16 @@ def check_principal_angles(fn) -> None:
     passed("01.4", "cos θ_i = σ_i(Q_Aᵀ Q_B)")
 
 
+def check_noise_k90(answer) -> None:
+    """``answer``: k90 (Eq. 1.5) of ``np.random.default_rng(0).standard_normal((1536, 384))``:
+    how many of its 384 directions keep 90% of the energy. Predict first: near 8 or near 300?"""
+    expect(answer is not None and float(answer) == int(answer), f"k90 is a whole number, got {answer!r}")
+    W = np.random.default_rng(0).standard_normal((1536, 384))
+    want = lr.rank_for_energy(lr.singular_values(W), 0.9)
+    expect(int(answer) == want, f"measure it on the given matrix: np.linalg.svd, then the smallest k with "
+           f"E_k ≥ 0.9 (Eq. 1.4); you gave {answer}")
+    passed("01.5 noise is not low rank", f"k90 = {want} of 384 ({100 * want / 384:.0f}%): pure noise needs most "
+           "directions, so a k90 of a few would mean real structure")
+
+
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

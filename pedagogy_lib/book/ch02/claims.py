@@ -23,16 +23,16 @@ from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
 
 
-# LoRA paper Table 2, RoBERTa-base rows (paper-numbers.md A1 ✔). LoRA's RTE, MRPC and STS-B
+# LoRA paper Table 2, RoBERTa-base rows . LoRA's RTE, MRPC and STS-B
 # runs start from an MNLI-tuned checkpoint (paper §D.1); FT's start from the pretrained model.
 GLUE_TASKS = ("MNLI", "SST-2", "MRPC", "CoLA", "QNLI", "QQP", "RTE", "STS-B")
 GLUE_ROB_BASE = {"FT": (87.6, 94.8, 90.2, 63.6, 92.8, 91.9, 78.7, 91.2),
                  "LoRA": (87.5, 95.1, 89.7, 63.4, 93.3, 90.8, 86.6, 91.5)}
 GLUE_PRINTED_AVG = {"FT": 86.4, "LoRA": 87.2}
 MNLI_START = ("RTE", "MRPC", "STS-B")
-# LoRA paper Table 5 (GPT-3, 18M parameters, ✔): q,v at r=4 vs all four at r=2
+# LoRA paper Table 5 (GPT-3, 18M parameters): q,v at r=4 vs all four at r=2
 TABLE5_QV, TABLE5_ALL = (73.7, 91.3), (73.7, 91.7)
-ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9 (✔)
+ROBERTA_BASE_LRS = (4e-4, 5e-4)  # LoRA paper Table 9
 
 
 def glue_gaps() -> dict:
@@ -106,7 +106,7 @@ def _first_steps(toy) -> SimpleNamespace:
 @CLAIMS.rule("ch02-alpha-over-r",
              "The factor α/r decouples step size from rank, so α can stay fixed across rank sweeps.",
              published="α/r: 'tuning α is roughly the same as tuning the learning rate'; rsLoRA: α/√r is the scaling "
-                       "that keeps updates stable in r", source="Hu et al. 2021 §4.1; Kalajdzievski 2023 (A9 ✔)")
+                       "that keeps updates stable in r", source="Hu et al. 2021 §4.1; Kalajdzievski 2023")
 def _alpha_over_r(c):
     t, rk, ranks = _first_steps(c.toy), c.rk, c.ranks
     accs = [_m(ranks[k]) for k in rk]
@@ -130,7 +130,7 @@ def _alpha_over_r(c):
 
 @CLAIMS.rule("ch02-rslora", "Scaling by α/√r instead of α/r lets higher ranks keep improving (rsLoRA).",
              published="higher ranks keep improving with α/√r; with α/r they plateau",
-             source="Kalajdzievski 2023, abstract (A9 ✔)")
+             source="Kalajdzievski 2023, abstract")
 def _rslora(c):
     t, rk, ranks, rs = _first_steps(c.toy), c.rk, c.ranks, c.s["rank"]["rslora"]
     gain_r, gain_s = _m(ranks[rk[-1]]) - _m(ranks["8"]), _m(rs[rk[-1]]) - _m(rs["8"])
@@ -200,7 +200,7 @@ def _placement(c) -> SimpleNamespace:
 @CLAIMS.rule("ch02-placement",
              "Putting LoRA on query and value beats attention-only or MLP-only and matches all linear layers.",
              published=f"GPT-3 Table 5 (18M): q,v {TABLE5_QV[0]}/{TABLE5_QV[1]} vs all four {TABLE5_ALL[0]}/"
-                       f"{TABLE5_ALL[1]} (WikiSQL/MNLI); MLP not studied", source="Hu et al. 2021 Table 5 (A1 ✔)")
+                       f"{TABLE5_ALL[1]} (WikiSQL/MNLI); MLP not studied", source="Hu et al. 2021 Table 5")
 def _placement_rule(c):
     p, s, band = _placement(c), c.s, c.band
     beats = [p.qv - p.attn, p.qv - p.ffn]
@@ -218,7 +218,7 @@ def _placement_rule(c):
 
 @CLAIMS.rule("ch02-qkvo-marginal", "Adding key and output to q,v gives a marginal improvement at 2× the parameters.",
              published=f"Table 5 at equal budget: all four {TABLE5_ALL[1]} vs q,v {TABLE5_QV[1]} MNLI",
-             source="Hu et al. 2021 Table 5 (A1 ✔)")
+             source="Hu et al. 2021 Table 5")
 def _qkvo(c):
     band = c.band
     gain = _m(c.s["same_rank"]["q,k,v,o"]) - _m(c.s["placement"]["q,v"])
@@ -234,7 +234,7 @@ def _qkvo(c):
 
 @CLAIMS.rule("ch02-lr", "LoRA wants lr 1e-4 to 5e-4, one to two orders of magnitude above full fine-tuning.",
              published=f"RoBERTa-base LoRA used {ROBERTA_BASE_LRS[0]:g}–{ROBERTA_BASE_LRS[1]:g}",
-             source="Hu et al. 2021 Table 9 (A1 ✔)")
+             source="Hu et al. 2021 Table 9")
 def _lr(c):
     best, lr_rows, cfg = c.s["best_lr"], c.s["lr_sweep"]["lora"], c.doc["config"]
     best_acc = max(r["mean_val"] for r in lr_rows.values())
@@ -255,7 +255,7 @@ def _lr(c):
 @CLAIMS.rule("ch02-rank-advice", "Start at r = 8; go to 16 if validation lags by > 0.5 points; larger models "
              "tolerate smaller r.",
              published="GPT-3 Table 6: r=1 suffices for W_q,W_v (73.4 vs 73.8 at r=8 on WikiSQL)",
-             source="Hu et al. 2021 Table 6 (A1 ✔)")
+             source="Hu et al. 2021 Table 6")
 def _rank_advice(c):
     by_r = {k: _m(c.ranks[k]) for k in c.rk}
     top = max(by_r.values())
@@ -269,7 +269,7 @@ def _rank_advice(c):
 # 0.24% and within 0.1 points on RoBERTa-base: two computed parts
 @CLAIMS.rule("ch02-roberta-0.24", "LoRA r=8 at 0.24% of RoBERTa-base's parameters essentially ties full "
              "fine-tuning on GLUE (within 0.1 points).",
-             published="LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", source="Hu et al. 2021 Table 2 (A1 ✔)")
+             published="LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", source="Hu et al. 2021 Table 2")
 def _roberta_024(c):
     s = c.s
     rb = C.lora_params(C.ROBERTA_BASE, 8)
@@ -294,7 +294,7 @@ def _roberta_024(c):
 # paper's table backs it if q,v is at least all four on every task; our sweep backs it if q,v
 # is not below q,k,v,o (same budget) by more than the noise band.
 @CLAIMS.rule("ch02-qv-canonical", "Swapping only query/value is the canonical recommendation of the LoRA paper.",
-             published="q,v r=4 73.7/91.3; all four r=2 73.7/91.7", source="Hu et al. 2021 Table 5 (A1 ✔)")
+             published="q,v r=4 73.7/91.3; all four r=2 73.7/91.7", source="Hu et al. 2021 Table 5")
 def _qv_canonical(c):
     p = _placement(c)
     t5 = [q - a for q, a in zip(TABLE5_QV, TABLE5_ALL)]  # q,v − all four, WikiSQL and MNLI

@@ -22,7 +22,7 @@ def _layer(d_in, d_out, r, s_alpha, seed):
 def check_lora_backward(fn) -> None:
     """fn(x, dy, W0, A, B, s) -> (dA, dB, dx) for y = x W0ᵀ + s (x Aᵀ) Bᵀ, x of shape (n, d_in)."""
     for i, (n, d_in, d_out, r) in enumerate(SHAPES):
-        layer = _layer(d_in, d_out, r, 2.0 * r, seed=i)
+        layer = _layer(d_in, d_out, r, (2.0, 0.75, 3.5)[i] * r, seed=i)  # s differs per case
         g = np.random.default_rng(10 + i)
         x, dy = g.standard_normal((n, d_in)), g.standard_normal((n, d_out))
         layer(x)
@@ -38,7 +38,7 @@ def check_lora_backward(fn) -> None:
         expect_close(dB, layer.g["lora_B"], "dB = s·dyᵀ(x Aᵀ)", rtol=1e-9, atol=1e-12)
         expect_close(dA, layer.g["lora_A"], "dA = s·(dy B)ᵀ x  (did you forget s, or B?)", rtol=1e-9, atol=1e-12)
         expect_close(dx_s, dx, "dx = dy W₀ + s·(dy B) A  (both paths reach x)", rtol=1e-9, atol=1e-12)
-    passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes")
+    passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes and 3 scales s")
 
 
 def check_unmerge(fn) -> None:
@@ -93,6 +93,11 @@ def check_pissa_init(fn) -> None:
         AtA = np.asarray(A) @ np.asarray(A).T
         expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
                      "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
+        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.8 splits Σ_r/s evenly: "
+                     "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
+        BtB = np.asarray(B).T @ np.asarray(B)
+        expect_close(BtB, np.diag(S[:r] / s), "Bᵀ B (it should equal A Aᵀ = Σ_r/s: the same √(Σ_r/s) "
+                     "in both factors)", rtol=1e-8, atol=1e-10)
     passed("02.4 PiSSA init", "s·BA is the best rank-r approximation and W_res + s·BA = W")
 
 
@@ -109,11 +114,14 @@ def check_target_match(fn) -> None:
         ("encoder.layer.3.output.dense", r"encoder\.layer\.\d+\.output\.dense", True),
         ("encoder.layer.3.attention.output.dense", r"encoder\.layer\.\d+\.output\.dense", False),
         ("encoder.layer.3.attention.self.query", r"query", False),   # full match, not search
+        ("encoder.layer.3.output.dense_act", r"encoder\.layer\.\d+\.output\.dense", False),  # nor a prefix
+        ("encoder.layer.11.attention.self.value", r"encoder\.layer\.1\d?\.attention\.self\.(query|value)", True),
     ]
     for path, targets, want in cases:
         got = attempt(fn, path, targets)
-        expect(isinstance(got, (bool, np.bool_)) or got in (0, 1) or got is None,
-               f"return True or False, got {type(got).__name__}")
+        expect(isinstance(got, (bool, np.bool_)),
+               f"return True or False, got {got!r} ({type(got).__name__}): a re.Match object or None "
+               "is not a bool; wrap it in bool(...)")
         expect(bool(got) == want, f"{path!r} with targets {targets!r} should give {want}, got {bool(got)}"
                + (" (a list entry must match a whole dotted component: compare with '.' + name)" if not want
                   and not isinstance(targets, str) else "")
@@ -122,7 +130,23 @@ def check_target_match(fn) -> None:
     passed("02.5 peft targeting", f"{len(cases)} paths matched like peft")
 
 
-__all__ = ["check_lora_backward", "check_lora_count", "check_pissa_init", "check_target_match", "check_unmerge"]
+def check_break_even_rank(fn) -> None:
+    """fn(d_in, d_out) -> the smallest rank r at which LoRA's A and B hold at least as many
+    numbers as the d_out×d_in matrix itself (Eq. 2.7 reaches 1)."""
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    cases = [(384, 384), (384, 1536), (4096, 11008), (1, 7)] + [
+        (int(rng.integers(1, 5000)), int(rng.integers(1, 5000))) for _ in range(5)]
+    for d_in, d_out in cases:
+        got = attempt(fn, d_in, d_out)
+        expect(got is not None and float(got) == int(got), f"return a whole rank for {d_in}×{d_out}, got {got!r}")
+        want = -(-d_in * d_out // (d_in + d_out))
+        expect(int(got) == want, f"for d_in={d_in}, d_out={d_out}: r(d_in + d_out) ≥ d_in·d_out first at "
+               f"r = {want}, you said {got} (round up, in integers)")
+    passed("02.6 break-even rank", "a square 384×384 matrix breaks even at r = 192 = d/2, far above any useful rank")
+
+
+__all__ = ["check_break_even_rank", "check_lora_backward", "check_lora_count", "check_pissa_init",
+           "check_target_match", "check_unmerge"]
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

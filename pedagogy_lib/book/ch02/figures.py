@@ -11,7 +11,7 @@ from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.results import mean_sd
 from pedagogy_lib.book.figures import register
 
-# The LoRA paper's GPT-3 175B studies (Hu et al. 2021, Tables 5 and 6; paper-numbers.md A1 ✔).
+# The LoRA paper's GPT-3 175B studies (Hu et al. 2021, Tables 5 and 6).
 PAPER_TABLE5 = {  # weights adapted: (r, WikiSQL, MNLI), all at 18M trainable parameters
     "W_q": (8, 70.4, 91.0), "W_k": (8, 70.0, 90.8), "W_v": (8, 73.0, 91.0), "W_o": (8, 73.2, 91.3),
     "W_q,W_k": (4, 71.4, 91.3), "W_q,W_v": (4, 73.7, 91.3), "W_q,W_k,W_v,W_o": (2, 73.7, 91.7)}

@@ -15,17 +15,17 @@ from pedagogy_lib import counting as C
 from pedagogy_lib.book.ch03.experiment import identity_deviation, load_results
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
 
-SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; ◐ secondary copy)"
-# LoRA paper Table 2 (✔, paper-numbers A1): (adapter params, LoRA params at the same model)
+SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; secondary copy)"
+# LoRA paper Table 2: (adapter params, LoRA params at the same model)
 LORA_T2_RATIOS = {"RoB-base AdptD 0.3M": (0.3, 0.3), "RoB-base AdptD 0.9M": (0.9, 0.3),
                   "RoB-large AdptP 3.0M": (3.0, 0.8), "RoB-large AdptP 0.8M": (0.8, 0.8),
                   "RoB-large AdptH 6.0M": (6.0, 0.8), "RoB-large AdptH 0.8M": (0.8, 0.8)}
-# LoRA paper Table 2 GLUE averages (✔): each adapter row and the LoRA row it compares with
+# LoRA paper Table 2 GLUE averages: each adapter row and the LoRA row it compares with
 # († rows were run in Houlsby's setting and compare with LoRA†)
 LORA_T2_AVG = {"RoB-base AdptD 0.3M": (84.4, 87.2), "RoB-base AdptD 0.9M": (85.4, 87.2),
                "RoB-large AdptP 3.0M": (88.4, 88.6), "RoB-large AdptP 0.8M": (87.9, 88.6),
                "RoB-large AdptH 6.0M": (87.8, 88.6), "RoB-large AdptH 0.8M": (86.4, 88.6)}
-# LoRA Table 1 ◐: batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
+# LoRA Table 1 (secondary copy): batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
 LORA_T1_MS = {"none": 19.8, "AdapterL": 23.9, "AdapterH": 25.8}
 
 
@@ -95,7 +95,7 @@ _T2_GAPS = [b - a for a, b in LORA_T2_AVG.values()]
              published=f"LoRA Table 2 adapter/LoRA counts {min(_T2.values()):.1f}×–{max(_T2.values()):.1f}× (median "
                        f"{statistics.median(_T2.values()):.1f}×); adapters {min(_T2_GAPS):.1f}–{max(_T2_GAPS):.1f} "
                        "GLUE points below LoRA",
-             source="LoRA paper Table 2 (✔)")
+             source="LoRA paper Table 2")
 def _four_x(c):
     rb = C.ROBERTA_BASE
     lora = C.lora_params(rb, 8)
@@ -160,7 +160,7 @@ def _latency(c):
 
 @CLAIMS.rule("ch03-pfeiffer-half", "Pfeiffer adapters keep most of the quality at half the parameters.",
              published="RoBERTa-large: AdptP 3.0M 88.4 vs AdptH 6.0M 87.8; AdptP 0.8M 87.9 vs AdptH 0.8M 86.4",
-             source="LoRA paper Table 2 (✔)")
+             source="LoRA paper Table 2")
 def _pfeiffer_half(c):
     acc = c.acc
     ratio = A.adapter_params(768, 64, "pfeiffer", 12) / A.adapter_params(768, 64, "houlsby", 12)
@@ -174,7 +174,7 @@ def _pfeiffer_half(c):
 
 
 @CLAIMS.rule("ch03-houlsby-2.1pct", "Houlsby adapters with m=64 train 2.1% of BERT-large per task.",
-             published="2.1% (m=64), 3.6% (m chosen per task from 8–256)", source="Houlsby et al. 2019, Table 1 (✔)")
+             published="2.1% (m=64), 3.6% (m chosen per task from 8–256)", source="Houlsby et al. 2019, Table 1")
 def _houlsby_share(c):
     bl = C.BERT_LARGE
     h64_large = C.adapter_params(bl, 64, "houlsby")
@@ -185,7 +185,7 @@ def _houlsby_share(c):
 
 
 @CLAIMS.rule("ch03-adapterhub-pfeiffer", "AdapterHub's Pfeiffer config (reduction 16) trains 0.81% of BERT-base.",
-             published="≈0.89M, 0.81%", source="AdapterHub SeqBnConfig (paper-numbers A3, calc)")
+             published="≈0.89M, 0.81%", source="AdapterHub SeqBnConfig (arithmetic on the configuration)")
 def _adapterhub(c):
     bb = C.BERT_BASE
     p_hub = C.adapter_params(bb, bb.hidden // 16, "pfeiffer")
@@ -196,7 +196,7 @@ def _adapterhub(c):
 
 @CLAIMS.rule("ch03-encoders", "Adapters are best for encoder models (BERT); LoRA for generative ones.",
              published="GPT-3: AdapterH 40.1M 73.2 vs LoRA 4.7M 73.4 WikiSQL (adapters close on a decoder too)",
-             source="LoRA paper Table 4 (✔)")
+             source="LoRA paper Table 4")
 def _encoders(c):
     v = _versus_lora(c.acc)
     return "untestable-here", (f"we have one encoder: at about LoRA's count, {v.best} scores {100 * v.a_best:.1f}% "

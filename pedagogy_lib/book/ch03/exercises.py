@@ -24,7 +24,7 @@ _COUNT_CASES = [(384, 16, "pfeiffer", 6), (768, 64, "houlsby", 12), (1024, 8, "p
 
 
 def check_adapter_params(fn) -> None:
-    """fn(d, m, placement, layers) -> trainable parameters of the adapters (Eq. 3.4)."""
+    """fn(d, m, placement, layers) -> trainable parameters of the adapters (Eq. 3.5)."""
     for d, m, placement, layers in _COUNT_CASES:
         call = f"adapter_params(d={d}, m={m}, {placement!r}, layers={layers})"
         got = _int(attempt(fn, d, m, placement, layers), call)
@@ -101,7 +101,7 @@ def check_adapter_backward(fn) -> None:
 
 # ------------------------------------------------------------------ 03.4 FLOPs
 def check_flop_overhead(fn) -> None:
-    """fn(d, ffn, m, placement, seq_len) -> extra FLOPs per block as a fraction (Eq. 3.5)."""
+    """fn(d, ffn, m, placement, seq_len) -> extra FLOPs per block as a fraction (Eq. 3.6)."""
     for d, ffn, m, placement, T in ((384, 1536, 64, "houlsby", 128), (1024, 4096, 64, "houlsby", 128),
                                     (768, 3072, 48, "pfeiffer", 8), (4096, 11008, 16, "parallel", 512)):
         call = f"flop_overhead({d}, {ffn}, {m}, {placement!r}, seq_len={T})"
@@ -115,6 +115,21 @@ def check_flop_overhead(fn) -> None:
         expect_close(got, want, call, rtol=1e-9, atol=0)
     passed("03.4", f"Houlsby m=64 adds {100 * A.flop_overhead(1024, 4096, 64, 'houlsby'):.1f}% of a "
                    "BERT-large block's FLOPs")
+
+
+def check_m_matching_lora(answer) -> None:
+    """``answer``: the smallest bottleneck m at which Houlsby adapters (two per layer) on
+    MiniLM train at least as many numbers as LoRA r = 8 on q and v (Eq. 3.5 vs Eq. 2.7)."""
+    from pedagogy_lib import counting as C
+
+    expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
+    shape, m = C.minilm_shape(), int(answer)
+    lora = C.lora_params(shape, 8)
+    houlsby = lambda k: C.adapter_params(shape, k, "houlsby")  # noqa: E731
+    expect(m >= 1 and houlsby(m) >= lora, f"at m = {m} the adapters train {houlsby(max(m, 1)):,} < LoRA's {lora:,}")
+    expect(m == 1 or houlsby(m - 1) < lora, f"m = {m - 1} already reaches LoRA's {lora:,}: find the smallest")
+    passed("03.5 equal budgets", f"m = {m}: per layer two adapters cost 2(2md + m + d), LoRA r = 8 on q, v "
+           "costs 4rd, so m ≈ r once d is large")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

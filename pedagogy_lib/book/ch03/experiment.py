@@ -45,7 +45,7 @@ def load(name: str) -> dict:
 
 
 def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
-    """Adapter counts (Eq. 3.4) per placement and m, and LoRA (q,v) counts, for MiniLM."""
+    """Adapter counts (Eq. 3.5) per placement and m, and LoRA (q,v) counts, for MiniLM."""
     s = counting.minilm_shape()
     return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
             "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]

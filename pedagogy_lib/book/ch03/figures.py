@@ -30,7 +30,7 @@ def params(d: dict | None = None) -> Figure:
     fig = Figure(figsize=(6.4, 4), layout="constrained")
     ax = fig.subplots()
     for p, counts in d["adapters"].items():
-        ax.plot(d["ms"], counts, marker="o", color=COLOURS[p], label=f"{p} (Eq. 3.4)",
+        ax.plot(d["ms"], counts, marker="o", color=COLOURS[p], label=f"{p} (Eq. 3.5)",
                 ls="--" if p == "parallel" else "-", ms=4 if p == "parallel" else 6)
     for r, n in d["lora"].items():
         ax.axhline(n, color=COLOURS["lora"], lw=0.8, ls=":")

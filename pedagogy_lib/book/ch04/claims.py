@@ -20,9 +20,9 @@ RESULTS = R.RESULTS
 # d = 1024, 16 heads, 1024 positions, the 50,257-token BPE vocabulary, tied output head)
 GPT2_MEDIUM = C.ModelShape("GPT-2 Medium", 50257, 1024, 24, 16, 4096, 1024, encoder=False,
                            source="Radford et al. 2019")
-# Li & Liang (ACL version, paper-numbers A4 ✔): E2E BLEU with GPT-2 Medium
+# Li & Liang (ACL version): E2E BLEU with GPT-2 Medium
 LI_LIANG_E2E = {"FT": 68.8, "Prefix (0.1%)": 70.3, "Adapter (3%)": 68.9, "Adapter (0.1%)": 66.3}
-# LoRA paper Table 4 (A1 ✔), GPT-3 175B: prefix-layer tuning (20.2M) vs LoRA (4.7M)
+# LoRA paper Table 4, GPT-3 175B: prefix-layer tuning (20.2M) vs LoRA (4.7M)
 LORA_T4 = {"WikiSQL": (70.1, 73.4), "MNLI-m": (89.5, 91.7), "SAMSum R-1": (50.8, 53.8)}
 
 CLAIMS = Claims("04")
@@ -47,7 +47,7 @@ def context(results: dict | None = None) -> SimpleNamespace:
 @CLAIMS.rule("ch04-lags-lora", "On hard tasks prefix-tuning lags LoRA by 0.5–1 point.",
              published="article: 0.5–1 point; GPT-3 PreLayer (20.2M) vs LoRA (4.7M): "
                        + ", ".join(f"{k} {a} vs {b} ({b - a:.1f})" for k, (a, b) in LORA_T4.items()),
-             source="article; LoRA paper Table 4 (A1 ✔)")
+             source="article; LoRA paper Table 4")
 def _lags_lora(c):
     s, best, lora = c.s, c.best, c.s["lora"]["test"]
     gap = 100 * (lora[0] - c.pre[best][0])
@@ -72,7 +72,7 @@ def _stability_votes(st) -> tuple[dict, int, int]:
 
 @CLAIMS.rule("ch04-direct-unstable", "Optimising the prefix directly is unstable; train it through an MLP.",
              published="direct training \"leads to unstable optimization and a slight drop in performance\"",
-             source="Li & Liang 2021 (A4 ✔)")
+             source="Li & Liang 2021")
 def _direct_unstable(c):
     # (a) Direct is less stable only if it is worse on more measures than the MLP is; if not,
     # "direct optimisation is unstable" is contradicted here (wrong). (b) "Unstable" is
@@ -109,7 +109,7 @@ def _count(c):
 
 
 @CLAIMS.rule("ch04-fraction", "Prefix-tuning trains about 0.1% of the parameters.",
-             published="0.1% (GPT-2 Medium, table-to-text)", source="Li & Liang 2021 (A4 ✔)")
+             published="0.1% (GPT-2 Medium, table-to-text)", source="Li & Liang 2021")
 def _fraction(c):
     shapes = {"MiniLM-L6": C.minilm_shape(), "BERT-base": C.BERT_BASE, "GPT-2 Medium": GPT2_MEDIUM, "GPT-3 175B": C.GPT3}
     frac = {k: C.prefix_params(v, 10) / C.total_params(v) for k, v in shapes.items()}
@@ -124,7 +124,7 @@ def _fraction(c):
 
 
 @CLAIMS.rule("ch04-mlp-dropped", "The MLP is only for training; it is dropped at inference.",
-             published="the MLP is discarded after training", source="Li & Liang 2021 (A4 ✔)")
+             published="the MLP is discarded after training", source="Li & Liang 2021")
 def _mlp_dropped(c):
     return ("holds" if c.fold["identical"] else "wrong",
             f"folded model's outputs identical bit for bit: {c.fold['identical']}")
@@ -132,7 +132,7 @@ def _mlp_dropped(c):
 
 @CLAIMS.rule("ch04-e2e", "Prefix-tuning (0.1%) beats full fine-tuning on table-to-text.",
              published=", ".join(f"{k} {v}" for k, v in LI_LIANG_E2E.items()) + " BLEU (E2E, GPT-2 Medium)",
-             source="Li & Liang 2021, ACL version (A4 ✔)")
+             source="Li & Liang 2021, ACL version")
 def _e2e(c):
     return "untestable-here", "generation with GPT-2 is outside this book's encoder set-up"
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from pedagogy_lib import prefix as px
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 from pedagogy_lib.gradcheck import numerical_grad
 from pedagogy_lib.nn import softmax
 
@@ -99,6 +99,21 @@ def check_fold_mlp(fn) -> None:
                 raise NotYet("wrong layout: the 2Ld columns are [layer 0 key, layer 0 value, layer 1 key, ...]")
         expect_close(got, want, f"fold_mlp(m={m}, d={d}, L={L})", rtol=1e-9, atol=1e-12)
     passed("04.3", "after folding, only the m×d×L×2 tensors remain")
+
+
+def check_prefix_tokens_matching_lora(answer) -> None:
+    """``answer``: the number m of prefix tokens at which a folded prefix on MiniLM
+    (m·d·L·2 numbers, Eq. 4.7) equals LoRA r = 8 on q and v (r·2d per matrix, 2 matrices a layer)."""
+    from pedagogy_lib import counting as C
+
+    expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
+    shape, m = C.minilm_shape(), int(answer)
+    lora = C.lora_params(shape, 8)
+    expect(m >= 1 and C.prefix_params(shape, m) == lora,
+           f"m = {m} prefix tokens ship {C.prefix_params(shape, max(m, 1)):,} numbers, LoRA ships {lora:,}: "
+           "write both counts per layer and per unit of d first")
+    passed("04.4 equal budgets", f"m = {m} = 2r: per layer a prefix ships 2md numbers, LoRA on q, v 4rd; "
+           "the width d cancels, so this holds for every model size")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -16,11 +16,11 @@ from pedagogy_lib.book.ch05.experiment import ARMS, gap, load_results, summary
 from pedagogy_lib.book.rules import Claims
 
 RESULTS = R.RESULTS
-# P-Tuning v2, Figure 1 (A6 ◐, a secondary copy): SuperGLUE average of RTE, BoolQ, CB
+# P-Tuning v2, Figure 1 (a secondary copy): SuperGLUE average of RTE, BoolQ, CB
 PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
              "GLM-xlarge (2B)": (88.3, 79.7, 87.0), "GLM-xxlarge (10B)": (88.8, 88.8, 88.8)}  # FT, PT, PTv2
-PTV2_SQUAD = {"FT": 91.1, "Prompt tuning": 8.5, "P-Tuning v2": 88.9}  # SQuAD 1.1 F1 (A6 ◐)
-# Lester et al. Table 4 (A5 ✔): trainable fraction of T5 at 20 and 100 prompt tokens
+PTV2_SQUAD = {"FT": 91.1, "Prompt tuning": 8.5, "P-Tuning v2": 88.9}  # SQuAD 1.1 F1 (secondary copy)
+# Lester et al. Table 4: trainable fraction of T5 at 20 and 100 prompt tokens
 LESTER_T4 = {"Small": (0.0133, 0.066), "Base": (0.0062, 0.031), "Large": (0.0026, 0.013),
              "XL": (0.0014, 0.0072), "XXL": (0.00074, 0.0037)}
 
@@ -59,7 +59,7 @@ def _acc(c, k: str) -> str:
              "at 10B+ it vanishes.",
              published=PTV2_TEXT + " (SuperGLUE, RTE/BoolQ/CB average); Lester: the gap closes with scale, "
                                    "XXL (11B) matches model tuning",
-             source="Lester et al. 2021 (A5 ✔, Figure 1 values ✘); P-Tuning v2 Fig. 1 (A6 ◐)")
+             source="Lester et al. 2021 (Figure 1 values not confirmed); P-Tuning v2 Fig. 1 (secondary copy)")
 def _needs_scale(c):
     (g_ft, se_ft), (g_probe, se_probe) = c.ft, c.probe
     verdict = "holds" if g_ft - 2 * se_ft > 2.0 else ("approximately" if g_ft > 1.0 else "wrong")
@@ -70,7 +70,7 @@ def _needs_scale(c):
 
 @CLAIMS.rule("ch05-prompt-3-4-points", "On models smaller than RoBERTa-base prompt tuning leaves 3–4 points on the table.",
              published="BERT-large: 77.7 → 67.2 (10.5 points); RoBERTa-large: 86.9 → 62.3 (24.6 points)",
-             source="article; P-Tuning v2 Fig. 1 (A6 ◐)")
+             source="article; P-Tuning v2 Fig. 1 (secondary copy)")
 def _three_four(c):
     (g_ft, se_ft), (g_lora, se_lora) = c.ft, c.lora
     verdict = "holds" if 3 <= g_ft <= 4 else "approximately" if 3 - 2 * se_ft <= g_ft <= 4 + 2 * se_ft else "wrong"
@@ -81,7 +81,7 @@ def _three_four(c):
 @CLAIMS.rule("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes, small ones "
              "included, at ~0.1% trainable.",
              published="\"matches fine-tuning with only 0.1%–3% tuned parameters\" (300M–10B); " + PTV2_TEXT,
-             source="Liu et al. 2022 (A6: abstract ✔, figure ◐)")
+             source="Liu et al. 2022 (abstract; the figure from a secondary copy)")
 def _ptv2_matches(c):
     # "matches": within the seed noise (2 SE of the difference) or half a point → holds; within
     # one point → approximately; else wrong. "at ~0.1% trainable": our fraction, if more than a
@@ -102,7 +102,7 @@ def _ptv2_matches(c):
 @CLAIMS.rule("ch05-prompt-fraction", "Prompt tuning trains under 0.01% of the parameters.",
              published="under 0.01% for models over a billion parameters; T5 20 tokens: "
                        + ", ".join(f"{k} {a}%" for k, (a, _) in LESTER_T4.items()),
-             source="Lester et al. 2021, Table 4 (A5 ✔)")
+             source="Lester et al. 2021, Table 4")
 def _prompt_fraction(c):
     fr = c.fr
     under = [k for k, f in fr.items() if f["prompt"] < 1e-4]
@@ -117,7 +117,7 @@ def _prompt_fraction(c):
 
 
 @CLAIMS.rule("ch05-ptv2-fraction", "P-Tuning v2 trains about 0.1% of the parameters.",
-             published="0.1%–3%", source="Liu et al. 2022, abstract (A6 ✔)")
+             published="0.1%–3%", source="Liu et al. 2022, abstract")
 def _ptv2_fraction(c):
     fr = c.fr
     inside = [k for k, f in fr.items() if 1e-3 <= f["ptuning_v2"] <= 3e-2]  # the paper's 0.1%–3%

@@ -90,4 +90,50 @@ def check_trainable_fractions(fn) -> None:
     passed("05.3", f"20 prompt tokens are {100 * m20:.6f}% of GPT-3")
 
 
+# ------------------------------------------------------------------ 05.4 the Eq. 5.2 backward
+def check_prompt_grad(fn) -> None:
+    """fn(s, gamma, dy, m, eps) -> dP (m, d): the gradient of the soft prompt, given the
+    embedding sum s = x̃ + E_pos + E_type (B, m+T, d) that enters the LayerNorm, its gain γ,
+    and dy = dL/de (B, m+T, d) at the LayerNorm's output (Eqs. 5.1-5.2 with Eq. 0.15)."""
+    from pedagogy_lib.nn import LayerNorm
+
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    for B, m, T, d in ((1, 2, 3, 4), (3, 5, 4, 6), (int(rng.integers(2, 5)), int(rng.integers(1, 6)),
+                                                    int(rng.integers(1, 6)), int(rng.integers(3, 9)))):
+        eps = float(rng.choice([1e-12, 1e-5]))
+        s, dy = rng.standard_normal((B, m + T, d)), rng.standard_normal((B, m + T, d))
+        gamma = rng.standard_normal(d)
+        ln = LayerNorm(d, eps=eps, dtype=np.float64)
+        ln.p["weight"] = gamma.copy()
+        ln(s)
+        want = ln.backward(dy)[:, :m].sum(0)                      # Eq. 5.2 after Eq. 0.15
+        given = (s.copy(), gamma.copy(), dy.copy())
+        got = attempt(fn, *given, m, eps)
+        expect(all(np.array_equal(a, b) for a, b in zip(given, (s, gamma, dy))),
+               "prompt_grad changed one of its inputs: compute on copies")
+        expect_shape(got, (m, d), "dP")
+        only_first = ln.backward(dy)[0, :m]
+        if B > 1 and np.allclose(got, only_first):
+            raise NotYet("the same prompt is prepended to every example: sum over the batch")
+        if np.allclose(got, (dy * gamma)[:, :m].sum(0)):
+            raise NotYet("dP must go back through the LayerNorm (Eq. 0.15), not just through γ")
+        expect_close(got, want, f"dP for B={B}, m={m}, T={T}, d={d}", rtol=1e-9, atol=1e-12)
+    passed("05.4 prompt gradient", "Eq. 5.2 through the embedding LayerNorm, summed over the batch")
+
+
+
+
+def check_ptv2_over_prompt(answer) -> None:
+    """``answer``: how many times more numbers P-Tuning v2 trains than prompt tuning on MiniLM
+    at the same number m of virtual tokens (Eqs. 5.2 and 5.4)."""
+    expect(answer is not None, "set `answer` to a number")
+    shape = C.minilm_shape()
+    want = C.ptuning_v2_params(shape, 20) / C.prompt_params(shape, 20)
+    if abs(float(answer) - shape.layers) < 1e-9:
+        raise NotYet("P-Tuning v2 trains a key AND a value vector per token and layer")
+    expect(abs(float(answer) - want) < 1e-9, f"count both per token: prompt tuning d numbers, P-Tuning v2 "
+           f"d·L·2; you gave {answer}")
+    passed("05.5 per-layer prompts", f"{want:g}× = 2L, whatever m and d are: depth, not width, sets the gap")
+
+
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
 from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch05 import experiment as V
 from pedagogy_lib.results import smooth

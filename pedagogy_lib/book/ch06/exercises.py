@@ -90,7 +90,8 @@ def check_select_qm2(fn) -> None:
 def check_shift_for_fraction(fn) -> None:
     """fn(z, p) -> δ such that a fraction p of the entries of z + δ are > 0 (Eq. 6.3)."""
     rng = np.random.default_rng(3)
-    for n, p, loc in ((1000, 0.5, -1.0), (999, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5)):
+    k = int(rng.integers(1, 60))
+    for n, p, loc in ((1000, 0.5, -1.0), (1000, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5), (61, k / 61, 0.3)):
         z = rng.standard_normal(n) + loc
         got = attempt(fn, z.copy(), p)
         if got is None:
@@ -101,8 +102,26 @@ def check_shift_for_fraction(fn) -> None:
         if abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
             raise NotYet(f"with your δ a fraction {frac:.3f} is positive — that is 1 − p: "
                          "check the sign of the quantile")
-        expect_close(frac, p, f"fraction of z + δ > 0 for n={n}, p={p}", rtol=0, atol=1.0 / n + 1e-12)
+        want = int(round(p * n))
+        got_n = int(((z + float(got)) > 0).sum())
+        expect(got_n == want, f"for n={n}, p={p:.3f} exactly {want} entries of z + δ should be > 0, "
+               f"yours gives {got_n}" + (": an off-by-one in the sorted index?" if abs(got_n - want) == 1 else ""))
     passed("06.4", "one number per unit decides how often its GELU is on")
+
+
+def check_bitfit_shrinks(answer) -> None:
+    """``answer``: BitFit's trainable fraction (Eq. 6.4, with the LayerNorm shifts) of
+    BERT-base divided by that of BERT-large."""
+    expect(answer is not None, "set `answer` to a number")
+    frac = {s.name: C.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
+    want = frac["BERT-base"] / frac["BERT-large"]
+    if abs(float(answer) - 1 / want) < 1e-6:
+        raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
+    expect(abs(float(answer) - want) < 1e-6, f"the ratio should come out near {want:.2f} (compute both "
+           f"fractions with counting.bitfit_params and counting.total_params); you gave {answer}")
+    passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
+           "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "
+           "BitFit leaves frozen, blunt the effect)")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

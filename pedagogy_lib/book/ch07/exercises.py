@@ -74,12 +74,15 @@ def check_lloyd_max(lloyd_max) -> None:
     w = rng.standard_normal((64, 1024)).astype(np.float32)
     x = Q.absmax_normalize(w)
     for levels in (4, 16):
-        got = attempt(lloyd_max, x, levels)
+        ref = Q.lloyd_max(x, levels).astype(np.float64)  # on pristine samples, before yours runs
+        given = x.copy()
+        got = attempt(lloyd_max, given, levels)
+        expect(np.array_equal(given, x), "lloyd_max changed the samples it was given: sort or "
+               "scale a copy (np.sort returns one; `samples /= 2` or `samples.sort()` do not)")
         expect_shape(got, (levels,), f"lloyd_max(x, {levels})")
         c = np.sort(np.asarray(got, np.float64))
         expect(np.all(np.isfinite(c)), "the levels contain NaN/inf: an empty cell divided by zero?")
         expect(np.all(np.diff(c) > 0), "the levels must be distinct (and returned sorted)")
-        ref = Q.lloyd_max(x, levels).astype(np.float64)
         mse = lambda lv: np.mean((x - lv[Q.nearest_code(x, lv.astype(np.float32))]) ** 2)  # noqa: E731
         mine, best = mse(c), mse(ref)
         expect(mine <= best * 1.002, f"with {levels} levels your MSE is {mine:.4g}, the optimum about "
@@ -93,7 +96,77 @@ def check_lloyd_max(lloyd_max) -> None:
     passed("07.4 Lloyd–Max", f"on this sample NF4's MSE is {nf4 / best:.3f}× the 16-level optimum")
 
 
-__all__ = ["check_dq_saving", "check_lloyd_max", "check_nf4_codebook", "check_pack_nibbles"]
+def _bnb_nf4(w, blocksize):
+    """bitsandbytes' own NF4 bytes and scales (the reference of 07.5)."""
+    import torch
+
+    from pedagogy_lib.torch_ref.qlora import bnb
+    p, s = bnb().functional.quantize_4bit(torch.from_numpy(np.ascontiguousarray(w)), quant_type="nf4",
+                                          blocksize=blocksize, compress_statistics=False)
+    return p.numpy().reshape(-1), s.absmax.numpy()
+
+
+def _nf4_cases():
+    """Random cases with varying size, blocksize and scale, plus exact midpoint ties."""
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    mid = (Q.nf4_codebook()[:-1] + Q.nf4_codebook()[1:]) / np.float32(2)
+    ties = np.concatenate([mid, -mid, [1.0], np.zeros(17)]).astype(np.float32)
+    cases = [(ties, 64), (np.concatenate([ties, ties[:9]]) * np.float32(4), 32)]
+    for n, bs in [(int(rng.integers(1, 40)), 32), (int(rng.integers(200, 2000)) | 1, 64),
+                  (int(rng.integers(2000, 9000)), 128), (64 * int(rng.integers(2, 20)), 64)]:
+        cases.append(((rng.standard_normal(n) * 10.0 ** rng.uniform(-3, 1)).astype(np.float32), bs))
+    cases[-1][0][:64] = 0  # an all-zero block
+    return cases
+
+
+def check_nf4_blockwise(quantize, dequantize) -> None:
+    """``quantize(w, blocksize)`` → (packed uint8 of length ⌈n/2⌉, absmax float32 of length
+    ⌈n/B⌉), byte for byte what bitsandbytes stores; ``dequantize(packed, absmax, n,
+    blocksize)`` → the n decoded float32 values (Eq. 7.6)."""
+    for w, bs in _nf4_cases():
+        given = w.copy()
+        got = attempt(quantize, given, bs)
+        expect(np.array_equal(given, w), "quantize changed its input: scale a copy")
+        expect(isinstance(got, tuple) and len(got) == 2, "quantize must return (packed, absmax)")
+        packed, absmax = (np.asarray(a) for a in got)
+        want_p, want_a = _bnb_nf4(w, bs)
+        expect_shape(packed, want_p.shape, f"packed bytes of {w.size} values")
+        expect(packed.dtype == np.uint8, f"packed must be uint8, got {packed.dtype}")
+        expect_shape(absmax, want_a.shape, f"absmax of {w.size} values at blocksize {bs}")
+        expect(np.array_equal(absmax.astype(np.float32), want_a), f"absmax differs from bitsandbytes' "
+               f"(n={w.size}, blocksize {bs}): the largest |w| per block, and for the last partial "
+               "block at least 1e-38")
+        wrong = np.flatnonzero(packed != want_p)
+        expect(wrong.size == 0, f"{wrong.size} of {packed.size} bytes differ from bitsandbytes' (first at "
+               f"byte {wrong[:1].tolist()}, n={w.size}, blocksize {bs}): first code in the high nibble, "
+               "ties at a midpoint go to the lower level, odd length padded with the code of 0.0 (7)")
+        decoded = attempt(dequantize, want_p.copy(), want_a.copy(), w.size, bs)
+        expect_close(np.asarray(decoded).reshape(-1), Q.dequantize_nf4(want_p, want_a, (w.size,), bs),
+                     f"dequantize of {w.size} values", rtol=0, atol=0)
+    passed("07.5 blockwise NF4", "every byte and every scale equals bitsandbytes', on random cases and ties")
+
+
+def check_bytes_vs_error(answer) -> None:
+    """``answer`` = {"bytes_fp4_over_nf4": ..., "mse_fp4_over_nf4": ...} measured on
+    ``np.random.default_rng(0).standard_normal((384, 1536)).astype(np.float32)``, blocksize 64."""
+    expect(isinstance(answer, dict), f"answer should be a dict, got {type(answer).__name__}")
+    for key in ("bytes_fp4_over_nf4", "mse_fp4_over_nf4"):
+        expect(key in answer and answer[key] is not None, f"answer needs a number under {key!r}")
+    w = np.random.default_rng(0).standard_normal((384, 1536)).astype(np.float32)
+    mse = {}
+    for name, code in (("nf4", Q.nf4_codebook()), ("fp4", Q.fp4_codebook())):
+        p, a = Q.quantize_4bit(w, code)
+        mse[name] = float(np.mean((Q.dequantize_4bit(p, a, w.shape, code) - w) ** 2))
+    expect(float(answer["bytes_fp4_over_nf4"]) == 1.0, "count the stored bytes again: both types keep "
+           "two 4-bit codes per byte and one float32 absmax per block")
+    want = mse["fp4"] / mse["nf4"]
+    expect(abs(float(answer["mse_fp4_over_nf4"]) - want) <= 0.01 * want,
+           f"the error ratio should be measured on the given matrix; yours is {answer['mse_fp4_over_nf4']}")
+    passed("07.6 bytes vs error", f"same bytes, FP4's squared error is {want:.2f}× NF4's")
+
+
+__all__ = ["check_bytes_vs_error", "check_dq_saving", "check_lloyd_max", "check_nf4_blockwise",
+           "check_nf4_codebook", "check_pack_nibbles"]
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            load, ordered, paging_scenario)
+from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
 from pedagogy_lib.book.figures import register
 
 

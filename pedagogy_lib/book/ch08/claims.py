@@ -80,8 +80,8 @@ def _prefix_drop(res):
 
 
 @CLAIMS.rule("ch08-prompt-3-4-points", "On models much smaller than ~10B prompt tuning leaves 3–4 points on the table.",
-             published="SuperGLUE, RoBERTa-large: PT 62.3 vs FT 86.9 (◐); the gap shrinks with scale (Lester Fig. 1)",
-             source="Liu et al. 2022 Fig. 1 (◐ secondary); Lester et al. 2021")
+             published="SuperGLUE, RoBERTa-large: PT 62.3 vs FT 86.9 (secondary copy); the gap shrinks with scale (Lester Fig. 1)",
+             source="Liu et al. 2022 Fig. 1 (secondary copy); Lester et al. 2021")
 def _prompt_gap(res):
     gap_pt, se_pt = _gap(res, "prompt", "full")[0], _se(res, "prompt", "full")
     return ("holds" if -4.0 <= gap_pt <= -3.0 else ("approximately" if -4.0 - 2 * se_pt <= gap_pt <= -3.0 + 2 * se_pt

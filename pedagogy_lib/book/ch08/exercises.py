@@ -34,11 +34,39 @@ def check_select_lr(fn) -> None:
     passed("8.2", "learning rate chosen on validation, ties to the smaller rate")
 
 
+def _pareto_front(pts):
+    """Names no other point dominates: fewer-or-equal parameters and strictly higher accuracy,
+    or strictly fewer parameters and equal-or-higher accuracy (exact ties dominate nobody)."""
+    return sorted(a for a, (n, acc) in pts.items()
+                  if not any((m <= n and b_acc > acc) or (m < n and b_acc >= acc)
+                             for b, (m, b_acc) in pts.items() if b != a))
+
+
+def _pareto_cases(fn):
+    """Ties on one coordinate, exact duplicates, and random points drawn from few values."""
+    tie = {"p": (100, 0.85), "q": (100, 0.84), "r": (50, 0.70), "s": (50, 0.70), "t": (20, 0.70)}
+    expect(sorted(attempt(fn, dict(tie)) or []) == _pareto_front(tie),
+           "same parameters and lower accuracy is dominated ('q' by 'p'); an exact duplicate is not "
+           "(neither strictly beats the other), but a point with fewer parameters and equal accuracy "
+           f"dominates both ('t' beats 'r' and 's'); the front here is {_pareto_front(tie)}")
+    dup = {"u": (5, 0.6), "v": (5, 0.6), "w": (9, 0.7)}
+    expect(sorted(attempt(fn, dict(dup)) or []) == ["u", "v", "w"],
+           "two methods with identical parameters and accuracy do not dominate each other: keep both")
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    for _ in range(20):
+        pts = {f"m{i}": (int(rng.choice([10, 20, 50, 100])), float(rng.choice([0.7, 0.8, 0.9])))
+               for i in range(int(rng.integers(2, 9)))}
+        got = attempt(fn, dict(pts))
+        expect(got is not None and sorted(got) == _pareto_front(pts),
+               f"on {pts} the front is {_pareto_front(pts)}, you returned {None if got is None else sorted(got)}")
+
+
 def check_pareto(fn) -> None:
     """fn(points: dict[name, (trainable, accuracy)]) -> sorted names on the Pareto front
     (no other method has ≤ parameters and > accuracy, or < parameters and ≥ accuracy)."""
     pts = {"a": (10, 0.80), "b": (100, 0.85), "c": (50, 0.79), "d": (1000, 0.85), "e": (5, 0.60)}
     want = ["a", "b", "e"]
+    _pareto_cases(fn)
     got = attempt(fn, dict(pts))
     expect(got is not None, "return a list of names")
     got = sorted(got)
@@ -48,6 +76,43 @@ def check_pareto(fn) -> None:
         raise NotYet("'c' has more parameters than 'a' and lower accuracy: it is dominated")
     expect(got == want, f"the front is {want}, you returned {got}")
     passed("8.3", "Pareto front of trainable parameters vs accuracy")
+
+
+def _paired_reference(a, b):
+    from scipy import stats
+
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+    half = float(stats.t.ppf(0.975, d.size - 1) * se)
+    lo, hi = mean - half, mean + half
+    verdict = "tie" if lo <= 0 <= hi else ("a" if lo > 0 else "b")
+    return mean, se, lo, hi, verdict
+
+
+def check_paired_difference(fn) -> None:
+    """fn(a, b) -> (mean difference, its standard error, low, high, verdict) for per-seed
+    accuracies a[s], b[s] of two methods run on the same seeds: the paired difference
+    d_s = a_s − b_s, SE = sd(d)/√S, a 95% t-interval, and "a", "b" or "tie" (interval
+    contains 0)."""
+    rng = np.random.default_rng(int(np.random.default_rng().integers(1 << 30)))
+    seed_effect = rng.normal(0, 0.02, 5)
+    cases = [([0.90, 0.88, 0.91], [0.89, 0.86, 0.90]),        # small but consistent: a wins
+             ([0.90, 0.84, 0.93], [0.89, 0.86, 0.90]),        # same means, noisy: a tie
+             (list(0.85 + seed_effect + rng.normal(0, 0.003, 5)), list(0.86 + seed_effect + rng.normal(0, 0.003, 5)))]
+    for a, b in cases:
+        got = attempt(fn, list(a), list(b))
+        expect(isinstance(got, tuple) and len(got) == 5, "return (mean, se, low, high, verdict)")
+        want = _paired_reference(a, b)
+        unpaired = np.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+        if abs(float(got[1]) - unpaired) < 1e-9 and abs(want[1] - unpaired) > 1e-9:
+            raise NotYet("that SE treats the two methods as independent; the seeds pair them: "
+                         "take d_s = a_s − b_s first, then sd(d)/√S")
+        if abs(float(got[3]) - (want[0] + 1.96 * want[1])) < 1e-9:
+            raise NotYet(f"with {len(a)} seeds use the t quantile with {len(a) - 1} degrees of freedom, not 1.96")
+        expect_close(np.array(got[:4], np.float64), np.array(want[:4]), f"(mean, se, low, high) for a={np.round(a, 3).tolist()}",
+                     rtol=1e-6, atol=1e-9)
+        expect(got[4] == want[4], f"the interval [{want[2]:.4f}, {want[3]:.4f}] gives verdict {want[4]!r}, you said {got[4]!r}")
+    passed("8.4 paired difference", "per-seed differences, their SE and a t-interval; 0 inside means a tie")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

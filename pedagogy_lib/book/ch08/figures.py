@@ -5,7 +5,7 @@ from pedagogy_lib.book.ch08 import experiment as compare
 from pedagogy_lib.book.figures import register
 
 # LoRA paper (Hu et al. 2021) Table 2, RoBERTa-base rows: (trainable params in M, GLUE avg).
-# Source: ../shared/reference/paper-numbers.md A1 (✔ read in the paper). The model has 125M.
+# Source: Hu et al. 2021 (hu2021lora), Table 2, read in the paper. The model has 125M.
 PAPER_ROBERTA_BASE = {
     "FT": (125.0, 86.4),
     "BitFit": (0.1, 85.2),
