@@ -7,8 +7,12 @@ import pytest
 
 from pedagogy_lib import lora
 from pedagogy_lib import quant as Q
-from pedagogy_lib.exercises import NotYet
-from pedagogy_lib.exercises import ch02, ch05, ch06, ch07, ch08
+from pedagogy_lib.book.exercises import NotYet
+from pedagogy_lib.book.ch02 import exercises as ch02
+from pedagogy_lib.book.ch05 import exercises as ch05
+from pedagogy_lib.book.ch06 import exercises as ch06
+from pedagogy_lib.book.ch07 import exercises as ch07
+from pedagogy_lib.book.ch08 import exercises as ch08
 
 
 # ----------------------------------------------------------------------------- 02.1
@@ -177,7 +181,9 @@ def test_08_4_paired_difference():
 # ----------------------------------------------------------------------------- reasoning exercises
 def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
     from pedagogy_lib import counting as C
-    from pedagogy_lib.exercises import ch00, ch03, ch04
+    from pedagogy_lib.book.ch00 import exercises as ch00
+    from pedagogy_lib.book.ch03 import exercises as ch03
+    from pedagogy_lib.book.ch04 import exercises as ch04
 
     ch00.check_customers_for_10x(11)
     ch03.check_m_matching_lora(8)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pedagogy_lib import adapters, bitfit, checkpoint, export, lora, models, peft_io, prefix
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as tlora
 from test_peft_io import hf_embed  # mean-pooled, normalised embeddings of a transformers model
@@ -33,7 +34,7 @@ def randomize_lora(layers, seed=0, scale=0.05):
 
 
 def lora_minilm(backend, seed=1, rslora=False, targets=("query", "value")):
-    m = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    m = (load_minilm_torch(device="cpu") if backend == "torch" else models.load_minilm())
     lib = lora if backend == "numpy" else tlora
     lib.attach_lora(m.bert, targets, r=4, alpha=8, rslora=rslora, seed=seed)
     randomize_lora(lib.lora_layers(m.bert), seed)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pedagogy_lib import counting, ia3, nn
+from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.torch_ref import ia3 as tia3
@@ -230,7 +231,7 @@ def test_real_minilm_with_ia3_numpy_equals_torch():
     from pedagogy_lib.models import load_minilm
 
     a = load_minilm("numpy", dtype=np.float64)
-    b = load_minilm("torch", dtype=torch.float64, device="cpu")
+    b = load_minilm_torch(dtype=torch.float64, device="cpu")
     ia3.attach_ia3(a.bert)
     tia3.attach_ia3(b.bert)
     randomize(ia3.ia3_layers(a.bert), seed=4, scale=0.2)
@@ -246,7 +247,7 @@ def test_training_moves_only_the_vectors():
     from pedagogy_lib.models import load_minilm
     from pedagogy_lib.torch_ref.train import Batches, Classifier, TrainConfig, count_trainable, train_classifier
 
-    model = load_minilm("torch", device="cpu")
+    model = load_minilm_torch(device="cpu")
     frozen = {k: v.clone() for k, v in model.bert.state_dict().items()}
     tia3.attach_ia3(model.bert)
     clf = Classifier(model.net, seed=0)
@@ -310,7 +311,7 @@ def test_our_ia3_adapter_loads_in_peft_with_the_same_embeddings(tmp_path, backen
 
     from pedagogy_lib import models, peft_io
 
-    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    ours = (load_minilm_torch(device="cpu") if backend == "torch" else models.load_minilm())
     lib = ia3 if backend == "numpy" else tia3
     lib.attach_ia3(ours.bert)
     randomize(lib.ia3_layers(ours.bert), seed=5)
@@ -340,7 +341,7 @@ def test_peft_ia3_adapter_loads_into_ours_with_the_same_embeddings(tmp_path, tar
     pm = peft_ia3(targets, feedforward)
     pm.save_pretrained(str(tmp_path))
     ref = hf_embed(pm)
-    ours = models.load_minilm(backend, **({"device": "cpu"} if backend == "torch" else {}))
+    ours = (load_minilm_torch(device="cpu") if backend == "torch" else models.load_minilm())
     paths = peft_io.load_ia3_adapter(ours, tmp_path)
     assert len(paths) == n
     assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5

@@ -49,7 +49,7 @@ def test_mean_sd():
 
 
 def test_ledger_summary_table_counts_every_record_once():
-    from pedagogy_lib import claims
+    from pedagogy_lib.book import claims
     recs = [{"id": "ch01-a", "verdict": "holds"}, {"id": "ch01-b", "verdict": "wrong"},
             {"id": "ch07-c", "verdict": "holds"}]
     table = claims.summary_table(recs).splitlines()
