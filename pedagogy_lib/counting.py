@@ -292,6 +292,26 @@ def bitfit_params(shape: ModelShape, include_layernorm: bool = True, only=None) 
     return s.layers * sum(sites.get(k, 0) for k in only)
 
 
+IA3_PAPER = ("key", "value", "ffn_out")  # l_k, l_v and l_ff (the FFN's second matrix, input-scaled)
+
+
+def ia3_params(shape: ModelShape, targets=IA3_PAPER, feedforward=("ffn_out",)) -> int:
+    """IA³ (chapter 06, Eq. 6.10): one vector per adapted matrix and layer, of width d_out when
+    it scales the matrix's output (l_k, l_v) and d_in when it scales its input (the
+    ``feedforward`` matrices: l_ff on the FFN's second matrix has width ffn).
+    The paper's placement gives L·(2d + ffn). `targets` and `feedforward` name matrices of
+    `linear_shapes` (or aliases); `feedforward` must be a subset of `targets`.
+    """
+    mats = linear_shapes(_check_shape(shape))
+    targets, feedforward = _names(targets), _names(feedforward)
+    unknown = [t for t in targets if t not in mats]
+    if unknown or not targets or len(set(targets)) != len(targets):
+        raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)}")
+    if not set(feedforward) <= set(targets):
+        raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
+    return shape.layers * sum(mats[t][0] if t in feedforward else mats[t][1] for t in targets)
+
+
 USUAL = {  # (method, setting): each method at the settings its paper or common use starts from
     "LoRA r=8 (q,v)": lambda s: lora_params(s, 8),
     "LoRA r=8 (all linear)": lambda s: lora_params(s, 8, "all-linear"),

@@ -293,3 +293,200 @@ def load_adapter(model, directory) -> list[str]:
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PREFIX", "HF_ONLY_LINEARS", "adapter_config", "check_config",
            "describe_targets", "load_adapter", "read_adapter", "save_adapter"]
+
+
+# ----------------------------------------------------------------------------- IA³ (chapter 06)
+# A peft IA³ adapter holds, for every adapted Linear at path P, ``base_model.model.P.ia3_l``:
+# shape (d_out, 1) when l scales the output, (1, d_in) when P is a feedforward module
+# (peft's IA3Layer.update_layer). The config has peft_type "IA3", target_modules and
+# feedforward_modules (a list entry matches a path that *ends with* it; a string is a regex).
+IA3_KEY = "ia3_l"
+
+from . import ia3 as np_ia3  # noqa: E402  (kept in this section, beside the code that uses it)
+
+
+def _ia3_lib(backend):
+    if backend == "numpy":
+        return np_ia3
+    from .torch_ref import ia3 as torch_ia3
+
+    return torch_ia3
+
+
+def _ia3_vector(backend, layer) -> np.ndarray:
+    return layer.p[IA3_KEY] if backend == "numpy" else layer.ia3_l.detach().cpu().numpy()
+
+
+def _ia3_universe(backend, root) -> list[str]:
+    """Every Linear path of the model, IA³-wrapped or not (HF_ONLY_LINEARS not included)."""
+    return sorted(set(_lib(backend).linear_paths(root)) | set(_ia3_lib(backend).ia3_layers(root)))
+
+
+def _ia3_feedforward_names(paths: list[str], ff: list[str], targets) -> list[str]:
+    """feedforward_modules for a config: the leaf names when peft's endswith rule picks exactly
+    ``ff`` out of ``paths`` and they are among the (list) targets; else the full paths."""
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in ff})
+    exact = sorted(p for p in paths if np_ia3.feedforward_matches(p, leaves)) == sorted(ff)
+    return leaves if exact and set(leaves) <= set(targets) else sorted(ff)
+
+
+def ia3_adapter_config(target_modules, feedforward_modules, base_model_name_or_path: str | None = None) -> dict:
+    """The fields peft's IA3Config writes."""
+    return {"peft_type": "IA3", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
+            "revision": None, "inference_mode": True, "target_modules": target_modules,
+            "feedforward_modules": feedforward_modules, "exclude_modules": None, "fan_in_fan_out": False,
+            "modules_to_save": None, "init_ia3_weights": True}
+
+
+def save_ia3_adapter(model, directory, base_model_name_or_path: str | None = None,
+                     dtype=np.float32) -> pathlib.Path:
+    """Write the model's IA³ layers as a peft IA³ adapter directory; returns the directory."""
+    backend, root = _root(model)
+    layers = _ia3_lib(backend).ia3_layers(root)
+    if not layers:
+        raise ValueError("save_ia3_adapter: the model has no IA³ layers (call attach_ia3 first)")
+    merged = [p for p, m in layers.items() if m.merged]
+    if merged:
+        raise ValueError(f"save_ia3_adapter: {merged[:2]} are merged (l is inside W); unmerge first")
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"save_ia3_adapter: dtype must be np.float32 or np.float64, got {dtype!r}")
+    tensors = {}
+    for path, m in layers.items():
+        v = np.asarray(_ia3_vector(backend, m), dtype=dtype)
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"save_ia3_adapter: {path}.ia3_l contains NaN/inf")
+        tensors[f"{PREFIX}{path}.{IA3_KEY}"] = np.ascontiguousarray(v[None, :] if m.feedforward else v[:, None])
+    paths = sorted(layers)
+    targets = describe_targets(paths, _ia3_universe(backend, root))
+    ff = [p for p in paths if layers[p].feedforward]
+    ff_names = _ia3_feedforward_names(paths, ff, targets)
+    if not set(ff_names) <= set(targets):  # peft checks feedforward ⊆ targets as names
+        targets = paths
+    config = ia3_adapter_config(targets, ff_names, base_model_name_or_path)
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def check_ia3_config(cfg) -> dict:
+    """Validate a peft IA³ config dict; return {target_modules, feedforward_modules}."""
+    _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
+    _need(cfg.get("peft_type") == "IA3",
+          f"peft_type is {cfg.get('peft_type')!r}; only 'IA3' adapters can be loaded here")
+    targets, ff = cfg.get("target_modules"), cfg.get("feedforward_modules")
+    _need(isinstance(targets, str) or (isinstance(targets, list) and targets
+                                       and all(isinstance(t, str) and t for t in targets)),
+          f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
+    _need(isinstance(ff, str) or (isinstance(ff, list) and all(isinstance(f, str) and f for f in ff)),
+          f"feedforward_modules must be a regex string or a list of names, got {ff!r}")
+    if isinstance(targets, list) and isinstance(ff, list):
+        _need(set(ff) <= set(targets), f"feedforward_modules {ff} must be a subset of target_modules {targets}")
+    _need(cfg.get("fan_in_fan_out", False) in (False, None), f"fan_in_fan_out={cfg.get('fan_in_fan_out')!r} "
+          "is not supported (only false)")
+    for k in ("modules_to_save", "exclude_modules", "layers_to_transform", "layers_pattern"):
+        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
+    try:
+        ff = np_ia3.check_feedforward(ff)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"adapter_config.json: {e}") from None
+    return {"target_modules": targets if isinstance(targets, str) else tuple(targets), "feedforward_modules": ff}
+
+
+def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
+    """(check(config), {key: array}) of a peft adapter directory, touching no model."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}")
+    if not w_path.is_file():
+        pickled = [n for n in PICKLED_NAMES if (directory / n).exists()]
+        hint = (f"; {pickled[0]} is a pickle, which is never unpickled here: re-save it with "
+                f"safe_serialization=True") if pickled else ""
+        raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+    return check(cfg), _read_weights(w_path)
+
+
+def read_ia3_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
+    """(checked IA³ config, {key: array}) of a peft adapter directory, touching no model."""
+    return _read_dir(directory, check_ia3_config)
+
+
+def _ia3_plan(backend, root, cfg, weights) -> dict[str, tuple[bool, np.ndarray]]:
+    """{path: (feedforward, l)} after checking every key, shape and value against the model."""
+    own = _ia3_universe(backend, root)
+    universe = own + [p for p in HF_ONLY_LINEARS if p not in own]
+    try:
+        matched = np_lora.match_targets(universe, cfg["target_modules"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} do not fit this model: {e}") from None
+    chosen = [p for p in matched if p in own]
+    if not chosen:
+        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} select no module of this model")
+    ff = {p: np_ia3.feedforward_matches(p, cfg["feedforward_modules"]) for p in chosen}
+    expected = {f"{PREFIX}{p}.{IA3_KEY}": p for p in chosen}
+    skip_keys = {f"{PREFIX}{p}.{IA3_KEY}" for p in matched if p not in own}
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected) - skip_keys)
+    if missing or unexpected:
+        raise ValueError(f"adapter weights do not match target_modules {cfg['target_modules']!r}: "
+                         f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
+                         f"unexpected {unexpected[:4]}{' …' if len(unexpected) > 4 else ''}")
+    lib = _ia3_lib(backend)
+    existing = lib.ia3_layers(root)
+    shapes = {**_lib(backend).linear_paths(root), **{p: (m.d_in, m.d_out) for p, m in existing.items()}}
+    plan = {}
+    for key, p in expected.items():
+        v, (d_in, d_out) = weights[key], shapes[p]
+        want = (1, d_in) if ff[p] else (d_out, 1)
+        if v.shape != want:
+            side = "input (feedforward)" if ff[p] else "output"
+            raise ValueError(f"{key} has shape {v.shape}, expected {want} ({side} scaling of a {d_out}×{d_in} weight)")
+        if v.dtype.kind != "f":
+            raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{key} contains NaN/inf")
+        plan[p] = (ff[p], v.reshape(-1))
+    if existing:
+        now = {p: m.feedforward for p, m in existing.items()}
+        if now != ff or any(m.merged for m in existing.values()):
+            raise ValueError(f"the model already has IA³ layers on {sorted(now)[:3]}… (merged or placed "
+                             f"differently from the adapter's {chosen[:3]}…); load into a fresh model")
+    return plan
+
+
+def load_ia3_adapter(model, directory) -> list[str]:
+    """Load a peft IA³ adapter into our NumPy or torch model; return the adapted paths.
+
+    Wraps the adapter's Linears in IA³ layers (base frozen) when the model has none;
+    otherwise fills the existing ones, which must sit on the same modules, with the same
+    input/output side, unmerged. Every check runs before the model is touched.
+    """
+    backend, root = _root(model)
+    cfg, weights = read_ia3_adapter(directory)
+    plan = _ia3_plan(backend, root, cfg, weights)
+    lib = _ia3_lib(backend)
+    if not lib.ia3_layers(root):
+        lib.attach_ia3(root, tuple(plan), tuple(p for p, (ff, _) in plan.items() if ff))
+    layers = lib.ia3_layers(root)
+    for p, (_, l) in plan.items():
+        if backend == "numpy":
+            layers[p].p[IA3_KEY][...] = l
+        else:
+            import torch
+
+            with torch.no_grad():
+                layers[p].ia3_l.copy_(torch.from_numpy(np.ascontiguousarray(l)))
+    return list(plan)
+
+
+__all__ += ["IA3_KEY", "check_ia3_config", "ia3_adapter_config", "load_ia3_adapter", "read_ia3_adapter",
+            "save_ia3_adapter"]

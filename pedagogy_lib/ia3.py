@@ -1,0 +1,211 @@
+"""IA³ in NumPy: learned vectors that rescale keys, values and the FFN's activations (chapter 06).
+
+Liu et al. (2022) freeze the whole model and learn three vectors per block, all started at 1:
+
+    K' = l_k ⊙ (W_k h + b_k),   V' = l_v ⊙ (W_v h + b_v)                      (Eq. 6.5)
+    f  = W₂ (l_ff ⊙ GELU(W₁ h₁ + b₁)) + b₂                                     (Eq. 6.6)
+
+Both are one layer, ``IA3Linear``, wrapped around a frozen Linear, as peft does it:
+* *output* scaling (``feedforward=False``): y = l ⊙ (x Wᵀ + b), l of width d_out (l_k, l_v);
+* *input* scaling (``feedforward=True``):   y = (l ⊙ x) Wᵀ + b, l of width d_in. On the FFN's
+  second matrix (``output.dense``) the input is GELU(W₁h₁ + b₁), so this is l_ff of Eq. 6.6.
+  Scaling the *output* of ``intermediate.dense`` instead would put l inside the GELU,
+  GELU(l ⊙ (W₁h₁ + b₁)), which is a different function.
+
+Gradients (x̄ = ∂L/∂x, sums over every row t of the batch):
+    output scaling:  ∂L/∂l = Σ_t ȳ_t ⊙ z_t,  x̄ = (l ⊙ ȳ) W,   z = x Wᵀ + b         (Eq. 6.7)
+    input scaling:   ū = ȳ W,  ∂L/∂l = Σ_t ū_t ⊙ x_t,  x̄ = l ⊙ ū                 (Eq. 6.8)
+Merging folds l into the frozen weights (Eq. 6.9):
+    output:  W ← diag(l) W,  b ← l ⊙ b;        input:  W ← W diag(l),  b unchanged.
+
+Targets are chosen with peft's rules (``lora.match_targets``); ``feedforward`` follows
+peft's ``feedforward_modules``: a regex must match the whole path, a list entry matches a
+path that *ends with* it (no dot needed, exactly as peft checks it).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .lora import check_targets, linear_paths, match_targets
+from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
+
+# The paper's placement on a BERT block: l_k, l_v and l_ff (the FFN's output.dense, input-scaled).
+# A regex, because peft's suffix rule for "output.dense" also picks attention.output.dense.
+PAPER_TARGETS = r".*layer\.\d+\.(attention\.self\.(key|value)|output\.dense)"
+PAPER_FEEDFORWARD = r".*layer\.\d+\.output\.dense"
+
+
+class IA3Linear(Module):
+    """A frozen Linear whose output (Eq. 6.5) or input (Eq. 6.6) is rescaled by ``p["ia3_l"]``.
+
+    ``base`` becomes ``self.base_layer`` (frozen). l starts at ones, so the layer starts as
+    the identity change. ``merge()`` folds l into W (and b) (Eq. 6.9); ``unmerge()`` divides
+    it out again and therefore needs every l_i ≠ 0, which ``merge`` checks first.
+    """
+
+    def __init__(self, base: Linear, feedforward: bool = False):
+        super().__init__()
+        if not isinstance(base, Linear):
+            raise TypeError(f"IA3Linear wraps an nn.Linear, got {type(base).__name__}")
+        if not isinstance(feedforward, bool):
+            raise TypeError(f"feedforward must be True or False, got {feedforward!r}")
+        self.d_in, self.d_out, self.feedforward = base.d_in, base.d_out, feedforward
+        self.base_layer = base.freeze()
+        width = self.d_in if feedforward else self.d_out
+        self.p["ia3_l"] = np.ones(width, base.p["weight"].dtype)  # l = 1: the pretrained function
+        self.merged = False
+
+    def __repr__(self):
+        side = "input" if self.feedforward else "output"
+        return f"IA3Linear(d_in={self.d_in}, d_out={self.d_out}, scales={side}, merged={self.merged})"
+
+    def forward(self, x):
+        if self.merged:
+            return self.base_layer(x)               # W already holds l (Eq. 6.9)
+        check_array(x, "IA3Linear input", last=self.d_in)
+        l = self.p["ia3_l"]
+        if self.feedforward:
+            self.x = x
+            return self.base_layer(x * l)           # (l ⊙ x) Wᵀ + b            (Eq. 6.6)
+        self.z = self.base_layer(x)                 # z = x Wᵀ + b
+        return self.z * l                           # l ⊙ z                      (Eq. 6.5)
+
+    def backward(self, dy):
+        if self.merged:
+            raise RuntimeError("IA3Linear.backward: the layer is merged (l is folded into W); "
+                               "call unmerge() before training")
+        l = self.p["ia3_l"]
+        if self.feedforward:
+            du = self.base_layer.backward(dy)       # ū = ȳ W                    (Eq. 6.8)
+            self._accumulate("ia3_l", (du * self.x).reshape(-1, self.d_in).sum(0))  # Σ_t ū_t ⊙ x_t
+            return du * l                           # x̄ = l ⊙ ū
+        self._accumulate("ia3_l", (dy * self.z).reshape(-1, self.d_out).sum(0))     # Σ_t ȳ_t ⊙ z_t (Eq. 6.7)
+        return self.base_layer.backward(dy * l)     # x̄ = (l ⊙ ȳ) W
+
+    def _check_invertible(self, what: str):
+        l = self.p["ia3_l"]
+        check_finite(l, f"IA3Linear.{what}: ia3_l")
+        if np.any(l == 0):
+            raise ValueError(f"IA3Linear.{what}: ia3_l has {int(np.sum(l == 0))} zero entries; "
+                             "a merged zero cannot be divided out again")
+
+    def merge(self):
+        """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9)."""
+        if self.merged:
+            raise RuntimeError("IA3Linear.merge: already merged; merging twice would apply l twice")
+        self._check_invertible("merge")
+        l, base = self.p["ia3_l"], self.base_layer.p
+        if self.feedforward:
+            base["weight"] *= l[None, :]            # scale column j of W by l_j
+        else:
+            base["weight"] *= l[:, None]            # scale row i of W by l_i
+            if "bias" in base:
+                base["bias"] *= l
+        self.merged = True
+        return self
+
+    def unmerge(self):
+        """The inverse of ``merge`` (Eq. 6.9 divided out), exact up to float rounding."""
+        if not self.merged:
+            raise RuntimeError("IA3Linear.unmerge: not merged; unmerging would divide W by l")
+        self._check_invertible("unmerge")
+        l, base = self.p["ia3_l"], self.base_layer.p
+        if self.feedforward:
+            base["weight"] /= l[None, :]
+        else:
+            base["weight"] /= l[:, None]
+            if "bias" in base:
+                base["bias"] /= l
+        self.merged = False
+        return self
+
+
+# ----------------------------------------------------------------------------- targeting
+def check_feedforward(feedforward):
+    """peft's ``feedforward_modules``: a regex string, or a (possibly empty) list of names."""
+    if isinstance(feedforward, str):
+        try:
+            re.compile(feedforward)
+        except re.error as e:
+            raise ValueError(f"feedforward regex {feedforward!r} does not compile: {e}") from None
+        return feedforward
+    if isinstance(feedforward, (set, frozenset)):
+        feedforward = sorted(feedforward)
+    if not isinstance(feedforward, (list, tuple)) or not all(isinstance(f, str) and f for f in feedforward):
+        raise TypeError(f"feedforward must be a regex string or a list of module names, got {feedforward!r}")
+    return tuple(feedforward)
+
+
+def feedforward_matches(path: str, feedforward) -> bool:
+    """peft's rule for feedforward_modules: str → re.fullmatch; list → path ends with an entry."""
+    if isinstance(feedforward, str):
+        return re.fullmatch(feedforward, path) is not None
+    return any(path.endswith(f) for f in feedforward)
+
+
+def plan(shapes: dict[str, tuple[int, int]], targets=PAPER_TARGETS,
+         feedforward=PAPER_FEEDFORWARD) -> dict[str, bool]:
+    """{path: is_feedforward} for the Linears (``shapes`` = {path: (d_in, d_out)}) that
+    ``targets`` selects. Refuses a target that selects nothing, a feedforward list that is
+    not a subset of a target list (as peft does), and a feedforward rule that selects none
+    of the targeted modules."""
+    targets, feedforward = check_targets(targets), check_feedforward(feedforward)
+    if isinstance(targets, tuple) and isinstance(feedforward, tuple) and not set(feedforward) <= set(targets):
+        raise ValueError(f"feedforward modules {sorted(set(feedforward) - set(targets))} are not among "
+                         f"the targets {list(targets)} (peft requires a subset)")
+    chosen = match_targets(shapes, targets)
+    out = {p: feedforward_matches(p, feedforward) for p in chosen}
+    if feedforward and not any(out.values()):
+        raise ValueError(f"feedforward {feedforward!r} selects none of the targeted modules {chosen[:3]}…")
+    return out
+
+
+def ia3_layers(model: Module) -> dict[str, IA3Linear]:
+    return {path: mod for path, mod in model.named_modules() if isinstance(mod, IA3Linear)}
+
+
+def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWARD,
+               freeze_base: bool = True) -> dict[str, bool]:
+    """Wrap every Linear that ``targets`` selects in an IA3Linear (l = 1); return {path: feedforward}.
+
+    Everything is checked before the model changes. With ``freeze_base`` every other
+    parameter is frozen, so only the vectors l train.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"attach_ia3: expected a NumPy Module, got {type(model).__name__}")
+    if ia3_layers(model):
+        raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
+    chosen = plan(linear_paths(model), targets, feedforward)
+    if freeze_base:
+        model.freeze()
+    for p, ff in chosen.items():
+        set_submodule(model, p, IA3Linear(get_submodule(model, p), ff))
+    return chosen
+
+
+def switch_merged(layers: dict, merge: bool) -> list[str]:
+    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch):
+    checks first that each is in the other state and that every l can be divided out again."""
+    wrong = [p for p, m in layers.items() if m.merged == merge]
+    if wrong:
+        state = "already merged" if merge else "not merged"
+        raise RuntimeError(f"{'merge' if merge else 'unmerge'}_all: {wrong[:3]} are {state}")
+    for m in layers.values():
+        m._check_invertible("merge" if merge else "unmerge")
+    for m in layers.values():
+        m.merge() if merge else m.unmerge()
+    return list(layers)
+
+
+def merge_all(model: Module) -> list[str]:
+    return switch_merged(ia3_layers(model), True)
+
+
+def unmerge_all(model: Module) -> list[str]:
+    return switch_merged(ia3_layers(model), False)
+
+
+__all__ = ["IA3Linear", "PAPER_FEEDFORWARD", "PAPER_TARGETS", "attach_ia3", "check_feedforward",
+           "feedforward_matches", "ia3_layers", "merge_all", "plan", "switch_merged", "unmerge_all"]

@@ -1,0 +1,99 @@
+"""The book's evidence protocol as arithmetic: paired differences over seeds with a
+t-interval, ties, and learning-rate grids that must bracket their optimum.
+
+Chapter 08 states the protocol as equations; every chapter's comparisons use it:
+
+* Eq. 8.1  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
+* Eq. 8.2  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
+* Eq. 8.3  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
+* a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
+
+A learning rate chosen from a grid is only trusted when the best point is not at an edge of
+the grid (``bracketed``); ``select_lr`` extends the grid geometrically until it is, or gives up
+after ``max_extensions`` and says so.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+
+def _finite_vector(x, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or inf: {a.tolist()}")
+    return a
+
+
+def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
+    """The paired difference a − b over seeds (Eqs. 8.1–8.3).
+
+    Returns ``mean``, ``se``, ``lo``, ``hi`` (the ``level`` t-interval), ``n`` and ``tie``
+    (True when the interval contains 0). Needs at least two pairs: with one, the spread of
+    the difference is unknown and no interval exists."""
+    a, b = _finite_vector(a, "a"), _finite_vector(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"paired runs need equal counts: a has {a.size}, b has {b.size}")
+    if a.size < 2:
+        raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    d = a - b                                         # Eq. 8.1
+    n = d.size
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.2
+    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.3
+    lo, hi = mean - half, mean + half
+    return {"mean": mean, "se": se, "lo": lo, "hi": hi, "n": n, "level": level,
+            "tie": bool(lo <= 0.0 <= hi)}
+
+
+def order(diff: dict, a: str = "a", b: str = "b") -> str:
+    """One phrase for a ``paired`` result: 'a > b', 'a < b' or 'tie (a ≈ b)'."""
+    if diff["tie"]:
+        return f"tie ({a} ≈ {b})"
+    return f"{a} > {b}" if diff["mean"] > 0 else f"{a} < {b}"
+
+
+def bracketed(grid: Sequence[float], scores: Sequence[float]) -> dict:
+    """Where the best score sits on a sorted grid: ``best`` (its grid value), ``index`` and
+    ``edge`` (None when an interior point wins, else 'low' or 'high'). Ties for best go to the
+    lowest grid value, so a flat curve reads as unbracketed at the low edge."""
+    g, s = _finite_vector(grid, "grid"), _finite_vector(scores, "scores")
+    if g.shape != s.shape or g.size == 0:
+        raise ValueError(f"grid and scores need the same non-zero length, got {g.size} and {s.size}")
+    if np.any(np.diff(g) <= 0):
+        raise ValueError(f"grid must be strictly increasing, got {g.tolist()}")
+    i = int(np.argmax(s))  # first maximum = lowest grid value among ties
+    edge = "low" if i == 0 else "high" if i == g.size - 1 else None
+    return {"best": float(g[i]), "index": i, "edge": edge}
+
+
+def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
+              max_extensions: int = 2) -> dict:
+    """Choose a learning rate by validation score, extending the grid until bracketed.
+
+    ``evaluate(lr)`` returns the validation score to maximise (the caller averages it over
+    ≥ 2 seeds). The grid is extended by its own ratio (last/second-to-last, or first/second)
+    on the side where the best point sits, at most ``max_extensions`` times. The result
+    records the grid, the scores, the chosen rate and whether it was ``bracketed``; a result
+    with ``bracketed=False`` must not carry a verdict."""
+    grid = sorted(float(x) for x in grid)
+    if len(grid) < 2 or any(x <= 0 or not math.isfinite(x) for x in grid):
+        raise ValueError(f"a learning-rate grid needs >= 2 positive finite rates, got {grid}")
+    if max_extensions < 0:
+        raise ValueError(f"max_extensions must be >= 0, got {max_extensions}")
+    scores = {lr: float(evaluate(lr)) for lr in grid}
+    for extension in range(max_extensions + 1):
+        g = sorted(scores)
+        where = bracketed(g, [scores[x] for x in g])
+        if where["edge"] is None or extension == max_extensions:
+            break
+        new = g[0] * g[0] / g[1] if where["edge"] == "low" else g[-1] * g[-1] / g[-2]
+        scores[new] = float(evaluate(new))
+    return {"grid": g, "scores": [scores[x] for x in g], "chosen": where["best"],
+            "bracketed": where["edge"] is None, "edge": where["edge"]}
