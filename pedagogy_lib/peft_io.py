@@ -37,6 +37,8 @@ PREFIX = "base_model.model."
 # a target such as "dense" also adapts them in peft, so they take part in target matching,
 # and their weights in a file are skipped (mean pooling never uses the pooler).
 HF_ONLY_LINEARS = ("pooler.dense",)
+# What peft's AutoPeftModel reads to rebuild the base model (our paths are BertModel's).
+AUTO_MAPPING = {"base_model_class": "BertModel", "parent_library": "transformers.models.bert.modeling_bert"}
 # init_lora_weights values that rewrite the base weights (PiSSA, OLoRA, …): such an adapter
 # only reproduces the fine-tuned model together with a modified base, which we do not have.
 _BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq", "orthogonal")
@@ -103,8 +105,7 @@ def adapter_config(r: int, alpha: float, rslora: bool, target_modules,
         "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
         "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
         "exclude_modules": None, "target_parameters": None,
-        # what peft's AutoPeftModel reads to rebuild the base model (our paths are BertModel's)
-        "auto_mapping": {"base_model_class": "BertModel", "parent_library": "transformers.models.bert.modeling_bert"},
+        "auto_mapping": AUTO_MAPPING,
     }
 
 
@@ -352,7 +353,7 @@ def ia3_adapter_config(target_modules, feedforward_modules, base_model_name_or_p
     return {"peft_type": "IA3", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
             "revision": None, "inference_mode": True, "target_modules": target_modules,
             "feedforward_modules": feedforward_modules, "exclude_modules": None, "fan_in_fan_out": False,
-            "modules_to_save": None, "init_ia3_weights": True}
+            "modules_to_save": None, "init_ia3_weights": True, "auto_mapping": AUTO_MAPPING}
 
 
 def save_ia3_adapter(model, directory, base_model_name_or_path: str | None = None,

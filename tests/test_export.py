@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedagogy_lib import adapters, bitfit, checkpoint, export, lora, models, peft_io, prefix
+from pedagogy_lib import adapters, bitfit, checkpoint, export, ia3, lora, models, peft_io, prefix
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as tlora
@@ -151,6 +151,20 @@ def test_auto_peft_model_loads_our_adapter_with_our_embeddings(adapter_dir):
     assert type(model.get_base_model()).__name__ == "BertModel"
     assert np.abs(hf_embed(model, ours.tokenizer, SENTENCES) - ours.encode(SENTENCES)).max() <= TOL
     assert peft_io.read_adapter(d)[0]["r"] == 4  # and our own reader still takes the file
+
+
+def test_auto_peft_model_loads_our_ia3_adapter_too(tmp_path):
+    ours = models.load_minilm("numpy")
+    ia3.attach_ia3(ours.bert)
+    g = np.random.default_rng(6)
+    for layer in ia3.ia3_layers(ours.bert).values():
+        for k, v in layer.p.items():
+            v[...] = 1 + 0.3 * g.standard_normal(v.shape)
+    d = peft_io.save_ia3_adapter(ours, tmp_path / "ia3", str(checkpoint.model_dir()))
+    model = peft.AutoPeftModel.from_pretrained(str(d)).eval()
+    got = hf_embed(model, ours.tokenizer, SENTENCES)
+    assert np.abs(got - ours.encode(SENTENCES)).max() <= TOL
+    assert np.abs(got - models.load_minilm("numpy").encode(SENTENCES)).max() > 1e-3  # the vectors matter
 
 
 def test_transformers_adapter_api_load_add_and_switch(adapter_dir):
