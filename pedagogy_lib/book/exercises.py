@@ -1,6 +1,6 @@
 """Helpers behind the chapters' exercise checkers.
 
-A checker (``pedagogy_lib/exercises/chNN.py``, ``check_<name>(student_obj)``) either
+A checker (``pedagogy_lib/book/chNN/exercises.py``, ``check_<name>(student_obj)``) either
 prints ``✔ <id> passed`` or raises NotYet with a message that says what is wrong and
 hints how to fix it, never a bare ``False``.  NotYet is an AssertionError, so a checker
 cell fails loudly in a notebook and in tests.

@@ -26,7 +26,7 @@ VERDICTS = ("holds", "approximately", "wrong", "untestable-here")
 
 def record(chapter: str, id_: str, claim: str, verdict: str, our_value: str, published_value: str,
            source: str) -> dict:
-    """One claim record of the ledger (``pedagogy_lib.claims``); chapters bind their number."""
+    """One claim record of the ledger (``pedagogy_lib.book.claims``); chapters bind their number."""
     assert verdict in VERDICTS, verdict
     return {"id": id_, "chapter": chapter, "claim": claim, "verdict": verdict, "our_value": our_value,
             "published_value": published_value, "source": source}
