@@ -124,10 +124,16 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
 
 
 def select_lr(trials: list[dict]) -> dict:
-    """The protocol's choice: best validation accuracy; ties go to the smaller rate."""
+    """The protocol's choice (Eq. 8.1): the rate with the best validation accuracy, averaged
+    over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
+    the smallest seed."""
     if not trials:
         raise ValueError("select_lr needs at least one trial")
-    return max(trials, key=lambda r: (r["val_acc"], -r["lr"]))
+    by_lr: dict[float, list[dict]] = {}
+    for r in trials:
+        by_lr.setdefault(r["lr"], []).append(r)
+    lr = max(by_lr, key=lambda x: (statistics.fmean(r["val_acc"] for r in by_lr[x]), -x))
+    return min(by_lr[lr], key=lambda r: r["seed"])
 
 
 def grid(arm, budget: Budget) -> tuple:
