@@ -6,9 +6,10 @@ import numbers
 
 
 def check_size(x, what: str) -> int:
-    """A positive int (not a bool), or a clear TypeError/ValueError."""
+    """A size: a positive Python/NumPy integer (not a bool, not a float), or a clear
+    TypeError/ValueError naming ``what``."""
     if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{what} must be a positive int, got {type(x).__name__} {x!r}")
+        raise TypeError(f"{what} must be an int, got {type(x).__name__} {x!r}")
     if x <= 0:
-        raise ValueError(f"{what} must be a positive int, got {x}")
+        raise ValueError(f"{what} must be positive, got {x}")
     return int(x)
