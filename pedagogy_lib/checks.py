@@ -263,4 +263,7 @@ def write_atomically(files: dict) -> list[pathlib.Path]:
     return [p for p, _ in items]
 
 
-check_size = positive_int  # the name the methods and the runner use for a size argument
+
+def check_size(x, what: str) -> int:
+    """A size argument of a method or the runner: an int >= 1 ("... must be positive")."""
+    return _int_at_least(x, what, 1, "positive")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_size
+
 GB = 10**9  # papers quote decimal gigabytes
 GIB = 2**30
 
@@ -132,12 +134,7 @@ def _check_shape(shape) -> ModelShape:
     return shape
 
 
-def _positive_int(x, what: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{what} must be an int, got {type(x).__name__}")
-    if x <= 0:
-        raise ValueError(f"{what} must be positive, got {x}")
-    return int(x)
+_positive_int = check_size  # the shared check (pedagogy_lib.checks)
 
 
 def linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:

@@ -26,19 +26,16 @@ import numbers
 import numpy as np
 
 from . import checks
+from .checks import check_size
 from .nn import Embedding, Linear, Module, Sequential, check_array, check_finite, softmax
 
 INITS = ("random", "vocab")
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_size(x, name: str) -> int:
-    """A size must be a positive Python/NumPy integer (not a bool, not a float)."""
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}")
-    if x <= 0:
-        raise ValueError(f"{name} must be positive, got {x}")
-    return int(x)
+_check_size = check_size  # the shared check (pedagogy_lib.checks)
+
+
 
 
 def _check_std(std) -> float:

@@ -124,10 +124,16 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
 
 
 def select_lr(trials: list[dict]) -> dict:
-    """The protocol's choice: best validation accuracy; ties go to the smaller rate."""
+    """The protocol's choice (Eq. 8.1): the rate with the best validation accuracy, averaged
+    over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
+    the smallest seed."""
     if not trials:
         raise ValueError("select_lr needs at least one trial")
-    return max(trials, key=lambda r: (r["val_acc"], -r["lr"]))
+    by_lr: dict[float, list[dict]] = {}
+    for r in trials:
+        by_lr.setdefault(r["lr"], []).append(r)
+    lr = max(by_lr, key=lambda x: (statistics.fmean(r["val_acc"] for r in by_lr[x]), -x))
+    return min(by_lr[lr], key=lambda r: r["seed"])
 
 
 def grid(arm, budget: Budget) -> tuple:
@@ -299,10 +305,19 @@ def _cuda_peak(out: dict, base: int) -> dict:
 
 def step_memory(model, batch, lr: float = 1e-3, optimizer=None) -> dict:
     """One training step (forward, backward, AdamW step) on ``batch`` = (ids, mask, labels),
-    with every tensor the step keeps accounted (Eq. 7.12): ``weights`` (``weight_bytes``),
-    ``saved`` activations (once per storage, parameters excluded), ``grads``, ``optimizer``
-    state after the step, and ``transient``: the largest weight bitsandbytes dequantises.
-    ``peak`` is their sum, an upper bound. On CUDA the allocator's peak is added too."""
+    with every tensor the step keeps accounted (Eq. 7.12):
+
+    weights   ``weight_bytes``;
+    saved     activations autograd saves for backward (``saved_tensors_hooks``), counted
+              once per storage and without the parameters' own storages;
+    grads     ``.grad`` of the trainable parameters after backward;
+    optimizer AdamW's state after the step (m, v, step counters);
+    transient the largest weight bitsandbytes dequantises during the step (``DequantLog``).
+    ``peak`` is their sum, an upper bound (not everything is alive at once). On CUDA the
+    allocator's own ``max_memory_allocated`` over the step is added as ``cuda_peak``, and
+    ``cuda_model_peak`` = its rise during the step + the model's weights (leftover tensors of
+    other code excluded).
+    """
     ids, mask, y = batch
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

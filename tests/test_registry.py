@@ -72,10 +72,15 @@ def test_arms_refuse_unknown_methods_options_and_duplicate_labels():
 
 
 def test_select_lr_takes_the_best_validation_and_breaks_ties_to_the_smaller_rate():
-    trials = [{"lr": 3e-3, "val_acc": 0.8}, {"lr": 1e-3, "val_acc": 0.8}, {"lr": 1e-2, "val_acc": 0.7}]
+    trials = [{"lr": 3e-3, "val_acc": 0.8, "seed": 0}, {"lr": 1e-3, "val_acc": 0.8, "seed": 0},
+              {"lr": 1e-2, "val_acc": 0.7, "seed": 0}]
     assert runner.select_lr(trials)["lr"] == 1e-3
     trials[2]["val_acc"] = 0.81
     assert runner.select_lr(trials)["lr"] == 1e-2
+    # over several seeds the mean decides: 1e-2 has the best single run, 3e-3 the best mean
+    trials += [{"lr": 1e-2, "val_acc": 0.70, "seed": 1}, {"lr": 3e-3, "val_acc": 0.82, "seed": 1}]
+    best = runner.select_lr(trials)
+    assert (best["lr"], best["seed"]) == (3e-3, 0)
     with pytest.raises(ValueError):
         runner.select_lr([])
 

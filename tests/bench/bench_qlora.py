@@ -33,7 +33,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = pathlib.Path(os.environ.get("BENCH_OUT") or ROOT / "chapters" / "results" / "bench_qlora.json")
-METHODS = ("full", "lora", "qlora")
+ARMS = ("full", "lora", "qlora")
 BATCH, WARMUP, STEPS = 32, 3, 15
 
 
@@ -107,7 +107,7 @@ def main():
     import torch
 
     results = {}
-    for method in METHODS:
+    for method in ARMS:
         proc = subprocess.run([sys.executable, __file__, "--worker", method], capture_output=True,
                               text=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
         if proc.returncode:
@@ -121,7 +121,7 @@ def main():
     if all("cuda_peak_MB" in r for r in results.values()):
         keys.append("cuda_peak_MB")
     ratios = {k: {m: (results[m][k] / results["qlora"][k] if results[m][k] and results["qlora"][k] else None)
-                  for m in METHODS} for k in keys}
+                  for m in ARMS} for k in keys}
     from pedagogy_lib.results import save
     from pedagogy_lib.torch_ref.qlora import bnb
     bitsandbytes = bnb()

@@ -141,7 +141,7 @@ def scaling_study(ranks=(1, 2, 4, 8, 16, 64), **kw) -> dict:
 
 
 # ------------------------------------------------------------ one training run
-METHODS = ("probe", "lora", "full")
+ARMS = ("probe", "lora", "full")
 
 
 def finetune(method: str, train, val, test, *, targets=("query", "value"), r: int = 8,
@@ -159,8 +159,8 @@ def finetune(method: str, train, val, test, *, targets=("query", "value"), r: in
     from pedagogy_lib.torch_ref.encoder import load_minilm_torch
     from pedagogy_lib.torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
 
-    if method not in METHODS:
-        raise ValueError(f"finetune: method must be one of {METHODS}, got {method!r}")
+    if method not in ARMS:
+        raise ValueError(f"finetune: method must be one of {ARMS}, got {method!r}")
     model = load_minilm_torch(device=device)
     total = sum(p.numel() for p in model.net.parameters())
     dev = next(model.net.parameters()).device

@@ -3,7 +3,8 @@
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch04.experiment
 Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
 
-Protocol (the same loop and budget as chapter 03's sweep): the book's training loop
+Protocol (the same loop and budget as chapter 03's sweep, every run through ``runner.run``; the
+rate is chosen by ``runner.select_lr`` on the mean over seeds): the book's training loop
 (torch_ref.train) on a class-balanced subsample of N_TRAIN training words, EPOCHS epochs,
 batch 32, head learning rate HEAD_LR.  Each run is scored on the whole validation and
 test splits, and its per-step training loss is kept.
@@ -19,20 +20,15 @@ test splits, and its per-step training loss is kept.
 """
 from __future__ import annotations
 
-import copy
 import math
 import platform
-import time
 
 import numpy as np
 import torch
 
-from pedagogy_lib import data
+from pedagogy_lib import data, runner
+from pedagogy_lib.registry import Arm
 from pedagogy_lib.results import save_runs
-from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-from pedagogy_lib.torch_ref import lora as TL
-from pedagogy_lib.torch_ref import prefix as TP
-from pedagogy_lib.torch_ref import train as T
 from pedagogy_lib import prefix as px
 from pedagogy_lib import results as R
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
@@ -174,64 +170,32 @@ def lambda_data(m: int = 10, hidden: int = 512, seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------ the sweep
+BUDGET = runner.Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=SEEDS, head_lr=HEAD_LR,
+                       resample=True)
 
 
-def make_model(base_net, arm: str, m: int, seed: int):
-    net = copy.deepcopy(base_net)
-    model = T.Classifier(net, seed=seed)
-    T.freeze(model.encoder)
-    if arm == "direct":
-        TP.attach_prefix(net, m, reparam=None, seed=seed)
-    elif arm == "mlp":
-        TP.attach_prefix(net, m, reparam=HIDDEN, seed=seed)
-    elif arm == "lora":
-        TL.attach_lora(net, ("query", "value"), r=8, alpha=8, seed=seed)
-    else:
-        raise ValueError(arm)
-    return model
+def arm(name: str, m: int) -> Arm:
+    """direct: P_k, P_v trained as they are; mlp: through Li & Liang's MLP; lora: r=8 on (q, v)."""
+    if name == "lora":
+        return Arm("lora", "lora", {"r": 8, "alpha": 8})
+    return Arm(name, "prefix", {"m": m, "reparam": None if name == "direct" else HIDDEN})
 
 
-def run(base_net, tok, task, splits, arm, m, lr, seed):
-    tr = data.subsample(task.train, N_TRAIN, seed)
-    model = make_model(base_net, arm, m, seed)
-    cfg = T.TrainConfig(lr=lr, epochs=EPOCHS, batch_size=BATCH, head_lr=HEAD_LR, seed=seed)
-    t0 = time.process_time()
-    hist = T.train_classifier(model, T.Batches(tok, tr.tokens, tr.labels, "cpu"), None, cfg)
-    val, test = (T.accuracy(model, splits[s]) for s in ("val", "test"))
-    rec = {"arm": arm, "m": m, "lr": lr, "seed": seed, "val": round(val, 6), "test": round(test, 6),
-           "trainable": T.count_trainable(model), "losses": [round(x, 5) for x in hist.losses],
-           "cpu_s": round(time.process_time() - t0, 1)}
-    print(f"{arm:6s} m={m:3d} lr={lr:g} seed={seed} val={val:.3f} test={test:.3f} "
-          f"final-loss={np.mean(hist.losses[-8:]):.3f} ({rec['cpu_s']:.0f} s)", flush=True)
+def run(name: str, m: int, lr: float, seed: int, task) -> dict:
+    r = runner.run(arm(name, m), task, BUDGET, seed, lr)
+    rec = {"arm": name, "m": m, "lr": lr, "seed": seed, "val": round(r["val_acc"], 6), "test": round(r["test_acc"], 6),
+           "trainable": r["trainable"], "losses": [round(x, 5) for x in r["losses"]], "cpu_s": round(r["cpu_s"], 1)}
+    print(f"{name:6s} m={m:3d} lr={lr:g} seed={seed} val={rec['val']:.3f} test={rec['test']:.3f} "
+          f"final-loss={np.mean(r['losses'][-8:]):.3f} ({rec['cpu_s']:.0f} s)", flush=True)
     return rec
 
 
-def best_lr(runs, arm):
-    by = {}
-    for r in runs:
-        if r["arm"] == arm:
-            by.setdefault(r["lr"], []).append(r["val"])
-    return max(by, key=lambda lr: (np.mean(by[lr]), -lr))
-
-
 def main():
-    torch.manual_seed(0)
-    mm = load_minilm_torch(device="cpu")
     task = data.polarity_task()
-    splits = {s: T.Batches(mm.tokenizer, getattr(task, s).tokens, getattr(task, s).labels, "cpu")
-              for s in ("val", "test")}
-    runs = []
-    for arm in ("direct", "mlp", "lora"):
-        for lr in LRS[arm]:
-            for seed in SEEDS:
-                runs.append(run(mm.net, mm.tokenizer, task, splits, arm, M_GRID, lr, seed))
-    lr = {arm: best_lr(runs, arm) for arm in LRS}
-    for arm in ("direct", "mlp"):
-        for m in LENGTHS:
-            if m == M_GRID:
-                continue
-            for seed in SEEDS:
-                runs.append(run(mm.net, mm.tokenizer, task, splits, arm, m, lr[arm], seed))
+    runs = [run(name, M_GRID, lr, seed, task) for name in ("direct", "mlp", "lora") for lr in LRS[name] for seed in SEEDS]
+    lr = {name: runner.select_lr([{**r, "val_acc": r["val"]} for r in runs if r["arm"] == name])["lr"] for name in LRS}
+    runs += [run(name, m, lr[name], seed, task) for name in ("direct", "mlp") for m in LENGTHS if m != M_GRID
+             for seed in SEEDS]
     out = {
         "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
                    "seeds": list(SEEDS), "lrs": {k: list(v) for k, v in LRS.items()}, "m_grid": M_GRID,
