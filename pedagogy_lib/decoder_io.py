@@ -143,6 +143,11 @@ def write_checkpoint(folder, cfg: DecoderConfig, weights: dict, tokenizer: Decod
     return folder
 
 
+def available() -> list[str]:
+    """Members of the family whose checkpoint folder exists (``make pretrain`` writes them)."""
+    return [n for n in sorted(FAMILY) if (CHECKPOINTS / n / "config.json").is_file()]
+
+
 def checkpoint_dir(name: str | None = None) -> Path:
     name = DEFAULT if name is None else name
     if not isinstance(name, str) or name not in FAMILY:
@@ -205,16 +210,21 @@ class DecoderLM:
         with torch.no_grad():
             return self.net(torch.from_numpy(ids)[None].to(dev))[0].cpu().numpy()
 
-    def generate(self, ids, max_new_tokens: int) -> np.ndarray:
-        """Prompt + ``max_new_tokens`` greedy tokens (KV cache), as a 1-D int64 array."""
+    def generate(self, ids, max_new_tokens: int, stop_at_eos: bool = True) -> np.ndarray:
+        """Prompt + up to ``max_new_tokens`` greedy tokens (KV cache), as a 1-D int64 array.
+        Like ``transformers``' ``generate``, it ends after the first <|endoftext|> it produces
+        unless ``stop_at_eos`` is False."""
         ids = self._ids(ids, max_new_tokens)
         if self.backend == "numpy":
             from .decoder import generate
 
-            return generate(self.net, ids, int(max_new_tokens))
-        import torch
+            out = generate(self.net, ids, int(max_new_tokens))
+        else:
+            import torch
 
-        from .torch_ref.decoder import generate
+            from .torch_ref.decoder import generate
 
-        dev = next(self.net.parameters()).device
-        return generate(self.net, torch.from_numpy(ids).to(dev), int(max_new_tokens)).cpu().numpy()
+            dev = next(self.net.parameters()).device
+            out = generate(self.net, torch.from_numpy(ids).to(dev), int(max_new_tokens)).cpu().numpy()
+        ends = np.flatnonzero(out[ids.size:] == self.tokenizer.eos_id)
+        return out[: ids.size + ends[0] + 1] if stop_at_eos and ends.size else out

@@ -18,6 +18,8 @@ def built():
 
 
 def manifest(name):
+    if name not in IO.available() and name != IO.DEFAULT:
+        pytest.skip(f"no checkpoint for {name} in this tree: run `make pretrain`")
     return json.loads((IO.checkpoint_dir(name) / "manifest.json").read_text())
 
 
@@ -83,8 +85,8 @@ def test_tokenizer_round_trip_and_shipped_vocabulary(prepared):
 def test_first_pretraining_steps_reproduce_the_log(prepared, name):
     from pedagogy_lib.torch_ref import pretrain as P
 
+    assert manifest(name)["corpus_sha256"] == prepared[0].sha256
     log = json.loads((IO.checkpoint_dir(name) / "training_log.json").read_text())
-    assert log["corpus"]["sha256"] == prepared[0].sha256
     _, rerun = P.pretrain(name, prepared[2], P.PretrainConfig(**{**log["settings"], "betas": tuple(log["settings"]["betas"])}),
                           stop_after=STEPS[name])
     assert rerun["loss"] == log["loss"][: STEPS[name]]     # exactly: same code, same data, same numbers

@@ -104,11 +104,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--out", default="bench_decoder")
+    ap.add_argument("--only", nargs="*", default=None, help="checkpoints to time (default: every shipped one)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = {"machine": platform.processor() or platform.machine(), "threads": 1, "torch": torch.__version__,
            "batch": [B, T], "generation": {"prompt": PROMPT, "new_tokens": NEW}, "reps": args.reps, "models": {}}
-    for name in sorted(IO.FAMILY):
+    for name in args.only or IO.available():
         train, gen = contenders(name)
         out["models"][name] = {"training": tokens_per_second(train, args.reps),
                                "generation": tokens_per_second(gen, args.reps)}

@@ -44,8 +44,8 @@ def residual_profile(depth: int = 12, d: int = 64, T: int = 16, seed: int = 0) -
 
 
 def logs() -> dict:
-    """The stored training log of every member of the family."""
-    return {n: json.loads((IO.checkpoint_dir(n) / "training_log.json").read_text()) for n in sorted(IO.FAMILY)}
+    """The stored training log of every member of the family that has a checkpoint."""
+    return {n: json.loads((IO.checkpoint_dir(n) / "training_log.json").read_text()) for n in IO.available()}
 
 
 def baselines(split: str = "val") -> dict:
