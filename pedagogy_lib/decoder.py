@@ -1,7 +1,7 @@
 """A LLaMA-style decoder in NumPy with hand-written backward passes (chapter 09).
 
-Pre-norm blocks (Eq. 9.5): h ← h + Attn(RMSNorm(h)),  h ← h + SwiGLU(RMSNorm(h)), with
-RMSNorm (Eqs. 9.1–9.2), rotary position embeddings on queries and keys (Eqs. 9.3–9.4),
+Pre-norm blocks (Eq. 9.1): h ← h + Attn(RMSNorm(h)),  h ← h + SwiGLU(RMSNorm(h)), with
+RMSNorm (Eqs. 9.2–9.3), rotary position embeddings on queries and keys (Eqs. 9.4–9.5),
 causal attention with optional grouped-query heads (Eq. 9.6), a SwiGLU MLP (Eqs. 9.7–9.8)
 and no biases anywhere. Module names are those of ``transformers``' Llama
 (``model.layers.3.self_attn.q_proj``, ``model.layers.3.mlp.gate_proj``, ``model.norm``,
@@ -91,7 +91,7 @@ def check_prompt(ids, max_new_tokens, cfg: DecoderConfig) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- RMSNorm
 class RMSNorm(Module):
-    """y = w ⊙ x / √(mean(x²) + ε)  (Eq. 9.1): no centring, no shift β."""
+    """y = w ⊙ x / √(mean(x²) + ε)  (Eq. 9.2): no centring, no shift β."""
 
     def __init__(self, d: int, eps: float = 1e-5, dtype=np.float32):
         super().__init__()
@@ -107,14 +107,14 @@ class RMSNorm(Module):
     def backward(self, dy):
         self._accumulate("weight", (dy * self.xhat).reshape(-1, self.d).sum(0))
         dxhat = dy * self.p["weight"]
-        # dx = r (dx̂ − x̂ · mean(dx̂ ⊙ x̂))  (Eq. 9.2)
+        # dx = r (dx̂ − x̂ · mean(dx̂ ⊙ x̂))  (Eq. 9.3)
         return self.r * (dxhat - self.xhat * (dxhat * self.xhat).mean(-1, keepdims=True))
 
 
 # ----------------------------------------------------------------------------- RoPE
 def rope_tables(positions, head_dim: int, theta: float = 10000.0, dtype=np.float64):
     """cos and sin, each (T, head_dim): angle p·θ^(−2i/d_h) for pair i, written twice
-    (first half, second half), the layout ``transformers`` uses (Eq. 9.3)."""
+    (first half, second half), the layout ``transformers`` uses (Eq. 9.4)."""
     inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     angles = np.asarray(positions, np.float64)[:, None] * inv_freq[None, :]
     angles = np.concatenate([angles, angles], axis=-1)
@@ -128,7 +128,7 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    """x ⊙ cos + rotate_half(x) ⊙ sin: each pair (x_i, x_{i+d/2}) turned by its angle (Eq. 9.3)."""
+    """x ⊙ cos + rotate_half(x) ⊙ sin: each pair (x_i, x_{i+d/2}) turned by its angle (Eq. 9.4)."""
     return x * cos + rotate_half(x) * sin
 
 
@@ -241,7 +241,7 @@ def _linear(d_in, d_out, rng, dtype, std):
 
 # ----------------------------------------------------------------------------- blocks
 class DecoderLayer(Module):
-    """Pre-norm block (Eq. 9.5): h₁ = h + Attn(N₁(h)),  h₂ = h₁ + MLP(N₂(h₁))."""
+    """Pre-norm block (Eq. 9.1): h₁ = h + Attn(N₁(h)),  h₂ = h₁ + MLP(N₂(h₁))."""
 
     def __init__(self, cfg: DecoderConfig, rng, dtype, std, out_std):
         super().__init__()

@@ -43,7 +43,7 @@ def test_rope_is_a_rotation_with_relative_scores():
     cos, sin = D.rope_tables(np.arange(40), 8)
     rq, rk = D.apply_rope(q, cos, sin), D.apply_rope(k, cos, sin)
     assert np.allclose(np.linalg.norm(rq, axis=1), np.linalg.norm(q))      # norms kept
-    s = rq @ rk.T   # score depends only on m − n (Eq. 9.4)
+    s = rq @ rk.T   # score depends only on m − n (Eq. 9.5)
     for shift in (1, 5, 17):
         assert np.allclose(np.diag(s, shift)[: 40 - shift - 5], np.diag(s, shift)[5: 40 - shift])
     dy = rng.standard_normal((40, 8))

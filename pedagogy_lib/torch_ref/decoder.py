@@ -21,12 +21,12 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(d))
 
-    def forward(self, x):  # Eq. 9.1
+    def forward(self, x):  # Eq. 9.2
         return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
 def rope_tables(positions, head_dim: int, theta: float, dtype, device):
-    """cos, sin (T, head_dim) in the halves layout of Eq. 9.3 (angles computed in float64)."""
+    """cos, sin (T, head_dim) in the halves layout of Eq. 9.4 (angles computed in float64)."""
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
     angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
     angles = torch.cat([angles, angles], -1)
@@ -55,7 +55,7 @@ class CausalSelfAttention(nn.Module):
         cos, sin = rope_tables(pos, self.dh, self.theta, x.dtype, x.device)
         q = split(self.q_proj(x), self.h)
         k = split(self.k_proj(x), self.hkv)
-        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin   # Eq. 9.3
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin   # Eq. 9.4
         v = split(self.v_proj(x), self.hkv)
         if cache is not None:
             if "k" in cache:
@@ -92,7 +92,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, h, pos0=0, cache=None):  # Eq. 9.5
+    def forward(self, h, pos0=0, cache=None):  # Eq. 9.1
         h = h + self.self_attn(self.input_layernorm(h), pos0, cache)
         return h + self.mlp(self.post_attention_layernorm(h))
 

@@ -57,7 +57,7 @@ def baselines(split: str = "val") -> dict:
 
 
 def memory_rows() -> list[dict]:
-    """Parameters, fp32 weight bytes and KV-cache bytes per token (Eq. 9.14) for our family,
+    """Parameters, fp32 weight bytes and KV-cache bytes per token (Eq. 9.15) for our family,
     beside LLaMA-7B and -65B at 16-bit (their published shapes, chapter 00's counting)."""
     rows = []
     for name, cfg in IO.FAMILY.items():

@@ -11,7 +11,7 @@ from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, e
 
 # ------------------------------------------------------------------ 09.1 RoPE
 def check_rope(fn) -> None:
-    """fn(x, positions, theta) -> x rotated as in Eq. 9.3, for x of shape (T, d_h)."""
+    """fn(x, positions, theta) -> x rotated as in Eq. 9.4, for x of shape (T, d_h)."""
     rng = np.random.default_rng(0)
     for T, dh, theta in ((5, 8, 10000.0), (3, 4, 100.0), (7, 16, 500000.0)):
         x, pos = rng.standard_normal((T, dh)), np.arange(3, 3 + T)
@@ -25,13 +25,13 @@ def check_rope(fn) -> None:
         inter[:, 1::2] = x[:, 1::2] * np.cos(ang) + x[:, 0::2] * np.sin(ang)
         if np.allclose(got, inter) and not np.allclose(got, want):
             raise NotYet("you rotate neighbouring pairs (x₀, x₁), (x₂, x₃)…: Llama pairs x_i with "
-                         "x_{i+d/2} (first half with second half), Eq. 9.3")
+                         "x_{i+d/2} (first half with second half), Eq. 9.4")
         if np.allclose(got, D.apply_rope(x, *D.rope_tables(-pos, dh, theta))):
             raise NotYet("you turn by −angle: rotate_half(x) = (−x₂, x₁), and it is *added* times sin")
         expect(np.allclose(np.linalg.norm(got, axis=1), np.linalg.norm(x, axis=1)),
                "a rotation keeps every vector's length; yours changes it")
         expect_close(got, want, f"rope(x, positions {pos.tolist()}, theta={theta:g})", rtol=1e-9, atol=1e-12)
-    passed("09.1", "q·k now depends on the positions only through their difference (Eq. 9.4)")
+    passed("09.1", "q·k now depends on the positions only through their difference (Eq. 9.5)")
 
 
 # ------------------------------------------------------------------ 09.2 causal attention backward
@@ -72,7 +72,7 @@ def check_causal_backward(fn) -> None:
 
 # ------------------------------------------------------------------ 09.3 RMSNorm backward
 def check_rmsnorm_backward(fn) -> None:
-    """fn(x, w, dy, eps) -> (dx, dw) for y = w ⊙ x / √(mean(x²) + ε) over the last axis (Eq. 9.2)."""
+    """fn(x, w, dy, eps) -> (dx, dw) for y = w ⊙ x / √(mean(x²) + ε) over the last axis (Eq. 9.3)."""
     rng = np.random.default_rng(2)
     for shape in ((4, 6), (2, 3, 5), (1, 8)):
         x, dy = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
@@ -96,7 +96,7 @@ def check_rmsnorm_backward(fn) -> None:
 
 # ------------------------------------------------------------------ 09.4 counting
 def check_llama_params(fn) -> None:
-    """fn(V, d, f, L, h, h_kv, tied) -> number of parameters of a Llama decoder (Eq. 9.14)."""
+    """fn(V, d, f, L, h, h_kv, tied) -> number of parameters of a Llama decoder (Eq. 9.15)."""
     cases = [(2048, 128, 384, 4, 4, 4, True), (2048, 256, 704, 5, 8, 4, True),
              (32000, 4096, 11008, 32, 32, 32, False), (100, 64, 128, 3, 8, 2, False)]
     for V, d, f, L, h, hkv, tied in cases:
