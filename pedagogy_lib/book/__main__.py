@@ -15,6 +15,7 @@ matplotlib.use("agg")  # a script, not a notebook: always headless
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from pedagogy_lib import book  # noqa: E402
 from pedagogy_lib.book import figures  # noqa: E402
@@ -32,7 +33,7 @@ def build(names) -> list:
     """Run the named builders on their stored results; each must return a Figure, which is
     written (``figures.save``) and closed. Only this command writes figures/."""
     paths = []
-    for name in names:
+    for name in tqdm(names, desc="figures", unit="fig", file=sys.stderr, disable=None):
         fig = figures.REGISTRY[name]()
         try:
             if not isinstance(fig, Figure):
