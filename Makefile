@@ -42,7 +42,7 @@ help:
 	@echo "make bench    the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps   rerun the chapters' long experiments (tests/bench/sweep_*.py, slow)"
 	@echo "make compare  chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
-	@echo "make pretrain chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (~20 min)"
+	@echo "make pretrain chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (~15 min)"
 	@echo "make clean    remove build/, $(STUDENT_DIR)/ and caches (keeps .venv)"
 
 $(PY):
