@@ -70,7 +70,7 @@ help:
 	@echo "make bench         the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps        rerun the chapters' long experiments (python -m pedagogy_lib.book.chNN.experiment, slow)"
 	@echo "make compare       chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
-	@echo "make pretrain      chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (slow)"
+	@echo "make pretrain      chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (≈ 15 min on 2 free cores)"
 	@echo "make browser       install a headless Chromium for the html check if none is found (root + apt-get only)"
 	@echo "make clean         remove build/, $(STUDENT_DIR)/ and caches (keeps $(VENV))"
 	@echo "variables: PYTHON=/path/to/python3.11  TORCH_PIP_ARGS='--index-url ...'  JOBS=N"

@@ -192,3 +192,13 @@ def test_family_loads_in_ours_and_transformers_alike(name):
     assert corpus.split_of("textwrap") == "heldout"
     assert_same_as_transformers(folder, lm_t, doc)
     assert_same_as_transformers(folder, lm_np, "The frobnicator yields quux values, or raises FooError.")
+
+
+def test_generate_stops_after_the_first_endoftext(tiny_dir):
+    lm = models.load_decoder(folder=tiny_dir)
+    prompt = np.array([5, 9, 2])
+    full = lm.generate(prompt, 6, stop_at_eos=False)
+    assert full.size == 9 and np.array_equal(full, lm.generate(prompt, 6)) == (lm.tokenizer.eos_id not in full[3:])
+    lm.tokenizer.eos_id = int(full[4])          # pretend the second new token is <|endoftext|>
+    first = 3 + int(np.flatnonzero(full[3:] == full[4])[0])
+    assert np.array_equal(lm.generate(prompt, 6), full[: first + 1])

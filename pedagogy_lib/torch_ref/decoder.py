@@ -48,11 +48,11 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(d, self.hkv * self.dh, bias=False)
         self.o_proj = nn.Linear(self.h * self.dh, d, bias=False)
 
-    def forward(self, x, pos0: int = 0, cache: dict | None = None):
+    def forward(self, x, pos0: int = 0, cache: dict | None = None, rope=None):
         B, T, _ = x.shape
         split = lambda t, n: t.view(B, T, n, self.dh).transpose(1, 2)  # noqa: E731
         pos = torch.arange(pos0, pos0 + T, device=x.device)
-        cos, sin = rope_tables(pos, self.dh, self.theta, x.dtype, x.device)
+        cos, sin = rope_tables(pos, self.dh, self.theta, x.dtype, x.device) if rope is None else rope
         q = split(self.q_proj(x), self.h)
         k = split(self.k_proj(x), self.hkv)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin   # Eq. 9.4
@@ -92,8 +92,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, h, pos0=0, cache=None):  # Eq. 9.1
-        h = h + self.self_attn(self.input_layernorm(h), pos0, cache)
+    def forward(self, h, pos0=0, cache=None, rope=None):  # Eq. 9.1
+        h = h + self.self_attn(self.input_layernorm(h), pos0, cache, rope)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -125,8 +125,11 @@ class Decoder(nn.Module):
             raise ValueError(f"{pos0 + ids.shape[1]} positions exceed the context of "
                              f"{self.config.max_position_embeddings}")
         h = self.model.embed_tokens(ids)
+        cfg = self.config   # one table of angles for all layers (Eq. 9.4)
+        rope = rope_tables(torch.arange(pos0, pos0 + ids.shape[1], device=ids.device), cfg.head_dim,
+                           cfg.rope_theta, h.dtype, h.device)
         for i, layer in enumerate(self.model.layers):
-            h = layer(h, pos0, None if cache is None else cache[i])
+            h = layer(h, pos0, None if cache is None else cache[i], rope)
         return self.model.norm(h) @ self.head_weight().T
 
     def new_cache(self) -> list:
