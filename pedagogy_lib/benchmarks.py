@@ -33,6 +33,7 @@ SOURCES = {  # results file → the benchmark that writes it
     "ch03_latency.json": "tests/bench/bench_adapters.py",
     "bench_quant.json": "tests/bench/bench_quant.py",
     "bench_qlora.json": "tests/bench/bench_qlora.py",
+    "bench_decoder.json": "tests/bench/bench_decoder.py",
 }
 ADAPTERS = ("houlsby", "pfeiffer", "parallel", "LoRA merged")
 
@@ -113,12 +114,20 @@ def memory_ratios(d: dict) -> dict:
             "tensor_peak_MB_qlora": round(d["results"]["qlora"]["tensor_peak_MB"], 1)}
 
 
+def decoder_ratios(d: dict) -> dict:
+    """Chapter 09: tokens/s of our torch twin and the NumPy reference ÷ transformers' Llama."""
+    keys = ("ours_over_transformers", "numpy_over_transformers", "numpy_over_ours")
+    return {name: {phase: {k: round(m[phase][k], 2) for k in keys} for phase in ("training", "generation")}
+            for name, m in d["models"].items()}
+
+
 def summarize(times: dict | None = None, results: Path = RESULTS) -> dict:
     """The summary document: the benchmarks' headline ratios (+ chapter times if given)."""
     out = {"lora_merge": lora_ratios(_read("ch02_latency.json", results)),
            "adapters": adapter_ratios(_read("ch03_latency.json", results)),
            "nf4_vs_bnb": quant_ratios(_read("bench_quant.json", results)),
            "memory": memory_ratios(_read("bench_qlora.json", results)),
+           "decoder": decoder_ratios(_read("bench_decoder.json", results)),
            "sources": dict(SOURCES),
            "machine": {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                        "platform": platform.machine(), "python": platform.python_version()}}
@@ -154,6 +163,11 @@ def table(s: dict) -> str:
     L.append(f"Training memory ÷ QLoRA's ({m['device']}; QLoRA tensor peak {m['tensor_peak_MB_qlora']} MB):")
     for k in ("tensor_peak_MB", "rss_train_peak_MB", "weights_MB", "step_s"):
         L.append(f"  {k:<18} full FT {m[k]['full']:.2f}  LoRA {m[k]['lora']:.2f}  QLoRA 1.00")
+    if "decoder" in s:
+        L.append("Decoder tokens/s (chapter 09; ÷ transformers' LlamaForCausalLM, one thread):")
+        for name, m in s["decoder"].items():
+            L.append(f"  {name:<10} " + "  ".join(f"{ph}: ours {m[ph]['ours_over_transformers']:.2f}, NumPy "
+                                                   f"{m[ph]['numpy_over_transformers']:.2f}" for ph in m))
     if "chapters" in s:
         L.append(f"Chapter execution (wall s, budget {s['budget_s']:.0f} s):")
         for name, c in s["chapters"].items():

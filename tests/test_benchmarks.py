@@ -30,8 +30,8 @@ def test_committed_summary_times_every_chapter():
         assert c["seconds"] > 0 and abs(c["of_budget"] - c["seconds"] / s["budget_s"]) < 1e-2
     # the summary's ratios are those of the files it was made from
     fresh = B.summarize(s["chapters"])
-    assert {k: fresh[k] for k in ("lora_merge", "adapters", "nf4_vs_bnb", "memory")} == \
-           {k: s[k] for k in ("lora_merge", "adapters", "nf4_vs_bnb", "memory")}
+    assert {k: fresh[k] for k in ("lora_merge", "adapters", "nf4_vs_bnb", "memory", "decoder")} == \
+           {k: s[k] for k in ("lora_merge", "adapters", "nf4_vs_bnb", "memory", "decoder")}
 
 
 def test_time_notebook(tmp_path):
