@@ -141,15 +141,19 @@ def save_adapter(model, directory, base_model_name_or_path: str | None = None,
         raise ValueError(f"save_adapter: {bad[:2]} contain NaN/inf; nothing was written")
     targets = describe_targets(layers, _all_linear_paths(backend, root))
     config = adapter_config(r, alpha, rslora, targets, base_model_name_or_path)
+    return _write_adapter(directory, tensors, config, "save_adapter")
+
+
+def _write_adapter(directory, tensors: dict, config: dict, caller: str) -> pathlib.Path:
+    """Both files are serialised in memory, then written to temporary names and renamed:
+    a failure anywhere leaves the directory as it was (never weights without a config)."""
     from safetensors.numpy import save
 
-    # Both files are serialised in memory, then written to temporary names and renamed:
-    # a failure anywhere leaves the directory as it was (never weights without a config).
     config_text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
     weights_bytes = save(tensors, metadata={"format": "pt"})
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"save_adapter: {directory} exists and is not a directory")
+        raise NotADirectoryError(f"{caller}: {directory} exists and is not a directory")
     write_atomically({directory / WEIGHTS_NAME: weights_bytes, directory / CONFIG_NAME: config_text})
     return directory
 
@@ -211,7 +215,13 @@ def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
 
 
 def read_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
-    """(checked config, {key: array}) of a peft adapter directory, touching no model."""
+    """(checked config, {key: array}) of a peft LoRA adapter directory, touching no model."""
+    return _read_dir(directory, check_config)
+
+
+def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
+    """(check(config), {key: array}) of a peft adapter directory, touching no model; the
+    config is read with bounded size and depth and the weights only with safetensors."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory")
@@ -224,7 +234,7 @@ def read_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
                 f"safe_serialization=True") if pickled else ""
         raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
     cfg = checks.read_json(cfg_path, max_bytes=1 << 20)  # size, depth, NaN bounded; path named
-    return check_config(cfg), _read_weights(w_path)
+    return check(cfg), _read_weights(w_path)
 
 
 def _plan(backend, root, cfg, weights) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -381,13 +391,7 @@ def save_ia3_adapter(model, directory, base_model_name_or_path: str | None = Non
     if not set(ff_names) <= set(targets):  # peft checks feedforward ⊆ targets as names
         targets = paths
     config = ia3_adapter_config(targets, ff_names, base_model_name_or_path)
-    from safetensors.numpy import save_file
-
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    return directory
+    return _write_adapter(directory, tensors, config, "save_ia3_adapter")
 
 
 def check_ia3_config(cfg) -> dict:
@@ -412,26 +416,6 @@ def check_ia3_config(cfg) -> dict:
     except (TypeError, ValueError) as e:
         raise ValueError(f"adapter_config.json: {e}") from None
     return {"target_modules": targets if isinstance(targets, str) else tuple(targets), "feedforward_modules": ff}
-
-
-def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
-    """(check(config), {key: array}) of a peft adapter directory, touching no model."""
-    directory = pathlib.Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory} is not a directory")
-    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}")
-    if not w_path.is_file():
-        pickled = [n for n in PICKLED_NAMES if (directory / n).exists()]
-        hint = (f"; {pickled[0]} is a pickle, which is never unpickled here: re-save it with "
-                f"safe_serialization=True") if pickled else ""
-        raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
-    return check(cfg), _read_weights(w_path)
 
 
 def read_ia3_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
