@@ -483,3 +483,26 @@ def test_save_refuses_what_peft_cannot_express(tmp_path):
     with pytest.raises(TypeError, match="dtype"):
         peft_io.save_ia3_adapter(bert, tmp_path, dtype=np.float16)
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- exercise 06.6
+def _merge_right(W, b, l, feedforward):
+    return (W * l[None, :], b) if feedforward else (W * l[:, None], b * l)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda W, b, l, ff: (W * l[:, None], b) if ff else _merge_right(W, b, l, ff), "COLUMNS"),
+    (lambda W, b, l, ff: _merge_right(W, b, l, ff) if ff else (W * l[None, :], b * l), "ROWS"),
+    (lambda W, b, l, ff: (W * l[None, :], b * l) if ff else _merge_right(W, b, l, ff), "b stays"),
+    (lambda W, b, l, ff: _merge_right(W, b, l, ff) if ff else (W * l[:, None], b), "scales the bias too"),
+    (lambda W, b, l, ff: None, "a pair"),
+    (lambda W, b, l, ff: (_merge_right(W, b, l, ff)[0] + 1e-3, _merge_right(W, b, l, ff)[1]), "differs"),
+])
+def test_exercise_merge_ia3_passes_the_merge_and_names_each_mistake(wrong, message, capsys):
+    from pedagogy_lib.book.ch06 import exercises as ex
+    from pedagogy_lib.book.exercises import NotYet
+
+    ex.check_merge_ia3(_merge_right)
+    assert "06.6 passed" in capsys.readouterr().out
+    with pytest.raises(NotYet, match=message):
+        ex.check_merge_ia3(wrong)

@@ -6,6 +6,8 @@ import numpy as np
 
 from pedagogy_lib import bitfit as BF
 from pedagogy_lib import counting as C
+from pedagogy_lib import ia3 as I3
+from pedagogy_lib import nn
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
@@ -122,6 +124,48 @@ def check_bitfit_shrinks(answer) -> None:
     passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
            "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "
            "BitFit leaves frozen, blunt the effect)")
+
+
+# ------------------------------------------------------------------ 06.6 folding IA³ into a Linear
+def _ia3_reference(W, b, l, feedforward):
+    """The library's merge (Eq. 6.9) on a Linear holding W and b."""
+    lin = nn.Linear(W.shape[1], W.shape[0], dtype=np.float64)
+    lin.p["weight"][...], lin.p["bias"][...] = W, b
+    layer = I3.IA3Linear(lin, feedforward)
+    layer.p["ia3_l"][...] = l
+    layer.merge()
+    return lin.p["weight"], lin.p["bias"]
+
+
+def check_merge_ia3(fn) -> None:
+    """fn(W, b, l, feedforward) -> (W', b'): the Linear y = x Wᵀ + b with IA³'s vector l folded
+    in (Eq. 6.9): on the output side W' = diag(l) W, b' = l ⊙ b; on the input side W' = W diag(l)."""
+    rng = np.random.default_rng(6)
+    for d_out, d_in in ((5, 5), (3, 7), (8, 4)):  # square first: a row/column mix-up keeps the shape
+        W, b = rng.standard_normal((d_out, d_in)), rng.standard_normal(d_out)
+        for ff in (False, True):
+            l = 1 + 0.5 * rng.standard_normal(d_in if ff else d_out)
+            call = f"merge_ia3(W {W.shape}, b, l {l.shape}, feedforward={ff})"
+            got = attempt(fn, W, b, l, ff)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise NotYet(f"{call} should return a pair (W', b'), got {type(got).__name__}")
+            want_W, want_b = _ia3_reference(W, b, l, ff)
+            expect_shape(got[0], W.shape, f"W' of {call}")
+            expect_shape(got[1], b.shape, f"b' of {call}")
+            gW, gb = np.asarray(got[0], np.float64), np.asarray(got[1], np.float64)
+            if ff and d_out == d_in and np.allclose(gW, W * l[:, None]):
+                raise NotYet(f"{call}: on the input side l multiplies x, so it scales the COLUMNS of W "
+                             "(W diag(l)), not its rows")
+            if not ff and d_out == d_in and np.allclose(gW, W * l[None, :]):
+                raise NotYet(f"{call}: on the output side l multiplies y, so it scales the ROWS of W "
+                             "(diag(l) W), not its columns")
+            if ff and d_out == d_in and np.allclose(gb, b * l):
+                raise NotYet(f"{call}: on the input side the bias is added after the scaling, so b stays as it is")
+            if not ff and np.allclose(gb, b):
+                raise NotYet(f"{call}: on the output side l ⊙ (x Wᵀ + b) scales the bias too: b' = l ⊙ b")
+            expect_close(gW, want_W, f"W' of {call}", rtol=1e-10, atol=1e-12)
+            expect_close(gb, want_b, f"b' of {call}", rtol=1e-10, atol=1e-12)
+    passed("06.6", "a merged IA³ model is the plain model with rescaled rows and columns: no cost at inference")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

@@ -142,7 +142,8 @@ WHERE = {
     "Very large base (>10B), many tasks": [
         ("05_prompt_tuning.ipynb", "5. Experiment: prompt tuning on a 22.7M-parameter model")],
     "Need zero inference overhead": [("02_lora.ipynb", "5. Merged: bit for bit?"),
-                                     ("03_adapters.ipynb", "5. What adapters cost at inference")],
+                                     ("03_adapters.ipynb", "5. What adapters cost at inference"),
+                                     ("06_bitfit.ipynb", "8. IA³: learn a scale instead of a shift")],
     "Few-shot / few-thousand examples": [("06_bitfit.ipynb", "6. The learning curve"),
                                          ("04_prefix_tuning.ipynb",
                                           "5. Experiment: prefix length, and is direct optimisation unstable?")],
@@ -186,8 +187,9 @@ def guide(results: dict | None = None) -> list[dict]:
                        evidence="needs a decoder / a >10B model; the linked sections show what we can test")
         elif test == "latency":
             lat, noise = m["lora_qv"]["latency_ratio"], latency_noise(res)
+            also = f"; merged IA³ {m['ia3']['latency_ratio']:.3f}x" if "ia3" in m else ""
             row = dict(status="kept" if lat - 1 <= max(0.05, noise) else "changed",
-                       evidence=f"merged LoRA forward time {lat:.3f}x the plain model's, noise floor "
+                       evidence=f"merged LoRA forward time {lat:.3f}x the plain model's{also}, noise floor "
                                 f"±{noise:.3f} (batch 32, ch08 results)")
         elif test == "qlora":  # does the arithmetic of chapter 07 fit 33B in 24 GB and 65B in 48 GB?
             from pedagogy_lib import counting as C

@@ -47,6 +47,7 @@ ARMS = arms(
     Arm("prompt", "prompt", note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),
     Arm("ptuning_v2", "ptuning_v2", note="m=10 per-layer keys/values, no reparameterisation"),
     Arm("bitfit", "bitfit", note="biases + LayerNorm β"),
+    Arm("ia3", "ia3", note="l_k, l_v and l_ff (FFN hidden), started at 1"),
     Arm("qlora", "qlora", note="NF4+DQ base (bitsandbytes Linear4bit), LoRA r=8 on W_q, W_v"),
 )
 
