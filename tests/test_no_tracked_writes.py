@@ -54,7 +54,7 @@ def _digest(folder: pathlib.Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_figure_builders_only_plot_stored_results(monkeypatch):
+def test_figure_builders_only_plot_stored_results(monkeypatch, tmp_path):
     import matplotlib
 
     matplotlib.use("agg")
@@ -69,8 +69,11 @@ def test_figure_builders_only_plot_stored_results(monkeypatch):
     before = {d: _digest(ROOT / d) for d in ("chapters/results", "figures")}
     book_main.load_chapter_modules()
     monkeypatch.setattr(figures, "save", refuse)
+    # a builder that imported `save` by name escapes the patch above, but not this one:
+    monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     for name in sorted(figures.REGISTRY):
         fig = figures.REGISTRY[name]()
         assert isinstance(fig, matplotlib.figure.Figure), name
         plt.close(fig)
+        assert list(tmp_path.iterdir()) == [], f"figure builder {name!r} saved a file"
     assert {d: _digest(ROOT / d) for d in before} == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book.figures import register, save
+from pedagogy_lib.book.figures import register
 
 COLOURS = {"stdlib-1m": "C0", "stdlib-4m": "C3"}
 
@@ -39,7 +39,6 @@ def pretraining(logs: dict | None = None, base: dict | None = None) -> Figure:
     ax.set_xlabel("training tokens")
     ax.set_ylabel("cross-entropy (nats per token)")
     ax.legend(fontsize=7)
-    save(fig, "09_pretraining")
     return fig
 
 
@@ -60,5 +59,4 @@ def prenorm(profile: dict | None = None) -> Figure:
     b.set_ylabel("‖∂L/∂input‖, relative to the last block")
     b.set_yscale("log")
     a.legend(fontsize=8)
-    save(fig, "09_prenorm")
     return fig
