@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..decoder import DecoderConfig
+from .encoder import load_numpy_weights
 
 
 class RMSNorm(nn.Module):
@@ -165,8 +166,5 @@ def build_decoder(cfg: DecoderConfig, weights: dict[str, np.ndarray] | None = No
     """The torch decoder in ``dtype`` with NumPy weights loaded by name (strict)."""
     model = Decoder(cfg).to(dtype=dtype)
     if weights is not None:
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"weights do not fit the decoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_numpy_weights(model, weights, "decoder")
     return model.to(device=device)

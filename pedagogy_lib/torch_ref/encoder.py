@@ -154,11 +154,17 @@ def build_encoder(cfg: BertConfig, weights: dict[str, np.ndarray] | None = None,
     The dtype comes first, so float64 weights arrive in a float64 model unrounded."""
     model = BertEncoder(cfg).to(dtype=dtype)
     if weights is not None:
-        state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"weights do not fit the encoder: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        load_numpy_weights(model, weights, "encoder")
     return model.to(device=device or default_device())
+
+
+def load_numpy_weights(model: nn.Module, weights: dict[str, np.ndarray], what: str) -> nn.Module:
+    """Copy {name: NumPy array} into ``model`` by name, refusing a missing or an extra key."""
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise KeyError(f"weights do not fit the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model
 
 
 def load_minilm_torch(dtype=None, device=None) -> MiniLM:
