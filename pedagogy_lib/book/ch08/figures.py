@@ -1,4 +1,6 @@
 """Chapter 08 figure: our bubble chart beside the LoRA paper's (RoBERTa-base, GLUE average)."""
+import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch08 import experiment as compare
@@ -22,11 +24,24 @@ def paper_points() -> dict[str, tuple[float, float]]:
 
 
 def our_points(res: dict) -> dict[str, tuple[float, float, float, float]]:
-    """{method: (trainable %, mean test accuracy in %, std in %, training-state MB)}."""
-    out = {}
-    for name, r in res["methods"].items():
-        pct = max(r["pct"], 1e-4)  # the probe trains 0 encoder parameters: draw it at the axis floor
-        out[name] = (pct, 100 * r["mean"], 100 * r["std"], r["memory"]["total"] / 1e6)
+    """{method: (trainable %, mean test accuracy in %, sd over seeds in %, training-state MB)}.
+    The probe trains no encoder parameter, so it has no place on a log axis: it is drawn as
+    a line (``bubbles``), not given a made-up x."""
+    return {name: (r["pct"], 100 * r["mean"], 100 * r["std"], r["memory"]["total"] / 1e6)
+            for name, r in res["methods"].items()}
+
+
+BUBBLE_PT2_PER_MAX = 900  # marker area (points²) of the method with the most training memory
+LABEL_OFFSETS = ((6, 5), (6, -12), (-14, 9), (-14, -16))  # cycled when labels would collide
+
+
+def _label_offsets(points: dict) -> dict:
+    """A text offset per point, so names of points that sit close together do not overprint."""
+    out, placed = {}, []
+    for name, (x, y) in sorted(points.items(), key=lambda kv: (kv[1][0], kv[1][1])):
+        near = sum(1 for (px, py) in placed if abs(np.log10(x / px)) < 0.25 and abs(y - py) < 0.8)
+        out[name] = LABEL_OFFSETS[near % len(LABEL_OFFSETS)]
+        placed.append((x, y))
     return out
 
 
@@ -36,18 +51,28 @@ def bubbles(res: dict | None = None) -> Figure:
     ours = our_points(res)
     fig = Figure(figsize=(12, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
-    mem = [v[3] for v in ours.values()]
+    top = max(v[3] for v in ours.values())
+    placed = {n: (x, y) for n, (x, y, s, mb) in ours.items() if x > 0}
+    offsets = _label_offsets(placed)
+    colours = matplotlib.colormaps["tab20"]
     for i, (name, (x, y, s, mb)) in enumerate(sorted(ours.items())):
-        size = 40 + 400 * (mb - min(mem)) / max(1e-9, max(mem) - min(mem))
-        left.scatter([x], [y], s=size, alpha=0.55, color=f"C{i % 10}", edgecolor="k", lw=0.5)
+        if x <= 0:  # the frozen probe: a line at its accuracy, with its sd as a band
+            left.axhline(y, color="0.4", ls="--", lw=0.9)
+            left.axhspan(y - s, y + s, color="0.85", alpha=0.5, lw=0)
+            left.annotate(f"{name} (0 encoder parameters)", (0.01, y), xycoords=("axes fraction", "data"),
+                          textcoords="offset points", xytext=(0, 3), fontsize=8, color="0.3")
+            continue
+        # area exactly proportional to memory: s is an area in points²
+        left.scatter([x], [y], s=BUBBLE_PT2_PER_MAX * mb / top, alpha=0.6, color=colours(i % 20),
+                     edgecolor="k", lw=0.5)
         left.errorbar([x], [y], yerr=[s], color="k", lw=0.8, capsize=2)
-        left.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        left.annotate(name, (x, y), textcoords="offset points", xytext=offsets[name], fontsize=8)
     left.set_xscale("log")
     left.set_xlabel("trainable parameters, % of MiniLM (log; head excluded)")
-    left.set_ylabel("VADER polarity test accuracy, % (mean ± std over seeds)")
+    left.set_ylabel("VADER polarity test accuracy, % (mean; bars: ± sd over seeds)")
     b = res["budget"]
     left.set_title(f"Ours: MiniLM-L6, {b['n_train']} training words, {len(b['seeds'])} seed(s)\n"
-                   "bubble area ∝ training-state memory", fontsize=9)
+                   f"bubble area ∝ training-state memory (largest: {top:.0f} MB)", fontsize=9)
     for name, (x, y) in paper_points().items():
         right.scatter([x], [y], s=120, alpha=0.6, edgecolor="k", lw=0.5)
         right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
