@@ -14,7 +14,7 @@ LIB = ROOT / "pedagogy_lib"
 
 # floor 0 is the ground: bottom to top, as in DESIGN.md
 FLOORS = [
-    {"nn", "quant", "checks", "counting", "gradcheck", "show", "results", "stats"},
+    {"nn", "quant", "checks", "counting", "gradcheck", "show", "results", "stats", "scaling"},
     {"lowrank", "lora", "adapters", "prefix", "prompt", "bitfit", "ia3", "decoder", "bert"},
     {"models", "data", "checkpoint", "corpus", "bpe", "decoder_io"},
     {"torch_ref", "peft_io", "export"},

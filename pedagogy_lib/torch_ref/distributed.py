@@ -1,0 +1,421 @@
+"""Data parallelism (DDP) and sharding (FSDP2) of the chapter-09 decoder with PEFT, on torch.distributed.
+
+Chapter 11. Every rank loads ``LlamaForCausalLM`` from a shipped checkpoint, adds a peft method
+("full", "lora", "ia3"), and trains on its slice of one global batch. ``launch`` starts the ranks
+with ``torch.multiprocessing`` (spawn), gives every collective a timeout
+(``init_process_group(timeout=...)``), stops every rank when one fails, and returns what each
+rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GPUs.
+
+  ddp        DistributedDataParallel; a comm hook counts the bytes handed to all-reduce (Eq. 11.1)
+  fsdp       FSDP2 ``fully_shard`` per decoder layer, then the root (ZeRO-3, Eq. 11.3); per-rank
+             bytes of weights, gradients and AdamW state, local shard against the whole tensor
+  allreduce  all-reduce timings at several sizes, for α and β of Eq. 11.5
+  qlora_fsdp bitsandbytes 4-bit linears under ``fully_shard`` (reports the failure if it fails)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+import warnings
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+METHODS = ("full", "lora", "ia3")
+LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+IA3 = dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+
+
+# ------------------------------------------------------------------ the model and the batch
+IMPLS = ("twin", "peft")
+
+
+def load_model(method: str, checkpoint: str = "stdlib-1m", seed: int = 0, impl: str = "twin",
+               quantize: bool = False):
+    """The decoder from ``checkpoint`` in fp32 with ``method`` on top, the same on every rank.
+
+    impl "twin": our torch twin (chapter 09) with our LoRA / IA³ layers (chapters 02, 06) — it
+    imports in a second, so the tests and the chapter's live runs use it; "peft":
+    ``transformers.LlamaForCausalLM`` with HF peft — the production path, ``quantize`` for QLoRA."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+    if impl == "twin":
+        if quantize:
+            raise ValueError("quantize needs impl='peft' (bitsandbytes' Linear4bit)")
+        from ..models import load_decoder
+        from .ia3 import attach_ia3
+        from .lora import attach_lora
+
+        model = load_decoder(checkpoint, backend="torch").net.train()
+        if method == "lora":
+            attach_lora(model, targets=tuple(LORA["target_modules"]), r=LORA["r"], alpha=LORA["lora_alpha"], seed=seed)
+        elif method == "ia3":
+            attach_ia3(model, targets=tuple(IA3["target_modules"]), feedforward=tuple(IA3["feedforward_modules"]))
+        return model
+    return _load_peft(method, checkpoint, seed, quantize)
+
+
+def _load_peft(method: str, checkpoint: str, seed: int, quantize: bool):
+    import transformers
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    from ..decoder_io import checkpoint_dir
+
+    transformers.logging.set_verbosity_error()
+    kw = {}
+    if quantize:   # NF4 storage packed into a float dtype, so that FSDP can flatten and shard it
+        kw["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_quant_storage=torch.float32)
+    model = transformers.LlamaForCausalLM.from_pretrained(str(checkpoint_dir(checkpoint)), dtype=torch.float32, **kw)
+    torch.manual_seed(seed)   # peft draws LoRA's A from torch's generator
+    if method == "lora":
+        model = get_peft_model(model, LoraConfig(**LORA))
+    elif method == "ia3":
+        model = get_peft_model(model, IA3Config(**IA3))
+    return model
+
+
+def make_batch(batch_size: int, seq_len: int, checkpoint: str = "stdlib-1m", seed: int = 0) -> np.ndarray:
+    """(batch_size, seq_len + 1) token ids: blocks cut from the tokenised language reference
+    (``pydoc_data.topics``, which ships with Python) at seeded offsets."""
+    from pydoc_data.topics import topics
+
+    from ..bpe import DecoderTokenizer
+    from ..decoder_io import checkpoint_dir
+
+    tok = DecoderTokenizer.from_file(checkpoint_dir(checkpoint) / "tokenizer.json")
+    stream = tok.stream([topics[k] for k in sorted(topics)[:40]])
+    starts = np.random.default_rng(seed).integers(0, stream.size - seq_len - 1, batch_size)
+    return np.stack([stream[s:s + seq_len + 1] for s in starts]).astype(np.int64)
+
+
+def shard_of(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """Rank r's rows: r·B/N … (r+1)·B/N (equal shards, so the mean of shard means is the batch mean)."""
+    if batch.shape[0] % world:
+        raise ValueError(f"world size {world} does not divide the batch of {batch.shape[0]} rows: "
+                         f"every rank needs the same number of rows for DDP's average to equal the batch's")
+    n = batch.shape[0] // world
+    return batch[rank * n:(rank + 1) * n]
+
+
+def loss_of(model, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (Eq. 9.10) over every position."""
+    out = model(ids[:, :-1])
+    logits = out if isinstance(out, torch.Tensor) else out.logits
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    """Trainable parameters by name; under FSDP the whole (gathered) tensor."""
+    out = {}
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            t = p.full_tensor() if hasattr(p, "full_tensor") else p
+            out[n.replace("module.", "", 1) if n.startswith("module.") else n] = t.detach().clone()
+    return out
+
+
+def reference_run(method: str, batch: np.ndarray, steps: int = 3, lr: float = 1e-3, seed: int = 0,
+                  checkpoint: str = "stdlib-1m", impl: str = "twin") -> dict:
+    """One process, the whole batch: the result DDP and FSDP must reproduce."""
+    model = load_model(method, checkpoint, seed, impl)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ids, losses = torch.from_numpy(batch), []
+    for _ in range(steps):
+        loss = loss_of(model, ids)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": {k: v.numpy() for k, v in trainable(model).items()}}
+
+
+# ------------------------------------------------------------------ the tasks (one call per rank)
+def _counting_hook(state: dict, bucket):
+    """DDP comm hook: Eq. 11.1 measured — the bytes of every bucket handed to all-reduce."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    buf = bucket.buffer()
+    state["bytes"] += buf.numel() * buf.element_size()
+    state["buckets"] += 1
+    return default_hooks.allreduce_hook(None, bucket)
+
+
+def _maybe_fail(rank: int, step: int, fail: dict | None):
+    """Fault injection for the tests: rank ``fail['rank']`` exits (or hangs) at ``fail['step']``."""
+    if fail and fail["rank"] == rank and fail["step"] == step:
+        if fail.get("how") == "hang":
+            time.sleep(3600)
+        os._exit(int(fail.get("code", 3)))
+
+
+def task_ddp(rank, world, method, batch, steps=3, lr=1e-3, seed=0, checkpoint="stdlib-1m", impl="twin",
+             fail=None, outdir=None, timing_reps=0):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = load_model(method, checkpoint, seed, impl)
+    ddp = DDP(model)
+    state = {"bytes": 0, "buckets": 0}
+    ddp.register_comm_hook(state, _counting_hook)
+    opt = torch.optim.AdamW([p for p in ddp.parameters() if p.requires_grad], lr=lr)
+    ids = torch.from_numpy(shard_of(batch, rank, world))
+    losses, per_step = [], []
+    for step in range(steps):
+        _maybe_fail(rank, step, fail)
+        before = state["bytes"]
+        loss = loss_of(ddp, ids)
+        opt.zero_grad()
+        loss.backward()           # the hook all-reduces (and averages) every bucket here
+        opt.step()
+        per_step.append(state["bytes"] - before)
+        local = loss.detach().clone()
+        dist.all_reduce(local)    # the batch's loss = mean of the equal shards' losses
+        losses.append(local.item() / world)
+    out = {"rank": rank, "world": world, "method": method, "losses": losses, "bytes_per_step": per_step,
+           "buckets_per_step": state["buckets"] / steps,
+           "n_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+           "n_params": sum(p.numel() for p in model.parameters())}
+    if timing_reps:
+        out |= _time_step(ddp, ids, opt, timing_reps)
+    if rank == 0 and outdir:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in trainable(model).items()}, str(Path(outdir) / "params.safetensors"))
+    return out
+
+
+def _time_step(ddp, ids, opt, reps: int) -> dict:
+    """Seconds for forward+backward without gradient sync (``no_sync``) and with it."""
+    def timed(sync: bool) -> float:
+        ts = []
+        for _ in range(reps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            if sync:
+                loss_of(ddp, ids).backward()
+            else:
+                with ddp.no_sync():
+                    loss_of(ddp, ids).backward()
+            ts.append(time.perf_counter() - t0)
+            opt.zero_grad()
+        return float(np.median(ts))
+
+    return {"t_compute": timed(False), "t_step": timed(True)}
+
+
+def task_allreduce(rank, world, sizes=(2**10, 2**14, 2**18, 2**20), reps=5):
+    """Median seconds of a float32 all-reduce of each size (bytes), for Eq. 11.5's α and β."""
+    out = []
+    for nbytes in sizes:
+        x = torch.ones(nbytes // 4)
+        ts = []
+        for _ in range(reps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(x)
+            ts.append(time.perf_counter() - t0)
+        out.append(float(np.median(ts)))
+    return {"rank": rank, "sizes": list(sizes), "seconds": out}
+
+
+def _local_bytes(t) -> int:
+    t = t.to_local() if hasattr(t, "to_local") else t
+    return t.numel() * t.element_size()
+
+
+def _full_bytes(t) -> int:
+    return t.numel() * t.element_size()   # a DTensor's numel is the whole tensor's
+
+
+def shard_per_layer(model):
+    """FSDP2: one ``fully_shard`` unit per decoder layer, then the root (embeddings, norm, head)."""
+    from torch.distributed.fsdp import fully_shard
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model   # under peft's wrapper
+    layers = inner.model.layers
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def task_fsdp(rank, world, method, batch, steps=2, lr=1e-3, seed=0, checkpoint="stdlib-1m", impl="twin",
+              outdir=None, quantize=False):
+    model = shard_per_layer(load_model(method, checkpoint, seed, impl, quantize=quantize))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    ids = torch.from_numpy(shard_of(batch, rank, world))
+    losses = []
+    for _ in range(steps):
+        loss = loss_of(model, ids)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        local = loss.detach().clone()
+        dist.all_reduce(local)
+        losses.append(local.item() / world)
+    ps = list(model.parameters())
+    mem = {"weights_frozen": sum(_local_bytes(p) for p in ps if not p.requires_grad),
+           "weights_trainable": sum(_local_bytes(p) for p in ps if p.requires_grad),
+           "grads": sum(_local_bytes(p.grad) for p in ps if p.grad is not None),
+           "optim": sum(_local_bytes(v) for s in opt.state.values() for k, v in s.items() if k != "step")}
+    whole = {"weights_frozen": sum(_full_bytes(p) for p in ps if not p.requires_grad),
+             "weights_trainable": sum(_full_bytes(p) for p in ps if p.requires_grad),
+             "grads": sum(_full_bytes(p.grad) for p in ps if p.grad is not None),
+             "optim": sum(_full_bytes(v) for s in opt.state.values() for k, v in s.items() if k != "step")}
+    out = {"rank": rank, "world": world, "method": method, "losses": losses, "per_rank": mem, "whole": whole,
+           "n_trainable": sum(p.numel() for p in ps if p.requires_grad), "n_params": sum(p.numel() for p in ps)}
+    params = trainable(model)   # a collective (full_tensor): every rank takes part
+    if rank == 0 and outdir:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in params.items()}, str(Path(outdir) / "params.safetensors"))
+    return out
+
+
+def task_qlora_fsdp(rank, world, batch, checkpoint="stdlib-1m", seed=0):
+    """LoRA on bitsandbytes 4-bit linears (quant_storage fp32) under fully_shard: what happens."""
+    try:
+        out = task_fsdp(rank, world, "lora", batch, steps=1, seed=seed, checkpoint=checkpoint, impl="peft",
+                        quantize=True)
+        return {"rank": rank, "ok": True} | out
+    except Exception as e:   # noqa: BLE001 — the chapter shows the exact failure
+        return {"rank": rank, "ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+
+
+TASKS = {"ddp": task_ddp, "fsdp": task_fsdp, "allreduce": task_allreduce, "qlora_fsdp": task_qlora_fsdp}
+
+
+# ------------------------------------------------------------------ launching
+def _entry(rank, world, backend, port, timeout_s, task, kw, outdir):
+    """One rank (spawned): join the group with a timeout on every collective, run, write JSON."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+    try:
+        out = TASKS[task](rank, world, **kw, **({"outdir": outdir} if task in ("ddp", "fsdp") else {}))
+        (Path(outdir) / f"rank{rank}.json").write_text(json.dumps(out))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"port must be an int in 1..65535, got {port!r}")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise OSError(f"port {port} on 127.0.0.1 is in use: rank 0's rendezvous store cannot listen "
+                          f"there; pass another port or port=None for a free one") from None
+    return port
+
+
+def check_backend(backend: str) -> str:
+    if backend not in ("gloo", "nccl", "mpi", "ucc", "xccl"):
+        raise ValueError(f"unknown backend {backend!r}; torch.distributed has gloo, nccl, mpi, ucc, xccl")
+    if not dist.is_available() or not dist.is_backend_available(backend):
+        raise RuntimeError(f"backend {backend!r} is not available in this torch build"
+                           + (" (NCCL needs a CUDA build and GPUs; use gloo on CPU)" if backend == "nccl" else ""))
+    if backend == "nccl" and torch.cuda.device_count() < 1:
+        raise RuntimeError("backend 'nccl' needs GPUs; none is visible (use gloo on CPU)")
+    return backend
+
+
+def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: float = 60, port: int | None = None,
+           **kw) -> dict:
+    """Run ``TASKS[task]`` on ``world_size`` spawned ranks; {"ranks": [per-rank dicts], "params": …}.
+
+    Every collective times out after ``timeout_s`` s and the whole run after 3·timeout_s + 60 s;
+    when a rank fails or the run times out, every rank still alive is terminated (then killed)
+    before the error is raised, so no process is left behind."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
+    if "batch" in kw:
+        shard_of(np.asarray(kw["batch"]), 0, world_size)   # refuse before starting anything
+    check_backend(backend)
+    port = free_port() if port is None else check_port(port)
+    with tempfile.TemporaryDirectory(prefix="ch11-") as d:
+        logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)   # we raise our own error
+        ctx = mp.start_processes(_entry, args=(world_size, backend, port, timeout_s, task, kw, d),
+                                 nprocs=world_size, join=False, start_method="spawn")
+        launch.last_pids = ctx.pids()
+        deadline = time.monotonic() + 3 * timeout_s + 60
+        try:
+            while not ctx.join(timeout=0.2, grace_period=1.0):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{task} on {world_size} ranks did not finish in {3 * timeout_s + 60:.0f} s")
+        except mp.ProcessExitedException as e:
+            raise RuntimeError(f"rank {e.error_index} died (exit code {e.exit_code}) during {task!r}; "
+                               f"the other ranks were stopped") from None
+        except mp.ProcessRaisedException as e:
+            last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
+            raise RuntimeError(f"rank {e.error_index} raised during {task!r}: {last}") from None
+        finally:
+            _stop(ctx)
+        out = {"ranks": [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(world_size)]}
+        if (Path(d) / "params.safetensors").exists():
+            from safetensors.numpy import load_file
+            out["params"] = load_file(str(Path(d) / "params.safetensors"))
+    return out
+
+
+launch.last_pids = []
+
+
+def _stop(ctx):
+    for p in ctx.processes:
+        if p.is_alive():
+            p.terminate()
+    for p in ctx.processes:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+# ------------------------------------------------------------------ torchrun (GPUs: NCCL)
+def main(argv=None) -> int:
+    """``torchrun --nproc_per_node N -m pedagogy_lib.torch_ref.distributed --task ddp --backend nccl``."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", choices=["ddp", "fsdp"], default="ddp")
+    ap.add_argument("--method", choices=METHODS, default="lora")
+    ap.add_argument("--backend", default="nccl" if torch.cuda.is_available() else "gloo")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=64)
+    ap.add_argument("--timeout", type=float, default=120)
+    a = ap.parse_args(argv)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if a.backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.set_default_device("cuda")
+    dist.init_process_group(check_backend(a.backend), timeout=timedelta(seconds=a.timeout))
+    try:
+        batch = make_batch(a.batch_size, a.seq_len)
+        out = TASKS[a.task](rank, world, a.method, batch)
+        print(json.dumps({k: v for k, v in out.items() if k != "losses"} | {"losses": out["losses"]}))
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
