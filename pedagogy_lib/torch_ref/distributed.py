@@ -189,9 +189,7 @@ def task_ddp(rank, world, method, batch, steps=3, lr=1e-3, seed=0, checkpoint="s
            "n_params": sum(p.numel() for p in model.parameters())}
     if timing_reps:
         out |= _time_step(ddp, ids, opt, timing_reps)
-    if rank == 0 and outdir:
-        from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in trainable(model).items()}, str(Path(outdir) / "params.safetensors"))
+    _save(outdir, f"ddp-{method}", trainable(model), rank)
     return out
 
 
@@ -275,11 +273,21 @@ def task_fsdp(rank, world, method, batch, steps=2, lr=1e-3, seed=0, checkpoint="
              "optim": sum(_full_bytes(v) for s in opt.state.values() for k, v in s.items() if k != "step")}
     out = {"rank": rank, "world": world, "method": method, "losses": losses, "per_rank": mem, "whole": whole,
            "n_trainable": sum(p.numel() for p in ps if p.requires_grad), "n_params": sum(p.numel() for p in ps)}
-    params = trainable(model)   # a collective (full_tensor): every rank takes part
+    _save(outdir, f"fsdp-{method}", trainable(model), rank)   # full_tensor: a collective, every rank joins
+    return out
+
+
+def _save(outdir, name: str, tensors: dict, rank: int):
+    """Rank 0 writes the trainable parameters (safetensors) for ``launch`` to read back."""
     if rank == 0 and outdir:
         from safetensors.torch import save_file
-        save_file({k: v.contiguous() for k, v in params.items()}, str(Path(outdir) / "params.safetensors"))
-    return out
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(Path(outdir) / f"{name}.safetensors"))
+
+
+def task_tour(rank, world, batch, steps=3, outdir=None, ddp_methods=METHODS, fsdp_methods=("full", "lora")):
+    """The chapter's live run, in one process group: DDP for each method, then FSDP2."""
+    return {"ddp": [task_ddp(rank, world, m, batch, steps=steps, outdir=outdir) for m in ddp_methods],
+            "fsdp": [task_fsdp(rank, world, m, batch, steps=steps, outdir=outdir) for m in fsdp_methods]}
 
 
 def task_qlora_fsdp(rank, world, batch, checkpoint="stdlib-1m", seed=0):
@@ -292,7 +300,8 @@ def task_qlora_fsdp(rank, world, batch, checkpoint="stdlib-1m", seed=0):
         return {"rank": rank, "ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
 
 
-TASKS = {"ddp": task_ddp, "fsdp": task_fsdp, "allreduce": task_allreduce, "qlora_fsdp": task_qlora_fsdp}
+TASKS = {"ddp": task_ddp, "fsdp": task_fsdp, "allreduce": task_allreduce, "qlora_fsdp": task_qlora_fsdp,
+         "tour": task_tour}
 
 
 # ------------------------------------------------------------------ launching
@@ -303,7 +312,7 @@ def _entry(rank, world, backend, port, timeout_s, task, kw, outdir):
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
     try:
-        out = TASKS[task](rank, world, **kw, **({"outdir": outdir} if task in ("ddp", "fsdp") else {}))
+        out = TASKS[task](rank, world, **kw, **({"outdir": outdir} if task in ("ddp", "fsdp", "tour") else {}))
         (Path(outdir) / f"rank{rank}.json").write_text(json.dumps(out))
     finally:
         dist.destroy_process_group()
@@ -340,7 +349,8 @@ def check_backend(backend: str) -> str:
 
 def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: float = 60, port: int | None = None,
            **kw) -> dict:
-    """Run ``TASKS[task]`` on ``world_size`` spawned ranks; {"ranks": [per-rank dicts], "params": …}.
+    """Run ``TASKS[task]`` on ``world_size`` spawned ranks: {"ranks": [what each rank returned],
+    "params": {"ddp-lora": {name: array}, …}} (rank 0's trainable parameters after training).
 
     Every collective times out after ``timeout_s`` s and the whole run after 3·timeout_s + 60 s;
     when a rank fails or the run times out, every rank still alive is terminated (then killed)
@@ -372,9 +382,8 @@ def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: flo
         finally:
             _stop(ctx)
         out = {"ranks": [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(world_size)]}
-        if (Path(d) / "params.safetensors").exists():
-            from safetensors.numpy import load_file
-            out["params"] = load_file(str(Path(d) / "params.safetensors"))
+        from safetensors.numpy import load_file
+        out["params"] = {f.stem: load_file(str(f)) for f in sorted(Path(d).glob("*.safetensors"))}
     return out
 
 
