@@ -53,7 +53,7 @@ RUN_ENV := $(TOOL_ENV) OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(OFFLINE)
 NBCONVERT := $(PY) -m jupyter nbconvert --to notebook
 
 .PHONY: help setup book test browser figures student student-copies lab html html-student \
-	html-site bench sweeps compare pretrain clean
+	html-site bench sweeps compare pretrain distributed-gpu clean
 .DEFAULT_GOAL := help
 
 help:
@@ -69,6 +69,7 @@ help:
 	@echo "                   LAB_PORT=$(LAB_PORT), LAB_ARGS='...' pass options to jupyter lab"
 	@echo "make bench         the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps        rerun the chapters' long experiments (python -m pedagogy_lib.book.chNN.experiment, slow)"
+	@echo "make distributed-gpu  chapter 11's DDP/FSDP2 run with NCCL on NGPUS=$(NGPUS) GPUs (torchrun; DIST_ARGS='--task fsdp --method full')"
 	@echo "make compare       chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
 	@echo "make pretrain      chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (≈ 15 min on 2 free cores)"
 	@echo "make browser       install a headless Chromium for the html check if none is found (root + apt-get only)"
@@ -185,7 +186,8 @@ html-site:
 
 # One experiment per chapter room (chapter 08's is `make compare`); each writes its results
 # under chapters/results/, which the chapters and `make figures` then only read.
-SWEEPS := $(sort $(patsubst pedagogy_lib/book/%/experiment.py,%,$(wildcard pedagogy_lib/book/ch0[1-7]/experiment.py)))
+# Chapter 08's experiment is `make compare`, so it is left out here.
+SWEEPS := $(filter-out ch08,$(sort $(patsubst pedagogy_lib/book/%/experiment.py,%,$(wildcard pedagogy_lib/book/ch[0-9][0-9]/experiment.py))))
 
 sweeps: setup
 	@set -e; for ch in $(SWEEPS); do \
@@ -193,6 +195,14 @@ sweeps: setup
 
 compare: setup
 	$(RUN_ENV) $(PY) -m pedagogy_lib.book.ch08.experiment --jobs $(JOBS)
+
+# Chapter 11's two-process runs on real GPUs with NCCL (never needed for the book or its tests):
+# one torchrun rank per GPU, DDP or FSDP2 over the chapter-09 decoder with peft; rank 0 prints JSON.
+NGPUS ?= 2
+DIST_ARGS ?= --task ddp --method lora
+distributed-gpu: setup
+	$(OFFLINE) $(VENV)/bin/torchrun --standalone --nproc_per_node $(NGPUS) -m pedagogy_lib.torch_ref.distributed \
+		--backend nccl $(DIST_ARGS)
 
 # Each benchmark writes its ratios under chapters/results/; then every chapter is executed
 # (one at a time) and timed, and all of it is summarised in chapters/results/bench_summary.json.

@@ -160,3 +160,11 @@ def max_params_qlora(n_gpus: int, gpu_gb: float, overhead_gb: float, bytes_per_p
     if free <= 0:
         raise ValueError(f"overhead {overhead_gb} GB leaves nothing of a {gpu_gb} GB GPU")
     return n * free * C.GB / _bytes(bytes_per_param, "bytes_per_param")
+
+
+def family() -> dict:
+    """The LLaMA sizes the chapter's figure and exercise 11.3 use: {name: llama_counts(...)}."""
+    out = {s.name: llama_counts(s.vocab, s.hidden, s.layers, s.heads, s.heads, s.ffn, tied=False, name=s.name)
+           for s in (C.LLAMA_7B, C.LLAMA_13B, C.LLAMA_33B, C.LLAMA_65B)}
+    out[LLAMA2_70B["name"]] = llama_counts(**LLAMA2_70B)
+    return out

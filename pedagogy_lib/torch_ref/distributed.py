@@ -123,7 +123,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
     for n, p in model.named_parameters():
         if p.requires_grad:
             t = p.full_tensor() if hasattr(p, "full_tensor") else p
-            out[n.replace("module.", "", 1) if n.startswith("module.") else n] = t.detach().clone()
+            out[n.replace("module.", "", 1) if n.startswith("module.") else n] = t.detach().cpu().clone()
     return out
 
 
@@ -143,6 +143,13 @@ def reference_run(method: str, batch: np.ndarray, steps: int = 3, lr: float = 1e
 
 
 # ------------------------------------------------------------------ the tasks (one call per rank)
+def _device() -> torch.device:
+    """The rank's device: its GPU under NCCL (torchrun sets LOCAL_RANK), else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def _counting_hook(state: dict, bucket):
     """DDP comm hook: Eq. 11.1 measured — the bytes of every bucket handed to all-reduce."""
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -165,12 +172,13 @@ def task_ddp(rank, world, method, batch, steps=3, lr=1e-3, seed=0, checkpoint="s
              fail=None, outdir=None, timing_reps=0):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model = load_model(method, checkpoint, seed, impl)
+    dev = _device()
+    model = load_model(method, checkpoint, seed, impl).to(dev)
     ddp = DDP(model)
     state = {"bytes": 0, "buckets": 0}
     ddp.register_comm_hook(state, _counting_hook)
     opt = torch.optim.AdamW([p for p in ddp.parameters() if p.requires_grad], lr=lr)
-    ids = torch.from_numpy(shard_of(batch, rank, world))
+    ids = torch.from_numpy(shard_of(batch, rank, world)).to(dev)
     losses, per_step = [], []
     for step in range(steps):
         _maybe_fail(rank, step, fail)
@@ -250,9 +258,11 @@ def shard_per_layer(model):
 
 def task_fsdp(rank, world, method, batch, steps=2, lr=1e-3, seed=0, checkpoint="stdlib-1m", impl="twin",
               outdir=None, quantize=False):
-    model = shard_per_layer(load_model(method, checkpoint, seed, impl, quantize=quantize))
+    dev = _device()
+    model = load_model(method, checkpoint, seed, impl, quantize=quantize)
+    model = shard_per_layer(model if quantize else model.to(dev))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    ids = torch.from_numpy(shard_of(batch, rank, world))
+    ids = torch.from_numpy(shard_of(batch, rank, world)).to(dev)
     losses = []
     for _ in range(steps):
         loss = loss_of(model, ids)
@@ -403,24 +413,29 @@ def _stop(ctx):
 
 # ------------------------------------------------------------------ torchrun (GPUs: NCCL)
 def main(argv=None) -> int:
-    """``torchrun --nproc_per_node N -m pedagogy_lib.torch_ref.distributed --task ddp --backend nccl``."""
+    """One rank under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), e.g.
+    ``torchrun --nproc_per_node 4 -m pedagogy_lib.torch_ref.distributed --task ddp --backend nccl``
+    (``make distributed-gpu``). Rank 0 prints what it measured as one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["ddp", "fsdp"], default="ddp")
     ap.add_argument("--method", choices=METHODS, default="lora")
+    ap.add_argument("--impl", choices=IMPLS, default="peft")
     ap.add_argument("--backend", default="nccl" if torch.cuda.is_available() else "gloo")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=64)
     ap.add_argument("--timeout", type=float, default=120)
     a = ap.parse_args(argv)
+    if "RANK" not in os.environ:
+        ap.error("run me under torchrun (it sets RANK and WORLD_SIZE); on one machine without it use launch()")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if a.backend == "nccl":
+    if check_backend(a.backend) == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        torch.set_default_device("cuda")
-    dist.init_process_group(check_backend(a.backend), timeout=timedelta(seconds=a.timeout))
+    dist.init_process_group(a.backend, timeout=timedelta(seconds=a.timeout))
     try:
         batch = make_batch(a.batch_size, a.seq_len)
-        out = TASKS[a.task](rank, world, a.method, batch)
-        print(json.dumps({k: v for k, v in out.items() if k != "losses"} | {"losses": out["losses"]}))
+        out = TASKS[a.task](rank, world, a.method, batch, impl=a.impl)
+        if rank == 0:
+            print(json.dumps(out))
     finally:
         dist.destroy_process_group()
     return 0

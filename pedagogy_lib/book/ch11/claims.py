@@ -1,0 +1,66 @@
+"""The article's sentences on serving many tasks and on large decoders (chapter 11), each with a
+value computed here and a verdict (claims as data, ``book.rules.Claims``).
+
+``claims(results)`` takes the stored measurements (``experiment.load()``; loaded when omitted).
+"""
+from __future__ import annotations
+
+from pedagogy_lib import scaling as S
+from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: the shared renderer)
+
+CLAIMS = Claims("11")
+GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
+
+
+def context(results: dict | None = None) -> dict:
+    from pedagogy_lib.book.ch11 import experiment
+
+    return experiment.load() if results is None else results
+
+
+@CLAIMS.rule("ch11-100-copies-serving", "Serving 100 customers' fine-tuned models takes 100 full copies of the model.",
+             published="100 copies of a 700 GB checkpoint (the article, on full fine-tuning)",
+             source="the article, 'the full fine-tuning problem'")
+def _copies(res):
+    s = res["serving"]
+    n, base = s["n_adapters"], s["base_bytes"]
+    copies_exact = s["merged_copies_bytes"] == n * base
+    ratio = s["merged_copies_bytes"] / s["multi_adapter_bytes"]
+    v = "holds" if copies_exact else "wrong"
+    return v, (f"measured with {n} customers on our 1M decoder: {n} merged copies hold {s['merged_copies_bytes'] / 1e6:.1f} MB "
+               f"= {n} × {base / 1e6:.2f} MB (true of full fine-tuning and of merged LoRA); one base plus {n} LoRA "
+               f"adapters ({s['adapter_bytes'] / 1e3:.0f} kB each) holds {s['multi_adapter_bytes'] / 1e6:.2f} MB, "
+               f"{ratio:.1f}× less. Rule: holds if N merged copies take exactly N × one model")
+
+
+@CLAIMS.rule("ch11-merge-zero-overhead", "Merging LoRA into the weights leaves no inference overhead.",
+             published="LoRA + merge: the final model is a single matrix, no added latency (selection guide)",
+             source="the article, method selection guide and Q&A")
+def _merge(res):
+    s = res["serving"]
+    over = s["t_forward_adapter"] / s["t_forward_merged"] - 1
+    same = s["max_logit_diff_adapter_vs_merged"] < 1e-4
+    v = "holds" if same and over > -0.02 else "wrong"
+    return v, (f"merged and unmerged logits agree to {s['max_logit_diff_adapter_vs_merged']:.0e}; an unmerged adapter "
+               f"costs {100 * over:+.0f}% per forward of {s['tokens']} tokens. With many adapters on one base, a merged "
+               f"model pays per switch instead: unmerge + merge {1e3 * s['t_unmerge_merge']:.2f} ms, against "
+               f"{1e3 * s['t_set_adapter']:.3f} ms for set_adapter. Rule: holds if merged equals unmerged (1e-4) and is not slower")
+
+
+@CLAIMS.rule("ch11-lora-70b", "LoRA on a GPT-style decoder scales to 70B parameters and beyond.",
+             published="LoRA (q, v) is the first choice for decoders; 'scales to 70B+' (selection guide)",
+             source="the article, method selection guide")
+def _lora70(res):
+    c = S.family()["LLaMA-2-70B"]
+    n_lora = c["layers"] * 2 * (8192 + 8192) * 8   # r = 8 on q and v (both 8192 × 8192)
+    one = S.zero_per_rank(c["params"], n_lora, 1, 0, weight_bytes=2, grad_bytes=2, optim_bytes=8)["total"] / 1e9
+    need = next(k for k in (1, 2, 4, 8, 16) if S.zero_per_rank(c["params"], n_lora, k, 3, 2, 2, 8)["total"] / 1e9 < GPU_GB)
+    d = res["ddp"]
+    ratio = d["full"]["bytes_per_step"][0] / d["lora"]["bytes_per_step"][0]
+    return "holds", (f"LLaMA-2-70B in bf16 with LoRA r=8 (q, v): {one:.0f} GB on one device, so it needs sharding — ZeRO-3 "
+                     f"over {need} × {GPU_GB} GB GPUs (weights only; QLoRA: Fig. 11_qlora_gpus). The trainable part "
+                     f"is no obstacle: measured here, full FT all-reduces {ratio:.0f}× the bytes LoRA does per step")
+
+
+def claims(results: dict | None = None) -> list[dict]:
+    return CLAIMS.judge(context(results))
