@@ -168,3 +168,10 @@ def family() -> dict:
            for s in (C.LLAMA_7B, C.LLAMA_13B, C.LLAMA_33B, C.LLAMA_65B)}
     out[LLAMA2_70B["name"]] = llama_counts(**LLAMA2_70B)
     return out
+
+
+def fastest_n(t_compute_1: float, payload: float, alpha: float, beta: float, n_max: int = 4096) -> int:
+    """The N ≤ n_max with the shortest Eq. 11.5 step: past it, latency outgrows the compute saved
+    (about √(t_c / 2α) when the bandwidth term is small)."""
+    return min(range(1, _count(n_max, "n_max", positive=True) + 1),
+               key=lambda n: step_time(n, t_compute_1, payload, alpha, beta))

@@ -30,7 +30,7 @@ def tour(batch):
 
 
 def _children_alive(pids):
-    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return [p for p in pids if D.alive(p)]
 
 
 @pytest.mark.parametrize("method", D.METHODS)

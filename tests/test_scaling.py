@@ -86,3 +86,9 @@ def test_fit_is_least_squares():
     y = 2 * 5e-5 + x * 2e-9 + rng.normal(0, 1e-7, 4)
     a, b = S.fit_alpha_beta(x, y)
     assert a == pytest.approx(5e-5, rel=0.05) and b == pytest.approx(2e-9, rel=0.05)
+
+
+def test_fastest_n_is_near_sqrt_tc_over_2alpha():
+    n = S.fastest_n(1.0, 1e3, 1e-4, 0.0)
+    assert abs(n - math.sqrt(1.0 / 2e-4)) <= 1
+    assert S.fastest_n(1e-6, 1e9, 1e-3, 1e-9) == 1     # communication dwarfs compute: stay on one

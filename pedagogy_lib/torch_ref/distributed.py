@@ -400,6 +400,16 @@ def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: flo
 launch.last_pids = []
 
 
+def alive(pid: int) -> bool:
+    """Is process ``pid`` still running? (A zombie waiting for its parent counts as gone.)"""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _stop(ctx):
     for p in ctx.processes:
         if p.is_alive():

@@ -20,7 +20,7 @@ def check_allreduce_bytes(fn) -> None:
         if got is not None and N > 1 and abs(float(got) - 2 * n * b) < 0.5:
             raise NotYet("2 × payload is the limit for many ranks; at N ranks it is 2(N−1)/N × payload")
         expect_close(got, want, f"allreduce_bytes({n}, {b}, {N})", rtol=1e-9, atol=0.5)
-    passed("11.1", "LoRA's gradients are a few hundred kB a step; full fine-tuning's are the whole model")
+    passed("11.1", "the bytes scale with the trainable parameters, so PEFT divides them by the trainable fraction")
 
 
 # ------------------------------------------------------------------ 11.2 ZeRO-3 per rank
