@@ -1,0 +1,79 @@
+"""Chapter 11's room: the exercise checkers reject the likely wrong answers, and each claim rule
+flips when plausible data says otherwise."""
+import copy
+
+import pytest
+
+from pedagogy_lib import scaling as S
+from pedagogy_lib.book.ch11 import claims as CL
+from pedagogy_lib.book.ch11 import experiment as E
+from pedagogy_lib.book.ch11 import exercises as ex
+from pedagogy_lib.book.exercises import NotYet
+
+
+def test_11_1_payload_without_the_ring_factor_is_caught():
+    ex.check_allreduce_bytes(lambda n, b, N: 2 * (N - 1) / N * n * b)
+    with pytest.raises(NotYet, match="payload"):
+        ex.check_allreduce_bytes(lambda n, b, N: n * b)
+    with pytest.raises(NotYet, match="2 × payload"):
+        ex.check_allreduce_bytes(lambda n, b, N: 2 * n * b)
+    with pytest.raises(NotYet):
+        ex.check_allreduce_bytes(lambda n, b, N: 2 * N / (N - 1 or 1) * n * b)
+
+
+def test_11_2_state_for_frozen_weights_and_zero2_are_caught():
+    ex.check_zero3_per_rank(lambda P, T, N: (4 * P + 12 * T) / N)
+    with pytest.raises(NotYet, match="only for trainable"):
+        ex.check_zero3_per_rank(lambda P, T, N: 16 * P / N)
+    with pytest.raises(NotYet, match="ZeRO-2"):
+        ex.check_zero3_per_rank(lambda P, T, N: 4 * P + 12 * T / N)
+    with pytest.raises(NotYet):
+        ex.check_zero3_per_rank(lambda P, T, N: None)
+
+
+def test_11_3_ignoring_the_headroom_or_the_gathered_layer_is_caught():
+    def answer(n, g, h, extra=lambda c, n: 0.0, use_headroom=True):
+        fam = S.family()
+        ok = [k for k, c in fam.items()
+              if S.qlora_sharded_gb(c, n)["total"] - extra(c, n) + (h if use_headroom else 0) <= g]
+        return max(ok, key=lambda k: fam[k]["params"]) if ok else None
+
+    ex.check_largest_fit(answer)
+    with pytest.raises(NotYet):
+        ex.check_largest_fit(lambda n, g, h: answer(n, g, h, use_headroom=False))
+    with pytest.raises(NotYet):   # forgets the layer FSDP gathers whole
+        ex.check_largest_fit(lambda n, g, h: answer(n, g, h, extra=lambda c, n: S.qlora_sharded_gb(c, n)["gathered layer"]))
+    with pytest.raises(NotYet, match="name"):
+        ex.check_largest_fit(lambda n, g, h: 70e9)
+
+
+@pytest.fixture(scope="module")
+def stored():
+    return E.load()
+
+
+def test_claims_hold_on_the_stored_run(stored):
+    recs = CL.claims(stored)
+    assert [r["id"] for r in recs] == ["ch11-100-copies-serving", "ch11-merge-zero-overhead", "ch11-lora-70b"]
+    assert all(r["verdict"] == "holds" for r in recs)
+
+
+def test_claim_rules_flip_on_plausible_data(stored):
+    bad = copy.deepcopy(stored)
+    bad["serving"]["merged_copies_bytes"] = stored["serving"]["multi_adapter_bytes"]   # copies shared storage
+    bad["serving"]["max_logit_diff_adapter_vs_merged"] = 0.3                            # a broken merge
+    v = {r["id"]: r["verdict"] for r in CL.claims(bad)}
+    assert v["ch11-100-copies-serving"] == "wrong" and v["ch11-merge-zero-overhead"] == "wrong"
+    slow = copy.deepcopy(stored)
+    slow["serving"]["t_forward_merged"] = 2 * stored["serving"]["t_forward_adapter"]   # merged slower
+    assert {r["id"]: r["verdict"] for r in CL.claims(slow)}["ch11-merge-zero-overhead"] == "wrong"
+
+
+def test_stored_results_agree_with_the_arithmetic(stored):
+    for m, r in stored["ddp"].items():
+        assert r["bytes_per_step"] == [S.allreduce_payload(r["n_trainable"])] * len(r["bytes_per_step"]), m
+        assert r["max_abs_diff"] < 1e-5, m
+    for m in ("full", "lora", "qlora"):
+        f = stored["fsdp"][m]
+        assert all(2 * f["per_rank"][k] == f["whole"][k] for k in f["whole"]), m
+    assert stored["fsdp"]["qlora"]["ok"]
