@@ -102,3 +102,23 @@ def test_a_failing_rank_stops_the_run_cleanly(batch, how, message):
     assert len(D.launch.last_pids) == 2 and _children_alive(D.launch.last_pids) == []
     left = {c.pid for c in psutil.Process().children(recursive=True)} - before
     assert _children_alive(left) == []
+
+
+def test_the_torchrun_entry_point_runs_the_same_task():
+    """`make distributed-gpu` runs this module under torchrun with NCCL; here the same path with gloo."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "pedagogy_lib.torch_ref.distributed", "--backend", "gloo", "--impl", "twin",
+                        "--task", "ddp", "--method", "ia3", "--batch-size", "4", "--seq-len", "16"],
+                       capture_output=True, text=True, timeout=180, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
+    assert out["world"] == 2 and out["bytes_per_step"] == [4 * out["n_trainable"]] * 3
+    bad = subprocess.run([sys.executable, "-m", "pedagogy_lib.torch_ref.distributed"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "torchrun" in bad.stderr

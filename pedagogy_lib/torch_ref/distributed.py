@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -378,19 +379,21 @@ def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: flo
         ctx = mp.start_processes(_entry, args=(world_size, backend, port, timeout_s, task, kw, d),
                                  nprocs=world_size, join=False, start_method="spawn")
         launch.last_pids = ctx.pids()
-        deadline = time.monotonic() + 3 * timeout_s + 60
+        deadline, failure = time.monotonic() + 3 * timeout_s + 60, None
         try:
             while not ctx.join(timeout=0.2, grace_period=1.0):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{task} on {world_size} ranks did not finish in {3 * timeout_s + 60:.0f} s")
-        except mp.ProcessExitedException as e:
-            raise RuntimeError(f"rank {e.error_index} died (exit code {e.exit_code}) during {task!r}; "
-                               f"the other ranks were stopped") from None
-        except mp.ProcessRaisedException as e:
-            last = [ln for ln in str(e).strip().splitlines() if ln.strip()][-1]
-            raise RuntimeError(f"rank {e.error_index} raised during {task!r}: {last}") from None
+        except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+            failure = e
         finally:
             _stop(ctx)
+        error = _explain(ctx, task, failure) if failure is not None else None
+        for f in ctx.error_files:   # torch leaves a rank's error report in /tmp
+            if f and os.path.exists(f):
+                os.unlink(f)
+        if error is not None:
+            raise error from None
         out = {"ranks": [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(world_size)]}
         from safetensors.numpy import load_file
         out["params"] = {f.stem: load_file(str(f)) for f in sorted(Path(d).glob("*.safetensors"))}
@@ -398,6 +401,19 @@ def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: flo
 
 
 launch.last_pids = []
+
+
+def _explain(ctx, task: str, failure) -> RuntimeError:
+    """The root cause, whichever rank the launcher noticed first: a rank that died without a
+    Python error (killed, os._exit) outranks the ones that then failed waiting for it."""
+    stopped = (0, -signal.SIGTERM, -signal.SIGKILL)   # clean, or stopped by us
+    died = [(r, p.exitcode) for r, p in enumerate(ctx.processes)
+            if p.exitcode not in stopped and not os.path.exists(ctx.error_files[r])]
+    if died:
+        r, code = died[0]
+        return RuntimeError(f"rank {r} died (exit code {code}) during {task!r}; the other ranks were stopped")
+    last = [ln for ln in str(failure).strip().splitlines() if ln.strip()][-1]
+    return RuntimeError(f"rank {failure.error_index} raised during {task!r}: {last}")
 
 
 def alive(pid: int) -> bool:
