@@ -74,6 +74,9 @@ def test_bad_input_is_refused_before_starting(batch):
         D.load_model("prefix")
     with pytest.raises(ValueError, match="impl='peft'"):
         D.load_model("lora", quantize=True)
+    if not torch.distributed.is_backend_available("mpi"):
+        with pytest.raises(RuntimeError, match="'mpi' is not available"):
+            D.launch("ddp", 2, backend="mpi", batch=batch, method="lora")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="nccl"):
             D.launch("ddp", 2, backend="nccl", batch=batch, method="lora")

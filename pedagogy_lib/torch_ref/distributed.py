@@ -1,7 +1,8 @@
 """Data parallelism (DDP) and sharding (FSDP2) of the chapter-09 decoder with PEFT, on torch.distributed.
 
-Chapter 11. Every rank loads ``LlamaForCausalLM`` from a shipped checkpoint, adds a peft method
-("full", "lora", "ia3"), and trains on its slice of one global batch. ``launch`` starts the ranks
+Chapter 11. Every rank loads a shipped checkpoint — as our torch twin with our LoRA / IA³ layers
+(impl "twin"), or as ``transformers.LlamaForCausalLM`` with HF peft (impl "peft") — sets up
+"full", "lora" or "ia3", and trains on its slice of one global batch. ``launch`` starts the ranks
 with ``torch.multiprocessing`` (spawn), gives every collective a timeout
 (``init_process_group(timeout=...)``), stops every rank when one fails, and returns what each
 rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GPUs.
@@ -11,6 +12,11 @@ rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GP
              bytes of weights, gradients and AdamW state, local shard against the whole tensor
   allreduce  all-reduce timings at several sizes, for α and β of Eq. 11.5
   qlora_fsdp bitsandbytes 4-bit linears under ``fully_shard`` (reports the failure if it fails)
+  tour       the chapter's live run: ddp for every method, then fsdp, in one process group
+
+Arguments reach the spawned ranks through multiprocessing's own channel; results come back as
+JSON and safetensors files that the ranks write (only a failing rank's traceback travels the way
+torch.multiprocessing sends it).
 """
 from __future__ import annotations
 
@@ -203,10 +209,11 @@ def task_ddp(rank, world, method, batch, steps=3, lr=1e-3, seed=0, checkpoint="s
 
 
 def _time_step(ddp, ids, opt, reps: int) -> dict:
-    """Seconds for forward+backward without gradient sync (``no_sync``) and with it."""
-    def timed(sync: bool) -> float:
-        ts = []
-        for _ in range(reps):
+    """Median seconds of forward+backward without gradient sync (``no_sync``) and with it,
+    the two interleaved so that drift in the machine's load hits both alike."""
+    ts = {False: [], True: []}
+    for _ in range(reps):
+        for sync in (False, True):
             dist.barrier()
             t0 = time.perf_counter()
             if sync:
@@ -214,11 +221,9 @@ def _time_step(ddp, ids, opt, reps: int) -> dict:
             else:
                 with ddp.no_sync():
                     loss_of(ddp, ids).backward()
-            ts.append(time.perf_counter() - t0)
+            ts[sync].append(time.perf_counter() - t0)
             opt.zero_grad()
-        return float(np.median(ts))
-
-    return {"t_compute": timed(False), "t_step": timed(True)}
+    return {"t_compute": float(np.median(ts[False])), "t_step": float(np.median(ts[True]))}
 
 
 def task_allreduce(rank, world, sizes=(2**10, 2**14, 2**18, 2**20), reps=5):
