@@ -134,8 +134,8 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
 
 
 def select_lr(trials: list[dict]) -> dict:
-    """The protocol's choice (Eq. 8.1): the rate with the best validation accuracy, averaged
-    over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
+    """The protocol's choice (Eq. 8.1) from a list of finished trials: the rate with the best
+    validation accuracy, averaged over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
     the smallest seed."""
     if not trials:
         raise ValueError("select_lr needs at least one trial")
@@ -232,7 +232,7 @@ class _Search:
 
 def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, run_fn=None,
              done: dict | None = None, on_result=None) -> dict:
-    """The evidence protocol (DESIGN.md, chapter 08 Eqs. 8.1–8.5) for every arm: the rate
+    """The evidence protocol (DESIGN.md, chapter 08 Eqs. 8.1–8.7) for every arm: the rate
     chosen on validation over ``budget.select_seeds`` seeds from a grid extended until its best
     point is bracketed (``_Search``), then every other seed at that rate. All arms see the
     same seeds, so the same data order and head initialisation per seed: runs pair by seed.
@@ -242,7 +242,8 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
     ``done`` {(label, lr, seed): result} are reused instead of trained again (a resumed
     ``make compare``); ``on_result(label, result)`` is called on each new result."""
     arms, run_fn, done = [as_arm(a) for a in arms], run_fn or run, done or {}
-    data = None if budget.resample or jobs > 1 else splits(task, budget)  # workers rebuild it
+    shared = jobs == 1 and not budget.resample and run_fn is run  # else each run (or worker) splits
+    data = splits(task, budget) if shared else None
     pool, t0 = Pool(jobs, run_fn), time.perf_counter()
     search = {a.label: _Search(a, budget) for a in arms}
 

@@ -3,14 +3,14 @@ t-interval, ties, and learning-rate grids that must bracket their optimum.
 
 Chapter 08 states the protocol as equations; every chapter's comparisons use it:
 
-* Eq. 8.1  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
-* Eq. 8.2  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
-* Eq. 8.3  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
-* a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
+* Eq. 8.4  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
+* Eq. 8.5  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
+* Eq. 8.6  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
+* Eq. 8.7  a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
 
 A learning rate chosen from a grid is only trusted when the best point is not at an edge of
 the grid (``bracketed``); ``select_lr`` extends the grid geometrically until it is, or gives up
-after ``max_extensions`` and says so.
+after ``max_extensions`` and says so (Eqs. 8.1–8.2).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _finite_vector(x, name: str) -> np.ndarray:
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
-    """The paired difference a − b over seeds (Eqs. 8.1–8.3).
+    """The paired difference a − b over seeds (Eqs. 8.4–8.7).
 
     Returns ``mean``, ``se``, ``lo``, ``hi`` (the ``level`` t-interval), ``n`` and ``tie``
     (True when the interval contains 0). Needs at least two pairs: with one, the spread of
@@ -43,13 +43,13 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    d = a - b                                         # Eq. 8.1
+    d = a - b                                         # Eq. 8.4
     n = d.size
-    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.2
-    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.3
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
+    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6
     lo, hi = mean - half, mean + half
     return {"mean": mean, "se": se, "lo": lo, "hi": hi, "n": n, "level": level,
-            "tie": bool(lo <= 0.0 <= hi)}
+            "tie": bool(lo <= 0.0 <= hi)}                     # Eq. 8.7
 
 
 def order(diff: dict, a: str = "a", b: str = "b") -> str:
@@ -84,7 +84,8 @@ def paired_by_seed(a: dict, b: dict, level: float = 0.95) -> dict:
 
 
 def extension(g: Sequence[float], edge: str) -> float:
-    """The next rate beyond the ``edge`` of the sorted grid ``g``, by the grid's own ratio there."""
+    """The next rate beyond the ``edge`` of the sorted grid ``g``, by the grid's own ratio
+    there (Eq. 8.2: η_1²/η_2 below, η_n²/η_{n−1} above)."""
     if len(g) < 2:
         raise ValueError(f"extending a grid needs >= 2 rates, got {list(g)}")
     return g[0] * g[0] / g[1] if edge == "low" else g[-1] * g[-1] / g[-2]

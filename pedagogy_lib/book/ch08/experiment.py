@@ -85,14 +85,19 @@ def _summary(arm: Arm, res: dict, n_model: int) -> dict:
             "memory": runs[0]["memory"]}
 
 
+# the budget fields one run's numbers depend on (seeds, grids and extensions do not change a run)
+RUN_FIELDS = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")
+
+
 def _resume(path, budget: Budget) -> tuple[dict, callable]:
     """Finished runs under this ``budget`` from ``path`` (JSON lines), and a callback that
     appends new ones."""
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
     if path is not None and Path(path).exists():
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
-            if r.pop("budget") == stamp:
+            if same(r.pop("budget")):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
