@@ -1,18 +1,24 @@
 """Chapter 08's experiment: every method on the same task, budget, seeds and training loop.
 
-The arms are registry methods at their usual settings (``ARMS``); the route (load MiniLM,
-attach, head, loop), the learning-rate protocol, the latency timer and the memory count
-are the runner's, shared with every other chapter. Protocol (``runner.protocol``):
-1. each arm's grid at seed 0; keep the rate with the best *validation* accuracy (ties → the
-   smaller rate); the two-point grids sit where chapters 02–06 found each method's best rate;
-2. the remaining seeds at that rate;
-3. test accuracy mean ± std over seeds, trainable parameters (head excluded) and their
-   share of MiniLM, seconds per epoch, training-step memory and inference latency (merged
-   where the method allows it), timed afterwards, alone.
+The arms are registry methods at their usual settings (``ARMS``: every record of the
+registry, and LoRA on all linear layers besides); the route (load MiniLM, attach, head,
+loop), the learning-rate protocol, the latency timer and the memory count are the runner's,
+shared with every other chapter. Protocol (``runner.protocol``, chapter 08 Eqs. 8.1–8.7):
+1. each arm's grid (three rates around the best one earlier runs found) at seeds 0 and 1;
+   keep the rate with the best *mean validation* accuracy (ties → the smaller rate); while
+   it sits at an edge, extend the grid by its own ratio (at most twice; a rate still at an
+   edge is recorded as ``bracketed: False``);
+2. seeds 2, 3, 4 at that rate: every arm sees the same five seeds (data order, head init),
+   so the chapter compares arms by paired per-seed differences;
+3. test accuracy on the whole test split per seed, trainable parameters (head excluded) and
+   their share of MiniLM, seconds per epoch, training-step memory and inference latency
+   (merged where the method allows it), timed afterwards, alone.
 
 ``python -m pedagogy_lib.book.ch08.experiment`` (= ``make compare``) runs the full protocol
-and writes ``chapters/results/ch08_compare.json``; the CI budget runs the same code path,
-smaller. The numbers do not depend on ``--jobs``: every run seeds everything it uses.
+and writes ``chapters/results/ch08_compare.json``; every finished run is also appended to
+``build/ch08_runs.jsonl``, so an interrupted run resumes where it stopped. The CI budget
+runs the same code path, smaller. The numbers do not depend on ``--jobs``: every run seeds
+everything it uses.
 """
 from __future__ import annotations
 
