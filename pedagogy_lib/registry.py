@@ -7,7 +7,9 @@ about how any one chapter uses it:
   parameters the trainable ones of a freshly loaded MiniLM (``mm`` has ``.net``, ``.bert``,
   ``.tokenizer``; NumPy from ``models.load_minilm``, torch from ``torch_ref.encoder``);
 * ``count(shape, **opts)``: its trainable-parameter formula, from ``counting`` (chapter 00);
-* ``lrs``: the learning-rate grid the runner searches (``runner.select_lr``);
+* ``lrs``: the learning-rate grid the runner starts from (three rates around the best one
+  chapters 02–06 and the first chapter 08 run found; ``runner.protocol`` extends it until
+  its best point is bracketed);
 * ``defaults``: its usual hyper-parameters; any attach/count call may override them;
 * ``inference(mm)``: what is done to the trained network before serving (merge, fold);
 * ``trains``: what it trains, in words.
@@ -117,41 +119,42 @@ class Method:
 _LORA = dict(targets=("query", "value"), r=8, alpha=16)
 _RECORDS = [
     Method("probe", "the task head only (the encoder is frozen)", _freeze_torch, _freeze_numpy,
-           lambda s: 0, (1e-2, 3e-2)),
-    Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4)),
+           lambda s: 0, (3e-3, 1e-2, 3e-2)),
+    Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4)),
     Method("lora", "A (r x d_in) and B (d_out x r) beside each targeted matrix (Eq. 2.4)",
            lambda mm, seed, targets, r, alpha: TL.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: L.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
-           lambda s, targets, r, alpha: C.lora_params(s, r, targets), (1e-3, 3e-3), _LORA, _merge_lora),
+           lambda s, targets, r, alpha: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2), _LORA, _merge_lora),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
-             lambda s, m, kind=kind: C.adapter_params(s, m, kind), (1e-3, 3e-3), {"m": m})
-      for kind, m in (("houlsby", 16), ("pfeiffer", 32), ("parallel", 16))],
+             lambda s, m, kind=kind: C.adapter_params(s, m, kind), lrs, {"m": m})
+      for kind, m, lrs in (("houlsby", 16, (1e-3, 3e-3, 1e-2)), ("pfeiffer", 32, (1e-3, 3e-3, 1e-2)),
+                           ("parallel", 16, (3e-3, 1e-2, 3e-2)))],
     Method("prefix", "m key and value vectors per layer, through an MLP while training (Eq. 4.3)",
            lambda mm, seed, m, reparam: TP.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda mm, seed, m, reparam: P.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
-           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3), {"m": 10, "reparam": 128}, _fold_prefix),
+           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3, 1e-2), {"m": 10, "reparam": 128}, _fold_prefix),
     Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
-           lambda s, m, init: C.prompt_params(s, m), (1e-2, 3e-2), {"m": 10, "init": "vocab"}),
+           lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"}),
     Method("deep_prompt", "m hidden-state vectors at every layer's input",
            lambda mm, seed, m: TP.attach_deep_prompt(mm.bert, m, seed=seed),
            lambda mm, seed, m: P.attach_deep_prompt(mm.bert, m, seed=seed),
-           lambda s, m: C.prompt_params(s, m) * s.layers, (1e-3, 3e-3), {"m": 10}),
+           lambda s, m: C.prompt_params(s, m) * s.layers, (3e-3, 1e-2, 3e-2), {"m": 10}),
     Method("ptuning_v2", "m keys and values per layer, trained directly (Eq. 5.4)",
            lambda mm, seed, m: TP.attach_ptuning_v2(mm.bert, m, seed=seed),
            lambda mm, seed, m: P.attach_ptuning_v2(mm.bert, m, seed=seed),
-           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2), {"m": 10}),
+           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10}),
     Method("bitfit", "the biases and LayerNorm shifts",
            lambda mm, seed, include_layernorm: TB.apply_bitfit(mm.bert, include_layernorm=include_layernorm),
            lambda mm, seed, include_layernorm: B.apply_bitfit(mm.bert, include_layernorm=include_layernorm),
-           lambda s, include_layernorm: C.bitfit_params(s, include_layernorm), (3e-3, 1e-2),
+           lambda s, include_layernorm: C.bitfit_params(s, include_layernorm), (3e-3, 1e-2, 3e-2),
            {"include_layernorm": True}),
     Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
            lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
-           lambda s: C.ia3_params(s), (1e-2, 3e-2), {}, _merge_ia3),
+           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
-           lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3),
+           lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}

@@ -8,8 +8,10 @@ any table is a difference between methods, not between scripts.
   method, put the shared head on (``torch_ref.train.Classifier``), train with the shared
   loop, return plain numbers (validation and test accuracy, trainable count, loss curve…);
 * ``protocol(arms, task, budget)``: the evidence protocol of DESIGN.md: each arm's grid at
-  the first seed, the rate with the best validation accuracy (ties: the smaller rate),
-  then the other seeds at that rate; runs spread over ``jobs`` one-thread processes;
+  the first ``budget.select_seeds`` seeds, the rate with the best mean validation accuracy
+  (ties: the smaller rate), the grid extended while that rate sits at an edge (at most
+  ``budget.max_extensions`` times, else the result says ``bracketed: False``), then the
+  other seeds at that rate; runs spread over ``jobs`` one-thread processes;
 * ``time_forward``: forward latency of several networks timed in turn, as paired ratios
   against a reference, with the reference timed twice as the noise control;
 * ``step_memory``: the bytes one training step holds (Eq. 7.12).
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from . import data as D
+from . import stats
 from .checks import check_size
 from .registry import Arm, get
 from .torch_ref.encoder import load_minilm_torch
@@ -41,7 +44,10 @@ from .torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_t
 class Budget:
     """How much each run gets. ``n_eval`` None: the whole validation and test splits.
     ``resample``: each seed draws its own training subsample (else seed 0's for all).
-    ``head_lr`` None: max(lr, 1e-3). ``full_grid`` False: only each grid's first rate."""
+    ``head_lr`` None: max(lr, 1e-3). ``full_grid`` False: only each grid's first rate.
+    ``select_seeds``: the first k ``seeds`` whose mean validation accuracy picks the rate;
+    ``max_extensions``: how often a grid whose best rate sits at an edge is extended
+    (``stats.next_lr``); the defaults (1, 0) are the older one-seed, fixed-grid search."""
     n_train: int = 1024
     n_eval: int | None = 500
     epochs: int = 2
@@ -52,10 +58,14 @@ class Budget:
     head_lr: float | None = None
     resample: bool = False
     schedule: str = "linear"
+    select_seeds: int = 1
+    max_extensions: int = 0
 
     def __post_init__(self):
         if (self.n_train < 2 or (self.n_eval is not None and self.n_eval < 2) or self.epochs < 1
-                or self.batch_size < 1 or not self.seeds or self.latency_rounds < 1):
+                or self.batch_size < 1 or not self.seeds or self.latency_rounds < 1
+                or not 1 <= self.select_seeds <= len(self.seeds) or self.max_extensions < 0
+                or len(set(self.seeds)) != len(self.seeds)):
             raise ValueError(f"invalid budget {self}")
 
 
@@ -124,8 +134,8 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
 
 
 def select_lr(trials: list[dict]) -> dict:
-    """The protocol's choice (Eq. 8.1): the rate with the best validation accuracy, averaged
-    over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
+    """The protocol's choice (Eq. 8.1) from a list of finished trials: the rate with the best
+    validation accuracy, averaged over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
     the smallest seed."""
     if not trials:
         raise ValueError("select_lr needs at least one trial")
@@ -148,17 +158,16 @@ def _one_thread():
 class Pool:
     """Runs ``run`` calls in this process (jobs=1) or in one-thread worker processes."""
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, fn=None):
         jobs = check_size(jobs, "jobs")
+        self.fn = fn or run
         self.pool = None if jobs == 1 else ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
 
     def submit(self, *args, **kw) -> Future:
         if self.pool is not None:
-            return self.pool.submit(run, *args, **kw)
-        f = Future()
-        f.set_result(run(*args, **kw))
-        return f
+            return self.pool.submit(self.fn, *args, **kw)
+        return _finished(self.fn(*args, **kw))
 
     def close(self):
         if self.pool is not None:
@@ -170,36 +179,104 @@ def _say(r: dict, t0: float):
           f"test={r['test_acc']:.3f}  {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
-def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True) -> dict:
-    """For every arm: its grid at the first seed (with memory), the rate ``select_lr`` picks,
-    then the other seeds at that rate. Returns {label: {"trials": [...], "runs": [...]}}
-    with ``trials`` sorted by rate and ``runs`` = the chosen trial, then the other seeds."""
-    arms = [as_arm(a) for a in arms]
-    data = None if budget.resample or jobs > 1 else splits(task, budget)  # workers rebuild it
-    pool, t0 = Pool(jobs), time.perf_counter()
-    trials = {a.label: [] for a in arms}
-    extra = {a.label: [] for a in arms}
+class _Search:
+    """One arm's learning-rate search, step by step (the steps of ``stats.select_lr``, with
+    the training runs of a step spread over the pool): every rate of the grid at the
+    ``select_seeds`` first seeds; their mean validation accuracy per rate; an extension while
+    the best rate sits at an edge; then the remaining seeds at the chosen rate."""
+
+    def __init__(self, arm: Arm, budget: Budget):
+        self.arm, self.budget = arm, budget
+        self.seeds = budget.seeds[:budget.select_seeds]
+        self.trials, self.finals, self.extensions, self.waiting, self.choice = [], [], 0, 0, None
+
+    def _grid_runs(self, lrs) -> list:
+        jobs = [("grid", lr, s) for lr in lrs for s in self.seeds]
+        self.waiting += len(jobs)
+        return jobs
+
+    def start(self) -> list:
+        return self._grid_runs(grid(self.arm, self.budget))
+
+    def scores(self) -> dict:
+        """{rate: validation accuracy averaged over the selection seeds}."""
+        by_lr: dict[float, list] = {}
+        for r in self.trials:
+            by_lr.setdefault(r["lr"], []).append(r["val_acc"])
+        return {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+
+    def add(self, kind: str, r: dict) -> list:
+        """Record a finished run; returns the runs this one unlocks as (kind, lr, seed)."""
+        if kind == "final":
+            self.finals.append(r)
+            return []
+        self.trials.append(r)
+        self.waiting -= 1
+        if self.waiting:
+            return []
+        new = stats.next_lr(self.scores(), self.extensions, self.budget.max_extensions)
+        if new is not None:
+            self.extensions += 1
+            return self._grid_runs([new])
+        self.choice = stats.lr_choice(self.scores()) | {"seeds": list(self.seeds), "extensions": self.extensions}
+        return [("final", self.choice["chosen"], s) for s in self.budget.seeds[self.budget.select_seeds:]]
+
+    def result(self) -> dict:
+        """{"trials": the search's runs by (rate, seed), "runs": every seed at the chosen rate
+        (seed order, the first seed first), "selection": ``stats.lr_choice`` + seeds}."""
+        ts = sorted(self.trials, key=lambda r: (r["lr"], r["seed"]))
+        at = [r for r in ts if r["lr"] == self.choice["chosen"]] + self.finals
+        order = {s: i for i, s in enumerate(self.budget.seeds)}
+        return {"trials": ts, "runs": sorted(at, key=lambda r: order[r["seed"]]), "selection": self.choice}
+
+
+def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, run_fn=None,
+             done: dict | None = None, on_result=None) -> dict:
+    """The evidence protocol (DESIGN.md, chapter 08 Eqs. 8.1–8.7) for every arm: the rate
+    chosen on validation over ``budget.select_seeds`` seeds from a grid extended until its best
+    point is bracketed (``_Search``), then every other seed at that rate. All arms see the
+    same seeds, so the same data order and head initialisation per seed: runs pair by seed.
+
+    Returns {label: {"trials", "runs", "selection"}} (``_Search.result``). Seed-0 runs also
+    measure training memory. ``run_fn`` replaces ``run`` (tests; with jobs=1 or picklable);
+    ``done`` {(label, lr, seed): result} are reused instead of trained again (a resumed
+    ``make compare``); ``on_result(label, result)`` is called on each new result."""
+    arms, run_fn, done = [as_arm(a) for a in arms], run_fn or run, done or {}
+    shared = jobs == 1 and not budget.resample and run_fn is run  # else each run (or worker) splits
+    data = splits(task, budget) if shared else None
+    pool, t0 = Pool(jobs, run_fn), time.perf_counter()
+    search = {a.label: _Search(a, budget) for a in arms}
+
+    def submit(a, kind, lr, seed):
+        key = (a.label, lr, seed)
+        f = _finished(done[key]) if key in done else pool.submit(
+            a, task, budget, seed, lr, data=data, measure=seed == budget.seeds[0])
+        pending[f] = (kind, a, key in done)
+
+    pending: dict = {}
     try:
-        pending = {pool.submit(a, task, budget, budget.seeds[0], lr, data=data, measure=True): ("grid", a)
-                   for a in arms for lr in grid(a, budget)}
+        for a in arms:
+            for kind, lr, seed in search[a.label].start():
+                submit(a, kind, lr, seed)
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                kind, a = pending.pop(f)
-                (trials if kind == "grid" else extra)[a.label].append(f.result())
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                kind, a, reused = pending.pop(f)
+                if not reused and on_result is not None:
+                    on_result(a.label, f.result())
                 if progress:
                     _say(f.result(), t0)
-                if kind == "grid" and len(trials[a.label]) == len(grid(a, budget)):
-                    best = select_lr(trials[a.label])
-                    for s in budget.seeds[1:]:
-                        pending[pool.submit(a, task, budget, s, best["lr"], data=data)] = ("seed", a)
+                for kind2, lr, seed in search[a.label].add(kind, f.result()):
+                    submit(a, kind2, lr, seed)
     finally:
         pool.close()
-    out = {}
-    for a in arms:
-        ts = sorted(trials[a.label], key=lambda r: r["lr"])
-        out[a.label] = {"trials": ts, "runs": [select_lr(ts)] + sorted(extra[a.label], key=lambda r: r["seed"])}
-    return out
+    return {label: s.result() for label, s in search.items()}
+
+
+def _finished(result) -> Future:
+    f = Future()
+    f.set_result(result)
+    return f
 
 
 # ----------------------------------------------------------------------------- timing

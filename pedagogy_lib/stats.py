@@ -3,14 +3,14 @@ t-interval, ties, and learning-rate grids that must bracket their optimum.
 
 Chapter 08 states the protocol as equations; every chapter's comparisons use it:
 
-* Eq. 8.1  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
-* Eq. 8.2  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
-* Eq. 8.3  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
-* a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
+* Eq. 8.4  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
+* Eq. 8.5  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
+* Eq. 8.6  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
+* Eq. 8.7  a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
 
 A learning rate chosen from a grid is only trusted when the best point is not at an edge of
 the grid (``bracketed``); ``select_lr`` extends the grid geometrically until it is, or gives up
-after ``max_extensions`` and says so.
+after ``max_extensions`` and says so (Eqs. 8.1–8.2).
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _finite_vector(x, name: str) -> np.ndarray:
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
-    """The paired difference a − b over seeds (Eqs. 8.1–8.3).
+    """The paired difference a − b over seeds (Eqs. 8.4–8.7).
 
     Returns ``mean``, ``se``, ``lo``, ``hi`` (the ``level`` t-interval), ``n`` and ``tie``
     (True when the interval contains 0). Needs at least two pairs: with one, the spread of
@@ -43,13 +43,13 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    d = a - b                                         # Eq. 8.1
+    d = a - b                                         # Eq. 8.4
     n = d.size
-    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.2
-    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.3
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
+    half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6
     lo, hi = mean - half, mean + half
     return {"mean": mean, "se": se, "lo": lo, "hi": hi, "n": n, "level": level,
-            "tie": bool(lo <= 0.0 <= hi)}
+            "tie": bool(lo <= 0.0 <= hi)}                     # Eq. 8.7
 
 
 def order(diff: dict, a: str = "a", b: str = "b") -> str:
@@ -73,27 +73,62 @@ def bracketed(grid: Sequence[float], scores: Sequence[float]) -> dict:
     return {"best": float(g[i]), "index": i, "edge": edge}
 
 
+def paired_by_seed(a: dict, b: dict, level: float = 0.95) -> dict:
+    """``paired`` for runs keyed by seed ({seed: score}): the pairs are matched by seed, never
+    by position, and two runs with different seed sets are refused (Eq. 8.1 needs the same
+    data order and initialisation on both sides of every pair)."""
+    if set(a) != set(b):
+        raise ValueError(f"paired runs need the same seeds: {sorted(a)} vs {sorted(b)}")
+    seeds = sorted(a)
+    return paired([a[s] for s in seeds], [b[s] for s in seeds], level) | {"seeds": seeds}
+
+
+def extension(g: Sequence[float], edge: str) -> float:
+    """The next rate beyond the ``edge`` of the sorted grid ``g``, by the grid's own ratio
+    there (Eq. 8.2: η_1²/η_2 below, η_n²/η_{n−1} above)."""
+    if len(g) < 2:
+        raise ValueError(f"extending a grid needs >= 2 rates, got {list(g)}")
+    return g[0] * g[0] / g[1] if edge == "low" else g[-1] * g[-1] / g[-2]
+
+
+def lr_choice(scores: dict) -> dict:
+    """The protocol's record of a search, from {rate: mean validation score}: the sorted
+    ``grid``, its ``scores``, the ``chosen`` rate (best score; ties: the smaller rate), and
+    whether it was ``bracketed`` (``edge`` None) or sits at the 'low'/'high' edge."""
+    g = sorted(scores)
+    where = bracketed(g, [scores[x] for x in g])
+    return {"grid": g, "scores": [scores[x] for x in g], "chosen": where["best"],
+            "bracketed": where["edge"] is None, "edge": where["edge"]}
+
+
+def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
+    """One step of the search: the rate to try next, or None when the search is over
+    (bracketed, or ``max_extensions`` extensions already made)."""
+    if max_extensions < 0:
+        raise ValueError(f"max_extensions must be >= 0, got {max_extensions}")
+    c = lr_choice(scores)
+    if c["edge"] is None or extensions >= max_extensions:
+        return None
+    return extension(c["grid"], c["edge"])
+
+
 def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
               max_extensions: int = 2) -> dict:
     """Choose a learning rate by validation score, extending the grid until bracketed.
 
     ``evaluate(lr)`` returns the validation score to maximise (the caller averages it over
     ≥ 2 seeds). The grid is extended by its own ratio (last/second-to-last, or first/second)
-    on the side where the best point sits, at most ``max_extensions`` times. The result
-    records the grid, the scores, the chosen rate and whether it was ``bracketed``; a result
-    with ``bracketed=False`` must not carry a verdict."""
+    on the side where the best point sits, at most ``max_extensions`` times (``next_lr``;
+    ``runner.protocol`` takes the same steps with training runs in parallel). The result
+    (``lr_choice``) records the grid, the scores, the chosen rate and whether it was
+    ``bracketed``; a result with ``bracketed=False`` must not carry a verdict."""
     grid = sorted(float(x) for x in grid)
     if len(grid) < 2 or any(x <= 0 or not math.isfinite(x) for x in grid):
         raise ValueError(f"a learning-rate grid needs >= 2 positive finite rates, got {grid}")
-    if max_extensions < 0:
-        raise ValueError(f"max_extensions must be >= 0, got {max_extensions}")
     scores = {lr: float(evaluate(lr)) for lr in grid}
-    for extension in range(max_extensions + 1):
-        g = sorted(scores)
-        where = bracketed(g, [scores[x] for x in g])
-        if where["edge"] is None or extension == max_extensions:
+    for done in range(max_extensions + 1):
+        new = next_lr(scores, done, max_extensions)
+        if new is None:
             break
-        new = g[0] * g[0] / g[1] if where["edge"] == "low" else g[-1] * g[-1] / g[-2]
         scores[new] = float(evaluate(new))
-    return {"grid": g, "scores": [scores[x] for x in g], "chosen": where["best"],
-            "bracketed": where["edge"] is None, "edge": where["edge"]}
+    return lr_choice(scores)

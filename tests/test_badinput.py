@@ -492,6 +492,8 @@ CASES = [
          lambda c: ch08.check_pareto(_student(1.5))),
     Case("ch08.check_select_lr", "a list of lists", NotYet, "wrong type or shape",
          lambda c: ch08.check_select_lr(_student([[1]]))),
+    Case("ch08.check_next_rate", "a string", NotYet, "wrong type or shape",
+         lambda c: ch08.check_next_rate(_student("0.01"))),
 ]
 
 

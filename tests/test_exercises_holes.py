@@ -178,6 +178,31 @@ def test_08_4_paired_difference():
             ch08.check_paired_difference(wrong)
 
 
+# ----------------------------------------------------------------------------- 08.5
+def test_08_5_next_rate_extends_by_the_grids_own_ratio():
+    def right(v):
+        g = sorted(v)
+        best = max(g, key=lambda x: (v[x], -x))
+        if g[0] < best < g[-1]:
+            return None
+        return g[0] ** 2 / g[1] if best == g[0] else g[-1] ** 2 / g[-2]
+
+    def times_ten(v):  # a fixed factor instead of the grid's ratio
+        g = sorted(v)
+        best = max(g, key=lambda x: (v[x], -x))
+        return None if g[0] < best < g[-1] else (g[0] / 10 if best == g[0] else g[-1] * 10)
+
+    def ties_to_larger(v):  # a flat curve read as "best at the top"
+        g = sorted(v)
+        best = max(g, key=lambda x: (v[x], x))
+        return None if g[0] < best < g[-1] else (g[0] ** 2 / g[1] if best == g[0] else g[-1] ** 2 / g[-2])
+
+    ch08.check_next_rate(right)
+    for wrong in (times_ten, ties_to_larger, lambda v: None):
+        with pytest.raises(NotYet):
+            ch08.check_next_rate(wrong)
+
+
 # ----------------------------------------------------------------------------- reasoning exercises
 def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
     from pedagogy_lib import counting as C

@@ -1,4 +1,4 @@
-"""Chapter 08: the article's comparison claims and its selection guide, judged against
+"""Chapter 08: the article's comparison claims, judged against
 ``chapters/results/ch08_compare.json`` (``make compare``). Each claim is data (text, published
 value, source) with one short rule (``book.rules.Claims``); every rule compares a difference of
 means with its standard error (SE, over the seeds): a difference within 2·SE is one our budget
@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 
 from pedagogy_lib.book.ch08 import experiment as compare
-from pedagogy_lib import results as R
 from pedagogy_lib.book.rules import Claims
 
 
@@ -125,99 +124,3 @@ def _small_model_gaps(res):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(compare.load() if results is None else results)
-
-
-GUIDE = [  # (scenario, the article's first choice, how we test it here)
-    ("GPT-style decoder fine-tuning", "LoRA (q,v)", None),
-    ("BERT-style classification, many tasks", "Adapter (Pfeiffer)", ("pfeiffer", "lora_qv")),
-    ("Very large base (>10B), many tasks", "Prompt-Tuning", None),
-    ("Need zero inference overhead", "LoRA + merge", "latency"),
-    ("Few-shot / few-thousand examples", "Prefix-Tuning or BitFit", ("bitfit", "lora_qv")),
-    ("Single 24-48 GB GPU, 30B+ model", "QLoRA", "qlora"),
-]
-# where each row's evidence is shown in full: (notebook, the heading of its section)
-WHERE = {
-    "GPT-style decoder fine-tuning": [("02_lora.ipynb", "9. Where to put LoRA, and how large a rank")],
-    "BERT-style classification, many tasks": [("03_adapters.ipynb", "6. Accuracy on VADER, next to LoRA")],
-    "Very large base (>10B), many tasks": [
-        ("05_prompt_tuning.ipynb", "5. Experiment: prompt tuning on a 22.7M-parameter model")],
-    "Need zero inference overhead": [("02_lora.ipynb", "5. Merged: bit for bit?"),
-                                     ("03_adapters.ipynb", "5. What adapters cost at inference"),
-                                     ("06_bitfit.ipynb", "8. IA³: learn a scale instead of a shift")],
-    "Few-shot / few-thousand examples": [("06_bitfit.ipynb", "6. The learning curve"),
-                                         ("04_prefix_tuning.ipynb",
-                                          "5. Experiment: prefix length, and is direct optimisation unstable?")],
-    "Single 24-48 GB GPU, 30B+ model": [("07_qlora.ipynb", "8. Memory: what shrinks, and what does not"),
-                                        ("07_qlora.ipynb", "10. The memory arithmetic: 7B to 65B")],
-}
-
-
-def sweep_gaps(scenario: str) -> list[tuple[str, float, float]]:
-    """The chapters' own sweeps behind two rows, [(label, gap in points, larger std)]: more test
-    words than chapter 08's protocol (1,322), and for few-shot the small training sizes."""
-    if scenario == "BERT-style classification, many tasks":
-        r = R.load("ch03_accuracy", "python -m pedagogy_lib.book.ch03.experiment")["results"]
-        a, b = r["Pfeiffer m=16"], r["LoRA r=8 (q,v)"]
-        return [("ch03 sweep, Pfeiffer m=16 − LoRA", 100 * (a["test_mean"] - b["test_mean"]),
-                 100 * max(a["test_std"], b["test_std"]))]
-    if scenario == "Few-shot / few-thousand examples":
-        c = R.load("ch06_learning_curve", "python -m pedagogy_lib.book.ch06.experiment")["results"]
-        return [(f"ch06 curve, BitFit − LoRA at n={n}",
-                 100 * (c["BitFit"]["curve"][n]["mean"] - c["LoRA r=8 (q,v)"]["curve"][n]["mean"]),
-                 100 * max(c["BitFit"]["curve"][n]["std"], c["LoRA r=8 (q,v)"]["curve"][n]["std"]))
-                for n in sorted(c["BitFit"]["curve"], key=int) if int(n) <= 256]
-    return []
-
-
-def link(notebook: str, heading: str) -> str:
-    """A Markdown link to a section of another chapter (JupyterLab's heading anchors:
-    the heading's text with spaces turned into hyphens)."""
-    return f"[{notebook.split('_')[0]} §{heading.split('.')[0]}]({notebook}#{heading.replace(' ', '-')})"
-
-
-def guide(results: dict | None = None) -> list[dict]:
-    """Each row of the article's selection guide: kept, changed or untestable here, with the
-    measurement behind the decision and links to the sections that show it."""
-    res = compare.load() if results is None else results
-    m = res["methods"]
-    rows = []
-    for scenario, choice, test in GUIDE:
-        if test is None:
-            row = dict(status="untestable here",
-                       evidence="needs a decoder / a >10B model; the linked sections show what we can test")
-        elif test == "latency":
-            lat, noise = m["lora_qv"]["latency_ratio"], latency_noise(res)
-            also = f"; merged IA³ {m['ia3']['latency_ratio']:.3f}x" if "ia3" in m else ""
-            row = dict(status="kept" if lat - 1 <= max(0.05, noise) else "changed",
-                       evidence=f"merged LoRA forward time {lat:.3f}x the plain model's{also}, noise floor "
-                                f"±{noise:.3f} (batch 32, ch08 results)")
-        elif test == "qlora":  # does the arithmetic of chapter 07 fit 33B in 24 GB and 65B in 48 GB?
-            from pedagogy_lib import counting as C
-            from pedagogy_lib.counting import qlora_memory_gb
-
-            need = {gb: qlora_memory_gb(shape)["qlora_total"] for gb, shape in ((24, C.LLAMA_33B), (48, C.LLAMA_65B))}
-            mem = m["qlora"]["memory"]["weights"] / m["lora_qv"]["memory"]["weights"]
-            gap, sd = _gap(res, "qlora", "lora_qv")
-            row = dict(status="kept" if all(v < gb for gb, v in need.items()) else "changed: does not fit",
-                       evidence=f"LLaMA-33B needs {need[24]:.1f} GB, LLaMA-65B {need[48]:.1f} GB before activations "
-                                f"(ch07 arithmetic); MiniLM weights {mem:.2f}x of fp32 LoRA's, accuracy "
-                                f"{gap:+.2f} points vs LoRA (std {sd:.2f}, ch08)")
-        else:  # accuracy: the article's choice must not be behind by more than the noise
-            a, b = test
-            gap, sd = _gap(res, a, b)
-            gaps = [(f"ch08, {a} − {b}", gap, sd)] + sweep_gaps(scenario)
-            behind = [g for g in gaps if g[1] < -max(0.5, g[2])]
-            row = dict(status=f"changed: {b} first on accuracy" if behind else "kept",
-                       evidence="; ".join(f"{lab} = {g:+.2f} points (std {s:.2f})" for lab, g, s in gaps)
-                                + f"; trainable {m[a]['trainable']:,} vs {m[b]['trainable']:,}")
-        rows.append(dict(scenario=scenario, article=choice, **row,
-                         links=[link(nb, h) for nb, h in WHERE[scenario]]))
-    return rows
-
-
-def guide_markdown(rows: list[dict]) -> str:
-    """The guide as a Markdown table with links (for ``IPython.display.Markdown``)."""
-    out = ["| scenario | article's choice | here | evidence | shown in |", "|---|---|---|---|---|"]
-    out += [f"| {r['scenario']} | {r['article']} | {r['status']} | {r['evidence']} | {', '.join(r['links'])} |"
-            for r in rows]
-    return "\n".join(out)

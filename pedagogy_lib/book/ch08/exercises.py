@@ -115,4 +115,32 @@ def check_paired_difference(fn) -> None:
     passed("8.4 paired difference", "per-seed differences, their SE and a t-interval; 0 inside means a tie")
 
 
+def _next_rate_reference(val_by_lr: dict):
+    from pedagogy_lib import stats
+
+    return stats.next_lr({float(k): float(v) for k, v in val_by_lr.items()}, 0, 1)
+
+
+def check_next_rate(fn) -> None:
+    """fn(val_by_lr: dict[float, float]) -> the rate Eq. 8.2 adds to the grid, or None when the
+    chosen rate (Eq. 8.1, ties to the smaller rate) is an interior point."""
+    cases = [{1e-3: 0.80, 3e-3: 0.85, 1e-2: 0.82},          # bracketed: nothing to add
+             {3e-3: 0.85, 1e-3: 0.80},                       # best at the top: η_n²/η_{n−1}
+             {1e-3: 0.86, 3e-3: 0.85, 1e-2: 0.80},           # best at the bottom: η_1²/η_2
+             {1e-4: 0.7, 1e-3: 0.8, 2e-3: 0.9},              # the grid's own ratio at that end (2), not 3 or 10
+             {1e-3: 0.85, 3e-3: 0.85, 1e-2: 0.85}]           # flat: the tie goes to the smallest rate, an edge
+    for grid in cases:
+        want, got = _next_rate_reference(grid), attempt(fn, dict(grid))
+        if got is not None and not isinstance(got, (int, float, np.floating)):
+            raise TypeError(f"a rate is a number or None, got {type(got).__name__}")
+        if want is None:
+            expect(got is None, f"for {grid} the best rate is inside the grid: return None, you returned {got}")
+            continue
+        expect(got is not None, f"for {grid} the best rate sits at an edge: return the rate to add")
+        if grid == cases[-1] and abs(float(got) - want) > 1e-12 * want:
+            raise NotYet("on a flat curve Eq. 8.1 keeps the smallest rate, which is the low edge: extend downwards")
+        expect_close(float(got), want, f"the rate to add for {grid}", rtol=1e-9, atol=0.0)
+    passed("8.5", "a grid extended at the edge where its best rate sits, by its own ratio")
+
+
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet

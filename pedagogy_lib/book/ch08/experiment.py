@@ -1,27 +1,36 @@
 """Chapter 08's experiment: every method on the same task, budget, seeds and training loop.
 
-The arms are registry methods at their usual settings (``ARMS``); the route (load MiniLM,
-attach, head, loop), the learning-rate protocol, the latency timer and the memory count
-are the runner's, shared with every other chapter. Protocol (``runner.protocol``):
-1. each arm's grid at seed 0; keep the rate with the best *validation* accuracy (ties → the
-   smaller rate); the two-point grids sit where chapters 02–06 found each method's best rate;
-2. the remaining seeds at that rate;
-3. test accuracy mean ± std over seeds, trainable parameters (head excluded) and their
-   share of MiniLM, seconds per epoch, training-step memory and inference latency (merged
-   where the method allows it), timed afterwards, alone.
+The arms are registry methods at their usual settings (``ARMS``: every record of the
+registry, and LoRA on all linear layers besides); the route (load MiniLM, attach, head,
+loop), the learning-rate protocol, the latency timer and the memory count are the runner's,
+shared with every other chapter. Protocol (``runner.protocol``, chapter 08 Eqs. 8.1–8.7):
+1. each arm's grid (three rates around the best one earlier runs found) at seeds 0 and 1;
+   keep the rate with the best *mean validation* accuracy (ties → the smaller rate); while
+   it sits at an edge, extend the grid by its own ratio (at most twice; a rate still at an
+   edge is recorded as ``bracketed: False``);
+2. seeds 2, 3, 4 at that rate: every arm sees the same five seeds (data order, head init),
+   so the chapter compares arms by paired per-seed differences;
+3. test accuracy on the whole test split per seed, trainable parameters (head excluded) and
+   their share of MiniLM, seconds per epoch, training-step memory and inference latency
+   (merged where the method allows it), timed afterwards, alone.
 
 ``python -m pedagogy_lib.book.ch08.experiment`` (= ``make compare``) runs the full protocol
-and writes ``chapters/results/ch08_compare.json``; the CI budget runs the same code path,
-smaller. The numbers do not depend on ``--jobs``: every run seeds everything it uses.
+and writes ``chapters/results/ch08_compare.json``; every finished run is also appended to
+``build/ch08_runs.jsonl``, so an interrupted run resumes where it stopped. The CI budget
+runs the same code path, smaller. The numbers do not depend on ``--jobs``: every run seeds
+everything it uses.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import sys
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,18 +42,24 @@ from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 
 RESULTS = R.RESULTS / "ch08_compare.json"
-FULL = Budget()
+# the per-run budget of the first chapter 08 (1,024 training words, 2 epochs, batch 32), now
+# with the whole validation and test splits, 5 seeds, rates chosen over 2 seeds and grids
+# extended (at most twice) until bracketed
+FULL = Budget(n_eval=None, seeds=(0, 1, 2, 3, 4), select_seeds=2, max_extensions=2)
 CI = Budget(n_train=64, n_eval=64, epochs=1, batch_size=32, seeds=(0,), full_grid=False, latency_rounds=3)
+RUN_LOG = R.RESULTS.parent.parent / "build" / "ch08_runs.jsonl"  # finished runs, for resuming
 
 ARMS = arms(
     Arm("probe", "probe", note="frozen encoder, head only"),
     Arm("full", "full", note="every weight"),
     Arm("lora_qv", "lora", note="r=8, α=16 on W_q, W_v"),
-    Arm("lora_all", "lora", {"targets": "all-linear"}, note="r=8, α=16 on every linear layer"),
+    Arm("lora_all", "lora", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3), note="r=8, α=16 on every linear layer"),
     Arm("houlsby", "houlsby", note="m=16, two adapters per block"),
     Arm("pfeiffer", "pfeiffer", note="m=32, one adapter per block"),
+    Arm("parallel", "parallel", note="m=16, beside each block's FFN"),
     Arm("prefix", "prefix", note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),
     Arm("prompt", "prompt", note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),
+    Arm("deep_prompt", "deep_prompt", note="m=10 hidden-state vectors at every layer's input"),
     Arm("ptuning_v2", "ptuning_v2", note="m=10 per-layer keys/values, no reparameterisation"),
     Arm("bitfit", "bitfit", note="biases + LayerNorm β"),
     Arm("ia3", "ia3", note="l_k, l_v and l_ff (FFN hidden), started at 1"),
@@ -60,38 +75,76 @@ def check_arms(names) -> list[str]:
     return names
 
 
-def _summary(arm: Arm, budget: Budget, res: dict, n_model: int) -> dict:
-    best, runs = res["runs"][0], res["runs"]
+def _summary(arm: Arm, res: dict, n_model: int) -> dict:
+    """What the chapter reads per method: the search (grid, mean validation accuracy per rate,
+    the chosen rate, bracketed or not), every seed's test accuracy, and the costs."""
+    runs, sel = res["runs"], res["selection"]
     accs = [r["test_acc"] for r in runs]
-    return {"note": arm.note, "lr_grid": list(runner.grid(arm, budget)), "lr": best["lr"],
-            "val_by_lr": {f"{t['lr']:g}": t["val_acc"] for t in res["trials"]},
-            "test_acc": accs, "mean": statistics.fmean(accs),
+    return {"note": arm.note, "lr_grid": sel["grid"], "lr": sel["chosen"], "bracketed": sel["bracketed"],
+            "edge": sel["edge"], "extensions": sel["extensions"], "select_seeds": sel["seeds"],
+            "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
+            "seeds": [r["seed"] for r in runs], "test_acc": accs, "mean": statistics.fmean(accs),
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "trainable": best["trainable"], "pct": 100 * best["trainable"] / n_model,
+            "trainable": runs[0]["trainable"], "pct": 100 * runs[0]["trainable"] / n_model,
             "sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in runs),
-            "memory": best["memory"]}
+            "cpu_s": sum(r["cpu_s"] for r in res["trials"] + runs[len(sel["seeds"]):]),
+            "memory": runs[0]["memory"]}
 
 
-def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int = 1) -> dict:
-    """The protocol of the module docstring over ``jobs`` processes; returns a JSON-ready dict."""
+# the budget fields one run's numbers depend on (seeds, grids and extensions do not change a run)
+RUN_FIELDS = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")
+
+
+def _resume(path, budget: Budget) -> tuple[dict, callable]:
+    """Finished runs under this ``budget`` from ``path`` (JSON lines), and a callback that
+    appends new ones."""
+    done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
+    if path is not None and Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            if same(r.pop("budget")):
+                done[(r.pop("label"), r["lr"], r["seed"])] = r
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def log(label, r):
+        if path is not None:
+            with open(path, "a") as f:
+                f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+    return done, log
+
+
+def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int = 1, log=None) -> dict:
+    """The protocol of the module docstring over ``jobs`` processes; returns a JSON-ready dict.
+    ``log``: a JSON-lines file of finished runs, read first (runs found there are not trained
+    again) and appended to, so an interrupted ``make compare`` resumes."""
     chosen = [ARMS[n] for n in check_arms(names)]
     n_model = sum(p.numel() for p in runner.fresh_minilm().net.parameters())
-    found = runner.protocol(chosen, D.polarity_task(), budget, jobs=jobs, progress=progress)
-    results = {a.label: _summary(a, budget, found[a.label], n_model) for a in chosen}
+    task, (t0, c0) = D.polarity_task(), (time.time(), time.process_time())
+    done, on_result = _resume(log, budget)
+    found = runner.protocol(chosen, task, budget, jobs=jobs, progress=progress, done=done, on_result=on_result)
+    results = {a.label: _summary(a, found[a.label], n_model) for a in chosen}
     if progress:
         for n, r in results.items():
-            print(f"{n:<11} lr={r['lr']:<7g} test={r['mean']:.3f}±{r['std']:.3f} "
-                  f"trainable={r['trainable']:>9,} ({r['pct']:.3f}%)", file=sys.stderr)
+            print(f"{n:<11} lr={r['lr']:<7g} test={r['mean']:.3f}±{r['std']:.3f} (sd) "
+                  f"{'bracketed' if r['bracketed'] else 'UNBRACKETED'} trainable={r['trainable']:>9,}", file=sys.stderr)
     for n, lat in runner.measure_latency(chosen, rounds=budget.latency_rounds).items():
         results[n].update(lat)  # step 3, alone on the machine
-    return {"budget": _budget_record(budget), "n_model": n_model, "methods": results, "jobs": jobs,
+    n_runs = sum(len(found[a.label]["trials"]) + len(found[a.label]["runs"]) - len(found[a.label]["selection"]["seeds"])
+                 for a in chosen)
+    return {"budget": _budget_record(budget) | {"n_val": len(task.val), "n_test": len(task.test)},
+            "n_model": n_model, "methods": results, "jobs": jobs, "n_runs": n_runs,
+            "wall_s": time.time() - t0, "cpu_s_runs": sum(r["cpu_s"] for r in results.values()),
+            "reused_runs": len(done),
             "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
             "threads": 1 if jobs > 1 else torch.get_num_threads()}
 
 
 def _budget_record(budget: Budget) -> dict:
     """The budget as stored (the fields chapter 08 reads; the defaults of the others)."""
-    keep = ("n_train", "n_eval", "epochs", "batch_size", "seeds", "full_grid", "latency_rounds")
+    keep = ("n_train", "n_eval", "epochs", "batch_size", "seeds", "full_grid", "latency_rounds", "select_seeds",
+            "max_extensions")
     return {k: v for k, v in asdict(budget).items() if k in keep}
 
 
@@ -110,6 +163,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="worker processes, one thread each (default: one per CPU core)")
+    ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
     ap.add_argument("--latency-only", action="store_true",
                     help="keep the accuracies in --out, measure the inference latency again")
     args = ap.parse_args(argv)
@@ -120,7 +174,7 @@ def main(argv=None):
         for n, lat in runner.measure_latency(chosen, rounds=FULL.latency_rounds).items():
             res["methods"][n].update(lat)
     else:
-        res = compare(args.methods, CI if args.ci else FULL, jobs=args.jobs)
+        res = compare(args.methods, CI if args.ci else FULL, jobs=args.jobs, log=None if args.ci else args.log)
     print(save(res, args.out))
 
 

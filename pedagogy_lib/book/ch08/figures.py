@@ -1,9 +1,11 @@
-"""Chapter 08 figure: our bubble chart beside the LoRA paper's (RoBERTa-base, GLUE average)."""
+"""Chapter 08 figures: our bubble chart beside the LoRA paper's (RoBERTa-base, GLUE average),
+and the paired differences against LoRA (q,v) and full fine-tuning as dots with 95 % intervals."""
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch08 import experiment as compare
+from pedagogy_lib.book.ch08 import table as T
 from pedagogy_lib.book.figures import register
 
 # LoRA paper (Hu et al. 2021) Table 2, RoBERTa-base rows: (trainable params in M, GLUE avg).
@@ -80,4 +82,37 @@ def bubbles(res: dict | None = None) -> Figure:
     right.set_xlabel("trainable parameters, % of RoBERTa-base (log)")
     right.set_ylabel("GLUE average (8 tasks)")
     right.set_title("LoRA paper, Table 2 (RoBERTa-base)", fontsize=9)
+    return fig
+
+
+@register("08_differences")
+def differences(res: dict | None = None) -> Figure:
+    """Per method, the paired test-accuracy difference to each reference (Eq. 8.4) with its
+    95 % t-interval (Eq. 8.6): filled dots are orders, hollow dots are ties (Eq. 8.7), grey
+    names mark learning rates that were not bracketed (no verdict rests on them)."""
+    res = compare.load() if res is None else res
+    m = res["methods"]
+    names = T.order(res)[::-1]  # most accurate at the top
+    fig = Figure(figsize=(11, 0.32 * len(names) + 1.6), layout="constrained")
+    for ax, ref in zip(fig.subplots(1, 2, sharey=True), T.REFERENCES):
+        for y, name in enumerate(names):
+            if name == ref:
+                ax.plot([0], [y], marker="D", color="k", ms=5)
+                continue
+            d = T.versus(res, name, ref)
+            mid, lo, hi = 100 * d["mean"], 100 * d["lo"], 100 * d["hi"]
+            ax.plot([lo, hi], [y, y], color="0.35", lw=1.4)
+            c = "C0" if T.judged(res, name) and T.judged(res, ref) else "0.6"
+            ax.plot([mid], [y], marker="o", ms=6, color=c, mfc="white" if d["tie"] else c, mew=1.4)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlabel(f"test accuracy − {ref}'s, points")
+        ax.set_title(f"against {ref} (◆)", fontsize=9)
+        ax.grid(axis="x", color="0.9")
+    ax0 = fig.axes[0]
+    ax0.set_yticks(range(len(names)), [n if T.judged(res, n) else f"{n} (unbracketed)" for n in names])
+    for label, n in zip(ax0.get_yticklabels(), names):
+        label.set_color("k" if T.judged(res, n) else "0.5")
+    fig.suptitle(f"Paired differences over {len(res['budget']['seeds'])} seeds, "
+                 f"{res['budget'].get('n_test', res['budget']['n_eval'])} test words. Dot: mean difference; "
+                 "bar: 95 % t-interval; hollow: a tie (the interval contains 0); grey: not judged", fontsize=9)
     return fig
