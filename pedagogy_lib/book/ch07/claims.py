@@ -162,7 +162,7 @@ def _fits_48(c):
 
 
 @CLAIMS.rule("ch07-700-50", "Full fine-tuning of a 65B model needs ~700 GB; QLoRA fits it in ~50 GB.",
-             published="> 780 GB → < 48 GB", source="QLoRA abstract")
+             published="> 780 GB → < 48 GB", source="QLoRA abstract", sentence="qlora-65b-700-50")
 def _700_50(c):
     full, q = c.m65["full_16bit"], c.m65["qlora_total"]
     verdict = rules.worst_verdict(rules.about_verdict(full, 700), rules.about_verdict(q, 50))  # "~X GB", as ch00
