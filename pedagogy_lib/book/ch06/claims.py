@@ -9,7 +9,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 
-import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
@@ -42,12 +41,6 @@ def fractions() -> dict:
     return out
 
 
-def gaps(curve: dict, a: str, b: str) -> dict[int, float]:
-    """mean accuracy of a − mean accuracy of b, per training-set size (in points)."""
-    ra, rb = curve["results"][a]["curve"], curve["results"][b]["curve"]
-    return {int(n): 100 * (ra[n]["mean"] - rb[n]["mean"]) for n in ra if n in rb}
-
-
 def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
     """{n: the paired difference a − b in points (``rules.paired_points``)} per training size:
     the runs of one seed share the subsample, its order and the head's init."""
@@ -57,12 +50,6 @@ def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
 
 def _worst(verdicts) -> str:
     return max(verdicts, key=("holds", "approximately", "wrong").index)
-
-
-def noise(curve: dict, names, n: int) -> float:
-    """Standard error of a difference of two seed-means at size n, in points."""
-    k = len(curve["config"]["seeds"])
-    return 100 * float(np.sqrt(sum(curve["results"][x]["curve"][str(n)]["std"] ** 2 for x in names) / k))
 
 
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:
