@@ -12,8 +12,8 @@ from types import SimpleNamespace
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib.book import sentences as S
-from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, fold_check, load_results, paired_differences,  # noqa: F401
-                                               seed_means, summary, val_grids)
+from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
+                                               summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
 
 RESULTS = R.RESULTS
@@ -53,11 +53,8 @@ def _lags_lora(c):
     gaps = [b - a for a, b in LORA_T4.values()]
     verdict = interval_verdict(min(gaps), max(gaps), 0.5, 1.0)
     L, best = c.L, c.best
-    by_seed = {arm: [r["test"] for r in c.sweep["runs"] if r["arm"] == arm and r["m"] == L[arm]
-                     and r["lr"] == c.sweep["chosen_lr"][arm]] for arm in (best,)}
-    lora = [r["test"] for r in c.sweep["runs"] if r["arm"] == "lora" and r["lr"] == c.sweep["chosen_lr"]["lora"]]
     edges = unbracketed({k: v for k, v in c.grids.items() if k in ("lora", best)})
-    d = paired_points(lora, by_seed[best])
+    d = paired_points(by_seed(c.sweep, "lora"), by_seed(c.sweep, best, L[best]))
     return verdict, (f"published gaps {min(gaps):.1f}–{max(gaps):.1f} points (GPT-3, WikiSQL/MNLI/SAMSum), "
                      f"{'inside' if verdict == 'holds' else 'outside' if verdict == 'wrong' else 'overlapping'} "
                      f"0.5–1 (rule: the published range inside → holds, overlapping → approximately, disjoint → "

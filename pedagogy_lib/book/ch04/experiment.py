@@ -120,6 +120,14 @@ def paired_differences(sweep: dict) -> np.ndarray:
     return np.array(out)
 
 
+def by_seed(sweep: dict, arm: str, m: int | None = None) -> list[float]:
+    """Test accuracy of one arm at its chosen rate (and prefix length m), in seed order: the
+    runs of one seed share the subsample, head init and order across arms (paired)."""
+    lr, seeds = sweep["chosen_lr"][arm], sweep["config"]["seeds"]
+    rs = {r["seed"]: r["test"] for r in _runs(sweep, arm, m, lr)}
+    return [rs[seed] for seed in seeds]
+
+
 def seed_means(sweep: dict, arm: str) -> list[float]:
     """Test accuracy of one arm at its chosen rate, averaged over the prefix lengths, per seed:
     the seeds are the independent replicates (the lengths of one seed share its data order)."""
