@@ -270,8 +270,8 @@ def test_claims_records_and_logic():
     records = V.claims()
     assert len({r["id"] for r in records}) == len(records) >= 6
     for r in records:
-        assert set(r) == {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
-        assert r["chapter"] == "03" and r["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
+        assert set(r) == {"id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
+        assert r["chapter"] == "03" and r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
     base = V.load_results()
 
     def latency_with(b1, big, par):
@@ -290,21 +290,39 @@ def test_claims_records_and_logic():
     assert ident["exact"] == 0.0 and ident["near"] > 0
 
 
-def test_claim_rules_4x_lora_and_storage():
+def test_claim_rules_4x_lora_pfeiffer_half_and_storage():
     from pedagogy_lib.book.ch03 import claims as V
 
     base = V.load_results()
 
-    def four_x(gap):  # set the ≈4× adapter (Pfeiffer m=64) to LoRA's mean − gap, sd 0.0054 vs LoRA's 0.0013
+    def with_seeds(shift=None):  # {name: points below LoRA, per seed} (paired with LoRA's seeds)
         acc = json.loads(json.dumps(base["accuracy"]))
-        lo, pf = acc["results"]["LoRA r=8 (q,v)"], acc["results"]["Pfeiffer m=64"]
-        lo["test_std"], pf["test_std"], pf["test_mean"] = 0.0013, 0.0054, lo["test_mean"] - gap
-        return {r["id"]: r["verdict"] for r in V.claims({**base, "accuracy": acc})}["ch03-4x-lora"]
+        lora = acc["results"]["LoRA r=8 (q,v)"]["test_by_seed"]
+        for name, pts in (shift or {}).items():
+            acc["results"][name]["test_by_seed"] = [x - p / 100 for x, p in zip(lora, pts)]
+        return {r["id"]: r["verdict"] for r in V.claims({**base, "accuracy": acc})}
 
-    # 2 s.e. = 2·sqrt(0.0013² + 0.0054²)/√3 ≈ 0.0064
-    assert four_x(0.003) == "holds" and four_x(-0.01) == "holds"
-    assert four_x(0.008) == "approximately"  # beyond 2 s.e. but under a point
-    assert four_x(0.0127) == "wrong"
+    # the ≈4× adapter is Pfeiffer m=64; RoBERTa-base's published 3× row is 1.8 points behind (no match)
+    assert with_seeds({"Pfeiffer m=64": [3.0, 3.1, 2.9]})["ch03-4x-lora"] == "wrong"  # ordered: LoRA ahead
+    assert with_seeds({"Pfeiffer m=64": [-1.0, 1.0, 0.2]})["ch03-4x-lora"] == "approximately"  # a tie
+    # the published side flips too: a matching RoBERTa-base row and a tight tie → holds
+    d = V.paired_points([0.90, 0.91, 0.92], [0.9, 0.9101, 0.9199])
+    assert V.S.adapter_4x(d, 4.0, {"RoB-base x": (1.2, 0.3, 87.0, 87.2)})[0] == "holds"
+    assert V.S.adapter_4x(d, 4.0)[0] == "approximately"
+    # Pfeiffer half: untestable while Houlsby's rate is unbracketed; judged once it is bracketed
+    assert with_seeds()["ch03-pfeiffer-half"] == "untestable-here"
+    acc = json.loads(json.dumps(base["accuracy"]))
+    for k in (16, 64):
+        acc["results"][f"Houlsby m={k}"]["val_by_lr"]["0.003"] = 0.95  # interior best now
+        h = acc["results"][f"Houlsby m={k}"]["test_by_seed"]
+        acc["results"][f"Pfeiffer m={k}"]["test_by_seed"] = [x - 0.001 * (i % 2) for i, x in enumerate(h)]
+    v = {r["id"]: r["verdict"] for r in V.claims({**base, "accuracy": acc})}
+    assert v["ch03-pfeiffer-half"] == "holds"
+    for k in (16, 64):
+        h = acc["results"][f"Houlsby m={k}"]["test_by_seed"]
+        acc["results"][f"Pfeiffer m={k}"]["test_by_seed"] = [x - 0.03 - 0.001 * (i % 2) for i, x in enumerate(h)]
+    v = {r["id"]: r["verdict"] for r in V.claims({**base, "accuracy": acc})}
+    assert v["ch03-pfeiffer-half"] == "wrong"
     rec = {r["id"]: r for r in V.claims()}
     assert rec["ch03-storage-2md"]["verdict"] == "holds" and "~4md" in rec["ch03-storage-2md"]["our_value"]
 

@@ -112,7 +112,7 @@ def test_ledger_covers_the_article_claims_listed_in_issue_8():
 
 
 def test_check_record_rejects_bad_records():
-    good = {"id": "x", "chapter": "ch08", "claim": "c", "verdict": "holds", "our_value": "1",
+    good = {"id": "x", "sentence": "x", "chapter": "ch08", "claim": "c", "verdict": "holds", "our_value": "1",
             "published_value": "1", "source": "s"}
     claims.check_record(good)
     with pytest.raises(ValueError, match="verdict"):
@@ -123,28 +123,54 @@ def test_check_record_rejects_bad_records():
         claims.chapter_claims("ch99")
 
 
-def test_ch08_claim_rules_use_the_standard_error():
+def test_ch08_claim_rules_use_paired_intervals_and_flip():
     import copy
     from pedagogy_lib.book.ch08 import claims as V
+    from pedagogy_lib.book.rules import VERDICTS
 
     res = compare.load()
     verdict = lambda r: {c["id"]: c["verdict"] for c in V.claims(r)}  # noqa: E731
     for c in V.claims(res):
-        assert c["chapter"] == "08" and c["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
+        assert c["chapter"] == "08" and c["verdict"] in VERDICTS
     fake = copy.deepcopy(res)
     m = fake["methods"]
+    base = [0.90, 0.91, 0.92]  # per seed; every method shares this shape, shifted (paired noise ≈ 0)
+
+    def at(name, offset, wobble=0.001):
+        m[name]["test_acc"] = [b + offset + wobble * (i % 2) for i, b in enumerate(base)]
+        m[name]["seeds"] = [0, 1, 2]
+        m[name]["mean"], m[name]["std"] = sum(m[name]["test_acc"]) / 3, 0.005
+
     for n in m:
-        m[n]["std"] = 0.002
-    m["lora_qv"]["mean"] = m["full"]["mean"] - 0.0005          # 0.05 points: a tie
+        at(n, 0.0)
+    at("lora_qv", -0.0005)                                   # 0.05 points: a tie
     assert verdict(fake)["ch08-lora-ties-full-ft"] == "holds"
-    m["lora_qv"]["mean"] = m["full"]["mean"] - 0.02            # 2 points, SE ≈ 0.16: a real gap
+    at("lora_qv", -0.02)                                     # 2 points, SE ≈ 0.16: a real gap
     assert verdict(fake)["ch08-lora-ties-full-ft"] == "wrong"
-    m["houlsby"]["mean"] = m["lora_qv"]["mean"] - 0.03         # adapters clearly behind
-    assert verdict(fake)["ch08-adapter-4x-params"] == "wrong"
-    for n in m:                                                # every PEFT method 3.5 points below
+    at("prefix", -0.02 - 0.005)                              # half a point below LoRA: a small drop
+    assert verdict(fake)["ch08-prefix-small-drop"] == "holds"
+    at("prefix", -0.02 - 0.04)                               # 4 points below LoRA: not small
+    assert verdict(fake)["ch08-prefix-small-drop"] == "wrong"
+    at("probe", -0.04)
+    at("bitfit", -0.04)                                      # no better than the probe: the old rule
+    assert verdict(fake)["ch08-bitfit-baseline"] == "wrong"  # ("within 3 points of full FT") nearly passed it
+    at("bitfit", -0.035)                                     # above the probe, an eighth of its gap closed
+    assert verdict(fake)["ch08-bitfit-baseline"] == "approximately"
+    at("bitfit", -0.01)                                      # 3 of the probe's 4 points recovered
+    assert verdict(fake)["ch08-bitfit-baseline"] == "holds"
+    at("prompt", -0.035)                                     # 3.5 points below full FT
+    assert verdict(fake)["ch08-prompt-3-4-points"] == "approximately"  # never holds from this task
+    at("prompt", -0.01)
+    assert verdict(fake)["ch08-prompt-3-4-points"] == "not-reproduced-here"
+    for n in m:                                              # every PEFT method 3.5 points below
         if n not in ("full", "probe"):
-            m[n]["mean"] = m["full"]["mean"] - 0.035
+            at(n, -0.035)
     assert verdict(fake)["ch08-small-model-gaps"] == "holds"
-    assert verdict(fake)["ch08-prompt-3-4-points"] == "holds"
+    before = verdict(fake)                                   # pairs are matched by seed, not by position
+    for n in ("prompt", "full"):
+        m[n]["seeds"], m[n]["test_acc"] = m[n]["seeds"][::-1], m[n]["test_acc"][::-1]
+    assert verdict(fake) == before
+    m["prompt"]["bracketed"] = False                         # a rate at the grid's edge: no verdict
+    assert verdict(fake)["ch08-prompt-3-4-points"] == "untestable-here"
     m["lora_qv"]["latency_ratio"] = 1.5
     assert verdict(fake)["ch08-merged-lora-latency"] == "wrong"

@@ -310,7 +310,7 @@ def test_bad_arguments():
 
 def test_claims_records():
     claims = ch00_claims()
-    keys = {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
+    keys = {"id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
     assert len(claims) >= 10
     assert len({c["id"] for c in claims}) == len(claims)
     for c in claims:

@@ -492,7 +492,7 @@ def test_verdict_rules_follow_the_data():
                      {"backend": "torch", "d": 384, "ratio": {"merged": 0.99, "unmerged": 1.5}}]}
     fixed = {"init": E.init_check(), "merge": E.merge_check(), "scaling": E.scaling_study(steps=20), "latency": lat}
     recs = {r["id"]: r for r in V.claims({**fixed, "sweeps": _synthetic_sweeps()})}
-    assert all(r["verdict"] in ("holds", "approximately", "wrong", "untestable-here") for r in recs.values())
+    assert all(r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here") for r in recs.values())
     assert recs["ch02-d4096-r8"]["verdict"] == "holds" and recs["ch02-init-zero"]["verdict"] == "holds"
     assert recs["ch02-bit-for-bit"]["verdict"] == "approximately"
     assert recs["ch02-placement"]["verdict"] == "holds" and recs["ch02-lr"]["verdict"] == "holds"

@@ -269,8 +269,8 @@ def test_claims_ch05_recomputed_from_saved_results():
     assert [r["id"] for r in records] == ["ch05-prompt-needs-scale", "ch05-prompt-3-4-points",
                                           "ch05-ptv2-matches-ft", "ch05-prompt-fraction", "ch05-ptv2-fraction"]
     for r in records:
-        assert set(r) == {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
-        assert r["chapter"] == "05" and r["verdict"] in ("holds", "approximately", "wrong", "untestable-here")
+        assert set(r) == {"id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
+        assert r["chapter"] == "05" and r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
     s = V.summary(sweep)
     assert set(s["methods"]) == set(V.ARMS)
     assert s["methods"]["prompt-random"]["trainable"] == px.num_prompt_params(sweep["config"]["m"], 384)
@@ -296,15 +296,23 @@ def test_claims_ch05_rules_have_wrong_branches(monkeypatch):
     def verdicts():
         return {r["id"]: r for r in V.claims({"sweep": sweep})}
 
-    set_method("full-ft", [0.90, 0.90, 0.90])
-    set_method("ptuning-v2", [0.87, 0.87, 0.87])  # 3 points below, no noise
+    set_method("full-ft", [0.90, 0.91, 0.92])
+    set_method("ptuning-v2", [0.87, 0.88, 0.89])  # 3 points below, paired noise 0: an order
     assert verdicts()["ch05-ptv2-matches-ft"]["verdict"] == "wrong"
-    set_method("ptuning-v2", [0.892, 0.892, 0.892])  # 0.8 points below, SE 0 → approximately
+    set_method("ptuning-v2", [0.89, 0.92, 0.925])  # a tie too wide to call a match within 1 point
     assert verdicts()["ch05-ptv2-matches-ft"]["verdict"] == "approximately"
-    set_method("ptuning-v2", [0.898, 0.898, 0.898])  # within 0.5 point, but 0.41% is not ~0.1%: capped
+    set_method("ptuning-v2", [0.9005, 0.9095, 0.9201])  # a tight tie, but 0.41% is not ~0.1%: capped
     r = verdicts()["ch05-ptv2-matches-ft"]
     assert r["verdict"] == "approximately" and "far from ~0.1%" in r["our_value"]
-    assert "3 seeds" in verdicts()["ch05-prompt-3-4-points"]["our_value"]
+    # prompt tuning (the arm best on validation: prompt-vocab) against full FT: a claim about scale
+    set_method("prompt-vocab", [0.865, 0.875, 0.885])  # 3.5 points below: agrees, at most approximately
+    v = verdicts()
+    assert v["ch05-prompt-3-4-points"]["verdict"] == "approximately" and "3 seeds" in v["ch05-prompt-3-4-points"]["our_value"]
+    assert v["ch05-prompt-needs-scale"]["verdict"] == "approximately"  # a severe loss, interval above 2
+    set_method("prompt-vocab", [0.899, 0.911, 0.919])  # a tie with full FT
+    v = verdicts()
+    assert v["ch05-prompt-3-4-points"]["verdict"] == "not-reproduced-here"
+    assert v["ch05-prompt-needs-scale"]["verdict"] == "not-reproduced-here"
 
     # fractions: all under 0.01% → holds; a model over 1B above it → wrong; none in 0.1–3% → wrong
     fr = V.fractions(cfg["m"])

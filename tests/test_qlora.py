@@ -443,7 +443,7 @@ def test_verdict_records(mm, task, qlora_model):
     records = V7.claims(results)
     assert len({r["id"] for r in records}) == len(records) >= 8
     for r in records:
-        assert set(r) == {"id", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
+        assert set(r) == {"id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
         assert r["chapter"] == "07" and r["our_value"]
     by_id = {r["id"]: r for r in records}
     assert by_id["ch07-grad-flow"]["verdict"] == "holds"

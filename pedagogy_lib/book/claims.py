@@ -4,8 +4,11 @@ Each chapter keeps its own records in ``pedagogy_lib.book.chNN.claims.claims()``
 drops exact duplicates of an id (a claim that two chapters both test keeps its first record,
 the chapter where it is measured most directly is listed first in ``ORDER``).
 
-A record is ``{id, chapter, claim, verdict, our_value, published_value, source}``, where
-``our_value`` is a string that a function computed from measurements or arithmetic.
+A record is ``{id, sentence, chapter, claim, verdict, our_value, published_value, source}``, where
+``our_value`` is a string that a function computed from measurements or arithmetic and
+``sentence`` the stable id of the article sentence it judges (``book.sentences``). Several
+chapters may add evidence to one sentence; they must agree on its verdict
+(``disagreements``).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from functools import lru_cache
 
 from pedagogy_lib.book.rules import VERDICTS
 
-FIELDS = ("id", "chapter", "claim", "verdict", "our_value", "published_value", "source")
+FIELDS = ("id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source")
 ORDER = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
 
 
@@ -27,7 +30,7 @@ def check_record(rec: dict) -> dict:
         raise ValueError(f"claim {rec.get('id', '?')!r} lacks fields {missing}")
     if rec["verdict"] not in VERDICTS:
         raise ValueError(f"claim {rec['id']!r}: verdict {rec['verdict']!r} is not one of {VERDICTS}")
-    for f in ("id", "claim", "our_value", "source"):
+    for f in ("id", "sentence", "claim", "our_value", "source"):
         if not str(rec[f]).strip():
             raise ValueError(f"claim {rec['id']!r}: field {f!r} is empty")
     return rec
@@ -59,6 +62,29 @@ def _ledger() -> tuple:
 
 def ledger() -> list[dict]:
     return [dict(r) for r in _ledger()]
+
+
+def by_sentence(records=None) -> dict[str, list[dict]]:
+    """The records grouped by the article sentence they judge, in ledger order."""
+    out: dict[str, list[dict]] = {}
+    for r in (ledger() if records is None else records):
+        out.setdefault(r["sentence"], []).append(r)
+    return out
+
+
+def disagreements(records=None) -> dict[str, dict[str, str]]:
+    """{sentence: {claim id: verdict}} for every sentence whose records disagree (should be {})."""
+    return {s: {r["id"]: r["verdict"] for r in rs} for s, rs in by_sentence(records).items()
+            if len({r["verdict"] for r in rs}) > 1}
+
+
+def sentence_verdicts(records=None) -> dict[str, str]:
+    """One verdict per article sentence; raises ValueError naming any sentence judged twice
+    with different verdicts."""
+    bad = disagreements(records)
+    if bad:
+        raise ValueError(f"sentences with conflicting verdicts: {bad}")
+    return {s: rs[0]["verdict"] for s, rs in by_sentence(records).items()}
 
 
 def __getattr__(name):  # LEDGER is built on first use, not at import (it reads results files)

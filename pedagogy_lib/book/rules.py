@@ -18,18 +18,29 @@ Rules are registered with a decorator, as figures are:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
-VERDICTS = ("holds", "approximately", "wrong", "untestable-here")
+import numpy as np
+
+from pedagogy_lib import stats
+
+# not-reproduced-here: we measured, the result differs from the claim, but our regime (a 22.7M
+# encoder, a one-word task with a trainable head, classification not generation) differs from
+# the claim's, so the difference does not refute it
+VERDICTS = ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
 
 
 def record(chapter: str, id_: str, claim: str, verdict: str, our_value: str, published_value: str,
-           source: str) -> dict:
-    """One claim record of the ledger (``pedagogy_lib.book.claims``); chapters bind their number."""
-    assert verdict in VERDICTS, verdict
-    return {"id": id_, "chapter": chapter, "claim": claim, "verdict": verdict, "our_value": our_value,
-            "published_value": published_value, "source": source}
+           source: str, sentence: str | None = None) -> dict:
+    """One claim record of the ledger (``pedagogy_lib.book.claims``); chapters bind their number.
+    ``sentence`` is the stable id of the article sentence the record judges (``book.sentences``);
+    several chapters may add evidence to one sentence, and then their verdicts must agree."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"claim {id_!r}: verdict {verdict!r} is not one of {VERDICTS}")
+    return {"id": id_, "sentence": sentence or id_, "chapter": chapter, "claim": claim, "verdict": verdict,
+            "our_value": our_value, "published_value": published_value, "source": source}
 
 
 def table(records: list[dict]) -> str:
@@ -100,6 +111,60 @@ def _above_by(x: float, bound: float) -> str:
     return f"just above {bound:g}" if x <= bound * (1 + ABOUT_HOLDS) else f"above {bound:g}"
 
 
+# --- measured differences: the protocol of chapter 08 (Eqs. 8.1–8.3, ``pedagogy_lib.stats``)
+def paired_points(a: Sequence[float], b: Sequence[float]) -> dict:
+    """The paired difference a − b over seeds, accuracies given as fractions, result in points:
+    mean, SE, the 95 % t-interval [lo, hi] and ``tie`` (the interval contains 0)."""
+    return stats.paired(100 * np.asarray(a, dtype=np.float64), 100 * np.asarray(b, dtype=np.float64))
+
+
+def ci_text(d: dict, a: str = "a", b: str = "b") -> str:
+    """'a − b = +1.2 points, 95 % CI [−0.1, +2.5], paired over 3 seeds: tie (a ≈ b)'."""
+    return (f"{a} − {b} = {d['mean']:+.1f} points, 95 % CI [{d['lo']:+.1f}, {d['hi']:+.1f}], paired over "
+            f"{d['n']} seeds: {stats.order(d, a, b)}")
+
+
+def band_verdict(d: dict, lo: float = -math.inf, hi: float = math.inf) -> str:
+    """A claim "the difference lies in [lo, hi] points" against a paired difference ``d``:
+    holds when the whole 95 % interval lies in the band, approximately when only the mean
+    does, wrong when the mean lies outside it."""
+    if lo <= d["lo"] and d["hi"] <= hi:
+        return "holds"
+    return "approximately" if lo <= d["mean"] <= hi else "wrong"
+
+
+def match_verdict(d: dict, margin: float) -> str:
+    """A claim "a matches b (within ``margin`` points)": holds when the 95 % interval lies inside
+    ±margin, approximately when it contains 0 but is wider (a tie we cannot resolve), wrong
+    when it excludes 0 (an order, not a match)."""
+    if not d["tie"]:
+        return "wrong"
+    return "holds" if -margin <= d["lo"] and d["hi"] <= margin else "approximately"
+
+
+def unbracketed(grids: dict[str, dict]) -> dict[str, str]:
+    """{arm: 'low'|'high'} for every arm whose validation-best learning rate sits at an edge of
+    its grid (``stats.bracketed``); ``grids``: arm -> {lr: mean validation score}. No verdict
+    may rest on such an arm: its optimum may lie outside the grid."""
+    out = {}
+    for arm, scores in grids.items():
+        lrs = sorted(scores, key=float)
+        if len(lrs) < 2:
+            out[arm] = "no grid"
+            continue
+        edge = stats.bracketed([float(x) for x in lrs], [scores[x] for x in lrs])["edge"]
+        if edge:
+            out[arm] = edge
+    return out
+
+
+def unbracketed_text(edges: dict[str, str]) -> str:
+    """'untested: Houlsby's best rate is the lowest of its grid (extend it below)…'."""
+    side = {"low": "lowest rate of its grid (extend the grid below it)",
+            "high": "highest rate of its grid (extend the grid above it)", "no grid": "only rate tried"}
+    return "; ".join(f"{arm}: the validation-best rate is the {side[e]}" for arm, e in edges.items())
+
+
 @dataclass(frozen=True)
 class Claim:
     id: str
@@ -108,6 +173,7 @@ class Claim:
     published: str
     source: str
     rule: Callable  # (measurements) -> (verdict, our value)
+    sentence: str = ""
 
 
 class Claims:
@@ -116,18 +182,19 @@ class Claims:
     def __init__(self, chapter: str):
         self.chapter, self.items = chapter, []
 
-    def rule(self, id_: str, text: str, published: str, source: str):
-        """Decorator: register ``fn(measurements) -> (verdict, our_value)`` as the rule of a claim."""
+    def rule(self, id_: str, text: str, published: str, source: str, sentence: str | None = None):
+        """Decorator: register ``fn(measurements) -> (verdict, our_value)`` as the rule of a claim.
+        ``sentence``: the article sentence's id in ``book.sentences`` (default: the claim's id)."""
         if any(c.id == id_ for c in self.items):
             raise ValueError(f"claim {id_!r} is registered twice")
 
         def decorate(fn):
-            self.items.append(Claim(id_, self.chapter, text, published, source, fn))
+            self.items.append(Claim(id_, self.chapter, text, published, source, fn, sentence or id_))
             return fn
 
         return decorate
 
     def judge(self, measurements) -> list[dict]:
         """Every claim's record: its rule applied to the chapter's measurements."""
-        return [record(self.chapter, c.id, c.text, *c.rule(measurements), c.published, c.source)
+        return [record(self.chapter, c.id, c.text, *c.rule(measurements), c.published, c.source, c.sentence)
                 for c in self.items]

@@ -11,6 +11,7 @@ from pedagogy_lib.counting import (BERT_LARGE, GPT3, LLAMA_65B, PUBLISHED_TOTAL,
                                    ModelShape, bitfit_params, bytes_per_param, customer_storage_gb,
                                    finetune_memory_gb, fraction, lora_params, method_table, pct,
                                    peft_memory_gb, scheme_components, shapes, total_params)
+from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.rules import (Claims, _about_band, _above_by, about_verdict, interval_verdict,
                                      rounded_verdict, worst_verdict)
 
@@ -115,16 +116,16 @@ def _table_adapter(c):
 
 @CLAIMS.rule("ch00-table-prefix", "Prefix-tuning trains about 0.1% of the parameters.",
              published=f"article: about 0.1% (read as {ABOUT_01[0]:g}–{ABOUT_01[1]:g}%); 0.1% on GPT-2 Medium "
-                       "(table-to-text)", source="Li & Liang 2021")
+                       "(table-to-text, m=10)", source="Li & Liang 2021", sentence="table-prefix-0.1pct")
 def _table_prefix(c):
-    lo, hi = _span(_share(c, "Prefix m=20", c.enc), _share(c, "Prefix m=20", c.llm))
-    return interval_verdict(lo, hi, *ABOUT_01), (f"m=20: {_range(c.table['Prefix m=20'], c.models, c.enc)} (encoders), "
-                                                 f"{_range(c.table['Prefix m=20'], c.models, c.llm)} (7B–175B)")
+    verdict, why = S.prefix_share()  # one verdict for the sentence (ch04-fraction judges it too)
+    return verdict, (f"{why}; m=20: {_range(c.table['Prefix m=20'], c.models, c.enc)} (encoders), "
+                     f"{_range(c.table['Prefix m=20'], c.models, c.llm)} (7B–175B)")
 
 
 @CLAIMS.rule("ch00-table-prompt", "Prompt tuning trains under 0.01% of the parameters.",
              published="article: under 0.01%; Lester et al.: under 0.01% for models over a billion parameters",
-             source="Lester et al. 2021, Table 4")
+             source="Lester et al. 2021, Table 4", sentence="table-prompt-0.01pct")
 def _table_prompt(c):
     lo, hi = _span(_share(c, "Prompt m=20", c.enc), _share(c, "Prompt m=20", c.llm), _share(c, "Prompt m=100", c.enc))
     return interval_verdict(lo, hi, 0.0, 0.01), (
@@ -170,7 +171,7 @@ def _one_gpu(c):
 
 # --- counting
 @CLAIMS.rule("ch00-lora-d4096-r8", "For d=4096, r=8 a LoRA update is 0.39% of the matrix.",
-             published="—", source="arithmetic")
+             published="—", source="arithmetic", sentence="lora-d4096-r8")
 def _d4096(c):
     d4096 = 8 * (4096 + 4096) / (4096 * 4096)
     return rounded_verdict(100 * d4096, "0.39"), f"8·(4096+4096)/4096² = {pct(d4096, 3)}"
@@ -203,7 +204,8 @@ def _cheapest_adam(c) -> tuple[str, str, float]:
 
 
 @CLAIMS.rule("ch00-65b-full-ft-700gb", "Full fine-tuning of a 65B model needs about 700 GB.",
-             published="more than 780 GB for regular 16-bit fine-tuning", source="QLoRA abstract")
+             published="more than 780 GB for regular 16-bit fine-tuning", source="QLoRA abstract",
+             sentence="qlora-65b-700-50")
 def _full_65b(c):
     cheapest, what, f65 = _cheapest_adam(c)
     return about_verdict(f65, 700), (

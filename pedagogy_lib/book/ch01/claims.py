@@ -78,7 +78,7 @@ def _intrinsic_dim(s):
         f"; at d = {at:,}: {100 * it['mean'][it['ds'].index(at)]:.1f}% "
         f"({100 * (it['mean'][it['ds'].index(at)] - it['full_mean']):+.1f} points)")
     per_seed = ", ".join(f"{d if d is not None else '>' + str(max(it['ds']))}" for d in it["d90_seed"].values())
-    return v, (f"MiniLM/VADER, θ = θ0 + P z over {it['D']:,} numbers: d90 = {d90} (per seed {per_seed}); "
+    return v, (f"MiniLM/VADER, θ = θ0 + P z over {it['D']:,} numbers: {E.d90_text(it)} (per seed {per_seed}); "
                f"full FT {100 * it['full_mean']:.1f}%, best subspace {100 * it['best']:.1f}%; within 1 point of "
                f"full FT from d = {within if within is not None else 'never (d ≤ ' + str(max(it['ds'])) + ')'}"
                f"{at_txt}")
@@ -155,7 +155,16 @@ def _small_slice(s):
                                                       ("BERT-base", "BERT-large", "RoBERTa-base", "RoBERTa-large"))),
              source=SOURCE_ID)
 def _model_size(s):
-    return "untestable-here", "one model only (MiniLM-L6, 22.7M parameters)"  # one model here
+    # a claim about scale: judged on the published table (d90 on MRPC, SAID), base → large in
+    # each family: falls in every family → holds, in some → approximately, in none → wrong;
+    # the table is a secondary copy, the trend is also stated in the paper's abstract
+    fams = (("BERT-base", "BERT-large"), ("RoBERTa-base", "RoBERTa-large"))
+    falls = [PUBLISHED_D90[big][0] <= PUBLISHED_D90[small][0] for small, big in fams]
+    verdict = "holds" if all(falls) else ("approximately" if any(falls) else "wrong")
+    return verdict, ("published d90 (MRPC, SAID): " + "; ".join(
+        f"{small} {PUBLISHED_D90[small][0]:,} → {big} {PUBLISHED_D90[big][0]:,}" for small, big in fams)
+        + " (rule: no growth from base to large in every family → holds, in some → approximately, else wrong); "
+        "one model here (MiniLM-L6, 22.7M), so our measurement is no evidence either way")
 
 
 def claims(results: dict | None = None) -> list[dict]:

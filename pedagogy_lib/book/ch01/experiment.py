@@ -254,6 +254,16 @@ def intrinsic_summary(res: dict, frac: float = 0.9) -> dict:
     }
 
 
+def d90_text(it: dict) -> str:
+    """d90 as the grid resolves it: "30 < d90 ≤ 100" (the grid point below d90 misses the bar),
+    "d90 ≤ 10" at the first point, "d90 > 10000" when no point reaches it."""
+    ds, d90 = it["ds"], it["d90"]
+    if d90 is None:
+        return f"d90 > {max(ds)}"
+    i = ds.index(d90)
+    return f"d90 ≤ {d90}" if i == 0 else f"{ds[i - 1]} < d90 ≤ {d90}"
+
+
 def _sig(v: float, digits: int = 6) -> float:
     """v rounded to ``digits`` significant digits (low bits vary with threads and machines)."""
     return round(v, digits - 1 - int(math.floor(math.log10(abs(v))))) if v else 0.0

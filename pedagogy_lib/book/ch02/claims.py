@@ -81,7 +81,7 @@ def context(results: dict | None = None) -> SimpleNamespace:
 
 
 @CLAIMS.rule("ch02-d4096-r8", "For d = 4096 and r = 8 the LoRA update has 0.39% of the matrix's parameters.",
-             published="0.39%", source="arithmetic (Eq. 2.7)")
+             published="0.39%", source="arithmetic (Eq. 2.7)", sentence="lora-d4096-r8")
 def _d4096(c):
     frac = lora.count_lora_params({"W": (4096, 4096)}, ("W",), 8) / 4096 ** 2
     return "holds" if round(100 * frac, 2) == 0.39 else "wrong", f"r(d_in + d_out)/(d_in·d_out) = 8·8192/4096² = {100 * frac:.4f}%"
@@ -144,7 +144,8 @@ def _rslora(c):
 
 
 @CLAIMS.rule("ch02-merge-latency", "Merging adds zero latency: you ship a single weight matrix.",
-             published="no added inference latency", source="Hu et al. 2021 §4.2 and Table 1")
+             published="no added inference latency", source="Hu et al. 2021 §4.2 and Table 1",
+             sentence="merge-zero-latency")
 def _merge_latency(c):
     lat = c.lat
     model = next(x for x in lat["cases"] if "model" in x)
@@ -269,7 +270,8 @@ def _rank_advice(c):
 # 0.24% and within 0.1 points on RoBERTa-base: two computed parts
 @CLAIMS.rule("ch02-roberta-0.24", "LoRA r=8 at 0.24% of RoBERTa-base's parameters essentially ties full "
              "fine-tuning on GLUE (within 0.1 points).",
-             published="LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", source="Hu et al. 2021 Table 2")
+             published="LoRA 87.2 vs FT 86.4 (0.3M vs 125M params)", source="Hu et al. 2021 Table 2",
+             sentence="lora-ties-full-ft")
 def _roberta_024(c):
     s = c.s
     rb = C.lora_params(C.ROBERTA_BASE, 8)

@@ -5,6 +5,7 @@ The sweep figures read ``chapters/results/ch02_sweeps.json`` (written by
 """
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch02 import experiment as E
@@ -64,7 +65,7 @@ def lr_sensitivity(doc=None):
     ax.axvspan(1e-4, 5e-4, color="0.85", label="article: 1e-4 … 5e-4")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (encoder; head at %g)" % doc["config"]["head_lr"])
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel("validation accuracy, mean ± sd over seeds")
     ax.legend(fontsize=8)
     ax.set_title(f"VADER polarity, {doc['config']['n_train']} words, {len(doc['config']['seeds'])} seeds (mean ± sd)")
     return fig
@@ -80,15 +81,18 @@ def placement(doc=None):
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
     stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
     labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
-    a.bar(range(len(names)), [100 * m for m, _ in stats], yerr=[100 * e for _, e in stats], capsize=3,
-          color=["C0" if k != "q,v" else "C1" for k in names])
+    for i, k in enumerate(names):  # a dot plot: seeds as small dots, the mean ± sd as a large dot and bar
+        seeds = 100 * np.asarray(s["placement"][k]["test_acc"])
+        a.plot(np.full(seeds.size, i - 0.12), seeds, ".", color="C7", ms=5)
+    a.errorbar(range(len(names)), [100 * m for m, _ in stats], yerr=[100 * e for _, e in stats], fmt="o", capsize=3,
+               color="C0", ecolor="C0", label="mean ± sd over seeds")
+    a.plot([names.index("q,v")], [100 * stats[names.index("q,v")][0]], "o", color="C1", ms=8)
     for k in ("q,k,v,o", "all linear"):
         m, e = mean_sd(s["same_rank"][k]["test_acc"])
         a.errorbar([names.index(k) + 0.3], [100 * m], [100 * e], fmt="D", color="k", capsize=3,
-                   label="same rank r=8 (more parameters)" if k == "q,k,v,o" else None)
+                   label="same rank r=8 (more parameters), mean ± sd" if k == "q,k,v,o" else None)
     a.set_xticks(range(len(names)), labels, fontsize=8)
-    a.set_ylim(min(100 * m for m, _ in stats) - 3, None)
-    a.set_ylabel("test accuracy (%)")
+    a.set_ylabel("test accuracy (%); small dots: seeds")
     a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each")
     a.legend(fontsize=8, loc="lower right")
     keys = list(PAPER_TABLE5)
@@ -97,7 +101,7 @@ def placement(doc=None):
     bottom = fig.add_subplot(grid[1, 1], sharex=top)
     for ax, col, name, color in ((top, 1, "WikiSQL", "C2"), (bottom, 2, "MNLI", "C3")):
         vals = [PAPER_TABLE5[k][col] for k in keys]
-        ax.bar(range(len(keys)), vals, color=color)
+        ax.plot(range(len(keys)), vals, "o", color=color)  # one published number each: dots, not bars
         ax.set_ylim(min(vals) - 1, max(vals) + 0.5)
         ax.set_ylabel(name, fontsize=9)
     top.set_title("LoRA paper, Table 5: GPT-3, 18M parameters")
@@ -118,7 +122,7 @@ def rank(doc=None):
         a.errorbar([int(k) for k in rs], [100 * m for m, _ in stats], [100 * e for _, e in stats],
                    marker="o", capsize=3, label=LABELS[name])
         b.plot([int(k) for k in rs], [rows[k]["delta_norm"] for k in rs], "o-", label=LABELS[name])
-    a.set_ylabel("test accuracy (%)")
+    a.set_ylabel("test accuracy (%), mean ± sd over seeds")
     a.set_title("MiniLM, VADER, LoRA on q,v, α = 8")
     b.set_ylabel("mean ‖s·BA‖_F after training")
     b.set_ylim(0, None)

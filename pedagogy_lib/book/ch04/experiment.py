@@ -120,6 +120,29 @@ def paired_differences(sweep: dict) -> np.ndarray:
     return np.array(out)
 
 
+def by_seed(sweep: dict, arm: str, m: int | None = None) -> list[float]:
+    """Test accuracy of one arm at its chosen rate (and prefix length m), in seed order: the
+    runs of one seed share the subsample, head init and order across arms (paired)."""
+    lr, seeds = sweep["chosen_lr"][arm], sweep["config"]["seeds"]
+    rs = {r["seed"]: r["test"] for r in _runs(sweep, arm, m, lr)}
+    return [rs[seed] for seed in seeds]
+
+
+def seed_means(sweep: dict, arm: str) -> list[float]:
+    """Test accuracy of one arm at its chosen rate, averaged over the prefix lengths, per seed:
+    the seeds are the independent replicates (the lengths of one seed share its data order)."""
+    lr, cfg = sweep["chosen_lr"][arm], sweep["config"]
+    return [float(np.mean([r["test"] for m in cfg["lengths"] for r in _runs(sweep, arm, m, lr) if r["seed"] == seed]))
+            for seed in cfg["seeds"]]
+
+
+def val_grids(sweep: dict) -> dict[str, dict]:
+    """{arm: {lr: mean validation accuracy over seeds at m_grid}}: what chose each arm's rate."""
+    s = summary(sweep)
+    return {arm: {lr: v["val"][0] for lr, v in s["lr_grid"][arm].items()} for arm in ARMS} | {
+        "lora": {r: float(np.mean([x["val"] for x in _runs(sweep, "lora", lr=r)])) for r in sweep["config"]["lrs"]["lora"]}}
+
+
 def best_length(s: dict, arm: str) -> int:
     """The prefix length with the best mean validation accuracy (test is not used to choose)."""
     by = s["by_length"][arm]

@@ -63,7 +63,7 @@ def sweep_figure(sweep: dict | None = None) -> Figure:
     left.legend(frameon=False, fontsize=8)
     right.set_xscale("log")
     right.set_xlabel("learning rate")
-    right.set_ylabel("validation accuracy (%)")
+    right.set_ylabel("validation accuracy (%), mean ± sd over seeds")
     right.set_title(f"Learning-rate sensitivity, m = {s['m_grid']}")
     right.legend(frameon=False, fontsize=8)
     return fig

@@ -86,6 +86,23 @@ def summary(sweep: dict) -> dict:
     return out
 
 
+def by_seed(sweep: dict, meth: str) -> list[float]:
+    """Test accuracy of one method at its chosen rate and the main budget, in seed order (the
+    runs of one seed share the training subsample and its order across methods: paired)."""
+    cfg, lr = sweep["config"], sweep["chosen_lr"][meth]
+    rs = {r["seed"]: r["test"] for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
+          and math.isclose(r["lr"], lr)}
+    return [rs[seed] for seed in cfg["seeds"]]
+
+
+def val_grid(sweep: dict, meth: str) -> dict:
+    """{lr: validation accuracy at the selection seed}: the grid the method's rate was chosen from."""
+    cfg = sweep["config"]
+    seed = cfg["seeds"][0]
+    return {r["lr"]: r["val"] for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
+            and r["seed"] == seed}
+
+
 def gap(s: dict, a: str, b: str) -> tuple[float, float]:
     """Points by which method a trails method b on test accuracy, with the standard error
     of the difference of the two seed means."""

@@ -16,24 +16,28 @@ COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-pro
 
 @register("05_methods")
 def methods_figure(sweep: dict | None = None) -> Figure:
-    s = V.summary(V.load_results() if sweep is None else sweep)
+    """A dot plot (no bars, so no axis to truncate): each seed's test accuracy, and the mean
+    with a ± sd error bar."""
+    sweep = V.load_results() if sweep is None else sweep
+    s = V.summary(sweep)
     meths = [k for k in V.ARMS if k in s["methods"]]
     fig = Figure(figsize=(9, 3.8), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(meths))[::-1]
     mean = [100 * s["methods"][k]["test"][0] for k in meths]
     sd = [100 * s["methods"][k]["test"][1] for k in meths]
-    ax.barh(y, mean, xerr=sd, color=[COLOURS[k] for k in meths], capsize=3)
-    lo = min(m - e for m, e in zip(mean, sd))
-    ax.set_xlim(5 * np.floor((lo - 3) / 5), 100)
-    for yi, k, mv, e in zip(y, meths, mean, sd):
+    for yi, k in zip(y, meths):
+        ax.plot(100 * np.array(V.by_seed(sweep, k)), np.full(3, yi) + 0.18, ".", color=COLOURS[k], ms=5, alpha=0.7)
+    ax.errorbar(mean, y, xerr=sd, fmt="none", ecolor="k", capsize=3, lw=1)
+    ax.scatter(mean, y, c=[COLOURS[k] for k in meths], s=40, zorder=3, edgecolors="k", linewidths=0.5)
+    hi = max(m + e for m, e in zip(mean, sd))
+    for yi, k, mv in zip(y, meths, mean):
         n = s["methods"][k]["trainable"]
-        ax.text(ax.get_xlim()[0] + 0.3, yi, f"{n:,} trained" if n else "head only", va="center", fontsize=8,
-                color="white")
-        ax.text(mv + e + 0.4, yi, f"{mv:.1f}", va="center", fontsize=8)
+        ax.text(hi + 0.6, yi, f"{mv:.1f}   " + (f"{n:,} trained" if n else "head only"), va="center", fontsize=8)
+    ax.set_xlim(None, hi + 6)
     ax.set_yticks(y, [V.LABELS[k] for k in meths])
     n_seeds = max(s["methods"][k]["n"] for k in meths)
-    ax.set_xlabel(f"test accuracy (%), mean ± sd over {n_seeds} seeds")
+    ax.set_xlabel(f"test accuracy (%): large dot the mean, bar ± sd over {n_seeds} seeds, small dots the seeds")
     ax.set_title("MiniLM (22.7M) on VADER polarity, m = 20 virtual tokens")
     return fig
 

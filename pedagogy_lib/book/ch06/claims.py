@@ -9,12 +9,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 
-import numpy as np
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib.book.ch06.experiment import load_results
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
+                                     unbracketed, unbracketed_text)
 
 RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -41,16 +41,15 @@ def fractions() -> dict:
     return out
 
 
-def gaps(curve: dict, a: str, b: str) -> dict[int, float]:
-    """mean accuracy of a − mean accuracy of b, per training-set size (in points)."""
+def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
+    """{n: the paired difference a − b in points (``rules.paired_points``)} per training size:
+    the runs of one seed share the subsample, its order and the head's init."""
     ra, rb = curve["results"][a]["curve"], curve["results"][b]["curve"]
-    return {int(n): 100 * (ra[n]["mean"] - rb[n]["mean"]) for n in ra if n in rb}
+    return {int(n): paired_points(ra[n]["test_by_seed"], rb[n]["test_by_seed"]) for n in ra if n in rb}
 
 
-def noise(curve: dict, names, n: int) -> float:
-    """Standard error of a difference of two seed-means at size n, in points."""
-    k = len(curve["config"]["seeds"])
-    return 100 * float(np.sqrt(sum(curve["results"][x]["curve"][str(n)]["std"] ** 2 for x in names) / k))
+def _worst(verdicts) -> str:
+    return max(verdicts, key=("holds", "approximately", "wrong").index)
 
 
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:
@@ -112,12 +111,24 @@ def _houlsby_45x(c):
              published=f"RoBERTa-base GLUE: BitFit {PUB_GLUE['BitFit']} vs FT {PUB_GLUE['FT']}; per-task BitFit table not confirmed",
              source="LoRA paper Table 2")
 def _small_data(c):
-    g_full = gaps(c.curve, BITFIT, FULL)
-    worst = min(g for n, g in g_full.items() if n <= SMALL)
-    return ("holds" if worst >= -2 else ("approximately" if worst >= -4 else "wrong"),
-            "BitFit − full FT: " + ", ".join(f"n={n}: {g:+.1f}" for n, g in sorted(g_full.items()))
-            + f" points (±{noise(c.curve, (BITFIT, FULL), max(g_full)):.1f} noise at n={max(g_full)}); "
-            f"rule: 'competitive' = within 2 points for every n ≤ {SMALL}")
+    # "competitive" = BitFit − full FT ≥ −2 points at every n ≤ SMALL (``rules.band_verdict`` on
+    # the paired interval: all of it → holds, the mean only → approximately, else wrong); a rule
+    # the frozen probe would pass as well tells nothing, so if the probe's mean is also within
+    # 2 points at some n ≤ SMALL the verdict is at most approximately
+    d = {n: x for n, x in paired_at(c.curve, BITFIT, FULL).items() if n <= SMALL}
+    probe = {n: x for n, x in paired_at(c.curve, PROBE, FULL).items() if n <= SMALL}
+    verdict = _worst(band_verdict(x, lo=-2.0) for x in d.values())
+    probe_passes = any(x["mean"] >= -2.0 for x in probe.values())
+    if probe_passes and verdict == "holds":
+        verdict = "approximately"
+    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, FULL)})
+    if edges:
+        verdict = "untestable-here"
+    return verdict, ("; ".join(f"n={n}: " + ci_text(x, "BitFit", "full FT") for n, x in sorted(d.items()))
+                     + f"; the probe − full FT: " + ", ".join(f"n={n} {x['mean']:+.1f}" for n, x in sorted(probe.items()))
+                     + f" (rule: 'competitive' = BitFit − full FT ≥ −2 points at every n ≤ {SMALL}: whole 95 % "
+                     "interval → holds, the mean → approximately, else wrong; at most approximately if the probe "
+                     "passes too)" + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
 
 
 @CLAIMS.rule("ch06-vs-lora", "BitFit underperforms LoRA by a small margin.",
@@ -126,38 +137,43 @@ def _small_data(c):
                        + ", ".join(f"{k} {b} vs {lo}" for k, (b, lo) in PUB_GPT3.items()),
              source="LoRA paper Tables 2 and 4")
 def _vs_lora(c):
-    # judged where data are plentiful, n ≥ BIG
-    g_lora = gaps(c.curve, LORA, BITFIT)
-    big_gaps = [g for n, g in g_lora.items() if n >= BIG]
-    mean_big = float(np.mean(big_gaps))
-    verdict = ("holds" if all(0 < g <= 3 for g in big_gaps) else
-               "wrong" if mean_big <= 0 or mean_big > 5 else "approximately")
+    # judged where data are plentiful (n ≥ BIG): LoRA − BitFit in (0, 3] points at every such n
+    # (``rules.band_verdict``: the whole interval → holds, the mean → approximately, else wrong)
+    d = {n: x for n, x in paired_at(c.curve, LORA, BITFIT).items() if n >= BIG}
+    verdict = _worst(band_verdict(x, lo=1e-9, hi=3.0) for x in d.values())
+    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, LORA)})
+    if edges:
+        verdict = "untestable-here"
     r = c.curve["results"]
-    return verdict, ("LoRA − BitFit: " + ", ".join(f"n={n}: {g:+.1f}" for n, g in sorted(g_lora.items()))
-                     + f" points; judged at n ≥ {BIG} (mean {mean_big:+.1f}, noise ±"
-                     f"{noise(c.curve, (LORA, BITFIT), max(g_lora)):.1f}); LoRA trains "
-                     f"{r[LORA]['trainable'] / r[BITFIT]['trainable']:.1f}× more")
+    return verdict, ("; ".join(f"n={n}: " + ci_text(x, "LoRA", "BitFit") for n, x in sorted(d.items()))
+                     + f" (rule: LoRA − BitFit in (0, 3] points at every n ≥ {BIG}); LoRA trains "
+                     f"{r[LORA]['trainable'] / r[BITFIT]['trainable']:.1f}× more"
+                     + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
 
 
 @CLAIMS.rule("ch06-why", "Shifting the inputs of the non-linearities is enough to re-route activations.",
              published="explanation, no number", source="the article; Ben Zaken et al. 2021")
 def _why(c):
-    # wrong if the smallest BitFit − probe gap is within 2 SE of zero; holds only if every gap
-    # is positive beyond 2 SE and the units measurably change how often they fire; else approximately
-    g_probe = gaps(c.curve, BITFIT, PROBE)
-    se = {n: noise(c.curve, (BITFIT, PROBE), n) for n in g_probe}
-    n_min = min(g_probe, key=g_probe.get)
-    beyond = all(g > 2 * se[n] for n, g in g_probe.items())
+    # wrong if BitFit − probe is a tie (95 % interval contains 0) at some n; holds only if it is
+    # above 0 at every n and the units measurably change how often they fire; else approximately.
+    # The probe's rate must be bracketed: an under-tuned probe inflates the gap.
+    d = paired_at(c.curve, BITFIT, PROBE)
+    ties = [n for n, x in sorted(d.items()) if x["lo"] <= 0]
     rerouted = c.switched is not None and c.switched >= SWITCHED
-    verdict = "wrong" if g_probe[n_min] <= 2 * se[n_min] else ("holds" if beyond and rerouted else "approximately")
-    weak = [n for n, g in sorted(g_probe.items()) if g <= 2 * se[n]]
+    verdict = "wrong" if ties else ("holds" if rerouted else "approximately")
+    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, PROBE)})
+    if edges:
+        verdict = "untestable-here"
     extra = (f"; after BitFit {100 * c.switched:.0f}% of the last block's FFN units changed how often they "
              f"fire by more than 5 points" if c.switched is not None else "; unit switching not measured")
-    return verdict, ("BitFit − frozen encoder + trained head: " + ", ".join(
-        f"n={n}: {g:+.1f} ± {se[n]:.1f}" for n, g in sorted(g_probe.items())) + " points"
-        + (f"; within 2 SE of zero at n={', '.join(map(str, weak))}" if weak else "; every gap beyond 2 SE") + extra
-        + f" (rule: smallest gap within 2 SE → wrong; every gap beyond 2 SE and ≥ "
-        f"{100 * SWITCHED:.0f}% of units switching → holds; else approximately)")
+    return verdict, ((f"no verdict: {unbracketed_text(edges)} (settle: rerun the curve with the probe's grid "
+                      "extended to 0.1); as measured, " if edges else "")
+                     + "BitFit − frozen encoder + trained head: " + ", ".join(
+                         f"n={n}: {x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]" for n, x in sorted(d.items()))
+                     + " points (95 % CI, paired over seeds)"
+                     + (f"; a tie at n={', '.join(map(str, ties))}" if ties else "; above 0 at every n") + extra
+                     + f" (rule: a tie at some n → wrong; above 0 everywhere and ≥ {100 * SWITCHED:.0f}% of units "
+                     "switching → holds; else approximately)")
 
 
 def claims(results: dict | None = None) -> list[dict]:

@@ -59,8 +59,9 @@ def preactivation(d: dict | None = None) -> Figure:
     mid.set_xlabel("Δb_m2 (per FFN unit)")
     mid.set_ylabel("units")
     mid.set_title("How far each unit's bias moved", fontsize=10)
-    right.scatter(d["on_before"], d["on_after"], s=3, c=d["delta_b"], cmap="coolwarm",
-                  vmin=-np.abs(d["delta_b"]).max(), vmax=np.abs(d["delta_b"]).max())
+    dots = right.scatter(d["on_before"], d["on_after"], s=3, c=d["delta_b"], cmap="coolwarm",
+                         vmin=-np.abs(d["delta_b"]).max(), vmax=np.abs(d["delta_b"]).max())
+    fig.colorbar(dots, ax=right, label="Δb_m2 of the unit")
     right.plot([0, 1], [0, 1], color="k", lw=0.6)
     right.set_xlabel("fraction of tokens with input > 0, before")
     right.set_ylabel("after (colour: Δb_m2)")

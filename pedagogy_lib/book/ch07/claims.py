@@ -33,13 +33,6 @@ H_EQUAL, MSE_NEAR = 3.95, 0.05  # NF4 rule: "equal use of the codes" in bits; "n
 H_NORMAL = 3.99  # ... or near-equal use under the claim's own assumption, exactly normal weights
 
 
-def _gap(acc, a, b):
-    ra, rb = acc["results"][a], acc["results"][b]
-    k = len(ra["acc"])
-    se = 100 * np.sqrt((ra["std"] ** 2 + rb["std"] ** 2) / k)
-    return 100 * (ra["mean"] - rb["mean"]), se
-
-
 def context(results: dict | None = None) -> SimpleNamespace:
     """The error study, measured bits, the sweep, the backward check, the paging simulation
     (and PagedAdamW's run, when the chapter made one), and LLaMA-65B's QLoRA memory."""
@@ -162,7 +155,7 @@ def _fits_48(c):
 
 
 @CLAIMS.rule("ch07-700-50", "Full fine-tuning of a 65B model needs ~700 GB; QLoRA fits it in ~50 GB.",
-             published="> 780 GB → < 48 GB", source="QLoRA abstract")
+             published="> 780 GB → < 48 GB", source="QLoRA abstract", sentence="qlora-65b-700-50")
 def _700_50(c):
     full, q = c.m65["full_16bit"], c.m65["qlora_total"]
     verdict = rules.worst_verdict(rules.about_verdict(full, 700), rules.about_verdict(q, 50))  # "~X GB", as ch00
@@ -177,13 +170,14 @@ def _700_50(c):
                        f"{PAPER_GLUE['BF16 full FT']} vs QLoRA FP4 {PAPER_GLUE['QLoRA FP4']} (Table 3)",
              source="QLoRA abstract, Tables 3-4")
 def _vicuna(c):
-    d_full, se_full = _gap(c.acc, "QLoRA NF4+DQ", "full FT")
-    d_lora, se_lora = _gap(c.acc, "QLoRA NF4+DQ", "LoRA fp32")
-    cfg = c.acc["config"]
+    r, cfg = c.acc["results"], c.acc["config"]
+    d_full = rules.paired_points(r["QLoRA NF4+DQ"]["acc"], r["full FT"]["acc"])
+    d_lora = rules.paired_points(r["QLoRA NF4+DQ"]["acc"], r["LoRA fp32"]["acc"])
     return "wrong", (f"source check: the <2% figure compares Guanaco with ChatGPT, not QLoRA with full "
                      f"fine-tuning (the verdict comes from reading the paper). Context, on VADER "
-                     f"({cfg['n_train']} words, {len(cfg['seeds'])} seeds, {cfg['n_test']} test words): QLoRA NF4+DQ − "
-                     f"full FT = {d_full:+.1f} ± {se_full:.1f} points, QLoRA − fp32 LoRA = {d_lora:+.1f} ± {se_lora:.1f}")
+                     f"({cfg['n_train']} words, {cfg['n_test']} test words): "
+                     + rules.ci_text(d_full, "QLoRA NF4+DQ", "full FT") + "; "
+                     + rules.ci_text(d_lora, "QLoRA NF4+DQ", "fp32 LoRA"))
 
 
 @CLAIMS.rule("ch07-grad-flow", "Gradients flow through the quantised matmul to the bf16 LoRA adapters.",

@@ -109,15 +109,16 @@ def accuracy(d: dict | None = None) -> Figure:
     hi = 100 * max(max(r["acc"]) for r in res.values())
     for i, (name, r) in enumerate(res.items()):
         acc = 100 * np.array(r["acc"])
-        ax.barh(i, acc.mean(), color="C0" if "QLoRA" in name else "C7", alpha=0.6)
-        ax.plot(acc, np.full(acc.size, i), "k.", ms=6)
+        ax.errorbar(acc.mean(), i, xerr=acc.std(ddof=1), fmt="D", color="C0" if "QLoRA" in name else "C7",
+                    capsize=3, ms=7)  # a dot plot: no bar, so no axis to truncate
+        ax.plot(acc, np.full(acc.size, i) + 0.15, "k.", ms=5)
         ax.text(hi + 0.4, i, f"{acc.mean():.1f}  ({r['trainable']:,} trained)", va="center", fontsize=8)
     lo = min(100 * min(r["acc"]) for r in res.values())
     ax.set_xlim(lo - 3, hi + 6)
     ax.set_yticks(range(len(res)), list(res))
     ax.invert_yaxis()
     c = d["config"]
-    ax.set_xlabel(f"test accuracy (%) on {c['n_test']} words; dots: {len(c['seeds'])} seeds")
+    ax.set_xlabel(f"test accuracy (%) on {c['n_test']} words; diamond: mean ± sd, dots: the {len(c['seeds'])} seeds")
     ax.set_title(f"VADER polarity, {c['n_train']} training words, {c['epochs']} epochs", fontsize=10)
     return fig
 

@@ -1,0 +1,105 @@
+"""The article's sentences that more than one chapter judges: one id, one verdict.
+
+Every ledger record names the article sentence it judges in its ``sentence`` field (by default
+its own claim id). When two chapters judge the same sentence, they register it here, with the
+line of ``reference/peft-article.txt`` it stands on, and the sentence's verdict comes from one
+function below, fed by whatever evidence each chapter holds; ``book.claims.disagreements``
+(and ``tests/test_ledger.py``) refuse a ledger in which two records of one sentence differ.
+
+Claims about hard tasks, generation or model scale are judged on the published tables: a
+one-word task with a trainable head on a 22.7M encoder can make such a claim look false
+(``not-reproduced-here``) but never make it hold.
+"""
+from __future__ import annotations
+
+from pedagogy_lib import counting as C
+from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text
+
+# id -> (line of the article, our paraphrase of what it claims)
+SENTENCES = {
+    "table-prefix-0.1pct": (25, "the side-by-side table: prefix-tuning trains about 0.1 % of the parameters"),
+    "table-prompt-0.01pct": (26, "the side-by-side table: prompt tuning trains under 0.01 %"),
+    "lora-d4096-r8": (None, "r = 8 on a 4096 × 4096 matrix is 0.39 % of its parameters (the worked example)"),
+    "merge-zero-latency": (43, "a merged LoRA adds no latency: one weight matrix is shipped"),
+    "qlora-65b-700-50": (80, "full fine-tuning of 65B needs about 700 GB, QLoRA about 50 GB"),
+    "lora-ties-full-ft": (90, "RoBERTa-base on GLUE: LoRA r = 8 (0.24 %) ties full fine-tuning within 0.1 points"),
+    "adapter-4x-lora": (91, "RoBERTa-base on GLUE: adapters match LoRA at about 4× its trainable parameters"),
+    "prompt-3-4-points": (93, "below RoBERTa-base's size prompt tuning loses 3–4 points to full fine-tuning"),
+}
+
+# --- prefix "about 0.1 %": Li & Liang's own setting decides, the spread over models is context
+# GPT-2 Medium, the model of Li & Liang's table-to-text runs (Radford et al. 2019: 24 layers,
+# d = 1024, 16 heads, 1024 positions, the 50,257-token BPE vocabulary, tied output head)
+GPT2_MEDIUM = C.ModelShape("GPT-2 Medium", 50257, 1024, 24, 16, 4096, 1024, encoder=False,
+                           source="Radford et al. 2019")
+PREFIX_M = 10  # Li & Liang's prefix length for table-to-text
+ABOUT_01 = _about_band("0.1")  # "about 0.1 %": what rounds to 0.1 at its last decimal
+
+
+def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
+    """Verdict on "prefix-tuning trains about 0.1 %": holds if the share (m·d·L·2 over the
+    model) rounds to 0.1 % at Li & Liang's setting *and* on every published model at the same
+    m; approximately if only at their setting; wrong if not even there. ``shares``: name ->
+    share in %, with a "GPT-2 Medium" entry (default: computed from ``counting``)."""
+    if shares is None:
+        models = {**C.shapes(), GPT2_MEDIUM.name: GPT2_MEDIUM}
+        shares = {k: 100 * C.prefix_params(s, PREFIX_M) / C.total_params(s) for k, s in models.items()}
+    lo, hi = ABOUT_01
+    inside = lambda x: lo <= x <= hi  # noqa: E731
+    at_setting, everywhere = inside(shares[GPT2_MEDIUM.name]), all(map(inside, shares.values()))
+    verdict = "holds" if at_setting and everywhere else ("approximately" if at_setting else "wrong")
+    others = {k: v for k, v in shares.items() if k != GPT2_MEDIUM.name}
+    return verdict, (f"m={PREFIX_M}: GPT-2 Medium (Li & Liang's setting) {shares[GPT2_MEDIUM.name]:.3f}%, "
+                     f"{'which rounds to' if at_setting else 'which does not round to'} 0.1%; over the other "
+                     f"published shapes {min(others.values()):.3f}–{max(others.values()):.3f}% (the share is "
+                     f"a choice of m and shrinks as d·L grows slower than the model); rule: rounds to 0.1% "
+                     f"({lo:g}–{hi:g}%) at the paper's setting and everywhere → holds, at the setting only → "
+                     f"approximately, else wrong")
+
+
+# --- prompt tuning "3–4 points below full FT on smaller models": a claim about scale
+PROMPT_BAND = (3.0, 4.0)
+
+
+def prompt_gap(d: dict) -> tuple[str, str]:
+    """Verdict on "prompt tuning leaves 3–4 points on smaller models" from ``d``, the paired
+    difference full FT − prompt tuning in points (``rules.paired_points``). A claim about scale
+    judged on one 22.7M encoder with a trainable classification head (which makes the task far
+    easier than prompt tuning with a frozen LM head, the papers' setting): agreement is at most
+    "approximately"; a gap outside 3–4 points is "not-reproduced-here", never "wrong"."""
+    verdict = "approximately" if band_verdict(d, *PROMPT_BAND) != "wrong" else "not-reproduced-here"
+    return verdict, (ci_text(d, "full FT", "prompt tuning") + f"; rule: the mean inside {PROMPT_BAND[0]:g}–"
+                     f"{PROMPT_BAND[1]:g} points → approximately (never holds: one small model, trainable head), "
+                     "else not-reproduced-here")
+
+
+# --- adapters "match LoRA at ~4×": LoRA Table 2 (the sentence's setting) and our paired runs
+# LoRA paper Table 2 GLUE averages: (adapter params, LoRA params, adapter avg, LoRA avg)
+LORA_T2 = {"RoB-base AdptD 0.3M": (0.3, 0.3, 84.4, 87.2), "RoB-base AdptD 0.9M": (0.9, 0.3, 85.4, 87.2),
+           "RoB-large AdptP 3.0M": (3.0, 0.8, 88.4, 88.6), "RoB-large AdptP 0.8M": (0.8, 0.8, 87.9, 88.6),
+           "RoB-large AdptH 6.0M": (6.0, 0.8, 87.8, 88.6), "RoB-large AdptH 0.8M": (0.8, 0.8, 86.4, 88.6)}
+MATCH_POINTS = 0.5  # "matches": within half a GLUE point, or a paired interval inside ±1 point here
+NEAR_4X = (2.5, 6.0)  # the published rows counted as "about 4×"
+SETTING = "RoB-base"  # the sentence's own setting ("with RoBERTa-base on GLUE")
+
+
+def adapter_4x(d: dict, ratio: float, table: dict | None = None) -> tuple[str, str]:
+    """Verdict on "adapters match LoRA at ~4× the parameters" (RoBERTa-base on GLUE). ``d``: the
+    paired difference LoRA − adapter in points for our adapter nearest 4× LoRA's count (ratio
+    ``ratio``). Published: the Table 2 rows of the sentence's setting at 2.5–6× LoRA's count
+    match if LoRA − adapter ≤ 0.5 points. Ours: a tie (the interval contains 0) matches. Holds if
+    the published rows match and our interval lies inside ±1 point; wrong if they do not match
+    and ours is no tie; else approximately. RoBERTa-large rows are context."""
+    table = LORA_T2 if table is None else table
+    near = {k: b - a for k, (pa, pl, a, b) in table.items() if NEAR_4X[0] <= pa / pl <= NEAR_4X[1]}
+    pub = [g <= MATCH_POINTS for k, g in near.items() if k.startswith(SETTING)]
+    ours_tight = d["tie"] and -1.0 <= d["lo"] and d["hi"] <= 1.0
+    verdict = ("holds" if pub and all(pub) and ours_tight else
+               "wrong" if not any(pub) and not d["tie"] else "approximately")
+    return verdict, ("LoRA Table 2, adapters at 2.5–6× LoRA's count: " + ", ".join(
+        f"{k} {g:.1f} points below LoRA" for k, g in near.items()) + f" (judged: the {SETTING} rows); VADER, adapter "
+        f"at {ratio:.1f}×: " + ci_text(d, "LoRA", "adapter") + f" (rule: a published row matches within "
+        f"{MATCH_POINTS:g} points, ours if a tie; both, ours inside ±1 → holds; neither → wrong; else approximately)")
+
+
+__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "LORA_T2"]

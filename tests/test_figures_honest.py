@@ -1,0 +1,64 @@
+"""Issue 13, item 5, for chapters 02–07: no truncated-axis bar charts of accuracies (dot plots
+with their intervals instead), every error bar says what it is, a colour scale has a colourbar.
+The figures are built from the stored results, as ``make figures`` builds them."""
+import importlib
+
+import matplotlib
+import pytest
+from matplotlib.container import BarContainer, ErrorbarContainer
+
+matplotlib.use("agg")
+
+from pedagogy_lib.book import figures  # noqa: E402
+
+ACCURACY_FIGURES = ("02_placement", "05_methods", "07_accuracy")
+WITH_ERROR_BARS = ("02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
+                   "06_learning_curve", "07_accuracy")
+
+
+def build(name):
+    importlib.import_module(f"pedagogy_lib.book.ch{name[:2]}.figures")
+    return figures.REGISTRY[name]()
+
+
+def _truncated_bars(ax) -> bool:
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    if not bars:
+        return False
+    horizontal = bars[0].orientation == "horizontal"
+    lo = ax.get_xlim()[0] if horizontal else ax.get_ylim()[0]
+    return lo > 0  # a bar's length is its value only if the axis starts at 0
+
+
+@pytest.mark.parametrize("name", ACCURACY_FIGURES)
+def test_accuracy_figures_are_dot_plots(name):
+    fig = build(name)
+    assert not any(_truncated_bars(ax) for ax in fig.axes), f"{name}: a bar chart on a truncated axis"
+    assert not any(isinstance(c, BarContainer) for ax in fig.axes for c in ax.containers)
+
+
+def test_the_truncated_bar_detector_fires():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    ax.bar([0, 1], [88.0, 91.0])
+    ax.set_ylim(85, 92)
+    assert _truncated_bars(ax)
+    ax.set_ylim(0, 100)
+    assert not _truncated_bars(ax)
+
+
+@pytest.mark.parametrize("name", WITH_ERROR_BARS)
+def test_every_error_bar_says_what_it_is(name):
+    fig = build(name)
+    has_bars = any(isinstance(c, ErrorbarContainer) for ax in fig.axes for c in ax.containers) or any(
+        ax.collections for ax in fig.axes)
+    text = " ".join([ax.get_xlabel() + " " + ax.get_ylabel() + " " + ax.get_title() for ax in fig.axes]
+                    + [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()])
+    assert has_bars
+    assert "sd" in text or "95 %" in text or "CI" in text, f"{name}: error bars without saying sd or CI"
+
+
+def test_preactivation_colours_have_a_colourbar():
+    fig = build("06_preactivation")
+    assert any("Δb_m2" in ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>")
