@@ -31,7 +31,7 @@ import numpy as np
 from . import checks, corpus
 
 AREAS = ("tkinter", "idlelib", "email", "importlib", "logging", "xml")
-BODY_CHARS = 160                 # characters of docstring body the area classifier reads
+BODY_CHARS = 100                 # characters of docstring body the area classifier reads
 AREA_TEMPLATE = "{body}\n\nThis docstring is from the package:"
 LINE_CHARS = (12, 100)           # first lines shorter or longer than this are skipped
 VAL_FRACTION = 0.2               # of each area's train-split texts, by whole modules

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-VERDICTS = ("holds", "approximately", "wrong", "untestable-here")
+VERDICTS = ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
 
 
 def record(chapter: str, id_: str, claim: str, verdict: str, our_value: str, published_value: str,

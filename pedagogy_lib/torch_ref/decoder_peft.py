@@ -91,8 +91,9 @@ def quantize_base(net: nn.Module, code: str = "nf4", double_quant: bool = True) 
 
 
 def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code: str = "nf4",
-          double_quant: bool = True) -> nn.Module:
-    """A fresh pretrained decoder adapted by ``method``; ids → logits, only the method trains."""
+          double_quant: bool = True, targets=None) -> nn.Module:
+    """A fresh pretrained decoder adapted by ``method``; ids → logits, only the method trains.
+    ``targets`` overrides the LoRA placement of ``qlora-ours`` (chapter 10's placement study)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     seed = checks.seed(seed)
@@ -112,7 +113,8 @@ def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code:
         return net
     if method == "qlora-ours":
         quantize_base(net, code, double_quant)
-    targets = ("q_proj", "v_proj") if method == "lora-qv" else BLOCK_LINEARS
+    if targets is None:
+        targets = ("q_proj", "v_proj") if method == "lora-qv" else BLOCK_LINEARS
     tlora.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
     return net
 

@@ -31,7 +31,7 @@ from pedagogy_lib import decoder_io as IO, decoder_tasks as T, results as R, sta
 from pedagogy_lib.torch_ref import decoder_peft as P
 
 RESULTS = "ch10_{task}"   # one file per task: ch10_area.json, ch10_line.json
-STEPS, BATCH, SEEDS = 80, 16, (0, 1, 2)
+STEPS, BATCH, SEEDS = {"area": 40, "line": 80}, 16, (0, 1, 2)
 GRIDS = {"full": (1e-4, 3e-4, 1e-3), "lora-qv": (1e-3, 3e-3, 1e-2), "lora-all": (1e-3, 3e-3, 1e-2),
          "ia3": (3e-3, 1e-2, 3e-2), "prompt": (3e-3, 1e-2, 3e-2), "qlora-ours": (1e-3, 3e-3, 1e-2)}
 GEN_TOKENS = 24
@@ -103,7 +103,7 @@ def run(task, method, lr, seed, d, tok, bar=None) -> tuple[dict, torch.nn.Module
     torch.manual_seed(seed)
     model = P.build(method, seed)
     t0 = time.perf_counter()
-    losses = P.train(model, *d["train"], lr=lr, steps=STEPS, batch_size=BATCH, seed=seed,
+    losses = P.train(model, *d["train"], lr=lr, steps=STEPS[task], batch_size=BATCH, seed=seed,
                      paged8=method == "qlora-recipe", progress=bar)
     rec = {"task": task, "method": method, "lr": lr, "seed": seed, "trainable": P.trainable(model),
            "seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-10:])),
@@ -153,19 +153,24 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="*", default=["area", "line"])
     ap.add_argument("--methods", nargs="*", default=list(P.METHODS))
+    ap.add_argument("--no-studies", action="store_true", help="skip the QLoRA studies (studies.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     n_runs = sum(7 if m != "qlora-recipe" else 3 for m in args.methods)
     for task in args.tasks:
         t0 = time.perf_counter()
-        with tqdm(total=n_runs * STEPS, desc=f"ch10 {task} (steps)", file=sys.stderr, disable=None) as bar:
+        with tqdm(total=n_runs * STEPS[task], desc=f"ch10 {task} (steps)", file=sys.stderr, disable=None) as bar:
             res = protocol(task, args.methods, tok, bar)
-        res |= {"task": task, "steps": STEPS, "batch": BATCH, "seeds": list(SEEDS), "grids": GRIDS,
+        res |= {"task": task, "steps": STEPS[task], "batch": BATCH, "seeds": list(SEEDS), "grids": GRIDS,
                 "model": IO.DEFAULT, "wall_seconds": time.perf_counter() - t0,
                 "versions": {"torch": torch.__version__, "numpy": np.__version__,
                              "python": platform.python_version()}}
         print(R.save(res, RESULTS.format(task=task)))
+    if not args.no_studies:
+        from pedagogy_lib.book.ch10 import studies
+
+        studies.main([])
 
 
 if __name__ == "__main__":
