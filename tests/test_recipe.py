@@ -112,10 +112,12 @@ def test_our_adapter_loads_in_peft_4bit_same_tokens_and_merges_like_ours(our_ada
     delta = lay.scaling["default"] * (lay.lora_B["default"].weight @ lay.lora_A["default"].weight).detach().numpy()
     ours = RC.merge_4bit(W_hat, delta)
     merged = pm4.merge_and_unload()
-    W_peft = read_quant_state(dict(merged.named_modules())["model.layers.2.mlp.up_proj"]).dequantize()
-    # the same values except where a sum lands within float32 rounding of a code midpoint
-    # (peft forms s·BA in another order) or bnb's CPU 8-bit absmax encoder rounds the other way
-    assert np.mean(W_peft == ours["weight"]) > 0.99
+    stored = read_quant_state(dict(merged.named_modules())["model.layers.2.mlp.up_proj"])
+    assert np.array_equal(stored.packed, ours["packed"])      # the same 4-bit codes
+    # decoded values agree to float32 rounding: bnb's mean of the block scales (the double-
+    # quantisation offset) may differ from ours in the last bit, shifting every nested scale
+    W_peft = stored.dequantize()
+    assert np.abs(W_peft - ours["weight"]).max() < 1e-5 * np.abs(W_peft).max()
     assert 0.05 < ours["rel_error"] < 2.0     # the second rounding is not small against ΔW
 
 

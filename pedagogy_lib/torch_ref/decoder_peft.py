@@ -33,6 +33,7 @@ METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 R, ALPHA = 8, 16
 PROMPT_TOKENS = 16
+CODEBOOKS = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}
 
 
 class PromptedDecoder(nn.Module):
@@ -71,7 +72,7 @@ class HFLogits(nn.Module):
 
 def nf4_roundtrip(W: np.ndarray, double_quant: bool = True, code: str = "nf4") -> np.ndarray:
     """Ŵ: W quantised to 4 bits in blocks of 64 (Eqs. 7.2–7.8) and decoded again, float32."""
-    book = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}[code]()
+    book = CODEBOOKS[code]()
     W = np.ascontiguousarray(W, np.float32)
     packed, absmax = quant.quantize_4bit(W, book, 64)
     if double_quant:

@@ -185,14 +185,14 @@ __all__ = ["bnb_config", "load_4bit", "lora_config", "recipe_model", "train_step
 
 # ----------------------------------------------------------------------------- merging into a 4-bit base
 def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_quant: bool = True) -> dict:
-    """Merge ΔW = s·BA into a 4-bit base (Eq. 10.4): dequantise (Ŵ, given), add, quantise
-    again, decode. Returns the new 4-bit weight Q(Ŵ + ΔW) decoded, and the error the second
-    rounding adds, relative to the update it was meant to add: ‖Q(Ŵ+ΔW) − (Ŵ+ΔW)‖ / ‖ΔW‖."""
-    from .decoder_peft import nf4_roundtrip
+    """Merge ΔW = s·BA into a 4-bit base (Eq. 10.3): dequantise (Ŵ, given), add, quantise
+    again, decode. Returns the packed codes of Q(Ŵ + ΔW), its decoded weight, and the error
+    the second rounding adds relative to the update it was meant to add,
+    ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
+    from .decoder_peft import CODEBOOKS, nf4_roundtrip
 
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
+    packed, _ = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
     merged = nf4_roundtrip(target, double_quant, code)
     err = float(np.linalg.norm(merged - target) / max(np.linalg.norm(delta), 1e-30))
-    kept = float(np.linalg.norm(merged - W_hat) / max(np.linalg.norm(delta), 1e-30))
-    return {"weight": merged, "rel_error": err, "rel_change": kept,
-            "values_changed": float(np.mean(W_hat != merged))}
+    return {"packed": packed, "weight": merged, "rel_error": err, "values_changed": float(np.mean(W_hat != merged))}
