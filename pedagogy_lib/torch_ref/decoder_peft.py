@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import checks, decoder_io, quant
-from . import ia3 as tia3, lora as tlora
+from .. import checks, decoder_io
+from . import ia3 as tia3, lora as tlora, recipe
+from .recipe import CODEBOOKS, nf4_roundtrip  # noqa: F401  (the 4-bit round trip lives beside the recipe)
 from .decoder import build_decoder, rope_tables
 
 METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 R, ALPHA = 8, 16
 PROMPT_TOKENS = 16
-CODEBOOKS = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}
 
 
 class PromptedDecoder(nn.Module):
@@ -70,16 +70,6 @@ class HFLogits(nn.Module):
         return self.hf(input_ids=ids).logits.float()
 
 
-def nf4_roundtrip(W: np.ndarray, double_quant: bool = True, code: str = "nf4") -> np.ndarray:
-    """Ŵ: W quantised to 4 bits in blocks of 64 (Eqs. 7.2–7.8) and decoded again, float32."""
-    book = CODEBOOKS[code]()
-    W = np.ascontiguousarray(W, np.float32)
-    packed, absmax = quant.quantize_4bit(W, book, 64)
-    if double_quant:
-        absmax = quant.double_dequantize(*quant.double_quantize(absmax, 256), 256)
-    return quant.dequantize_4bit(packed, absmax, W.shape, book, 64)
-
-
 @torch.no_grad()
 def quantize_base(net: nn.Module, code: str = "nf4", double_quant: bool = True) -> list[str]:
     """Replace every block linear's weight by its 4-bit round trip (what a QLoRA layer multiplies
@@ -99,8 +89,6 @@ def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     seed = checks.seed(seed)
     if method == "qlora-recipe":
-        from . import recipe
-
         return HFLogits(recipe.recipe_model(decoder_io.checkpoint_dir(name), r=r, alpha=2 * r, seed=seed,
                                             compute_dtype=torch.float32, gradient_checkpointing=False))
     cfg, weights, _, _ = decoder_io.read_checkpoint(decoder_io.checkpoint_dir(name))

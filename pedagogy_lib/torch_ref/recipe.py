@@ -34,6 +34,7 @@ from ..nn import get_submodule
 from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state
 
 QUANT_TYPES = ("nf4", "fp4")
+CODEBOOKS = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}
 
 
 def quiet():
@@ -184,13 +185,21 @@ __all__ = ["bnb_config", "load_4bit", "lora_config", "recipe_model", "train_step
 
 
 # ----------------------------------------------------------------------------- merging into a 4-bit base
+def nf4_roundtrip(W: np.ndarray, double_quant: bool = True, code: str = "nf4") -> np.ndarray:
+    """Ŵ: W quantised to 4 bits in blocks of 64 (Eqs. 7.2–7.8) and decoded again, float32."""
+    book = CODEBOOKS[code]()
+    W = np.ascontiguousarray(W, np.float32)
+    packed, absmax = quant.quantize_4bit(W, book, 64)
+    if double_quant:
+        absmax = quant.double_dequantize(*quant.double_quantize(absmax, 256), 256)
+    return quant.dequantize_4bit(packed, absmax, W.shape, book, 64)
+
+
 def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_quant: bool = True) -> dict:
     """Merge ΔW = s·BA into a 4-bit base (Eq. 10.3): dequantise (Ŵ, given), add, quantise
     again, decode. Returns the packed codes of Q(Ŵ + ΔW), its decoded weight, and the error
     the second rounding adds relative to the update it was meant to add,
     ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
-    from .decoder_peft import CODEBOOKS, nf4_roundtrip
-
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
     packed, _ = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
     merged = nf4_roundtrip(target, double_quant, code)

@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from pedagogy_lib import corpus, decoder_io as IO, results as R
+from pedagogy_lib.book.ch10 import tasks as E
 from pedagogy_lib.torch_ref import decoder_peft as P, recipe as RC
 from pedagogy_lib.torch_ref.decoder import build_decoder
 
@@ -65,8 +66,6 @@ def dtypes() -> dict:
 
 
 def _line_runs(methods_r, lr, seeds, d, tok, bar) -> list[dict]:
-    from pedagogy_lib.book.ch10 import experiment as E
-
     runs = []
     for label, targets, r in methods_r:
         for s in seeds:
@@ -79,8 +78,6 @@ def _line_runs(methods_r, lr, seeds, d, tok, bar) -> list[dict]:
 
 
 def placement_and_rank(lr: float, bar=None) -> dict:
-    from pedagogy_lib.book.ch10 import experiment as E
-
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     d = E.prepare("line", tok)
     place = _line_runs([("qv", ("q_proj", "v_proj"), P.R), ("all", P.BLOCK_LINEARS, P.R)], lr, (0, 1, 2), d, tok, bar)
@@ -103,8 +100,6 @@ def saved_bytes(step) -> int:
 
 
 def recipe_study(steps: int = 3) -> dict:
-    from pedagogy_lib.book.ch10 import experiment as E
-
     folder = IO.checkpoint_dir()
     _, _, tok, _ = IO.read_checkpoint(folder)
     ids, mask = E.prepare("line", tok)["train"]
@@ -152,8 +147,6 @@ def optimiser_states() -> dict:
 
 
 def main(argv=None):
-    from pedagogy_lib.book.ch10 import experiment as E
-
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     lr = LR
