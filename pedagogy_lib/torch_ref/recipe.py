@@ -197,11 +197,14 @@ def nf4_roundtrip(W: np.ndarray, double_quant: bool = True, code: str = "nf4") -
 
 def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_quant: bool = True) -> dict:
     """Merge ΔW = s·BA into a 4-bit base (Eq. 10.3): dequantise (Ŵ, given), add, quantise
-    again, decode. Returns the packed codes of Q(Ŵ + ΔW), its decoded weight, and the error
+    again, decode. Returns the packed codes of Q(Ŵ + ΔW), its block scales (their 8-bit codes
+    with double quantisation), its decoded weight, and the error
     the second rounding adds relative to the update it was meant to add,
     ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
-    packed, _ = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
+    packed, absmax = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
     merged = nf4_roundtrip(target, double_quant, code)
     err = float(np.linalg.norm(merged - target) / max(np.linalg.norm(delta), 1e-30))
-    return {"packed": packed, "weight": merged, "rel_error": err, "values_changed": float(np.mean(W_hat != merged))}
+    scales = quant.double_quantize(absmax, 256)[0] if double_quant else absmax   # 8-bit codes of the block scales
+    return {"packed": packed, "scales": scales, "weight": merged, "rel_error": err,
+            "values_changed": float(np.mean(W_hat != merged))}

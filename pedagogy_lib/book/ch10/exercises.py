@@ -56,7 +56,7 @@ def check_merge_dequantised(fn) -> None:
         if np.allclose(got, base + B @ A, atol=1e-6) and s != 1:
             raise NotYet("the update is s·B A: multiply by the scaling s = α/r")
         expect_close(got, want, f"merged weight ({d_out}×{d_in}, r={r}, s={s})", rtol=1e-5, atol=1e-6)
-    passed("10.2", "W = Ŵ + s·BA in float; storing it as 4 bits again would round a second time (§7)")
+    passed("10.2", "W = Ŵ + s·BA in float; storing it as 4 bits again would round a second time (§3)")
 
 
 # ------------------------------------------------------------------ 10.3 a perplexity difference with its SE
