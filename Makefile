@@ -185,7 +185,8 @@ html-site:
 
 # One experiment per chapter room (chapter 08's is `make compare`); each writes its results
 # under chapters/results/, which the chapters and `make figures` then only read.
-# Chapter 10's (``ch10``) also runs its studies; measured: about 40 CPU-minutes in all.
+# Chapter 10's (ch10) also runs its studies and the VADER lesson: about 28 CPU-minutes in all
+# (measured: area task 6.5, first-line task 17, studies + VADER 4.5; one thread each).
 SWEEPS := $(sort $(patsubst pedagogy_lib/book/%/experiment.py,%,$(wildcard pedagogy_lib/book/ch0[1-7]/experiment.py \
 	pedagogy_lib/book/ch1[0-9]/experiment.py)))
 

@@ -80,3 +80,19 @@ def rank_curve(st: dict) -> dict:
     for r in st["rank"]:
         out.setdefault(r["r"], []).append(r["test"]["loss"])
     return {k: float(np.mean(v)) for k, v in sorted(out.items())}
+
+
+def load_vader() -> dict:
+    return R.load("ch10_vader", "python -m pedagogy_lib.book.ch10.studies --vader (make sweeps)",
+                  keys=("runs", "selection", "zero_shot", "majority"), what="chapter 10 VADER results")
+
+
+def vader_rows(v: dict) -> list[dict]:
+    """Per method at its chosen rate: test and training-word accuracy, mean and sd over seeds."""
+    rows = []
+    for m, sel in v["selection"].items():
+        runs = [r for r in v["runs"] if r["method"] == m and r["lr"] == sel["chosen"]]
+        t, tr = [r["test"] for r in runs], [r["train"] for r in runs]
+        rows.append({"method": m, "lr": sel["chosen"], "bracketed": sel["bracketed"], "n": len(runs),
+                     "test": float(np.mean(t)), "test_sd": float(np.std(t, ddof=1)), "train": float(np.mean(tr))})
+    return rows

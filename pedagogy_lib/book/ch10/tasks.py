@@ -71,3 +71,27 @@ def evaluate(task: str, model, d: dict, split: str, tok, generate: bool = False)
 def score(task: str, ev: dict) -> float:
     """The validation score to maximise: accuracy, or minus the mean response loss."""
     return ev["acc"] if task == "area" else -ev["loss"]
+
+
+VADER_TEMPLATE = "Word: {w}\nSentiment:"
+
+
+def prepare_vader(tok, n_train: int = 2000, seed: int = 0) -> dict:
+    """Chapter 00's VADER word polarity read through the decoder, in the area task's format:
+    prompt 'Word: w\\nSentiment:', response ' positive' / ' negative', the verbaliser reading
+    the two words' first tokens. Knowledge the docstring corpus never taught."""
+    from pedagogy_lib import data
+
+    task = data.polarity_task(seed=seed)
+    rng = np.random.default_rng(seed)
+    out = {"verbaliser": np.array([tok.encode(" negative")[0], tok.encode(" positive")[0]])}
+    for name, split in (("train", task.train), ("val", task.val), ("test", task.test)):
+        keep = np.arange(len(split))
+        if name == "train" and len(keep) > n_train:
+            keep = np.sort(rng.choice(len(split), n_train, replace=False))
+        ex = [T.Example(VADER_TEMPLATE.format(w=split.tokens[i]), " positive" if split.labels[i] else " negative",
+                        split.tokens[i], int(split.labels[i])) for i in keep]
+        out[name] = T.batch(tok, ex)
+        out[f"{name}_prompts"] = [np.concatenate([[tok.eos_id], tok.encode(e.prompt)]) for e in ex]
+        out[f"{name}_labels"] = np.array([e.label for e in ex])
+    return out
