@@ -78,3 +78,26 @@ def test_chosen_runs_refuses_missing_seeds():
     res["runs"] = [r for r in res["runs"] if not (r["method"] == "ia3" and r["seed"] == 2)]
     with pytest.raises(ValueError, match="seeds"):
         ch10.chosen_runs(res, "ia3")
+
+
+def test_stored_results_are_complete_and_judged_only_when_bracketed():
+    area, line, vd = ch10.load("area"), ch10.load("line"), ch10.load_vader()
+    for res in (area, line):
+        assert set(ch10.methods(res)) == set(METHODS)
+        for m in METHODS:
+            assert len(ch10.chosen_runs(res, m)) == 3
+    assert all(r["n"] == 3 for r in ch10.vader_rows(vd))
+    rec = {r["id"]: r for r in C.claims(area, line, ch10.load_studies())}
+    if area["selection"]["ia3"]["bracketed"] is False:
+        assert "area: rate at a grid edge, not judged" in rec["ia3-vs-lora"]["our_value"]
+
+
+def test_vader_prompts_use_the_area_format():
+    from pedagogy_lib import decoder_io as IO
+    from pedagogy_lib.book.ch10 import tasks
+
+    _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
+    d = tasks.prepare_vader(tok, n_train=50)
+    assert d["train"][0].shape[0] == 50 and set(d["test_labels"]) == {0, 1}
+    assert tok.decode(d["test_prompts"][0][1:]).startswith("Word: ")
+    assert d["verbaliser"][0] != d["verbaliser"][1]
