@@ -105,21 +105,34 @@ def test_table_calls_ties_ties_and_reports_sd_and_intervals():
 
 def test_guide_links_point_at_real_sections():
     chapters = Path(__file__).resolve().parents[1] / "chapters"
+    decoder = (G.DECODER_LINK, "4. Every method on the decoder")
     for s in G.SITUATIONS + (G.TINY, ):
-        for nb_name, heading in s.links + ((G.TABLE,) if s is not G.TINY else ()):
+        for nb_name, heading in s.links + ((G.TABLE,) if s is not G.TINY else ()) + (decoder,):
             nb = nbformat.read(chapters / nb_name, as_version=4)
             headings = {line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
                         for line in c.source.splitlines() if line.startswith("#")}
             assert heading in headings, f"{nb_name} has no section '{heading}'"
     table = G.guide_markdown(G.guide(results(), CURVE))
-    assert table.count("\n") == len(G.SITUATIONS) + 1 + len(G.UNTESTABLE) + 1
+    assert table.count("\n") == len(G.SITUATIONS) + 1 + 2 + len(G.UNTESTABLE) + 1  # + the decoder's two tasks
     assert "](08_comparison.ipynb#2.-The-full-comparison)" in table
 
 
 def test_the_committed_results_give_a_guide():
     rows_ = G.guide()
-    assert len(rows_) == len(G.SITUATIONS) + 1
+    assert len(rows_) == len(G.SITUATIONS) + 1 + 2
+    assert sum(r["situation"].startswith("GPT-style decoder") for r in rows_) == 2
     assert all(r["verdict"] in ("agrees", "agrees (a tie)", "differs") and r["links"] for r in rows_)
+
+
+def test_decoder_rows_follow_chapter_10s_ties():
+    task = {"best": "full", "ties_with_best": ["lora-qv", "ia3"],
+            "trainable": {"full": 1000, "lora-qv": 20, "ia3": 3, "prompt": 2}}
+    (row,) = G.decoder_rows({"toy task": task})
+    assert row["choice"] == "ia3" and row["verdict"] == "differs"          # the cheapest of the ties
+    (row,) = G.decoder_rows({"toy task": task | {"ties_with_best": ["lora-qv"]}})
+    assert row["choice"] == "lora-qv" and row["verdict"] == "agrees"       # the article's LoRA (q,v)
+    (row,) = G.decoder_rows({"toy task": task | {"ties_with_best": []}})
+    assert row["choice"] == "full" and row["verdict"] == "differs"         # prompt never ties: not chosen
 
 
 def test_pairs_need_the_same_seeds():

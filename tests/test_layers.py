@@ -16,7 +16,7 @@ LIB = ROOT / "pedagogy_lib"
 FLOORS = [
     {"nn", "quant", "checks", "counting", "gradcheck", "show", "results", "stats", "scaling"},
     {"lowrank", "lora", "adapters", "prefix", "prompt", "bitfit", "ia3", "decoder", "bert"},
-    {"models", "data", "checkpoint", "corpus", "bpe", "decoder_io"},
+    {"models", "data", "checkpoint", "corpus", "bpe", "decoder_io", "decoder_tasks"},
     {"torch_ref", "peft_io", "export"},
     {"registry", "runner", "benchmarks"},
     {"book"},

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pedagogy_lib.book.rules import VERDICTS
 
 FIELDS = ("id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source")
-ORDER = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08")
+ORDER = ("ch00", "ch01", "ch02", "ch03", "ch04", "ch05", "ch06", "ch07", "ch08", "ch10", "ch11")
 
 
 def check_record(rec: dict) -> dict:

@@ -8,9 +8,13 @@
 #    identical? dequantisation max diff) and the CUDA memory of full FT vs LoRA vs QLoRA
 #    (torch.cuda.max_memory_allocated), also written to $GPU_OUT/ch07_gpu.json;
 # 3. chapter 07 executed on CUDA, into a copy ($GPU_OUT/07_qlora_cuda.ipynb; its figures go
-#    to $GPU_OUT/figures), never in place.
+#    to $GPU_OUT/figures), never in place;
+# 4. tests/gpu/recipe_report.py: chapter 10's QLoRA recipe (BitsAndBytesConfig, peft, paged
+#    8-bit AdamW) in bf16 on CUDA, cross-checked against our NumPy decoder, peak memory with
+#    and without gradient checkpointing -> $GPU_OUT/ch10_gpu.json (about a minute).
 # To record the numbers in the book: copy $GPU_OUT/ch07_gpu.json to chapters/results/ and
-# re-execute the chapter (`make book`); it shows them when that file exists.
+# re-execute the chapter (`make book`); it shows them when that file exists. Likewise
+# $GPU_OUT/ch10_gpu.json for chapter 10.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -45,13 +49,13 @@ print(f"bitsandbytes {bitsandbytes.__version__}")
 EOF
 
 status=0
-step "1/3 gpu-marked tests"
+step "1/4 gpu-marked tests"
 "$PY" -m pytest -p no:cacheprovider -m gpu -q -rs tests/ || { status=1; echo "!! gpu tests failed (continuing)"; }
 
-step "2/3 bitsandbytes CUDA vs NumPy, CUDA memory ratios"
+step "2/4 bitsandbytes CUDA vs NumPy, CUDA memory ratios"
 "$PY" tests/gpu/gpu_report.py --out "$OUT/ch07_gpu.json" || { status=1; echo "!! gpu_report.py failed (continuing)"; }
 
-step "3/3 chapter 07 on CUDA, executed into a copy"
+step "3/4 chapter 07 on CUDA, executed into a copy"
 if [[ -f chapters/07_qlora.ipynb ]]; then
     cp chapters/07_qlora.ipynb "$OUT/07_qlora_cuda.ipynb"
     PEDAGOGY_FIGURES_DIR=$OUT/figures "$PY" -m jupyter nbconvert --to notebook --execute --inplace \
@@ -61,6 +65,9 @@ if [[ -f chapters/07_qlora.ipynb ]]; then
 else
     status=1; echo "!! chapters/07_qlora.ipynb not found"
 fi
+
+step "4/4 chapter 10: the QLoRA recipe in bf16 on CUDA"
+"$PY" tests/gpu/recipe_report.py --out "$OUT/ch10_gpu.json" || { status=1; echo "!! recipe_report.py failed"; }
 
 step "done"
 [[ $status -eq 0 ]] && echo "all GPU checks passed; report: $OUT/ch07_gpu.json" || echo "some GPU checks FAILED (see above)"

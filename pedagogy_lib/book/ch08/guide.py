@@ -18,6 +18,7 @@ from pedagogy_lib import stats
 from pedagogy_lib.book.ch08 import experiment as compare
 from pedagogy_lib.book.ch08.claims import latency_noise
 from pedagogy_lib.book.ch08.table import judged, versus
+from pedagogy_lib.book.ch10.claims import guide_row as decoder_guide_row
 
 LATENCY_TOLERANCE = 0.05  # a latency ratio within max(this, the noise floor) of 1 is "no overhead"
 BYTES_TOLERANCE = 0.05    # memory or storage within 5 % of the pick's is a tie on that cost
@@ -82,7 +83,9 @@ SITUATIONS = (
 )
 TINY = Situation("tiny data (64 training words)", ("accuracy",), "Prefix-Tuning or BitFit (few-shot)",
                  ("BitFit", "prefix"), (("06_bitfit.ipynb", "6. The learning curve"),))
-UNTESTABLE = (("GPT-style decoder fine-tuning", "LoRA (q,v)"), ("Very large base (>10B), many tasks", "Prompt-Tuning"))
+DECODER = "GPT-style decoder fine-tuning", "LoRA (q,v)", ("lora-qv",)
+DECODER_LINK = "10_decoder_peft.ipynb"
+UNTESTABLE = (("Very large base (>10B), many tasks", "Prompt-Tuning"),)
 TABLE = "08_comparison.ipynb", "2. The full comparison"
 
 
@@ -141,9 +144,10 @@ def tiny_data(curve: dict | None = None) -> tuple[str, list, str]:
     return best, ties, f"n={n}, {len(seeds)} seeds: {ev}"
 
 
-def guide(res: dict | None = None, curve: dict | None = None) -> list[dict]:
+def guide(res: dict | None = None, curve: dict | None = None, decoder: dict | None = None) -> list[dict]:
     """One row per situation: the derived choice, the methods tied with it, the article's
-    choice and whether ours agrees, the evidence, and links to it."""
+    choice and whether ours agrees, the evidence, and links to it (the decoder's rows come from
+    chapter 10's stored results, ``decoder`` = ``book.ch10.claims.guide_row()``)."""
     res = compare.load() if res is None else res
     rows = []
     for s in SITUATIONS:
@@ -151,6 +155,26 @@ def guide(res: dict | None = None, curve: dict | None = None) -> list[dict]:
         rows.append(_row(s, p["choice"], p["ties"], _evidence(res, s, p)))
     best, ties, ev = tiny_data(curve)
     rows.append(_row(TINY, best, ties, ev))
+    return rows + decoder_rows(decoder)
+
+
+def decoder_rows(measured: dict | None = None) -> list[dict]:
+    """The "GPT-style decoder" situation, one row per decoder task of chapter 10
+    (``book.ch10.claims.guide_row``): the most accurate method and those whose paired interval
+    against it contains 0; among them the pick is the one that trains the fewest numbers."""
+    name, article, arms = DECODER
+    rows = []
+    for task, r in (decoder_guide_row() if measured is None else measured).items():
+        pool = [r["best"]] + sorted(r["ties_with_best"])
+        choice = min(pool, key=lambda n: (r["trainable"][n], n))
+        ties = sorted(n for n in pool if n != choice and r["trainable"][n] == r["trainable"][choice])
+        rows.append({"situation": f"{name}: {task}", "choice": choice, "ties": ties, "article": article,
+                     "verdict": _agreement(choice, ties, arms),
+                     "evidence": f"best {r['best']}; {len(pool)} methods tie it on the paired interval; "
+                                 f"{choice} trains {r['trainable'][choice]:,} numbers"
+                                 + (f"; not judged (rate at a grid edge): {', '.join(r['unbracketed'])}"
+                                    if r.get("unbracketed") else ""),
+                     "links": [link(DECODER_LINK, "4. Every method on the decoder")]})
     return rows
 
 

@@ -1,0 +1,98 @@
+"""Chapter 10's computations on the stored results: the methods table, paired differences,
+the studies. The runs themselves live in ``experiment.py`` and ``studies.py`` (``make sweeps``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from pedagogy_lib import results as R, stats
+
+LABELS = {"zero-shot": "zero-shot (no training)", "full": "full fine-tuning", "lora-qv": "LoRA (q, v)",
+          "lora-all": "LoRA (all linear)", "ia3": "IA³ (k, v, down)", "prompt": "prompt tuning (16 tokens)",
+          "qlora-ours": "QLoRA, our NF4+DQ base", "qlora-recipe": "QLoRA, the real recipe"}
+COMMAND = "python -m pedagogy_lib.book.ch10.experiment (make sweeps)"
+
+
+def load(task: str) -> dict:
+    return R.load(f"ch10_{task}", COMMAND, keys=("runs", "selection", "zero_shot"), what="chapter 10 results")
+
+
+def load_studies() -> dict:
+    return R.load("ch10_studies", "python -m pedagogy_lib.book.ch10.studies (make sweeps)",
+                  keys=("dtypes", "placement", "rank", "recipe"), what="chapter 10 studies")
+
+
+def value(task: str, test: dict) -> float:
+    """The test metric: accuracy (area) or mean response-token loss in nats (line)."""
+    return test["acc"] if task == "area" else test["loss"]
+
+
+def chosen_runs(res: dict, method: str) -> list[dict]:
+    """The three seeds at the method's chosen rate, in seed order."""
+    lr = res["selection"][method]["chosen"]
+    runs = sorted((r for r in res["runs"] if r["method"] == method and r["lr"] == lr), key=lambda r: r["seed"])
+    if [r["seed"] for r in runs] != res["seeds"]:
+        raise ValueError(f"{method}: expected seeds {res['seeds']} at lr {lr}, found {[r['seed'] for r in runs]}")
+    return runs
+
+
+def methods(res: dict) -> list[str]:
+    return list(res["selection"])
+
+
+def table(res: dict) -> list[dict]:
+    """One row per method: rate, bracketed?, trainable parameters, test mean and sd over seeds."""
+    task = res["task"]
+    rows = []
+    for m in methods(res):
+        runs = chosen_runs(res, m)
+        v = [value(task, r["test"]) for r in runs]
+        sel = res["selection"][m]
+        row = {"method": m, "lr": sel["chosen"], "bracketed": sel.get("bracketed", None),
+               "trainable": runs[0]["trainable"], "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
+               "seconds": float(np.mean([r["seconds"] for r in runs]))}
+        if task == "line":
+            row |= {"ppl": float(np.mean([r["test"]["ppl"] for r in runs])),
+                    "exact_match": float(np.mean([r["test"]["exact_match"] for r in runs])),
+                    "rouge_l": float(np.mean([r["test"]["rouge_l"] for r in runs]))}
+        rows.append(row)
+    return rows
+
+
+def paired_gain(res: dict, method: str, ref: str) -> dict:
+    """``method`` minus ``ref`` over seeds, signed so that positive means ``method`` is better:
+    accuracy difference (area), loss of ``ref`` minus loss of ``method`` (line). Eqs. 8.1–8.3."""
+    task = res["task"]
+    a = [value(task, r["test"]) for r in chosen_runs(res, method)]
+    b = [value(task, r["test"]) for r in chosen_runs(res, ref)]
+    return stats.paired(a, b) if task == "area" else stats.paired(b, a)
+
+
+def placement_gain(st: dict) -> dict:
+    """All-linear minus q,v-only under the 4-bit base: test-loss reduction, paired by seed."""
+    by = {lab: [r["test"]["loss"] for r in sorted(st["placement"], key=lambda r: r["seed"]) if r["label"] == lab]
+          for lab in ("qv", "all")}
+    return stats.paired(by["qv"], by["all"])
+
+
+def rank_curve(st: dict) -> dict:
+    """{r: mean test loss over seeds} of the rank sweep."""
+    out = {}
+    for r in st["rank"]:
+        out.setdefault(r["r"], []).append(r["test"]["loss"])
+    return {k: float(np.mean(v)) for k, v in sorted(out.items())}
+
+
+def load_vader() -> dict:
+    return R.load("ch10_vader", "python -m pedagogy_lib.book.ch10.studies --vader (make sweeps)",
+                  keys=("runs", "selection", "zero_shot", "majority"), what="chapter 10 VADER results")
+
+
+def vader_rows(v: dict) -> list[dict]:
+    """Per method at its chosen rate: test and training-word accuracy, mean and sd over seeds."""
+    rows = []
+    for m, sel in v["selection"].items():
+        runs = [r for r in v["runs"] if r["method"] == m and r["lr"] == sel["chosen"]]
+        t, tr = [r["test"] for r in runs], [r["train"] for r in runs]
+        rows.append({"method": m, "lr": sel["chosen"], "bracketed": sel["bracketed"], "n": len(runs),
+                     "test": float(np.mean(t)), "test_sd": float(np.std(t, ddof=1)), "train": float(np.mean(tr))})
+    return rows

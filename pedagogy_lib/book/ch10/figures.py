@@ -1,0 +1,70 @@
+"""Chapter 10 figures: every method on the two decoder tasks ("10_methods"), and the QLoRA
+studies, data types and rank ("10_studies"). Both read the stored results only."""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from pedagogy_lib.book.figures import register
+
+
+def _panel(ax, res, ref: str = "lora-qv"):
+    from pedagogy_lib.book import ch10
+
+    task = res["task"]
+    scale = 100 if task == "area" else 1
+    names = ch10.methods(res)
+    for i, m in enumerate(names):
+        v = [scale * ch10.value(task, r["test"]) for r in ch10.chosen_runs(res, m)]
+        tie = m != ref and ch10.paired_gain(res, m, ref)["tie"]
+        colour = "0.55" if tie else ("C0" if m == ref else "C3")
+        ax.plot([i] * len(v), v, "o", color=colour, ms=4, alpha=0.7)
+        ax.plot([i - 0.3, i + 0.3], [np.mean(v)] * 2, "-", color=colour, lw=2)
+    zs = scale * ch10.value(task, res["zero_shot"]["test"])
+    ax.axhline(zs, color="k", ls=":", lw=1, label="zero-shot")
+    if task == "area":
+        ax.axhline(100 / 6, color="k", ls="--", lw=0.8, label="chance (6 classes)")
+    ax.set_xticks(range(len(names)), [ch10.LABELS[m] for m in names], rotation=35, ha="right", fontsize=7)
+    ax.set_ylabel("test accuracy (%)" if task == "area" else "held-out response loss (nats/token)")
+    ax.set_title("area of the stdlib (classification)" if task == "area" else "first docstring line (generation)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+
+
+@register("10_methods")
+def methods(area: dict | None = None, line: dict | None = None) -> Figure:
+    """Per-seed test scores (dots) and their mean (bar); grey = a tie with LoRA (q, v), blue =
+    LoRA (q, v) itself, red = different from it (paired 95 % interval excludes 0)."""
+    from pedagogy_lib.book import ch10
+
+    area = ch10.load("area") if area is None else area
+    line = ch10.load("line") if line is None else line
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    _panel(a, area)
+    _panel(b, line)
+    return fig
+
+
+@register("10_studies")
+def studies(st: dict | None = None) -> Figure:
+    from pedagogy_lib.book import ch10
+
+    st = ch10.load_studies() if st is None else st
+    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    kinds = ("fp32", "nf4", "nf4+dq", "fp4", "fp4+dq", "int4", "int4+dq")
+    width = 0.8 / len(st["dtypes"])
+    for j, (name, row) in enumerate(st["dtypes"].items()):
+        a.bar(np.arange(len(kinds)) + j * width, [np.exp(row[k]) for k in kinds], width, label=name)
+    a.set_xticks(np.arange(len(kinds)) + width * (len(st["dtypes"]) - 1) / 2, kinds, fontsize=7)
+    lo = min(np.exp(r["fp32"]) for r in st["dtypes"].values())
+    a.set_ylim(lo * 0.9, None)
+    a.set_ylabel("held-out perplexity (no training)")
+    a.legend(fontsize=7)
+    curve = ch10.rank_curve(st)
+    b.plot(list(curve), list(curve.values()), "o-")
+    b.set_xscale("log", base=2)
+    b.set_xlabel("LoRA rank r (all linear layers, NF4+DQ base)")
+    b.set_ylabel("held-out response loss (nats/token)")
+    return fig

@@ -1,0 +1,97 @@
+"""Chapter 10's two tasks as token arrays, their evaluation and the training budget, shared by
+``experiment.py`` (the methods) and ``studies.py`` (the QLoRA studies)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pedagogy_lib import decoder_tasks as T
+from pedagogy_lib.torch_ref import decoder_peft as P
+
+STEPS, BATCH, SEEDS = {"area": 40, "line": 80}, 16, (0, 1, 2)
+GEN_TOKENS = 24
+
+
+def prepare(task: str, tok) -> dict:
+    """Token arrays of one task: train/val/test ids and response masks; for ``area`` also each
+    evaluation prompt alone (to read the verbaliser's scores) and the first token of each name."""
+    data = T.area_task() if task == "area" else T.line_task()
+    out = {s: T.batch(tok, data[s]) for s in ("train", "val", "test")}
+    out["examples"] = data
+    if task == "area":
+        out["verbaliser"] = np.array([tok.encode(" " + a)[0] for a in T.AREAS])
+        for s in ("val", "test"):
+            out[f"{s}_prompts"] = [np.concatenate([[tok.eos_id], tok.encode(e.prompt)]) for e in data[s]]
+            out[f"{s}_labels"] = np.array([e.label for e in data[s]])
+    return out
+
+
+@torch.no_grad()
+def area_accuracy(model, prompts, labels, verbaliser) -> float:
+    """argmax over the six names' first-token logits at the prompt's last position."""
+    correct = 0
+    for i in range(0, len(prompts), 64):
+        chunk = prompts[i:i + 64]
+        n = np.array([p.size for p in chunk])
+        buf = np.zeros((len(chunk), n.max()), np.int64)
+        for j, p in enumerate(chunk):
+            buf[j, : p.size] = p
+        logits = model(torch.from_numpy(buf))[torch.arange(len(chunk)), torch.from_numpy(n - 1)]
+        pred = logits[:, torch.from_numpy(verbaliser)].argmax(-1).numpy()
+        correct += int((pred == labels[i:i + 64]).sum())
+    return correct / len(prompts)
+
+
+def line_scores(model, ids, mask) -> dict:
+    """Mean response-token loss over the split (token-weighted) and its perplexity (Eq. 9.14)."""
+    nll = P.response_nll(model, ids, mask)
+    loss = float(nll[:, 0].sum() / nll[:, 1].sum())
+    return {"loss": loss, "ppl": float(np.exp(loss))}
+
+
+def generations(model, data, tok) -> dict:
+    """Greedy first lines for the test headers: exact match and ROUGE-L against the truth."""
+    prompts = [np.concatenate([[tok.eos_id], tok.encode(e.prompt)]) for e in data]
+    outs = P.greedy(model, prompts, GEN_TOKENS, tok.eos_id)
+    texts = [tok.decode(o).strip() for o in outs]
+    em = [float(t == e.response) for t, e in zip(texts, data)]
+    rl = [T.rouge_l(t, e.response) for t, e in zip(texts, data)]
+    return {"exact_match": float(np.mean(em)), "rouge_l": float(np.mean(rl)), "samples": texts[:5]}
+
+
+def evaluate(task: str, model, d: dict, split: str, tok, generate: bool = False) -> dict:
+    if task == "area":
+        return {"acc": area_accuracy(model, d[f"{split}_prompts"], d[f"{split}_labels"], d["verbaliser"])}
+    out = line_scores(model, *d[split])
+    if generate:
+        out |= generations(model, d["examples"][split], tok)
+    return out
+
+
+def score(task: str, ev: dict) -> float:
+    """The validation score to maximise: accuracy, or minus the mean response loss."""
+    return ev["acc"] if task == "area" else -ev["loss"]
+
+
+VADER_TEMPLATE = "Word: {w}\nSentiment:"
+
+
+def prepare_vader(tok, n_train: int = 2000, seed: int = 0) -> dict:
+    """Chapter 00's VADER word polarity read through the decoder, in the area task's format:
+    prompt 'Word: w\\nSentiment:', response ' positive' / ' negative', the verbaliser reading
+    the two words' first tokens. Knowledge the docstring corpus never taught."""
+    from pedagogy_lib import data
+
+    task = data.polarity_task(seed=seed)
+    rng = np.random.default_rng(seed)
+    out = {"verbaliser": np.array([tok.encode(" negative")[0], tok.encode(" positive")[0]])}
+    for name, split in (("train", task.train), ("val", task.val), ("test", task.test)):
+        keep = np.arange(len(split))
+        if name == "train" and len(keep) > n_train:
+            keep = np.sort(rng.choice(len(split), n_train, replace=False))
+        ex = [T.Example(VADER_TEMPLATE.format(w=split.tokens[i]), " positive" if split.labels[i] else " negative",
+                        split.tokens[i], int(split.labels[i])) for i in keep]
+        out[name] = T.batch(tok, ex)
+        out[f"{name}_prompts"] = [np.concatenate([[tok.eos_id], tok.encode(e.prompt)]) for e in ex]
+        out[f"{name}_labels"] = np.array([e.label for e in ex])
+    return out

@@ -1,0 +1,199 @@
+"""PEFT methods on chapter 09's torch decoder, one training loop, two tasks (chapter 10, §4).
+
+Every method turns a freshly loaded ``stdlib-1m`` into a ``nn.Module`` mapping ids (B, T) to
+logits (B, T, V) with only its own parameters trainable:
+
+* ``full``        every weight trains (the embedding, hence the tied head, included);
+* ``lora-qv``     LoRA on q_proj and v_proj (``torch_ref.lora``, the paper's placement);
+* ``lora-all``    LoRA on every linear layer of the blocks (peft's "all-linear");
+* ``ia3``         IA³ on k, v (outputs) and down_proj (input) (``torch_ref.ia3``);
+* ``prompt``      a soft prompt of ``PROMPT_TOKENS`` vectors before the input (Eq. 10.3);
+* ``qlora-ours``  every block linear replaced by our NF4 + double-quant round trip
+                  (``quant.py``, byte-identical to bitsandbytes), LoRA all-linear on top;
+* ``qlora-recipe`` the real recipe (``torch_ref.recipe``): bitsandbytes 4-bit, peft LoRA
+                  all-linear, PagedAdamW8bit.
+
+The LM head is the frozen, tied embedding in every method but ``full``: the area classifier
+reads the head's scores of the package names (a verbaliser), never a new head.
+BitFit is absent because a Llama decoder has no biases to train.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import checks, decoder_io
+from . import ia3 as tia3, lora as tlora, recipe
+from .recipe import CODEBOOKS, nf4_roundtrip  # noqa: F401  (the 4-bit round trip lives beside the recipe)
+from .decoder import build_decoder, rope_tables
+
+METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
+BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+R, ALPHA = 8, 16
+PROMPT_TOKENS = 16
+
+
+class PromptedDecoder(nn.Module):
+    """Soft prompt tuning (Eq. 10.3): h⁰ = [P; E x], P ∈ R^{m×d} trained, everything else frozen;
+    logits are returned for the real tokens only. P starts as the embeddings of m random
+    vocabulary tokens (Lester et al.'s 'sampled vocabulary' initialisation)."""
+
+    def __init__(self, net: nn.Module, m: int = PROMPT_TOKENS, seed: int = 0):
+        super().__init__()
+        self.net, self.m, self.config = net, checks.positive_int(m, "m"), net.config
+        for p in net.parameters():
+            p.requires_grad_(False)
+        rows = np.random.default_rng(seed).choice(net.config.vocab_size, m, replace=False)
+        self.prompt = nn.Parameter(net.model.embed_tokens.weight[torch.from_numpy(rows)].detach().clone())
+
+    def forward(self, ids):
+        B, T = ids.shape
+        cfg = self.config
+        h = torch.cat([self.prompt[None].expand(B, -1, -1), self.net.model.embed_tokens(ids)], 1)
+        rope = rope_tables(torch.arange(self.m + T, device=ids.device), cfg.head_dim, cfg.rope_theta, h.dtype, h.device)
+        for layer in self.net.model.layers:
+            h = layer(h, 0, None, rope)
+        return (self.net.model.norm(h) @ self.net.head_weight().T)[:, self.m:]
+
+
+class HFLogits(nn.Module):
+    """A ``transformers`` causal LM (or its peft wrapper) as ids → logits (float32)."""
+
+    def __init__(self, hf):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, ids):
+        return self.hf(input_ids=ids).logits.float()
+
+
+@torch.no_grad()
+def quantize_base(net: nn.Module, code: str = "nf4", double_quant: bool = True) -> list[str]:
+    """Replace every block linear's weight by its 4-bit round trip (what a QLoRA layer multiplies
+    with, in float32 compute). Returns the paths."""
+    paths = [p for p, m in net.named_modules() if isinstance(m, nn.Linear)]
+    for p in paths:
+        lin = net.get_submodule(p)
+        lin.weight.copy_(torch.from_numpy(nf4_roundtrip(lin.weight.cpu().numpy(), double_quant, code)))
+    return paths
+
+
+def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code: str = "nf4",
+          double_quant: bool = True, targets=None) -> nn.Module:
+    """A fresh pretrained decoder adapted by ``method``; ids → logits, only the method trains.
+    ``targets`` overrides the LoRA placement of ``qlora-ours`` (chapter 10's placement study)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    seed = checks.seed(seed)
+    if method == "qlora-recipe":
+        return HFLogits(recipe.recipe_model(decoder_io.checkpoint_dir(name), r=r, alpha=2 * r, seed=seed,
+                                            compute_dtype=torch.float32, gradient_checkpointing=False))
+    cfg, weights, _, _ = decoder_io.read_checkpoint(decoder_io.checkpoint_dir(name))
+    net = build_decoder(cfg, weights)
+    if method == "full":
+        return net
+    if method == "prompt":
+        return PromptedDecoder(net, seed=seed)
+    if method == "ia3":
+        tia3.attach_ia3(net, targets=r".*\.(k_proj|v_proj|down_proj)", feedforward=r".*\.down_proj")
+        return net
+    if method == "qlora-ours":
+        quantize_base(net, code, double_quant)
+    if targets is None:
+        targets = ("q_proj", "v_proj") if method == "lora-qv" else BLOCK_LINEARS
+    tlora.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
+    return net
+
+
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------- loss, training
+def masked_loss(logits, ids, mask):
+    """Mean cross-entropy over the targets the response mask keeps (Eq. 10.1)."""
+    V = logits.shape[-1]
+    nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
+    m = mask.reshape(-1).to(nll.dtype)
+    return (nll * m).sum() / m.sum()
+
+
+def optimizer(model: nn.Module, lr: float, paged8: bool = False):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if paged8:
+        from .qlora import bnb
+
+        return bnb().optim.PagedAdamW8bit(params, lr=lr, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def train(model: nn.Module, ids: np.ndarray, mask: np.ndarray, lr: float, steps: int, batch_size: int = 16,
+          seed: int = 0, paged8: bool = False, progress=None) -> list[float]:
+    """AdamW (or PagedAdamW8bit) with 10 % linear warm-up then linear decay; batches drawn by
+    ``seed`` (the same order for every method at one seed: paired runs). Returns the losses."""
+    lr = checks.finite_real(lr, "lr", positive=True)
+    opt = optimizer(model, lr, paged8)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm + 1))))
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(ids)) for _ in range(math.ceil(steps * batch_size / len(ids)) + 1)])
+    model.train()
+    losses = []
+    for s in range(steps):
+        rows = order[s * batch_size:(s + 1) * batch_size]
+        x, m = torch.from_numpy(ids[rows]), torch.from_numpy(mask[rows])
+        keep = int(np.flatnonzero(mask[rows].any(0)).max()) + 2   # drop columns that are padding everywhere
+        loss = masked_loss(model(x[:, :keep]), x[:, :keep], m[:, :keep - 1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress.update(1)
+    model.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def response_nll(model: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Per example: (summed negative log-likelihood of its response tokens, their count)."""
+    out = []
+    for i in range(0, len(ids), batch_size):
+        x, m = torch.from_numpy(ids[i:i + batch_size]), torch.from_numpy(mask[i:i + batch_size]).double()
+        logp = torch.log_softmax(model(x).double()[:, :-1], -1)
+        nll = -logp.gather(-1, x[:, 1:, None])[..., 0]
+        out.append(np.stack([(nll * m).sum(1).numpy(), m.sum(1).numpy()], 1))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def greedy(model: nn.Module, prompts: list[np.ndarray], max_new: int, eos: int) -> list[np.ndarray]:
+    """Greedy continuations of many prompts at once, without a cache: right-padded rows, each
+    step reads the logits at each row's own last position (causal: pads never leak back)."""
+    n = [p.size for p in prompts]
+    buf = np.full((len(prompts), max(n) + max_new), eos, np.int64)
+    for i, p in enumerate(prompts):
+        buf[i, : p.size] = p
+    done, new = np.zeros(len(prompts), bool), [[] for _ in prompts]
+    for step in range(max_new):
+        T = max(n) + step
+        logits = model(torch.from_numpy(buf[:, :T]))
+        at = np.array(n) + step - 1
+        nxt = logits[torch.arange(len(prompts)), torch.from_numpy(at)].argmax(-1).numpy()
+        for i, t in enumerate(nxt):
+            if not done[i]:
+                new[i].append(int(t))
+                done[i] = t == eos
+            buf[i, at[i] + 1] = t
+        if done.all():
+            break
+    return [np.array([t for t in s if t != eos], np.int64) for s in new]
+
+
+__all__ = ["METHODS", "PromptedDecoder", "HFLogits", "build", "train", "masked_loss", "response_nll", "greedy",
+           "nf4_roundtrip", "quantize_base", "trainable"]

@@ -1,0 +1,108 @@
+"""Chapter 10's claim rules and guide row on synthetic results: each verdict flips when
+plausible data flips it."""
+import numpy as np
+import pytest
+
+from pedagogy_lib.book import ch10
+from pedagogy_lib.book.ch10 import claims as C
+
+METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
+
+
+def fake(task, values: dict) -> dict:
+    """Results of ``task`` with the given per-seed test values (accuracy or loss) per method."""
+    key = "acc" if task == "area" else "loss"
+    runs = []
+    for m, vs in values.items():
+        for s, v in enumerate(vs):
+            test = {key: v} | ({"ppl": float(np.exp(v)), "exact_match": 0.1, "rouge_l": 0.3} if task == "line" else {})
+            runs.append({"method": m, "lr": 1e-3, "seed": s, "test": test, "trainable": 10, "seconds": 1.0})
+    zs = {key: 0.3 if task == "area" else 4.0} | ({"ppl": 55.0, "exact_match": 0.0, "rouge_l": 0.1} if task == "line" else {})
+    return {"task": task, "seeds": [0, 1, 2], "runs": runs, "zero_shot": {"test": zs},
+            "selection": {m: {"chosen": 1e-3, "bracketed": True} for m in values}}
+
+
+def studies(placement_gain=0.05, rank_spread=0.01, nf4_best=True):
+    dt = {"stdlib-1m": {"fp32": 3.0, "nf4": 3.05 if nf4_best else 3.2, "nf4+dq": 3.0505, "fp4": 3.1, "fp4+dq": 3.1,
+                        "int4": 3.15, "int4+dq": 3.15, "tokens": 1000}}
+    place = [{"label": lab, "seed": s, "test": {"loss": 3.0 - (placement_gain if lab == "all" else 0) + 0.01 * s}}
+             for lab in ("qv", "all") for s in range(3)]
+    rank = [{"r": r, "seed": 0, "test": {"loss": 3.0 + (rank_spread if r == 64 else 0)}} for r in (1, 4, 8, 16, 64)]
+    opt = {f"{w}/{o}": {"state_bytes": b, "paged_state_tensors": 0, "params": 1, "largest_tensor": 1, "state_dtypes": []}
+           for w, o, b in (("full", "AdamW", 8e6), ("full", "AdamW8bit", 2.1e6), ("full", "PagedAdamW8bit", 2.1e6),
+                           ("lora-all", "AdamW", 6e5), ("lora-all", "AdamW8bit", 6e5), ("lora-all", "PagedAdamW8bit", 6e5))}
+    rec = {"fp32": {"saved_bytes": 100, "seconds_per_step": 1.0}, "bf16": {"saved_bytes": 100, "seconds_per_step": 1.0},
+           "bf16+checkpointing": {"saved_bytes": 70, "seconds_per_step": 1.3}, "optimisers": opt}
+    return {"dtypes": dt, "placement": place, "rank": rank, "recipe": rec}
+
+
+def base_values(task, **shift):
+    noise = np.array([0.0, 0.004, -0.003])
+    v = {m: list((0.6 if task == "area" else 3.0) + noise) for m in METHODS}
+    for m, d in shift.items():
+        v[m.replace("_", "-")] = list(np.array(v[m.replace("_", "-")]) + d + np.array([0.0, 0.01, -0.01]) * 0.1)
+    return v
+
+
+def verdicts(area, line, st):
+    return {r["id"]: r["verdict"] for r in C.claims(area, line, st)}
+
+
+def test_verdicts_follow_the_data():
+    area = fake("area", base_values("area", prompt=-0.2))
+    line = fake("line", base_values("line"))
+    v = verdicts(area, line, studies())
+    assert v["qlora-matches-16bit"] == "holds" and v["nf4-best-dtype"] == "holds"
+    assert v["all-linear-needed"] == "holds" and v["rank-unimportant"] == "holds"
+    assert v["prompt-needs-scale"] == "holds" and v["paged-optimisers"] == "untestable-here"
+    assert v["8bit-state"] == "approximately" and v["checkpointing-trade"] == "holds"
+    # flip each one with plausible data
+    worse_q = fake("line", base_values("line", qlora_ours=0.3))
+    w = verdicts(area, worse_q, studies(placement_gain=-0.05, rank_spread=0.5, nf4_best=False))
+    assert w["qlora-matches-16bit"] == "not-reproduced-here" and w["nf4-best-dtype"] == "wrong"
+    assert w["all-linear-needed"] == "not-reproduced-here" and w["rank-unimportant"] == "not-reproduced-here"
+    assert verdicts(fake("area", base_values("area")), line, studies())["prompt-needs-scale"] == "wrong"
+
+
+def test_guide_row_names_the_best_and_its_ties():
+    area = fake("area", base_values("area", prompt=-0.2, full=0.1))
+    line = fake("line", base_values("line", lora_all=-0.2))
+    g = C.guide_row(area, line)
+    cls, gen = g.values()
+    assert cls["best"] == "full" and cls["ties_with_best"] == []
+    assert gen["best"] == "lora-all" and "prompt" not in gen["ties_with_best"]
+    area = fake("area", base_values("area"))
+    assert "ia3" in C.guide_row(area, line)["classification (area, LM-head verbaliser)"]["ties_with_best"]
+    area["selection"]["ia3"]["bracketed"] = False                   # a rate at the grid's edge: left out
+    cls = C.guide_row(area, line)["classification (area, LM-head verbaliser)"]
+    assert "ia3" not in cls["ties_with_best"] and cls["unbracketed"] == ["ia3"]
+
+
+def test_chosen_runs_refuses_missing_seeds():
+    res = fake("area", base_values("area"))
+    res["runs"] = [r for r in res["runs"] if not (r["method"] == "ia3" and r["seed"] == 2)]
+    with pytest.raises(ValueError, match="seeds"):
+        ch10.chosen_runs(res, "ia3")
+
+
+def test_stored_results_are_complete_and_judged_only_when_bracketed():
+    area, line, vd = ch10.load("area"), ch10.load("line"), ch10.load_vader()
+    for res in (area, line):
+        assert set(ch10.methods(res)) == set(METHODS)
+        for m in METHODS:
+            assert len(ch10.chosen_runs(res, m)) == 3
+    assert all(r["n"] == 3 for r in ch10.vader_rows(vd))
+    rec = {r["id"]: r for r in C.claims(area, line, ch10.load_studies())}
+    if area["selection"]["ia3"]["bracketed"] is False:
+        assert "area: rate at a grid edge, not judged" in rec["ia3-vs-lora"]["our_value"]
+
+
+def test_vader_prompts_use_the_area_format():
+    from pedagogy_lib import decoder_io as IO
+    from pedagogy_lib.book.ch10 import tasks
+
+    _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
+    d = tasks.prepare_vader(tok, n_train=50)
+    assert d["train"][0].shape[0] == 50 and set(d["test_labels"]) == {0, 1}
+    assert tok.decode(d["test_prompts"][0][1:]).startswith("Word: ")
+    assert d["verbaliser"][0] != d["verbaliser"][1]
