@@ -30,6 +30,7 @@ from scipy.special import expit
 
 from .nn import GELU, Linear, Module, Sequential, check_array, get_submodule, set_submodule
 from .checks import check_size  # noqa: F401  (re-exported: adapters.check_size)
+from .counting import ADAPTERS_PER_LAYER, adapter_unit_params
 
 # sites of the sequential adapters, relative to encoder.layer.{i}
 SITES = {
@@ -38,7 +39,6 @@ SITES = {
     "parallel": (),  # uses the BertLayer.parallel hook instead
 }
 PLACEMENTS = tuple(SITES)
-ADAPTERS_PER_LAYER = {"houlsby": 2, "pfeiffer": 1, "parallel": 1}
 
 
 # ----------------------------------------------------------------------------- activations
@@ -235,9 +235,8 @@ def remove_adapters(bert) -> int:
 def adapter_params(d: int, m: int, placement: str, layers: int, biases: bool = True) -> int:
     """Trainable parameters of adapters in every block: L·k·(2md + m + d)  (Eq. 3.5),
     with k = 2 (Houlsby) or 1 (Pfeiffer, parallel)."""
-    d, m, layers = check_size(d, "hidden size d"), check_size(m, "bottleneck size m"), check_size(layers, "layers")
-    one = 2 * m * d + ((m + d) if biases else 0)
-    return layers * ADAPTERS_PER_LAYER[check_placement(placement)] * one
+    one = adapter_unit_params(d, m, biases)                    # 2md + m + d, from counting
+    return check_size(layers, "layers") * ADAPTERS_PER_LAYER[check_placement(placement)] * one
 
 
 def block_flops(d: int, ffn: int, seq_len: int) -> int:

@@ -199,6 +199,29 @@ def _names(names) -> tuple[str, ...]:
     return tuple(ALIASES.get(n, n) if isinstance(n, str) else n for n in names)
 
 
+# One adapted unit each; the whole-model counts below and the method modules (lora.py,
+# adapters.py, prefix.py) all multiply these, so each formula is written once.
+def lora_matrix_params(r: int, d_in: int, d_out: int) -> int:
+    """One LoRA pair on a d_in→d_out matrix: A is r×d_in, B is d_out×r, r·(d_in + d_out) (eq. 0.8)."""
+    return check_size(r, "r") * (check_size(d_in, "d_in") + check_size(d_out, "d_out"))
+
+
+def adapter_unit_params(d: int, m: int, biases: bool = True) -> int:
+    """One bottleneck adapter: W_down (m×d), W_up (d×m), and biases m and d: 2md + m + d."""
+    d, m = check_size(d, "hidden size d"), check_size(m, "bottleneck size m")
+    return 2 * m * d + ((m + d) if biases else 0)
+
+
+def prompt_vectors(m: int, d: int) -> int:
+    """m soft-prompt vectors of width d at the input: m·d."""
+    return check_size(m, "prompt length m") * check_size(d, "hidden size d")
+
+
+def prefix_vectors(m: int, d: int, layers: int) -> int:
+    """m key and m value vectors of width d in each of L layers: m·d·L·2."""
+    return 2 * prompt_vectors(m, d) * check_size(layers, "layers")
+
+
 def lora_params(shape: ModelShape, r: int, targets=("query", "value")) -> int:
     """LoRA (eq. 0.8): r·(d_in + d_out) per adapted matrix (A is r×d_in, B is d_out×r), every layer.
 
@@ -211,7 +234,7 @@ def lora_params(shape: ModelShape, r: int, targets=("query", "value")) -> int:
     unknown = [t for t in targets if t not in mats]
     if unknown or not targets or len(set(targets)) != len(targets):
         raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)} (or 'all-linear')")
-    return shape.layers * sum(r * (mats[t][0] + mats[t][1]) for t in targets)
+    return shape.layers * sum(lora_matrix_params(r, *mats[t]) for t in targets)
 
 
 ADAPTERS_PER_LAYER = {"houlsby": 2, "pfeiffer": 1, "parallel": 1}
@@ -228,8 +251,7 @@ def adapter_params(shape: ModelShape, m: int, placement: str = "houlsby", biases
     m = _positive_int(m, "bottleneck m")
     if placement not in ADAPTERS_PER_LAYER:
         raise ValueError(f"placement must be one of {sorted(ADAPTERS_PER_LAYER)}, got {placement!r}")
-    one = 2 * s.hidden * m + ((m + s.hidden) if biases else 0)
-    return s.layers * ADAPTERS_PER_LAYER[placement] * one
+    return s.layers * ADAPTERS_PER_LAYER[placement] * adapter_unit_params(s.hidden, m, biases)
 
 
 def prefix_params(shape: ModelShape, m: int) -> int:
@@ -239,12 +261,12 @@ def prefix_params(shape: ModelShape, m: int) -> int:
     training (Li & Liang) is thrown away and not counted.
     """
     s = _check_shape(shape)
-    return _positive_int(m, "prefix length m") * s.hidden * s.layers * 2
+    return prefix_vectors(_positive_int(m, "prefix length m"), s.hidden, s.layers)
 
 
 def prompt_params(shape: ModelShape, m: int) -> int:
     """Prompt tuning: m soft-prompt vectors at the input only, m·d."""
-    return _positive_int(m, "prompt length m") * _check_shape(shape).hidden
+    return prompt_vectors(_positive_int(m, "prompt length m"), _check_shape(shape).hidden)
 
 
 def ptuning_v2_params(shape: ModelShape, m: int) -> int:

@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from . import checks
+from .counting import lora_matrix_params
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian", "pissa")
@@ -250,7 +251,7 @@ def count_lora_params(shapes: dict[str, tuple[int, int]], targets, r: int) -> in
     chosen = match_targets(shapes, targets)
     for p in chosen:
         check_rank(r, *shapes[p])
-    return sum(r * (shapes[p][0] + shapes[p][1]) for p in chosen)
+    return sum(lora_matrix_params(r, *shapes[p]) for p in chosen)
 
 
 def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: float = 8,

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import checks
 from .checks import check_size
+from .counting import prefix_vectors, prompt_vectors
 from .nn import Embedding, Linear, Module, Sequential, check_array, check_finite, softmax
 
 INITS = ("random", "vocab")
@@ -507,13 +508,13 @@ def attach_deep_prompt(model, m: int, seed: int = 0, std: float = 1.0):
 
 # ----------------------------------------------------------------------------- counting
 def num_prompt_params(m: int, d: int) -> int:
-    """Prompt tuning: m×d (Eq. 5.2)."""
-    return _check_size(m, "m") * _check_size(d, "d")
+    """Prompt tuning: m×d (Eq. 5.2), counted by chapter 00's ``counting.prompt_vectors``."""
+    return prompt_vectors(m, d)
 
 
 def num_prefix_params(m: int, d: int, n_layers: int) -> int:
-    """Prefix-tuning / P-Tuning v2 after folding: m×d×L×2 (Eq. 4.7)."""
-    return 2 * _check_size(m, "m") * _check_size(d, "d") * _check_size(n_layers, "n_layers")
+    """Prefix-tuning / P-Tuning v2 after folding: m×d×L×2 (Eq. 4.7), ``counting.prefix_vectors``."""
+    return prefix_vectors(m, d, n_layers)
 
 
 def num_reparam_params(m: int, d: int, n_layers: int, hidden: int, d_embed: int | None = None) -> int:
