@@ -70,7 +70,7 @@ help:
 	@echo "make bench         the benchmarks in tests/bench/ + every chapter timed -> chapters/results/bench_summary.json"
 	@echo "make sweeps        rerun the chapters' long experiments (python -m pedagogy_lib.book.chNN.experiment, slow)"
 	@echo "make distributed-gpu  chapter 11's DDP/FSDP2 run with NCCL on NGPUS=$(NGPUS) GPUs (torchrun; DIST_ARGS='--task fsdp --method full')"
-	@echo "make compare       chapter 08: every method, 3 seeds (writes chapters/results/ch08_compare.json)"
+	@echo "make compare       chapter 08: every registry method + LoRA all-linear, rates bracketed on 2 seeds, 5 seeds (writes chapters/results/ch08_compare.json)"
 	@echo "make pretrain      chapter 09: corpus, BPE and the decoder family -> pedagogy_lib/checkpoints/ (≈ 15 min on 2 free cores)"
 	@echo "make browser       install a headless Chromium for the html check if none is found (root + apt-get only)"
 	@echo "make clean         remove build/, $(STUDENT_DIR)/ and caches (keeps $(VENV))"

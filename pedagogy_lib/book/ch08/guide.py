@@ -184,5 +184,5 @@ def guide_markdown(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|"]
     out += [f"| {r['situation']} | {r['choice']} | {', '.join(r['ties']) or 'none'} | {r['article']} | "
             f"{r['verdict']} | {r['evidence']} | {', '.join(r['links'])} |" for r in rows]
-    out += [f"| {name} | untestable here | | {art} | | needs a decoder or a >10B model | |" for name, art in UNTESTABLE]
+    out += [f"| {name} | untestable here | | {art} | | needs a model over 10B parameters | |" for name, art in UNTESTABLE]
     return "\n".join(out)
