@@ -29,11 +29,13 @@ from . import counting as C
 from . import ia3 as I
 from . import lora as L
 from . import prefix as P
+from . import prompt as PT
 from .torch_ref import adapters as TA
 from .torch_ref import bitfit as TB
 from .torch_ref import ia3 as TI
 from .torch_ref import lora as TL
 from .torch_ref import prefix as TP
+from .torch_ref import prompt as TPT
 from .torch_ref import qlora as TQ
 
 
@@ -51,15 +53,15 @@ def _freeze_torch(mm, seed, **opts):
 
 
 def _candidates(mm):
-    return P.vocab_candidates(mm.tokenizer.tok.get_vocab())
+    return PT.vocab_candidates(mm.tokenizer.tok.get_vocab())
 
 
 def _prompt_numpy(mm, seed, m, init):
-    P.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
+    PT.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
 
 
 def _prompt_torch(mm, seed, m, init):
-    TP.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
+    TPT.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
 
 
 def _qlora_torch(mm, seed, targets, r, alpha, quant_targets, quant_type, double_quant):
@@ -138,8 +140,8 @@ _RECORDS = [
     Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
            lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"}),
     Method("deep_prompt", "m hidden-state vectors at every layer's input",
-           lambda mm, seed, m: TP.attach_deep_prompt(mm.bert, m, seed=seed),
-           lambda mm, seed, m: P.attach_deep_prompt(mm.bert, m, seed=seed),
+           lambda mm, seed, m: TPT.attach_deep_prompt(mm.bert, m, seed=seed),
+           lambda mm, seed, m: PT.attach_deep_prompt(mm.bert, m, seed=seed),
            lambda s, m: C.prompt_params(s, m) * s.layers, (3e-3, 1e-2, 3e-2), {"m": 10}),
     Method("ptuning_v2", "m keys and values per layer, trained directly (Eq. 5.4)",
            lambda mm, seed, m: TP.attach_ptuning_v2(mm.bert, m, seed=seed),

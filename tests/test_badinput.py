@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # when run as a script
     sys.path.insert(0, str(ROOT))
 
-from pedagogy_lib import checkpoint, checks, data, lora, peft_io, prefix, quant as Q, results as R  # noqa: E402
+from pedagogy_lib import checkpoint, checks, data, lora, peft_io, prefix, prompt, quant as Q, results as R  # noqa: E402
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder  # noqa: E402
 from pedagogy_lib.nn import get_submodule  # noqa: E402
 from pedagogy_lib.book.exercises import NotYet  # noqa: E402
@@ -38,7 +38,7 @@ from pedagogy_lib.book.ch04 import exercises as ch04  # noqa: E402
 from pedagogy_lib.book.ch06 import exercises as ch06  # noqa: E402
 from pedagogy_lib.book.ch07 import exercises as ch07  # noqa: E402
 from pedagogy_lib.book.ch08 import exercises as ch08  # noqa: E402
-from pedagogy_lib.torch_ref import lora as tlora, prefix as tprefix  # noqa: E402
+from pedagogy_lib.torch_ref import lora as tlora, prefix as tprefix, prompt as tprompt  # noqa: E402
 from pedagogy_lib.torch_ref.encoder import build_encoder  # noqa: E402
 
 TINY = BertConfig(vocab_size=40, hidden_size=12, num_hidden_layers=2, num_attention_heads=3,
@@ -297,21 +297,21 @@ CASES = [
          lambda c: prefix.attach_prefix(c.np_sentence, 3, seed=-1), lambda c: c.np_sentence),
     Case("prefix.attach_prefix", "m=0", ValueError, "prefix length m must be positive",
          lambda c: prefix.attach_prefix(c.np_sentence, 0), lambda c: c.np_sentence),
-    Case("prefix.load_prompt", "a prompt with m = 0", ValueError, "prompt length m must be positive",
-         lambda c: prefix.load_prompt(c.np_sentence, np.zeros((0, 12), np.float32)), lambda c: c.np_sentence),
-    Case("prefix.load_prompt", "inf at 2 places of the prompt", ValueError, "soft prompt: contains 2 NaN/inf",
-         lambda c: prefix.load_prompt(c.np_sentence, np.where(np.eye(2, 12) > 0, np.inf, 0.5).astype(np.float32)),
+    Case("prompt.load_prompt", "a prompt with m = 0", ValueError, "prompt length m must be positive",
+         lambda c: prompt.load_prompt(c.np_sentence, np.zeros((0, 12), np.float32)), lambda c: c.np_sentence),
+    Case("prompt.load_prompt", "inf at 2 places of the prompt", ValueError, "soft prompt: contains 2 NaN/inf",
+         lambda c: prompt.load_prompt(c.np_sentence, np.where(np.eye(2, 12) > 0, np.inf, 0.5).astype(np.float32)),
          lambda c: c.np_sentence),
-    Case("torch_ref.prefix.attach_prompt", "seed=-1", ValueError, "seed must be >= 0",
-         lambda c: tprefix.attach_prompt(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
-    Case("prefix.attach_prompt", "seed=-2", ValueError, "seed must be >= 0",
-         lambda c: prefix.attach_prompt(c.np_sentence, 3, seed=-2), lambda c: c.np_sentence),
-    Case("prefix.attach_deep_prompt", "seed='0'", TypeError, "seed must be an int",
-         lambda c: prefix.attach_deep_prompt(c.np_sentence, 3, seed="0"), lambda c: c.np_sentence),
+    Case("torch_ref.prompt.attach_prompt", "seed=-1", ValueError, "seed must be >= 0",
+         lambda c: tprompt.attach_prompt(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
+    Case("prompt.attach_prompt", "seed=-2", ValueError, "seed must be >= 0",
+         lambda c: prompt.attach_prompt(c.np_sentence, 3, seed=-2), lambda c: c.np_sentence),
+    Case("prompt.attach_deep_prompt", "seed='0'", TypeError, "seed must be an int",
+         lambda c: prompt.attach_deep_prompt(c.np_sentence, 3, seed="0"), lambda c: c.np_sentence),
     Case("torch_ref.prefix.attach_prefix", "seed=-1", ValueError, "seed must be >= 0",
          lambda c: tprefix.attach_prefix(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
-    Case("torch_ref.prefix.attach_deep_prompt", "seed=-1", ValueError, "seed must be >= 0",
-         lambda c: tprefix.attach_deep_prompt(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
+    Case("torch_ref.prompt.attach_deep_prompt", "seed=-1", ValueError, "seed must be >= 0",
+         lambda c: tprompt.attach_deep_prompt(c.t_bert, 3, seed=-1), lambda c: c.t_bert),
     Case("peft_io.save_adapter", "base_model_name_or_path=object() (config not JSON)", TypeError,
          "not JSON serializable",
          lambda c: peft_io.save_adapter(c.np_lora, c.adapter, base_model_name_or_path=object()),

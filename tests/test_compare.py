@@ -25,7 +25,7 @@ def test_numbers_do_not_depend_on_the_number_of_workers(tiny_results):
 
 def test_prompt_starts_from_whole_word_embeddings():
     import numpy as np
-    from pedagogy_lib.prefix import vocab_candidates
+    from pedagogy_lib.prompt import vocab_candidates
 
     bert = runner.inference_net(compare.ARMS["prompt"])
     table = bert.embeddings.word_embeddings.weight.detach().numpy()

@@ -10,10 +10,12 @@ import torch
 
 from pedagogy_lib import counting
 from pedagogy_lib import prefix as px
+from pedagogy_lib import prompt as pt
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.nn import mean_pool
 from pedagogy_lib.torch_ref import prefix as tpx
+from pedagogy_lib.torch_ref import prompt as tpt
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from twin_checks import assert_small, assert_twin_matches, padded_batch, tiny_config, tiny_encoder, torch_twin
 
@@ -25,13 +27,13 @@ tiny = partial(tiny_encoder, CFG)              # (dtype=float64, seed=1) -> a sm
 # ----------------------------------------------------------------------------- soft prompt
 @pytest.mark.parametrize("init", ["random", "vocab"])
 def test_soft_prompt_fd_through_encoder(init):
-    net = px.attach_prompt(tiny(), 3, init=init, seed=2)
+    net = pt.attach_prompt(tiny(), 3, init=init, seed=2)
     assert [n for n, _ in net.named_parameters(trainable_only=True)] == ["bert.embeddings.prompt.weight"]
     assert_small(check_module(net, *batch(), max_entries=None))
 
 
 def test_prompt_positions_are_attended_but_not_pooled():
-    net = px.attach_prompt(tiny(), 4, seed=0)
+    net = pt.attach_prompt(tiny(), 4, seed=0)
     ids, mask = batch()
     h = net.bert(ids, mask)
     assert h.shape == (3, 4 + ids.shape[1], CFG.hidden_size)
@@ -44,11 +46,11 @@ def test_vocab_init_copies_real_token_rows():
     net = tiny()
     table = net.bert.embeddings.word_embeddings.p["weight"]
     cand = np.array([5, 7, 11, 13, 17, 19])
-    px.attach_prompt(net, 4, init="vocab", candidates=cand, seed=3)
+    pt.attach_prompt(net, 4, init="vocab", candidates=cand, seed=3)
     prompt = net.bert.embeddings.prompt
     assert len(set(prompt.token_ids)) == 4 and set(prompt.token_ids) <= set(cand)
     assert np.array_equal(prompt.p["weight"], table[prompt.token_ids])
-    r = px.SoftPrompt(50, 12, "random", rng=np.random.default_rng(0)).p["weight"]
+    r = pt.SoftPrompt(50, 12, "random", rng=np.random.default_rng(0)).p["weight"]
     assert -0.5 <= r.min() and r.max() <= 0.5 and r.std() > 0.25
 
 
@@ -56,30 +58,30 @@ def test_vocab_candidates_on_the_real_vocabulary():
     from pedagogy_lib.checkpoint import Tokenizer
 
     vocab = Tokenizer().tok.get_vocab()
-    cand = px.vocab_candidates(vocab)
+    cand = pt.vocab_candidates(vocab)
     inv = {i: t for t, i in vocab.items()}
     assert len(cand) == 5000 and inv[int(cand[0])] == "the"
     assert all(inv[int(i)].isalpha() and not inv[int(i)].startswith("[") for i in cand)
     with pytest.raises(ValueError, match="whole-word tokens"):
-        px.vocab_candidates({"ab": 0, "##c": 1}, n=2)
+        pt.vocab_candidates({"ab": 0, "##c": 1}, n=2)
 
 
 def test_load_prompt_matches_attach():
-    a = px.attach_prompt(tiny(), 3, seed=4)
-    b = px.load_prompt(tiny(), a.bert.embeddings.prompt.p["weight"].copy())
+    a = pt.attach_prompt(tiny(), 3, seed=4)
+    b = pt.load_prompt(tiny(), a.bert.embeddings.prompt.p["weight"].copy())
     ids, mask = batch()
     assert np.array_equal(a(ids, mask), b(ids, mask))
 
 
 # ----------------------------------------------------------------------------- deep prompts
 def test_deep_prompt_fd_through_encoder():
-    net = px.attach_deep_prompt(tiny(), 2, seed=1)
+    net = pt.attach_deep_prompt(tiny(), 2, seed=1)
     assert_small(check_module(net, *batch(), max_entries=None))
 
 
 def test_deep_prompt_fd_with_unfrozen_projections():
     """If the layer's W_k, W_v train as well, the prompt's keys and values add to their gradient."""
-    net = px.attach_deep_prompt(tiny(), 2, seed=1)
+    net = pt.attach_deep_prompt(tiny(), 2, seed=1)
     net.unfreeze()
     errors = check_module(net, *batch(), max_entries=8)
     assert_small({k: v for k, v in errors.items() if not k.endswith("key.bias")})
@@ -103,7 +105,7 @@ def _explicit_deep_prompt(bert, prompts, ids, mask):
 def test_deep_prompt_equals_hidden_states_inserted_at_every_layer():
     """Eq. 5.3: a hidden-state prompt at each layer's input acts on real tokens only through
     P W_kᵀ + b_k and P W_vᵀ + b_v, i.e. it is a prefix with tied keys and values."""
-    net = px.attach_deep_prompt(tiny(), 3, seed=5)
+    net = pt.attach_deep_prompt(tiny(), 3, seed=5)
     ids, mask = batch()
     via_prefix = net.bert(ids, mask)
     prompts = [getattr(layer.attention, "self").prefix.p["weight"] for layer in net.bert.layers]
@@ -127,11 +129,11 @@ def test_ptuning_v2_is_a_direct_prefix():
 def test_parameter_counts_m_d_vs_m_d_L_vs_m_d_L_2():
     m, d, L = 5, CFG.hidden_size, CFG.num_hidden_layers
     counts = {k: f(tiny(), m).num_parameters(trainable_only=True) for k, f in
-              {"prompt": px.attach_prompt, "deep": px.attach_deep_prompt, "ptv2": px.attach_ptuning_v2}.items()}
+              {"prompt": pt.attach_prompt, "deep": pt.attach_deep_prompt, "ptv2": px.attach_ptuning_v2}.items()}
     assert counts == {"prompt": m * d, "deep": m * d * L, "ptv2": m * d * L * 2}
-    assert px.num_prompt_params(m, d) == m * d and px.num_prefix_params(m, d, L) == m * d * L * 2
+    assert pt.num_prompt_params(m, d) == m * d and px.num_prefix_params(m, d, L) == m * d * L * 2
     shape = counting.minilm_shape()
-    assert px.num_prompt_params(20, shape.hidden) == counting.prompt_params(shape, 20)
+    assert pt.num_prompt_params(20, shape.hidden) == counting.prompt_params(shape, 20)
     assert px.num_prefix_params(20, shape.hidden, shape.layers) == counting.ptuning_v2_params(shape, 20)
 
 
@@ -143,11 +145,11 @@ def test_torch_twin_same_init_outputs_and_grads(kind):
             return mod.attach_deep_prompt(net, 3, seed=2)
         return mod.attach_prompt(net, 3, init=kind, seed=2)
 
-    net = attach(px, tiny())
+    net = attach(pt, tiny())
     tnet = torch_twin(net)
     tnet.load_state_dict({k: torch.from_numpy(v) for k, v in net.state_dict().items() if "prompt" not in k and "prefix" not in k},
                          strict=False)
-    attach(tpx, tnet)  # the vocabulary rows are the (already loaded) weights: same init
+    attach(tpt, tnet)  # the vocabulary rows are the (already loaded) weights: same init
     for k, v in tnet.state_dict().items():
         assert np.array_equal(v.numpy(), net.state_dict()[k]), k
     assert_twin_matches(net, tnet, *batch())
@@ -161,11 +163,11 @@ def test_torch_twin_float32_real_minilm(kind):
     from pedagogy_lib.gradcheck import rel_error
 
     np_m, t_m = models.load_minilm("numpy"), load_minilm_torch(device="cpu")
-    for mod, net in ((px, np_m.net), (tpx, t_m.net)):
+    for (mp, mx), net in (((pt, px), np_m.net), ((tpt, tpx), t_m.net)):
         if kind == "prompt":
-            mod.attach_prompt(net, 8, seed=0)
+            mp.attach_prompt(net, 8, seed=0)
         else:
-            mod.attach_ptuning_v2(net, 8, seed=0)
+            mx.attach_ptuning_v2(net, 8, seed=0)
     texts = ["a lovely, quiet morning", "horrible", "not bad at all"]
     assert rel_error(np_m.pooled(texts), t_m.pooled(texts)) < 1e-6
 
@@ -181,7 +183,7 @@ def test_peft_prompt_tuning_same_prompt_same_states():
     w = {k: v.astype(np.float64) for k, v in checkpoint.load_weights().items() if not k.startswith("pooler.")}
     net = SentenceEncoder(BertEncoder(BertConfig.from_dict(checkpoint.load_config()), dtype=np.float64).load_state_dict(w))
     m = 5
-    px.attach_prompt(net, m, init="vocab", seed=1)
+    pt.attach_prompt(net, m, init="vocab", seed=1)
     hf = BertModel.from_pretrained(str(checkpoint.model_dir()), add_pooling_layer=False).double().eval()
     pm = get_peft_model(hf, PromptTuningConfig(task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=m)).double().eval()
     with torch.no_grad():
@@ -200,11 +202,11 @@ def test_peft_prompt_tuning_same_prompt_same_states():
 @pytest.mark.parametrize("m", [0, -1])
 def test_prompt_length_must_be_positive(m):
     net = tiny()
-    for f in (px.attach_prompt, px.attach_deep_prompt, px.attach_ptuning_v2):
+    for f in (pt.attach_prompt, pt.attach_deep_prompt, px.attach_ptuning_v2):
         with pytest.raises(ValueError, match="length m must be positive"):
             f(net, m)
     with pytest.raises(ValueError, match="length m must be positive"):
-        tpx.attach_prompt(torch_twin(net), m)
+        tpt.attach_prompt(torch_twin(net), m)
     assert net.num_parameters(trainable_only=True) == net.num_parameters()
     assert net.bert.embeddings.prompt is None
 
@@ -212,29 +214,29 @@ def test_prompt_length_must_be_positive(m):
 def test_bad_init_and_candidates():
     net = tiny()
     with pytest.raises(ValueError, match="init must be one of"):
-        px.attach_prompt(net, 2, init="text")
+        pt.attach_prompt(net, 2, init="text")
     with pytest.raises(ValueError, match="at least m=4 distinct token ids"):
-        px.attach_prompt(net, 4, init="vocab", candidates=[1, 2, 2])
+        pt.attach_prompt(net, 4, init="vocab", candidates=[1, 2, 2])
     with pytest.raises(ValueError, match="at least m=2 distinct token ids"):
-        px.attach_prompt(net, 2, init="vocab", candidates=[1, CFG.vocab_size])
+        pt.attach_prompt(net, 2, init="vocab", candidates=[1, CFG.vocab_size])
     with pytest.raises(ValueError, match="needs word_embeddings"):
-        px.SoftPrompt(2, 12, init="vocab")
+        pt.SoftPrompt(2, 12, init="vocab")
     assert net.num_parameters(trainable_only=True) == net.num_parameters()
 
 
 def test_attach_twice_is_refused():
-    net = px.attach_prompt(tiny(), 2, seed=0)
+    net = pt.attach_prompt(tiny(), 2, seed=0)
     P = net.bert.embeddings.prompt.p["weight"].copy()
     with pytest.raises(ValueError, match="already has a soft prompt"):
-        px.attach_prompt(net, 3)
+        pt.attach_prompt(net, 3)
     assert np.array_equal(net.bert.embeddings.prompt.p["weight"], P)
-    net = px.attach_deep_prompt(tiny(), 2)
+    net = pt.attach_deep_prompt(tiny(), 2)
     with pytest.raises(ValueError, match="already has a prefix"):
         px.attach_ptuning_v2(net, 2)
 
 
 def test_mask_length_mismatch_with_prompt():
-    net = px.attach_prompt(tiny(), 3)
+    net = pt.attach_prompt(tiny(), 3)
     ids, mask = batch()
     with pytest.raises(ValueError, match="attention mask has shape"):
         net(ids, np.ones((3, ids.shape[1] + 3), np.int64))  # the mask covers real tokens only
@@ -243,18 +245,18 @@ def test_mask_length_mismatch_with_prompt():
 def test_hidden_size_mismatch_and_bad_values():
     net = tiny()
     with pytest.raises(ValueError, match="hidden size mismatch"):
-        px.load_prompt(net, np.zeros((3, CFG.hidden_size + 4)))
+        pt.load_prompt(net, np.zeros((3, CFG.hidden_size + 4)))
     with pytest.raises(ValueError, match="NaN"):
-        px.load_prompt(net, np.full((3, CFG.hidden_size), np.inf))
+        pt.load_prompt(net, np.full((3, CFG.hidden_size), np.inf))
     with pytest.raises(ValueError, match="last dimension must be 12"):
-        px.SoftPrompt(2, 12, "vocab", word_embeddings=np.zeros((10, 8)))
+        pt.SoftPrompt(2, 12, "vocab", word_embeddings=np.zeros((10, 8)))
     with pytest.raises(ValueError, match="expected shape"):
-        px.SoftPrompt(2, 12).backward(np.zeros((1, 3, 12)))
+        pt.SoftPrompt(2, 12).backward(np.zeros((1, 3, 12)))
     assert net.bert.embeddings.prompt is None
 
 
 def test_prompt_too_long_for_the_position_table():
-    net = px.attach_prompt(tiny(), CFG.max_position_embeddings - 5)
+    net = pt.attach_prompt(tiny(), CFG.max_position_embeddings - 5)
     ids, mask = batch(T=6)
     with pytest.raises(ValueError, match="exceeds 16 positions"):
         net(ids, mask)
@@ -273,7 +275,7 @@ def test_claims_ch05_recomputed_from_saved_results():
         assert r["chapter"] == "05" and r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
     s = V.summary(sweep)
     assert set(s["methods"]) == set(V.ARMS)
-    assert s["methods"]["prompt-random"]["trainable"] == px.num_prompt_params(sweep["config"]["m"], 384)
+    assert s["methods"]["prompt-random"]["trainable"] == pt.num_prompt_params(sweep["config"]["m"], 384)
     assert s["methods"]["ptuning-v2"]["trainable"] == px.num_prefix_params(sweep["config"]["m"], 384, 6)
     assert s["methods"]["deep-prompt"]["trainable"] == sweep["config"]["m"] * 384 * 6
     assert V.claims({"sweep": sweep}) == records

@@ -1,5 +1,5 @@
-"""PyTorch twin of ``pedagogy_lib.prefix``: prefixes, the MLP reparameterisation, soft and
-deep prompts (chapters 04 and 05).
+"""PyTorch twin of ``pedagogy_lib.prefix``: prefixes and the MLP reparameterisation
+(chapter 04; the soft and deep prompts' twin is ``torch_ref.prompt``).
 
 Same names, same equations, same initial values: every ``attach_*`` here draws its
 initial tensors with the NumPy code of ``pedagogy_lib.prefix`` (same seed → same numbers
@@ -150,58 +150,6 @@ def fold(model):
     return model
 
 
-class SoftPrompt(nn.Module):
-    """P ∈ R^{m×d} prepended to the word embeddings (Eq. 5.1)."""
-
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        if weight.ndim != 2:
-            raise ValueError(f"a soft prompt is (m, d), got {tuple(weight.shape)}")
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, batch):
-        return self.weight.expand(_batch(batch), -1, -1)
-
-
-def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: int = 0):
-    """Torch twin of ``pedagogy_lib.prefix.attach_prompt`` (same seed → same prompt)."""
-    bert = _bert(model)
-    if bert.embeddings.prompt is not None:
-        raise ValueError("the model already has a soft prompt; load a fresh model to attach another")
-    table = bert.embeddings.word_embeddings.weight.detach().cpu().numpy()
-    ref = npx.SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
-                         np.random.default_rng(checks.seed(seed)), table.dtype)
-    _freeze(model)
-    bert.embeddings.prompt = SoftPrompt(torch.from_numpy(ref.p["weight"]).to(**_like(bert)))
-    return model
-
-
-class DeepPrompt(nn.Module):
-    """A hidden-state prompt at one layer's input: P_k = PW_kᵀ + b_k, P_v = PW_vᵀ + b_v (Eq. 5.3)."""
-
-    def __init__(self, attention, weight: torch.Tensor):
-        super().__init__()
-        self.__dict__["attention"] = attention  # the projections belong to the layer
-        self.weight = nn.Parameter(weight)
-
-    def forward(self, batch):
-        B, att = _batch(batch), self.attention
-        return att.key(self.weight).expand(B, -1, -1), att.value(self.weight).expand(B, -1, -1)
-
-
-def attach_deep_prompt(model, m: int, seed: int = 0, std: float = 1.0):
-    """Torch twin of ``pedagogy_lib.prefix.attach_deep_prompt`` (Eq. 5.3)."""
-    bert = _bert(model)
-    m, std = npx._check_size(m, "prompt length m"), npx._check_std(std)
-    atts = _free_attentions(bert)
-    rng, d, like = np.random.default_rng(checks.seed(seed)), bert.config.hidden_size, _like(bert)
-    _freeze(model)
-    for a in atts:
-        w = rng.normal(0.0, std, (m, d))
-        a.prefix = DeepPrompt(a, torch.from_numpy(w).to(**like))
-    return model
-
-
 def prefix_tensors(model) -> torch.Tensor:
     """All prefixes as one (L, 2, m, d) tensor: [layer][key, value]."""
     out = []
@@ -213,5 +161,4 @@ def prefix_tensors(model) -> torch.Tensor:
     return torch.stack(out)
 
 
-__all__ = ["Prefix", "PrefixMLP", "PrefixSlot", "attach_prefix", "attach_ptuning_v2", "fold",
-           "SoftPrompt", "attach_prompt", "DeepPrompt", "attach_deep_prompt", "prefix_tensors"]
+__all__ = ["Prefix", "PrefixMLP", "PrefixSlot", "attach_prefix", "attach_ptuning_v2", "fold", "prefix_tensors"]

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from pedagogy_lib import counting as C
-from pedagogy_lib import prefix as px
+from pedagogy_lib import prompt as pt
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
 from pedagogy_lib.nn import SelfAttention
@@ -20,7 +20,7 @@ def check_deep_prompt_to_prefix(fn) -> None:
     for seed, (m, d) in enumerate([(1, 4), (3, 6), (5, 12)]):
         rng = np.random.default_rng(seed)
         att = SelfAttention(d, 2, rng, np.float64)
-        deep = px.DeepPrompt(att, m, rng)
+        deep = pt.DeepPrompt(att, m, rng)
         P = deep.p["weight"]
         Wk, bk, Wv, bv = (att.key.p["weight"], att.key.p["bias"], att.value.p["weight"], att.value.p["bias"])
         out = attempt(fn, P.copy(), Wk.copy(), bk.copy(), Wv.copy(), bv.copy())
