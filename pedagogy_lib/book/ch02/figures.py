@@ -71,13 +71,36 @@ def lr_sensitivity(doc=None):
     return fig
 
 
+def _differences(ax, s, names):
+    """Each setting − q,v in points, paired by seed, with its 95 % t-interval (chapter 08,
+    Eqs. 8.4–8.7); an open marker is a tie (the interval contains 0)."""
+    qv = s["placement"]["q,v"]
+    rows = [(f"{k}\nr={s['placement'][k]['r']}", s["placement"][k]) for k in names if k != "q,v"]
+    rows += [(f"{k}\nr=8", s["same_rank"][k]) for k in ("q,k,v,o", "all linear")]
+    ds = [E.paired(st, qv) for _, st in rows]
+    for i, d in enumerate(ds):
+        color = "C7" if d["tie"] else "C3"
+        ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                    color=color, mfc="white" if d["tie"] else color)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.plot([], [], "o", color="C7", mfc="white", label="tie: the 95 % CI contains 0")
+    ax.plot([], [], "o", color="C3", label="resolved: the 95 % CI excludes 0")
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    n = len(qv["test_acc"])
+    ax.set_ylabel("setting − q,v r=8 (points)")
+    ax.set_title(f"paired by seed: mean and 95 % CI (t with {n - 1} dof, {n} seeds)")
+    lo, hi = min(d["lo"] for d in ds), max(d["hi"] for d in ds)
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.3 * (hi - lo))  # room for the legend above the intervals
+    ax.legend(fontsize=8, loc="upper center", ncols=2)
+
+
 @register("02_placement")
 def placement(doc=None):
     doc = E.load_sweeps() if doc is None else doc
     s = doc["summary"]
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 6.4), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
-    a = fig.add_subplot(grid[:, 0])
+    a = fig.add_subplot(grid[0, 0])
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
     stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
     labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
@@ -95,6 +118,7 @@ def placement(doc=None):
     a.set_ylabel("test accuracy (%); small dots: seeds")
     a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each")
     a.legend(fontsize=8, loc="lower right")
+    _differences(fig.add_subplot(grid[1, 0]), s, names)
     keys = list(PAPER_TABLE5)
     short = [k.replace("W_", "") + f"\nr={PAPER_TABLE5[k][0]}" for k in keys]
     top = fig.add_subplot(grid[0, 1])
