@@ -518,7 +518,7 @@ def test_claim_rules_with_new_branches(monkeypatch):
     def verdicts(**kw):
         return {r["id"]: r for r in V.claims({**fixed, "sweeps": _synthetic_sweeps(**kw)})}
 
-    recs = verdicts()  # noise band of the synthetic sweep: 2 × 0.0014 ≈ 0.003
+    recs = verdicts()  # the synthetic seeds move together: paired intervals of zero width
     assert "torch, 4 threads" in recs["ch02-merge-latency"]["our_value"]
     assert recs["ch02-never-BA"]["verdict"] == "holds"
     # a marginal improvement: ≥ 0 and inside the band holds; a loss inside it is a tie; a clear loss is wrong

@@ -140,14 +140,19 @@ def rank(doc=None):
     s = doc["summary"]["rank"]
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     a, b, c = fig.subplots(1, 3)
-    for name, rows in s.items():
+    for j, (name, rows) in enumerate(s.items()):
         rs = sorted(rows, key=int)
-        stats = [mean_sd(rows[k]["test_acc"]) for k in rs]
-        a.errorbar([int(k) for k in rs], [100 * m for m, _ in stats], [100 * e for _, e in stats],
-                   marker="o", capsize=3, label=LABELS[name])
         b.plot([int(k) for k in rs], [rows[k]["delta_norm"] for k in rs], "o-", label=LABELS[name])
-    a.set_ylabel("test accuracy (%), mean ± sd over seeds")
-    a.set_title("MiniLM, VADER, LoRA on q,v, α = 8")
+        for k in rs:  # rank − r=8, paired by seed, 95 % CI; open marker: a tie (the CI contains 0)
+            d = E.paired(rows[k], rows["8"])
+            x = int(k) * (0.93 if j == 0 else 1.07)  # the two scalings side by side
+            a.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                       color=f"C{j}", mfc="white" if d["tie"] else f"C{j}")
+        a.plot([], [], "s", color=f"C{j}", label=LABELS[name])  # the colour key, apart from tie/resolved
+    a.axhline(0, color="k", lw=0.8)
+    n = len(s["alpha_over_r"]["8"]["test_acc"])
+    a.set_ylabel("test acc. of r − r=8 (points), 95 % CI")
+    a.set_title(f"MiniLM, VADER, q,v, α = 8: paired over {n} seeds\n(open: a tie, the CI contains 0)", fontsize=10)
     b.set_ylabel("mean ‖s·BA‖_F after training")
     b.set_ylim(0, None)
     b.set_title("how far the adapters moved")
