@@ -35,6 +35,7 @@ from pedagogy_lib import lora, nn
 from pedagogy_lib.lora import LoRALinear
 from pedagogy_lib.nn import AdamW, Linear
 from pedagogy_lib import results as R
+from pedagogy_lib import stats
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as TL
 
@@ -288,6 +289,27 @@ def _stats(runs) -> dict:
             "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
             **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
                if runs[0]["spec"]["method"] == "lora" else {})}
+
+
+def by_seed(setting: dict, key: str = "test_acc") -> dict:
+    """{seed: accuracy in points} of one summarised setting (``_stats``): what pairs by seed."""
+    if len(setting["seeds"]) != len(setting[key]):
+        raise ValueError(f"by_seed: {len(setting['seeds'])} seeds but {len(setting[key])} values of {key!r}")
+    return {int(s): 100 * float(a) for s, a in zip(setting["seeds"], setting[key])}
+
+
+def paired(a: dict, b: dict, key: str = "test_acc") -> dict:
+    """a − b in points, matched by seed (chapter 08, Eqs. 8.4–8.7; ``stats.paired_by_seed``):
+    mean, SE, 95 % t-interval with n − 1 degrees of freedom, n, and ``tie``."""
+    return stats.paired_by_seed(by_seed(a, key), by_seed(b, key))
+
+
+def gain(a: dict, b: dict, key: str = "test_acc") -> dict:
+    """{seed: a − b in points}: one setting's gain over another, seed by seed (to pair two gains)."""
+    x, y = by_seed(a, key), by_seed(b, key)
+    if set(x) != set(y):
+        raise ValueError(f"gain: the two settings need the same seeds, got {sorted(x)} and {sorted(y)}")
+    return {s: x[s] - y[s] for s in x}
 
 
 def _summarise(best, budget, lr_runs, main_runs, place, same, ranks) -> dict:

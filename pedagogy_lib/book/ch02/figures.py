@@ -71,13 +71,36 @@ def lr_sensitivity(doc=None):
     return fig
 
 
+def _differences(ax, s, names):
+    """Each setting − q,v in points, paired by seed, with its 95 % t-interval (chapter 08,
+    Eqs. 8.4–8.7); an open marker is a tie (the interval contains 0)."""
+    qv = s["placement"]["q,v"]
+    rows = [(f"{k}\nr={s['placement'][k]['r']}", s["placement"][k]) for k in names if k != "q,v"]
+    rows += [(f"{k}\nr=8", s["same_rank"][k]) for k in ("q,k,v,o", "all linear")]
+    ds = [E.paired(st, qv) for _, st in rows]
+    for i, d in enumerate(ds):
+        color = "C7" if d["tie"] else "C3"
+        ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                    color=color, mfc="white" if d["tie"] else color)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.plot([], [], "o", color="C7", mfc="white", label="tie: the 95 % CI contains 0")
+    ax.plot([], [], "o", color="C3", label="resolved: the 95 % CI excludes 0")
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+    n = len(qv["test_acc"])
+    ax.set_ylabel("setting − q,v r=8 (points)")
+    ax.set_title(f"paired by seed: mean and 95 % CI (t with {n - 1} dof, {n} seeds)")
+    lo, hi = min(d["lo"] for d in ds), max(d["hi"] for d in ds)
+    ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.3 * (hi - lo))  # room for the legend above the intervals
+    ax.legend(fontsize=8, loc="upper center", ncols=2)
+
+
 @register("02_placement")
 def placement(doc=None):
     doc = E.load_sweeps() if doc is None else doc
     s = doc["summary"]
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 6.4), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=[1.3, 1])
-    a = fig.add_subplot(grid[:, 0])
+    a = fig.add_subplot(grid[0, 0])
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
     stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
     labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
@@ -95,6 +118,7 @@ def placement(doc=None):
     a.set_ylabel("test accuracy (%); small dots: seeds")
     a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each")
     a.legend(fontsize=8, loc="lower right")
+    _differences(fig.add_subplot(grid[1, 0]), s, names)
     keys = list(PAPER_TABLE5)
     short = [k.replace("W_", "") + f"\nr={PAPER_TABLE5[k][0]}" for k in keys]
     top = fig.add_subplot(grid[0, 1])
@@ -116,14 +140,19 @@ def rank(doc=None):
     s = doc["summary"]["rank"]
     fig = Figure(figsize=(12, 3.5), layout="constrained")
     a, b, c = fig.subplots(1, 3)
-    for name, rows in s.items():
+    for j, (name, rows) in enumerate(s.items()):
         rs = sorted(rows, key=int)
-        stats = [mean_sd(rows[k]["test_acc"]) for k in rs]
-        a.errorbar([int(k) for k in rs], [100 * m for m, _ in stats], [100 * e for _, e in stats],
-                   marker="o", capsize=3, label=LABELS[name])
         b.plot([int(k) for k in rs], [rows[k]["delta_norm"] for k in rs], "o-", label=LABELS[name])
-    a.set_ylabel("test accuracy (%), mean ± sd over seeds")
-    a.set_title("MiniLM, VADER, LoRA on q,v, α = 8")
+        for k in rs:  # rank − r=8, paired by seed, 95 % CI; open marker: a tie (the CI contains 0)
+            d = E.paired(rows[k], rows["8"])
+            x = int(k) * (0.93 if j == 0 else 1.07)  # the two scalings side by side
+            a.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
+                       color=f"C{j}", mfc="white" if d["tie"] else f"C{j}")
+        a.plot([], [], "s", color=f"C{j}", label=LABELS[name])  # the colour key, apart from tie/resolved
+    a.axhline(0, color="k", lw=0.8)
+    n = len(s["alpha_over_r"]["8"]["test_acc"])
+    a.set_ylabel("test acc. of r − r=8 (points), 95 % CI")
+    a.set_title(f"MiniLM, VADER, q,v, α = 8: paired over {n} seeds\n(open: a tie, the CI contains 0)", fontsize=10)
     b.set_ylabel("mean ‖s·BA‖_F after training")
     b.set_ylim(0, None)
     b.set_title("how far the adapters moved")
