@@ -111,7 +111,7 @@ def _above_by(x: float, bound: float) -> str:
     return f"just above {bound:g}" if x <= bound * (1 + ABOUT_HOLDS) else f"above {bound:g}"
 
 
-# --- measured differences: the protocol of chapter 08 (Eqs. 8.1–8.3, ``pedagogy_lib.stats``)
+# --- measured differences: the protocol of chapter 08 (Eqs. 8.4–8.7, ``pedagogy_lib.stats``)
 def paired_points(a: Sequence[float], b: Sequence[float]) -> dict:
     """The paired difference a − b over seeds, accuracies given as fractions, result in points:
     mean, SE, the 95 % t-interval [lo, hi] and ``tie`` (the interval contains 0)."""
