@@ -350,12 +350,17 @@ def test_claim_rules_ch04_direct_unstable_and_fraction(monkeypatch):
             **dict(zip(keys, direct if arm == "direct" else mlp)), "n_runs": 27, "collapsed_at": []})
         return {r["id"]: r for r in V.claims({"sweep": sweep, "fold": fold})}
 
-    # the stored MLP grid is unbracketed (its best rate is the lowest): no verdict
+    # an MLP grid whose best rate is its lowest point is unbracketed: no verdict
+    lowest = min(sweep["config"]["lrs"]["mlp"])
+    unbracketed = copy.deepcopy(sweep)
+    for r in unbracketed["runs"]:
+        if r["arm"] == "mlp" and r["m"] == sweep["config"]["m_grid"] and r["lr"] == lowest:
+            r["val"] = 0.99
+    sweep, bracketed = unbracketed, sweep
     rec = stab((0.01, 0.04, 0.07, 3), (0.004, 0.04, 0.07, 0))
     assert rec["ch04-direct-unstable"]["verdict"] == "untestable-here"
-    for r in sweep["runs"]:  # bracket it: 3e-4 beats both neighbours on validation
-        if r["arm"] == "mlp" and r["m"] == sweep["config"]["m_grid"] and r["lr"] == 3e-4:
-            r["val"] = 0.99
+    sweep = bracketed  # the stored sweep: every grid bracketed (the protocol extended two of them)
+    assert all(c["bracketed"] for c in sweep["selection"].values())
     # MLP − direct over the 3 seeds (mean over lengths): +0.7 points, 95 % CI above 0 (a drop)
     rec = stab((0.01, 0.04, 0.07, 3), (0.004, 0.04, 0.07, 0))  # direct worse on seed sd and collapses
     assert rec["ch04-direct-unstable"]["verdict"] == "holds"
@@ -387,3 +392,28 @@ def test_ch04_figures_build(tmp_path, monkeypatch):
         assert isinstance(fig, matplotlib.figure.Figure) and not (tmp_path / f"{name}.png").exists()
     lam = ch04.lambda_data(m=3)["lambda"]
     assert all(((v > 0) & (v < 1)).all() and v.shape == (6,) for v in lam.values())
+
+
+def test_ch04_sweep_extends_an_edge_grid_and_reuses_stored_runs(monkeypatch):
+    """The sweep's search (chapter 08, Eq. 8.2): a best rate at the grid's low edge makes it try
+    the next rate down by the grid's own ratio; runs already stored are not trained again."""
+    from pedagogy_lib.book.ch04 import experiment as E
+
+    trained = []
+
+    def fake_run(name, m, lr, seed, task):  # validation accuracy peaks at lr = 1e-5
+        trained.append((name, m, lr, seed))
+        return {"arm": name, "m": m, "lr": lr, "seed": seed, "val": 1.0 - abs(np.log10(lr) + 5) / 10}
+
+    monkeypatch.setattr(E, "run", fake_run)
+    monkeypatch.setattr(E, "LRS", {"mlp": (1e-4, 1e-3, 1e-2)})
+    done = {("mlp", E.M_GRID, 1e-2, s): fake_run("mlp", E.M_GRID, 1e-2, s, None) for s in E.SEEDS}
+    trained.clear()
+    choice = E.search("mlp", None, done)
+    assert choice["grid"] == pytest.approx([1e-6, 1e-5, 1e-4, 1e-3, 1e-2]) and choice["bracketed"]
+    assert choice["chosen"] == pytest.approx(1e-5)
+    assert not any(lr == 1e-2 for _, _, lr, _ in trained)           # stored: reused, not retrained
+    assert len(trained) == len(E.SEEDS) * 4                           # 2 grid points + 2 extensions
+    monkeypatch.setattr(E, "MAX_EXTENSIONS", 1)                       # one extension only: still at the edge
+    choice = E.search("mlp", None, {})
+    assert not choice["bracketed"] and choice["edge"] == "low"

@@ -4,7 +4,7 @@ Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch04.experi
 Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
 
 Protocol (the same loop and budget as chapter 03's sweep, every run through ``runner.run``; the
-rate is chosen by ``runner.select_lr`` on the mean over seeds): the book's training loop
+rate is chosen by ``stats.select_lr`` on the mean over seeds): the book's training loop
 (torch_ref.train) on a class-balanced subsample of N_TRAIN training words, EPOCHS epochs,
 batch 32, head learning rate HEAD_LR.  Each run is scored on the whole validation and
 test splits, and its per-step training loss is kept.
@@ -12,7 +12,10 @@ test splits, and its per-step training loss is kept.
 1. Learning-rate grid at m = M_GRID, every seed: direct prefix (P_k, P_v trained as they
    are, N(0, 1) init as in peft / P-Tuning v2) and the MLP reparameterisation (hidden
    size HIDDEN, shared by all layers).  The rate with the best mean validation accuracy
-   is each arm's rate from then on.  Seeds differ in subsample, prefix init, head init
+   is each arm's rate from then on; a grid whose best rate sits at an edge is extended by
+   its own ratio (at most MAX_EXTENSIONS times, ``stats.select_lr``), and the record says
+   whether the rate ended bracketed.  Stored runs are reused (a run is deterministic in
+   arm, m, rate and seed); ``--fresh`` retrains everything.  Seeds differ in subsample, prefix init, head init
    and order, so the spread over seeds is the spread a user would see.
 2. Prefix length m in LENGTHS, both arms, every seed, at the chosen rates.
 3. LoRA r=8 on (query, value), alpha = 8, on the same protocol (rate from LORA_LRS by
@@ -31,6 +34,7 @@ from pedagogy_lib.registry import Arm
 from pedagogy_lib.results import save_runs
 from pedagogy_lib import prefix as px
 from pedagogy_lib import results as R
+from pedagogy_lib import stats
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
 from pedagogy_lib.results import SMOOTH, mean_sd, smooth
 
@@ -43,6 +47,7 @@ M_GRID = 10
 LRS = {"direct": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "mlp": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
        "lora": (3e-4, 1e-3, 3e-3)}
 LENGTHS = (1, 5, 10, 20, 50)
+MAX_EXTENSIONS = 2                # the protocol's bound on grid extensions (chapter 08, Eq. 8.2)
 
 
 # ------------------------------------------------------- stored results, analysis
@@ -213,19 +218,56 @@ def run(name: str, m: int, lr: float, seed: int, task) -> dict:
     return rec
 
 
-def main():
+def _key(r: dict) -> tuple:
+    return r["arm"], r["m"], float(r["lr"]), r["seed"]
+
+
+def stored_runs(path=None) -> dict:
+    """{(arm, m, lr, seed): run} from the stored sweep, for reuse: a run is deterministic in
+    (arm, m, lr, seed) (same subsample, init and order), so it is not trained twice."""
+    path = path or PATH
+    return {_key(r): r for r in load_results(path)["runs"]} if path.is_file() else {}
+
+
+def search(name: str, task, done: dict) -> dict:
+    """The protocol's rate for one arm at m = M_GRID (chapter 08, Eqs. 8.1–8.2): mean validation
+    accuracy over every seed, the grid extended by its own ratio (at most MAX_EXTENSIONS times)
+    while the best rate sits at an edge. Returns ``stats.lr_choice``'s record."""
+    def val(lr):
+        return float(np.mean([_get(done, (name, M_GRID, float(lr), s), task)["val"] for s in SEEDS]))
+    return stats.select_lr(val, LRS[name], MAX_EXTENSIONS)
+
+
+def _get(done: dict, key: tuple, task) -> dict:
+    """The run (arm, m, lr, seed): the stored one, else trained now (and kept)."""
+    if key not in done:
+        done[key] = run(*key, task)
+    return done[key]
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="chapter 04's prefix sweep")
+    ap.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse the stored ones)")
+    args = ap.parse_args(argv)
     task = data.polarity_task()
-    runs = [run(name, M_GRID, lr, seed, task) for name in ("direct", "mlp", "lora") for lr in LRS[name] for seed in SEEDS]
-    lr = {name: runner.select_lr([{**r, "val_acc": r["val"]} for r in runs if r["arm"] == name])["lr"] for name in LRS}
-    runs += [run(name, m, lr[name], seed, task) for name in ("direct", "mlp") for m in LENGTHS if m != M_GRID
-             for seed in SEEDS]
+    done = {} if args.fresh else stored_runs()
+    choice = {name: search(name, task, done) for name in LRS}
+    lr = {name: c["chosen"] for name, c in choice.items()}
+    for key in [(n, m, float(lr[n]), s) for n in ARMS for m in LENGTHS for s in SEEDS]:
+        _get(done, key, task)
+    keep = {(n, M_GRID, float(x), s) for n, c in choice.items() for x in c["grid"] for s in SEEDS} | \
+           {(n, m, float(lr[n]), s) for n in ARMS for m in LENGTHS for s in SEEDS}
+    runs = sorted((done[k] for k in keep), key=lambda r: (list(LRS).index(r["arm"]), r["m"], r["lr"], r["seed"]))
     out = {
         "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
-                   "seeds": list(SEEDS), "lrs": {k: list(v) for k, v in LRS.items()}, "m_grid": M_GRID,
+                   "seeds": list(SEEDS), "lrs": {k: list(c["grid"]) for k, c in choice.items()}, "m_grid": M_GRID,
                    "lengths": list(LENGTHS), "mlp_hidden": HIDDEN, "direct_init": "N(0, 1)",
                    "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06,
+                   "max_extensions": MAX_EXTENSIONS,
                    "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"},
         "chosen_lr": lr,
+        "selection": choice,
         "runs": runs,
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
     }
