@@ -6,7 +6,7 @@ import pytest
 from pedagogy_lib.book import ch10
 from pedagogy_lib.book.ch10 import claims as C
 
-METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
+METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe", "prefix", "ptuning-v2")
 
 
 def fake(task, values: dict) -> dict:
@@ -62,6 +62,30 @@ def test_verdicts_follow_the_data():
     assert w["qlora-matches-16bit"] == "not-reproduced-here" and w["nf4-best-dtype"] == "wrong"
     assert w["all-linear-needed"] == "not-reproduced-here" and w["rank-unimportant"] == "not-reproduced-here"
     assert verdicts(fake("area", base_values("area")), line, studies())["prompt-needs-scale"] == "wrong"
+
+
+def test_prefix_vs_full_generation_follows_the_first_line_task():
+    """Judged on the generation task only (the area task cannot move it); the same verdict as
+    chapter 04's record of the sentence."""
+    from pedagogy_lib.book.ch04 import claims as C4
+
+    area = fake("area", base_values("area", prefix=-0.3))
+    tie = fake("line", base_values("line"))
+    worse = fake("line", base_values("line", prefix=0.2))      # +0.2 nats/token: full FT clearly better
+    better = fake("line", base_values("line", prefix=-0.2))
+    v = {k: verdicts(area, line, studies())["prefix-vs-full-generation"] for k, line in
+         (("tie", tie), ("worse", worse), ("better", better))}
+    assert v == {"tie": "holds", "worse": "not-reproduced-here", "better": "holds"}
+    behind = fake("line", base_values("line", prefix=0.002))   # +0.002 nats/token, noise ±0.004: a tie behind
+    assert verdicts(area, behind, studies())["prefix-vs-full-generation"] == "approximately"
+    worse["selection"]["full"]["bracketed"] = False
+    assert verdicts(area, worse, studies())["prefix-vs-full-generation"] == "untestable-here"
+    ctx = C4.context()
+    for line in (tie, fake("line", base_values("line", prefix=0.2))):
+        ctx.line = line
+        rec4 = {r["id"]: r for r in C4.CLAIMS.judge(ctx)}["ch04-e2e"]
+        rec10 = {r["id"]: r for r in C.claims(area, line, studies())}["prefix-vs-full-generation"]
+        assert rec4["sentence"] == rec10["sentence"] == "prefix-e2e" and rec4["verdict"] == rec10["verdict"]
 
 
 def test_guide_row_names_the_best_and_its_ties():

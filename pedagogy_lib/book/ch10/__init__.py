@@ -8,7 +8,8 @@ from pedagogy_lib import results as R, stats
 
 LABELS = {"zero-shot": "zero-shot (no training)", "full": "full fine-tuning", "lora-qv": "LoRA (q, v)",
           "lora-all": "LoRA (all linear)", "ia3": "IA³ (k, v, down)", "prompt": "prompt tuning (16 tokens)",
-          "qlora-ours": "QLoRA, our NF4+DQ base", "qlora-recipe": "QLoRA, the real recipe"}
+          "qlora-ours": "QLoRA, our NF4+DQ base", "qlora-recipe": "QLoRA, the real recipe",
+          "prefix": "prefix (MLP, 16 slots)", "ptuning-v2": "P-Tuning v2 (16 slots)"}
 COMMAND = "python -m pedagogy_lib.book.ch10.experiment (make sweeps)"
 
 
