@@ -22,6 +22,23 @@ def load_studies() -> dict:
                   keys=("dtypes", "placement", "rank", "recipe"), what="chapter 10 studies")
 
 
+def load_scale() -> dict:
+    """The area task's full fine-tuning and prompt tuning on ``stdlib-4m`` (the model-size study)."""
+    return R.load("ch10_scale", "python -m pedagogy_lib.book.ch10.experiment --scale (make sweeps)",
+                  keys=("runs", "selection", "zero_shot", "model"), what="chapter 10 model-size results")
+
+
+def prompt_gaps(area: dict, scale: dict) -> dict:
+    """{model: paired prompt − full accuracy difference (Eq. 10.5)} at each size, with the
+    number of parameters and whether both rates are bracketed."""
+    out = {}
+    for res in (area, scale):
+        rows = {r["method"]: r for r in table(res)}
+        out[res["model"]] = {"d": paired_gain(res, "prompt", "full"), "params": rows["full"]["trainable"],
+                             "bracketed": all(rows[m]["bracketed"] is not False for m in ("prompt", "full"))}
+    return out
+
+
 def value(task: str, test: dict) -> float:
     """The test metric: accuracy (area) or mean response-token loss in nats (line)."""
     return test["acc"] if task == "area" else test["loss"]

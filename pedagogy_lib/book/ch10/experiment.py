@@ -42,10 +42,11 @@ GRIDS = {"full": (1e-4, 3e-4, 1e-3), "lora-qv": (1e-3, 3e-3, 1e-2), "lora-all": 
          "prefix": (1e-3, 3e-3, 1e-2), "ptuning-v2": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)}
 
 
-def run(task, method, lr, seed, d, tok, bar=None) -> tuple[dict, torch.nn.Module]:
-    """One training run; its record (validation and test scores) and the trained model."""
+def run(task, method, lr, seed, d, tok, bar=None, name=None) -> tuple[dict, torch.nn.Module]:
+    """One training run (on checkpoint ``name``, the default if None); its record (validation and
+    test scores) and the trained model."""
     torch.manual_seed(seed)
-    model = P.build(method, seed)
+    model = P.build(method, seed, name=name)
     t0 = time.perf_counter()
     losses = P.train(model, *d["train"], lr=lr, steps=STEPS[task], batch_size=BATCH, seed=seed,
                      paged8=method == "qlora-recipe", progress=bar)
@@ -63,11 +64,12 @@ def add_generations(task, recs_models, d, tok) -> list[dict]:
     return [rec for rec, _ in recs_models]
 
 
-def protocol(task: str, methods, tok, bar=None, out: dict | None = None) -> dict:
-    """Run ``methods`` through the protocol; with ``out`` (stored results), append to it."""
+def protocol(task: str, methods, tok, bar=None, out: dict | None = None, name=None, extensions: int = 1) -> dict:
+    """Run ``methods`` through the protocol; with ``out`` (stored results), append to it.
+    ``name``: the checkpoint (the default if None); ``extensions``: how often a grid may grow."""
     d = prepare(task, tok)
     if out is None:
-        base = P.build("lora-qv", 0)   # B = 0: the pretrained model itself (zero-shot)
+        base = P.build("lora-qv", 0, name=name)   # B = 0: the pretrained model itself (zero-shot)
         out = {"zero_shot": {"test": evaluate(task, base, d, "test", tok, generate=True),
                              "val": evaluate(task, base, d, "val", tok)},
                "sizes": {s: len(d["examples"][s]) for s in ("train", "val", "test")}, "runs": [], "selection": {}}
@@ -75,19 +77,19 @@ def protocol(task: str, methods, tok, bar=None, out: dict | None = None) -> dict
         if method == "qlora-recipe":
             lr = out["selection"]["lora-all"]["chosen"]
             out["selection"][method] = {"chosen": lr, "borrowed_from": "lora-all"}
-            out["runs"] += add_generations(task, [run(task, method, lr, s, d, tok, bar) for s in SEEDS], d, tok)
+            out["runs"] += add_generations(task, [run(task, method, lr, s, d, tok, bar, name) for s in SEEDS], d, tok)
             continue
         tried = {}
 
         def val_score(lr):
-            tried[lr] = [run(task, method, lr, s, d, tok, bar) for s in SEEDS[:2]]
+            tried[lr] = [run(task, method, lr, s, d, tok, bar, name) for s in SEEDS[:2]]
             return float(np.mean([score(task, r["val"]) for r, _ in tried[lr]]))
 
-        sel = stats.select_lr(val_score, GRIDS[method], max_extensions=1)
+        sel = stats.select_lr(val_score, GRIDS[method], max_extensions=extensions)
         out["selection"][method] = sel
         for lr in sorted(tried):
             if lr == sel["chosen"]:
-                tried[lr].append(run(task, method, lr, SEEDS[2], d, tok, bar))
+                tried[lr].append(run(task, method, lr, SEEDS[2], d, tok, bar, name))
                 out["runs"] += add_generations(task, tried[lr], d, tok)
             else:
                 out["runs"] += [r for r, _ in tried[lr]]
@@ -125,6 +127,24 @@ def append(task: str, methods, tok, redo: bool = False) -> dict:
     return res
 
 
+SCALE = "ch10_scale"   # prompt tuning vs full fine-tuning on the area task at the larger size
+
+
+def scale_study(tok, name: str = "stdlib-4m", methods=("full", "prompt"), extensions: int = 2) -> dict:
+    """Lester et al.'s question at two sizes: the area task (frozen LM head) for ``methods`` on
+    checkpoint ``name``, the same protocol, grids and seeds as the stored ``stdlib-1m`` runs; a
+    grid may grow twice (prompt tuning's best rate on the larger model lies beyond one step)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    with tqdm(total=7 * len(methods) * STEPS["area"], desc=f"ch10 scale {name}", file=sys.stderr, disable=None) as bar:
+        res = protocol("area", methods, tok, bar, name=name, extensions=extensions)
+    res |= {"task": "area", "steps": STEPS["area"], "batch": BATCH, "seeds": list(SEEDS), "model": name,
+            "grids": {m: GRIDS[m] for m in methods}, "extensions": extensions, "wall_seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0,
+            "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}}
+    print(R.save(res, SCALE))
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="*", default=["area", "line"])
@@ -132,6 +152,8 @@ def main(argv=None):
     ap.add_argument("--append", action="store_true",
                     help="add --methods to the stored results, keeping every stored run (implies --no-studies)")
     ap.add_argument("--redo", action="store_true", help="with --append: replace methods an earlier --append added")
+    ap.add_argument("--scale", action="store_true",
+                    help="only the model-size study: full FT and prompt tuning on the area task with stdlib-4m")
     ap.add_argument("--no-studies", action="store_true", help="skip the QLoRA studies (studies.py)")
     args = ap.parse_args(argv)
     bad = sorted(set(args.methods) - set(P.METHODS))
@@ -139,6 +161,9 @@ def main(argv=None):
         ap.error(f"unknown methods {bad}; choose from {P.METHODS}")
     torch.set_num_threads(1)
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
+    if args.scale:
+        scale_study(tok)
+        return
     if args.append:
         for task in args.tasks:
             append(task, args.methods, tok, redo=args.redo)
