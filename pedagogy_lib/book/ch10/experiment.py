@@ -1,9 +1,10 @@
 """Chapter 10's experiment: PEFT methods on the decoder, two tasks, the book's protocol.
 
 ``python -m pedagogy_lib.book.ch10.experiment`` (part of ``make sweeps``) writes
-``chapters/results/ch10_area.json`` and ``ch10_line.json``. For each task (``area``: classification through the
-frozen LM head; ``line``: header → first docstring line) and each method of
-``torch_ref.decoder_peft.METHODS``:
+``chapters/results/ch10_area.json`` and ``ch10_line.json``, and ``ch10_scale.json`` (full
+fine-tuning and prompt tuning on the area task with ``stdlib-4m``; alone: ``--scale``). For
+each task (``area``: classification through the frozen LM head; ``line``: header → first
+docstring line) and each method of ``torch_ref.decoder_peft.METHODS``:
 
 1. every rate of the method's grid at seeds 0 and 1; the validation score (accuracy, or
    minus the mean response-token loss) averaged over the two seeds picks the rate, and the
@@ -178,6 +179,8 @@ def main(argv=None):
                 "versions": {"torch": torch.__version__, "numpy": np.__version__,
                              "python": platform.python_version()}}
         print(R.save(res, RESULTS.format(task=task)))
+    if "area" in args.tasks and {"full", "prompt"} <= set(args.methods):
+        scale_study(tok)   # ch10_scale.json: the same two methods on stdlib-4m
     if not args.no_studies:
         from pedagogy_lib.book.ch10 import studies
 
