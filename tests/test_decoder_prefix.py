@@ -161,3 +161,14 @@ def test_training_moves_only_the_prefix_and_lowers_the_loss(method):
     cfg = net.config
     folded = cfg.num_hidden_layers * 2 * P.PREFIX_TOKENS * cfg.num_key_value_heads * cfg.head_dim
     assert (P.trainable(net) == folded) == (method == "ptuning-v2")
+
+
+def test_ptuning_v2_starts_as_the_soft_prompt_does():
+    """Both arms start from the same 16 sampled tokens (the chapter's claim): before training,
+    P-Tuning v2 and prompt tuning are the same function of the input."""
+    x = torch.randint(1, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = P.build("ptuning-v2", seed=4)(x), P.build("prompt", seed=4)(x)
+    assert torch.allclose(a, b, atol=1e-4)
+    with torch.no_grad():
+        assert not torch.allclose(P.build("ptuning-v2", seed=5)(x), b, atol=1e-2)
