@@ -154,6 +154,7 @@ class CausalSelfAttention(Module):
         self.k_proj = _linear(d, self.hkv * dh, rng, dtype, std)
         self.v_proj = _linear(d, self.hkv * dh, rng, dtype, std)
         self.o_proj = _linear(self.h * dh, d, rng, dtype, out_std)
+        self.prefix = None   # a hook: forward(B) -> (P_k, P_v) each (B, m, hkv·dh); backward(dP_k, dP_v) (Eq. 10.6)
 
     def _split(self, x, heads):  # (B, T, heads·dh) -> (B, heads, T, dh)
         B, T, _ = x.shape
@@ -176,24 +177,35 @@ class CausalSelfAttention(Module):
             if "k" in cache:
                 K, V = np.concatenate([cache["k"], K], 2), np.concatenate([cache["v"], V], 2)
             cache["k"], cache["v"] = K, V
+        keep, m = causal_mask(T, K.shape[2], pos0), 0
+        if self.prefix is not None:   # Eq. 10.6: m keys (already rotated) and values every query sees
+            pk, pv = self.prefix(B)
+            m = pk.shape[1]
+            K, V = np.concatenate([self._split(pk, self.hkv), K], 2), np.concatenate([self._split(pv, self.hkv), V], 2)
+            S = K.shape[2] - m      # real keys: query i is real token S − T + i and sees real keys 0…S − T + i
+            keep = np.concatenate([np.ones((T, m), bool), causal_mask(T, S, S - T)], 1)
         Kr, Vr = self._repeat(K), self._repeat(V)
         scores = Q @ Kr.transpose(0, 1, 3, 2) / math.sqrt(self.dh)
-        A = softmax(np.where(causal_mask(T, Kr.shape[2], pos0), scores, -np.inf), axis=-1)
-        self.saved = (Q, Kr, Vr, A, cos, sin, pos0 == 0 and cache is None)
+        A = softmax(np.where(keep, scores, -np.inf), axis=-1)
+        self.saved = (Q, Kr, Vr, A, cos, sin, cache is None and pos0 == m, m)
         out = (A @ Vr).transpose(0, 2, 1, 3).reshape(B, T, self.h * self.dh)
         return self.o_proj(out)
 
     def backward(self, dy):
-        Q, Kr, Vr, A, cos, sin, full = self.saved
+        Q, Kr, Vr, A, cos, sin, full, m = self.saved
         if not full:
-            raise RuntimeError("backward needs a full-sequence forward (pos0 = 0, no KV cache)")
+            raise RuntimeError("backward needs a full-sequence forward (pos0 = 0, or m with a prefix; no KV cache)")
         dO = self._split(self.o_proj.backward(dy), self.h)
         dA = dO @ Vr.transpose(0, 1, 3, 2)
         dV = self._unrepeat(A.transpose(0, 1, 3, 2) @ dO)
         dS = softmax_backward(A, dA) / math.sqrt(self.dh)  # masked entries have A = 0: no gradient
         dQ = apply_rope_backward(dS @ Kr, cos, sin)
-        dK = apply_rope_backward(self._unrepeat(dS.transpose(0, 1, 3, 2) @ Q), cos, sin)
+        dK = self._unrepeat(dS.transpose(0, 1, 3, 2) @ Q)
         merge = lambda t: t.transpose(0, 2, 1, 3).reshape(t.shape[0], t.shape[2], -1)  # noqa: E731
+        if m:   # Eq. 10.8: the prefix slots' key/value gradients, summed over each kv head's g query heads
+            self.prefix.backward(merge(dK[:, :, :m]), merge(dV[:, :, :m]))
+            dK, dV = dK[:, :, m:], dV[:, :, m:]
+        dK = apply_rope_backward(dK, cos, sin)
         return self.q_proj.backward(merge(dQ)) + self.k_proj.backward(merge(dK)) + self.v_proj.backward(merge(dV))
 
 

@@ -6,7 +6,7 @@ import pytest
 from pedagogy_lib.book import ch10
 from pedagogy_lib.book.ch10 import claims as C
 
-METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
+METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe", "prefix", "ptuning-v2")
 
 
 def fake(task, values: dict) -> dict:
@@ -18,7 +18,7 @@ def fake(task, values: dict) -> dict:
             test = {key: v} | ({"ppl": float(np.exp(v)), "exact_match": 0.1, "rouge_l": 0.3} if task == "line" else {})
             runs.append({"method": m, "lr": 1e-3, "seed": s, "test": test, "trainable": 10, "seconds": 1.0})
     zs = {key: 0.3 if task == "area" else 4.0} | ({"ppl": 55.0, "exact_match": 0.0, "rouge_l": 0.1} if task == "line" else {})
-    return {"task": task, "seeds": [0, 1, 2], "runs": runs, "zero_shot": {"test": zs},
+    return {"task": task, "seeds": [0, 1, 2], "runs": runs, "zero_shot": {"test": zs}, "model": "stdlib-1m",
             "selection": {m: {"chosen": 1e-3, "bracketed": True} for m in values}}
 
 
@@ -44,8 +44,29 @@ def base_values(task, **shift):
     return v
 
 
-def verdicts(area, line, st):
-    return {r["id"]: r["verdict"] for r in C.claims(area, line, st)}
+def scale_fake(gap=-0.2):
+    """The larger model's area results: prompt tuning ``gap`` (accuracy) behind full fine-tuning."""
+    full = np.array([0.6, 0.604, 0.597])
+    res = fake("area", {"full": list(full), "prompt": list(full + gap + np.array([0.0, 0.001, -0.001]))})
+    return res | {"model": "stdlib-4m"}
+
+
+def verdicts(area, line, st, scale=None):
+    return {r["id"]: r["verdict"] for r in C.claims(area, line, st, scale or scale_fake())}
+
+
+def test_prompt_needs_scale_reads_both_sizes():
+    area = fake("area", base_values("area", prompt=-0.2))
+    line = fake("line", base_values("line"))
+    assert verdicts(area, line, studies())["prompt-needs-scale"] == "holds"
+    assert verdicts(area, line, studies(), scale_fake(0.0))["prompt-needs-scale"] == "wrong"   # no lag at 4m
+    rec = {r["id"]: r for r in C.claims(area, line, studies(), scale_fake())}["prompt-needs-scale"]
+    assert "stdlib-1m" in rec["our_value"] and "stdlib-4m" in rec["our_value"]
+    big = scale_fake(0.0)
+    big["selection"]["prompt"]["bracketed"] = False                # 4m at a grid edge: judged on 1m alone
+    assert verdicts(area, line, studies(), big)["prompt-needs-scale"] == "holds"
+    area["selection"]["full"]["bracketed"] = False
+    assert verdicts(area, line, studies(), big)["prompt-needs-scale"] == "untestable-here"
 
 
 def test_verdicts_follow_the_data():
@@ -62,6 +83,30 @@ def test_verdicts_follow_the_data():
     assert w["qlora-matches-16bit"] == "not-reproduced-here" and w["nf4-best-dtype"] == "wrong"
     assert w["all-linear-needed"] == "not-reproduced-here" and w["rank-unimportant"] == "not-reproduced-here"
     assert verdicts(fake("area", base_values("area")), line, studies())["prompt-needs-scale"] == "wrong"
+
+
+def test_prefix_vs_full_generation_follows_the_first_line_task():
+    """Judged on the generation task only (the area task cannot move it); the same verdict as
+    chapter 04's record of the sentence."""
+    from pedagogy_lib.book.ch04 import claims as C4
+
+    area = fake("area", base_values("area", prefix=-0.3))
+    tie = fake("line", base_values("line"))
+    worse = fake("line", base_values("line", prefix=0.2))      # +0.2 nats/token: full FT clearly better
+    better = fake("line", base_values("line", prefix=-0.2))
+    v = {k: verdicts(area, line, studies())["prefix-vs-full-generation"] for k, line in
+         (("tie", tie), ("worse", worse), ("better", better))}
+    assert v == {"tie": "holds", "worse": "not-reproduced-here", "better": "holds"}
+    behind = fake("line", base_values("line", prefix=0.002))   # +0.002 nats/token, noise ±0.004: a tie behind
+    assert verdicts(area, behind, studies())["prefix-vs-full-generation"] == "approximately"
+    worse["selection"]["full"]["bracketed"] = False
+    assert verdicts(area, worse, studies())["prefix-vs-full-generation"] == "untestable-here"
+    ctx = C4.context()
+    for line in (tie, fake("line", base_values("line", prefix=0.2))):
+        ctx.line = line
+        rec4 = {r["id"]: r for r in C4.CLAIMS.judge(ctx)}["ch04-e2e"]
+        rec10 = {r["id"]: r for r in C.claims(area, line, studies(), scale_fake())}["prefix-vs-full-generation"]
+        assert rec4["sentence"] == rec10["sentence"] == "prefix-e2e" and rec4["verdict"] == rec10["verdict"]
 
 
 def test_guide_row_names_the_best_and_its_ties():
@@ -93,6 +138,9 @@ def test_stored_results_are_complete_and_judged_only_when_bracketed():
             assert len(ch10.chosen_runs(res, m)) == 3
     assert all(r["n"] == 3 for r in ch10.vader_rows(vd))
     rec = {r["id"]: r for r in C.claims(area, line, ch10.load_studies())}
+    scale = ch10.load_scale()
+    assert scale["model"] == "stdlib-4m" and {"full", "prompt"} <= set(ch10.methods(scale))
+    assert all(len(ch10.chosen_runs(scale, m)) == 3 for m in ("full", "prompt"))
     if area["selection"]["ia3"]["bracketed"] is False:
         assert "area: rate at a grid edge, not judged" in rec["ia3-vs-lora"]["our_value"]
 

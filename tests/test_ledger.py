@@ -106,6 +106,30 @@ def test_sentence_judges_flip():
     assert S.adapter_4x(TIGHT_ZERO, 4.0, {"RoB-base x": (1.2, 0.3, 87.1, 87.2)})[0] == "holds"
 
 
+def _line_shifted(line: dict, method: str, nats: float) -> dict:
+    """Chapter 10's first-line results with ``method``'s test loss raised by ``nats`` at every run."""
+    line = copy.deepcopy(line)
+    for r in line["runs"]:
+        if r["method"] == method:
+            r["test"]["loss"] += nats
+    return line
+
+
+def test_prefix_vs_full_flips():
+    from pedagogy_lib.book import ch10
+
+    line = ch10.load("line")
+    d = ch10.paired_gain(line, "prefix", "full")
+    better = _line_shifted(line, "prefix", -abs(d["mean"]) - 0.5)   # prefix clearly ahead
+    assert S.prefix_vs_full(better)[0] == "holds"
+    assert S.prefix_vs_full(_line_shifted(line, "prefix", abs(d["mean"]) + 0.5))[0] == "not-reproduced-here"
+    just_behind = _line_shifted(line, "prefix", d["mean"] + 1e-4)   # mean −1e-4: a tie favouring full FT
+    assert S.prefix_vs_full(just_behind)[0] == "approximately"
+    assert S.prefix_vs_full(_line_shifted(line, "prefix", d["mean"] - 1e-4))[0] == "holds"
+    better["selection"]["prefix"] = {**better["selection"]["prefix"], "bracketed": False}
+    assert S.prefix_vs_full(better)[0] == "untestable-here"
+
+
 # ----------------------------------------------------------------------------- every rule flips
 def _shift(values, points):
     return [x + points / 100 for x in values]
@@ -211,6 +235,7 @@ FLIPS = {
     "ch04-count": lambda c, mp, V: setattr(c, "fold", {**c.fold, "trainable_after": c.fold["trainable_after"] + 1}),
     "ch04-fraction": lambda c, mp, V: mp.setattr(V, "GPT2_MEDIUM", dataclasses.replace(V.GPT2_MEDIUM, vocab=5000)),
     "ch04-mlp-dropped": lambda c, mp, V: setattr(c, "fold", {**c.fold, "identical": False}),
+    "ch04-e2e": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
     # ch05: other paired gaps and fractions
     "ch05-prompt-needs-scale": lambda c, mp, V: setattr(c, "d_ft", THREE_POINTS),
     "ch05-prompt-3-4-points": lambda c, mp, V: setattr(c, "d_ft", THREE_POINTS),
@@ -252,7 +277,6 @@ FIXED = {
     "ch03-houlsby-2.1pct": "arithmetic on BERT-large's published shape",
     "ch03-adapterhub-pfeiffer": "arithmetic on AdapterHub's configuration",
     "ch03-encoders": "needs a decoder next to the encoder: untestable here until Part II judges it",
-    "ch04-e2e": "table-to-text generation with GPT-2: untestable with this book's encoder",
     "ch07-paged": "flips only on a GPU run of PagedAdamW (tests/gpu); on CPU it is untestable here",
     "ch07-vicuna-2pct": "a reading of the source: the <2% compares Guanaco with ChatGPT, not QLoRA with full FT",
 }

@@ -25,6 +25,8 @@ SENTENCES = {
     "lora-ties-full-ft": (90, "RoBERTa-base on GLUE: LoRA r = 8 (0.24 %) ties full fine-tuning within 0.1 points"),
     "adapter-4x-lora": (91, "RoBERTa-base on GLUE: adapters match LoRA at about 4× its trainable parameters"),
     "prompt-3-4-points": (93, "below RoBERTa-base's size prompt tuning loses 3–4 points to full fine-tuning"),
+    "prefix-e2e": (None, "Li & Liang: prefix-tuning (0.1 %) matches or beats full fine-tuning on table-to-text "
+                         "generation (E2E, GPT-2 Medium)"),
 }
 
 # --- prefix "about 0.1 %": Li & Liang's own setting decides, the spread over models is context
@@ -102,4 +104,34 @@ def adapter_4x(d: dict, ratio: float, table: dict | None = None) -> tuple[str, s
         f"{MATCH_POINTS:g} points, ours if a tie; both, ours inside ±1 → holds; neither → wrong; else approximately)")
 
 
-__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "LORA_T2"]
+# --- prefix-tuning vs full fine-tuning on generation: chapter 10's decoder is the only generator we
+# train, so its first-line task decides; chapter 04 (an encoder) records the same verdict
+def prefix_vs_full(line: dict) -> tuple[str, str]:
+    """Verdict on "prefix-tuning matches or beats full fine-tuning on table-to-text generation"
+    from chapter 10's first-line results ``line`` (``book.ch10.load("line")``): the paired
+    held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better,
+    or a tie whose mean does not favour full FT → holds; a tie whose mean favours full FT →
+    approximately (matched within the noise of three seeds, not shown to match); full FT
+    better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
+    claim is measured in another regime, never refuted); a learning rate at its grid's edge →
+    untestable-here (no verdict on an unbracketed rate)."""
+    from pedagogy_lib.book import ch10
+
+    edges = [m for m in ("prefix", "full") if line["selection"][m].get("bracketed") is False]
+    if edges:
+        return "untestable-here", f"first-line task: the rate of {', '.join(edges)} sits at its grid's edge; not judged"
+    d = ch10.paired_gain(line, "prefix", "full")
+    verdict = ("not-reproduced-here" if not d["tie"] and d["mean"] < 0 else
+               "approximately" if d["tie"] and d["mean"] < 0 else "holds")
+    how = ("a tie" if d["tie"] else "prefix better" if d["mean"] > 0 else "full FT better")
+    runs = {m: ch10.chosen_runs(line, m)[0]["trainable"] for m in ("prefix", "full")}
+    folded = [r for r in line["runs"] if r["method"] == "ptuning-v2"]   # the folded slots' shape
+    share = f"; folded, its slots are {folded[0]['trainable'] / runs['full']:.2%} of the model" if folded else ""
+    return verdict, (f"chapter 10, first-line generation on the {line.get('model', '?')} decoder, "
+                     f"{line.get('steps', '?')} steps: prefix-tuning (MLP, {runs['prefix']:,} trained) − full FT, "
+                     f"held-out loss reduction {d['mean']:+.3f} nats/token, 95 % CI [{d['lo']:+.3f}, {d['hi']:+.3f}], "
+                     f"paired over {d['n']} seeds: {how}{share} (rule: prefix better, or a tie not favouring full FT → "
+                     "holds; a tie favouring full FT → approximately; full FT better → not-reproduced-here)")
+
+
+__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "LORA_T2", "prefix_vs_full"]

@@ -48,6 +48,7 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(d, self.hkv * self.dh, bias=False)
         self.v_proj = nn.Linear(d, self.hkv * self.dh, bias=False)
         self.o_proj = nn.Linear(self.h * self.dh, d, bias=False)
+        self.kv_prefix = None   # (P_k, P_v), each (hkv, m, dh): set by decoder_peft's prefix arms (Eq. 10.6)
 
     def forward(self, x, pos0: int = 0, cache: dict | None = None, rope=None):
         B, T, _ = x.shape
@@ -63,6 +64,8 @@ class CausalSelfAttention(nn.Module):
                 k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
             cache["k"], cache["v"] = k, v
         g = self.h // self.hkv
+        if self.kv_prefix is not None:
+            return self._with_prefix(q, k, v, g)
         if g > 1:
             k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
         if k.shape[2] == T:   # full sequence: the causal mask of Eq. 9.6 is the kernel's flag
@@ -70,6 +73,21 @@ class CausalSelfAttention(nn.Module):
         else:
             keep = torch.arange(k.shape[2], device=x.device)[None, :] <= pos[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.h * self.dh))
+
+    def _with_prefix(self, q, k, v, g):
+        """Attention over [P_k; K], [P_v; V] (Eq. 10.6): the m prefix keys (stored already rotated,
+        as a KV cache holds them) are seen by every query; real key j by the queries at or after it."""
+        B, _, T, _ = q.shape
+        pk, pv = self.kv_prefix
+        S, m = k.shape[2], pk.shape[1]
+        k = torch.cat([pk.expand(B, -1, -1, -1), k], 2)
+        v = torch.cat([pv.expand(B, -1, -1, -1), v], 2)
+        if g > 1:   # grouped-query heads: each prefix kv head serves its g query heads, as real keys do
+            k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+        real = torch.arange(S, device=q.device)[None, :] <= torch.arange(S - T, S, device=q.device)[:, None]
+        keep = torch.cat([torch.ones(T, m, dtype=torch.bool, device=q.device), real], 1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.h * self.dh))
 
 

@@ -7,7 +7,10 @@ logits (B, T, V) with only its own parameters trainable:
 * ``lora-qv``     LoRA on q_proj and v_proj (``torch_ref.lora``, the paper's placement);
 * ``lora-all``    LoRA on every linear layer of the blocks (peft's "all-linear");
 * ``ia3``         IA³ on k, v (outputs) and down_proj (input) (``torch_ref.ia3``);
-* ``prompt``      a soft prompt of ``PROMPT_TOKENS`` vectors before the input (Eq. 10.3);
+* ``prompt``      a soft prompt of ``PROMPT_TOKENS`` vectors before the input (Eq. 10.4);
+* ``prefix``      prefix-tuning (Li & Liang): m = ``PREFIX_TOKENS`` keys and values per layer,
+                  produced by an MLP from a table P′ (Eq. 10.9), foldable after training;
+* ``ptuning-v2``  the same per-layer keys and values trained directly, no MLP (P-Tuning v2);
 * ``qlora-ours``  every block linear replaced by our NF4 + double-quant round trip
                   (``quant.py``, byte-identical to bitsandbytes), LoRA all-linear on top;
 * ``qlora-recipe`` the real recipe (``torch_ref.recipe``): bitsandbytes 4-bit, peft LoRA
@@ -30,14 +33,15 @@ from . import ia3 as tia3, lora as tlora, recipe
 from .recipe import CODEBOOKS, nf4_roundtrip  # noqa: F401  (the 4-bit round trip lives beside the recipe)
 from .decoder import build_decoder, rope_tables
 
-METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe")
+METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe", "prefix", "ptuning-v2")
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 R, ALPHA = 8, 16
 PROMPT_TOKENS = 16
+PREFIX_TOKENS = 16
 
 
 class PromptedDecoder(nn.Module):
-    """Soft prompt tuning (Eq. 10.3): h⁰ = [P; E x], P ∈ R^{m×d} trained, everything else frozen;
+    """Soft prompt tuning (Eq. 10.4): h⁰ = [P; E x], P ∈ R^{m×d} trained, everything else frozen;
     logits are returned for the real tokens only. P starts as the embeddings of m random
     vocabulary tokens (Lester et al.'s 'sampled vocabulary' initialisation)."""
 
@@ -57,6 +61,99 @@ class PromptedDecoder(nn.Module):
         for layer in self.net.model.layers:
             h = layer(h, 0, None, rope)
         return (self.net.model.norm(h) @ self.net.head_weight().T)[:, self.m:]
+
+
+def sampled_rows(vocab_size: int, m: int, seed: int) -> np.ndarray:
+    """The m distinct vocabulary ids both the soft prompt and P-Tuning v2 start from."""
+    return np.random.default_rng(seed).choice(vocab_size, m, replace=False)
+
+
+@torch.no_grad()
+def kv_of_tokens(net: nn.Module, ids) -> torch.Tensor:
+    """The KV cache the frozen model builds reading ``ids`` at positions 0…m−1, as an
+    (L, 2, m, hkv·dh) array [layer][key, value] (keys already rotated). Installed as a prefix,
+    it makes the model behave exactly as if ``ids`` had been typed first (Eq. 10.7)."""
+    cache = net.new_cache()
+    net(torch.as_tensor(np.asarray(ids), dtype=torch.long)[None], 0, cache)
+    flat = lambda t: t[0].transpose(0, 1).reshape(t.shape[2], -1)  # noqa: E731  (hkv, m, dh) → (m, hkv·dh)
+    return torch.stack([torch.stack([flat(c["k"]), flat(c["v"])]) for c in cache])
+
+
+class PrefixedDecoder(nn.Module):
+    """Prefix-tuning / P-Tuning v2 on the decoder (Eqs. 10.6–10.9), the twin of
+    ``pedagogy_lib.decoder_prefix``.
+
+    Every layer ℓ gets m keys P_k^ℓ and values P_v^ℓ of width hkv·dh (grouped-query heads: one
+    prefix per kv head, shared by its g query heads). The prefix keys sit in the cache layout,
+    already rotated, as if they had been computed at positions 0…m−1; the real tokens take
+    positions m…m+T−1 (Eq. 10.7, the convention of a KV cache and of peft). Every real
+    position attends to all m prefix slots; the causal mask applies among real tokens.
+
+    ``hidden=None`` (P-Tuning v2): the (L, 2, m, hkv·dh) array is the parameter, initialised as
+    the KV cache of m sampled vocabulary tokens (the same tokens the soft prompt starts from).
+    ``hidden=h`` (prefix-tuning): P = W₂ tanh(W₁P′ + b₁) + b₂ from a table P′ ∈ R^{m×d}
+    (Eq. 10.9), initialised as ``prefix.PrefixMLP`` (NumPy draws, seeded); ``fold`` keeps P only.
+    """
+
+    def __init__(self, net: nn.Module, m: int = PREFIX_TOKENS, hidden: int | None = None, seed: int = 0):
+        super().__init__()
+        from .. import prefix as nprefix
+
+        m, seed = checks.positive_int(m, "prefix length m"), checks.seed(seed)
+        if hidden is not None:
+            hidden = checks.positive_int(hidden, "MLP hidden size")
+        cfg = net.config
+        if m + 1 > cfg.max_position_embeddings:
+            raise ValueError(f"prefix length m={m} leaves no room in the context of {cfg.max_position_embeddings}")
+        self.net, self.m, self.config = net, m, cfg
+        for p in net.parameters():
+            p.requires_grad_(False)
+        L, dkv = cfg.num_hidden_layers, cfg.num_key_value_heads * cfg.head_dim
+        if hidden is None:
+            self.prefix = nn.Parameter(kv_of_tokens(net, sampled_rows(cfg.vocab_size, m, seed)))
+            return
+        dtype = net.model.embed_tokens.weight.dtype
+        ref = nprefix.PrefixMLP(m, dkv, L, hidden, cfg.hidden_size, np.random.default_rng(seed),
+                                np.float64 if dtype == torch.float64 else np.float32)
+        self.embedding = nn.Embedding(m, cfg.hidden_size)
+        self.transform = nn.Sequential(nn.Linear(cfg.hidden_size, hidden), nn.Tanh(), nn.Linear(hidden, 2 * L * dkv))
+        self.embedding.to(dtype)
+        self.transform.to(dtype)
+        with torch.no_grad():
+            for name, t in self.named_parameters():
+                if not name.startswith("net."):
+                    t.copy_(torch.from_numpy(ref.state_dict()[name]))
+
+    def prefix_tensors(self) -> torch.Tensor:
+        """All prefixes as (L, 2, m, hkv·dh) [layer][key, value]; through the MLP if there is one:
+        column block [2ℓ·w, (2ℓ+1)·w) of P holds layer ℓ's keys, the next w its values (Eq. 10.9)."""
+        if "prefix" in self._parameters:
+            return self.prefix
+        P = self.transform(self.embedding.weight)                    # (m, 2·L·w)
+        L = self.config.num_hidden_layers
+        return P.view(self.m, L, 2, -1).permute(1, 2, 0, 3)
+
+    @torch.no_grad()
+    def fold(self) -> "PrefixedDecoder":
+        """Evaluate the MLP once, keep only the m·2·L·w numbers (Eq. 10.9); outputs unchanged."""
+        if "prefix" in self._parameters:
+            raise ValueError("nothing to fold: this prefix has no MLP")
+        P = self.prefix_tensors().detach().clone()
+        del self.embedding, self.transform
+        self.prefix = nn.Parameter(P)
+        return self
+
+    def forward(self, ids):
+        P, cfg = self.prefix_tensors(), self.config
+        layers = self.net.model.layers
+        heads = lambda t: t.reshape(self.m, cfg.num_key_value_heads, cfg.head_dim).transpose(0, 1)  # noqa: E731
+        try:
+            for layer, (pk, pv) in zip(layers, P):
+                layer.self_attn.kv_prefix = (heads(pk), heads(pv))
+            return self.net(ids, self.m)          # real tokens at positions m…m+T−1 (Eq. 10.7)
+        finally:
+            for layer in layers:
+                layer.self_attn.kv_prefix = None
 
 
 class HFLogits(nn.Module):
@@ -97,6 +194,8 @@ def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code:
         return net
     if method == "prompt":
         return PromptedDecoder(net, seed=seed)
+    if method in ("prefix", "ptuning-v2"):
+        return PrefixedDecoder(net, hidden=cfg.hidden_size if method == "prefix" else None, seed=seed)
     if method == "ia3":
         tia3.attach_ia3(net, targets=r".*\.(k_proj|v_proj|down_proj)", feedforward=r".*\.down_proj")
         return net
@@ -195,5 +294,5 @@ def greedy(model: nn.Module, prompts: list[np.ndarray], max_new: int, eos: int) 
     return [np.array([t for t in s if t != eos], np.int64) for s in new]
 
 
-__all__ = ["METHODS", "PromptedDecoder", "HFLogits", "build", "train", "masked_loss", "response_nll", "greedy",
+__all__ = ["METHODS", "PromptedDecoder", "PrefixedDecoder", "kv_of_tokens", "sampled_rows", "HFLogits", "build", "train", "masked_loss", "response_nll", "greedy",
            "nf4_roundtrip", "quantize_base", "trainable"]

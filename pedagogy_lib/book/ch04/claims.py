@@ -1,8 +1,10 @@
 """The article's prefix-tuning claims (chapter 04), each with a value computed here and a verdict.
 
 ``claims(results)`` takes what the chapter measured ({"sweep": the sweep JSON, "fold":
-{...}}); with ``None`` it loads ``chapters/results/ch04_prefix.json`` and recomputes the
-fold check on a tiny encoder (well under a second). Each claim is data (text, published value,
+{...}, "line": chapter 10's first-line results}); with ``None`` it loads
+``chapters/results/ch04_prefix.json`` (and ``ch10_line.json``: the E2E claim is about generation,
+which only chapter 10's decoder measures) and recomputes the fold check on a tiny encoder (well
+under a second). Each claim is data (text, published value,
 source) with one short rule (``book.rules.Claims``).
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
-from pedagogy_lib.book import sentences as S
+from pedagogy_lib.book import ch10, sentences as S
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
@@ -40,7 +42,7 @@ def context(results: dict | None = None) -> SimpleNamespace:
     pre = {arm: s["by_length"][arm][L[arm]]["test"] for arm in ARMS}
     best = max(ARMS, key=lambda a: s["by_length"][a][L[a]]["val"][0])  # chosen on validation, not test
     return SimpleNamespace(sweep=sweep, fold=res.get("fold") or fold_check(), s=s, L=L, pre=pre, best=best,
-                           grids=val_grids(sweep))
+                           grids=val_grids(sweep), line=res.get("line") or ch10.load("line"))
 
 
 @CLAIMS.rule("ch04-lags-lora", "On hard tasks prefix-tuning lags LoRA by 0.5–1 point.",
@@ -132,9 +134,10 @@ def _mlp_dropped(c):
 
 @CLAIMS.rule("ch04-e2e", "Prefix-tuning (0.1%) beats full fine-tuning on table-to-text.",
              published=", ".join(f"{k} {v}" for k, v in LI_LIANG_E2E.items()) + " BLEU (E2E, GPT-2 Medium)",
-             source="Li & Liang 2021, ACL version")
+             source="Li & Liang 2021, ACL version", sentence="prefix-e2e")
 def _e2e(c):
-    return "untestable-here", "generation with GPT-2 is outside this book's encoder set-up"
+    # generation needs a decoder: chapter 10's paired runs decide, one verdict for the sentence
+    return S.prefix_vs_full(c.line)
 
 
 def claims(results: dict | None = None) -> list[dict]:

@@ -8,7 +8,8 @@ from pedagogy_lib import results as R, stats
 
 LABELS = {"zero-shot": "zero-shot (no training)", "full": "full fine-tuning", "lora-qv": "LoRA (q, v)",
           "lora-all": "LoRA (all linear)", "ia3": "IA³ (k, v, down)", "prompt": "prompt tuning (16 tokens)",
-          "qlora-ours": "QLoRA, our NF4+DQ base", "qlora-recipe": "QLoRA, the real recipe"}
+          "qlora-ours": "QLoRA, our NF4+DQ base", "qlora-recipe": "QLoRA, the real recipe",
+          "prefix": "prefix (MLP, 16 slots)", "ptuning-v2": "P-Tuning v2 (16 slots)"}
 COMMAND = "python -m pedagogy_lib.book.ch10.experiment (make sweeps)"
 
 
@@ -19,6 +20,23 @@ def load(task: str) -> dict:
 def load_studies() -> dict:
     return R.load("ch10_studies", "python -m pedagogy_lib.book.ch10.studies (make sweeps)",
                   keys=("dtypes", "placement", "rank", "recipe"), what="chapter 10 studies")
+
+
+def load_scale() -> dict:
+    """The area task's full fine-tuning and prompt tuning on ``stdlib-4m`` (the model-size study)."""
+    return R.load("ch10_scale", "python -m pedagogy_lib.book.ch10.experiment --scale (make sweeps)",
+                  keys=("runs", "selection", "zero_shot", "model"), what="chapter 10 model-size results")
+
+
+def prompt_gaps(area: dict, scale: dict) -> dict:
+    """{model: paired prompt − full accuracy difference (Eq. 10.5)} at each size, with the
+    number of parameters and whether both rates are bracketed."""
+    out = {}
+    for res in (area, scale):
+        rows = {r["method"]: r for r in table(res)}
+        out[res["model"]] = {"d": paired_gain(res, "prompt", "full"), "params": rows["full"]["trainable"],
+                             "bracketed": all(rows[m]["bracketed"] is not False for m in ("prompt", "full"))}
+    return out
 
 
 def value(task: str, test: dict) -> float:

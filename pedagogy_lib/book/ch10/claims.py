@@ -1,5 +1,7 @@
-"""Claims re-judged on the generative model (chapter 10, §9), each with a value computed from
-``ch10_area.json``, ``ch10_line.json`` and ``ch10_studies.json`` and one short rule.
+"""Claims re-judged on the generative model (chapter 10, §7), each with a value computed from
+``ch10_area.json``, ``ch10_line.json``, ``ch10_studies.json`` and ``ch10_scale.json`` (the
+area task on ``stdlib-4m``) and one short rule. "prefix-vs-full-generation" judges a sentence
+chapter 04 records too (``book.sentences.prefix_vs_full``: one verdict).
 
 Where our 1M-parameter decoder and 50–80-step budget differ from the paper's regime (7B–65B
 models, thousands of steps) and the measurement disagrees, the verdict is
@@ -15,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pedagogy_lib import stats
-from pedagogy_lib.book import ch10
+from pedagogy_lib.book import ch10, sentences
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
 
 CLAIMS = Claims("10")
@@ -23,9 +25,9 @@ QLORA = "Dettmers et al. 2023 (QLoRA), arXiv:2305.14314"
 PAPER_PPL = {"int4": 34.34, "fp4": 31.07, "nf4+dq": 27.41}   # QLoRA Table 2 (Pile CC perplexity, E2M1 for FP4)
 
 
-def context(area=None, line=None, studies=None) -> SimpleNamespace:
+def context(area=None, line=None, studies=None, scale=None) -> SimpleNamespace:
     return SimpleNamespace(area=area or ch10.load("area"), line=line or ch10.load("line"),
-                           st=studies or ch10.load_studies())
+                           st=studies or ch10.load_studies(), scale=scale or ch10.load_scale())
 
 
 def _diff_text(d: dict, unit: str, scale: float = 1.0) -> str:
@@ -97,10 +99,16 @@ def _lora_full(c):
 @CLAIMS.rule("prompt-needs-scale", "prompt tuning with a frozen LM head lags model tuning at small scale",
              "gap closes only near 10B parameters (T5)", "Lester et al. 2021, arXiv:2104.08691, Figure 1")
 def _prompt(c):
-    d = ch10.paired_gain(c.area, "prompt", "full")
-    verdict = "holds" if not d["tie"] and d["mean"] < 0 else "wrong"
-    return verdict, ("at 1M parameters (one size only: the scale trend is not measured), prompt minus full: "
-                     + _diff_text(d, "accuracy points", 100))
+    # every size we judge (both rates bracketed) is far below 10B: prompt tuning must lag there,
+    # paired interval below 0 at each → holds; a size where it does not lag → wrong
+    gaps = ch10.prompt_gaps(c.area, c.scale)
+    judged = {m: g for m, g in gaps.items() if g["bracketed"]}
+    if not judged:
+        return "untestable-here", "no model size has bracketed rates for both prompt tuning and full fine-tuning"
+    lags = all(not g["d"]["tie"] and g["d"]["mean"] < 0 for g in judged.values())
+    txt = "; ".join(f"{m} ({g['params']:,} parameters): " + _diff_text(g["d"], "accuracy points", 100)
+                    + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
+    return ("holds" if lags else "wrong"), f"prompt minus full fine-tuning on the area task, {txt}"
 
 
 @CLAIMS.rule("ia3-vs-lora", "IA³ matches LoRA with far fewer parameters",
@@ -148,13 +156,13 @@ def _ckpt(c):
 
 
 @CLAIMS.rule("prefix-vs-full-generation", "prefix-tuning matches full fine-tuning on table-to-text generation",
-             "E2E BLEU 69.7 vs 68.2 (GPT-2 M)", "Li & Liang 2021, arXiv:2101.00190, Table 1")
+             "E2E BLEU 69.7 vs 68.2 (GPT-2 M)", "Li & Liang 2021, arXiv:2101.00190, Table 1", sentence="prefix-e2e")
 def _prefix(c):
-    return "untestable-here", "prefix-tuning is not run on the decoder in this chapter (chapter 04 has it on MiniLM)"
+    return sentences.prefix_vs_full(c.line)   # one verdict for the sentence (chapter 04 records it too)
 
 
-def claims(area=None, line=None, studies=None) -> list[dict]:
-    return CLAIMS.judge(context(area, line, studies))
+def claims(area=None, line=None, studies=None, scale=None) -> list[dict]:
+    return CLAIMS.judge(context(area, line, studies, scale))
 
 
 def guide_row(area=None, line=None) -> dict:
