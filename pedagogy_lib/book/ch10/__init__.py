@@ -78,7 +78,7 @@ def table(res: dict) -> list[dict]:
 
 def paired_gain(res: dict, method: str, ref: str) -> dict:
     """``method`` minus ``ref`` over seeds, signed so that positive means ``method`` is better:
-    accuracy difference (area), loss of ``ref`` minus loss of ``method`` (line). Eqs. 8.1–8.3."""
+    accuracy difference (area), loss of ``ref`` minus loss of ``method`` (line). Eqs. 8.4–8.7."""
     task = res["task"]
     a = [value(task, r["test"]) for r in chosen_runs(res, method)]
     b = [value(task, r["test"]) for r in chosen_runs(res, ref)]

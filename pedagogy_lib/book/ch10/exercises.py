@@ -62,7 +62,7 @@ def check_merge_dequantised(fn) -> None:
 # ------------------------------------------------------------------ 10.3 a perplexity difference with its SE
 def check_ppl_difference(fn) -> None:
     """fn(loss_a, loss_b) -> dict(mean, se, lo, hi, tie) of the per-seed perplexity difference
-    exp(loss_a) − exp(loss_b) (Eqs. 8.1–8.3 on Eq. 9.14)."""
+    exp(loss_a) − exp(loss_b) (Eqs. 8.4–8.7 on Eq. 9.14)."""
     cases = [([3.10, 3.12, 3.08], [3.20, 3.19, 3.23]), ([3.0, 3.1, 3.05], [3.02, 3.04, 3.11]),
              ([2.5, 2.6], [2.7, 2.9]), ([4.0, 4.1, 3.9, 4.05], [4.0, 4.12, 3.93, 4.0])]
     for a, b in cases:
