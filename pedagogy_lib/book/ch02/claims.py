@@ -8,8 +8,8 @@ missing one is recomputed here in about a second) and reads the two saved result
 Verdicts that rest on accuracies use the book's protocol (chapter 08, Eqs. 8.4–8.7): the
 difference of two settings paired by seed (``experiment.paired``), its SE and its 95 %
 t-interval with n − 1 degrees of freedom; an interval that contains 0 is a tie, and "beats"
-means an interval above 0. The sweep has 2 seeds per setting (3 for the main comparison), so
-the intervals are wide. Every LoRA setting trains at the rate chosen for q,v r=8 on
+means an interval above 0. The sweep chooses rates on 2 seeds and compares every
+setting at the chosen rate over 5 (``experiment.EVAL_SEEDS``). Every LoRA setting trains at the rate chosen for q,v r=8 on
 validation; if that rate (or full fine-tuning's, for the learning-rate claim) sits at an edge
 of its grid (``rules.unbracketed``), the claims resting on it are untestable-here.
 """
