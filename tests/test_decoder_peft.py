@@ -80,14 +80,20 @@ def test_prompted_decoder_is_the_decoder_on_prepended_embeddings():
     assert P.trainable(net) == P.PROMPT_TOKENS * net.config.hidden_size
 
 
-def test_training_moves_only_the_method_and_lowers_the_loss():
-    cfg, weights, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
-    net = P.build("lora-qv", seed=0)
+def train_briefly(method: str):
+    """Eight steps of ``method`` on one docstring, the loss on its last 6 tokens: (net, the
+    parameters before, the losses). Shared with tests/test_decoder_prefix.py."""
+    _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
+    net = P.build(method, seed=0)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     ids = np.tile(np.concatenate([[0], tok.encode("json.dumps(obj)\n\nSerialize obj."), [0]]), (8, 1))
     mask = np.zeros((8, ids.shape[1] - 1), np.int64)
     mask[:, -6:] = 1
-    losses = P.train(net, ids, mask, lr=1e-2, steps=8, batch_size=4)
+    return net, before, P.train(net, ids, mask, lr=1e-2, steps=8, batch_size=4)
+
+
+def test_training_moves_only_the_method_and_lowers_the_loss():
+    net, before, losses = train_briefly("lora-qv")
     assert losses[-1] < losses[0]
     for n, p in net.named_parameters():
         assert torch.equal(p, before[n]) != ("lora_" in n), n

@@ -11,6 +11,7 @@ from pedagogy_lib.gradcheck import compare, numerical_grad
 from pedagogy_lib.nn import get_submodule
 from pedagogy_lib.torch_ref import decoder_peft as P
 from pedagogy_lib.torch_ref.decoder import build_decoder
+from test_decoder_peft import train_briefly
 
 
 def tiny(seed=1):
@@ -148,13 +149,7 @@ def test_bad_input_is_refused_and_changes_nothing():
 
 @pytest.mark.parametrize("method", ["prefix", "ptuning-v2"])
 def test_training_moves_only_the_prefix_and_lowers_the_loss(method):
-    _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
-    net = P.build(method, seed=0)
-    before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    ids = np.tile(np.concatenate([[0], tok.encode("json.dumps(obj)\n\nSerialize obj."), [0]]), (8, 1))
-    mask = np.zeros((8, ids.shape[1] - 1), np.int64)
-    mask[:, -6:] = 1
-    losses = P.train(net, ids, mask, lr=1e-2, steps=8, batch_size=4)
+    net, before, losses = train_briefly(method)
     assert losses[-1] < losses[0]
     for n, p in net.named_parameters():
         assert torch.equal(p, before[n]) == n.startswith("net."), n
