@@ -17,9 +17,10 @@ test splits, and its per-step training loss is kept.
    whether the rate ended bracketed.  Stored runs are reused (a run is deterministic in
    arm, m, rate and seed); ``--fresh`` retrains everything.  Seeds differ in subsample, prefix init, head init
    and order, so the spread over seeds is the spread a user would see.
-2. Prefix length m in LENGTHS, both arms, every seed, at the chosen rates.
-3. LoRA r=8 on (query, value), alpha = 8, on the same protocol (rate from LORA_LRS by
-   mean validation accuracy), for the "prefix lags LoRA" claim.
+2. Prefix length m in LENGTHS, both arms, at the chosen rates, over EVAL_SEEDS (the seeds every
+   comparison is paired over; the rates were chosen on SEEDS).
+3. LoRA r=8 on (query, value), alpha = 8, on the same protocol (rate chosen on SEEDS, then
+   EVAL_SEEDS at that rate), for the "prefix lags LoRA" claim.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ from pedagogy_lib.results import SMOOTH, mean_sd, smooth
 RESULTS = R.RESULTS
 OUT = RESULTS / "ch04_prefix.json"
 N_TRAIN, EPOCHS, BATCH, HEAD_LR = 1024, 3, 32, 1e-3
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2)                 # the learning rates are chosen on these
+EVAL_SEEDS = (0, 1, 2, 3, 4)      # every comparison at the chosen rates is paired over these
 HIDDEN = 512                      # Li & Liang's MLP width
 M_GRID = 10
 LRS = {"direct": (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), "mlp": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
@@ -64,6 +66,11 @@ def load_results(path=None) -> dict:
     return R.load(path or PATH, "python -m pedagogy_lib.book.ch04.experiment")
 
 
+def eval_seeds(sweep: dict) -> list:
+    """The seeds every comparison at the chosen rates is paired over (older files: ``seeds``)."""
+    return sweep["config"].get("eval_seeds", sweep["config"]["seeds"])
+
+
 def _runs(sweep, arm, m=None, lr=None):
     return [r for r in sweep["runs"] if r["arm"] == arm and (m is None or r["m"] == m)
             and (lr is None or math.isclose(r["lr"], lr))]
@@ -76,8 +83,8 @@ def summary(sweep: dict) -> dict:
     out = {"lr": lr, "m_grid": cfg["m_grid"], "lengths": cfg["lengths"], "lr_grid": {}, "by_length": {}}
     for arm in ARMS:
         out["lr_grid"][arm] = {}
-        for rate in cfg["lrs"][arm]:
-            rs = _runs(sweep, arm, cfg["m_grid"], rate)
+        for rate in cfg["lrs"][arm]:  # what chose the rate: the selection seeds only
+            rs = [r for r in _runs(sweep, arm, cfg["m_grid"], rate) if r["seed"] in cfg["seeds"]]
             out["lr_grid"][arm][rate] = {"val": mean_sd([r["val"] for r in rs]), "test": mean_sd([r["test"] for r in rs]),
                                          "final_loss": mean_sd([np.mean(r["losses"][-SMOOTH:]) for r in rs])}
         out["by_length"][arm] = {}
@@ -119,7 +126,7 @@ def paired_differences(sweep: dict) -> np.ndarray:
     (prefix length, seed): the two runs of a pair share the subsample, head init and order."""
     lr, out = sweep["chosen_lr"], []
     for m in sweep["config"]["lengths"]:
-        for seed in sweep["config"]["seeds"]:
+        for seed in eval_seeds(sweep):
             a, b = ([r["test"] for r in _runs(sweep, arm, m, lr[arm]) if r["seed"] == seed] for arm in ("mlp", "direct"))
             out.append(a[0] - b[0])
     return np.array(out)
@@ -128,7 +135,7 @@ def paired_differences(sweep: dict) -> np.ndarray:
 def by_seed(sweep: dict, arm: str, m: int | None = None) -> list[float]:
     """Test accuracy of one arm at its chosen rate (and prefix length m), in seed order: the
     runs of one seed share the subsample, head init and order across arms (paired)."""
-    lr, seeds = sweep["chosen_lr"][arm], sweep["config"]["seeds"]
+    lr, seeds = sweep["chosen_lr"][arm], eval_seeds(sweep)
     rs = {r["seed"]: r["test"] for r in _runs(sweep, arm, m, lr)}
     return [rs[seed] for seed in seeds]
 
@@ -138,14 +145,15 @@ def seed_means(sweep: dict, arm: str) -> list[float]:
     the seeds are the independent replicates (the lengths of one seed share its data order)."""
     lr, cfg = sweep["chosen_lr"][arm], sweep["config"]
     return [float(np.mean([r["test"] for m in cfg["lengths"] for r in _runs(sweep, arm, m, lr) if r["seed"] == seed]))
-            for seed in cfg["seeds"]]
+            for seed in eval_seeds(sweep)]
 
 
 def val_grids(sweep: dict) -> dict[str, dict]:
     """{arm: {lr: mean validation accuracy over seeds at m_grid}}: what chose each arm's rate."""
     s = summary(sweep)
     return {arm: {lr: v["val"][0] for lr, v in s["lr_grid"][arm].items()} for arm in ARMS} | {
-        "lora": {r: float(np.mean([x["val"] for x in _runs(sweep, "lora", lr=r)])) for r in sweep["config"]["lrs"]["lora"]}}
+        "lora": {r: float(np.mean([x["val"] for x in _runs(sweep, "lora", lr=r) if x["seed"] in sweep["config"]["seeds"]]))
+                 for r in sweep["config"]["lrs"]["lora"]}}
 
 
 def best_length(s: dict, arm: str) -> int:
@@ -254,14 +262,15 @@ def main(argv=None):
     done = {} if args.fresh else stored_runs()
     choice = {name: search(name, task, done) for name in LRS}
     lr = {name: c["chosen"] for name, c in choice.items()}
-    for key in [(n, m, float(lr[n]), s) for n in ARMS for m in LENGTHS for s in SEEDS]:
+    at_rate = [(n, m, float(lr[n]), s) for n in ARMS for m in LENGTHS for s in EVAL_SEEDS] + \
+              [("lora", M_GRID, float(lr["lora"]), s) for s in EVAL_SEEDS]
+    for key in at_rate:
         _get(done, key, task)
-    keep = {(n, M_GRID, float(x), s) for n, c in choice.items() for x in c["grid"] for s in SEEDS} | \
-           {(n, m, float(lr[n]), s) for n in ARMS for m in LENGTHS for s in SEEDS}
+    keep = {(n, M_GRID, float(x), s) for n, c in choice.items() for x in c["grid"] for s in SEEDS} | set(at_rate)
     runs = sorted((done[k] for k in keep), key=lambda r: (list(LRS).index(r["arm"]), r["m"], r["lr"], r["seed"]))
     out = {
         "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
-                   "seeds": list(SEEDS), "lrs": {k: list(c["grid"]) for k, c in choice.items()}, "m_grid": M_GRID,
+                   "seeds": list(SEEDS), "eval_seeds": list(EVAL_SEEDS), "lrs": {k: list(c["grid"]) for k, c in choice.items()}, "m_grid": M_GRID,
                    "lengths": list(LENGTHS), "mlp_hidden": HIDDEN, "direct_init": "N(0, 1)",
                    "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06,
                    "max_extensions": MAX_EXTENSIONS,
