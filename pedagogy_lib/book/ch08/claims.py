@@ -86,7 +86,7 @@ def _prefix_drop(res):
     verdict = band_verdict(d, lo=-2.0)
     if verdict == "holds" and folded > m["lora_qv"]["trainable"]:
         verdict = "approximately"
-    return verdict, (f"prefix (m=10, MLP-reparameterised, folded) vs LoRA (q,v): " + ci_text(d, "prefix", "LoRA")
+    return verdict, ("prefix (m=10, MLP-reparameterised, folded) vs LoRA (q,v): " + ci_text(d, "prefix", "LoRA")
                      + f"; ships {folded:,} numbers after folding vs LoRA's {m['lora_qv']['trainable']:,}, but trains "
                      f"{m['prefix']['trainable']:,} (MLP included) (rule: prefix − LoRA ≥ −2 points: whole interval → "
                      "holds, mean → approximately, else wrong)")

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from pedagogy_lib import stats
 from pedagogy_lib.book import ch10, sentences
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
 
@@ -172,13 +171,14 @@ def guide_row(area=None, line=None) -> dict:
     out = {}
     for task, res in (("classification (area, LM-head verbaliser)", area or ch10.load("area")),
                       ("generation (first line, held-out modules)", line or ch10.load("line"))):
-        rows = [r for r in ch10.table(res) if r["bracketed"] is not False]
+        every = ch10.table(res)
+        rows = [r for r in every if r["bracketed"] is not False]
         sign = 1 if res["task"] == "area" else -1
         best = max(rows, key=lambda r: sign * r["mean"])["method"]
         ties = [r["method"] for r in rows if r["method"] != best and ch10.paired_gain(res, r["method"], best)["tie"]]
         out[task] = {"best": best, "ties_with_best": ties,
                      "trainable": {r["method"]: r["trainable"] for r in rows},
-                     "unbracketed": sorted(r["method"] for r in ch10.table(res) if r["bracketed"] is False)}
+                     "unbracketed": sorted(r["method"] for r in every if r["bracketed"] is False)}
     return out
 
 
