@@ -29,6 +29,7 @@ import torch
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 from pedagogy_lib.results import save
 from pedagogy_lib import data, runner
+from pedagogy_lib.book.ch07 import experiment as E7
 from pedagogy_lib import quant as Q
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 from pedagogy_lib.torch_ref import qlora as QL
@@ -69,7 +70,7 @@ def functional(device: str) -> list[dict]:
 def minilm(mm, device: str) -> dict:
     W0 = {p: m.weight.detach().cpu().numpy().copy() for p, m in mm.bert.named_modules()
           if isinstance(m, torch.nn.Linear)}
-    clf, _ = QL.make_classifier("qlora", mm, device=device)
+    clf, _ = E7.make_classifier("qlora", mm, device=device)
     rows = []
     for path, layer in QL.quantized_layers(clf).items():
         key = path.removeprefix("encoder.bert.").removesuffix(".base_layer")
@@ -88,7 +89,7 @@ def memory(mm, task, device: str) -> dict:
     s = data.subsample(task.train, 32, 0)
     out = {}
     for method in ("full", "lora", "qlora"):
-        clf, tok = QL.make_classifier(method, mm, device=device)
+        clf, tok = E7.make_classifier(method, mm, device=device)
         m = runner.step_memory(clf, T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32)))
         out[method] = {"tensor_peak_MB": m["peak"] / 1e6, "weights_MB": m["weights"] / 1e6}
         if cuda:
@@ -103,7 +104,7 @@ def memory(mm, task, device: str) -> dict:
     # full FT: AdamW vs PagedAdamW, allocator peak over two steps
     paged = {}
     for name in ("AdamW", "PagedAdamW"):
-        clf, tok = QL.make_classifier("full", mm, device="cuda")
+        clf, tok = E7.make_classifier("full", mm, device="cuda")
         b = T.Batches(tok, s.tokens, s.labels, "cuda").batch(np.arange(32))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -124,7 +125,7 @@ def memory(mm, task, device: str) -> dict:
                        "paged_MB": info.get("paged_bytes", 0) / 1e6, "warnings": info.get("warnings", [])}
         del clf
         torch.cuda.empty_cache()
-    clf, tok = QL.make_classifier("qlora", mm, device=device)
+    clf, tok = E7.make_classifier("qlora", mm, device=device)
     b = T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32))
     info = QL.paged_adamw_steps(clf, [b, b])
     paged["QLoRA PagedAdamW"] = {"paged_state_tensors": info["paged_state_tensors"],
