@@ -175,8 +175,8 @@ def numpy_twin(model, weights: dict, cfg: D.DecoderConfig) -> D.Decoder:
         np_lora.attach_lora(ours, tuple(lora), r=r, alpha=alpha)
         for p, m in lora.items():
             tgt = np_lora.lora_layers(ours)[p]
-            tgt.p["lora_A"][...] = m.lora_A["default"].weight.detach().float().numpy()
-            tgt.p["lora_B"][...] = m.lora_B["default"].weight.detach().float().numpy()
+            tgt.p["lora_A"][...] = m.lora_A["default"].weight.detach().float().cpu().numpy()
+            tgt.p["lora_B"][...] = m.lora_B["default"].weight.detach().float().cpu().numpy()
     return ours
 
 

@@ -134,12 +134,12 @@ def memory(mm, task, device: str) -> dict:
     return out
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "build" / "gpu" / "ch07_gpu.json"))
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
                     help="cpu: a dry run of the script's logic on a machine without a GPU")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_report.py: torch.cuda.is_available() is False; this report needs a CUDA GPU")
     bnb = QL.bnb()

@@ -7,9 +7,11 @@
 # 2. tests/gpu/gpu_report.py: bitsandbytes' CUDA NF4 path vs our NumPy (packed bytes
 #    identical? dequantisation max diff) and the CUDA memory of full FT vs LoRA vs QLoRA
 #    (torch.cuda.max_memory_allocated), also written to $GPU_OUT/ch07_gpu.json;
-# 3. chapter 07 executed on CUDA, into a copy ($GPU_OUT/07_qlora_cuda.ipynb; its figures go
+# 3. tests/gpu/nf4_cuda_ties.py: the nibbles where bnb's CUDA quantiser and ours differ (values
+#    within a few float32 ulps of a midpoint), over 45 tensors -> $GPU_OUT/nf4_cuda_ties.json;
+# 4. chapter 07 executed on CUDA, into a copy ($GPU_OUT/07_qlora_cuda.ipynb; its figures go
 #    to $GPU_OUT/figures), never in place;
-# 4. tests/gpu/recipe_report.py: chapter 10's QLoRA recipe (BitsAndBytesConfig, peft, paged
+# 5. tests/gpu/recipe_report.py: chapter 10's QLoRA recipe (BitsAndBytesConfig, peft, paged
 #    8-bit AdamW) in bf16 on CUDA, cross-checked against our NumPy decoder, peak memory with
 #    and without gradient checkpointing -> $GPU_OUT/ch10_gpu.json (about a minute).
 # To record the numbers in the book: copy $GPU_OUT/ch07_gpu.json to chapters/results/ and
@@ -25,8 +27,8 @@ mkdir -p "$OUT/runtime" "$OUT/figures"
 # files to run with -m gpu (default: those that hold a gpu mark, so that a machine without the
 # book's notebook/HTML tooling can still collect them).
 PY=${PY:-$ROOT/.venv/bin/python}
-# GPU_STEPS: which of the four steps below to run (default all: "1 2 3 4").
-GPU_STEPS=" ${GPU_STEPS:-1 2 3 4} "
+# GPU_STEPS: which of the five steps below to run (default all: "1 2 3 4 5").
+GPU_STEPS=" ${GPU_STEPS:-1 2 3 4 5} "
 GPU_TESTS=${GPU_TESTS:-$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')}
 
 want() { [[ $GPU_STEPS == *" $1 "* ]]; }
@@ -57,19 +59,24 @@ EOF
 
 status=0
 if want 1; then
-    step "1/4 gpu-marked tests"
+    step "1/5 gpu-marked tests"
     "$PY" -m pytest -p no:cacheprovider -m gpu -q -rs $GPU_TESTS || { status=1; echo "!! gpu tests failed (continuing)"; }
 fi
 
 if want 2; then
-    step "2/4 bitsandbytes CUDA vs NumPy, CUDA memory ratios"
+    step "2/5 bitsandbytes CUDA vs NumPy, CUDA memory ratios"
     "$PY" tests/gpu/gpu_report.py --out "$OUT/ch07_gpu.json" || { status=1; echo "!! gpu_report.py failed (continuing)"; }
 fi
 
-if ! want 3; then
+if want 3; then
+    step "3/5 where bitsandbytes' CUDA NF4 nibbles differ from ours, and why"
+    "$PY" tests/gpu/nf4_cuda_ties.py --out "$OUT/nf4_cuda_ties.json" || { status=1; echo "!! nf4_cuda_ties.py failed (continuing)"; }
+fi
+
+if ! want 4; then
     :
 elif [[ -f chapters/07_qlora.ipynb ]]; then
-    step "3/4 chapter 07 on CUDA, executed into a copy"
+    step "4/5 chapter 07 on CUDA, executed into a copy"
     cp chapters/07_qlora.ipynb "$OUT/07_qlora_cuda.ipynb"
     PEDAGOGY_FIGURES_DIR=$OUT/figures "$PY" -m nbconvert --to notebook --execute --inplace \
         --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False \
@@ -79,8 +86,8 @@ else
     status=1; echo "!! chapters/07_qlora.ipynb not found"
 fi
 
-if want 4; then
-    step "4/4 chapter 10: the QLoRA recipe in bf16 on CUDA"
+if want 5; then
+    step "5/5 chapter 10: the QLoRA recipe in bf16 on CUDA"
     "$PY" tests/gpu/recipe_report.py --out "$OUT/ch10_gpu.json" || { status=1; echo "!! recipe_report.py failed"; }
 fi
 
