@@ -333,7 +333,9 @@ def dequantize_4bit(packed, absmax, shape, code, blocksize=64):
 def quantize_nf4(w, blocksize=64):
     """NF4 (Eqs. 7.1-7.5, 7.7), byte-identical to bitsandbytes.functional.quantize_4bit(
     torch.from_numpy(w), quant_type="nf4", blocksize=blocksize,
-    compress_statistics=False) (packed flattened). Returns (packed uint8, absmax float32)."""
+    compress_statistics=False) (packed flattened) on its CPU backend. Its CUDA kernel scales
+    a little differently and put 3 of 28.8M values, each within 2 float32 ulps of a midpoint,
+    one level away (tests/gpu/nf4_cuda_ties.py). Returns (packed uint8, absmax float32)."""
     return quantize_4bit(w, nf4_codebook(), blocksize)
 
 
