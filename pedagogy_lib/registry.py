@@ -349,7 +349,7 @@ DECODER_ARMS = arms(
     _dec("prompt", "prompt", note="16 soft-prompt vectors from sampled vocabulary rows (Eq. 10.4)"),
     _dec("qlora-ours", "qlora", note="our NF4 + DQ round trip of every block linear, LoRA all-linear"),
     _dec("qlora-recipe", "qlora", {"recipe": True}, rate_from="lora-all",
-         note="bitsandbytes 4-bit + peft LoRA all-linear + PagedAdamW8bit (its rate: lora-all's)"),
+         note="bitsandbytes 4-bit + peft LoRA all-linear + PagedAdamW8bit"),
     _dec("prefix", "prefix", note="16 slots per layer through an MLP of width d, folded after training (Eq. 10.9)"),
     _dec("ptuning-v2", "ptuning_v2", note="16 slots per layer trained directly"),
 )
