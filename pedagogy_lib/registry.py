@@ -155,7 +155,8 @@ class Decoder:
 
 
 _DEC_QLORA = Decoder(_dec_qlora, (1e-3, 3e-3, 1e-2),
-                     {"targets": DP.BLOCK_LINEARS, "r": DP.R, "quant_type": "nf4", "double_quant": True, "recipe": False},
+                     {"targets": DP.BLOCK_LINEARS, "r": DP.R, "quant_type": "nf4", "double_quant": True,
+                      "recipe": False},
                      lambda recipe, **opts: recipe)
 
 
@@ -344,7 +345,8 @@ def _dec(label, method, opts=None, **kw) -> Arm:
 DECODER_ARMS = arms(
     _dec("full", "full", note="every weight, the tied embedding (LM head) included"),
     _dec("lora-qv", "lora", note="r=8, α=16 on q_proj, v_proj (the paper's placement)"),
-    _dec("lora-all", "lora", {"targets": DP.BLOCK_LINEARS}, note="r=8, α=16 on every block linear (peft's all-linear)"),
+    _dec("lora-all", "lora", {"targets": DP.BLOCK_LINEARS},
+         note="r=8, α=16 on every block linear (peft's all-linear)"),
     _dec("ia3", "ia3", note="k, v outputs and down_proj's input"),
     _dec("prompt", "prompt", note="16 soft-prompt vectors from sampled vocabulary rows (Eq. 10.4)"),
     _dec("qlora-ours", "qlora", note="our NF4 + DQ round trip of every block linear, LoRA all-linear"),

@@ -4,8 +4,8 @@
 ``chapters/results/ch10_area.json`` and ``ch10_line.json``, and ``ch10_scale.json`` (full
 fine-tuning and prompt tuning on the area task with ``stdlib-4m``; alone: ``--scale``). For
 each task (``area``: classification through the frozen LM head; ``line``: header → first
-docstring line) and each arm of ``registry.DECODER_ARMS`` (the registry's decoder form of each method, run by
-``runner.decoder_protocol``; this room only says which tasks, which arms, and where results go):
+docstring line) and each arm of ``registry.DECODER_ARMS`` (a registry record's decoder form, run
+by ``runner.decoder_protocol``; this room only says which tasks, which arms, where results go):
 
 1. every rate of the method's grid at seeds 0 and 1; the validation score (accuracy, or
    minus the mean response-token loss) averaged over the two seeds picks the rate, and the

@@ -81,7 +81,8 @@ def decoder_task(task: str, tok, d: dict | None = None) -> DecoderTask:
     at the chosen rate. ``d``: the arrays of ``prepare`` if already built."""
     d = prepare(task, tok) if d is None else d
     finish = (lambda model: generations(model, d["examples"]["test"], tok)) if task == "line" else None
-    return DecoderTask(task, d["train"], lambda model, split, generate=False: evaluate(task, model, d, split, tok, generate),
+    return DecoderTask(task, d["train"],
+                       lambda model, split, generate=False: evaluate(task, model, d, split, tok, generate),
                        lambda ev: score(task, ev), STEPS[task], BATCH, SEEDS, finish=finish,
                        sizes={s: len(d["examples"][s]) for s in ("train", "val", "test")})
 
