@@ -12,10 +12,15 @@ about how any one chapter uses it:
   its best point is bracketed);
 * ``defaults``: its usual hyper-parameters; any attach/count call may override them;
 * ``inference(mm)``: what is done to the trained network before serving (merge, fold);
-* ``trains``: what it trains, in words.
+* ``trains``: what it trains, in words;
+* ``decoder``: its form on chapter 09's decoder (chapter 10), a ``Decoder``: ``attach(folder,
+  seed, **opts)`` returns a fresh pretrained decoder adapted by the method (ids → logits, only
+  the method trains), with its own defaults and learning-rate grid. None where the method has
+  no decoder form (adapters, deep prompts; BitFit: a LLaMA-style decoder has no biases).
 
 A chapter names the settings it compares as ``Arm``s (a label, a method, overrides), so
-"LoRA r=8 on every linear layer" is the ``lora`` record with ``targets="all-linear"``.
+"LoRA r=8 on every linear layer" is the ``lora`` record with ``targets="all-linear"``; an arm
+with ``model="decoder"`` uses the record's decoder form (``DECODER_ARMS``: chapter 10's nine).
 Adding a method = one ``Method(...)`` line in ``_RECORDS`` (see README, "Adding a method").
 """
 from __future__ import annotations
@@ -23,20 +28,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
+
 from . import adapters as A
 from . import bitfit as B
+from . import checks
 from . import counting as C
 from . import ia3 as I
 from . import lora as L
 from . import prefix as P
 from . import prompt as PT
 from .torch_ref import adapters as TA
+from .torch_ref import decoder_peft as DP
 from .torch_ref import bitfit as TB
 from .torch_ref import ia3 as TI
 from .torch_ref import lora as TL
 from .torch_ref import prefix as TP
 from .torch_ref import prompt as TPT
 from .torch_ref import qlora as TQ
+from .torch_ref import recipe as RC
 
 
 def _nothing(mm, seed, **opts):
@@ -84,6 +94,79 @@ def _fold_prefix(mm):
     TP.fold(mm.bert)
 
 
+# ----------------------------------------------------------------------------- decoder forms
+def _dec_full(folder, seed):
+    return DP.pretrained(folder)
+
+
+def _dec_lora(folder, seed, targets, r):
+    """LoRA with α = 2r (the scale α/r = 2 at every rank, Eq. 2.4)."""
+    net = DP.pretrained(folder)
+    TL.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
+    return net
+
+
+def _dec_qlora(folder, seed, targets, r, quant_type, double_quant, recipe):
+    """``recipe`` False: our NF4 (+ DQ) round trip of every block linear, then LoRA (α = 2r);
+    True: the real recipe (bitsandbytes 4-bit, peft LoRA; fp32 compute, no checkpointing)."""
+    if recipe:
+        peft_targets = "all-linear" if targets == DP.BLOCK_LINEARS else list(targets)
+        return DP.HFLogits(RC.recipe_model(folder, r=r, alpha=2 * r, targets=peft_targets, seed=seed,
+                                           quant_type=quant_type, double_quant=double_quant,
+                                           compute_dtype=torch.float32, gradient_checkpointing=False))
+    net = DP.pretrained(folder)
+    DP.quantize_base(net, quant_type, double_quant)
+    TL.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
+    return net
+
+
+def _dec_ia3(folder, seed):
+    net = DP.pretrained(folder)
+    TI.attach_ia3(net, targets=DP.IA3_TARGETS, feedforward=DP.IA3_FEEDFORWARD)
+    return net
+
+
+def _dec_prompt(folder, seed, m):
+    return DP.PromptedDecoder(DP.pretrained(folder), m=m, seed=seed)
+
+
+def _dec_prefix(folder, seed, m):
+    """Prefix-tuning: the MLP's hidden width is the model's d (Eq. 10.9)."""
+    net = DP.pretrained(folder)
+    return DP.PrefixedDecoder(net, m=m, hidden=net.config.hidden_size, seed=seed)
+
+
+def _dec_ptuning_v2(folder, seed, m):
+    return DP.PrefixedDecoder(DP.pretrained(folder), m=m, seed=seed)
+
+
+def _no_paging(**opts):
+    return False
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A method's form on the decoder: ``attach(folder, seed, **opts)`` → ids → logits module;
+    ``lrs`` its grid there; ``paged8(**opts)``: trains with PagedAdamW8bit (the real recipe)."""
+    attach: Callable
+    lrs: tuple
+    defaults: dict = field(default_factory=dict)
+    paged8: Callable = _no_paging
+
+
+_DEC_QLORA = Decoder(_dec_qlora, (1e-3, 3e-3, 1e-2),
+                     {"targets": DP.BLOCK_LINEARS, "r": DP.R, "quant_type": "nf4", "double_quant": True,
+                      "recipe": False},
+                     lambda recipe, **opts: recipe)
+
+
+def _options(name: str, defaults: dict, overrides: dict, where: str = "") -> dict:
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"method {name!r}{where} takes no option(s) {unknown}; it takes {sorted(defaults)}")
+    return {**defaults, **overrides}
+
+
 def _total(shape, **opts):
     """Every weight the sentence encoder uses: the pooler (eq. 0.7) is not part of it."""
     return C.total_params(shape) - C.param_breakdown(shape)["pooler"]
@@ -99,12 +182,23 @@ class Method:
     lrs: tuple
     defaults: dict = field(default_factory=dict)
     inference: Callable | None = None  # (trained MiniLM) -> None, before serving
+    decoder: Decoder | None = None     # its form on chapter 09's decoder (chapter 10)
 
     def opts(self, **overrides) -> dict:
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise ValueError(f"method {self.name!r} takes no option(s) {unknown}; it takes {sorted(self.defaults)}")
-        return {**self.defaults, **overrides}
+        return _options(self.name, self.defaults, overrides)
+
+    def decoder_form(self) -> Decoder:
+        if self.decoder is None:
+            have = [m.name for m in _RECORDS if m.decoder is not None]
+            raise ValueError(f"method {self.name!r} has no decoder form (chapter 10); these have one: {have}")
+        return self.decoder
+
+    def decoder_opts(self, **overrides) -> dict:
+        return _options(self.name, self.decoder_form().defaults, overrides, " on the decoder")
+
+    def setup_decoder(self, folder, seed: int, **overrides):
+        """A fresh pretrained decoder from ``folder`` adapted by this method (ids → logits)."""
+        return self.decoder_form().attach(folder, checks.seed(seed), **self.decoder_opts(**overrides))
 
     def setup_torch(self, mm, seed: int, **overrides):
         self.attach_torch(mm, seed, **self.opts(**overrides))
@@ -122,11 +216,13 @@ _LORA = dict(targets=("query", "value"), r=8, alpha=16)
 _RECORDS = [
     Method("probe", "the task head only (the encoder is frozen)", _freeze_torch, _freeze_numpy,
            lambda s: 0, (3e-3, 1e-2, 3e-2)),
-    Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4)),
+    Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4),
+           decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3))),
     Method("lora", "A (r x d_in) and B (d_out x r) beside each targeted matrix (Eq. 2.4)",
            lambda mm, seed, targets, r, alpha: TL.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: L.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
-           lambda s, targets, r, alpha: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2), _LORA, _merge_lora),
+           lambda s, targets, r, alpha: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2), _LORA, _merge_lora,
+           Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R})),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
@@ -136,9 +232,11 @@ _RECORDS = [
     Method("prefix", "m key and value vectors per layer, through an MLP while training (Eq. 4.3)",
            lambda mm, seed, m, reparam: TP.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda mm, seed, m, reparam: P.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
-           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3, 1e-2), {"m": 10, "reparam": 128}, _fold_prefix),
+           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3, 1e-2), {"m": 10, "reparam": 128}, _fold_prefix,
+           Decoder(_dec_prefix, (1e-3, 3e-3, 1e-2), {"m": DP.PREFIX_TOKENS})),
     Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
-           lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"}),
+           lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
+           decoder=Decoder(_dec_prompt, (3e-3, 1e-2, 3e-2), {"m": DP.PROMPT_TOKENS})),
     Method("deep_prompt", "m hidden-state vectors at every layer's input",
            lambda mm, seed, m: TPT.attach_deep_prompt(mm.bert, m, seed=seed),
            lambda mm, seed, m: PT.attach_deep_prompt(mm.bert, m, seed=seed),
@@ -146,7 +244,8 @@ _RECORDS = [
     Method("ptuning_v2", "m keys and values per layer, trained directly (Eq. 5.4)",
            lambda mm, seed, m: TP.attach_ptuning_v2(mm.bert, m, seed=seed),
            lambda mm, seed, m: P.attach_ptuning_v2(mm.bert, m, seed=seed),
-           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10}),
+           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10},
+           decoder=Decoder(_dec_ptuning_v2, (3e-3, 1e-2, 3e-2, 1e-1, 3e-1), {"m": DP.PREFIX_TOKENS})),
     Method("bitfit", "the biases and LayerNorm shifts",
            lambda mm, seed, include_layernorm: TB.apply_bitfit(mm.bert, include_layernorm=include_layernorm),
            lambda mm, seed, include_layernorm: B.apply_bitfit(mm.bert, include_layernorm=include_layernorm),
@@ -154,10 +253,10 @@ _RECORDS = [
            {"include_layernorm": True}),
     Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
            lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
-           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3),
+           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3, Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2))),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
            lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
-           {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}),
+           {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
 
@@ -171,15 +270,24 @@ def get(name: str) -> Method:
 @dataclass(frozen=True)
 class Arm:
     """One setting a chapter compares: ``label`` (as stored in results), the registry method,
-    its overrides, and optionally its own learning-rate grid and a note for tables."""
+    its overrides, and optionally its own learning-rate grid and a note for tables.
+    ``model``: "encoder" (MiniLM, the record's attach) or "decoder" (the record's ``decoder``
+    form); ``rate_from``: a decoder arm too slow to search takes the rate that arm chose."""
     label: str
     method: str
     opts: dict = field(default_factory=dict)
     lrs: tuple | None = None
     note: str = ""
+    model: str = "encoder"
+    rate_from: str | None = None
 
     def __post_init__(self):
-        get(self.method).opts(**self.opts)  # unknown method or option: refused here
+        if self.model not in ("encoder", "decoder"):
+            raise ValueError(f"arm {self.label!r}: model must be 'encoder' or 'decoder', got {self.model!r}")
+        if self.model == "decoder":
+            get(self.method).decoder_opts(**self.opts)  # no decoder form, or an unknown option: refused here
+        else:
+            get(self.method).opts(**self.opts)  # unknown method or option: refused here
 
     @property
     def record(self) -> Method:
@@ -187,12 +295,31 @@ class Arm:
 
     @property
     def grid(self) -> tuple:
-        return self.record.lrs if self.lrs is None else self.lrs
+        if self.lrs is not None:
+            return self.lrs
+        return self.record.decoder.lrs if self.model == "decoder" else self.record.lrs
+
+    def _on(self, model: str):
+        if self.model != model:
+            raise ValueError(f"arm {self.label!r} runs on the {self.model}, not on the {model}")
 
     def setup_torch(self, mm, seed: int):
+        self._on("encoder")
         self.record.setup_torch(mm, seed, **self.opts)
 
+    def setup_decoder(self, folder, seed: int):
+        """A fresh decoder from the checkpoint ``folder``, adapted as this arm says."""
+        self._on("decoder")
+        return self.record.setup_decoder(folder, seed, **self.opts)
+
+    @property
+    def paged8(self) -> bool:
+        """Whether this decoder arm trains with PagedAdamW8bit (the real QLoRA recipe does)."""
+        self._on("decoder")
+        return bool(self.record.decoder.paged8(**self.record.decoder_opts(**self.opts)))
+
     def params(self, shape) -> int:
+        self._on("encoder")
         return self.record.params(shape, **self.opts)
 
     def inference(self, mm):
@@ -208,3 +335,33 @@ def arms(*items) -> dict[str, Arm]:
             raise ValueError(f"two arms are labelled {a.label!r}")
         out[a.label] = a
     return out
+
+
+def _dec(label, method, opts=None, **kw) -> Arm:
+    return Arm(label, method, opts or {}, model="decoder", **kw)
+
+
+# Chapter 10's settings on the decoder, in the order its tables list them.
+DECODER_ARMS = arms(
+    _dec("full", "full", note="every weight, the tied embedding (LM head) included"),
+    _dec("lora-qv", "lora", note="r=8, α=16 on q_proj, v_proj (the paper's placement)"),
+    _dec("lora-all", "lora", {"targets": DP.BLOCK_LINEARS},
+         note="r=8, α=16 on every block linear (peft's all-linear)"),
+    _dec("ia3", "ia3", note="k, v outputs and down_proj's input"),
+    _dec("prompt", "prompt", note="16 soft-prompt vectors from sampled vocabulary rows (Eq. 10.4)"),
+    _dec("qlora-ours", "qlora", note="our NF4 + DQ round trip of every block linear, LoRA all-linear"),
+    _dec("qlora-recipe", "qlora", {"recipe": True}, rate_from="lora-all",
+         note="bitsandbytes 4-bit + peft LoRA all-linear + PagedAdamW8bit"),
+    _dec("prefix", "prefix", note="16 slots per layer through an MLP of width d, folded after training (Eq. 10.9)"),
+    _dec("ptuning-v2", "ptuning_v2", note="16 slots per layer trained directly"),
+)
+
+
+def decoder_arm(label) -> Arm:
+    """A decoder arm: an ``Arm``, or a label of ``DECODER_ARMS``."""
+    if isinstance(label, Arm):
+        label._on("decoder")
+        return label
+    if label not in DECODER_ARMS:
+        raise ValueError(f"unknown decoder arm {label!r}; choose from {list(DECODER_ARMS)}")
+    return DECODER_ARMS[label]

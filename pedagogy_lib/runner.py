@@ -12,6 +12,10 @@ any table is a difference between methods, not between scripts.
   (ties: the smaller rate), the grid extended while that rate sits at an edge (at most
   ``budget.max_extensions`` times, else the result says ``bracketed: False``), then the
   other seeds at that rate; runs spread over ``jobs`` one-thread processes;
+* ``run_decoder(arm, task, seed, lr)`` and ``decoder_protocol(arms, task)``: the same for
+  chapter 09's decoder (chapter 10): the registry's decoder form of the arm on a fresh
+  pretrained checkpoint, the response-masked training loop (``torch_ref.decoder_peft.train``),
+  and the rate chosen by ``stats.select_lr`` on the mean validation score of two seeds;
 * ``time_forward``: forward latency of several networks timed in turn, as paired ratios
   against a reference, with the reference timed twice as the noise control;
 * ``step_memory``: the bytes one training step holds (Eq. 7.12).
@@ -25,16 +29,19 @@ import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
 
 from . import data as D
+from . import decoder_io as IO
 from . import stats
 from .checks import check_size
-from .registry import Arm, get
+from .registry import Arm, decoder_arm, get
+from .torch_ref import decoder_peft as DP
 from .torch_ref.encoder import load_minilm_torch
 from .torch_ref.qlora import DequantLog, quantized_layers, weight_bytes
 from .torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_trainable, train_classifier
@@ -277,6 +284,110 @@ def _finished(result) -> Future:
     f = Future()
     f.set_result(result)
     return f
+
+
+# ----------------------------------------------------------------------------- the decoder (chapter 10)
+@dataclass(frozen=True)
+class DecoderTask:
+    """A task on the decoder as the runner needs it (chapter 10's ``tasks.decoder_task``):
+    ``train`` = (ids, response mask) arrays; ``evaluate(model, split, generate=False)`` → dict;
+    ``score(validation dict)`` → the number the rate search maximises; ``finish(model)`` → what
+    is added to the test record of each run at the chosen rate (greedy generations), or None.
+    Every run trains ``steps`` batches of ``batch``; the first ``select_seeds`` of ``seeds``
+    choose the rate, the others run at it."""
+    name: str
+    train: tuple
+    evaluate: Callable
+    score: Callable
+    steps: int
+    batch: int
+    seeds: tuple = (0, 1, 2)
+    select_seeds: int = 2
+    finish: Callable | None = None
+    sizes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_size(self.steps, "steps"), check_size(self.batch, "batch")
+        if not 1 <= self.select_seeds <= len(self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"task {self.name!r}: select_seeds must be 1…{len(self.seeds)} of distinct seeds")
+
+
+def train_decoder(arm, task: DecoderTask, seed: int, lr: float, bar=None, name: str | None = None):
+    """The arm's decoder form on a fresh checkpoint ``name`` (the default if None), trained on
+    ``task``; one seed fixes the batches and the method's initialisation for every arm (paired
+    runs). Returns (model, losses, seconds)."""
+    arm = decoder_arm(arm)
+    torch.manual_seed(seed)
+    model = arm.setup_decoder(IO.checkpoint_dir(name), seed)
+    t0 = time.perf_counter()
+    losses = DP.train(model, *task.train, lr=lr, steps=task.steps, batch_size=task.batch, seed=seed,
+                      paged8=arm.paged8, progress=bar)
+    return model, losses, time.perf_counter() - t0
+
+
+def run_decoder(arm, task: DecoderTask, seed: int, lr: float, bar=None, name: str | None = None) -> tuple:
+    """One decoder run: its record (validation and test scores, trainable count, final loss)
+    and the trained model."""
+    arm = decoder_arm(arm)
+    model, losses, seconds = train_decoder(arm, task, seed, lr, bar, name)
+    rec = {"task": task.name, "method": arm.label, "lr": lr, "seed": seed, "trainable": DP.trainable(model),
+           "seconds": seconds, "final_loss": float(np.mean(losses[-10:])),
+           "val": task.evaluate(model, "val"), "test": task.evaluate(model, "test")}
+    return rec, model
+
+
+def _finished_runs(task: DecoderTask, recs_models) -> list[dict]:
+    """The records of runs at a chosen rate, with ``task.finish`` (generations) added."""
+    for rec, model in recs_models:
+        if task.finish is not None:
+            rec["test"] |= task.finish(model)
+    return [rec for rec, _ in recs_models]
+
+
+def _search_decoder(arm, task: DecoderTask, out: dict, extensions: int, run_one) -> None:
+    """One arm through ``stats.select_lr`` (rates on the first seeds' mean validation score),
+    then the other seeds at the chosen rate; every run's record goes to ``out["runs"]``."""
+    tried, first = {}, task.seeds[:task.select_seeds]
+
+    def val_score(lr):
+        tried[lr] = [run_one(arm, lr, s) for s in first]
+        return float(np.mean([task.score(r["val"]) for r, _ in tried[lr]]))
+
+    sel = stats.select_lr(val_score, arm.grid, max_extensions=extensions)
+    out["selection"][arm.label] = sel
+    for lr in sorted(tried):
+        if lr == sel["chosen"]:
+            tried[lr] += [run_one(arm, lr, s) for s in task.seeds[task.select_seeds:]]
+            out["runs"] += _finished_runs(task, tried[lr])
+        else:
+            out["runs"] += [r for r, _ in tried[lr]]
+
+
+def decoder_protocol(arms, task: DecoderTask, bar=None, out: dict | None = None, name: str | None = None,
+                     extensions: int = 1, run_fn=None) -> dict:
+    """The evidence protocol on the decoder for ``arms`` (labels of ``registry.DECODER_ARMS`` or
+    decoder ``Arm``s): each arm's grid at the selection seeds, the rate with the best mean
+    validation score, the grid extended at most ``extensions`` times while that rate sits at an
+    edge (``stats.select_lr``), then the other seeds at that rate. An arm with ``rate_from``
+    takes the rate that arm chose and runs every seed. ``out`` (stored results): append to it;
+    else it starts with the zero-shot scores. ``run_fn`` replaces ``run_decoder`` (tests)."""
+    arms, run_fn = [decoder_arm(a) for a in arms], run_fn or run_decoder
+    if out is None:
+        base = decoder_arm("lora-qv").setup_decoder(IO.checkpoint_dir(name), 0)   # B = 0: the pretrained model itself
+        out = {"zero_shot": {"test": task.evaluate(base, "test", generate=True), "val": task.evaluate(base, "val")},
+               "sizes": dict(task.sizes), "runs": [], "selection": {}}
+
+    def run_one(arm, lr, seed):
+        return run_fn(arm, task, seed, lr, bar, name)
+
+    for arm in arms:
+        if arm.rate_from is None:
+            _search_decoder(arm, task, out, extensions, run_one)
+            continue
+        lr = out["selection"][arm.rate_from]["chosen"]
+        out["selection"][arm.label] = {"chosen": lr, "borrowed_from": arm.rate_from}
+        out["runs"] += _finished_runs(task, [run_one(arm, lr, s) for s in task.seeds])
+    return out
 
 
 # ----------------------------------------------------------------------------- timing

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # when run as a script
     sys.path.insert(0, str(ROOT))
 
 from pedagogy_lib import checkpoint, checks, data, lora, peft_io, prefix, prompt, quant as Q, results as R  # noqa: E402
+from pedagogy_lib import decoder_io, registry, runner  # noqa: E402
 from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder  # noqa: E402
 from pedagogy_lib.nn import get_submodule  # noqa: E402
 from pedagogy_lib.book.exercises import NotYet  # noqa: E402
@@ -494,6 +495,13 @@ CASES = [
          lambda c: ch08.check_select_lr(_student([[1]]))),
     Case("ch08.check_next_rate", "a string", NotYet, "wrong type or shape",
          lambda c: ch08.check_next_rate(_student("0.01"))),
+    Case("registry.Method.setup_decoder", "bitfit (a LLaMA decoder has no biases)", ValueError,
+         "'bitfit' has no decoder form", lambda c: registry.get("bitfit").setup_decoder(decoder_io.checkpoint_dir(), 0)),
+    Case("registry.Arm", "model='decoder' with alpha (α = 2r there)", ValueError,
+         "'lora' on the decoder takes no option(s) ['alpha']",
+         lambda c: registry.Arm("x", "lora", {"alpha": 4}, model="decoder")),
+    Case("runner.run_decoder", "an encoder arm", ValueError, "runs on the encoder, not on the decoder",
+         lambda c: runner.run_decoder(registry.Arm("x", "lora"), None, 0, 1e-3)),
 ]
 
 

@@ -5,8 +5,9 @@ import pytest
 
 from pedagogy_lib.book import ch10
 from pedagogy_lib.book.ch10 import claims as C
+from pedagogy_lib.registry import DECODER_ARMS
 
-METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe", "prefix", "ptuning-v2")
+METHODS = tuple(DECODER_ARMS)   # chapter 10's arms, as the stored results label them
 
 
 def fake(task, values: dict) -> dict:

@@ -1,5 +1,6 @@
 """Chapter 10's methods on the decoder: LoRA on our NumPy decoder against finite differences,
-the torch methods against the NumPy originals, prompt tuning, batched greedy decoding."""
+the torch methods against the NumPy originals, prompt tuning, batched greedy decoding. The
+methods are built as the runner builds them: the registry's decoder arms."""
 import numpy as np
 import pytest
 import torch
@@ -7,8 +8,14 @@ import torch
 from pedagogy_lib import decoder as D, decoder_io as IO, ia3, lora as L, models
 from pedagogy_lib.gradcheck import compare, numerical_grad
 from pedagogy_lib.nn import get_submodule
+from pedagogy_lib.registry import decoder_arm
 from pedagogy_lib.torch_ref import decoder_peft as P, lora as TL
 from pedagogy_lib.torch_ref.decoder import build_decoder
+
+
+def build(label: str, seed: int = 0):
+    """A decoder arm of the registry (``registry.DECODER_ARMS``) on a fresh stdlib-1m."""
+    return decoder_arm(label).setup_decoder(IO.checkpoint_dir(), seed)
 
 
 def tiny(seed=1):
@@ -71,7 +78,7 @@ def test_prompted_decoder_is_the_decoder_on_prepended_embeddings():
     """A soft prompt equal to the embeddings of tokens t₁…t_m gives the plain decoder's logits
     on [t₁…t_m, x] (positions included), sliced to x."""
     torch.manual_seed(0)
-    net = P.build("prompt", seed=3)
+    net = build("prompt", seed=3)
     rows = np.random.default_rng(3).choice(net.config.vocab_size, P.PROMPT_TOKENS, replace=False)
     x = torch.randint(1, net.config.vocab_size, (2, 12))
     full = torch.cat([torch.from_numpy(rows)[None].expand(2, -1), x], 1)
@@ -84,7 +91,7 @@ def train_briefly(method: str):
     """Eight steps of ``method`` on one docstring, the loss on its last 6 tokens: (net, the
     parameters before, the losses). Shared with tests/test_decoder_prefix.py."""
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
-    net = P.build(method, seed=0)
+    net = build(method, seed=0)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     ids = np.tile(np.concatenate([[0], tok.encode("json.dumps(obj)\n\nSerialize obj."), [0]]), (8, 1))
     mask = np.zeros((8, ids.shape[1] - 1), np.int64)
@@ -101,7 +108,7 @@ def test_training_moves_only_the_method_and_lowers_the_loss():
 
 def test_qlora_ours_base_is_the_4bit_round_trip():
     cfg, weights, _, _ = IO.read_checkpoint(IO.checkpoint_dir())
-    net = P.build("qlora-ours", seed=0)
+    net = build("qlora-ours", seed=0)
     W = net.model.layers[3].mlp.down_proj.base_layer.weight.detach().numpy()
     assert np.array_equal(W, P.nf4_roundtrip(weights["model.layers.3.mlp.down_proj.weight"]))
     assert not np.array_equal(W, weights["model.layers.3.mlp.down_proj.weight"])

@@ -11,7 +11,7 @@ from pedagogy_lib.gradcheck import compare, numerical_grad
 from pedagogy_lib.nn import get_submodule
 from pedagogy_lib.torch_ref import decoder_peft as P
 from pedagogy_lib.torch_ref.decoder import build_decoder
-from test_decoder_peft import train_briefly
+from test_decoder_peft import build, train_briefly
 
 
 def tiny(seed=1):
@@ -163,7 +163,7 @@ def test_ptuning_v2_starts_as_the_soft_prompt_does():
     P-Tuning v2 and prompt tuning are the same function of the input."""
     x = torch.randint(1, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        a, b = P.build("ptuning-v2", seed=4)(x), P.build("prompt", seed=4)(x)
+        a, b = build("ptuning-v2", seed=4)(x), build("prompt", seed=4)(x)
     assert torch.allclose(a, b, atol=1e-4)
     with torch.no_grad():
-        assert not torch.allclose(P.build("ptuning-v2", seed=5)(x), b, atol=1e-2)
+        assert not torch.allclose(build("ptuning-v2", seed=5)(x), b, atol=1e-2)

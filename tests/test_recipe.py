@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from pedagogy_lib import decoder as D, decoder_io as IO, decoder_tasks as T, lora as L, models, peft_io
+from pedagogy_lib.registry import get
 
 pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
@@ -158,7 +159,7 @@ def test_our_qlora_base_equals_what_bitsandbytes_multiplies_with(ckpt):
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="quant_type"):
         RC.bnb_config("int8")
-    with pytest.raises(ValueError, match="unknown method"):
-        P.build("bitfit")
+    with pytest.raises(ValueError, match="'bitfit' has no decoder form"):
+        get("bitfit").setup_decoder(IO.checkpoint_dir(), 0)
     with pytest.raises(ValueError, match="block linear"):
         RC.layer_path("lm_head")

@@ -1,24 +1,23 @@
-"""PEFT methods on chapter 09's torch decoder, one training loop, two tasks (chapter 10, §4).
+"""PEFT on chapter 09's torch decoder: the building blocks (chapter 10, §4).
 
-Every method turns a freshly loaded ``stdlib-1m`` into a ``nn.Module`` mapping ids (B, T) to
-logits (B, T, V) with only its own parameters trainable:
+What each method puts on a freshly loaded ``stdlib-1m`` lives in the method registry
+(``registry.py``: each record's ``decoder`` form); this module holds only the pieces those
+forms assemble, and the training loop and evaluation the runner (``runner.run_decoder``) uses:
 
-* ``full``        every weight trains (the embedding, hence the tied head, included);
-* ``lora-qv``     LoRA on q_proj and v_proj (``torch_ref.lora``, the paper's placement);
-* ``lora-all``    LoRA on every linear layer of the blocks (peft's "all-linear");
-* ``ia3``         IA³ on k, v (outputs) and down_proj (input) (``torch_ref.ia3``);
-* ``prompt``      a soft prompt of ``PROMPT_TOKENS`` vectors before the input (Eq. 10.4);
-* ``prefix``      prefix-tuning (Li & Liang): m = ``PREFIX_TOKENS`` keys and values per layer,
-                  produced by an MLP from a table P′ (Eq. 10.9), foldable after training;
-* ``ptuning-v2``  the same per-layer keys and values trained directly, no MLP (P-Tuning v2);
-* ``qlora-ours``  every block linear replaced by our NF4 + double-quant round trip
-                  (``quant.py``, byte-identical to bitsandbytes), LoRA all-linear on top;
-* ``qlora-recipe`` the real recipe (``torch_ref.recipe``): bitsandbytes 4-bit, peft LoRA
-                  all-linear, PagedAdamW8bit.
+* ``pretrained``      the checkpoint as a torch decoder, every weight trainable (full FT);
+* ``PromptedDecoder`` a soft prompt of ``PROMPT_TOKENS`` vectors before the input (Eq. 10.4);
+* ``PrefixedDecoder`` prefix-tuning (an MLP from a table P′, Eq. 10.9, foldable) or
+                      P-Tuning v2 (the per-layer keys and values trained directly);
+* ``quantize_base``   every block linear replaced by our NF4 + double-quant round trip
+                      (``quant.py``, byte-identical to bitsandbytes), for LoRA on top;
+* ``HFLogits``        a ``transformers``/peft model (the real recipe, ``torch_ref.recipe``)
+                      as ids → logits;
+* ``BLOCK_LINEARS``, ``IA3_TARGETS``: the module names LoRA (all linear) and IA³ target;
+* ``train`` (response-masked loss, AdamW or PagedAdamW8bit), ``response_nll``, ``greedy``.
 
-The LM head is the frozen, tied embedding in every method but ``full``: the area classifier
-reads the head's scores of the package names (a verbaliser), never a new head.
-BitFit is absent because a Llama decoder has no biases to train.
+The LM head is the frozen, tied embedding in every method but full fine-tuning: the area
+classifier reads the head's scores of the package names (a verbaliser), never a new head.
+BitFit has no decoder form because a Llama decoder has no biases to train.
 """
 from __future__ import annotations
 
@@ -29,12 +28,11 @@ import torch
 from torch import nn
 
 from .. import checks, decoder_io
-from . import ia3 as tia3, lora as tlora, recipe
 from .recipe import CODEBOOKS, nf4_roundtrip  # noqa: F401  (the 4-bit round trip lives beside the recipe)
 from .decoder import build_decoder, rope_tables
 
-METHODS = ("full", "lora-qv", "lora-all", "ia3", "prompt", "qlora-ours", "qlora-recipe", "prefix", "ptuning-v2")
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+IA3_TARGETS, IA3_FEEDFORWARD = r".*\.(k_proj|v_proj|down_proj)", r".*\.down_proj"   # k, v outputs; down_proj's input
 R, ALPHA = 8, 16
 PROMPT_TOKENS = 16
 PREFIX_TOKENS = 16
@@ -178,33 +176,10 @@ def quantize_base(net: nn.Module, code: str = "nf4", double_quant: bool = True) 
     return paths
 
 
-def build(method: str, seed: int = 0, name: str | None = None, r: int = R, code: str = "nf4",
-          double_quant: bool = True, targets=None) -> nn.Module:
-    """A fresh pretrained decoder adapted by ``method``; ids → logits, only the method trains.
-    ``targets`` overrides the LoRA placement of ``qlora-ours`` (chapter 10's placement study)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-    seed = checks.seed(seed)
-    if method == "qlora-recipe":
-        return HFLogits(recipe.recipe_model(decoder_io.checkpoint_dir(name), r=r, alpha=2 * r, seed=seed,
-                                            compute_dtype=torch.float32, gradient_checkpointing=False))
-    cfg, weights, _, _ = decoder_io.read_checkpoint(decoder_io.checkpoint_dir(name))
-    net = build_decoder(cfg, weights)
-    if method == "full":
-        return net
-    if method == "prompt":
-        return PromptedDecoder(net, seed=seed)
-    if method in ("prefix", "ptuning-v2"):
-        return PrefixedDecoder(net, hidden=cfg.hidden_size if method == "prefix" else None, seed=seed)
-    if method == "ia3":
-        tia3.attach_ia3(net, targets=r".*\.(k_proj|v_proj|down_proj)", feedforward=r".*\.down_proj")
-        return net
-    if method == "qlora-ours":
-        quantize_base(net, code, double_quant)
-    if targets is None:
-        targets = ("q_proj", "v_proj") if method == "lora-qv" else BLOCK_LINEARS
-    tlora.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
-    return net
+def pretrained(folder) -> nn.Module:
+    """A fresh torch decoder with the weights of the checkpoint in ``folder`` (chapter 09)."""
+    cfg, weights, _, _ = decoder_io.read_checkpoint(folder)
+    return build_decoder(cfg, weights)
 
 
 def trainable(model: nn.Module) -> int:
@@ -294,5 +269,6 @@ def greedy(model: nn.Module, prompts: list[np.ndarray], max_new: int, eos: int) 
     return [np.array([t for t in s if t != eos], np.int64) for s in new]
 
 
-__all__ = ["METHODS", "PromptedDecoder", "PrefixedDecoder", "kv_of_tokens", "sampled_rows", "HFLogits", "build", "train", "masked_loss", "response_nll", "greedy",
-           "nf4_roundtrip", "quantize_base", "trainable"]
+__all__ = ["PromptedDecoder", "PrefixedDecoder", "kv_of_tokens", "sampled_rows", "HFLogits", "pretrained", "train",
+           "masked_loss", "response_nll", "greedy", "nf4_roundtrip", "quantize_base", "trainable", "BLOCK_LINEARS",
+           "IA3_TARGETS", "IA3_FEEDFORWARD"]

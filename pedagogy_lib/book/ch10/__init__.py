@@ -80,16 +80,15 @@ def paired_gain(res: dict, method: str, ref: str) -> dict:
     """``method`` minus ``ref`` over seeds, signed so that positive means ``method`` is better:
     accuracy difference (area), loss of ``ref`` minus loss of ``method`` (line). Eqs. 8.4–8.7."""
     task = res["task"]
-    a = [value(task, r["test"]) for r in chosen_runs(res, method)]
-    b = [value(task, r["test"]) for r in chosen_runs(res, ref)]
-    return stats.paired(a, b) if task == "area" else stats.paired(b, a)
+    a = {r["seed"]: value(task, r["test"]) for r in chosen_runs(res, method)}
+    b = {r["seed"]: value(task, r["test"]) for r in chosen_runs(res, ref)}
+    return stats.paired_by_seed(a, b) if task == "area" else stats.paired_by_seed(b, a)
 
 
 def placement_gain(st: dict) -> dict:
     """All-linear minus q,v-only under the 4-bit base: test-loss reduction, paired by seed."""
-    by = {lab: [r["test"]["loss"] for r in sorted(st["placement"], key=lambda r: r["seed"]) if r["label"] == lab]
-          for lab in ("qv", "all")}
-    return stats.paired(by["qv"], by["all"])
+    by = {lab: {r["seed"]: r["test"]["loss"] for r in st["placement"] if r["label"] == lab} for lab in ("qv", "all")}
+    return stats.paired_by_seed(by["qv"], by["all"])
 
 
 def rank_curve(st: dict) -> dict:

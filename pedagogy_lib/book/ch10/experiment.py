@@ -4,7 +4,8 @@
 ``chapters/results/ch10_area.json`` and ``ch10_line.json``, and ``ch10_scale.json`` (full
 fine-tuning and prompt tuning on the area task with ``stdlib-4m``; alone: ``--scale``). For
 each task (``area``: classification through the frozen LM head; ``line``: header → first
-docstring line) and each method of ``torch_ref.decoder_peft.METHODS``:
+docstring line) and each arm of ``registry.DECODER_ARMS`` (a registry record's decoder form, run
+by ``runner.decoder_protocol``; this room only says which tasks, which arms, where results go):
 
 1. every rate of the method's grid at seeds 0 and 1; the validation score (accuracy, or
    minus the mean response-token loss) averaged over the two seeds picks the rate, and the
@@ -32,70 +33,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pedagogy_lib import decoder_io as IO, results as R, stats
-from pedagogy_lib.book.ch10.tasks import (BATCH, SEEDS, STEPS, evaluate, generations, line_scores,  # noqa: F401
-                                          prepare, score)
-from pedagogy_lib.torch_ref import decoder_peft as P
+from pedagogy_lib import decoder_io as IO, results as R, runner
+from pedagogy_lib.book.ch10.tasks import BATCH, SEEDS, STEPS, decoder_task
+from pedagogy_lib.registry import DECODER_ARMS
 
 RESULTS = "ch10_{task}"   # one file per task: ch10_area.json, ch10_line.json
-GRIDS = {"full": (1e-4, 3e-4, 1e-3), "lora-qv": (1e-3, 3e-3, 1e-2), "lora-all": (1e-3, 3e-3, 1e-2),
-         "ia3": (3e-3, 1e-2, 3e-2), "prompt": (3e-3, 1e-2, 3e-2), "qlora-ours": (1e-3, 3e-3, 1e-2),
-         "prefix": (1e-3, 3e-3, 1e-2), "ptuning-v2": (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)}
-
-
-def run(task, method, lr, seed, d, tok, bar=None, name=None) -> tuple[dict, torch.nn.Module]:
-    """One training run (on checkpoint ``name``, the default if None); its record (validation and
-    test scores) and the trained model."""
-    torch.manual_seed(seed)
-    model = P.build(method, seed, name=name)
-    t0 = time.perf_counter()
-    losses = P.train(model, *d["train"], lr=lr, steps=STEPS[task], batch_size=BATCH, seed=seed,
-                     paged8=method == "qlora-recipe", progress=bar)
-    rec = {"task": task, "method": method, "lr": lr, "seed": seed, "trainable": P.trainable(model),
-           "seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-10:])),
-           "val": evaluate(task, model, d, "val", tok), "test": evaluate(task, model, d, "test", tok)}
-    return rec, model
-
-
-def add_generations(task, recs_models, d, tok) -> list[dict]:
-    """Greedy generations (exact match, ROUGE-L) for the runs at the chosen rate only."""
-    for rec, model in recs_models:
-        if task == "line":
-            rec["test"] |= generations(model, d["examples"]["test"], tok)
-    return [rec for rec, _ in recs_models]
+ARMS = list(DECODER_ARMS)  # every decoder arm of the registry, in its order
+GRIDS = {label: a.grid for label, a in DECODER_ARMS.items() if a.rate_from is None}   # as stored in the results
 
 
 def protocol(task: str, methods, tok, bar=None, out: dict | None = None, name=None, extensions: int = 1) -> dict:
-    """Run ``methods`` through the protocol; with ``out`` (stored results), append to it.
-    ``name``: the checkpoint (the default if None); ``extensions``: how often a grid may grow."""
-    d = prepare(task, tok)
-    if out is None:
-        base = P.build("lora-qv", 0, name=name)   # B = 0: the pretrained model itself (zero-shot)
-        out = {"zero_shot": {"test": evaluate(task, base, d, "test", tok, generate=True),
-                             "val": evaluate(task, base, d, "val", tok)},
-               "sizes": {s: len(d["examples"][s]) for s in ("train", "val", "test")}, "runs": [], "selection": {}}
-    for method in methods:
-        if method == "qlora-recipe":
-            lr = out["selection"]["lora-all"]["chosen"]
-            out["selection"][method] = {"chosen": lr, "borrowed_from": "lora-all"}
-            out["runs"] += add_generations(task, [run(task, method, lr, s, d, tok, bar, name) for s in SEEDS], d, tok)
-            continue
-        tried = {}
-
-        def val_score(lr):
-            tried[lr] = [run(task, method, lr, s, d, tok, bar, name) for s in SEEDS[:2]]
-            return float(np.mean([score(task, r["val"]) for r, _ in tried[lr]]))
-
-        sel = stats.select_lr(val_score, GRIDS[method], max_extensions=extensions)
-        out["selection"][method] = sel
-        for lr in sorted(tried):
-            if lr == sel["chosen"]:
-                tried[lr].append(run(task, method, lr, SEEDS[2], d, tok, bar, name))
-                out["runs"] += add_generations(task, tried[lr], d, tok)
-            else:
-                out["runs"] += [r for r, _ in tried[lr]]
-        tried.clear()
-    return out
+    """``methods`` (arm labels) on ``task`` through ``runner.decoder_protocol``; with ``out``
+    (stored results), append to it. ``name``: the checkpoint (the default if None)."""
+    return runner.decoder_protocol(methods, decoder_task(task, tok), bar, out, name, extensions)
 
 
 def append(task: str, methods, tok, redo: bool = False) -> dict:
@@ -149,7 +99,7 @@ def scale_study(tok, name: str = "stdlib-4m", methods=("full", "prompt"), extens
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="*", default=["area", "line"])
-    ap.add_argument("--methods", nargs="*", default=list(P.METHODS))
+    ap.add_argument("--methods", nargs="*", default=ARMS)
     ap.add_argument("--append", action="store_true",
                     help="add --methods to the stored results, keeping every stored run (implies --no-studies)")
     ap.add_argument("--redo", action="store_true", help="with --append: replace methods an earlier --append added")
@@ -157,9 +107,9 @@ def main(argv=None):
                     help="only the model-size study: full FT and prompt tuning on the area task with stdlib-4m")
     ap.add_argument("--no-studies", action="store_true", help="skip the QLoRA studies (studies.py)")
     args = ap.parse_args(argv)
-    bad = sorted(set(args.methods) - set(P.METHODS))
+    bad = sorted(set(args.methods) - set(ARMS))
     if bad:
-        ap.error(f"unknown methods {bad}; choose from {P.METHODS}")
+        ap.error(f"unknown methods {bad}; choose from {ARMS}")
     torch.set_num_threads(1)
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     if args.scale:
@@ -169,7 +119,7 @@ def main(argv=None):
         for task in args.tasks:
             append(task, args.methods, tok, redo=args.redo)
         return
-    n_runs = sum(7 if m != "qlora-recipe" else 3 for m in args.methods)
+    n_runs = sum(7 if DECODER_ARMS[m].rate_from is None else 3 for m in args.methods)
     for task in args.tasks:
         t0 = time.perf_counter()
         with tqdm(total=n_runs * STEPS[task], desc=f"ch10 {task} (steps)", file=sys.stderr, disable=None) as bar:

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pedagogy_lib import corpus, decoder_io as IO, results as R
+from pedagogy_lib import corpus, decoder_io as IO, results as R, runner
 from pedagogy_lib.book.ch10 import tasks as E
+from pedagogy_lib.registry import DECODER_ARMS, Arm
 from pedagogy_lib.torch_ref import decoder_peft as P, recipe as RC
 from pedagogy_lib.torch_ref.decoder import build_decoder
 
@@ -68,12 +69,12 @@ def dtypes() -> dict:
 
 
 def _line_runs(methods_r, lr, seeds, d, tok, bar) -> list[dict]:
-    runs = []
+    """``qlora-ours`` with LoRA on ``targets`` at rank r (α = 2r), trained by the runner."""
+    runs, task = [], E.decoder_task("line", tok, d)
     for label, targets, r in methods_r:
+        arm = Arm(label, "qlora", {"targets": targets, "r": r}, model="decoder")
         for s in seeds:
-            torch.manual_seed(s)
-            net = P.build("qlora-ours", s, r=r, targets=targets)
-            P.train(net, *d["train"], lr=lr, steps=E.STEPS["line"], batch_size=E.BATCH, seed=s, progress=bar)
+            net, _, _ = runner.train_decoder(arm, task, s, lr, bar)
             runs.append({"label": label, "r": r, "seed": s, "trainable": P.trainable(net),
                          "test": E.line_scores(net, *d["test"])})
     return runs
@@ -136,7 +137,7 @@ def optimiser_states() -> dict:
     for what in ("lora-all", "full"):
         for name, make in (("AdamW", torch.optim.AdamW), ("AdamW8bit", bnb().optim.AdamW8bit),
                            ("PagedAdamW8bit", bnb().optim.PagedAdamW8bit)):
-            net = P.build(what, 0)
+            net = DECODER_ARMS[what].setup_decoder(IO.checkpoint_dir(), 0)
             params = [p for p in net.parameters() if p.requires_grad]
             opt = make(params, lr=1e-3)
             net(x).float().mean().backward()
@@ -148,37 +149,29 @@ def optimiser_states() -> dict:
     return out
 
 
-VADER_GRIDS = {"lora-qv": (1e-3, 3e-3, 1e-2), "full": (1e-4, 3e-4, 1e-3)}
+VADER_ARMS = ("lora-qv", "full")   # their decoder grids: the registry's
 
 
 def vader_study(bar=None) -> dict:
     """LoRA (q, v) and full fine-tuning on VADER word polarity through the decoder, the
-    chapter's protocol (rates on validation at seeds 0 and 1, then seed 2): test accuracy,
-    and accuracy on the training words (memorisation)."""
-    from pedagogy_lib import stats
-
+    chapter's protocol (``runner.decoder_protocol``: rates on validation at seeds 0 and 1, then
+    seed 2): test accuracy, and accuracy on the training words (memorisation)."""
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     d = E.prepare_vader(tok)
     acc = lambda net, s: E.area_accuracy(net, d[f"{s}_prompts"], d[f"{s}_labels"], d["verbaliser"])  # noqa: E731
-    out = {"zero_shot": {s: acc(P.build("lora-qv", 0), s) for s in ("train", "test")},
+    task = runner.DecoderTask("vader", d["train"], lambda net, split, generate=False: acc(net, split), float,
+                              E.STEPS["line"], E.BATCH, E.SEEDS)
+    zero = DECODER_ARMS["lora-qv"].setup_decoder(IO.checkpoint_dir(), 0)
+    out = {"zero_shot": {s: acc(zero, s) for s in ("train", "test")},
            "sizes": {s: len(d[f"{s}_labels"]) for s in ("train", "val", "test")},
            "majority": float(max(d["test_labels"].mean(), 1 - d["test_labels"].mean())), "runs": [], "selection": {}}
 
-    def one(method, lr, seed):
-        torch.manual_seed(seed)
-        net = P.build(method, seed)
-        P.train(net, *d["train"], lr=lr, steps=E.STEPS["line"], batch_size=E.BATCH, seed=seed, progress=bar)
-        rec = {"method": method, "lr": lr, "seed": seed, "val": acc(net, "val"), "test": acc(net, "test"),
-               "train": acc(net, "train")}
-        out["runs"].append(rec)
-        return rec
+    def one(arm, task, seed, lr, bar=None, name=None):
+        net, _, _ = runner.train_decoder(arm, task, seed, lr, bar, name)
+        return {"method": arm.label, "lr": lr, "seed": seed, "val": acc(net, "val"), "test": acc(net, "test"),
+                "train": acc(net, "train")}, net
 
-    for method, grid in VADER_GRIDS.items():
-        sel = stats.select_lr(lambda lr: float(np.mean([one(method, lr, s)["val"] for s in (0, 1)])), grid,
-                              max_extensions=1)
-        out["selection"][method] = sel
-        one(method, sel["chosen"], 2)
-    return out
+    return runner.decoder_protocol(VADER_ARMS, task, bar, out, extensions=1, run_fn=one)
 
 
 def main(argv=None):

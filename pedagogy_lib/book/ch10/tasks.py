@@ -1,11 +1,13 @@
 """Chapter 10's two tasks as token arrays, their evaluation and the training budget, shared by
-``experiment.py`` (the methods) and ``studies.py`` (the QLoRA studies)."""
+``experiment.py`` (the methods) and ``studies.py`` (the QLoRA studies); ``decoder_task``
+hands a task to the runner (``runner.DecoderTask``)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from pedagogy_lib import decoder_tasks as T
+from pedagogy_lib.runner import DecoderTask
 from pedagogy_lib.torch_ref import decoder_peft as P
 
 STEPS, BATCH, SEEDS = {"area": 40, "line": 80}, 16, (0, 1, 2)
@@ -71,6 +73,18 @@ def evaluate(task: str, model, d: dict, split: str, tok, generate: bool = False)
 def score(task: str, ev: dict) -> float:
     """The validation score to maximise: accuracy, or minus the mean response loss."""
     return ev["acc"] if task == "area" else -ev["loss"]
+
+
+def decoder_task(task: str, tok, d: dict | None = None) -> DecoderTask:
+    """``task`` ("area" or "line") for ``runner.run_decoder``/``decoder_protocol``: its
+    training arrays, evaluation and score, the budget, and (line) the greedy generations added
+    at the chosen rate. ``d``: the arrays of ``prepare`` if already built."""
+    d = prepare(task, tok) if d is None else d
+    finish = (lambda model: generations(model, d["examples"]["test"], tok)) if task == "line" else None
+    return DecoderTask(task, d["train"],
+                       lambda model, split, generate=False: evaluate(task, model, d, split, tok, generate),
+                       lambda ev: score(task, ev), STEPS[task], BATCH, SEEDS, finish=finish,
+                       sizes={s: len(d["examples"][s]) for s in ("train", "val", "test")})
 
 
 VADER_TEMPLATE = "Word: {w}\nSentiment:"
