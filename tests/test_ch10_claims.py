@@ -86,6 +86,24 @@ def test_verdicts_follow_the_data():
     assert verdicts(fake("area", base_values("area")), line, studies())["prompt-needs-scale"] == "wrong"
 
 
+def test_the_gpu_record_joins_the_checkpointing_and_paging_rules():
+    area = fake("area", base_values("area", prompt=-0.2))
+    line = fake("line", base_values("line"))
+    run = {"paged_state_tensors": 0, "state_tensors": 112}
+    gpu = {"device": "GPU-X", "runs": {"plain": run, "checkpointing": run},
+           "checkpointing_over_plain": {"peak_bytes": 0.8, "seconds_per_step": 1.5}}
+    recs = {r["id"]: r for r in C.claims(area, line, studies(), scale_fake(), gpu=gpu)}
+    assert recs["checkpointing-trade"]["verdict"] == "holds" and "GPU-X" in recs["checkpointing-trade"]["our_value"]
+    assert "paged 0 of 112" in recs["paged-optimisers"]["our_value"]
+    gpu["checkpointing_over_plain"]["peak_bytes"] = 1.1          # no memory saved on the GPU
+    assert verdicts_gpu(area, line, gpu)["checkpointing-trade"] == "approximately"
+    assert verdicts_gpu(area, line, None)["checkpointing-trade"] == "holds"   # no GPU record: the CPU alone
+
+
+def verdicts_gpu(area, line, gpu):
+    return {r["id"]: r["verdict"] for r in C.claims(area, line, studies(), scale_fake(), gpu=gpu)}
+
+
 def test_prefix_vs_full_generation_follows_the_first_line_task():
     """Judged on the generation task only (the area task cannot move it); the same verdict as
     chapter 04's record of the sentence."""

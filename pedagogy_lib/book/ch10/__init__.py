@@ -22,6 +22,15 @@ def load_studies() -> dict:
                   keys=("dtypes", "placement", "rank", "recipe"), what="chapter 10 studies")
 
 
+def load_gpu() -> dict | None:
+    """The stored CUDA run of the recipe (``tests/gpu/recipe_report.py`` via
+    ``tests/gpu/run_gpu_checks.sh``), or None where no GPU run is stored."""
+    if not R.path_of("ch10_gpu").is_file():
+        return None
+    return R.load("ch10_gpu", "bash tests/gpu/run_gpu_checks.sh (on a CUDA machine)",
+                  keys=("device", "runs", "checkpointing_over_plain", "bytes"), what="chapter 10 GPU record")
+
+
 def load_scale() -> dict:
     """The area task's full fine-tuning and prompt tuning on ``stdlib-4m`` (the model-size study)."""
     return R.load("ch10_scale", "python -m pedagogy_lib.book.ch10.experiment --scale (make sweeps)",
