@@ -201,7 +201,7 @@ compare: setup
 NGPUS ?= 2
 DIST_ARGS ?= --task ddp --method lora
 distributed-gpu: setup
-	$(OFFLINE) $(VENV)/bin/torchrun --standalone --nproc_per_node $(NGPUS) -m pedagogy_lib.torch_ref.distributed \
+	$(OFFLINE) $(VENV)/bin/torchrun --standalone --nproc_per_node $(NGPUS) -m pedagogy_lib.distributed \
 		--backend nccl $(DIST_ARGS)
 
 # Each benchmark writes its ratios under chapters/results/; then every chapter is executed

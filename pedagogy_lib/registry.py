@@ -17,6 +17,10 @@ about how any one chapter uses it:
   seed, **opts)`` returns a fresh pretrained decoder adapted by the method (ids → logits, only
   the method trains), with its own defaults and learning-rate grid. None where the method has
   no decoder form (adapters, deep prompts; BitFit: a LLaMA-style decoder has no biases).
+  Its ``peft(**opts)``, where given, is the same method as HF peft puts it on
+  ``LlamaForCausalLM`` (chapter 11): (peft config class, its arguments) built from the same
+  defaults, or None for full fine-tuning; ``PEFT_DECODER_METHODS`` lists the methods that
+  have it (both forms, ours and peft's, so chapter 11 trains each either way).
 
 A chapter names the settings it compares as ``Arm``s (a label, a method, overrides), so
 "LoRA r=8 on every linear layer" is the ``lora`` record with ``targets="all-linear"``; an arm
@@ -110,8 +114,7 @@ def _dec_qlora(folder, seed, targets, r, quant_type, double_quant, recipe):
     """``recipe`` False: our NF4 (+ DQ) round trip of every block linear, then LoRA (α = 2r);
     True: the real recipe (bitsandbytes 4-bit, peft LoRA; fp32 compute, no checkpointing)."""
     if recipe:
-        peft_targets = "all-linear" if targets == DP.BLOCK_LINEARS else list(targets)
-        return DP.HFLogits(RC.recipe_model(folder, r=r, alpha=2 * r, targets=peft_targets, seed=seed,
+        return DP.HFLogits(RC.recipe_model(folder, r=r, alpha=2 * r, targets=_peft_targets(targets), seed=seed,
                                            quant_type=quant_type, double_quant=double_quant,
                                            compute_dtype=torch.float32, gradient_checkpointing=False))
     net = DP.pretrained(folder)
@@ -140,6 +143,27 @@ def _dec_ptuning_v2(folder, seed, m):
     return DP.PrefixedDecoder(DP.pretrained(folder), m=m, seed=seed)
 
 
+def _peft_targets(targets):
+    """Our targets as peft's ``target_modules``: our regex of every block linear is its "all-linear"."""
+    if targets == DP.BLOCK_LINEARS:
+        return "all-linear"
+    return targets if isinstance(targets, str) else list(targets)
+
+
+def _peft_full():
+    return None   # no adapter: every weight of LlamaForCausalLM trains
+
+
+def _peft_lora(targets, r):
+    """``_dec_lora`` as peft's LoraConfig: the same targets, r and α = 2r."""
+    return "LoraConfig", {"r": r, "lora_alpha": 2 * r, "target_modules": _peft_targets(targets), "lora_dropout": 0.0}
+
+
+def _peft_ia3():
+    """``_dec_ia3`` as peft's IA3Config: the same k, v and down_proj modules (regexes, as peft reads them)."""
+    return "IA3Config", {"target_modules": DP.IA3_TARGETS, "feedforward_modules": DP.IA3_FEEDFORWARD}
+
+
 def _no_paging(**opts):
     return False
 
@@ -147,11 +171,14 @@ def _no_paging(**opts):
 @dataclass(frozen=True)
 class Decoder:
     """A method's form on the decoder: ``attach(folder, seed, **opts)`` → ids → logits module;
-    ``lrs`` its grid there; ``paged8(**opts)``: trains with PagedAdamW8bit (the real recipe)."""
+    ``lrs`` its grid there; ``paged8(**opts)``: trains with PagedAdamW8bit (the real recipe);
+    ``peft(**opts)``: the same method in HF peft on LlamaForCausalLM, (config class, arguments)
+    or None for no adapter; absent (None) where chapter 11 does not run the method through peft."""
     attach: Callable
     lrs: tuple
     defaults: dict = field(default_factory=dict)
     paged8: Callable = _no_paging
+    peft: Callable | None = None
 
 
 _DEC_QLORA = Decoder(_dec_qlora, (1e-3, 3e-3, 1e-2),
@@ -200,6 +227,26 @@ class Method:
         """A fresh pretrained decoder from ``folder`` adapted by this method (ids → logits)."""
         return self.decoder_form().attach(folder, checks.seed(seed), **self.decoder_opts(**overrides))
 
+    def peft_args(self, **overrides) -> tuple[str, dict] | None:
+        """This method on ``transformers.LlamaForCausalLM`` through HF peft (chapter 11): (the peft
+        config class, its arguments), from the decoder form's defaults; None: no adapter (full FT)."""
+        form = self.decoder_form()
+        if form.peft is None:
+            raise ValueError(f"method {self.name!r} has no peft form on the decoder; these have one: "
+                             f"{list(PEFT_DECODER_METHODS)}")
+        return form.peft(**self.decoder_opts(**overrides))
+
+    def peft_config(self, extra: dict | None = None, **overrides):
+        """``peft_args`` built: a peft config (``extra``: peft-only arguments such as
+        ``init_lora_weights``), or None for full fine-tuning."""
+        spec = self.peft_args(**overrides)
+        if spec is None:
+            return None
+        import peft
+
+        cls, kwargs = spec
+        return getattr(peft, cls)(**kwargs, **(extra or {}))
+
     def setup_torch(self, mm, seed: int, **overrides):
         self.attach_torch(mm, seed, **self.opts(**overrides))
 
@@ -217,12 +264,12 @@ _RECORDS = [
     Method("probe", "the task head only (the encoder is frozen)", _freeze_torch, _freeze_numpy,
            lambda s: 0, (3e-3, 1e-2, 3e-2)),
     Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4),
-           decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3))),
+           decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3), peft=_peft_full)),
     Method("lora", "A (r x d_in) and B (d_out x r) beside each targeted matrix (Eq. 2.4)",
            lambda mm, seed, targets, r, alpha: TL.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: L.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda s, targets, r, alpha: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2), _LORA, _merge_lora,
-           Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R})),
+           Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora)),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
@@ -253,12 +300,15 @@ _RECORDS = [
            {"include_layernorm": True}),
     Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
            lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
-           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3, Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2))),
+           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3,
+           Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2), peft=_peft_ia3)),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
            lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
+# The methods with a peft form on the decoder (chapter 11 trains each as our twin or through peft).
+PEFT_DECODER_METHODS = tuple(m.name for m in _RECORDS if m.decoder is not None and m.decoder.peft is not None)
 
 
 def get(name: str) -> Method:

@@ -1,7 +1,7 @@
 """Scaling out, on paper (chapter 11): what data parallelism and sharding cost, in bytes and seconds.
 
 Pure arithmetic, no torch. The chapter measures the same quantities on two processes
-(``torch_ref/distributed.py``) and holds them against these formulas.
+(``distributed.py``) and holds them against these formulas.
 
   Eq. 11.1  payload per step (DDP)        G = n_trainable · b_grad
   Eq. 11.2  ring all-reduce, per rank     sent = 2 (N−1)/N · G

@@ -1,4 +1,4 @@
-"""Chapter 11's two-process runs (pedagogy_lib/torch_ref/distributed.py), on gloo and the CPU.
+"""Chapter 11's two-process runs (pedagogy_lib/distributed.py), on gloo and the CPU.
 
 DDP and FSDP2 over 2 ranks must reproduce single-process training on the combined batch; the
 bytes the DDP comm hook sees must be Eq. 11.1's; FSDP2 must hold half of every tensor per rank.
@@ -13,8 +13,9 @@ import psutil
 import pytest
 import torch
 
+from pedagogy_lib import distributed as D
 from pedagogy_lib import scaling as S
-from pedagogy_lib.torch_ref import distributed as D
+from pedagogy_lib.registry import PEFT_DECODER_METHODS
 
 TOL = 1e-5   # fp32: the all-reduce sums in another order than one process does
 
@@ -46,7 +47,7 @@ def _children_alive(pids):
     return [p for p in pids if D.alive(p)]
 
 
-@pytest.mark.parametrize("method", D.METHODS)
+@pytest.mark.parametrize("method", PEFT_DECODER_METHODS)
 def test_ddp_equals_one_process_on_the_whole_batch(tour, batch, method):
     ref = D.reference_run(method, batch, steps=3)
     got = tour["params"][f"ddp-{method}"]
@@ -128,12 +129,12 @@ def test_the_torchrun_entry_point_runs_the_same_task():
 
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "pedagogy_lib.torch_ref.distributed", "--backend", "gloo", "--impl", "twin",
+                        "-m", "pedagogy_lib.distributed", "--backend", "gloo", "--impl", "twin",
                         "--task", "ddp", "--method", "ia3", "--batch-size", "4", "--seq-len", "16"],
                        capture_output=True, text=True, timeout=180, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("{")][-1])
     assert out["world"] == 2 and out["bytes_per_step"] == [4 * out["n_trainable"]] * 3
-    bad = subprocess.run([sys.executable, "-m", "pedagogy_lib.torch_ref.distributed"], capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "pedagogy_lib.distributed"], capture_output=True,
                          text=True, timeout=60, env=env)
     assert bad.returncode == 2 and "torchrun" in bad.stderr

@@ -18,7 +18,7 @@ FLOORS = [
     {"lowrank", "lora", "adapters", "prefix", "prompt", "bitfit", "ia3", "decoder", "decoder_prefix", "bert"},
     {"models", "data", "checkpoint", "corpus", "bpe", "decoder_io", "decoder_tasks"},
     {"torch_ref", "peft_io", "export"},
-    {"registry", "runner", "benchmarks"},
+    {"registry", "runner", "benchmarks", "distributed"},
     {"book"},
 ]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pedagogy_lib import distributed as D
 from pedagogy_lib import scaling as S
-from pedagogy_lib.torch_ref import distributed as D
+from pedagogy_lib.registry import PEFT_DECODER_METHODS
 
 TOL = 1e-5   # fp32: the ranks' gradients are summed in another order than one process sums them
 
@@ -20,7 +21,7 @@ def live_tour(batch: np.ndarray, steps: int = 3, timeout_s: float = 60) -> dict:
     """DDP (every method) and FSDP2 (full, LoRA) on 2 gloo ranks with our twin, each against one
     process on the whole batch: {"ddp": rows, "fsdp": rows}."""
     tour = D.launch("tour", 2, batch=batch, steps=steps, timeout_s=timeout_s)
-    refs = {m: D.reference_run(m, batch, steps=steps) for m in D.METHODS}
+    refs = {m: D.reference_run(m, batch, steps=steps) for m in PEFT_DECODER_METHODS}
     rows = {"ddp": [], "fsdp": []}
     for kind in rows:
         for r0 in tour["ranks"][0][kind]:

@@ -19,13 +19,15 @@ import time
 import numpy as np
 import torch
 
+from pedagogy_lib import distributed as D
 from pedagogy_lib import results as R
 from pedagogy_lib import scaling as S
-from pedagogy_lib.torch_ref import distributed as D
+from pedagogy_lib.registry import PEFT_DECODER_METHODS, get
 
 OUT = "ch11_scaling"
 COMMAND = "python -m pedagogy_lib.book.ch11.experiment"
 N_ADAPTERS, SERVE_TOKENS, REPS = 8, 64, 30
+NO_INIT = {"init_lora_weights": False}   # served adapters: B random too, so they differ
 
 
 def load() -> dict:
@@ -49,7 +51,7 @@ def nccl_vs_one_process() -> list[dict] | None:
 
 def ddp_runs(batch) -> dict:
     out = {}
-    for m in D.METHODS:
+    for m in PEFT_DECODER_METHODS:
         run = D.launch("ddp", 2, batch=batch, method=m, impl="peft", timeout_s=120)
         ref = D.reference_run(m, batch, impl="peft")
         got, r0 = run["params"][f"ddp-{m}"], run["ranks"][0]
@@ -74,7 +76,7 @@ def fsdp_runs(batch) -> dict:
 def timing_runs() -> dict:
     batch = D.make_batch(8, 64, seed=1)
     out = {m: {k: v for k, v in D.launch("ddp", 2, batch=batch, method=m, steps=1, timing_reps=15)["ranks"][0].items()
-               if k in ("t_compute", "t_step", "n_trainable", "n_params")} for m in D.METHODS}
+               if k in ("t_compute", "t_step", "n_trainable", "n_params")} for m in PEFT_DECODER_METHODS}
     ar = D.launch("allreduce", 2, sizes=(2**10, 2**14, 2**18, 2**20, 2**22), reps=9)["ranks"][0]
     alpha, beta = S.fit_alpha_beta(ar["sizes"], ar["seconds"], 2)
     return {"batch": list(batch.shape), "methods": out, "allreduce": ar, "alpha": alpha, "beta": beta}
@@ -84,15 +86,15 @@ def serving() -> dict:
     """One base with N LoRA adapters (peft ``set_adapter``) against N merged copies."""
     import copy
 
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     torch.manual_seed(0)
     base = D.load_model("full", impl="peft").eval()
     bytes_of = lambda m: sum(p.numel() * p.element_size() for p in m.parameters())   # noqa: E731
     base_bytes = bytes_of(base)
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(**D.LORA, init_lora_weights=False), adapter_name="a0")
+    model = get_peft_model(copy.deepcopy(base), get("lora").peft_config(NO_INIT), adapter_name="a0")
     for i in range(1, N_ADAPTERS):
-        model.add_adapter(f"a{i}", LoraConfig(**D.LORA, init_lora_weights=False))
+        model.add_adapter(f"a{i}", get("lora").peft_config(NO_INIT))
     ids = torch.from_numpy(D.make_batch(1, SERVE_TOKENS)[:, :-1])
     merged = []
     for i in range(2):   # two merged copies are enough to time; N copies' bytes are N × one
@@ -139,7 +141,7 @@ def main() -> None:
 
     batch = D.make_batch(4, 32)
     out = {"config": {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
-                      "lora": D.LORA, "ia3": D.IA3, "steps": 3, "lr": 1e-3},
+                      "lora": get("lora").peft_args()[1], "ia3": get("ia3").peft_args()[1], "steps": 3, "lr": 1e-3},
            "versions": {"python": platform.python_version(), "torch": torch.__version__, "peft": peft.__version__,
                         "transformers": transformers.__version__, "bitsandbytes": bitsandbytes.__version__}}
     for key, fn in (("ddp", lambda: ddp_runs(batch)), ("fsdp", lambda: fsdp_runs(batch)),

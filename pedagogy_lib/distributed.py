@@ -1,11 +1,12 @@
 """Data parallelism (DDP) and sharding (FSDP2) of the chapter-09 decoder with PEFT, on torch.distributed.
 
 Chapter 11. Every rank loads a shipped checkpoint — as our torch twin with our LoRA / IA³ layers
-(impl "twin"), or as ``transformers.LlamaForCausalLM`` with HF peft (impl "peft") — sets up
-"full", "lora" or "ia3", and trains on its slice of one global batch. ``launch`` starts the ranks
-with ``torch.multiprocessing`` (spawn), gives every collective a timeout
-(``init_process_group(timeout=...)``), stops every rank when one fails, and returns what each
-rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GPUs.
+(impl "twin"), or as ``transformers.LlamaForCausalLM`` with HF peft (impl "peft") — sets up one of
+the registry's ``PEFT_DECODER_METHODS`` ("full", "lora", "ia3": the methods whose record has both
+forms on the decoder; the record says how each attaches either way), and trains on its slice of
+one global batch. ``launch`` starts the ranks with ``torch.multiprocessing`` (spawn), gives every
+collective a timeout (``init_process_group(timeout=...)``), stops every rank when one fails, and
+returns what each rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GPUs.
 
   ddp        DistributedDataParallel; a comm hook counts the bytes handed to all-reduce (Eq. 11.1)
   fsdp       FSDP2 ``fully_shard`` per decoder layer, then the root (ZeRO-3, Eq. 11.3); per-rank
@@ -16,7 +17,8 @@ rank measured. The same tasks run under ``torchrun`` (``main``), with NCCL on GP
 
 Arguments reach the spawned ranks through multiprocessing's own channel; results come back as
 JSON and safetensors files that the ranks write (only a failing rank's traceback travels the way
-torch.multiprocessing sends it).
+torch.multiprocessing sends it). It sits on the registry's floor, beside the runner: it chooses
+methods (through ``registry``), which nothing in ``torch_ref`` may do.
 """
 from __future__ import annotations
 
@@ -37,9 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-METHODS = ("full", "lora", "ia3")
-LORA = dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-IA3 = dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+from . import registry
 
 
 # ------------------------------------------------------------------ the model and the batch
@@ -50,34 +50,28 @@ def load_model(method: str, checkpoint: str = "stdlib-1m", seed: int = 0, impl: 
                quantize: bool = False):
     """The decoder from ``checkpoint`` in fp32 with ``method`` on top, the same on every rank.
 
-    impl "twin": our torch twin (chapter 09) with our LoRA / IA³ layers (chapters 02, 06) — it
-    imports in a second, so the tests and the chapter's live runs use it; "peft":
-    ``transformers.LlamaForCausalLM`` with HF peft — the production path, ``quantize`` for QLoRA."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    impl "twin": our torch twin (chapter 09) with our LoRA / IA³ layers (chapters 02, 06), as the
+    registry record's decoder form attaches them — it imports in a second, so the tests and the
+    chapter's live runs use it; "peft": ``transformers.LlamaForCausalLM`` with HF peft, configured
+    by the same record (``Method.peft_config``) — the production path, ``quantize`` for QLoRA."""
+    if method not in registry.PEFT_DECODER_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {registry.PEFT_DECODER_METHODS}")
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
     if impl == "twin":
         if quantize:
             raise ValueError("quantize needs impl='peft' (bitsandbytes' Linear4bit)")
-        from ..models import load_decoder
-        from .ia3 import attach_ia3
-        from .lora import attach_lora
+        from .decoder_io import checkpoint_dir
 
-        model = load_decoder(checkpoint, backend="torch").net.train()
-        if method == "lora":
-            attach_lora(model, targets=tuple(LORA["target_modules"]), r=LORA["r"], alpha=LORA["lora_alpha"], seed=seed)
-        elif method == "ia3":
-            attach_ia3(model, targets=tuple(IA3["target_modules"]), feedforward=tuple(IA3["feedforward_modules"]))
-        return model
+        return registry.get(method).setup_decoder(checkpoint_dir(checkpoint), seed).train()
     return _load_peft(method, checkpoint, seed, quantize)
 
 
 def _load_peft(method: str, checkpoint: str, seed: int, quantize: bool):
     import transformers
-    from peft import IA3Config, LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    from ..decoder_io import checkpoint_dir
+    from .decoder_io import checkpoint_dir
 
     transformers.logging.set_verbosity_error()
     kw = {}
@@ -87,11 +81,8 @@ def _load_peft(method: str, checkpoint: str, seed: int, quantize: bool):
             bnb_4bit_quant_storage=torch.float32)
     model = transformers.LlamaForCausalLM.from_pretrained(str(checkpoint_dir(checkpoint)), dtype=torch.float32, **kw)
     torch.manual_seed(seed)   # peft draws LoRA's A from torch's generator
-    if method == "lora":
-        model = get_peft_model(model, LoraConfig(**LORA))
-    elif method == "ia3":
-        model = get_peft_model(model, IA3Config(**IA3))
-    return model
+    config = registry.get(method).peft_config()
+    return model if config is None else get_peft_model(model, config)
 
 
 def make_batch(batch_size: int, seq_len: int, checkpoint: str = "stdlib-1m", seed: int = 0) -> np.ndarray:
@@ -99,8 +90,8 @@ def make_batch(batch_size: int, seq_len: int, checkpoint: str = "stdlib-1m", see
     (``pydoc_data.topics``, which ships with Python) at seeded offsets."""
     from pydoc_data.topics import topics
 
-    from ..bpe import DecoderTokenizer
-    from ..decoder_io import checkpoint_dir
+    from .bpe import DecoderTokenizer
+    from .decoder_io import checkpoint_dir
 
     tok = DecoderTokenizer.from_file(checkpoint_dir(checkpoint) / "tokenizer.json")
     stream = tok.stream([topics[k] for k in sorted(topics)[:40]])
@@ -300,7 +291,8 @@ def _save(outdir, name: str, tensors: dict, rank: int):
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(Path(outdir) / f"{name}.safetensors"))
 
 
-def task_tour(rank, world, batch, steps=3, outdir=None, ddp_methods=METHODS, fsdp_methods=("full", "lora")):
+def task_tour(rank, world, batch, steps=3, outdir=None, ddp_methods=registry.PEFT_DECODER_METHODS,
+              fsdp_methods=("full", "lora")):
     """The chapter's live run, in one process group: DDP for each method, then FSDP2."""
     return {"ddp": [task_ddp(rank, world, m, batch, steps=steps, outdir=outdir) for m in ddp_methods],
             "fsdp": [task_fsdp(rank, world, m, batch, steps=steps, outdir=outdir) for m in fsdp_methods]}
@@ -445,11 +437,11 @@ def _stop(ctx):
 # ------------------------------------------------------------------ torchrun (GPUs: NCCL)
 def main(argv=None) -> int:
     """One rank under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), e.g.
-    ``torchrun --nproc_per_node 4 -m pedagogy_lib.torch_ref.distributed --task ddp --backend nccl``
+    ``torchrun --nproc_per_node 4 -m pedagogy_lib.distributed --task ddp --backend nccl``
     (``make distributed-gpu``). Rank 0 prints what it measured as one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", choices=["ddp", "fsdp"], default="ddp")
-    ap.add_argument("--method", choices=METHODS, default="lora")
+    ap.add_argument("--method", choices=registry.PEFT_DECODER_METHODS, default="lora")
     ap.add_argument("--impl", choices=IMPLS, default="peft")
     ap.add_argument("--backend", default="nccl" if torch.cuda.is_available() else "gloo")
     ap.add_argument("--batch-size", type=int, default=8)
