@@ -363,6 +363,8 @@ def test_comparisons_pair_by_seed_and_the_val_test_gap():
     gap = V.val_test_gap(acc, "A m=16")
     assert gap["val"]["mean"] == pytest.approx(1.4) and gap["test"]["mean"] == pytest.approx(-1.1)
     assert gap["gap"]["mean"] == pytest.approx(2.5) and not gap["gap"]["tie"]  # validation leads, test trails
+    held_out = V.val_test_gap(acc, "A m=16", seeds=[2, 3, 4])  # the seeds that did not choose the rate
+    assert held_out["gap"]["seeds"] == [2, 3, 4] and held_out["test"]["mean"] == pytest.approx(-3.5 / 3)
     acc["results"]["A m=16"]["val_by_seed"] = [0.89, 0.85, 0.86, 0.86, 0.86]  # noisier validation: the gap is a tie
     assert V.val_test_gap(acc, "A m=16")["gap"]["tie"]
     acc["results"]["A m=16"]["seeds"] = [0, 1, 2, 3, 5]

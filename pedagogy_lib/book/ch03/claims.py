@@ -62,13 +62,15 @@ def edges(acc: dict) -> dict[str, str]:
     return unbracketed({n: r["val_by_lr"] for n, r in acc["results"].items()})
 
 
-def val_test_gap(acc: dict, name: str, ref: str = LORA) -> dict:
-    """Does validation order ``name`` and ``ref`` as test does? Per seed, the validation
-    difference and the test difference (each name − ref, points), and their gap
-    (val − test), each paired over the seeds: a gap whose interval contains 0 is a
-    disagreement inside the noise of the splits."""
-    val, test = by_seed(acc, name, "val"), by_seed(acc, name, "test")
-    val_r, test_r = by_seed(acc, ref, "val"), by_seed(acc, ref, "test")
+def val_test_gap(acc: dict, name: str, ref: str = LORA, seeds=None) -> dict:
+    """Does validation order ``name`` and ``ref`` as test does? The validation difference and
+    the test difference (each name − ref, points, paired by seed), and their gap per seed
+    (val − test), each with its 95 % interval: a gap whose interval contains 0 is a
+    disagreement inside the noise of the two splits. ``seeds``: only these (e.g. the seeds
+    that did not choose the rate, whose validation scores are not selected upwards)."""
+    keep = lambda d: {s: x for s, x in d.items() if seeds is None or s in seeds}  # noqa: E731
+    val, test = keep(by_seed(acc, name, "val")), keep(by_seed(acc, name, "test"))
+    val_r, test_r = keep(by_seed(acc, ref, "val")), keep(by_seed(acc, ref, "test"))
     d_val = {s: val[s] - val_r[s] for s in val}
     d_test = {s: test[s] - test_r[s] for s in test}
     return {"val": stats.paired_by_seed(val, val_r), "test": stats.paired_by_seed(test, test_r),

@@ -107,7 +107,8 @@ def _resume(path, fresh: bool) -> tuple[dict, callable]:
     if path.exists() and not fresh:
         for line in path.read_text().splitlines():
             r = json.loads(line)
-            if all(r.pop("budget").get(k) == stamp[k] for k in keys):
+            old = r.pop("budget")
+            if all(old.get(k) == stamp[k] for k in keys):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
     path.parent.mkdir(parents=True, exist_ok=True)
 
