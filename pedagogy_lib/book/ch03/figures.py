@@ -86,7 +86,7 @@ def accuracy(d: dict | None = None) -> Figure:
         left.errorbar(r["trainable"], np.mean(pts), yerr=half, capsize=3, ls="none",
                       marker="*" if r["kind"] == "lora" else markers.get(r["size"], "v"), ms=8,
                       color=COLOURS.get(r["kind"], "C5"), label=name + (" (unbracketed)" if name in skip else ""))
-    left.legend(fontsize=7, loc="lower right")
+    left.legend(fontsize=7, loc="upper center", ncols=2)
     left.set_xscale("log")
     left.xaxis.set_minor_formatter(NullFormatter())
     left.set_xlabel("trainable parameters (head excluded)")
