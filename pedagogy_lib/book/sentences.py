@@ -104,6 +104,29 @@ def adapter_4x(d: dict, ratio: float, table: dict | None = None) -> tuple[str, s
         f"{MATCH_POINTS:g} points, ours if a tie; both, ours inside ±1 → holds; neither → wrong; else approximately)")
 
 
+def adapter_4x_ch03(results: dict) -> tuple[str, str, str]:
+    """The sentence's verdict from chapter 03's stored arms (``ch03_accuracy.json``'s
+    ``results``), which chapters 03 and 08 both record: the adapter nearest 4× LoRA's count,
+    LoRA − it paired by seed (``stats.paired_by_seed``, in points), judged by ``adapter_4x``;
+    "untestable-here" if either learning rate sits at its grid's edge (no verdict on an
+    unbracketed rate). Returns (verdict, why, the adapter's name)."""
+    from pedagogy_lib import stats
+
+    lora = results["LoRA r=8 (q,v)"]
+    ratio = {n: r["trainable"] / lora["trainable"] for n, r in results.items() if r["kind"] != "lora"}
+    near4 = min(ratio, key=lambda n: abs(ratio[n] - 4))
+    edge = [n for n in ("LoRA r=8 (q,v)", near4) if not stats.bracketed(
+        sorted(float(x) for x in results[n]["val_by_lr"]),
+        [results[n]["val_by_lr"][k] for k in sorted(results[n]["val_by_lr"], key=float)])["edge"] is None]
+    if edge:
+        return "untestable-here", (f"the learning rate of {', '.join(edge)} sits at its grid's edge: no verdict "
+                                   f"(adapter nearest 4×: {near4}, {ratio[near4]:.1f}×)"), near4
+    pts = lambda r: {s: 100 * a for s, a in zip(r.get("seeds", range(len(r["test_by_seed"]))), r["test_by_seed"])}  # noqa: E731
+    d = stats.paired_by_seed(pts(lora), pts(results[near4]))
+    verdict, why = adapter_4x(d, ratio[near4])
+    return verdict, why, near4
+
+
 # --- prefix-tuning vs full fine-tuning on generation: chapter 10's decoder is the only generator we
 # train, so its first-line task decides; chapter 04 (an encoder) records the same verdict
 def prefix_vs_full(line: dict) -> tuple[str, str]:
@@ -134,4 +157,4 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
                      "holds; a tie favouring full FT → approximately; full FT better → not-reproduced-here)")
 
 
-__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "LORA_T2", "prefix_vs_full"]
+__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "adapter_4x_ch03", "LORA_T2", "prefix_vs_full"]

@@ -8,9 +8,13 @@ already loaded.
 from __future__ import annotations
 
 
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+from scipy import stats
 
 from pedagogy_lib import results as R
+from pedagogy_lib.book.ch03.claims import LORA, by_seed, edges, versus
 from pedagogy_lib.book.ch03.experiment import load, params_data
 from pedagogy_lib.book.figures import register
 
@@ -18,10 +22,6 @@ RESULTS = R.RESULTS
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
 COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
            "LoRA unmerged": "C4", "LoRA merged": "C3", "lora": "C3"}
-
-
-
-
 
 
 @register("03_params")
@@ -71,18 +71,39 @@ def latency(d: dict | None = None) -> Figure:
 
 @register("03_accuracy")
 def accuracy(d: dict | None = None) -> Figure:
+    """Left: test accuracy per arm, mean over seeds with its 95 % t-interval. Right: each
+    adapter − LoRA, paired by seed, with its 95 % interval; a hollow marker is a tie (the
+    interval contains 0); a grey one sits at its grid's edge (unbracketed: no verdict)."""
     d = load("ch03_accuracy") if d is None else d
-    fig = Figure(figsize=(6.4, 4), layout="constrained")
-    ax = fig.subplots()
+    res, skip = d["results"], edges(d)
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(1, 1.1))
     markers = {8: "o", 16: "s", 64: "D"}
-    for name, r in sorted(d["results"].items(), key=lambda kv: (kv[1]["kind"] != "lora", kv[1]["trainable"], kv[0])):
-        ax.errorbar(r["trainable"], 100 * r["test_mean"], yerr=100 * r["test_std"], capsize=3, ls="none",
-                    marker="*" if r["kind"] == "lora" else markers.get(r["size"], "v"), ms=8,
-                    color=COLOURS.get(r["kind"], "C5"), label=name)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (head excluded)")
-    ax.set_ylabel("test accuracy (%), mean ± sd over seeds")
+    names = sorted(res, key=lambda n: (res[n]["kind"] != "lora", res[n]["trainable"], n))
+    for name in names:
+        r, pts = res[name], list(by_seed(d, name).values())
+        half = stats.t.ppf(0.975, len(pts) - 1) * np.std(pts, ddof=1) / np.sqrt(len(pts))
+        left.errorbar(r["trainable"], np.mean(pts), yerr=half, capsize=3, ls="none",
+                      marker="*" if r["kind"] == "lora" else markers.get(r["size"], "v"), ms=8,
+                      color=COLOURS.get(r["kind"], "C5"), label=name + (" (unbracketed)" if name in skip else ""))
+    left.legend(fontsize=7, loc="upper center", ncols=2)
+    left.set_xscale("log")
+    left.xaxis.set_minor_formatter(NullFormatter())
+    left.set_xlabel("trainable parameters (head excluded)")
+    left.set_ylabel("test accuracy (%): mean, bar = 95 % t-interval")
+    others = [n for n in names if res[n]["kind"] != "lora"]
+    for y, name in enumerate(others):
+        v = versus(d, name)
+        colour = "0.6" if name in skip else COLOURS.get(res[name]["kind"], "C5")
+        right.errorbar(v["mean"], y, xerr=[[v["mean"] - v["lo"]], [v["hi"] - v["mean"]]], capsize=3, ls="none",
+                       marker=markers.get(res[name]["size"], "v"), ms=7, color=colour,
+                       mfc="white" if v["tie"] else colour)
+    right.axvline(0, color="k", lw=0.8)
+    right.set_yticks(range(len(others)), [f"{n} ({res[n]['trainable'] / res[LORA]['trainable']:.1f}×)"
+                                          + ("\nunbracketed" if n in skip else "") for n in others], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel(f"adapter − {LORA}, test points, paired by seed\n(bar: 95 % t-interval; hollow: tie)")
     c = d["config"]
-    ax.set_title(f"VADER polarity, {c['n_train']} training words, {len(c['seeds'])} seeds", fontsize=10)
+    fig.suptitle(f"VADER polarity, {c['n_train']} training words, {len(c['seeds'])} seeds, "
+                 f"test on {c['n_test']:,} words", fontsize=10)
     return fig

@@ -12,7 +12,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.ch08 import table
-from pedagogy_lib.book.rules import Claims, band_verdict, ci_text, paired_points
+from pedagogy_lib.book.rules import Claims, band_verdict, ci_text
 
 
 def latency_noise(res: dict) -> float:
@@ -60,12 +60,9 @@ def _lora_ties(res):
              sentence="adapter-4x-lora")
 def _adapter_4x(res):
     # one verdict for the sentence (ch03-4x-lora): LoRA Table 2 and chapter 03's paired runs at
-    # ~4× (1,322 test words); this chapter's Houlsby m=16 is context (it is not at ~4×)
+    # ~4× (1,322 test words, 5 seeds, bracketed rates); this chapter's Houlsby m=16 is context (it is not at ~4×)
     acc = R.load("ch03_accuracy", "python -m pedagogy_lib.book.ch03.experiment")["results"]
-    n_lora = acc["LoRA r=8 (q,v)"]["trainable"]
-    near4 = min((n for n, r in acc.items() if r["kind"] != "lora"), key=lambda n: abs(acc[n]["trainable"] / n_lora - 4))
-    d3 = paired_points(acc["LoRA r=8 (q,v)"]["test_by_seed"], acc[near4]["test_by_seed"])
-    verdict, why = S.adapter_4x(d3, acc[near4]["trainable"] / n_lora)
+    verdict, why, near4 = S.adapter_4x_ch03(acc)
     m = res["methods"]
     ratio = m["houlsby"]["trainable"] / m["lora_qv"]["trainable"]
     return verdict, (f"{why} (chapter 03, {near4}); here Houlsby m=16 at {ratio:.1f}x: "
