@@ -24,6 +24,8 @@ SENTENCES = {
     "qlora-65b-700-50": (80, "full fine-tuning of 65B needs about 700 GB, QLoRA about 50 GB"),
     "lora-ties-full-ft": (90, "RoBERTa-base on GLUE: LoRA r = 8 (0.24 %) ties full fine-tuning within 0.1 points"),
     "adapter-4x-lora": (91, "RoBERTa-base on GLUE: adapters match LoRA at about 4× its trainable parameters"),
+    "prompt-needs-scale": (70, "prompt tuning only really works on very large models: below ~1B parameters the "
+                               "loss to full fine-tuning is severe, at 10B+ it vanishes (Lester et al.)"),
     "prompt-3-4-points": (93, "below RoBERTa-base's size prompt tuning loses 3–4 points to full fine-tuning"),
     "prefix-e2e": (None, "Li & Liang: prefix-tuning (0.1 %) matches or beats full fine-tuning on table-to-text "
                          "generation (E2E, GPT-2 Medium)"),
@@ -73,6 +75,30 @@ def prompt_gap(d: dict) -> tuple[str, str]:
     return verdict, (ci_text(d, "full FT", "prompt tuning") + f"; rule: the mean inside {PROMPT_BAND[0]:g}–"
                      f"{PROMPT_BAND[1]:g} points → approximately (never holds: one small model, trainable head), "
                      "else not-reproduced-here")
+
+
+# --- "prompt tuning only works on very large models": a claim about scale with a frozen LM head.
+# Chapter 10's decoder is the only model we prompt through its LM head, at two sizes (its area
+# task and the size study), so its paired gaps decide; chapter 05 (an encoder with a trained head)
+# records the same verdict and adds its measurement as context
+def prompt_scale(area: dict, scale: dict) -> tuple[str, str]:
+    """Verdict on "prompt tuning lags model tuning at small scale" from chapter 10's area task
+    ``area`` and size study ``scale`` (``book.ch10.load("area")``, ``book.ch10.load_scale()``):
+    every size we judge (both rates bracketed) is far below 10B, so prompt tuning must lag at
+    each (paired interval below 0) → holds; a judged size where it does not lag → wrong; no
+    size with both rates bracketed → untestable-here. The "10B+ it vanishes" half is beyond
+    any model we train."""
+    from pedagogy_lib.book import ch10
+
+    gaps = ch10.prompt_gaps(area, scale)
+    judged = {m: g for m, g in gaps.items() if g["bracketed"]}
+    if not judged:
+        return "untestable-here", "no model size has bracketed rates for both prompt tuning and full fine-tuning"
+    lags = all(not g["d"]["tie"] and g["d"]["mean"] < 0 for g in judged.values())
+    txt = "; ".join(f"{m} ({g['params']:,} parameters): {100 * g['d']['mean']:+.3f} accuracy points (95 % CI "
+                    f"{100 * g['d']['lo']:+.3f} … {100 * g['d']['hi']:+.3f}, n = {g['d']['n']})"
+                    + (" — a tie" if g["d"]["tie"] else "") + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
+    return ("holds" if lags else "wrong"), f"prompt minus full fine-tuning on the area task, {txt}"
 
 
 # --- adapters "match LoRA at ~4×": LoRA Table 2 (the sentence's setting) and our paired runs
@@ -157,4 +183,5 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
                      "holds; a tie favouring full FT → approximately; full FT better → not-reproduced-here)")
 
 
-__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "adapter_4x_ch03", "LORA_T2", "prefix_vs_full"]
+__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "adapter_4x_ch03", "LORA_T2",
+           "prefix_vs_full", "prompt_scale"]

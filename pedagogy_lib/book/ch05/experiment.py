@@ -1,13 +1,28 @@
 """Chapter 05 sweep: prompt tuning vs P-Tuning v2 vs LoRA vs full fine-tuning on VADER.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch05.experiment
-Writes chapters/results/ch05_prompt.json (about 25 CPU-minutes at one thread).
+Writes chapters/results/ch05_prompt.json. Cost, measured at one thread on the shared 2-core
+machine: the committed version reran four arms (probe, LoRA, P-Tuning v2, full FT), 25 new runs
+and 11 reused, 11 CPU-minutes; the prompt-tuning arms it did not rerun take about 80 CPU-seconds
+a run there (deep prompt about 20), some 11 runs an arm, so a full rerun is about an hour.
+Finished runs are appended to build/ch05_runs.jsonl, so an interrupted sweep resumes where it
+stopped.
 
-Protocol (chapter 03's, through ``runner.protocol``): the book's training loop (torch_ref.train) on a class-balanced
-subsample of N_TRAIN training words, EPOCHS epochs, batch 32, head learning rate HEAD_LR.
-Each method's learning rate is chosen from its grid by validation accuracy at seed 0;
-seeds 1 and 2 (new subsample, init, head and order) then train at that rate.  Every run
-is scored on the whole validation and test splits.
+Budget: the book's training loop (torch_ref.train) on a class-balanced subsample of N_TRAIN
+training words (one per seed), EPOCHS epochs, batch 32, head learning rate HEAD_LR; every run
+scored on the whole validation (662) and test (1,322) splits.
+
+Protocol (chapter 08's, Eqs. 8.1–8.7, through ``runner.protocol``): each method's rate is the
+one with the best mean validation accuracy over the first SELECT_SEEDS seeds; while it sits at
+an edge of its grid the grid is extended by its own ratio (at most MAX_EXTENSIONS times; a rate
+still at an edge is recorded ``bracketed: False`` and carries no verdict); then every other seed
+of SEEDS at that rate. A seed fixes the subsample, its order and the head's init for every
+method, so methods compare by paired per-seed differences. The probe has no rate to choose
+(nothing in the encoder trains; the head's rate is HEAD_LR): its record says ``bracketed: None``.
+
+Stored runs are reused only when this code reproduces them: ``verify`` retrains two of each
+arm's stored runs and compares val, test and the whole loss curve; an arm with a run that
+differs (and every arm of the same registry method) is trained again (``--fresh``: all).
 
 Methods (m = 20 virtual tokens everywhere):
 * probe        – only the linear head trains (the floor every method starts from);
@@ -18,19 +33,23 @@ Methods (m = 20 virtual tokens everywhere):
 * ptuning-v2   – per-layer keys and values trained directly (m×d×L×2);
 * lora         – r = 8 on (query, value), alpha = 8;
 * full-ft      – every weight.
-Then a longer budget (LONG_EPOCHS, seed 0, chosen rate) for prompt-random and ptuning-v2:
-is the prompt-tuning gap a matter of steps?
+Then a longer budget (LONG_EPOCHS, LONG_SEEDS, each method's chosen rate) for P-Tuning v2 and
+prompt-random: is the prompt-tuning gap a matter of steps?
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import math
 import platform
+import sys
+import time
 
 import numpy as np
 import torch
 
-from pedagogy_lib import data, runner
+from pedagogy_lib import data, runner, stats
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.results import save_runs
 from pedagogy_lib import results as R
@@ -39,7 +58,9 @@ from pedagogy_lib.results import mean_sd
 RESULTS = R.RESULTS
 OUT = RESULTS / "ch05_prompt.json"
 N_TRAIN, EPOCHS, BATCH, HEAD_LR, LONG_EPOCHS = 1024, 3, 32, 1e-3, 10
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)            # every comparison is paired over these
+SELECT_SEEDS, MAX_EXTENSIONS = 2, 2  # rates chosen on seeds 0, 1; grids extended at most twice
+LONG_SEEDS = (0, 1, 2)             # the longer budget, paired over three seeds
 M = 20
 LRS = {
     "probe": (1e-3,),
@@ -65,87 +86,254 @@ LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, 
 
 
 def load_results(path=None) -> dict:
-    return R.load(path or PATH, "python -m pedagogy_lib.book.ch05.experiment")
+    return R.load(path or PATH, "python -m pedagogy_lib.book.ch05.experiment", keys=("arms", "runs", "config"),
+                  what="chapter 05 sweep")
+
+
+def methods(sweep: dict) -> list[str]:
+    """The arms the stored sweep holds, in the chapter's order (a cut sweep may lack some)."""
+    return [k for k in ARMS if k in sweep["arms"]]
+
+
+def _at_rate(sweep: dict, meth: str, epochs: int) -> dict:
+    """{seed: run} of one method at its chosen rate and the given budget (epochs)."""
+    lr = sweep["chosen_lr"][meth]
+    return {r["seed"]: r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == epochs
+            and math.isclose(r["lr"], lr)}
+
+
+def by_seed(sweep: dict, meth: str, long: bool = False) -> dict:
+    """{seed: test accuracy} of one method at its chosen rate, at the main budget (seeds 0–4)
+    or the longer one (``long``, LONG_SEEDS). The runs of one seed share the training
+    subsample, its order and the head's init across methods: they pair."""
+    cfg = sweep["config"]
+    seeds, epochs = (cfg["long_seeds"], cfg["long_epochs"]) if long else (cfg["seeds"], cfg["epochs"])
+    runs = _at_rate(sweep, meth, epochs)
+    missing = [s for s in seeds if s not in runs]
+    if missing:
+        raise ValueError(f"{meth}: no run at its chosen rate for seed(s) {missing} ({epochs} epochs)")
+    return {s: runs[s]["test"] for s in seeds}
+
+
+def pair(sweep: dict, a: str, b: str, long: bool = False) -> dict:
+    """Test accuracy of a minus b in points, paired by seed (Eqs. 8.4–8.7, ``stats.paired_by_seed``):
+    mean, SE, the 95 % t-interval [lo, hi] and ``tie``."""
+    pts = lambda d: {s: 100 * x for s, x in d.items()}  # noqa: E731
+    return stats.paired_by_seed(pts(by_seed(sweep, a, long)), pts(by_seed(sweep, b, long)))
+
+
+def long_gain(sweep: dict, meth: str) -> dict:
+    """Test accuracy at the longer budget minus the main budget (points), same method and rate,
+    paired by seed over LONG_SEEDS."""
+    long, main = by_seed(sweep, meth, long=True), by_seed(sweep, meth)
+    return stats.paired_by_seed({s: 100 * x for s, x in long.items()}, {s: 100 * main[s] for s in long})
 
 
 def summary(sweep: dict) -> dict:
-    """Per method at its chosen rate and the main budget: test/val mean ± sd over seeds,
-    trainable count; plus the long-budget runs."""
-    cfg, lr = sweep["config"], sweep["chosen_lr"]
-    out = {"methods": {}, "long": {}, "lr": lr}
-    for meth in ARMS:
-        rs = [r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
-              and math.isclose(r["lr"], lr[meth])]
+    """Per method at its chosen rate and the main budget: test/val mean ± sd over the seeds,
+    the trainable count and the seed-mean loss curve; per long-budget method the same over
+    LONG_SEEDS."""
+    cfg = sweep["config"]
+    out = {"methods": {}, "long": {}, "lr": sweep["chosen_lr"]}
+    for meth in methods(sweep):
+        rs = [_at_rate(sweep, meth, cfg["epochs"])[s] for s in cfg["seeds"]]
         out["methods"][meth] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
                                 "trainable": rs[0]["trainable"], "n": len(rs),
                                 "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
-    for r in sweep["runs"]:
-        if r["epochs"] != cfg["epochs"]:
-            out["long"][r["method"]] = {"test": r["test"], "val": r["val"], "epochs": r["epochs"],
-                                        "losses": r["losses"]}
+    for meth in sorted({r["method"] for r in sweep["runs"] if r["epochs"] == cfg["long_epochs"]}):
+        rs = [_at_rate(sweep, meth, cfg["long_epochs"])[s] for s in cfg["long_seeds"]]
+        out["long"][meth] = {"test": mean_sd([r["test"] for r in rs]), "epochs": cfg["long_epochs"], "n": len(rs),
+                             "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
     return out
 
 
-def by_seed(sweep: dict, meth: str) -> list[float]:
-    """Test accuracy of one method at its chosen rate and the main budget, in seed order (the
-    runs of one seed share the training subsample and its order across methods: paired)."""
-    cfg, lr = sweep["config"], sweep["chosen_lr"][meth]
-    rs = {r["seed"]: r["test"] for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
-          and math.isclose(r["lr"], lr)}
-    return [rs[seed] for seed in cfg["seeds"]]
-
-
 def val_grid(sweep: dict, meth: str) -> dict:
-    """{lr: validation accuracy at the selection seed}: the grid the method's rate was chosen from."""
-    cfg = sweep["config"]
-    seed = cfg["seeds"][0]
-    return {r["lr"]: r["val"] for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
-            and r["seed"] == seed}
+    """{lr: mean validation accuracy over the selection seeds}: the grid (extensions included)
+    the method's rate was chosen from."""
+    return {float(lr): v for lr, v in sweep["arms"][meth]["val_by_lr"].items()}
 
 
-def gap(s: dict, a: str, b: str) -> tuple[float, float]:
-    """Points by which method a trails method b on test accuracy, with the standard error
-    of the difference of the two seed means."""
-    (ma, sa), (mb, sb) = s["methods"][a]["test"], s["methods"][b]["test"]
-    na, nb = s["methods"][a]["n"], s["methods"][b]["n"]
-    return 100 * (mb - ma), 100 * math.sqrt(sa ** 2 / na + sb ** 2 / nb)
+def bracketed(sweep: dict, meth: str) -> bool | None:
+    """Whether the method's chosen rate has a grid point on both sides (None: the probe, which
+    has no rate to choose)."""
+    return sweep["arms"][meth]["bracketed"]
+
+
+def unbracketed_arms(sweep: dict, meths=None) -> list[str]:
+    """The methods whose chosen rate sits at an edge of its (extended) grid: no verdict rests on them."""
+    return [k for k in (meths or methods(sweep)) if bracketed(sweep, k) is False]
 
 
 # ------------------------------------------------------------------ the sweep
+# chapter 08's protocol (Eqs. 8.1–8.7): rates chosen on the mean validation accuracy of the
+# first SELECT_SEEDS seeds, grids extended (at most MAX_EXTENSIONS times) while the best rate
+# sits at an edge, then every arm at its chosen rate over all SEEDS (paired by seed)
 BUDGET = runner.Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=SEEDS, head_lr=HEAD_LR,
-                       resample=True)
+                       resample=True, select_seeds=SELECT_SEEDS, max_extensions=MAX_EXTENSIONS)
+# the probe trains nothing in the encoder and its head rate is HEAD_LR: there is no rate to search
+PROBE_BUDGET = dataclasses.replace(BUDGET, max_extensions=0)
+LONG = dataclasses.replace(BUDGET, epochs=LONG_EPOCHS, seeds=LONG_SEEDS, select_seeds=1)
 _SETTINGS = {"probe": ("probe", {}), "prompt-random": ("prompt", {"m": M, "init": "random"}),
              "prompt-vocab": ("prompt", {"m": M, "init": "vocab"}), "deep-prompt": ("deep_prompt", {"m": M}),
              "ptuning-v2": ("ptuning_v2", {"m": M}), "lora": ("lora", {"r": 8, "alpha": 8}), "full-ft": ("full", {})}
 SWEEP = arms(*[Arm(name, _SETTINGS[name][0], _SETTINGS[name][1], LRS[name]) for name in LRS])
+ORDER = {k: SWEEP[k] for k in ("probe", "lora", "ptuning-v2", "deep-prompt", "full-ft", "prompt-vocab", "prompt-random")}
+RUN_LOG = R.RESULTS.parent.parent / "build" / "ch05_runs.jsonl"  # finished runs, for resuming
 
 
-def _record(r: dict, epochs: int) -> dict:
+def _record(r: dict, epochs: int, reused: bool = False) -> dict:
     return {"method": r["method"], "lr": r["lr"], "seed": r["seed"], "epochs": epochs, "val": round(r["val_acc"], 6),
             "test": round(r["test_acc"], 6), "trainable": r["trainable"],
-            "losses": [round(x, 5) for x in r["losses"]], "cpu_s": round(r["cpu_s"], 1)}
+            "losses": [round(x, 5) for x in r["losses"]], "cpu_s": round(r["cpu_s"], 1), "reused": reused}
 
 
-def main(jobs: int = 1):
-    task = data.polarity_task()
-    found = runner.protocol(SWEEP.values(), task, BUDGET, jobs=jobs)
-    runs = [_record(r, EPOCHS) for name in SWEEP for r in found[name]["trials"] + found[name]["runs"][1:]]
-    chosen = {name: found[name]["runs"][0]["lr"] for name in SWEEP}
-    long = dataclasses.replace(BUDGET, epochs=LONG_EPOCHS)
-    runs += [_record(runner.run(SWEEP[name], task, long, SEEDS[0], chosen[name]), LONG_EPOCHS)
-             for name in ("prompt-random", "ptuning-v2")]
-    out = {
-        "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "long_epochs": LONG_EPOCHS, "batch_size": BATCH,
-                   "head_lr": HEAD_LR, "seeds": list(SEEDS), "m": M, "lrs": {k: list(v) for k, v in LRS.items()},
-                   "prompt_random_init": "U(-0.5, 0.5)", "prompt_vocab_init": "20 of the first 5,000 whole-word tokens",
-                   "prefix_init": "N(0, 1)", "lora": "r=8, alpha=8, (query, value)",
-                   "schedule": "linear", "warmup": 0.06, "selection": "val accuracy at seed 0",
-                   "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"},
-        "chosen_lr": chosen,
-        "runs": runs,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
-    }
-    print(f"wrote {save_runs(out, OUT)}")
+def _result(rec: dict, n_val: int, n_test: int) -> dict:
+    """A stored record as ``runner.run`` returns it (accuracies are counts over the split, so
+    the 6-decimal rounding is undone exactly)."""
+    return {"method": rec["method"], "lr": float(rec["lr"]), "seed": rec["seed"],
+            "val_acc": round(rec["val"] * n_val) / n_val, "test_acc": round(rec["test"] * n_test) / n_test,
+            "trainable": rec["trainable"], "losses": rec["losses"], "final_loss": float(np.mean(rec["losses"][-5:])),
+            "cpu_s": rec["cpu_s"], "sec_per_epoch": None, "reused": rec.get("reused", True)}
+
+
+def stored(task, path=None) -> tuple[dict, dict]:
+    """{(label, lr, seed, epochs): run} from the stored sweep, and the same from the run log
+    (build/ch05_runs.jsonl: runs this code trained, for resuming)."""
+    def keyed(recs):
+        return {(r["method"], float(r["lr"]), r["seed"], r["epochs"]): _result(r, len(task.val), len(task.test))
+                for r in recs}
+    path = path or PATH
+    old = keyed(R.load(path, "the sweep")["runs"]) if path.is_file() else {}
+    log = keyed(json.loads(line) for line in RUN_LOG.read_text().splitlines()) if RUN_LOG.is_file() else {}
+    return old, log
+
+
+LOSS_TOL = 1.5e-5  # one unit of the stored losses' 5th decimal: float32 round-off lands either side
+
+
+def same_run(new: dict, ref: dict) -> bool:
+    """A retrained run (``_record``) reproduces a stored one (``_result``): the same validation and
+    test accuracy (exact counts) and the same loss curve to the stored 5 decimals (a value may
+    round the other way: round-off in the last bit of float32 sums)."""
+    return (new["val"], new["test"], len(new["losses"])) == (round(ref["val_acc"], 6), round(ref["test_acc"], 6),
+                                                             len(ref["losses"])) \
+        and max(abs(a - b) for a, b in zip(new["losses"], ref["losses"])) <= LOSS_TOL
+
+
+def verify(task, old: dict, log: dict, names=None) -> dict:
+    """Retrain two stored runs per arm (seeds 1 and 2 at its stored rate) and compare val, test
+    and the whole loss curve with the stored ones. An arm with a run that differs loses every
+    stored run, and so does every arm of the same registry method (prompt-random and
+    prompt-vocab share one code path): they are trained again. Returns {arm: True (identical)
+    | False | "same method as X"}."""
+    report = {}
+    for name, arm in ORDER.items():
+        keys = sorted((k for k in old if k[0] == name and k[3] == EPOCHS and k[2] in (1, 2)), key=lambda k: k[2])
+        if names is not None and name not in names:  # not run now: judged only on runs already logged
+            keys = [k for k in keys if k in log][:1]
+        if not keys:
+            continue
+        twin = next((k for k, v in report.items() if v is False and _SETTINGS[k][0] == _SETTINGS[name][0]), None)
+        if twin is None:
+            report[name] = True
+            for key in keys:
+                if key not in log:
+                    log[key] = runner.run(arm, task, BUDGET, key[2], key[1])
+                    _log(EPOCHS)(name, log[key])
+                report[name] = report[name] and same_run(_record(log[key], EPOCHS), old[key])
+                if not report[name]:
+                    break
+        else:
+            report[name] = f"same method as {twin}"
+        print(f"verify {name:<14}: {report[name]}", file=sys.stderr, flush=True)
+        if report[name] is not True:
+            for k in [k for k in old if k[0] == name]:
+                del old[k]
+    return report
+
+
+def _log(epochs):
+    def write(label, r):
+        RUN_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(RUN_LOG, "a") as f:
+            f.write(json.dumps(_record(r, epochs)) + "\n")
+    return write
+
+
+def _arm_record(res: dict, searched: bool) -> dict:
+    """Per arm: the search (grid, mean validation accuracy per rate over the selection seeds, the
+    chosen rate, bracketed or not) and every seed's val/test at the chosen rate."""
+    sel, runs = res["selection"], res["runs"]
+    return {"lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
+            "lr": sel["chosen"], "bracketed": sel["bracketed"] if searched else None,
+            "edge": sel["edge"] if searched else None, "extensions": sel["extensions"], "select_seeds": sel["seeds"],
+            "seeds": [r["seed"] for r in runs], "val": [r["val_acc"] for r in runs],
+            "test": [r["test_acc"] for r in runs], "trainable": runs[0]["trainable"]}
+
+
+def _config(task, counts: dict) -> dict:
+    return {"n_train": N_TRAIN, "epochs": EPOCHS, "long_epochs": LONG_EPOCHS, "long_seeds": list(LONG_SEEDS),
+            "batch_size": BATCH, "head_lr": HEAD_LR, "seeds": list(SEEDS), "select_seeds": SELECT_SEEDS,
+            "max_extensions": MAX_EXTENSIONS, "m": M, "lrs": {k: list(v) for k, v in LRS.items()},
+            "prompt_random_init": "U(-0.5, 0.5)", "prompt_vocab_init": "20 of the first 5,000 whole-word tokens",
+            "prefix_init": "N(0, 1)", "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06,
+            "selection": f"mean val accuracy over seeds {list(SEEDS[:SELECT_SEEDS])}, grid extended while the best "
+                         f"rate is at an edge (at most {MAX_EXTENSIONS} times)",
+            "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"} | counts
+
+
+def _save(task, found, long_found, counts):
+    names = [k for k in ARMS if k in found]
+    runs = [_record(r, EPOCHS, r.get("reused", False)) for name in names
+            for r in found[name]["trials"] + found[name]["runs"][SELECT_SEEDS:]]
+    out = {"config": _config(task, counts),
+           "chosen_lr": {name: found[name]["runs"][0]["lr"] for name in names},
+           "arms": {name: _arm_record(found[name], name != "probe") for name in names},
+           "runs": runs,
+           "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}}
+    if long_found is not None:
+        out["runs"] += [_record(r, LONG_EPOCHS, r.get("reused", False)) for rs in long_found.values() for r in rs]
+    print(f"wrote {save_runs(out, OUT)}", file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse verified stored runs)")
+    ap.add_argument("--no-long", action="store_true", help="skip the longer-budget pairs")
+    ap.add_argument("--arms", nargs="*", default=list(ORDER), help="the arms to run (default: all)")
+    args = ap.parse_args(argv)
+    task, t0 = data.polarity_task(), time.process_time()
+    old, log = stored(task)
+    if args.fresh:
+        old = {}
+    verified = verify(task, old, log, args.arms) if old else {}
+    old |= log  # runs this code trained win over stored ones
+    done = {k[:3]: v for k, v in old.items() if k[3] == EPOCHS}
+    found = {}
+    for name in [k for k in args.arms if k in ORDER]:  # one arm at a time, in the order asked
+        arm = ORDER[name]
+        found |= runner.protocol([arm], task, PROBE_BUDGET if name == "probe" else BUDGET, done=done,
+                                 on_result=_log(EPOCHS))
+    reused = sum(r.get("reused", False) for f in found.values() for r in f["trials"] + f["runs"][SELECT_SEEDS:])
+    counts = {"verified": verified, "reused_runs": reused, "cpu_s_main": round(time.process_time() - t0, 1),
+              "not_run": [k for k in ARMS if k not in found], "long_run": False}
+    _save(task, found, None, counts)
+    if args.no_long:
+        return
+    counts["long_run"] = True
+    long_found = {}
+    for name in [k for k in ("ptuning-v2", "prompt-random") if k in found]:
+        lr = found[name]["runs"][0]["lr"]
+        long_found[name] = []
+        for seed in LONG_SEEDS:
+            key = (name, lr, seed, LONG_EPOCHS)
+            r = old.get(key) or runner.run(SWEEP[name], task, LONG, seed, lr)
+            if key not in old:
+                _log(LONG_EPOCHS)(name, r)
+            long_found[name].append(r)
+    counts["reused_long"] = sum(r.get("reused", False) for rs in long_found.values() for r in rs)
+    counts["cpu_s_total"] = round(time.process_time() - t0, 1)
+    _save(task, found, long_found, counts)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Chapter 05 figures: every method on VADER with MiniLM ("05_methods") and the training
-loss of the prompt methods ("05_loss_curves"), from ``chapters/results/ch05_prompt.json``."""
+"""Chapter 05 figures, from ``chapters/results/ch05_prompt.json`` only: every method on VADER
+with MiniLM ("05_methods": accuracies over the seeds and paired differences to full
+fine-tuning with their 95 % intervals, ties drawn open) and the training loss ("05_loss_curves")."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,49 +15,71 @@ COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-pro
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
 
 
+def _accuracies(ax, sweep, s, meths, y):
+    """Each seed's test accuracy (small dots) and the seed mean (large dot) with ± sd."""
+    for yi, k in zip(y, meths):
+        ax.plot(100 * np.array(list(V.by_seed(sweep, k).values())), np.full(s["methods"][k]["n"], yi) + 0.2, ".",
+                color=COLOURS[k], ms=5, alpha=0.7)
+        mean, sd = (100 * x for x in s["methods"][k]["test"])
+        ax.errorbar(mean, yi, xerr=sd, fmt="o", color=COLOURS[k], mec="k", mew=0.5, ecolor="k", capsize=3, lw=1)
+    n = max(s["methods"][k]["n"] for k in meths)
+    ax.set_yticks(y, [V.LABELS[k] + ("" if V.bracketed(sweep, k) is not False else " *") for k in meths])
+    ax.set_xlabel(f"test accuracy (%), {n} seeds: small dots the seeds,\nlarge dot the mean, bar ± 1 sd")
+
+
+def _differences(ax, sweep, meths, y, ref="full-ft"):
+    """Paired difference to ``ref`` (points) with its 95 % t-interval; a tie is an open marker."""
+    for yi, k in zip(y, meths):
+        if k == ref:
+            ax.annotate("reference", (0, yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+            continue
+        d = V.pair(sweep, k, ref)
+        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
+                    color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], mec=COLOURS[k], ecolor=COLOURS[k],
+                    capsize=3, lw=1.5)
+        ax.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.margins(x=0.12)  # room for the labels
+    ax.set_yticks(y, [""] * len(meths))
+    ax.set_xlabel(f"paired difference to {V.LABELS[ref]} (points):\n95 % t-interval over the seeds; open = tie")
+
+
 @register("05_methods")
 def methods_figure(sweep: dict | None = None) -> Figure:
-    """A dot plot (no bars, so no axis to truncate): each seed's test accuracy, and the mean
-    with a ± sd error bar."""
+    """Dot plots (no bars, so no axis to truncate): left each method's accuracy over the seeds,
+    right its paired difference to full fine-tuning; * marks a rate at its grid's edge."""
     sweep = V.load_results() if sweep is None else sweep
     s = V.summary(sweep)
-    meths = [k for k in V.ARMS if k in s["methods"]]
-    fig = Figure(figsize=(9, 3.8), layout="constrained")
-    ax = fig.subplots()
+    meths = V.methods(sweep)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
     y = np.arange(len(meths))[::-1]
-    mean = [100 * s["methods"][k]["test"][0] for k in meths]
-    sd = [100 * s["methods"][k]["test"][1] for k in meths]
-    for yi, k in zip(y, meths):
-        ax.plot(100 * np.array(V.by_seed(sweep, k)), np.full(3, yi) + 0.18, ".", color=COLOURS[k], ms=5, alpha=0.7)
-    ax.errorbar(mean, y, xerr=sd, fmt="none", ecolor="k", capsize=3, lw=1)
-    ax.scatter(mean, y, c=[COLOURS[k] for k in meths], s=40, zorder=3, edgecolors="k", linewidths=0.5)
-    hi = max(m + e for m, e in zip(mean, sd))
-    for yi, k, mv in zip(y, meths, mean):
-        n = s["methods"][k]["trainable"]
-        ax.text(hi + 0.6, yi, f"{mv:.1f}   " + (f"{n:,} trained" if n else "head only"), va="center", fontsize=8)
-    ax.set_xlim(None, hi + 6)
-    ax.set_yticks(y, [V.LABELS[k] for k in meths])
-    n_seeds = max(s["methods"][k]["n"] for k in meths)
-    ax.set_xlabel(f"test accuracy (%): large dot the mean, bar ± sd over {n_seeds} seeds, small dots the seeds")
-    ax.set_title("MiniLM (22.7M) on VADER polarity, m = 20 virtual tokens")
+    _accuracies(left, sweep, s, meths, y)
+    _differences(right, sweep, meths, y)
+    right.set_ylim(left.get_ylim())
+    edges = V.unbracketed_arms(sweep)
+    fig.suptitle("MiniLM (22.7M) on VADER polarity, m = 20 virtual tokens"
+                 + (f"  (* rate at an edge of its grid: {', '.join(edges)})" if edges else ""), fontsize=10)
     return fig
 
 
 @register("05_loss_curves")
 def loss_figure(sweep: dict | None = None) -> Figure:
+    """Training loss, seed means: the main budget, and the longer one where it was run."""
     s = V.summary(V.load_results() if sweep is None else sweep)
-    fig = Figure(figsize=(11, 3.6), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    for k in ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft"):
-        left.plot(smooth(s["methods"][k]["loss_curve"]), color=COLOURS[k], label=V.LABELS[k])
-    left.set_xlabel("step")
-    left.set_ylabel("training loss (seed mean, 8-step average)")
-    left.set_title("Main budget")
-    left.legend(frameon=False, fontsize=7)
-    for k, run in s["long"].items():
-        right.plot(smooth(run["losses"]), color=COLOURS[k], label=f"{V.LABELS[k]}: {run['epochs']} epochs")
-    right.set_xlabel("step")
-    right.set_title("Longer budget, seed 0")
-    right.legend(frameon=False, fontsize=8)
+    fig = Figure(figsize=(11 if s["long"] else 6.5, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2 if s["long"] else 1, squeeze=False)[0]
+    for k, m in s["methods"].items():
+        axes[0].plot(smooth(m["loss_curve"]), color=COLOURS[k], label=V.LABELS[k])
+    axes[0].set_xlabel("step")
+    axes[0].set_ylabel("training loss (seed mean, 8-step average)")
+    axes[0].set_title(f"Main budget, {max(m['n'] for m in s['methods'].values())} seeds")
+    axes[0].legend(frameon=False, fontsize=7)
+    if s["long"]:
+        for k, run in s["long"].items():
+            axes[1].plot(smooth(run["loss_curve"]), color=COLOURS[k], label=f"{V.LABELS[k]}: {run['epochs']} epochs")
+        axes[1].set_xlabel("step")
+        axes[1].set_title(f"Longer budget, seed mean over {max(r['n'] for r in s['long'].values())} seeds")
+        axes[1].legend(frameon=False, fontsize=8)
     return fig
-

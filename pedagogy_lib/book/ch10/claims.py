@@ -103,16 +103,7 @@ def _lora_full(c):
 @CLAIMS.rule("prompt-needs-scale", "prompt tuning with a frozen LM head lags model tuning at small scale",
              "gap closes only near 10B parameters (T5)", "Lester et al. 2021, arXiv:2104.08691, Figure 1")
 def _prompt(c):
-    # every size we judge (both rates bracketed) is far below 10B: prompt tuning must lag there,
-    # paired interval below 0 at each → holds; a size where it does not lag → wrong
-    gaps = ch10.prompt_gaps(c.area, c.scale)
-    judged = {m: g for m, g in gaps.items() if g["bracketed"]}
-    if not judged:
-        return "untestable-here", "no model size has bracketed rates for both prompt tuning and full fine-tuning"
-    lags = all(not g["d"]["tie"] and g["d"]["mean"] < 0 for g in judged.values())
-    txt = "; ".join(f"{m} ({g['params']:,} parameters): " + _diff_text(g["d"], "accuracy points", 100)
-                    + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
-    return ("holds" if lags else "wrong"), f"prompt minus full fine-tuning on the area task, {txt}"
+    return sentences.prompt_scale(c.area, c.scale)   # one verdict for the sentence (chapter 05 records it too)
 
 
 @CLAIMS.rule("ia3-vs-lora", "IA³ matches LoRA with far fewer parameters",
