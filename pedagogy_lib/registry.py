@@ -57,13 +57,21 @@ def _nothing(mm, seed, **opts):
     """Full fine-tuning: every weight stays trainable."""
 
 
-def _freeze_numpy(mm, seed, **opts):
-    mm.net.freeze()
-
-
-def _freeze_torch(mm, seed, **opts):
+def _freeze_torch(mm, seed, quant_type=None, double_quant=True):
+    """The probe: every encoder weight frozen; with ``quant_type`` ('nf4', 'fp4') on a base
+    whose linear layers are first quantised to 4 bits (chapter 07's "probe NF4 base")."""
+    if quant_type is not None:
+        TQ.quantize_linears(mm.bert, TQ.TARGETS, quant_type, double_quant)
     for p in mm.net.parameters():
         p.requires_grad_(False)
+    if quant_type is not None:
+        TQ.to_device(mm.net)
+
+
+def _freeze_numpy(mm, seed, quant_type=None, double_quant=True):
+    if quant_type is not None:
+        raise ValueError("a probe on a 4-bit base has no NumPy version (it needs bitsandbytes)")
+    mm.net.freeze()
 
 
 def _candidates(mm):
@@ -262,7 +270,7 @@ class Method:
 _LORA = dict(targets=("query", "value"), r=8, alpha=16)
 _RECORDS = [
     Method("probe", "the task head only (the encoder is frozen)", _freeze_torch, _freeze_numpy,
-           lambda s: 0, (3e-3, 1e-2, 3e-2)),
+           lambda s, **q: 0, (3e-3, 1e-2, 3e-2), {"quant_type": None, "double_quant": True}),
     Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4),
            decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3), peft=_peft_full)),
     Method("lora", "A (r x d_in) and B (d_out x r) beside each targeted matrix (Eq. 2.4)",

@@ -51,7 +51,8 @@ from .torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_t
 class Budget:
     """How much each run gets. ``n_eval`` None: the whole validation and test splits.
     ``resample``: each seed draws its own training subsample (else seed 0's for all).
-    ``head_lr`` None: max(lr, 1e-3). ``full_grid`` False: only each grid's first rate.
+    ``head_lr`` None: max(lr, 1e-3); an arm that trains the head only (a probe) trains it at
+    the run's ``lr`` whatever ``head_lr`` says (its one rate is the one searched). ``full_grid`` False: only each grid's first rate.
     ``select_seeds``: the first k ``seeds`` whose mean validation accuracy picks the rate;
     ``max_extensions``: how often a grid whose best rate sits at an edge is extended
     (``stats.next_lr``); the defaults (1, 0) are the older one-seed, fixed-grid search."""
@@ -114,12 +115,13 @@ def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
     arm = as_arm(arm)
     mm = fresh_minilm()
     arm.setup_torch(mm, seed)
+    head_only = not any(p.requires_grad for p in mm.net.parameters())
     clf = Classifier(mm.net, seed=seed)
     dev = next(clf.parameters()).device
     tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
     va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)
-    cfg = TrainConfig(lr=lr, epochs=budget.epochs, batch_size=budget.batch_size, seed=seed,
-                      schedule=budget.schedule, head_lr=budget.head_lr or max(lr, 1e-3))
+    cfg = TrainConfig(lr=lr, epochs=budget.epochs, batch_size=budget.batch_size, seed=seed, schedule=budget.schedule,
+                      head_lr=lr if head_only else budget.head_lr or max(lr, 1e-3))
     return clf, mm, train_classifier(clf, tr, va, cfg), (tr, va)
 
 

@@ -243,6 +243,39 @@ def test_qlora_trains_eval_train_with_shared_loop(mm, task):
     assert all(bool(b_.abs().sum() > 0) for b_ in B)  # every adapter moved
 
 
+@pytest.mark.parametrize("label,method", [("QLoRA FP4+DQ", "qlora"), ("probe NF4 base", "qprobe")])
+def test_sweep_arms_build_the_classifier_of_make_classifier(mm, task, label, method):
+    """The sweep's registry arms (runner route) are the models ``make_classifier`` builds:
+    the same trainable count and the same logits, so the move onto the runner kept the runs."""
+    from pedagogy_lib.torch_ref.train import Classifier
+
+    torch.set_num_threads(1)
+    arm = E7.ARMS[label]
+    ours = runner.fresh_minilm()
+    arm.setup_torch(ours, 4)
+    a = Classifier(ours.net, seed=4).cpu().eval()
+    b, tok = E7.make_classifier(method, mm, seed=4, quant_type=arm.opts.get("quant_type", "nf4"), device="cpu")
+    ids, mask, _ = batch_of(tok, task)
+    assert T.count_trainable(a) == T.count_trainable(b.eval())
+    assert len(QL.quantized_layers(a)) == len(QL.quantized_layers(b)) == 36
+    with torch.no_grad():
+        assert torch.equal(a(ids, mask), b(ids, mask))
+
+
+def test_probe_on_a_4bit_base_trains_only_its_head_at_the_runs_rate(task):
+    """A head-only arm trains the head at the searched rate, whatever ``Budget.head_lr`` says."""
+    from pedagogy_lib.registry import Arm
+
+    tiny = runner.Budget(n_train=16, n_eval=16, epochs=1, batch_size=8, seeds=(0,), head_lr=1e-3)
+    arm = Arm("q", "probe", {"quant_type": "nf4"})
+    a, b = (runner.run(arm, task, tiny, 0, lr) for lr in (1e-2, 3e-2))
+    assert a["trainable"] == 0 and a["losses"][1:] != b["losses"][1:]
+    from pedagogy_lib.models import load_minilm
+
+    with pytest.raises(ValueError, match="4-bit base has no NumPy version"):
+        arm.record.setup_numpy(load_minilm(), 0, quant_type="nf4")
+
+
 def test_step_memory_orders_methods(mm, task):
     out = {}
     for method in ("full", "lora", "qlora"):
@@ -501,6 +534,62 @@ def test_verdict_rules_reach_every_branch():
     assert rec["verdict"] == "untestable-here" and "threshold" in rec["our_value"]
     rec = v(study=st, paged=paged | {"device": "cpu", "paged_state_tensors": 0})["ch07-paged"]
     assert rec["verdict"] == "untestable-here" and "no GPU here" in rec["our_value"]
+
+
+def _sweep(shifts: dict[str, float], jitter: float = 0.001, unbracketed=()) -> dict:
+    """A stored-sweep-shaped dict: LoRA fp32 at five seed values, each other arm shifted by
+    ``shifts[name]`` points with an alternating ``jitter`` (fractions)."""
+    base = [0.905, 0.912, 0.899, 0.915, 0.908]
+    arms = ("full FT", "LoRA fp32", "QLoRA NF4+DQ", "QLoRA FP4+DQ", "probe fp32", "probe NF4 base")
+    res = {n: {"seeds": [0, 1, 2, 3, 4], "bracketed": n not in unbracketed, "lr": 1e-3, "trainable": 0,
+               "test_acc": [x + shifts.get(n, 0.0) / 100 + (jitter * (i % 2) if n != "LoRA fp32" else 0.0)
+                            for i, x in enumerate(base)]} for n in arms}
+    budget = {"n_train": 1024, "epochs": 3, "select_seeds": 2, "seeds": [0, 1, 2, 3, 4]}
+    return {"config": {"budget": budget, "n_test": 1322}, "results": res}
+
+
+def test_accuracy_claims_are_paired_intervals_and_flip(monkeypatch):
+    from pedagogy_lib.book.ch07 import claims as V7
+
+    base = {"study": _study(3.85), "bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},
+            "backward": E7._small_backward(), "paging": E7.paging_scenario(steps=50)}
+
+    def v(acc, cid):
+        return {r["id"]: r for r in V7.claims(base | {"accuracy": acc})}[cid]
+
+    # NF4 matches 16-bit: inside ±0.5 → holds; a tie wider than that → approximately;
+    # a resolved gap beyond it → not-reproduced-here; an unbracketed arm → no verdict
+    m = "ch07-nf4-matches-16bit"
+    assert v(_sweep({}, jitter=0.0005), m)["verdict"] == "holds"
+    assert v(_sweep({"QLoRA NF4+DQ": -0.3}, jitter=0.01), m)["verdict"] == "approximately"
+    assert v(_sweep({"QLoRA NF4+DQ": -2.0}), m)["verdict"] == "not-reproduced-here"
+    assert v(_sweep({"full FT": 2.0}), m)["verdict"] == "not-reproduced-here"  # the full-FT half decides too
+    rec = v(_sweep({}, jitter=0.0005, unbracketed=("LoRA fp32",)), m)
+    assert rec["verdict"] == "untestable-here" and "unbracketed" in rec["our_value"]
+    assert "95 % CI" in rec["our_value"]
+    # NF4 beats FP4: resolved → holds; a tie → not-reproduced-here; unbracketed → no verdict
+    f = "ch07-nf4-beats-fp4"
+    assert v(_sweep({"QLoRA FP4+DQ": -1.0}), f)["verdict"] == "holds"
+    assert v(_sweep({"QLoRA FP4+DQ": 0.0}, jitter=0.01), f)["verdict"] == "not-reproduced-here"
+    assert v(_sweep({"QLoRA FP4+DQ": +1.0}), f)["verdict"] == "not-reproduced-here"
+    assert v(_sweep({"QLoRA FP4+DQ": -1.0}, unbracketed=("QLoRA FP4+DQ",)), f)["verdict"] == "untestable-here"
+    # pairs match by seed, never by position
+    acc = _sweep({"QLoRA FP4+DQ": -1.0})
+    acc["results"]["QLoRA FP4+DQ"]["seeds"] = [0, 1, 2, 3, 5]
+    with pytest.raises(ValueError, match="same seeds"):
+        E7.paired(acc, "QLoRA NF4+DQ", "QLoRA FP4+DQ")
+
+
+def test_accuracy_figure_draws_ties_hollow():
+    from pedagogy_lib.book.ch07 import figures as F7
+
+    acc = _sweep({"QLoRA FP4+DQ": -1.0, "probe fp32": -3.0, "probe NF4 base": -3.0}, jitter=0.002)
+    fig = F7.accuracy(acc)
+    right = fig.axes[1]
+    faces = [c.lines[0].get_markerfacecolor() for c in right.containers]
+    ties = [p["tie"] for p in E7.differences(acc)]
+    assert len(faces) == len(ties) == len(E7.PAIRS) and any(ties) and not all(ties)
+    assert all((f == "white") == t for f, t in zip(faces, ties))
 
 
 # ----------------------------------------------------------------------------- exercises

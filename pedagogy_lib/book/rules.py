@@ -142,6 +142,17 @@ def match_verdict(d: dict, margin: float) -> str:
     return "holds" if -margin <= d["lo"] and d["hi"] <= margin else "approximately"
 
 
+def within_verdict(d: dict, margin: float, differs: str = "wrong") -> str:
+    """A claim "a matches b" with a stated tolerance of ``margin`` points, against a paired
+    difference ``d``: holds when the whole 95 % interval lies inside ±margin (whether or not it
+    contains 0), approximately when it is a tie too wide to say (contains 0, leaves the band),
+    ``differs`` when it excludes 0 and leaves the band (a measured difference larger than the
+    claim allows; ``not-reproduced-here`` where our regime differs from the claim's)."""
+    if -margin <= d["lo"] and d["hi"] <= margin:
+        return "holds"
+    return "approximately" if d["tie"] else differs
+
+
 def unbracketed(grids: dict[str, dict]) -> dict[str, str]:
     """{arm: 'low'|'high'} for every arm whose validation-best learning rate sits at an edge of
     its grid (``stats.bracketed``); ``grids``: arm -> {lr: mean validation score}. No verdict

@@ -1,29 +1,40 @@
 """Chapter 07 sweep: QLoRA (4-bit base through bitsandbytes' Linear4bit + our LoRA) against
 fp32 LoRA, full fine-tuning and linear probes on an fp32 and on a 4-bit base, VADER polarity.
 
-Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch07.experiment
-Writes chapters/results/ch07_accuracy.json (about 10 CPU-minutes at one thread).
+Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch07.experiment [--part accuracy]
+Writes chapters/results/ch07_accuracy.json (56 runs, about 26 CPU-minutes at one thread,
+an hour of wall time on the shared 2-core machine) and, with
+``--part memory``, ch07_step_memory.json. Every finished training run is appended to
+build/ch07_runs.jsonl; a rerun under the same budget reuses them (an interrupted sweep resumes).
 
-Protocol: the book's one training loop (torch_ref.train), N_TRAIN class-balanced training
-words per seed (drawn with that seed), EPOCHS epochs, batch 32, scored on the whole test
-split. LoRA and both QLoRA variants share every hyperparameter (r, α, targets, learning
-rate); LoRA's learning rate is chosen from LORA_LRS by validation accuracy at seed 0 and
-then reused for QLoRA, as the QLoRA paper reuses 16-bit hyperparameters. Full FT uses the
-rate chapter 06's sweep selected for it; the probes chapter 06's probe rate.
+Protocol: chapter 08's (``runner.protocol``, Eqs. 8.1–8.7) on chapter 07's run (``BUDGET``):
+the book's one training loop, 1,024 class-balanced training words drawn per seed, 3 epochs,
+batch 32, head learning rate 1e-3 (a probe's head trains at its searched rate). The arms
+(``ARMS``) are registry records: LoRA r=8, α=16 on every linear layer, the same LoRA on an
+NF4 + DQ and on an FP4 + DQ base (``qlora``), full FT, and probes on an fp32 and an NF4 + DQ
+base (``probe``). Each arm chooses its own rate by mean validation accuracy over seeds 0 and
+1, from a grid extended (at most twice) while its best point sits at an edge (the record
+says ``bracketed``); seeds 0–4 then run at that rate and are scored on the whole test split.
+Same seeds, same data order and head initialisation for every arm: the chapter compares arms
+by paired per-seed differences (``paired``).
 """
 from __future__ import annotations
 
 import copy
-import weakref
+import json
 import platform
 import time
+import weakref
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from pedagogy_lib.results import save
-from pedagogy_lib import data
-from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+from pedagogy_lib import data, runner, stats
+from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref import qlora as QL
 from pedagogy_lib.torch_ref import train as T
 from pedagogy_lib import quant as Q
@@ -32,17 +43,24 @@ from pedagogy_lib.torch_ref import lora as TL
 
 RESULTS = R.RESULTS
 OUT = RESULTS / "ch07_accuracy.json"
-N_TRAIN, EPOCHS, BATCH, HEAD_LR, SEEDS = 1024, 3, 32, 1e-3, (0, 1, 2)
+RUN_LOG = RESULTS.parent.parent / "build" / "ch07_runs.jsonl"  # finished runs, for resuming
+N_TRAIN, EPOCHS, BATCH, HEAD_LR = 1024, 3, 32, 1e-3
 RANK, ALPHA, TARGETS = 8, 16, QL.TARGETS
-LORA_LRS = (1e-3, 3e-3)
-ARMS = {  # name: (make_classifier method, quant_type, body lr or None = LoRA's)
-    "full FT": ("full", "nf4", 5e-5),
-    "LoRA fp32": ("lora", "nf4", None),
-    "QLoRA NF4+DQ": ("qlora", "nf4", None),
-    "QLoRA FP4+DQ": ("qlora", "fp4", None),
-    "probe fp32": ("probe", "nf4", 1e-2),
-    "probe NF4 base": ("qprobe", "nf4", 1e-2),
-}
+# chapter 08's protocol (5 seeds, rates chosen over the first 2, grids extended at most twice
+# until bracketed, whole validation and test splits) with chapter 07's run: 1,024 training
+# words drawn per seed, 3 epochs, head at 1e-3 (a probe's head at its own searched rate)
+BUDGET = Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=(0, 1, 2, 3, 4),
+                head_lr=HEAD_LR, resample=True, select_seeds=2, max_extensions=2)
+LORA_LRS = (3e-4, 1e-3, 3e-3)  # the first sweep's best (1e-3, seed 0) in the middle
+_LORA = {"targets": TARGETS, "r": RANK, "alpha": ALPHA}
+ARMS = arms(
+    Arm("full FT", "full", note="every weight"),
+    Arm("LoRA fp32", "lora", _LORA, LORA_LRS, note="fp32 base, LoRA r=8, α=16 on every linear layer"),
+    Arm("QLoRA NF4+DQ", "qlora", _LORA | {"quant_type": "nf4"}, LORA_LRS, note="NF4 + DQ base, the same LoRA"),
+    Arm("QLoRA FP4+DQ", "qlora", _LORA | {"quant_type": "fp4"}, LORA_LRS, note="FP4 + DQ base, the same LoRA"),
+    Arm("probe fp32", "probe", note="fp32 base frozen, head only"),
+    Arm("probe NF4 base", "probe", {"quant_type": "nf4"}, note="NF4 + DQ base frozen, head only"),
+)
 
 
 # ------------------------------------------------- the classifiers of the sweep
@@ -83,6 +101,29 @@ METHOD_ORDER = ("full FT", "LoRA fp32", "QLoRA NF4+DQ", "QLoRA FP4+DQ", "probe f
 
 def load(name: str) -> dict:
     return R.load(name, "python -m pedagogy_lib.book.ch07.experiment")
+
+
+# the comparisons the chapter reads, as (a, b): a − b paired by seed
+PAIRS = (("QLoRA NF4+DQ", "LoRA fp32"), ("QLoRA FP4+DQ", "QLoRA NF4+DQ"), ("QLoRA NF4+DQ", "full FT"),
+         ("LoRA fp32", "full FT"), ("probe NF4 base", "probe fp32"), ("LoRA fp32", "probe fp32"))
+
+
+def by_seed(r: dict) -> dict:
+    """{seed: test accuracy in points} of one arm of the stored sweep."""
+    return {s: 100 * a for s, a in zip(r["seeds"], r["test_acc"])}
+
+
+def paired(acc: dict, a: str, b: str) -> dict:
+    """Arm ``a`` − arm ``b`` of the stored sweep in points, paired by seed (Eqs. 8.4–8.7):
+    ``stats.paired_by_seed`` + the labels and ``bracketed`` (both arms' rates bracketed)."""
+    ra, rb = acc["results"][a], acc["results"][b]
+    return stats.paired_by_seed(by_seed(ra), by_seed(rb)) | {"a": a, "b": b,
+                                                             "bracketed": ra["bracketed"] and rb["bracketed"]}
+
+
+def differences(acc: dict, pairs=PAIRS) -> list[dict]:
+    """``paired`` for each of ``pairs`` whose two arms the sweep holds."""
+    return [paired(acc, a, b) for a, b in pairs if a in acc["results"] and b in acc["results"]]
 
 
 def gaussian_weights(n: int = 2**20, seed: int = 0) -> np.ndarray:
@@ -311,20 +352,63 @@ def step_memory_study():
 
 
 # ------------------------------------------------------------------ the sweep
-def run(mm, task, name, lr, seed, split):
-    method, qtype, _ = ARMS[name]
-    tr = data.subsample(task.train, N_TRAIN, seed)
-    model, tok = make_classifier(method, mm, r=RANK, alpha=ALPHA, seed=seed, quant_type=qtype,
-                                    device="cpu")
-    train = T.Batches(tok, tr.tokens, tr.labels, "cpu")
-    head_lr = lr if method in ("probe", "qprobe") else HEAD_LR
-    cfg = T.TrainConfig(lr=lr, epochs=EPOCHS, batch_size=BATCH, head_lr=head_lr, seed=seed)
-    t0 = time.process_time()
-    hist = T.train_classifier(model, train, None, cfg)
-    ev = getattr(task, split)
-    acc = T.accuracy(model, T.Batches(tok, ev.tokens, ev.labels, "cpu"))
-    return {"acc": acc, "trainable": T.count_trainable(model), "steps": hist.steps,
-            "final_loss": float(np.mean(hist.losses[-10:])), "cpu_s": time.process_time() - t0}
+def arm_summary(arm: Arm, found: dict) -> dict:
+    """What the chapter reads per arm (from ``runner.protocol``'s result): the search (grid,
+    mean validation accuracy per rate over the selection seeds, chosen rate, bracketed or
+    not), every seed's validation and test accuracy at the chosen rate, and the costs."""
+    runs, sel = found["runs"], found["selection"]
+    test = [r["test_acc"] for r in runs]
+    return {"note": arm.note, "lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
+            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
+            "select_seeds": sel["seeds"], "seeds": [r["seed"] for r in runs],
+            "val_acc": [r["val_acc"] for r in runs], "test_acc": test,
+            "mean": float(np.mean(test)), "std": float(np.std(test, ddof=1)),
+            "trainable": runs[0]["trainable"], "final_loss": [r["final_loss"] for r in runs],
+            "cpu_s": [r["cpu_s"] for r in runs], "cpu_s_search": sum(r["cpu_s"] for r in found["trials"]),
+            "n_runs": len(found["trials"]) + len(runs) - len(sel["seeds"])}
+
+
+def _run_log(path, budget: Budget):
+    """Finished runs of this ``budget`` found in ``path`` (JSON lines: a resumed sweep trains
+    them no more), and the callback that appends each new run there."""
+    stamp = json.loads(json.dumps(asdict(budget)))
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r.pop("budget") == stamp:
+                done[(r.pop("label"), r["lr"], r["seed"])] = r
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(label, r):
+        with open(path, "a") as f:
+            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+    return done, log
+
+
+def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) -> dict:
+    """Every arm of ``ARMS`` (or ``names``) through ``runner.protocol`` under ``budget``; writes ``out``."""
+    torch.set_num_threads(1)
+    chosen = [ARMS[n] for n in (names or ARMS)]
+    task, t0 = data.polarity_task(), time.process_time()
+    done, on_result = _run_log(Path(log), budget)
+    found = runner.protocol(chosen, task, budget, done=done, on_result=on_result)
+    results = {a.label: arm_summary(a, found[a.label]) for a in chosen}
+    for n, r in results.items():
+        print(f"{n:16s} lr={r['lr']:g} {'bracketed' if r['bracketed'] else 'UNBRACKETED'} grid={r['lr_grid']} "
+              f"test {r['mean']:.4f} ± {r['std']:.4f} (sd)", flush=True)
+    import bitsandbytes
+    res = {"config": {"budget": {k: v for k, v in asdict(budget).items() if k != "latency_rounds"},
+                      "r": RANK, "alpha": ALPHA, "targets": TARGETS, "double_quant": True,
+                      "n_val": len(task.val), "n_test": len(task.test), "device": "cpu", "threads": 1,
+                      "cpu_s_runs": sum(r["cpu_s_search"] + sum(r["cpu_s"][len(r["select_seeds"]):])
+                                        for r in results.values()),
+                      "cpu_s_process": time.process_time() - t0, "reused_runs": len(done)},
+           "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                        "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
+           "results": results}
+    print(f"wrote {save(res, out)}")
+    return res
 
 
 def main(argv=None):
@@ -332,41 +416,12 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("accuracy", "memory", "all"), default="all")
-    part = ap.parse_args(argv).part
-    if part in ("memory", "all"):
+    ap.add_argument("--arms", nargs="*", default=None, help=f"a subset of {list(ARMS)}")
+    args = ap.parse_args(argv)
+    if args.part in ("memory", "all"):
         print(f"wrote {step_memory_study()}")
-    if part in ("accuracy", "all"):
-        accuracy_sweep()
-
-
-def accuracy_sweep():
-    torch.set_num_threads(1)
-    task = data.polarity_task()
-    mm = load_minilm_torch(device="cpu")
-    lr_search = {lr: run(mm, task, "LoRA fp32", lr, 0, "val")["acc"] for lr in LORA_LRS}
-    lora_lr = max(LORA_LRS, key=lambda lr: (lr_search[lr], -lr))
-    print(f"LoRA learning rate by val accuracy: {lr_search} -> {lora_lr}", flush=True)
-    results = {}
-    for name, (_, _, lr) in ARMS.items():
-        lr = lora_lr if lr is None else lr
-        runs = [run(mm, task, name, lr, s, "test") for s in SEEDS]
-        acc = np.array([r["acc"] for r in runs])
-        results[name] = {"lr": lr, "trainable": runs[0]["trainable"], "acc": acc.tolist(),
-                         "mean": float(acc.mean()), "std": float(acc.std(ddof=1)),
-                         "cpu_s": [r["cpu_s"] for r in runs], "steps": runs[0]["steps"],
-                         "final_loss": [r["final_loss"] for r in runs]}
-        print(f"{name:16s} lr={lr:g}  acc {acc.mean():.3f} ± {acc.std(ddof=1):.3f}  "
-              f"cpu {np.mean(results[name]['cpu_s']):.1f} s/run", flush=True)
-    import bitsandbytes
-    out = {"config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
-                      "seeds": list(SEEDS), "r": R, "alpha": ALPHA, "targets": TARGETS,
-                      "lora_lr_search": {str(k): v for k, v in lr_search.items()}, "lora_lr": lora_lr,
-                      "n_val": len(task.val), "n_test": len(task.test), "device": "cpu",
-                      "threads": torch.get_num_threads()},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
-           "results": results}
-    print(f"wrote {save(out, OUT)}")
+    if args.part in ("accuracy", "all"):
+        accuracy_sweep(args.arms)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
-                                           load, ordered, paging_scenario)
+                                           differences, load, ordered, paging_scenario)
 from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
 from pedagogy_lib.book.figures import register
 
@@ -100,29 +100,61 @@ def error_study_figure(study: dict | None = None) -> Figure:
 
 
 
+def _mean_ci(x) -> tuple[float, float]:
+    """The mean of per-seed values and the half-width of its 95 % t-interval."""
+    from scipy import stats as st
+
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()), float(st.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+
+
+def _arms_panel(ax, d: dict):
+    res = ordered(d["results"])
+    for i, (name, r) in enumerate(res.items()):
+        acc = 100 * np.asarray(r["test_acc"])
+        m, h = _mean_ci(acc)
+        ax.errorbar(m, i, xerr=h, fmt="D", color="C0" if "QLoRA" in name else "C7", capsize=3, ms=6)
+        ax.plot(acc, np.full(acc.size, i) + 0.2, "k.", ms=4)  # a dot plot: no bar, so no axis to truncate
+    ax.set_yticks(range(len(res)), [f"{n}\n{r['trainable']:,} trained, lr {r['lr']:g}"
+                                    + ("" if r["bracketed"] else " UNBRACKETED") for n, r in res.items()], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test accuracy (%) on {d['config']['n_test']:,} words\n"
+                  f"diamond: mean ± 95 % CI of the mean; dots: the {len(d['config']['budget']['seeds'])} seeds",
+                  fontsize=8)
+
+
+def _pairs_panel(ax, d: dict):
+    from pedagogy_lib.book.ch07.claims import MATCH_TOL
+
+    diffs = differences(d)
+    ax.axvspan(-MATCH_TOL, MATCH_TOL, color="C2", alpha=0.12, label=f"±{MATCH_TOL} point: the claim's 'matches'")
+    ax.axvline(0, color="k", lw=0.8)
+    for i, p in enumerate(diffs):
+        tie = p["tie"]
+        ax.errorbar(p["mean"], i, xerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], fmt="o", capsize=3, ms=6,
+                    color="0.45" if tie else "C3", mfc="white" if tie else "C3")
+        ax.annotate("tie" if tie else ("a > b" if p["mean"] > 0 else "a < b"), (1, i), xycoords=("axes fraction", "data"),
+                    xytext=(-3, -9), textcoords="offset points", ha="right", fontsize=7, color="0.3")
+    ax.set_yticks(range(len(diffs)), [f"{p['a']}\n− {p['b']}" for p in diffs], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference a − b (points), 95 % t-interval\nhollow grey: interval contains 0 (a tie)",
+                  fontsize=8)
+    ax.legend(fontsize=7, loc="best")
+
+
 @register("07_accuracy")
 def accuracy(d: dict | None = None) -> Figure:
+    """Stored results only: each arm's seeds with the 95 % interval of its mean, and the
+    chapter's paired differences (``experiment.PAIRS``), ties drawn hollow."""
     d = load("ch07_accuracy") if d is None else d
-    res = ordered(d["results"])
-    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
-    ax = fig.subplots()
-    hi = 100 * max(max(r["acc"]) for r in res.values())
-    for i, (name, r) in enumerate(res.items()):
-        acc = 100 * np.array(r["acc"])
-        ax.errorbar(acc.mean(), i, xerr=acc.std(ddof=1), fmt="D", color="C0" if "QLoRA" in name else "C7",
-                    capsize=3, ms=7)  # a dot plot: no bar, so no axis to truncate
-        ax.plot(acc, np.full(acc.size, i) + 0.15, "k.", ms=5)
-        ax.text(hi + 0.4, i, f"{acc.mean():.1f}  ({r['trainable']:,} trained)", va="center", fontsize=8)
-    lo = min(100 * min(r["acc"]) for r in res.values())
-    ax.set_xlim(lo - 3, hi + 6)
-    ax.set_yticks(range(len(res)), list(res))
-    ax.invert_yaxis()
-    c = d["config"]
-    ax.set_xlabel(f"test accuracy (%) on {c['n_test']} words; diamond: mean ± sd, dots: the {len(c['seeds'])} seeds")
-    ax.set_title(f"VADER polarity, {c['n_train']} training words, {c['epochs']} epochs", fontsize=10)
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _arms_panel(left, d)
+    _pairs_panel(right, d)
+    b = d["config"]["budget"]
+    fig.suptitle(f"VADER polarity, {b['n_train']:,} training words, {b['epochs']} epochs, "
+                 f"rates chosen on validation over {b['select_seeds']} seeds", fontsize=10)
     return fig
-
-
 
 
 STEP_PARTS = ("weights", "grads", "optimizer", "saved", "transient")
