@@ -510,7 +510,7 @@ def test_verdict_rules_reach_every_branch():
     from pedagogy_lib.book.ch07 import claims as V7
     back = E7._small_backward()
     base = {"bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},
-            "backward": back, "paging": E7.paging_scenario(steps=50)}
+            "backward": back, "paging": E7.paging_scenario(steps=50), "gpu": None}
 
     def v(**kw):
         return {r["id"]: r for r in V7.claims(base | kw)}
@@ -534,6 +534,13 @@ def test_verdict_rules_reach_every_branch():
     assert rec["verdict"] == "untestable-here" and "threshold" in rec["our_value"]
     rec = v(study=st, paged=paged | {"device": "cpu", "paged_state_tensors": 0})["ch07-paged"]
     assert rec["verdict"] == "untestable-here" and "no GPU here" in rec["our_value"]
+    # a stored GPU run (gpu_report.py's form) stands in for a CPU run of PagedAdamW
+    gpu = {"device": "GPU-X", "memory": {"paged": {"PagedAdamW": {"paged_state_tensors": 3, "state_tensors": 9,
+                                                                    "paged_MB": 1.0, "warnings": []}}}}
+    rec = v(study=st, paged=paged | {"device": "cpu", "paged_state_tensors": 0}, gpu=gpu)["ch07-paged"]
+    assert rec["verdict"] == "approximately" and "GPU-X" in rec["our_value"] and "3 of 9" in rec["our_value"]
+    gpu["memory"]["paged"]["PagedAdamW"]["paged_state_tensors"] = 0
+    assert v(study=st, paged=None, gpu=gpu)["ch07-paged"]["verdict"] == "untestable-here"
 
 
 def _sweep(shifts: dict[str, float], jitter: float = 0.001, unbracketed=()) -> dict:

@@ -44,6 +44,7 @@ def context(results: dict | None = None) -> SimpleNamespace:
                            acc=res.get("accuracy") or E7.load("ch07_accuracy"),
                            back=res.get("backward") or _small_backward(),
                            paging=res.get("paging") or E7.paging_scenario(), paged=res.get("paged"),
+                           gpu=res["gpu"] if "gpu" in res else E7.load_gpu(),
                            m65=qlora_memory_gb(C.LLAMA_65B))
 
 
@@ -108,11 +109,12 @@ def _paged_run(paged) -> tuple[str, str]:
     """(what ran here, where), for the record's text."""
     if paged is None:
         return "nothing (no PagedAdamW result was passed in)", "PagedAdamW not run here"
-    ran = (f"bitsandbytes PagedAdamW on {paged['device']}: {paged['paged_state_tensors']} of "
+    ran = (f"bitsandbytes PagedAdamW on {paged.get('name', paged['device'])}: {paged['paged_state_tensors']} of "
            f"{paged['state_tensors']} state tensors paged"
            + (" (it warned that paging is not supported on CPU and fell back)"
               if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
-    return ran, ("on a GPU" if paged["device"] == "cuda" else f"no GPU here (PagedAdamW ran on {paged['device']})")
+    return ran, (f"on a GPU ({paged.get('name', 'cuda')}, full fine-tuning)" if paged["device"] == "cuda"
+                 else f"no GPU here (PagedAdamW ran on {paged['device']})")
 
 
 @CLAIMS.rule("ch07-paged", "Paged optimisers page Adam's state between GPU and CPU through unified "
@@ -120,7 +122,11 @@ def _paged_run(paged) -> tuple[str, str]:
              published="paged optimizers handle the memory spikes of gradient checkpointing on long mini-batches",
              source="QLoRA §3 (described in the text; no number)")
 def _paged(c):
+    from pedagogy_lib.book.ch07.experiment import gpu_paged
+
     paging, paged = c.paging, c.paged
+    if not (paged and paged["device"] == "cuda") and gpu_paged(c.gpu):
+        paged = gpu_paged(c.gpu)   # the stored GPU run: full fine-tuning's states, large enough to page
     act = paging["activations"]
     oom_u, oom_p = int(paging["oom_unpaged"].sum()), int(paging["oom_paged"].sum())
     ran, where = _paged_run(paged)
@@ -137,7 +143,7 @@ def _paged(c):
     return v, (f"{where}; NumPy simulation of LLaMA-65B QLoRA on 48 GB over {act.size} steps of "
                f"varying length: {oom_u} steps run out of memory without paging, "
                f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB "
-               f"paged back per step on average. Ran here: {ran}. bitsandbytes pages only tensors with "
+               f"paged back per step on average. Ran: {ran}. bitsandbytes pages only tensors with "
                f"≥ 100,000 elements")
 
 

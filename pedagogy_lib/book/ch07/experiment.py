@@ -103,6 +103,33 @@ def load(name: str) -> dict:
     return R.load(name, "python -m pedagogy_lib.book.ch07.experiment")
 
 
+GPU_COMMAND = "bash tests/gpu/run_gpu_checks.sh (on a CUDA machine; see tests/gpu/LAST_RUN.md)"
+
+
+def load_gpu() -> dict | None:
+    """The stored CUDA run (``tests/gpu/gpu_report.py``): chapters/results/ch07_gpu.json, with the
+    nibbles where bnb's CUDA quantiser differs from ours (ch07_nf4_cuda_ties.json) under
+    "ties" when stored. None where no GPU run is stored."""
+    if not R.path_of("ch07_gpu").is_file():
+        return None
+    gpu = R.load("ch07_gpu", GPU_COMMAND, keys=("device", "functional", "minilm", "memory"), what="GPU record")
+    if R.path_of("ch07_nf4_cuda_ties").is_file():
+        gpu["ties"] = R.load("ch07_nf4_cuda_ties", GPU_COMMAND, keys=("values", "cuda_vs_ours", "cpu_vs_ours", "examples"),
+                             what="NF4 CUDA ties record")
+    return gpu
+
+
+def gpu_paged(gpu: dict | None) -> dict | None:
+    """Full fine-tuning's PagedAdamW on the GPU (the stored run), in ``qlora.paged_adamw_steps``'s
+    form, or None."""
+    r = (gpu or {}).get("memory", {}).get("paged", {}).get("PagedAdamW")
+    if r is None:
+        return None
+    return {"device": "cuda", "name": gpu["device"], "paged_state_tensors": r["paged_state_tensors"],
+            "state_tensors": r["state_tensors"], "paged_bytes": r["paged_MB"] * 1e6,
+            "warnings": r.get("warnings", []), "paged_threshold": 100_000}
+
+
 # the comparisons the chapter reads, as (a, b): a − b paired by seed
 PAIRS = (("QLoRA NF4+DQ", "LoRA fp32"), ("QLoRA FP4+DQ", "QLoRA NF4+DQ"), ("QLoRA NF4+DQ", "full FT"),
          ("LoRA fp32", "full FT"), ("probe NF4 base", "probe fp32"), ("LoRA fp32", "probe fp32"))
