@@ -48,6 +48,29 @@ def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
     return {int(n): paired_points(ra[n]["test_by_seed"], rb[n]["test_by_seed"]) for n in ra if n in rb}
 
 
+QM2 = "BitFit (b_q, b_m2)"
+PAIRS = ((BITFIT, FULL), (BITFIT, LORA), (BITFIT, PROBE), (LORA, FULL), (QM2, BITFIT))
+
+
+def differences(curve: dict, pairs=PAIRS) -> dict[tuple, dict[int, dict]]:
+    """{(a, b): {n: paired a − b in points}} for every pair whose two arms were run."""
+    have = curve["results"]
+    return {(a, b): paired_at(curve, a, b) for a, b in pairs if a in have and b in have}
+
+
+def differences_table(curve: dict, pairs=PAIRS) -> str:
+    """One row per pair, one column per size: 'mean [lo, hi]' in points (95 % t-interval,
+    paired over seeds), with '=' after a tie (the interval contains 0)."""
+    d = differences(curve, pairs)
+    sizes = sorted({n for per in d.values() for n in per})
+    rows = [f"{'a − b (points)':31s}" + "".join(f"{'n=' + str(n):>20s}" for n in sizes)]
+    for (a, b), per in d.items():
+        cells = [f"{x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]{'=' if x['tie'] else ' '}" for x in
+                 (per[n] for n in sizes)]
+        rows.append(f"{a + ' − ' + b:31s}" + "".join(f"{c:>20s}" for c in cells))
+    return "\n".join(rows)
+
+
 def _worst(verdicts) -> str:
     return max(verdicts, key=("holds", "approximately", "wrong").index)
 
