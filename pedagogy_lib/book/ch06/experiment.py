@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import math
 import platform
 import time
@@ -212,6 +213,12 @@ def _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn=Non
     return {k: {n: sorted(rs, key=lambda r: order[r["seed"]]) for n, rs in v.items()} for k, v in out.items()}
 
 
+def _run_and_log(run_fn, on_result, arm, *args, **kw) -> dict:
+    r = run_fn(arm, *args, **kw)
+    on_result(arm.label, r)
+    return r
+
+
 def learning_curve(names=None, sizes=SIZES, seeds=SEEDS, jobs: int = 1, log=RUN_LOG, progress=True,
                    select_n: int = SELECT_N, run_fn=None) -> dict:
     """The protocol of the module docstring; returns the JSON-ready results. ``run_fn``
@@ -221,8 +228,11 @@ def learning_curve(names=None, sizes=SIZES, seeds=SEEDS, jobs: int = 1, log=RUN_
         raise ValueError(f"sizes must include the selection size {select_n}, got {sizes}")
     task, t0 = data.polarity_task(), time.time()
     done, on_result = runner.run_log(log, budget(select_n, seeds))
+    select_fn = run_fn
+    if jobs == 1:  # one process runs each job as it is submitted: log it then, not once all are in
+        select_fn, on_result = functools.partial(_run_and_log, run_fn or runner.run, on_result), None
     found = runner.protocol(chosen, task, budget(select_n, seeds), jobs=jobs, progress=progress,
-                            done=done, on_result=on_result, run_fn=run_fn)
+                            done=done, on_result=on_result, run_fn=select_fn)
     size_runs = _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn)
     results = {a.label: _summary(a, found[a.label], size_runs[a.label]) for a in chosen}
     config = {"sizes": list(sizes), "seeds": list(seeds), "batch_size": BATCH, "min_epochs": MIN_EPOCHS,
