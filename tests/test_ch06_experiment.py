@@ -22,11 +22,12 @@ def synthetic(peak: float, calls: list):
 
 
 def test_budget_per_size_follows_the_epochs_rule():
-    assert [E.budget(n).epochs for n in E.SIZES] == [30, 15, 8, 4, 3, 3]
+    assert [E.budget(n).epochs for n in (64, 128, 256, 512, 1024, 2048)] == [30, 15, 8, 4, 3, 3]
     b = E.budget(64)
     assert b.n_eval is None and b.resample and b.select_seeds == 2 and b.max_extensions == 2 and b.seeds == (0, 1, 2, 3, 4)
     # every update count is at least MIN_STEPS
     assert all(E.epochs_for(n) * math.ceil(n / E.BATCH) >= E.MIN_STEPS for n in E.SIZES)
+    assert E.SELECT_N in E.SIZES and set(E.CURVE) <= set(E.ARMS)
 
 
 def test_arms_are_registry_records():

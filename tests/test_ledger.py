@@ -154,13 +154,14 @@ def _ch03_pfeiffer(c):
 
 
 def _ch06_set(c, name, ref, points):
+    for arm in (name, ref):  # both rates inside their grids, so the rule judges
+        c.curve["results"][arm]["val_by_lr"] = {"0.001": 0.5, "0.003": 0.99, "0.01": 0.5}
     for n, p in c.curve["results"][name]["curve"].items():
         p["test_by_seed"] = [x + points / 100 + 0.0005 * (i % 2)
                              for i, x in enumerate(c.curve["results"][ref]["curve"][n]["test_by_seed"])]
 
 
 def _ch06_why(c):
-    c.curve["results"]["probe"]["val_by_lr"]["0.01"] = 0.99  # bracketed
     _ch06_set(c, "BitFit", "probe", 5.0)
 
 
