@@ -2,8 +2,10 @@
 linear probe, over training-set sizes, on VADER polarity.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch06.experiment [--jobs 2]
-Writes chapters/results/ch06_learning_curve.json (about 70 CPU-minutes at one thread per process,
-see ``cpu_s`` in the file). Every finished run is appended to build/ch06_runs.jsonl, so an
+Writes chapters/results/ch06_learning_curve.json: four arms (``CURVE``), n = 64…1024, five seeds,
+118 training runs, 36 CPU-minutes at one thread per process (``cpu_s`` in the file); --jobs 2 runs
+two processes. ``--methods "BitFit (b_q, b_m2)"`` and ``--sizes …
+2048`` extend it (≈ +9 and +15 CPU-minutes; left out of the stored run for time). Every finished run is appended to build/ch06_runs.jsonl, so an
 interrupted sweep resumes where it stopped (``runner.run_log``).
 
 Protocol: the book's evidence protocol, through the runner (``runner.protocol``, chapter 08
