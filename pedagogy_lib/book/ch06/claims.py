@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
+from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import load_results
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
                                      unbracketed, unbracketed_text)
@@ -42,10 +43,14 @@ def fractions() -> dict:
 
 
 def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
-    """{n: the paired difference a − b in points (``rules.paired_points``)} per training size:
-    the runs of one seed share the subsample, its order and the head's init."""
-    ra, rb = curve["results"][a]["curve"], curve["results"][b]["curve"]
-    return {int(n): paired_points(ra[n]["test_by_seed"], rb[n]["test_by_seed"]) for n in ra if n in rb}
+    """{n: the paired difference a − b in points (``stats.paired_by_seed``)} per training size:
+    the runs of one seed share the subsample, its order and the head's init, so pairs are
+    matched by seed, never by position."""
+    ra, rb, seeds = curve["results"][a]["curve"], curve["results"][b]["curve"], curve["config"]["seeds"]
+
+    def points(p):  # {seed: test accuracy in points}
+        return {s: 100 * x for s, x in zip(p.get("seeds", seeds), p["test_by_seed"])}
+    return {int(n): stats.paired_by_seed(points(ra[n]), points(rb[n])) for n in ra if n in rb}
 
 
 QM2 = "BitFit (b_q, b_m2)"
