@@ -23,14 +23,16 @@ any table is a difference between methods, not between scripts.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import multiprocessing
 import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -131,9 +133,11 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
     arm, lr = as_arm(method), _check_lr(lr)
     train, val, test = data or splits(task, budget, seed)
     t0 = time.process_time()
-    clf, mm, hist, (tr, _) = train_arm(arm, seed, train, lr, budget, val)
-    out = {"method": arm.label, "lr": lr, "seed": seed, "val_acc": hist.val_acc[-1],
-           "test_acc": accuracy(clf, Batches(mm.tokenizer, test.tokens, test.labels, tr.device)),
+    clf, mm, hist, (tr, _) = train_arm(arm, seed, train, lr, budget)
+    score = lambda s: accuracy(clf, Batches(mm.tokenizer, s.tokens, s.labels, tr.device))  # noqa: E731
+    # validation once, after the last epoch: what the per-epoch score's last entry was (scoring
+    # in eval mode draws no random numbers), without scoring every epoch of a long small-n run
+    out = {"method": arm.label, "lr": lr, "seed": seed, "val_acc": score(val), "test_acc": score(test),
            "trainable": count_trainable(clf), "sec_per_epoch": hist.seconds / budget.epochs,
            "final_loss": float(np.mean(hist.losses[-5:])), "losses": hist.losses,
            "cpu_s": time.process_time() - t0}
@@ -280,6 +284,31 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
     finally:
         pool.close()
     return {label: s.result() for label, s in search.items()}
+
+
+# the budget fields one run's numbers depend on (seeds, grids and extensions do not change a run)
+RUN_FIELDS = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")
+
+
+def run_log(path, budget: Budget) -> tuple[dict, callable]:
+    """Finished runs under this ``budget`` from ``path`` (JSON lines; None: no log), as
+    ``protocol``'s ``done`` {(label, lr, seed): result}, and an ``on_result`` callback that
+    appends new ones: an interrupted sweep resumes where it stopped."""
+    done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
+    if path is not None and Path(path).exists():
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            if same(r.pop("budget")):
+                done[(r.pop("label"), r["lr"], r["seed"])] = r
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def log(label, r):
+        if path is not None:
+            with open(path, "a") as f:
+                f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+    return done, log
 
 
 def _finished(result) -> Future:

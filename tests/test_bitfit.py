@@ -149,6 +149,33 @@ def test_bad_input_leaves_state_unchanged():
 
 
 # ----------------------------------------------------------------------------- chapter plumbing
+def bracket(res):
+    """Every arm's best validation rate inside its grid, so the rules judge (tests that flip data)."""
+    for r in res.values():
+        r["val_by_lr"] = {"0.001": 0.5, "0.003": 0.9, "0.01": 0.5}
+
+
+def test_differences_table_marks_ties():
+    import copy as _copy
+
+    from pedagogy_lib.book.ch06 import claims as V
+
+    curve = _copy.deepcopy(V.load_results()["curve"])
+    res = curve["results"]
+    for n, point in res["BitFit"]["curve"].items():  # 2 points above full FT, ±0.05: an order
+        point["test_by_seed"] = [x + 0.02 + 0.0005 * (i % 2) for i, x in enumerate(res["full FT"]["curve"][n]["test_by_seed"])]
+    for n, point in res["LoRA r=8 (q,v)"]["curve"].items():  # ±1 point around BitFit: a tie
+        point["test_by_seed"] = [x + 0.01 * (-1) ** i for i, x in enumerate(res["BitFit"]["curve"][n]["test_by_seed"])]
+    d = V.differences(curve)
+    assert all(not x["tie"] and 1.9 < x["mean"] < 2.1 for x in d[("BitFit", "full FT")].values())
+    assert all(x["tie"] for x in d[("BitFit", "LoRA r=8 (q,v)")].values())
+    rows = V.differences_table(curve).splitlines()
+    ft = next(r for r in rows if r.startswith("BitFit − full FT"))
+    lora = next(r for r in rows if r.startswith("BitFit − LoRA"))
+    assert "=" not in ft and lora.count("]=") == len(res["BitFit"]["curve"])
+    assert ("probe", "BitFit") not in d and set(d) <= set(V.PAIRS)
+
+
 def test_claims_records_and_logic():
     import copy as _copy
 
@@ -160,6 +187,7 @@ def test_claims_records_and_logic():
         assert r["chapter"] == "06" and r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
     curve = _copy.deepcopy(V.load_results()["curve"])
     res = curve["results"]
+    bracket(res)
 
     def like(name, ref, pts):  # name's per-seed accuracy = ref's minus pts points (paired)
         for n, point in res[name]["curve"].items():
@@ -176,6 +204,16 @@ def test_claims_records_and_logic():
     assert verdicts["ch06-small-data"] == "holds" and verdicts["ch06-vs-lora"] == "holds"
     like("probe", "full FT", 1.0)  # a rule the probe passes too tells nothing: capped
     assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}["ch06-small-data"] == "approximately"
+    like("probe", "full FT", 3.1)  # issue 13: the probe at −3.1 must not pass "competitive" as holds or near it
+    like("BitFit", "full FT", 3.1)  # and BitFit where the probe sits fails
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}["ch06-small-data"] == "wrong"
+    like("BitFit", "full FT", 0.5)
+    res["full FT"]["val_by_lr"] = {"2e-05": 0.80, "5e-05": 0.85, "0.0001": 0.90}  # full FT's best at the top edge
+    v = {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}
+    assert v["ch06-small-data"] == "untestable-here" and v["ch06-vs-lora"] == "holds"  # no verdict on an edge
+    for r in res.values():  # a curve that stops below BIG: nothing to judge "plenty of data" on
+        r["curve"] = {n: p for n, p in r["curve"].items() if int(n) < V.BIG}
+    assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}["ch06-vs-lora"] == "untestable-here"
     fr = V.fractions()
     assert fr["BERT-large"]["with LN β"][0] == 271_360
 
@@ -187,11 +225,13 @@ def test_claims_bands_and_why(monkeypatch):
 
     curve = _copy.deepcopy(V.load_results()["curve"])
     res = curve["results"]
+    bracket(res)
+    res["probe"]["val_by_lr"] = {"0.01": 0.80, "0.03": 0.85, "0.1": 0.90}  # the probe's best at the top edge
     v = {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}
     assert v["ch06-0.08pct"] == "holds" and v["ch06-qm2-0.04pct"] == "holds" and v["ch06-45x-houlsby"] == "holds"
     # why: untestable while the probe's rate is unbracketed (its best is the top of its grid)
     assert v["ch06-why"] == "untestable-here"
-    res["probe"]["val_by_lr"]["0.01"] = 0.99  # bracketed now
+    res["probe"]["val_by_lr"]["0.03"] = 0.99  # bracketed now
     for n, point in res["BitFit"]["curve"].items():  # 5 points above the probe at every n
         point["test_by_seed"] = [x + 0.05 + 0.0005 * (i % 2) for i, x in enumerate(res["probe"]["curve"][n]["test_by_seed"])]
     assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"] == "holds"

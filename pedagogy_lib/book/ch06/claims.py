@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
+from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import load_results
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
                                      unbracketed, unbracketed_text)
@@ -42,14 +43,42 @@ def fractions() -> dict:
 
 
 def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
-    """{n: the paired difference a − b in points (``rules.paired_points``)} per training size:
-    the runs of one seed share the subsample, its order and the head's init."""
-    ra, rb = curve["results"][a]["curve"], curve["results"][b]["curve"]
-    return {int(n): paired_points(ra[n]["test_by_seed"], rb[n]["test_by_seed"]) for n in ra if n in rb}
+    """{n: the paired difference a − b in points (``stats.paired_by_seed``)} per training size:
+    the runs of one seed share the subsample, its order and the head's init, so pairs are
+    matched by seed, never by position."""
+    ra, rb, seeds = curve["results"][a]["curve"], curve["results"][b]["curve"], curve["config"]["seeds"]
+
+    def points(p):  # {seed: test accuracy in points}
+        return {s: 100 * x for s, x in zip(p.get("seeds", seeds), p["test_by_seed"])}
+    return {int(n): stats.paired_by_seed(points(ra[n]), points(rb[n])) for n in ra if n in rb}
+
+
+QM2 = "BitFit (b_q, b_m2)"
+PAIRS = ((BITFIT, FULL), (BITFIT, LORA), (BITFIT, PROBE), (LORA, FULL), (QM2, BITFIT))
+
+
+def differences(curve: dict, pairs=PAIRS) -> dict[tuple, dict[int, dict]]:
+    """{(a, b): {n: paired a − b in points}} for every pair whose two arms were run."""
+    have = curve["results"]
+    return {(a, b): paired_at(curve, a, b) for a, b in pairs if a in have and b in have}
+
+
+def differences_table(curve: dict, pairs=PAIRS) -> str:
+    """One row per pair, one column per size: 'mean [lo, hi]' in points (95 % t-interval,
+    paired over seeds), with '=' after a tie (the interval contains 0)."""
+    d = differences(curve, pairs)
+    sizes = sorted({n for per in d.values() for n in per})
+    rows = [f"{'a − b (points)':31s}" + "".join(f"{'n=' + str(n):>20s}" for n in sizes)]
+    for (a, b), per in d.items():
+        cells = [f"{x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]{'=' if x['tie'] else ' '}" for x in
+                 (per[n] for n in sizes)]
+        rows.append(f"{a + ' − ' + b:31s}" + "".join(f"{c:>20s}" for c in cells))
+    return "\n".join(rows)
 
 
 def _worst(verdicts) -> str:
-    return max(verdicts, key=("holds", "approximately", "wrong").index)
+    """The weakest verdict; none at all (no size in the rule's range was run): untestable-here."""
+    return max(verdicts, key=("holds", "approximately", "wrong").index, default="untestable-here")
 
 
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:

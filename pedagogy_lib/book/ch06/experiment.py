@@ -1,52 +1,59 @@
 """Chapter 06 sweep: a learning curve of BitFit against LoRA (q,v), full fine-tuning and a
 linear probe, over training-set sizes, on VADER polarity.
 
-Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch06.experiment [--methods NAME ...]
-Writes chapters/results/ch06_learning_curve.json (about 40 CPU-minutes at one thread).
-Each finished run is cached in build/sweep_cache/ch06.json, so an interrupted sweep resumes,
-and two processes given different --methods can share the work; the JSON is written once
-every run is in the cache.
+Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch06.experiment [--jobs 2]
+Writes chapters/results/ch06_learning_curve.json: four arms (``CURVE``), n = 64…1024, five seeds,
+118 training runs, 36 CPU-minutes at one thread per process (``cpu_s`` in the file); --jobs 2 runs
+two processes. ``--methods "BitFit (b_q, b_m2)"`` and ``--sizes …
+2048`` extend it (≈ +9 and +15 CPU-minutes; left out of the stored run for time). Every finished run is appended to build/ch06_runs.jsonl, so an
+interrupted sweep resumes where it stopped (``runner.run_log``).
 
-Protocol: the book's one training loop (torch_ref.train). Each method's learning rate is
-chosen from its grid by validation accuracy at n = LR_N, seed 0; then for every size n and
-seed, a class-balanced subsample of n training words (drawn with that seed) trains for
-max(MIN_EPOCHS, ⌈MIN_STEPS·batch/n⌉) epochs — so small sets still get MIN_STEPS updates —
-and is scored on the whole test split.
+Protocol: the book's evidence protocol, through the runner (``runner.protocol``, chapter 08
+Eqs. 8.1–8.7), with the arms as registry records (``ARMS``):
+1. at n = SELECT_N training words, each arm's grid at seeds 0 and 1; the rate with the best
+   *mean validation* accuracy (ties → the smaller rate); a grid whose best rate sits at an
+   edge is extended (at most twice), else the arm is recorded ``bracketed: False``;
+2. for every size n and seed 0–4 (``runner.run`` at the chosen rate): a class-balanced
+   subsample of n training words drawn with that seed trains for
+   max(MIN_EPOCHS, ⌈MIN_STEPS·batch/n⌉) epochs (so small sets still get MIN_STEPS updates)
+   and is scored on the whole validation and test splits. Every arm sees the same subsample,
+   data order and head initialisation per seed, so arms compare by paired differences.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import json
+import functools
 import math
-import os
 import platform
 import time
+from concurrent.futures import as_completed
 
 import numpy as np
 import torch
 
 from pedagogy_lib import data
-from pedagogy_lib.results import save
+from pedagogy_lib import runner
+from pedagogy_lib.bitfit import QM2
+from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-from pedagogy_lib.torch_ref import bitfit as TB
-from pedagogy_lib.torch_ref import lora as TL
-from pedagogy_lib.torch_ref import train as T
 from torch import nn
 from pedagogy_lib import results as R
 
 OUT = R.RESULTS / "ch06_learning_curve.json"
-CACHE = R.RESULTS.parent.parent / "build" / "sweep_cache" / "ch06.json"
-SIZES = (64, 128, 256, 512, 1024, 2048)
-SEEDS = (0, 1, 2)
-BATCH, MIN_EPOCHS, MIN_STEPS, HEAD_LR, LR_N = 32, 3, 60, 1e-3, 512
-ARMS = {  # name: learning-rate grid of the body (the probe's grid is its head's)
-    "BitFit": (3e-3, 1e-2, 3e-2),
-    "BitFit (b_q, b_m2)": (3e-3, 1e-2, 3e-2),
-    "LoRA r=8 (q,v)": (1e-3, 3e-3, 1e-2),
-    "full FT": (2e-5, 5e-5, 1e-4),
-    "probe": (3e-3, 1e-2, 3e-2),
-}
+RUN_LOG = R.RESULTS.parent.parent / "build" / "ch06_runs.jsonl"  # finished runs, for resuming
+SIZES = (64, 128, 256, 512, 1024)  # --sizes ... 2048 adds the largest set (≈ +15 CPU-minutes)
+SEEDS = (0, 1, 2, 3, 4)
+BATCH, MIN_EPOCHS, MIN_STEPS, SELECT_N, SELECT_SEEDS, MAX_EXTENSIONS = 32, 3, 60, 512, 2, 2
+ARMS = arms(  # the registry's records; grids start around the rates the first (3-seed) sweep chose
+    Arm("BitFit", "bitfit", note="every bias + LayerNorm β"),
+    Arm("BitFit (b_q, b_m2)", "bitfit", {"sites": QM2}, note="b_q and b_m2 only (Eq. 6.4)"),
+    Arm("LoRA r=8 (q,v)", "lora", note="r=8, α=16 on W_q, W_v"),
+    Arm("full FT", "full", lrs=(2e-5, 5e-5, 1e-4), note="every weight"),
+    Arm("probe", "probe", lrs=(1e-2, 3e-2, 1e-1), note="frozen encoder, head only"),
+)
+CURVE = ("BitFit", "LoRA r=8 (q,v)", "full FT", "probe")  # the stored curve; --methods adds b_q, b_m2
 
 
 # ------------------------------------------------------- stored results, analysis
@@ -138,106 +145,127 @@ def preactivation_study():
 
 
 # ------------------------------------------------------------------ the sweep
-def make_model(base_net, name: str, seed: int):
-    net = copy.deepcopy(base_net)
-    model = T.Classifier(net, seed=seed)
-    if name == "BitFit":
-        TB.apply_bitfit(model)
-    elif name == "BitFit (b_q, b_m2)":
-        TB.apply_bitfit(model, ("b_q", "b_m2"))
-    elif name == "LoRA r=8 (q,v)":
-        T.freeze(model.encoder)
-        TL.attach_lora(net, ("query", "value"), r=8, alpha=8, seed=seed)
-    elif name == "probe":
-        T.freeze(model.encoder)
-    elif name != "full FT":
-        raise ValueError(name)
-    return model
-
-
 def epochs_for(n: int) -> int:
     return max(MIN_EPOCHS, math.ceil(MIN_STEPS * BATCH / n))
 
 
-def _cache() -> dict:
-    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+def budget(n: int, seeds=SEEDS) -> Budget:
+    """One size's budget: n training words drawn per seed, the epochs rule, whole val/test splits."""
+    return Budget(n_train=n, n_eval=None, epochs=epochs_for(n), batch_size=BATCH, seeds=tuple(seeds),
+                  resample=True, select_seeds=min(SELECT_SEEDS, len(seeds)), max_extensions=MAX_EXTENSIONS)
 
 
-def run(mm, task, name, lr, n, seed, split):
-    """(accuracy, trainable, steps, seconds), from the cache when this run was done before."""
-    key = f"{name}|lr={lr:g}|n={n}|seed={seed}|{split}"
-    hit = _cache().get(key)
-    if hit is not None:
-        return hit["acc"], hit["trainable"], hit["steps"], 0.0
-    out = _run(mm, task, name, lr, n, seed, split)
-    cache = _cache()  # re-read: another process may have added runs meanwhile
-    cache[key] = {"acc": out[0], "trainable": out[1], "steps": out[2]}
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True))
-    os.replace(tmp, CACHE)
+def _curve(size_runs: dict) -> dict:
+    """{n: per-seed val/test accuracies, their mean and sd, updates} of one arm."""
+    out = {}
+    for n, runs in sorted(size_runs.items()):
+        test = [round(r["test_acc"], 6) for r in runs]
+        out[str(n)] = {"seeds": [r["seed"] for r in runs], "test_by_seed": test,
+                       "val_by_seed": [round(r["val_acc"], 6) for r in runs],
+                       "mean": round(float(np.mean(test)), 6), "std": round(float(np.std(test, ddof=1)), 6),
+                       "epochs": epochs_for(n), "steps": len(runs[0]["losses"])}
     return out
 
 
-def _run(mm, task, name, lr, n, seed, split):
-    tr = data.subsample(task.train, n, seed)
-    train = T.Batches(mm.tokenizer, tr.tokens, tr.labels, "cpu")
-    ev = getattr(task, split)
-    model = make_model(mm.net, name, seed)
-    head_lr = lr if name == "probe" else HEAD_LR
-    cfg = T.TrainConfig(lr=lr, epochs=epochs_for(n), batch_size=BATCH, head_lr=head_lr, seed=seed)
-    t0 = time.process_time()
-    hist = T.train_classifier(model, train, None, cfg)
-    acc = T.accuracy(model, T.Batches(mm.tokenizer, ev.tokens, ev.labels, "cpu"))
-    return acc, T.count_trainable(model), hist.steps, time.process_time() - t0
+def _summary(arm: Arm, found: dict, size_runs: dict) -> dict:
+    sel = found["selection"]
+    runs = [r for rs in size_runs.values() for r in rs]
+    return {"note": arm.note, "trainable": runs[0]["trainable"], "lr": sel["chosen"], "lr_grid": sel["grid"],
+            "val_by_lr": {f"{lr:g}": round(v, 6) for lr, v in zip(sel["grid"], sel["scores"])},
+            "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
+            "select_seeds": sel["seeds"], "curve": _curve(size_runs),
+            "cpu_s": round(sum(r["cpu_s"] for r in found["trials"] + runs), 1)}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--methods", nargs="*", default=list(ARMS), choices=list(ARMS))
+def _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn=None) -> dict:
+    """{label: {n: runs by seed}}: every size but ``select_n`` (the protocol ran it) at the chosen rate."""
+    pool, out, pending = runner.Pool(jobs, run_fn), {a.label: {n: [] for n in sizes} for a in chosen}, {}
+
+    def take(label, n, r, on_result=None):
+        if on_result is not None:
+            on_result(label, r)
+            print(f"{label:<19} n={n:<5} seed={r['seed']} test={r['test_acc']:.3f} ({r['cpu_s']:.0f} CPU-s)",
+                  flush=True)
+        out[label][n].append(r)
+
+    try:
+        for n in sizes:
+            b = budget(n, seeds)
+            done, on_result = runner.run_log(log, b)
+            for a in chosen:
+                lr = found[a.label]["selection"]["chosen"]
+                for s in b.seeds:
+                    if n == select_n:
+                        continue
+                    if (a.label, lr, s) in done:
+                        take(a.label, n, done[(a.label, lr, s)])
+                        continue
+                    f = pool.submit(a, task, b, s, lr)
+                    if f.done():  # one process: run already
+                        take(a.label, n, f.result(), on_result)
+                    else:
+                        pending[f] = (a.label, n, on_result)
+            if n == select_n:
+                for a in chosen:
+                    out[a.label][n] = found[a.label]["runs"]
+        for f in as_completed(pending):
+            take(*pending[f][:2], f.result(), pending[f][2])
+    finally:
+        pool.close()
+    order = {s: i for i, s in enumerate(seeds)}
+    return {k: {n: sorted(rs, key=lambda r: order[r["seed"]]) for n, rs in v.items()} for k, v in out.items()}
+
+
+def _run_and_log(run_fn, on_result, arm, *args, **kw) -> dict:
+    r = run_fn(arm, *args, **kw)
+    on_result(arm.label, r)
+    return r
+
+
+def learning_curve(names=None, sizes=SIZES, seeds=SEEDS, jobs: int = 1, log=RUN_LOG, progress=True,
+                   select_n: int = SELECT_N, run_fn=None) -> dict:
+    """The protocol of the module docstring; returns the JSON-ready results. ``run_fn``
+    replaces ``runner.run`` (tests)."""
+    chosen = [ARMS[n] for n in (names or CURVE)]
+    if select_n not in sizes:
+        raise ValueError(f"sizes must include the selection size {select_n}, got {sizes}")
+    task, t0 = data.polarity_task(), time.time()
+    done, on_result = runner.run_log(log, budget(select_n, seeds))
+    select_fn = run_fn
+    if jobs == 1:  # one process runs each job as it is submitted: log it then, not once all are in
+        select_fn, on_result = functools.partial(_run_and_log, run_fn or runner.run, on_result), None
+    found = runner.protocol(chosen, task, budget(select_n, seeds), jobs=jobs, progress=progress,
+                            done=done, on_result=on_result, run_fn=select_fn)
+    size_runs = _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn)
+    results = {a.label: _summary(a, found[a.label], size_runs[a.label]) for a in chosen}
+    config = {"sizes": list(sizes), "seeds": list(seeds), "batch_size": BATCH, "min_epochs": MIN_EPOCHS,
+              "min_steps": MIN_STEPS, "head_lr": None, "head_lr_rule": "max(lr, 1e-3) (runner)",
+              "lr_selected_at_n": select_n, "select_seeds": list(seeds[:SELECT_SEEDS]),
+              "max_extensions": MAX_EXTENSIONS, "lr_grids": {a.label: list(a.grid) for a in chosen},
+              "schedule": "linear", "warmup": 0.06, "n_val": len(task.val), "n_test": len(task.test),
+              "task": "VADER polarity, threshold 0.6"}
+    return {"config": config, "results": results, "wall_s": round(time.time() - t0, 1),
+            "cpu_s": round(sum(r["cpu_s"] for r in results.values()), 1),
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="*", default=list(CURVE), choices=list(ARMS))
+    ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
+    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds 0..k-1 (default 5)")
+    ap.add_argument("--select-n", type=int, default=SELECT_N, help="the size the rates are chosen at")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
     ap.add_argument("--part", choices=("curve", "preactivation", "all"), default="all")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
+    args = ap.parse_args(argv)
     if args.part in ("preactivation", "all"):
         print(f"wrote {preactivation_study()}")
     if args.part in ("curve", "all"):
-        learning_curve_sweep(args.methods)
-
-
-def learning_curve_sweep(chosen):
-    mm = load_minilm_torch(device="cpu")
-    task = data.polarity_task()
-    results = {}
-    for name in chosen:
-        grid = ARMS[name]
-        val = {}
-        for lr in grid:
-            acc, n_tr, steps, sec = run(mm, task, name, lr, LR_N, SEEDS[0], "val")
-            val[f"{lr:g}"] = round(acc, 6)
-            print(f"{name:20s} lr={lr:g} val={acc:.3f} ({sec:.0f} s)", flush=True)
-        best = max(grid, key=lambda lr: (val[f"{lr:g}"], -lr))
-        curve = {}
-        for n in SIZES:
-            accs = []
-            for seed in SEEDS:
-                acc, n_tr, steps, sec = run(mm, task, name, best, n, seed, "test")
-                accs.append(round(acc, 6))
-                print(f"{name:20s} n={n} seed={seed} test={acc:.3f} steps={steps} ({sec:.0f} s)", flush=True)
-            curve[str(n)] = {"test_by_seed": accs, "mean": round(float(np.mean(accs)), 6),
-                             "std": round(float(np.std(accs, ddof=1)), 6), "steps": steps}
-        results[name] = {"trainable": n_tr, "lr": best, "val_by_lr": val, "curve": curve}
-    if list(results) != list(ARMS):
-        print(f"done: {list(results)}; run the other methods (or no --methods) to write {OUT}")
-        return
-    out = {
-        "config": {"sizes": list(SIZES), "seeds": list(SEEDS), "batch_size": BATCH, "min_epochs": MIN_EPOCHS,
-                   "min_steps": MIN_STEPS, "head_lr": HEAD_LR, "lr_selected_at_n": LR_N,
-                   "lr_grids": {k: list(v) for k, v in ARMS.items()}, "schedule": "linear",
-                   "warmup": 0.06, "n_val": len(task.val), "n_test": len(task.test),
-                   "task": "VADER polarity, threshold 0.6"},
-        "results": results,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
-    }
-    print(f"wrote {save(out, OUT)}")
+        res = learning_curve(args.methods, tuple(args.sizes), tuple(range(args.seeds)), args.jobs, args.log,
+                             select_n=args.select_n)
+        print(f"wrote {R.save(res, args.out)}")
 
 
 if __name__ == "__main__":

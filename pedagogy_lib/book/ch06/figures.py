@@ -18,11 +18,18 @@ COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "
 
 
 
+DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"))
+
+
 @register("06_learning_curve")
 def learning_curve(d: dict | None = None) -> Figure:
+    """Left: test accuracy per size (mean over seeds, shaded ± sd). Right: BitFit's paired
+    differences with their 95 % t-intervals; a tie (interval holds 0) is drawn hollow."""
+    from pedagogy_lib.book.ch06.claims import differences
+
     d = load("ch06_learning_curve") if d is None else d
-    fig = Figure(figsize=(6.8, 4.2), layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, dx = fig.subplots(1, 2, width_ratios=(1.15, 1))
     for name, r in d["results"].items():
         ns = sorted(int(n) for n in r["curve"])
         mean = np.array([r["curve"][str(n)]["mean"] for n in ns]) * 100
@@ -32,15 +39,27 @@ def learning_curve(d: dict | None = None) -> Figure:
         ax.fill_between(ns, mean - sd, mean + sd, color=COLOURS.get(name, "C5"), alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("training words (class-balanced subsample)")
-    ax.set_ylabel("test accuracy (%), mean ± sd")
+    ax.set_ylabel("test accuracy (%), mean; shaded: ± sd over seeds")
     c = d["config"]
     ax.set_title(f"VADER polarity: {len(c['seeds'])} seeds per point, {c['n_test']} test words", fontsize=10)
     ax.legend(fontsize=8, title="method (trainable parameters)", title_fontsize=8)
+    for k, ((a, b), per) in enumerate(differences(d, DIFF_PAIRS).items()):
+        ns = sorted(per)
+        x = np.array(ns) * 2 ** (0.08 * (k - 1))  # side by side at each size
+        m = np.array([per[n]["mean"] for n in ns])
+        err = np.array([[per[n]["mean"] - per[n]["lo"] for n in ns], [per[n]["hi"] - per[n]["mean"] for n in ns]])
+        col = COLOURS.get(b, "C5")
+        dx.errorbar(x, m, err, fmt="none", ecolor=col, capsize=3, lw=1, label=f"{a} − {b}")
+        tie = np.array([per[n]["tie"] for n in ns])
+        dx.plot(x[~tie], m[~tie], "o", color=col)
+        dx.plot(x[tie], m[tie], "o", mfc="white", color=col)
+    dx.axhline(0, color="k", lw=0.6)
+    dx.set_xscale("log", base=2)
+    dx.set_xlabel("training words")
+    dx.set_ylabel("paired difference (points), 95 % t-interval")
+    dx.set_title("BitFit minus each method, paired by seed (hollow: tie)", fontsize=10)
+    dx.legend(fontsize=8)
     return fig
-
-
-
-
 
 
 @register("06_preactivation")

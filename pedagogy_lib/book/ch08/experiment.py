@@ -23,14 +23,12 @@ everything it uses.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,30 +89,6 @@ def _summary(arm: Arm, res: dict, n_model: int) -> dict:
             "memory": runs[0]["memory"]}
 
 
-# the budget fields one run's numbers depend on (seeds, grids and extensions do not change a run)
-RUN_FIELDS = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")
-
-
-def _resume(path, budget: Budget) -> tuple[dict, callable]:
-    """Finished runs under this ``budget`` from ``path`` (JSON lines), and a callback that
-    appends new ones."""
-    done, stamp = {}, json.loads(json.dumps(asdict(budget)))
-    same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
-    if path is not None and Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
-            if same(r.pop("budget")):
-                done[(r.pop("label"), r["lr"], r["seed"])] = r
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-    def log(label, r):
-        if path is not None:
-            with open(path, "a") as f:
-                f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
-    return done, log
-
-
 def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int = 1, log=None) -> dict:
     """The protocol of the module docstring over ``jobs`` processes; returns a JSON-ready dict.
     ``log``: a JSON-lines file of finished runs, read first (runs found there are not trained
@@ -122,7 +96,7 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
     chosen = [ARMS[n] for n in check_arms(names)]
     n_model = sum(p.numel() for p in runner.fresh_minilm().net.parameters())
     task, (t0, c0) = D.polarity_task(), (time.time(), time.process_time())
-    done, on_result = _resume(log, budget)
+    done, on_result = runner.run_log(log, budget)
     found = runner.protocol(chosen, task, budget, jobs=jobs, progress=progress, done=done, on_result=on_result)
     results = {a.label: _summary(a, found[a.label], n_model) for a in chosen}
     if progress:
