@@ -404,15 +404,15 @@ def test_figures_build(tmp_path, monkeypatch):
 def test_sweep_resumes_only_runs_of_the_same_budget(tmp_path):
     from dataclasses import asdict
 
+    from pedagogy_lib import runner
     from pedagogy_lib.book.ch03 import experiment as E
 
     log = tmp_path / "runs.jsonl"
-    done, append = E._resume(log, fresh=False)
+    done, append = runner.run_log(log, E.BUDGET)
     assert done == {}
     append("LoRA r=8 (q,v)", {"lr": 0.003, "seed": 1, "val_acc": 0.9, "test_acc": 0.91})
     other = json.loads(json.dumps(asdict(E.BUDGET))) | {"epochs": 1}  # a run under another budget is not reused
     with open(log, "a") as f:
         f.write(json.dumps({"label": "Houlsby m=8", "budget": other, "lr": 0.001, "seed": 0}) + "\n")
-    done, _ = E._resume(log, fresh=False)
+    done, _ = runner.run_log(log, E.BUDGET)
     assert list(done) == [("LoRA r=8 (q,v)", 0.003, 1)] and done[("LoRA r=8 (q,v)", 0.003, 1)]["test_acc"] == 0.91
-    assert E._resume(log, fresh=True)[0] == {}

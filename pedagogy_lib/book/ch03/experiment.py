@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -101,24 +99,6 @@ def _row(arm: Arm, found: dict) -> dict:
             "cpu_s": round(sum(r["cpu_s"] for r in found["trials"] + runs[len(sel["seeds"]):]), 1)}
 
 
-def _resume(path, fresh: bool) -> tuple[dict, callable]:
-    """Finished runs under BUDGET from ``path`` (JSON lines), and a callback appending new ones."""
-    done, stamp = {}, json.loads(json.dumps(asdict(BUDGET)))
-    keys = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")  # what a run depends on
-    if path.exists() and not fresh:
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            old = r.pop("budget")
-            if all(old.get(k) == stamp[k] for k in keys):
-                done[(r.pop("label"), r["lr"], r["seed"])] = r
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(label, r):
-        with open(path, "a") as f:
-            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
-    return done, log
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"a subset of {list(ARMS)}")
@@ -129,8 +109,9 @@ def main(argv=None):
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
-    task, (t0, c0) = data.polarity_task(), (time.time(), time.process_time())
-    done, on_result = _resume(Path(args.log), args.fresh)
+    task, t0 = data.polarity_task(), time.time()
+    done, on_result = runner.run_log(Path(args.log), BUDGET)  # finished runs of this budget, and the logger
+    done = {} if args.fresh else done
     found = {}
     for label in args.arms:  # one arm at a time: a cut sweep still has whole arms
         found |= runner.protocol([ARMS[label]], task, BUDGET, jobs=args.jobs, done=done, on_result=on_result)

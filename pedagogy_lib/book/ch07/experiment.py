@@ -21,7 +21,6 @@ by paired per-seed differences (``paired``).
 from __future__ import annotations
 
 import copy
-import json
 import platform
 import time
 import weakref
@@ -395,30 +394,12 @@ def arm_summary(arm: Arm, found: dict) -> dict:
             "n_runs": len(found["trials"]) + len(runs) - len(sel["seeds"])}
 
 
-def _run_log(path, budget: Budget):
-    """Finished runs of this ``budget`` found in ``path`` (JSON lines: a resumed sweep trains
-    them no more), and the callback that appends each new run there."""
-    stamp = json.loads(json.dumps(asdict(budget)))
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if r.pop("budget") == stamp:
-                done[(r.pop("label"), r["lr"], r["seed"])] = r
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(label, r):
-        with open(path, "a") as f:
-            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
-    return done, log
-
-
 def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) -> dict:
     """Every arm of ``ARMS`` (or ``names``) through ``runner.protocol`` under ``budget``; writes ``out``."""
     torch.set_num_threads(1)
     chosen = [ARMS[n] for n in (names or ARMS)]
     task, t0 = data.polarity_task(), time.process_time()
-    done, on_result = _run_log(Path(log), budget)
+    done, on_result = runner.run_log(Path(log), budget)
     found = runner.protocol(chosen, task, budget, done=done, on_result=on_result)
     results = {a.label: arm_summary(a, found[a.label]) for a in chosen}
     for n, r in results.items():
