@@ -123,11 +123,15 @@ def test_check_record_rejects_bad_records():
         claims.chapter_claims("ch99")
 
 
-def test_ch08_claim_rules_use_paired_intervals_and_flip():
+def test_ch08_claim_rules_use_paired_intervals_and_flip(monkeypatch):
     import copy
+    from pedagogy_lib.book import sentences as S
     from pedagogy_lib.book.ch08 import claims as V
     from pedagogy_lib.book.rules import VERDICTS
 
+    # the "3–4 points" sentence pools chapter 05's evidence too (tests/test_ledger.py flips it):
+    # here only this chapter's measurement decides
+    monkeypatch.setattr(S, "ch05_prompt_gap", lambda sweep=None: None)
     res = compare.load()
     verdict = lambda r: {c["id"]: c["verdict"] for c in V.claims(r)}  # noqa: E731
     for c in V.claims(res):

@@ -101,6 +101,12 @@ def test_sentence_judges_flip():
     assert S.prefix_share({**shares, S.GPT2_MEDIUM.name: 0.2})[0] == "wrong"
     assert S.prompt_gap(THREE_POINTS)[0] == "approximately"  # never holds from one small model
     assert S.prompt_gap(TIGHT_ZERO)[0] == "not-reproduced-here"
+    # the sentence pools every chapter's measurement: all inside 3–4 → approximately, one outside →
+    # not-reproduced-here, one on an unbracketed rate drops out, none judged → untestable-here
+    assert S.prompt_gap_pooled({"a": THREE_POINTS, "b": THREE_POINTS})[0] == "approximately"
+    assert S.prompt_gap_pooled({"a": THREE_POINTS, "b": TIGHT_ZERO})[0] == "not-reproduced-here"
+    assert S.prompt_gap_pooled({"a": THREE_POINTS, "b": None})[0] == "approximately"
+    assert S.prompt_gap_pooled({"a": None, "b": None})[0] == "untestable-here"
     assert S.adapter_4x(THREE_POINTS, 4.0)[0] == "wrong"      # RoBERTa-base's 3x row is 1.8 points behind
     assert S.adapter_4x(WIDE_TIE, 4.0)[0] == "approximately"
     assert S.adapter_4x(TIGHT_ZERO, 4.0, {"RoB-base x": (1.2, 0.3, 87.1, 87.2)})[0] == "holds"
@@ -281,7 +287,7 @@ FLIPS = {
     "ch04-e2e": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
     # ch05: other paired gaps and fractions
     "ch05-prompt-needs-scale": lambda c, mp, V: _ch10_prompt_at_full(c.area),
-    "ch05-prompt-3-4-points": lambda c, mp, V: setattr(c, "d_ft", THREE_POINTS),
+    "ch05-prompt-3-4-points": lambda c, mp, V: setattr(c, "gaps", {k: THREE_POINTS for k in c.gaps}),  # both chapters
     "ch05-ptv2-matches-ft": lambda c, mp, V: setattr(c, "d_v2", THREE_POINTS),
     "ch05-prompt-fraction": lambda c, mp, V: setattr(c, "fr", {k: {"prompt": 1e-5, "ptuning_v2": 2e-3} for k in c.fr}),
     "ch05-ptv2-fraction": lambda c, mp, V: setattr(c, "fr", {k: {"prompt": 1e-5, "ptuning_v2": 2e-3} for k in c.fr}),
@@ -308,7 +314,8 @@ FLIPS = {
     "ch08-adapter-4x-params": lambda c, mp, V: mp.setattr(  # chapter 03's ≈4× adapter a tight tie with LoRA
         S, "adapter_4x", lambda d, ratio, _rule=S.adapter_4x: _rule({**d, "mean": 0.0, "lo": -0.5, "hi": 0.5, "tie": True}, ratio)),
     "ch08-prefix-small-drop": lambda c, mp, V: _ch08_at(c, "prefix", "lora_qv", -5.0),
-    "ch08-prompt-3-4-points": lambda c, mp, V: _ch08_at(c, "prompt", "full", -3.5),
+    "ch08-prompt-3-4-points": lambda c, mp, V: (_ch08_at(c, "prompt", "full", -3.5), mp.setattr(  # and chapter 05's
+        S, "ch05_prompt_gap", lambda sweep=None: ("chapter 05", THREE_POINTS))),
     "ch08-bitfit-baseline": lambda c, mp, V: _ch08_at(c, "bitfit", "probe", 0.0),
     "ch08-merged-lora-latency": lambda c, mp, V: c["methods"]["lora_qv"].update(latency_ratio=1.5),
     "ch08-small-model-gaps": lambda c, mp, V: _ch08_gaps(c),

@@ -323,40 +323,45 @@ def test_claims_ch05_rules_have_wrong_branches(monkeypatch):
     r = verdicts()["ch05-ptv2-matches-ft"]
     assert r["verdict"] == "untestable-here" and "highest" in r["our_value"]
     sweep["arms"]["ptuning-v2"] |= {"bracketed": True, "edge": None}
-    # prompt tuning against full FT: this chapter's prompt arm best on validation when it is in the
-    # sweep, else chapter 08's (the sentence's other record reads the same evidence)
+    # prompt tuning against full FT: one verdict for the sentence from this chapter's prompt arm
+    # best on validation (when the sweep holds one) and chapter 08's (its other record reads the same)
     from pedagogy_lib.book.ch08 import experiment as compare
 
     r08 = _copy.deepcopy(compare.load())
     ctx = {"sweep": sweep, "compare": r08}
     best = V.context(ctx).best
-    n = len(cfg["seeds"]) if best else len(r08["methods"]["full"]["seeds"])
+    n08 = len(r08["methods"]["full"]["seeds"])
 
-    def set_prompt(delta):
+    def set_prompt(delta5, delta08):
         if best:
             set_method("full-ft", ft)
-            set_method(best, ft + delta)
-        else:
-            r08["methods"]["prompt"]["test_acc"] = list(np.array(r08["methods"]["full"]["test_acc"]) + delta)
+            set_method(best, ft + delta5)
+        r08["methods"]["prompt"]["test_acc"] = list(np.array(r08["methods"]["full"]["test_acc"]) + delta08)
 
     def verdicts2():
         return {r["id"]: r for r in V.claims(ctx)}
 
-    wobble = np.array([0.0, 0.002, -0.002, 0.001, -0.001, 0.0015, -0.0015][:n])
-    set_prompt(-0.035 + wobble)  # 3.5 points below: at most approximately
+    wobble = np.array([0.0, 0.002, -0.002, 0.001, -0.001, 0.0015, -0.0015])
+    set_prompt(-0.035 + wobble[:5], -0.035 + wobble[:n08])  # 3.5 points below in both: at most approximately
     v = verdicts2()
-    assert v["ch05-prompt-3-4-points"]["verdict"] == "approximately" and f"{n} seeds" in v["ch05-prompt-3-4-points"]["our_value"]
+    assert v["ch05-prompt-3-4-points"]["verdict"] == "approximately" and "5 seeds" in v["ch05-prompt-3-4-points"]["our_value"]
     scale_verdict = v["ch05-prompt-needs-scale"]["verdict"]
-    set_prompt(10 * wobble)  # a tie with full FT
+    set_prompt(10 * wobble[:5], 10 * wobble[:n08])  # a tie with full FT
     v = verdicts2()
     assert v["ch05-prompt-3-4-points"]["verdict"] == "not-reproduced-here"
     # the scale claim does not move with the word task (context only): chapter 10's decoder decides
     assert v["ch05-prompt-needs-scale"]["verdict"] == scale_verdict
-    if best:
+    if best:  # one chapter inside the band, the other a tie: the evidence disagrees with the claim
+        set_prompt(-0.035 + wobble[:5], 10 * wobble[:n08])
+        assert verdicts2()["ch05-prompt-3-4-points"]["verdict"] == "not-reproduced-here"
+        r08["methods"]["prompt"]["bracketed"] = False  # chapter 08's rate at an edge: ours alone decides
+        assert verdicts2()["ch05-prompt-3-4-points"]["verdict"] == "approximately"
         sweep["arms"][best] |= {"bracketed": False, "edge": "low"}
+        r = verdicts2()["ch05-prompt-3-4-points"]
+        assert r["verdict"] == "untestable-here" and best in r["our_value"]
     else:
         r08["methods"]["prompt"]["bracketed"] = False
-    assert verdicts2()["ch05-prompt-3-4-points"]["verdict"] == "untestable-here"
+        assert verdicts2()["ch05-prompt-3-4-points"]["verdict"] == "untestable-here"
 
     # fractions: all under 0.01% → holds; a model over 1B above it → wrong; none in 0.1–3% → wrong
     fr = V.fractions(cfg["m"])
@@ -411,9 +416,20 @@ def test_ch05_figures_build(tmp_path, monkeypatch):
     from pedagogy_lib.book.ch05 import figures as ch05  # noqa: F401  (registers the builders)
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
-    for name in ("05_methods", "05_loss_curves"):
+    for name in ("05_methods", "05_loss_curves", "05_prompt_pairs"):
         fig = figures.REGISTRY[name]()
         assert isinstance(fig, matplotlib.figure.Figure) and not (tmp_path / f"{name}.png").exists()
+    # the prompt pairs: one row per comparison, a tie drawn open, a rate at its grid's edge grey
+    sweep = _with_prompt_arms(ch05.V.load_results())
+    sweep["arms"]["prompt-random"] |= {"bracketed": False, "edge": "high"}
+    fig = ch05.prompt_pairs_figure(sweep)
+    ax = fig.axes[0]
+    assert len(ax.get_yticklabels()) == 5
+    words = [t.get_text() for t in ax.texts]
+    comps = ch05.V.prompt_comparisons(sweep)
+    assert words[1] == "no verdict (rate at grid edge)" and comps["vocab − random init"]["call"] == "no verdict"
+    for w, c in zip(words, comps.values()):
+        assert (w == "tie") == (c["call"] == "tie")
 
 
 def test_ch05_stored_runs_are_reused_only_when_reproduced():
@@ -431,3 +447,56 @@ def test_ch05_stored_runs_are_reused_only_when_reproduced():
     assert not E.same_run(new | {"losses": [0.69347, 0.68732]}, ref)
     assert not E.same_run(new | {"val": round(585 / 662, 6)}, ref)  # one validation word more
     assert not E.same_run(new | {"test": round(1206 / 1322, 6)}, ref)
+
+
+def _with_prompt_arms(sweep):
+    """The stored sweep, with any prompt arm it lacks made from P-Tuning v2's record (renamed)."""
+    import copy as _copy
+
+    sweep = _copy.deepcopy(sweep)
+    for k in ("prompt-random", "prompt-vocab", "deep-prompt"):
+        if k not in sweep["arms"]:
+            sweep["arms"][k] = _copy.deepcopy(sweep["arms"]["ptuning-v2"])
+            sweep["chosen_lr"][k] = sweep["chosen_lr"]["ptuning-v2"]
+            sweep["runs"] += [{**r, "method": k} for r in sweep["runs"] if r["method"] == "ptuning-v2"]
+    for k in sweep["arms"]:
+        if sweep["arms"][k]["bracketed"] is not None:
+            sweep["arms"][k] |= {"bracketed": True, "edge": None}
+    return sweep
+
+
+def test_prompt_comparisons_are_paired_and_flip():
+    """The chapter's five comparisons of its prompt arms: an order when the paired interval
+    excludes 0, a tie when it holds 0, no verdict on a rate at its grid's edge."""
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    sweep = _with_prompt_arms(E.load_results())
+    cfg, lr = sweep["config"], sweep["chosen_lr"]
+    ft = np.array([0.90, 0.91, 0.92, 0.905, 0.915])
+
+    def set_method(meth, accs):
+        rs = sorted((r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == cfg["epochs"]
+                     and np.isclose(r["lr"], lr[meth])), key=lambda r: r["seed"])
+        for r, a in zip(rs, accs):
+            r["test"] = float(a)
+
+    wob = np.array([0.0, 0.002, -0.002, 0.001, -0.001])
+    for k, off in {"full-ft": 0, "lora": 0.005, "ptuning-v2": -0.01, "deep-prompt": -0.02,
+                   "prompt-vocab": -0.03, "prompt-random": -0.03}.items():
+        set_method(k, ft + off + (wob if k != "full-ft" else 0))
+    sweep["arms"]["prompt-vocab"]["val_by_lr"] = {k: 0.99 for k in sweep["arms"]["prompt-vocab"]["val_by_lr"]}
+    assert E.best_prompt(sweep) == "prompt-vocab"
+    c = {k: v["call"] for k, v in E.prompt_comparisons(sweep).items()}
+    assert c == {"deep − shallow prompt": "deep-prompt > prompt-vocab", "vocab − random init": "tie",
+                 "P-Tuning v2 − prompt": "ptuning-v2 > prompt-vocab", "prompt − full FT": "prompt-vocab < full-ft",
+                 "prompt − LoRA": "prompt-vocab < lora"}
+    set_method("prompt-vocab", ft - 0.03 + 0.01 + wob)        # vocab init a point above random: an order
+    set_method("deep-prompt", ft - 0.02 + 5 * wob[::-1])     # the deep prompt level with vocab: a tie
+    c = {k: v["call"] for k, v in E.prompt_comparisons(sweep).items()}
+    assert c["vocab − random init"] == "prompt-vocab > prompt-random" and c["deep − shallow prompt"] == "tie"
+    sweep["arms"]["prompt-random"] |= {"bracketed": False, "edge": "high"}  # no verdict on an unbracketed rate
+    got = E.prompt_comparisons(sweep)["vocab − random init"]
+    assert got["call"] == "no verdict" and got["edges"] == ["prompt-random"]
+    assert E.prompt_gap(sweep)[1] is not None  # the best prompt and full FT are still bracketed
+    sweep["arms"]["full-ft"] |= {"bracketed": False, "edge": "low"}
+    assert E.prompt_gap(sweep)[1] is None and E.prompt_comparisons(sweep)["prompt − full FT"]["call"] == "no verdict"

@@ -77,6 +77,51 @@ def prompt_gap(d: dict) -> tuple[str, str]:
                      "else not-reproduced-here")
 
 
+def prompt_gap_pooled(evidence: dict) -> tuple[str, str]:
+    """The sentence's one verdict from every measurement we hold (chapter 05's prompt arms and
+    chapter 08's): ``evidence`` maps a label to the paired difference full FT − prompt tuning in
+    points, or to None where a rate sits at an edge of its grid (no verdict rests on it). Every
+    judged measurement with its mean inside 3–4 points → approximately (``prompt_gap``); any
+    outside → not-reproduced-here; none judged → untestable-here."""
+    judged = {k: d for k, d in evidence.items() if d is not None}
+    edge = [k for k, d in evidence.items() if d is None]
+    skipped = f"; not judged (a rate at its grid's edge): {', '.join(edge)}" if edge else ""
+    if not judged:
+        return "untestable-here", "no measurement with bracketed rates" + skipped
+    each = {k: prompt_gap(d) for k, d in judged.items()}
+    verdict = "approximately" if all(v == "approximately" for v, _ in each.values()) else "not-reproduced-here"
+    return verdict, ("; ".join(f"{k}: " + ci_text(d, "full FT", "prompt tuning") for k, d in judged.items())
+                     + skipped + f"; rule: every measurement's mean inside {PROMPT_BAND[0]:g}–{PROMPT_BAND[1]:g} "
+                     "points → approximately (never holds: one small model, trainable head), else not-reproduced-here")
+
+
+def ch05_prompt_gap(sweep: dict | None = None):
+    """Chapter 05's evidence for ``prompt_gap_pooled`` (``ch05.experiment.prompt_gap``), from its
+    stored sweep unless one is given."""
+    from pedagogy_lib.book.ch05 import experiment as ch05
+
+    return ch05.prompt_gap(ch05.load_results() if sweep is None else sweep)
+
+
+def ch08_prompt_gap(res: dict | None = None):
+    """Chapter 08's evidence: full FT − prompt tuning (m=10), paired by seed, in points; None
+    where either rate is not bracketed."""
+    from pedagogy_lib import stats
+    from pedagogy_lib.book.ch08 import experiment as ch08, table
+
+    res = ch08.load() if res is None else res
+    if not all(table.judged(res, n) for n in ("prompt", "full")):
+        return "chapter 08 (m=10)", None
+    pts = lambda n: {s: 100 * v for s, v in table.by_seed(res["methods"][n]).items()}  # noqa: E731
+    return "chapter 08 (m=10)", stats.paired_by_seed(pts("full"), pts("prompt"))
+
+
+def prompt_gap_evidence(sweep05: dict | None = None, res08: dict | None = None) -> dict:
+    """{label: full FT − prompt tuning (points) or None}: both chapters' evidence on the sentence,
+    each chapter passing its own results (the other is read from its stored file)."""
+    return dict(e for e in (ch05_prompt_gap(sweep05), ch08_prompt_gap(res08)) if e is not None)
+
+
 # --- "prompt tuning only works on very large models": a claim about scale with a frozen LM head.
 # Chapter 10's decoder is the only model we prompt through its LM head, at two sizes (its area
 # task and the size study), so its paired gaps decide; chapter 05 (an encoder with a trained head)
@@ -183,5 +228,6 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
                      "holds; a tie favouring full FT → approximately; full FT better → not-reproduced-here)")
 
 
-__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "adapter_4x", "adapter_4x_ch03", "LORA_T2",
+__all__ = ["SENTENCES", "GPT2_MEDIUM", "prefix_share", "prompt_gap", "prompt_gap_pooled", "prompt_gap_evidence",
+           "adapter_4x", "adapter_4x_ch03", "LORA_T2",
            "prefix_vs_full", "prompt_scale"]

@@ -22,7 +22,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import ch10, sentences as S
 from pedagogy_lib.book.ch08 import experiment as compare, table as ch08_table
-from pedagogy_lib.book.ch05.experiment import load_results, methods, pair, summary, unbracketed_arms, val_grid
+from pedagogy_lib.book.ch05.experiment import PROMPTS, best_prompt, load_results, methods, pair, summary, unbracketed_arms
 from pedagogy_lib.book.rules import Claims, ci_text, match_verdict
 
 RESULTS = R.RESULTS
@@ -44,25 +44,22 @@ def fractions(m: int = 20) -> dict:
                 "ptuning_v2": C.ptuning_v2_params(s, m) / C.total_params(s)} for k, s in C.shapes().items()}
 
 
-PROMPTS = ("prompt-random", "prompt-vocab")
-
-
 def _prompt_gap(res: dict, sweep: dict) -> dict:
     """full FT − prompt tuning (points, paired by seed) and where it comes from: this chapter's
-    prompt arm best on validation, or, while this chapter's prompt arms are not rerun, chapter
-    08's prompt tuning (m = 10, same encoder, task and protocol) — the evidence the sentence's
-    other record reads, so the two agree by construction."""
-    mine = [k for k in PROMPTS if k in sweep["arms"]]
-    if mine:
-        best = max(mine, key=lambda k: max(val_grid(sweep, k).values()))  # on validation
-        return {"best": best, "d": pair(sweep, "full-ft", best), "src": f"this chapter's {best}, m={sweep['config']['m']}",
-                "edges": {k: sweep["arms"][k]["edge"] for k in unbracketed_arms(sweep, (best, "full-ft"))}}
+    shallow prompt arm best on validation, or, when the sweep holds no prompt arm, chapter 08's
+    prompt tuning (m = 10, same encoder, task and protocol); ``evidence``: both chapters'
+    measurements, the one the sentence's verdict rests on (``sentences.prompt_gap_pooled``, which
+    chapter 08's record reads too, so the two agree by construction)."""
+    evidence = S.prompt_gap_evidence(sweep, res.get("compare"))
+    best = best_prompt(sweep)
+    if best and "full-ft" in sweep["arms"]:
+        return {"best": best, "d": pair(sweep, "full-ft", best), "evidence": evidence,
+                "src": f"this chapter's {best}, m={sweep['config']['m']}"}
     r08 = res.get("compare") or compare.load()
     pts = lambda n: {s_: 100 * v for s_, v in ch08_table.by_seed(r08["methods"][n]).items()}  # noqa: E731
-    return {"best": None, "d": stats.paired_by_seed(pts("full"), pts("prompt")),
-            "src": "chapter 08's prompt tuning (m=10, vocab init; this chapter's prompt arms are not rerun in "
-                   "this version), same encoder, task and protocol",
-            "edges": {f"chapter 08's {n}": "edge" for n in ("prompt", "full") if not ch08_table.judged(r08, n)}}
+    return {"best": None, "d": stats.paired_by_seed(pts("full"), pts("prompt")), "evidence": evidence,
+            "src": "chapter 08's prompt tuning (m=10, vocab init; this chapter's prompt arms are not in its "
+                   "sweep), same encoder, task and protocol"}
 
 
 def context(results: dict | None = None) -> SimpleNamespace:
@@ -77,7 +74,7 @@ def context(results: dict | None = None) -> SimpleNamespace:
     n_seeds = sorted({s["methods"][k]["n"] for k in methods(sweep)})
     shapes = C.shapes()
     return SimpleNamespace(
-        s=s, m=sweep["config"]["m"], best=gap["best"], ft_src=gap["src"], ft_edges=gap["edges"],
+        s=s, m=sweep["config"]["m"], best=gap["best"], ft_src=gap["src"], gaps=gap["evidence"],
         fr=fractions(sweep["config"]["m"]), shapes=shapes, mini_total=C.total_params(shapes["MiniLM-L6"]),
         d_ft=gap["d"],  # full FT − prompt tuning, points
         d_v2=pair(sweep, "ptuning-v2", "full-ft"),
@@ -117,11 +114,11 @@ def _needs_scale(c):
              published="BERT-large: 77.7 → 67.2 (10.5 points); RoBERTa-large: 86.9 → 62.3 (24.6 points)",
              source="article; P-Tuning v2 Fig. 1 (secondary copy)", sentence="prompt-3-4-points")
 def _three_four(c):
-    if c.ft_edges:
-        return "untestable-here", "no verdict: " + "; ".join(f"{k}'s rate is at an edge of its grid" for k in c.ft_edges)
-    verdict, why = S.prompt_gap(c.d_ft)  # one verdict for the sentence (ch08 judges it too)
-    return verdict, (f"{why} ({c.ft_src}, {c.d_ft['n']} seeds); {REGIME}; the published sizes we hold "
-                     "(335M, 355M, secondary copy) show 10.5 and 24.6 points")
+    # one verdict for the sentence from every measurement (chapter 08 judges it too, on the same
+    # evidence); an unbracketed rate drops its measurement, none left → untestable-here
+    verdict, why = S.prompt_gap_pooled(c.gaps)
+    return verdict, (f"{why}; {REGIME}; the published sizes we hold (335M, 355M, secondary copy) show 10.5 and "
+                     "24.6 points")
 
 
 @CLAIMS.rule("ch05-ptv2-matches-ft", "P-Tuning v2 matches full fine-tuning across model sizes, small ones "

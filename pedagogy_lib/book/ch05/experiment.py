@@ -2,11 +2,12 @@
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch05.experiment
 Writes chapters/results/ch05_prompt.json. Cost, measured at one thread on the shared 2-core
-machine: the committed version reran four arms (probe, LoRA, P-Tuning v2, full FT), 25 new runs
-and 11 reused, 11 CPU-minutes; the prompt-tuning arms it did not rerun take about 80 CPU-seconds
-a run there (deep prompt about 20), some 11 runs an arm, so a full rerun is about an hour.
-Finished runs are appended to build/ch05_runs.jsonl, so an interrupted sweep resumes where it
-stopped.
+machine: probe, LoRA, P-Tuning v2 and full FT 25 new runs and 11 reused, 11 CPU-minutes; the
+three prompt arms 31 runs, 31 CPU-minutes (a shallow prompt about 80 CPU-seconds a run, the
+deep prompt about 24), run as separate processes (``--arms``) and merged by a last run over
+every arm that trains nothing new. The longer budget is not run in this version. Finished runs
+are appended to build/ch05_runs.jsonl, so an interrupted sweep resumes where it stopped (a
+process writes the results file with the arms it ran: finish with a run over every arm).
 
 Budget: the book's training loop (torch_ref.train) on a class-balanced subsample of N_TRAIN
 training words (one per seed), EPOCHS epochs, batch 32, head learning rate HEAD_LR; every run
@@ -162,6 +163,48 @@ def bracketed(sweep: dict, meth: str) -> bool | None:
 def unbracketed_arms(sweep: dict, meths=None) -> list[str]:
     """The methods whose chosen rate sits at an edge of its (extended) grid: no verdict rests on them."""
     return [k for k in (meths or methods(sweep)) if bracketed(sweep, k) is False]
+
+
+PROMPTS = ("prompt-random", "prompt-vocab")  # the shallow prompts (input embeddings only)
+
+
+def best_prompt(sweep: dict) -> str | None:
+    """The shallow prompt arm with the best validation accuracy over its grid (None: not in the sweep)."""
+    mine = [k for k in PROMPTS if k in sweep["arms"]]
+    return max(mine, key=lambda k: max(val_grid(sweep, k).values())) if mine else None
+
+
+def call(sweep: dict, a: str, b: str) -> dict:
+    """One comparison as the chapter states it: a − b paired by seed (``pair``, points) and its
+    call: "a > b" or "a < b" when the 95 % interval excludes 0, "tie" when it contains 0, and
+    "no verdict" when either rate sits at an edge of its grid (then ``edges`` names them)."""
+    d, edges = pair(sweep, a, b), unbracketed_arms(sweep, (a, b))
+    word = "no verdict" if edges else "tie" if d["tie"] else (f"{a} > {b}" if d["mean"] > 0 else f"{a} < {b}")
+    return {"a": a, "b": b, "d": d, "edges": edges, "call": word}
+
+
+def prompt_comparisons(sweep: dict) -> dict:
+    """The chapter's comparisons of its own prompt arms, each a ``call``: the deep prompt against
+    the shallow one, vocabulary against random init, P-Tuning v2 against the prompt, the prompt
+    against full fine-tuning and against LoRA ("the prompt": the shallow arm best on validation).
+    Only the comparisons whose arms the sweep holds."""
+    p = best_prompt(sweep)
+    pairs = {"deep − shallow prompt": ("deep-prompt", p), "vocab − random init": ("prompt-vocab", "prompt-random"),
+             "P-Tuning v2 − prompt": ("ptuning-v2", p), "prompt − full FT": (p, "full-ft"),
+             "prompt − LoRA": (p, "lora")}
+    have = set(methods(sweep))
+    return {k: call(sweep, a, b) for k, (a, b) in pairs.items() if {a, b} <= have}
+
+
+def prompt_gap(sweep: dict) -> tuple[str, dict | None] | None:
+    """This chapter's evidence on "prompt tuning leaves 3–4 points": (label, full FT − the shallow
+    prompt best on validation, points, paired by seed), the difference None when either rate sits
+    at an edge of its grid (no verdict rests on it); None when the sweep holds no prompt arm."""
+    p = best_prompt(sweep)
+    if p is None or "full-ft" not in sweep["arms"]:
+        return None
+    label = f"chapter 05, {p} (m={sweep['config']['m']})"
+    return label, (None if unbracketed_arms(sweep, (p, "full-ft")) else pair(sweep, "full-ft", p))
 
 
 # ------------------------------------------------------------------ the sweep

@@ -83,3 +83,28 @@ def loss_figure(sweep: dict | None = None) -> Figure:
         axes[1].set_title(f"Longer budget, seed mean over {max(r['n'] for r in s['long'].values())} seeds")
         axes[1].legend(frameon=False, fontsize=8)
     return fig
+
+
+@register("05_prompt_pairs")
+def prompt_pairs_figure(sweep: dict | None = None) -> Figure:
+    """The chapter's comparisons of its prompt arms (``experiment.prompt_comparisons``): each
+    paired difference with its 95 % t-interval; a tie is an open marker, a comparison resting on
+    a rate at its grid's edge is grey and says "no verdict"."""
+    sweep = V.load_results() if sweep is None else sweep
+    comps = V.prompt_comparisons(sweep)
+    fig = Figure(figsize=(8.5, 0.55 * len(comps) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(comps))[::-1]
+    for yi, (name, c) in zip(y, comps.items()):
+        d, colour = c["d"], "0.6" if c["edges"] else COLOURS[c["a"]]
+        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
+                    mfc="white" if d["tie"] or c["edges"] else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
+        word = "no verdict (rate at grid edge)" if c["edges"] else "tie" if d["tie"] else f"{d['mean']:+.1f}"
+        ax.annotate(word, (d["hi"], yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.margins(x=0.2, y=0.15)
+    ax.set_yticks(y, [f"{k}\n({c['a']} − {c['b']})" for k, c in comps.items()], fontsize=8)
+    ax.set_xlabel(f"paired difference in test accuracy (points):\n95 % t-interval over "
+                  f"{len(sweep['config']['seeds'])} seeds; open = tie")
+    ax.set_title("The prompt arms, paired by seed\n(\"prompt\": the shallow arm best on validation)", fontsize=9)
+    return fig

@@ -93,10 +93,10 @@ def _prefix_drop(res):
              published="SuperGLUE, RoBERTa-large: PT 62.3 vs FT 86.9 (secondary copy); the gap shrinks with scale (Lester Fig. 1)",
              source="Liu et al. 2022 Fig. 1 (secondary copy); Lester et al. 2021", sentence="prompt-3-4-points")
 def _prompt_gap(res):
-    if (skip := _unjudged(res, "prompt", "full")):
-        return skip
-    verdict, why = S.prompt_gap(_paired(res, "full", "prompt"))  # one verdict for the sentence (ch05 too)
-    return verdict, f"{_model(res)}, m=10 soft prompt and a trained head: {why}"
+    # one verdict for the sentence from every measurement, chapter 05's prompt arms (m=20) and
+    # this chapter's m=10 prompt; a measurement on an unbracketed rate carries none
+    verdict, why = S.prompt_gap_pooled(S.prompt_gap_evidence(res08=res))
+    return verdict, f"{_model(res)}, soft prompts and a trained head: {why}"
 
 
 @CLAIMS.rule("ch08-bitfit-baseline", "BitFit is a remarkable baseline given how trivial it is.",
