@@ -73,6 +73,11 @@ def load(name, command: str, keys=(), what: str = "results") -> dict:
     return data
 
 
+def load_stored(name, command: str, keys=(), what: str = "results") -> dict | None:
+    """``load`` for a record that may not exist (a GPU run stored by hand): None when absent."""
+    return load(name, command, keys, what) if path_of(name).is_file() else None
+
+
 def save_runs(data: dict, name) -> Path:
     """Like ``save``, but the list ``data["runs"]`` is written one run per line (sweeps with
     hundreds of runs stay readable and diff well). ``data`` is not modified."""

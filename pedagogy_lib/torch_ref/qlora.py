@@ -342,6 +342,9 @@ def weight_bytes(model: nn.Module) -> dict:
     return out
 
 
+PAGED_THRESHOLD = 100_000  # bitsandbytes' paged optimisers page only state tensors this large
+
+
 def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
     """Train ``model`` on ``batches`` (an iterable of (ids, mask, labels)) with bitsandbytes'
     PagedAdamW: 32-bit Adam states allocated in CUDA unified memory, which the driver pages
@@ -372,7 +375,7 @@ def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
             "warnings": sorted({str(w.message) for w in caught}),
             "state_tensors": len(states), "paged_state_tensors": len(paged),
             "paged_bytes": sum(_bytes(v) for v in paged), "state_bytes": sum(_bytes(v) for v in states),
-            "paged_threshold": 100_000}
+            "paged_threshold": PAGED_THRESHOLD}
 
 
 __all__ = ["COMPUTE_DTYPES", "DequantLog", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",

@@ -24,6 +24,7 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import _small_backward, measured_bits
 from pedagogy_lib.book import rules
 from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+from pedagogy_lib.torch_ref import qlora as QL
 
 PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3
 PAPER_MMLU = {"BF16": 53.0, "FP4": 52.2, "NF4 + DQ": 53.1}                  # Table 4
@@ -144,7 +145,7 @@ def _paged(c):
                f"varying length: {oom_u} steps run out of memory without paging, "
                f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB "
                f"paged back per step on average. Ran: {ran}. bitsandbytes pages only tensors with "
-               f"≥ 100,000 elements")
+               f"≥ {QL.PAGED_THRESHOLD:,} elements")
 
 
 @CLAIMS.rule("ch07-65b-48gb", "QLoRA fine-tunes a 65B model on a single 48 GB GPU.",

@@ -109,12 +109,11 @@ def load_gpu() -> dict | None:
     """The stored CUDA run (``tests/gpu/gpu_report.py``): chapters/results/ch07_gpu.json, with the
     nibbles where bnb's CUDA quantiser differs from ours (ch07_nf4_cuda_ties.json) under
     "ties" when stored. None where no GPU run is stored."""
-    if not R.path_of("ch07_gpu").is_file():
-        return None
-    gpu = R.load("ch07_gpu", GPU_COMMAND, keys=("device", "functional", "minilm", "memory"), what="GPU record")
-    if R.path_of("ch07_nf4_cuda_ties").is_file():
-        gpu["ties"] = R.load("ch07_nf4_cuda_ties", GPU_COMMAND, keys=("values", "cuda_vs_ours", "cpu_vs_ours", "examples"),
-                             what="NF4 CUDA ties record")
+    gpu = R.load_stored("ch07_gpu", GPU_COMMAND, keys=("device", "functional", "minilm", "memory"), what="GPU record")
+    ties = R.load_stored("ch07_nf4_cuda_ties", GPU_COMMAND, keys=("values", "cuda_vs_ours", "cpu_vs_ours", "examples"),
+                         what="NF4 CUDA ties record")
+    if gpu is not None and ties is not None:
+        gpu["ties"] = ties
     return gpu
 
 
@@ -126,7 +125,7 @@ def gpu_paged(gpu: dict | None) -> dict | None:
         return None
     return {"device": "cuda", "name": gpu["device"], "paged_state_tensors": r["paged_state_tensors"],
             "state_tensors": r["state_tensors"], "paged_bytes": r["paged_MB"] * 1e6,
-            "warnings": r.get("warnings", []), "paged_threshold": 100_000}
+            "warnings": r.get("warnings", []), "paged_threshold": QL.PAGED_THRESHOLD}
 
 
 # the comparisons the chapter reads, as (a, b): a − b paired by seed

@@ -25,10 +25,8 @@ def load_studies() -> dict:
 def load_gpu() -> dict | None:
     """The stored CUDA run of the recipe (``tests/gpu/recipe_report.py`` via
     ``tests/gpu/run_gpu_checks.sh``), or None where no GPU run is stored."""
-    if not R.path_of("ch10_gpu").is_file():
-        return None
-    return R.load("ch10_gpu", "bash tests/gpu/run_gpu_checks.sh (on a CUDA machine)",
-                  keys=("device", "runs", "checkpointing_over_plain", "bytes"), what="chapter 10 GPU record")
+    return R.load_stored("ch10_gpu", "bash tests/gpu/run_gpu_checks.sh (on a CUDA machine)",
+                         keys=("device", "runs", "checkpointing_over_plain", "bytes"), what="chapter 10 GPU record")
 
 
 def load_scale() -> dict:

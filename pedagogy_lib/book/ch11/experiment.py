@@ -41,10 +41,8 @@ def nccl_vs_one_process() -> list[dict] | None:
     """The stored NCCL runs (world size 1, on a GPU) beside one CPU process on the same
     machine, same model, batch and steps (``reference_run``; the batch comes from that
     Python's ``pydoc_data``, so it cannot be recomputed here). None when nothing is stored."""
-    if not R.path_of(NCCL).is_file():
-        return None
-    g = R.load(NCCL, "make distributed-gpu (on a CUDA machine)", keys=("runs", "device"))
-    return [{"run": key, "device": g["device"], "gpu": r["losses"], "cpu": r["losses_one_process_cpu"],
+    g = R.load_stored(NCCL, "make distributed-gpu (on a CUDA machine)", keys=("runs", "device"))
+    return None if g is None else [{"run": key, "device": g["device"], "gpu": r["losses"], "cpu": r["losses_one_process_cpu"],
              "max_rel_diff": max(abs(a - b) / abs(b) for a, b in zip(r["losses"], r["losses_one_process_cpu"]))}
             for key, r in g["runs"].items() if "losses_one_process_cpu" in r]
 
