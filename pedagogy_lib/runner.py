@@ -127,9 +127,13 @@ def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
     return clf, mm, train_classifier(clf, tr, va, cfg), (tr, va)
 
 
-def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measure: bool = False) -> dict:
+def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measure: bool = False,
+        report=None, return_model: bool = False):
     """Train one (method, seed, lr) on ``task`` and return plain numbers (``measure``:
-    add the training step's memory). ``data`` = precomputed ``splits``."""
+    add the training step's memory). ``data`` = precomputed ``splits``; ``report(classifier)``
+    → dict: numbers of the trained network added to the record (e.g. LoRA's ‖s·BA‖; a
+    module-level function where the run goes to a worker); ``return_model``: return
+    (record, the trained MiniLM) instead (its ``.net`` carries the method, not the head)."""
     arm, lr = as_arm(method), _check_lr(lr)
     train, val, test = data or splits(task, budget, seed)
     t0 = time.process_time()
@@ -141,9 +145,11 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
            "trainable": count_trainable(clf), "sec_per_epoch": hist.seconds / budget.epochs,
            "final_loss": float(np.mean(hist.losses[-5:])), "losses": hist.losses,
            "cpu_s": time.process_time() - t0}
+    if report is not None:
+        out |= report(clf)
     if measure:
         out["memory"] = training_state_bytes(clf, next(tr.epoch(budget.batch_size, None)))
-    return out
+    return (out, mm) if return_model else out
 
 
 def select_lr(trials: list[dict]) -> dict:

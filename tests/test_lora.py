@@ -395,20 +395,6 @@ def test_torch_twin_runs_on_cuda_and_matches_cpu():
     assert (b(x.cuda()).cpu() - y_cpu).abs().max().item() < 1e-5
 
 
-def test_finetune_smoke():
-    """The experiment function the chapter and the sweep share: counts and keys."""
-    from pedagogy_lib import data
-    from pedagogy_lib.book.ch02 import experiment as E
-
-    task = data.polarity_task()
-    small = data.subsample(task.train, 24, seed=0)
-    out = E.finetune("lora", small, small, small, r=8, epochs=1, lr=1e-3, device="cpu")
-    assert out["trainable"] == 6 * 2 * 8 * (384 + 384) and out["n_matrices"] == 12
-    assert 0 <= out["test_acc"] <= 1 and out["delta_norm"] > 0
-    with pytest.raises(ValueError, match="method"):
-        E.finetune("prefix", small, small, small)
-
-
 # ----------------------------------------------------------------------------- exercises
 def test_exercise_checkers_accept_solutions_and_reject_mistakes():
     import re as _re
@@ -486,11 +472,11 @@ def _synthetic_sweeps(qv=0.90, ffn=0.88, all_r8=0.90, lr_lora=3e-4, lr_full=1e-5
 
 def test_verdict_rules_follow_the_data():
     from pedagogy_lib.book.ch02 import claims as V
-    from pedagogy_lib.book.ch02 import experiment as E
+    from pedagogy_lib.book.ch02 import studies as ST
 
     lat = {"cases": [{"model": "MiniLM", "backend": "torch", "ratio": {"merged": 1.01, "unmerged": 1.1}},
                      {"backend": "torch", "d": 384, "ratio": {"merged": 0.99, "unmerged": 1.5}}]}
-    fixed = {"init": E.init_check(), "merge": E.merge_check(), "scaling": E.scaling_study(steps=20), "latency": lat}
+    fixed = {"init": ST.init_check(), "merge": ST.merge_check(), "scaling": ST.scaling_study(steps=20), "latency": lat}
     recs = {r["id"]: r for r in V.claims({**fixed, "sweeps": _synthetic_sweeps()})}
     assert all(r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here") for r in recs.values())
     assert recs["ch02-d4096-r8"]["verdict"] == "holds" and recs["ch02-init-zero"]["verdict"] == "holds"
@@ -510,10 +496,10 @@ def test_verdict_rules_follow_the_data():
 
 def test_claim_rules_with_new_branches(monkeypatch):
     from pedagogy_lib.book.ch02 import claims as V
-    from pedagogy_lib.book.ch02 import experiment as E
+    from pedagogy_lib.book.ch02 import studies as ST
 
     lat = {"threads": 4, "cases": [{"model": "MiniLM", "backend": "torch", "ratio": {"merged": 1.01, "unmerged": 1.1}}]}
-    fixed = {"init": E.init_check(), "merge": E.merge_check(), "scaling": E.scaling_study(steps=20), "latency": lat}
+    fixed = {"init": ST.init_check(), "merge": ST.merge_check(), "scaling": ST.scaling_study(steps=20), "latency": lat}
 
     def verdicts(**kw):
         return {r["id"]: r for r in V.claims({**fixed, "sweeps": _synthetic_sweeps(**kw)})}
@@ -558,10 +544,10 @@ def test_claim_rules_with_new_branches(monkeypatch):
 
 def test_an_unbracketed_rate_gets_no_accuracy_verdict():
     from pedagogy_lib.book.ch02 import claims as V
-    from pedagogy_lib.book.ch02 import experiment as E
+    from pedagogy_lib.book.ch02 import studies as ST
 
     lat = {"cases": [{"model": "MiniLM", "backend": "torch", "ratio": {"merged": 1.01, "unmerged": 1.1}}]}
-    fixed = {"init": E.init_check(), "merge": E.merge_check(), "scaling": E.scaling_study(steps=20), "latency": lat}
+    fixed = {"init": ST.init_check(), "merge": ST.merge_check(), "scaling": ST.scaling_study(steps=20), "latency": lat}
     edge = {r["id"]: r for r in V.claims({**fixed, "sweeps": _synthetic_sweeps(lr_lora=1e-3)})}  # top of its grid
     for cid in ("ch02-placement", "ch02-qkvo-marginal", "ch02-lr", "ch02-rank-advice", "ch02-rslora", "ch02-alpha-over-r"):
         assert edge[cid]["verdict"] == "untestable-here", cid
@@ -590,13 +576,14 @@ def test_pairs_are_matched_by_seed_not_position():
 def test_chapter_figures_build_from_data(tmp_path, monkeypatch):
     from pedagogy_lib.book import figures
     from pedagogy_lib.book.ch02 import experiment as E
+    from pedagogy_lib.book.ch02 import studies as ST
     from pedagogy_lib.book.ch02 import figures as F
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
     doc = _synthetic_sweeps()
     doc["config"]["head_lr"] = 1e-3
     doc["summary"]["lr_sweep"] |= {"probe": doc["summary"]["lr_sweep"]["lora"], "full": doc["summary"]["lr_sweep"]["lora"]}
-    for build, data in ((F.scaling, E.scaling_study(ranks=(1, 4), steps=5)), (F.lr_sensitivity, doc),
+    for build, data in ((F.scaling, ST.scaling_study(ranks=(1, 4), steps=5)), (F.lr_sensitivity, doc),
                         (F.placement, doc), (F.rank, doc)):
         assert build(data).axes
     assert list(tmp_path.iterdir()) == []  # builders only plot; make figures writes

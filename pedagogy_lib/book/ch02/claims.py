@@ -25,6 +25,7 @@ from pedagogy_lib import counting as C
 from pedagogy_lib import stats
 from pedagogy_lib import lora
 from pedagogy_lib.book.ch02 import experiment as E
+from pedagogy_lib.book.ch02 import studies as ST
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, interval_verdict, match_verdict,  # noqa: F401
                                      table, unbracketed, unbracketed_text)  # table: shared renderer, re-exported
 
@@ -78,8 +79,8 @@ def context(results: dict | None = None) -> SimpleNamespace:
     doc = res.get("sweeps") or E.load_json("ch02_sweeps.json")
     s = doc["summary"]
     ranks = s["rank"]["alpha_over_r"]
-    return SimpleNamespace(init=res.get("init") or E.init_check(), merge=res.get("merge") or E.merge_check(),
-                           toy=res.get("scaling") or E.scaling_study(), doc=doc, s=s, edges=unbracketed(val_grids(s)),
+    return SimpleNamespace(init=res.get("init") or ST.init_check(), merge=res.get("merge") or ST.merge_check(),
+                           toy=res.get("scaling") or ST.scaling_study(), doc=doc, s=s, edges=unbracketed(val_grids(s)),
                            lat=res.get("latency") or E.load_json("ch02_latency.json"),
                            ranks=ranks, rk=sorted(ranks, key=int))
 

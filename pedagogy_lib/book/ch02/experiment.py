@@ -2,49 +2,51 @@
 
     python -m pedagogy_lib.book.ch02.experiment [--jobs 2] [--quick]
 
-writes ``chapters/results/ch02_sweeps.json``, which the chapter and ``make figures`` read.
-Every run is ``finetune`` (below) on MiniLM + the VADER polarity task: a class-
-balanced subsample of N_TRAIN training words, EPOCHS epochs, batch 32, cosine schedule,
-head learning rate HEAD_LR, evaluated on the whole validation and test splits.
+writes ``chapters/results/ch02_sweeps.json``, which the chapter and ``make figures`` read
+(``--quick``: a tiny smoke run, written to the temp directory). Every run is ``runner.run``
+of a registry arm on MiniLM + the VADER polarity task (``BUDGET``): a class-balanced
+subsample of N_TRAIN training words (the same for every seed), EPOCHS epochs, batch 32, cosine
+schedule, head learning rate HEAD_LR, scored on the whole validation and test splits.
 
-Stages (each later stage uses the LoRA learning rate that stage A found best on val):
-  A  learning rate: probe, LoRA (q,v, r=8, α=8) and full fine-tuning over a grid, SEEDS
-  B  every EVAL_SEED for each method at its best learning rate (main comparison)
+Stages (``runner.protocol``, chapter 08's Eqs. 8.1–8.7; every later stage uses the LoRA rate
+that stage A chose):
+  A  learning rate: probe, LoRA (q,v, r=8, α=8) and full fine-tuning, each grid at SEEDS; the
+     rate with the best mean validation accuracy (a grid whose best rate sits at an edge is
+     extended, at most MAX_EXTENSIONS times)
+  B  every EVAL_SEED for each method at its chosen rate (main comparison)
   C  placement at a fixed budget (the q,v r=8 parameter count) plus two same-rank settings
   D  rank sweep r ∈ RANKS on (q,v) at fixed α=8, with s = α/r and with rsLoRA's s = α/√r
-Runs are cached by their settings in the JSON, so an interrupted sweep resumes.
-One thread per process; ``--jobs`` processes at once. Runs are seeded, so numbers repeat
-on the same machine and thread count (low bits may differ elsewhere).
+Every finished run is appended to build/ch02_runs.jsonl (``runner.run_log``), so an
+interrupted sweep resumes. One thread per process; ``--jobs`` processes at once.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
-import os
-import pathlib
 import platform
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pedagogy_lib import lora, nn
-from pedagogy_lib.lora import LoRALinear
-from pedagogy_lib.nn import AdamW, Linear
+from pedagogy_lib import checkpoint, data, lora, runner, stats
 from pedagogy_lib import results as R
-from pedagogy_lib import stats
 from pedagogy_lib.bert import BertConfig, BertEncoder
+from pedagogy_lib.registry import Arm
 from pedagogy_lib.torch_ref import lora as TL
 
 RESULTS = R.RESULTS
 OUT = RESULTS / "ch02_sweeps.json"
-
-N_TRAIN, EPOCHS, BATCH, HEAD_LR = 2048, 2, 32, 1e-3
+RUN_LOG = RESULTS.parent.parent / "build" / "ch02_runs.jsonl"  # finished runs, for resuming
+N_TRAIN, EPOCHS, BATCH, HEAD_LR, MAX_EXTENSIONS = 2048, 2, 32, 1e-3, 2
 SEEDS = (0, 1)                   # the learning rate is chosen on these (stage A)
 EVAL_SEEDS = (0, 1, 2, 3, 4)     # every comparison (stages B–D) is paired over these
+BUDGET = runner.Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=EVAL_SEEDS,
+                       head_lr=HEAD_LR, schedule="cosine", select_seeds=len(SEEDS), max_extensions=MAX_EXTENSIONS)
 LRS = {"probe": [1e-3, 3e-3, 1e-2, 3e-2],
        "lora": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
        "full": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]}
@@ -60,7 +62,7 @@ PLACEMENTS = {  # name: targets; r is chosen to spend the (q,v) r=8 budget
 SAME_RANK = {"q,k,v,o": PLACEMENTS["q,k,v,o"], "all linear": "all-linear"}  # at r=8
 
 
-# ------------------------------------------------------- checks and the α/r toy
+# ------------------------------------------------------- stored results
 def load_sweeps(path=OUT) -> dict:
     """The finished sweep (its ``summary`` is written last: a sweep cut short has none)."""
     return R.load(path, "python -m pedagogy_lib.book.ch02.experiment (it resumes)", keys=("summary",),
@@ -70,226 +72,6 @@ def load_sweeps(path=OUT) -> dict:
 def load_json(name: str) -> dict:
     command = "python -m pedagogy_lib.book.ch02.experiment" if "sweeps" in name else "tests/bench/bench_lora.py"
     return R.load(RESULTS / name, command)
-
-
-def init_check(seed: int = 0) -> dict:
-    """Hidden states of a small encoder before and after attaching LoRA (B = 0): bitwise equal?"""
-    cfg = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=16)
-    bert = BertEncoder(cfg, seed=seed)
-    ids = np.random.default_rng(seed).integers(0, 50, (3, 7))
-    mask = np.ones_like(ids)
-    before = bert(ids, mask).copy()
-    lora.attach_lora(bert, "all-linear", r=4, alpha=8, seed=seed)
-    return {"identical": bool(np.array_equal(bert(ids, mask), before)),
-            "max_diff": float(np.abs(bert(ids, mask) - before).max())}
-
-
-def merge_check(d_in: int = 384, d_out: int = 384, r: int = 8, n: int = 256, seed: int = 0) -> dict:
-    """float32: merged vs unmerged outputs, merged vs a plain Linear, and W after unmerge(merge(W))."""
-    g = np.random.default_rng(seed)
-    layer = lora.LoRALinear(nn.Linear(d_in, d_out, rng=g), r, 8, rng=g)
-    layer.p["lora_B"][...] = 0.02 * g.standard_normal((d_out, r))
-    W0 = layer.base_layer.p["weight"].copy()
-    x = g.standard_normal((n, d_in)).astype(np.float32)
-    y_unmerged = layer(x).copy()
-    layer.merge()
-    y_merged = layer(x).copy()
-    plain = nn.Linear(d_in, d_out)
-    plain.p = {"weight": layer.base_layer.p["weight"].copy(), "bias": layer.base_layer.p["bias"].copy()}
-    layer.unmerge()
-    eps = float(np.finfo(np.float32).eps)
-    diff = float(np.abs(y_merged - y_unmerged).max())
-    return {"max_diff": diff, "ulps": diff / (eps * float(np.abs(y_unmerged).max())),
-            "identical": bool(np.array_equal(y_merged, y_unmerged)),
-            "plain_identical": bool(np.array_equal(plain(x), y_merged)),
-            "roundtrip_max_diff": float(np.abs(layer.base_layer.p["weight"] - W0).max()),
-            "roundtrip_identical": bool(np.array_equal(layer.base_layer.p["weight"], W0)),
-            "max_abs_y": float(np.abs(y_unmerged).max())}
-
-
-def scaling_toy(r: int, rslora: bool, alpha: float = 8, lr: float = 1e-3, steps: int = 200,
-                d: int = 64, n: int = 256, seed: int = 0) -> dict:
-    """Does s = α/r keep the step size independent of r? (chapter 02, §2)
-
-    Fit a full-rank change of a d×d Linear with LoRA of rank r, Adam, full batch, MSE.
-
-    Returns ‖ΔW‖_F after the first step (the step size the scaling sets) and the loss at
-    the start and after ``steps`` steps. Same data, W₀ and target for every r.
-    """
-    g = np.random.default_rng(seed)
-    base = Linear(d, d, rng=np.random.default_rng(seed), dtype=np.float64)
-    X = g.standard_normal((n, d))
-    target = base.p["weight"] + 0.5 * g.standard_normal((d, d)) / np.sqrt(d)
-    Y = X @ target.T + base.p["bias"]
-    layer = LoRALinear(base, r, alpha, rslora, rng=np.random.default_rng(seed + 1))
-    opt = AdamW(layer.params_and_grads(), lr=lr, weight_decay=0.0)
-    first, losses = None, []
-    for _ in range(steps):
-        layer.zero_grad()
-        R = layer(X) - Y
-        losses.append(float((R * R).mean()))
-        layer.backward(2 * R / R.size)   # d mean(R²)/dY
-        opt.step()
-        if first is None:
-            first = float(np.linalg.norm(layer.delta_weight()))
-    return {"r": r, "rslora": rslora, "step1_delta_norm": first, "loss0": losses[0], "loss_end": losses[-1]}
-
-
-def scaling_study(ranks=(1, 2, 4, 8, 16, 64), **kw) -> dict:
-    """``scaling_toy`` for each rank, with s = α/r and with s = α/√r."""
-    return {name: [scaling_toy(r, rs, **kw) for r in ranks]
-            for name, rs in (("alpha_over_r", False), ("rslora", True))}
-
-
-# ------------------------------------------------------------ one training run
-ARMS = ("probe", "lora", "full")
-
-
-def finetune(method: str, train, val, test, *, targets=("query", "value"), r: int = 8,
-             alpha: float = 8, rslora: bool = False, lr: float = 1e-3, head_lr: float = 1e-3,
-             epochs: int = 3, batch_size: int = 32, seed: int = 0, schedule: str = "cosine",
-             device=None, return_model: bool = False):
-    """One run of chapter 02's experiment on MiniLM: a linear head on the mean-pooled
-    embedding, plus ``method`` = 'probe' (encoder frozen), 'lora' (A, B on ``targets``) or
-    'full' (every weight). ``train``/``val``/``test`` are ``data.Split``s. Returns plain numbers:
-    accuracies, trainable count (head excluded), final loss, CPU seconds, and for LoRA the
-    mean ‖s·BA‖_F over the adapted matrices. With ``return_model`` also the trained MiniLM
-    (its ``.net`` carries the LoRA layers; the head is not part of it)."""
-    import time
-
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-    from pedagogy_lib.torch_ref.train import Batches, Classifier, TrainConfig, accuracy, count_trainable, freeze, train_classifier
-
-    if method not in ARMS:
-        raise ValueError(f"finetune: method must be one of {ARMS}, got {method!r}")
-    model = load_minilm_torch(device=device)
-    total = sum(p.numel() for p in model.net.parameters())
-    dev = next(model.net.parameters()).device
-    clf = Classifier(model.net, seed=seed)
-    if method == "probe":
-        freeze(model.net)
-    elif method == "lora":
-        TL.attach_lora(model.bert, targets, r=r, alpha=alpha, rslora=rslora, seed=seed)
-    data = [Batches(model.tokenizer, s.tokens, s.labels, dev) for s in (train, val, test)]
-    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, schedule=schedule,
-                      head_lr=None if method == "probe" else head_lr)
-    t0 = time.process_time()
-    hist = train_classifier(clf, data[0], data[1], cfg)
-    out = {"method": method, "lr": lr, "seed": seed, "epochs": epochs, "n_train": len(train),
-           "trainable": count_trainable(clf), "total": total,
-           "val_acc": hist.val_acc[-1], "test_acc": accuracy(clf, data[2]),
-           "final_loss": float(np.mean(hist.losses[-10:])), "cpu_s": time.process_time() - t0}
-    if method == "lora":
-        layers = TL.lora_layers(model.bert)
-        with torch.no_grad():
-            norms = [float(m.delta_weight().norm()) for m in layers.values()]
-        out |= {"targets": targets if isinstance(targets, str) else list(targets), "r": r,
-                "alpha": alpha, "rslora": rslora, "n_matrices": len(layers),
-                "delta_norm": float(np.mean(norms))}
-    return (out, model) if return_model else out
-
-
-# ------------------------------------------------------------------ the sweeps
-def _key(spec: dict) -> str:
-    return json.dumps(spec, sort_keys=True)
-
-
-_DATA = {}
-RUN_KEYS = ("method", "lr", "seed", "n_train", "epochs", "n_eval")
-
-
-def _data(n_train: int, n_eval: int | None):
-    from pedagogy_lib import data
-
-    task = data.polarity_task(seed=0)
-    val, test = task.val, task.test
-    if n_eval:  # --quick only
-        val, test = data.subsample(val, n_eval, 0), data.subsample(test, n_eval, 0)
-    return data.subsample(task.train, n_train, seed=0), val, test
-
-
-def run(spec: dict) -> dict:
-    """One training run in a worker process (one thread)."""
-    import torch
-
-    torch.set_num_threads(1)
-
-    key = (spec["n_train"], spec["n_eval"])
-    if key not in _DATA:
-        _DATA[key] = _data(*key)
-    kw = {k: v for k, v in spec.items() if k not in RUN_KEYS}
-    out = finetune(spec["method"], *_DATA[key], lr=spec["lr"], seed=spec["seed"], epochs=spec["epochs"],
-                   batch_size=BATCH, head_lr=HEAD_LR, device="cpu", **kw)
-    return {"spec": spec, **{k: v for k, v in out.items() if k not in spec}}
-
-
-def budget_rank(targets, budget: int) -> int:
-    """The rank whose parameter count on MiniLM is closest to ``budget``."""
-    from pedagogy_lib import checkpoint, lora
-    from pedagogy_lib.bert import BertConfig, BertEncoder
-
-    shapes = lora.linear_paths(BertEncoder(BertConfig.from_dict(checkpoint.load_config())))
-    return min(range(1, 65), key=lambda r: abs(lora.count_lora_params(shapes, targets, r) - budget))
-
-
-class Sweep:
-    """Runs specs in one pool of worker processes, caching results by their settings."""
-
-    def __init__(self, jobs: int, quick: bool):
-        self.jobs, self.quick = jobs, quick
-        old = json.loads(OUT.read_text()) if OUT.is_file() and not quick else {}
-        self.cache = {_key(r["spec"]): r for r in old.get("runs", [])}
-        self.pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"))
-
-    def go(self, specs: list[dict]) -> None:
-        todo = list({_key(s): s for s in specs if _key(s) not in self.cache}.values())
-        todo.sort(key=lambda s: {"full": 0, "lora": 1, "probe": 2}[s["method"]])  # longest first
-        print(f"{len(todo)} runs ({len(specs) - len(todo)} cached)", flush=True)
-        for res in self.pool.map(run, todo):
-            self.cache[_key(res["spec"])] = res
-            s = res["spec"]
-            print(f"  {s['method']:5s} lr={s['lr']:g} seed={s['seed']} "
-                  f"{s.get('targets', '')} r={s.get('r', '')} rs={s.get('rslora', '')}: "
-                  f"val {res['val_acc']:.3f} test {res['test_acc']:.3f} ({res['cpu_s']:.0f} s)", flush=True)
-            self.save()
-
-    def get(self, specs: list[dict]) -> list[dict]:
-        return [self.cache[_key(s)] for s in specs]
-
-    def save(self, summary=None):
-        from importlib.metadata import version
-
-        doc = {
-            "about": "chapter 02 sweeps; regenerate with python -m pedagogy_lib.book.ch02.experiment",
-            "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
-                       "schedule": "cosine", "warmup": 0.06, "seeds": list(SEEDS), "eval_seeds": list(EVAL_SEEDS),
-                       "lrs": LRS, "ranks": RANKS, "alpha": ALPHA, "placements": PLACEMENTS,
-                       "same_rank": SAME_RANK, "data": "data.polarity_task(seed=0); subsample(train, n_train, 0); "
-                                                     "full val and test splits", "quick": self.quick},
-            "versions": {"python": platform.python_version(), "torch": version("torch"),
-                         "numpy": version("numpy"), "threads_per_run": 1},
-            "runs": sorted(self.cache.values(), key=lambda r: _key(r["spec"])),
-        }
-        if summary is not None:
-            doc["summary"] = summary
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        tmp = OUT.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, OUT)
-
-
-def _mean(runs, key="test_acc"):
-    return sum(r[key] for r in runs) / len(runs)
-
-
-def _stats(runs) -> dict:
-    """Accuracies and their means over one setting's seeds (and ‖s·BA‖ for LoRA)."""
-    return {"test_acc": [r["test_acc"] for r in runs], "val_acc": [r["val_acc"] for r in runs],
-            "mean_test": _mean(runs), "mean_val": _mean(runs, "val_acc"), "trainable": runs[0]["trainable"],
-            "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
-            **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
-               if runs[0]["spec"]["method"] == "lora" else {})}
 
 
 def by_seed(setting: dict, key: str = "test_acc") -> dict:
@@ -313,17 +95,120 @@ def gain(a: dict, b: dict, key: str = "test_acc") -> dict:
     return {s: x[s] - y[s] for s in x}
 
 
-def _summarise(best, budget, lr_runs, main_runs, place, same, ranks) -> dict:
-    """The summary the chapter, its claims and its figures read."""
-    return {
-        "best_lr": best, "total_params": main_runs["lora"][0]["total"], "budget": budget,
-        "lr_sweep": {m: {f"{lr:g}": _stats(v) for lr, v in d.items()} for m, d in lr_runs.items()},
-        "main": {m: {"lr": best[m], **_stats(v)} for m, v in main_runs.items()},
-        "placement": {k: _stats(v) for k, v in place.items()},
-        "same_rank": {k: _stats(v) for k, v in same.items()},
-        "rank": {("rslora" if rs else "alpha_over_r"): {str(r): _stats(v) for r, v in d.items()}
-                 for rs, d in ranks.items()},
-    }
+# ------------------------------------------------------------------ the sweeps
+def lora_arm(targets=QV, r: int = 8, rslora: bool = False, lrs=None) -> Arm:
+    """The registry's ``lora`` at α = ALPHA; one label per setting, so a setting two stages share runs once."""
+    name = next((k for k, t in PLACEMENTS.items() if t == targets), str(targets))
+    return Arm(f"lora {name} r={r}" + (" rsLoRA" if rslora else ""), "lora",
+               {"targets": targets, "r": r, "alpha": ALPHA, "rslora": rslora}, None if lrs is None else tuple(lrs))
+
+
+def report(clf) -> dict:
+    """What a run adds to the runner's record: the encoder's own size, and for LoRA the number
+    of adapted matrices and their mean ‖s·BA‖_F."""
+    out = {"total": sum(p.numel() for n, p in clf.encoder.named_parameters() if "lora_" not in n)}
+    layers = TL.lora_layers(clf.encoder.bert)
+    if layers:
+        with torch.no_grad():
+            out |= {"n_matrices": len(layers),
+                    "delta_norm": float(np.mean([float(m.delta_weight().norm()) for m in layers.values()]))}
+    return out
+
+
+RUN = functools.partial(runner.run, report=report)  # every run of the sweep (picklable, for --jobs)
+
+
+def live_run(train, val, lr: float, seed: int = 0):
+    """The chapter's one live run: LoRA q,v r=8 at BUDGET on ``train``, scored on ``val``;
+    returns (record, the trained MiniLM)."""
+    return runner.run(lora_arm(), None, BUDGET, seed, lr, data=(train, val, val), report=report, return_model=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _linear_shapes() -> dict:
+    return lora.linear_paths(BertEncoder(BertConfig.from_dict(checkpoint.load_config())))
+
+
+def budget_rank(targets, budget: int) -> int:
+    """The rank whose parameter count on MiniLM is closest to ``budget``."""
+    shapes = _linear_shapes()
+    return min(range(1, 65), key=lambda r: abs(lora.count_lora_params(shapes, targets, r) - budget))
+
+
+def stored(arm: Arm, r: dict, b: runner.Budget) -> dict:
+    """A runner record as the results file keeps it: the run's settings under "spec" and its
+    final loss over the last 10 steps."""
+    spec = {"method": arm.method, "lr": r["lr"], "seed": r["seed"], "n_train": b.n_train, "epochs": b.epochs,
+            "n_eval": b.n_eval, **(arm.opts if arm.method == "lora" else {})}
+    keep = ("cpu_s", "val_acc", "test_acc", "trainable", "total", "n_matrices", "delta_norm")
+    return {"spec": spec, "final_loss": float(np.mean(r["losses"][-10:])), **{k: r[k] for k in keep if k in r}}
+
+
+def _mean(runs, key="test_acc"):
+    return sum(r[key] for r in runs) / len(runs)
+
+
+def _stats(runs) -> dict:
+    """Accuracies and their means over one setting's seeds (and ‖s·BA‖ for LoRA)."""
+    return {"test_acc": [r["test_acc"] for r in runs], "val_acc": [r["val_acc"] for r in runs],
+            "mean_test": _mean(runs), "mean_val": _mean(runs, "val_acc"), "trainable": runs[0]["trainable"],
+            "final_loss": _mean(runs, "final_loss"), "seeds": [r["spec"]["seed"] for r in runs],
+            **({"delta_norm": _mean(runs, "delta_norm"), "r": runs[0]["spec"]["r"]}
+               if runs[0]["spec"]["method"] == "lora" else {})}
+
+
+def base_arms(lrs=LRS) -> dict:
+    """Stages A and B: {method: arm} over its grid of ``lrs``."""
+    return {"probe": Arm("probe", "probe", lrs=tuple(lrs["probe"])), "lora": lora_arm(lrs=lrs["lora"]),
+            "full": Arm("full", "full", lrs=tuple(lrs["full"]))}
+
+
+def stages(lr: float, budget: int, ranks=RANKS) -> dict:
+    """Stages C and D, every arm at the rate ``lr`` stage A chose for LoRA q,v r=8."""
+    one = (lr,)
+    return {"placement": {k: lora_arm(t, 8 if k == "q,v" else budget_rank(t, budget), lrs=one)
+                          for k, t in PLACEMENTS.items()},
+            "same_rank": {k: lora_arm(t, 8, lrs=one) for k, t in SAME_RANK.items()},
+            "rank": {("rslora" if rs else "alpha_over_r"): {str(r): lora_arm(QV, r, rs, one) for r in ranks}
+                     for rs in (False, True)}}
+
+
+def sweep(budget=BUDGET, lrs=LRS, ranks=RANKS, jobs: int = 1, log=RUN_LOG, run_fn=RUN, progress=True) -> dict:
+    """Stages A–D of the module docstring; returns the results file's "runs" and "summary".
+    ``run_fn`` replaces ``RUN`` (tests)."""
+    task = data.polarity_task(seed=0)
+    done, on_result = runner.run_log(log, budget)
+    go = lambda arms, b: runner.protocol(arms, task, b, jobs, progress, run_fn, done, on_result)  # noqa: E731
+    base = base_arms(lrs)
+    ab = go(base.values(), budget)                                     # A and B
+    for label, f in ab.items():  # the q,v r=8 runs at the chosen rate are stage C's too
+        done |= {(label, r["lr"], r["seed"]): r for r in f["trials"] + f["runs"]}
+    best = {m: ab[a.label]["selection"]["chosen"] for m, a in base.items()}
+    qv = ab[base["lora"].label]["runs"][0]  # LoRA q,v r=8 at its rate, seed 0: the budget of stage C
+    cd = stages(best["lora"], qv["trainable"], ranks)
+    arms = {a.label: a for g in (cd["placement"], cd["same_rank"], *cd["rank"].values()) for a in g.values()}
+    found = go(arms.values(), dataclasses.replace(budget, max_extensions=0))  # C and D: one rate each
+    arms |= {a.label: a for a in base.values()}
+    every = {(label, r["lr"], r["seed"]): stored(arms[label], r, budget)
+             for res in (ab, found) for label, f in res.items() for r in f["trials"] + f["runs"]}
+    rec = lambda arm, res: _stats([every[arm.label, r["lr"], r["seed"]] for r in res[arm.label]["runs"]])  # noqa: E731
+    lr_sweep = {m: {f"{lr:g}": _stats([every[a.label, lr, s] for s in budget.seeds[:budget.select_seeds]])
+                    for lr in ab[a.label]["selection"]["grid"]} for m, a in base.items()}
+    summary = {"best_lr": best, "total_params": qv["total"], "budget": qv["trainable"],
+               "lr_sweep": lr_sweep, "main": {m: {"lr": best[m], **rec(a, ab)} for m, a in base.items()},
+               **{k: {n: rec(a, found) for n, a in cd[k].items()} for k in ("placement", "same_rank")},
+               "rank": {k: {n: rec(a, found) for n, a in g.items()} for k, g in cd["rank"].items()}}
+    return {"runs": sorted(every.values(), key=lambda r: json.dumps(r["spec"], sort_keys=True)), "summary": summary}
+
+
+def config(b: runner.Budget = BUDGET, lrs=LRS, ranks=RANKS, quick: bool = False) -> dict:
+    """The settings the results file records."""
+    return {"n_train": b.n_train, "epochs": b.epochs, "batch_size": b.batch_size, "head_lr": b.head_lr,
+            "schedule": b.schedule, "warmup": 0.06, "seeds": list(b.seeds[:b.select_seeds]),
+            "eval_seeds": list(b.seeds), "max_extensions": b.max_extensions, "lrs": lrs, "ranks": ranks,
+            "alpha": ALPHA, "placements": PLACEMENTS, "same_rank": SAME_RANK, "quick": quick,
+            "data": "data.polarity_task(seed=0); subsample(train, n_train, 0); "
+                    + ("val and test subsampled to 64" if quick else "full val and test splits")}
 
 
 def main(argv=None) -> int:
@@ -331,47 +216,20 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run, written to the temp dir")
     args = ap.parse_args(argv)
-    global N_TRAIN, EPOCHS, SEEDS, EVAL_SEEDS, LRS, RANKS, OUT
-    if args.quick:  # a smoke test of the whole pipeline, written outside the repository
-        OUT = pathlib.Path(tempfile.gettempdir()) / "ch02_sweeps_quick.json"
-        N_TRAIN, EPOCHS, SEEDS, EVAL_SEEDS = 64, 1, (0,), (0,)
-        LRS = {k: v[:1] for k, v in LRS.items()}
-        RANKS = [1, 8, 16]
+    budget, lrs, ranks, out, log = BUDGET, LRS, RANKS, OUT, RUN_LOG
+    if args.quick:  # a smoke test of the whole pipeline, written outside the repository, no run log
+        budget = dataclasses.replace(BUDGET, n_train=64, n_eval=64, epochs=1, seeds=(0,), select_seeds=1,
+                                     max_extensions=0)
+        lrs, ranks, log = {k: v[:1] for k, v in LRS.items()}, [1, 8, 16], None
+        out = Path(tempfile.gettempdir()) / "ch02_sweeps_quick.json"
     t0 = time.time()
-    sw = Sweep(args.jobs, args.quick)
-    common = {"n_train": N_TRAIN, "epochs": EPOCHS, "n_eval": 64 if args.quick else None}
-    lora_spec = lambda **kw: {"method": "lora", "targets": QV, "r": 8, "alpha": ALPHA, "rslora": False,  # noqa
-                              **common, **kw}
-    base = {"probe": lambda lr, seed: {"method": "probe", "lr": lr, "seed": seed, **common},
-            "lora": lambda lr, seed: lora_spec(lr=lr, seed=seed),
-            "full": lambda lr, seed: {"method": "full", "lr": lr, "seed": seed, **common}}
-    # A: learning rates
-    specs_a = {m: {lr: [base[m](lr, s) for s in SEEDS] for lr in LRS[m]} for m in base}
-    sw.go([s for d in specs_a.values() for v in d.values() for s in v])
-    lr_runs = {m: {lr: sw.get(v) for lr, v in d.items()} for m, d in specs_a.items()}
-    best = {m: max(LRS[m], key=lambda lr: _mean(lr_runs[m][lr], "val_acc")) for m in base}
-    lr = best["lora"]
-    budget = lr_runs["lora"][lr][0]["trainable"]
-    # B: every evaluation seed at each best learning rate; C: placement at the (q,v) r=8 budget
-    # and two settings at the same rank; D: rank sweep at fixed α and rate, both scalings.
-    # B–D pair their settings over EVAL_SEEDS (chapter 08, Eqs. 8.4–8.7)
-    specs_b = {m: [base[m](best[m], s) for s in EVAL_SEEDS] for m in base}
-    specs_c = {name: [lora_spec(lr=lr, seed=s, targets=t, r=8 if name == "q,v" else budget_rank(t, budget))
-                      for s in EVAL_SEEDS] for name, t in PLACEMENTS.items()}
-    specs_s = {name: [lora_spec(lr=lr, seed=s, targets=t, r=8) for s in EVAL_SEEDS] for name, t in SAME_RANK.items()}
-    specs_d = {rs: {r: [lora_spec(lr=lr, seed=s, r=r, rslora=rs) for s in EVAL_SEEDS] for r in RANKS}
-               for rs in (False, True)}
-    sw.go([s for group in (specs_b, specs_c, specs_s) for v in group.values() for s in v]
-          + [s for d in specs_d.values() for v in d.values() for s in v])
-    sw.pool.shutdown()
-    main_runs = {m: sw.get(v) for m, v in specs_b.items()}
-    place = {k: sw.get(v) for k, v in specs_c.items()}
-    same = {k: sw.get(v) for k, v in specs_s.items()}
-    ranks = {rs: {r: sw.get(v) for r, v in d.items()} for rs, d in specs_d.items()}
-    summary = _summarise(best, budget, lr_runs, main_runs, place, same, ranks)
-    sw.save(summary)
-    print(f"wrote {OUT} in {time.time() - t0:.0f} s")
-    print(json.dumps({k: summary[k] for k in ("best_lr", "budget")}, indent=1))
+    res = sweep(budget, lrs, ranks, args.jobs, log)
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+                "threads_per_run": 1}
+    doc = {"about": "chapter 02 sweeps; regenerate with python -m pedagogy_lib.book.ch02.experiment",
+           "config": config(budget, lrs, ranks, args.quick), **res, "versions": versions}
+    print(f"wrote {R.save(doc, out)} in {time.time() - t0:.0f} s")
+    print(json.dumps({k: res["summary"][k] for k in ("best_lr", "budget")}, indent=1))
     return 0
 
 

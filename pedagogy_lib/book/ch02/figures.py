@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch02 import experiment as E
+from pedagogy_lib.book.ch02 import studies as ST
 from pedagogy_lib.results import mean_sd
 from pedagogy_lib.book.figures import register
 
@@ -29,7 +30,7 @@ LABELS = {"alpha_over_r": "s = α/r (LoRA)", "rslora": "s = α/√r (rsLoRA)"}
 
 @register("02_scaling")
 def scaling(data=None):
-    data = E.scaling_study() if data is None else data
+    data = ST.scaling_study() if data is None else data
     fig = Figure(figsize=(9, 3.4), layout="constrained")
     a, b = fig.subplots(1, 2)
     for name, rows in data.items():
