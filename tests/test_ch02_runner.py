@@ -2,8 +2,9 @@
 training run replaced by its stored record, gives back ``chapters/results/ch02_sweeps.json``
 (chosen rates, every run, the summary), and ``runner.run`` of registry arms gives the numbers
 chapter 02's own training function (``finetune``, removed; recorded at 2d0a3c7 on this machine,
-one thread) gave on small slices. Full-size stored runs retrained through ``experiment.RUN``
-match their stored accuracies exactly (issue #12's report lists them)."""
+one thread) gave on small slices. Not here (15–60 CPU-s each): five full-size stored runs (probe,
+LoRA q,v r=8, FFN r=3, rsLoRA r=64, full FT) retrained once through ``experiment.RUN`` gave their
+stored validation and test accuracies exactly."""
 import copy
 import json
 import pathlib
