@@ -21,7 +21,6 @@ by paired per-seed differences (``paired``).
 from __future__ import annotations
 
 import copy
-import platform
 import time
 import weakref
 from dataclasses import asdict
@@ -381,16 +380,14 @@ def arm_summary(arm: Arm, found: dict) -> dict:
     """What the chapter reads per arm (from ``runner.protocol``'s result): the search (grid,
     mean validation accuracy per rate over the selection seeds, chosen rate, bracketed or
     not), every seed's validation and test accuracy at the chosen rate, and the costs."""
-    runs, sel = found["runs"], found["selection"]
+    runs = found["runs"]
     test = [r["test_acc"] for r in runs]
-    return {"note": arm.note, "lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
-            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
-            "select_seeds": sel["seeds"], "seeds": [r["seed"] for r in runs],
+    return {"note": arm.note, **R.selection(found["selection"]), "seeds": [r["seed"] for r in runs],
             "val_acc": [r["val_acc"] for r in runs], "test_acc": test,
             "mean": float(np.mean(test)), "std": float(np.std(test, ddof=1)),
             "trainable": runs[0]["trainable"], "final_loss": [r["final_loss"] for r in runs],
             "cpu_s": [r["cpu_s"] for r in runs], "cpu_s_search": sum(r["cpu_s"] for r in found["trials"]),
-            "n_runs": len(found["trials"]) + len(runs) - len(sel["seeds"])}
+            "n_runs": len(R.trained(found))}
 
 
 def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) -> dict:
@@ -404,15 +401,13 @@ def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) ->
     for n, r in results.items():
         print(f"{n:16s} lr={r['lr']:g} {'bracketed' if r['bracketed'] else 'UNBRACKETED'} grid={r['lr_grid']} "
               f"test {r['mean']:.4f} ± {r['std']:.4f} (sd)", flush=True)
-    import bitsandbytes
     res = {"config": {"budget": {k: v for k, v in asdict(budget).items() if k != "latency_rounds"},
                       "r": RANK, "alpha": ALPHA, "targets": TARGETS, "double_quant": True,
                       "n_val": len(task.val), "n_test": len(task.test), "device": "cpu", "threads": 1,
                       "cpu_s_runs": sum(r["cpu_s_search"] + sum(r["cpu_s"][len(r["select_seeds"]):])
                                         for r in results.values()),
                       "cpu_s_process": time.process_time() - t0, "reused_runs": len(done)},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
+           "versions": R.versions("torch", "numpy", "bitsandbytes"),
            "results": results}
     print(f"wrote {save(res, out)}")
     return res

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import platform
 import sys
 import time
 
@@ -186,7 +185,7 @@ def main(argv=None):
     with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr, disable=None) as bar:
         res = {"dtypes": dtypes(), **placement_and_rank(lr, bar), "recipe": recipe_study()}
     res |= {"wall_seconds": time.perf_counter() - t0, "steps": E.STEPS["line"],
-            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
+            "versions": R.versions("torch")}
     print(R.save(res, RESULTS))
     print(R.save(vader_study() | {"versions": {"torch": torch.__version__}}, "ch10_vader"))
 
