@@ -31,6 +31,7 @@ import torch
 
 from pedagogy_lib.results import save
 from pedagogy_lib import data, runner, stats
+from pedagogy_lib.book.rules import points_by_seed
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref import qlora as QL
@@ -132,16 +133,11 @@ PAIRS = (("QLoRA NF4+DQ", "LoRA fp32"), ("QLoRA FP4+DQ", "QLoRA NF4+DQ"), ("QLoR
          ("LoRA fp32", "full FT"), ("probe NF4 base", "probe fp32"), ("LoRA fp32", "probe fp32"))
 
 
-def by_seed(r: dict) -> dict:
-    """{seed: test accuracy in points} of one arm of the stored sweep."""
-    return {s: 100 * a for s, a in zip(r["seeds"], r["test_acc"])}
-
-
 def paired(acc: dict, a: str, b: str) -> dict:
     """Arm ``a`` − arm ``b`` of the stored sweep in points, paired by seed (Eqs. 8.4–8.7):
     ``stats.paired_by_seed`` + the labels and ``bracketed`` (both arms' rates bracketed)."""
     ra, rb = acc["results"][a], acc["results"][b]
-    return stats.paired_by_seed(by_seed(ra), by_seed(rb)) | {"a": a, "b": b,
+    return stats.paired_by_seed(points_by_seed(ra), points_by_seed(rb)) | {"a": a, "b": b,
                                                              "bracketed": ra["bracketed"] and rb["bracketed"]}
 
 
