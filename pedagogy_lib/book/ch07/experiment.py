@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pedagogy_lib.results import save
+from pedagogy_lib import counting as C
 from pedagogy_lib import data, runner, stats
 from pedagogy_lib.book.rules import points_by_seed
 from pedagogy_lib.registry import Arm, arms
@@ -220,7 +220,6 @@ def ordered(results: dict) -> dict:
 
 
 def _default_step_memory() -> dict:
-    from pedagogy_lib import data, runner
     from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 
     mm = load_minilm_torch(device="cpu")
@@ -233,10 +232,7 @@ def _default_step_memory() -> dict:
 
 
 def llama_memory(tokens: int = 0, r: int = 64) -> dict:
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb
-
-    return {s.name: qlora_memory_gb(s, r=r, tokens=tokens)
+    return {s.name: C.qlora_memory_gb(s, r=r, tokens=tokens)
             for s in (C.LLAMA_7B, C.LLAMA_13B, C.LLAMA_33B, C.LLAMA_65B)}
 
 
@@ -245,15 +241,12 @@ def paging_scenario(steps: int = 400, seed: int = 0, tokens_median: int = 1024) 
     ``qlora_memory_gb``; per-step activation bytes = tokens × L·d·2 B (the checkpointed lower
     bound) × 2 for the layer being recomputed, with a token count per step that is
     log-normal around ``tokens_median`` (a batch of mixed-length sequences; seeded)."""
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb, simulate_paging
-
-    m = qlora_memory_gb(C.LLAMA_65B)
+    m = C.qlora_memory_gb(C.LLAMA_65B)
     tokens = np.random.default_rng(seed).lognormal(np.log(tokens_median), 0.5, steps).round()
     per_token = 2 * C.LLAMA_65B.layers * C.LLAMA_65B.hidden * 2
     act = tokens * per_token
     weights = (m["base 4-bit"] + m["base 16-bit"] + m["LoRA weights"]) * GB
-    sim = simulate_paging(48 * GB, weights, m["LoRA gradients"] * GB, m["Adam states"] * GB, act)
+    sim = C.simulate_paging(48 * GB, weights, m["LoRA gradients"] * GB, m["Adam states"] * GB, act)
     return {"tokens": tokens, "activations": act, "weights": weights, "grads": m["LoRA gradients"] * GB,
             "state": m["Adam states"] * GB, "capacity": 48 * GB, "per_token": per_token} | sim
 
@@ -276,8 +269,6 @@ def measured_bits(weights: dict[str, np.ndarray] | None = None) -> dict:
 def _live_dequant_log():
     """A ``DequantLog`` that also counts how many of the weights ``dequantize_4bit`` returned
     are alive at once (weak references: a decoded weight counts until it is freed)."""
-    from pedagogy_lib.torch_ref import qlora as QL
-
     class LiveDequantLog(QL.DequantLog):
         def __init__(self):
             super().__init__()
@@ -303,10 +294,6 @@ def backward_check(model, batch) -> dict:
     the largest relative difference of the LoRA gradients, whether the 4-bit weights got a
     gradient, every bitsandbytes op the step ran (``DequantLog``), and the largest number of
     dequantised full weights alive at the same time (``max_alive``)."""
-    import torch
-
-    from pedagogy_lib.torch_ref import qlora as QL
-
     ref = QL.dequantized_copy(model)
     ids, mask, y = batch
     grads, calls, max_alive = [], None, None
@@ -336,24 +323,18 @@ def backward_check(model, batch) -> dict:
 
 def _small_backward() -> dict:
     """backward_check on a small random 4-bit model with LoRA (when no QLoRA model is given)."""
-    import torch
-    from torch import nn
-
-    from pedagogy_lib.torch_ref import qlora as QL
-    from pedagogy_lib.torch_ref.lora import attach_lora
-
-    class Net(nn.Module):
+    class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             torch.manual_seed(0)
-            self.body = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 8))
+            self.body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 8))
 
         def forward(self, ids, mask):
             return self.body(ids)
 
     net = Net()
     QL.quantize_linears(net.body, "all-linear")
-    attach_lora(net.body, "all-linear", r=4, alpha=8, seed=0)
+    TL.attach_lora(net.body, "all-linear", r=4, alpha=8, seed=0)
     QL.to_device(net, "cpu")
     for m in net.modules():  # start B away from zero so that A gets a gradient too
         if hasattr(m, "lora_B"):
@@ -405,7 +386,7 @@ def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) ->
                       "cpu_s_process": time.process_time() - t0, "reused_runs": len(done)},
            "versions": R.versions("torch", "numpy", "bitsandbytes"),
            "results": results}
-    print(f"wrote {save(res, out)}")
+    print(f"wrote {R.save(res, out)}")
     return res
 
 
