@@ -254,16 +254,15 @@ def paging_scenario(steps: int = 400, seed: int = 0, tokens_median: int = 1024) 
 def measured_bits(weights: dict[str, np.ndarray] | None = None) -> dict:
     """Bits per parameter of NF4 and NF4 + DQ, measured from the bytes our NumPy quantiser
     stores for each matrix (Eq. 7.9), summed over the matrices."""
-    if weights is None:
-        weights = minilm_weights()
-    n = bytes_nf4 = bytes_dq = 0
+    weights = minilm_weights() if weights is None else weights
+    n, nf4, dq = sum(w.size for w in weights.values()), [], []
     for w in weights.values():
         packed, absmax = Q.quantize_nf4(w)
         q, absmax2, offset = Q.double_quantize(absmax)
-        n += w.size
-        bytes_nf4 += packed.nbytes + absmax.nbytes
-        bytes_dq += packed.nbytes + q.nbytes + absmax2.nbytes + np.float32(offset).nbytes
-    return {"n": n, "matrices": len(weights), "nf4": 8 * bytes_nf4 / n, "nf4_dq": 8 * bytes_dq / n}
+        nf4 += [packed, absmax]
+        dq += [packed, q, absmax2, np.float32(offset)]
+    return {"n": n, "matrices": len(weights), "nf4": Q.measured_bits_per_param(n, *nf4),
+            "nf4_dq": Q.measured_bits_per_param(n, *dq)}
 
 
 def _live_dequant_log():
