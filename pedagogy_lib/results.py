@@ -90,6 +90,32 @@ def save_runs(data: dict, name) -> Path:
     return _write(text, name)
 
 
+def versions(*modules: str) -> dict[str, str]:
+    """What a results file records of the software that made it: Python's version and each
+    named module's ``__version__``, e.g. ``versions("numpy", "torch")``."""
+    import importlib
+    import platform
+
+    return {"python": platform.python_version()} | {m: importlib.import_module(m).__version__ for m in modules}
+
+
+def selection(sel: dict, ndigits: int | None = None) -> dict:
+    """A learning-rate search as a sweep stores it per arm (``runner.protocol``'s ``selection``,
+    chapter 08 Eqs. 8.1–8.2): the grid with its extensions, the mean validation score per rate
+    over the selection seeds (rounded to ``ndigits`` if given), the chosen rate, and whether
+    it is bracketed (else the edge it sits at)."""
+    scores = sel["scores"] if ndigits is None else [round(v, ndigits) for v in sel["scores"]]
+    return {"lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], scores)},
+            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"],
+            "extensions": sel["extensions"], "select_seeds": sel["seeds"]}
+
+
+def trained(found: dict) -> list[dict]:
+    """The runs one arm of ``runner.protocol`` trained: its grid trials and the seeds after the
+    selection seeds (whose runs at the chosen rate are trials already)."""
+    return found["trials"] + found["runs"][len(found["selection"]["seeds"]):]
+
+
 def mean_sd(xs) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1; 0 for a single run) of repeated runs."""
     import numpy as np

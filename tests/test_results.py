@@ -48,6 +48,32 @@ def test_mean_sd():
     assert R.mean_sd([0.7]) == (0.7, 0.0)
 
 
+def test_versions_selection_and_trained_runs():
+    import platform
+
+    assert R.versions("numpy") == {"python": platform.python_version(), "numpy": np.__version__}
+    sel = {"grid": [1e-3, 3e-3], "scores": [0.81234567, 0.9], "chosen": 3e-3, "bracketed": False, "edge": "high",
+           "extensions": 2, "seeds": [0, 1]}
+    rec = R.selection(sel, 6)
+    assert rec["val_by_lr"] == {"0.001": 0.812346, "0.003": 0.9} and R.selection(sel)["val_by_lr"]["0.001"] == 0.81234567
+    assert (rec["lr"], rec["lr_grid"], rec["bracketed"], rec["edge"], rec["select_seeds"]) == (3e-3, sel["grid"], False,
+                                                                                               "high", [0, 1])
+    found = {"trials": ["t0", "t1"], "runs": ["r0", "r1", "r2", "r3"], "selection": sel}
+    assert R.trained(found) == ["t0", "t1", "r2", "r3"]  # seeds 0, 1 at the chosen rate are trials already
+
+
+def test_points_by_seed_and_mean_interval():
+    from pedagogy_lib import stats
+    from pedagogy_lib.book.figures import mean_interval
+    from pedagogy_lib.book.rules import points_by_seed
+
+    assert points_by_seed({"seeds": [3, 1], "test_acc": [0.5, 0.25]}) == {3: 50.0, 1: 25.0}
+    x = [80.0, 82.5, 79.0, 81.0]
+    m, half = mean_interval(x)
+    d = stats.paired(x, [0.0] * 4)
+    assert m == pytest.approx(d["mean"]) and half == pytest.approx(d["hi"] - d["mean"])
+
+
 def test_ledger_summary_table_counts_every_record_once():
     from pedagogy_lib.book import claims
     recs = [{"id": "ch01-a", "verdict": "holds"}, {"id": "ch01-b", "verdict": "wrong"},

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import matplotlib
 from matplotlib.figure import Figure
 
-__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save"]
+__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save", "mean_interval"]
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if not (_REPO_ROOT / "pyproject.toml").is_file():  # installed without the book: use ./figures
@@ -86,3 +86,13 @@ def save(fig: Figure, name: str) -> pathlib.Path:
         fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     os.replace(tmp, path)
     return path
+
+
+def mean_interval(x) -> tuple[float, float]:
+    """The mean of per-seed values and the half-width of its 95 % t-interval (as Eq. 8.6 for
+    one arm): what an error bar around an arm's mean shows."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))

@@ -118,6 +118,12 @@ def paired_points(a: Sequence[float], b: Sequence[float]) -> dict:
     return stats.paired(100 * np.asarray(a, dtype=np.float64), 100 * np.asarray(b, dtype=np.float64))
 
 
+def points_by_seed(r: dict) -> dict:
+    """{seed: test accuracy in points} of one arm's stored results (``seeds``, ``test_acc`` as
+    fractions): runs of one seed share data order and head init across arms, so arms pair by seed."""
+    return {s: 100 * a for s, a in zip(r["seeds"], r["test_acc"])}
+
+
 def ci_text(d: dict, a: str = "a", b: str = "b") -> str:
     """'a − b = +1.2 points, 95 % CI [−0.1, +2.5], paired over 3 seeds: tie (a ≈ b)'."""
     return (f"{a} − {b} = {d['mean']:+.1f} points, 95 % CI [{d['lo']:+.1f}, {d['hi']:+.1f}], paired over "

@@ -13,7 +13,7 @@ one-word task with a trainable head on a 22.7M encoder can make such a claim loo
 from __future__ import annotations
 
 from pedagogy_lib import counting as C
-from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text
+from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, points_by_seed
 
 # id -> (line of the article, our paraphrase of what it claims)
 SENTENCES = {
@@ -112,8 +112,8 @@ def ch08_prompt_gap(res: dict | None = None):
     res = ch08.load() if res is None else res
     if not all(table.judged(res, n) for n in ("prompt", "full")):
         return "chapter 08 (m=10)", None
-    pts = lambda n: {s: 100 * v for s, v in table.by_seed(res["methods"][n]).items()}  # noqa: E731
-    return "chapter 08 (m=10)", stats.paired_by_seed(pts("full"), pts("prompt"))
+    m = res["methods"]
+    return "chapter 08 (m=10)", stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"]))
 
 
 def prompt_gap_evidence(sweep05: dict | None = None, res08: dict | None = None) -> dict:

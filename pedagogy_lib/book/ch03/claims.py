@@ -37,11 +37,6 @@ def latency_summary(lat: dict) -> dict:
 LORA = "LoRA r=8 (q,v)"
 
 
-def accuracy_of(acc: dict, name: str) -> tuple[float, float]:
-    r = acc["results"][name]
-    return r["test_mean"], r["test_std"]
-
-
 def by_seed(acc: dict, name: str, split: str = "test") -> dict[int, float]:
     """{seed: accuracy in points} of one arm at its chosen rate (``split`` "test" or "val"):
     runs of one seed share subsample, head init and order across arms, so arms pair by seed."""

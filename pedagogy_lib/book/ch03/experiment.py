@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
 from pathlib import Path
@@ -86,17 +85,14 @@ def _row(arm: Arm, found: dict) -> dict:
     """What the chapter reads per arm: the search (grid with its extensions, mean validation
     accuracy per rate over the selection seeds, the chosen rate, bracketed or not) and every
     seed's validation and test accuracy at the chosen rate."""
-    sel, runs = found["selection"], found["runs"]
+    runs = found["runs"]
     test = [round(r["test_acc"], 6) for r in runs]
     return {"kind": arm.method, "size": arm.opts.get("r", arm.opts.get("m")),
-            "trainable": runs[-1]["trainable"], "lr_grid": sel["grid"],
-            "val_by_lr": {f"{lr:g}": round(v, 6) for lr, v in zip(sel["grid"], sel["scores"])},
-            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"],
-            "extensions": sel["extensions"], "select_seeds": sel["seeds"],
+            "trainable": runs[-1]["trainable"], **R.selection(found["selection"], 6),
             "seeds": [r["seed"] for r in runs], "val_by_seed": [round(r["val_acc"], 6) for r in runs],
             "test_by_seed": test, "test_mean": round(float(np.mean(test)), 6),
             "test_std": round(float(np.std(test, ddof=1)), 6),
-            "cpu_s": round(sum(r["cpu_s"] for r in found["trials"] + runs[len(sel["seeds"]):]), 1)}
+            "cpu_s": round(sum(r["cpu_s"] for r in R.trained(found)), 1)}
 
 
 def main(argv=None):
@@ -125,7 +121,7 @@ def main(argv=None):
         "results": {label: _row(arm, found[label]) for label, arm in ARMS.items() if label in found},
         "cpu_s_runs": round(sum(_row(ARMS[n], found[n])["cpu_s"] for n in args.arms), 1),
         "reused_runs": len(done), "wall_s": round(time.time() - t0, 1),
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
+        "versions": R.versions("numpy", "torch"),
     }
     print(f"wrote {R.save(out, OUT)}")
 

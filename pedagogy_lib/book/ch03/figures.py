@@ -7,16 +7,14 @@ already loaded.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
-from scipy import stats
 
 from pedagogy_lib import results as R
 from pedagogy_lib.book.ch03.claims import LORA, by_seed, edges, versus
 from pedagogy_lib.book.ch03.experiment import load, params_data
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import mean_interval, register
 
 RESULTS = R.RESULTS
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
@@ -82,8 +80,8 @@ def accuracy(d: dict | None = None) -> Figure:
     names = sorted(res, key=lambda n: (res[n]["kind"] != "lora", res[n]["trainable"], n))
     for name in names:
         r, pts = res[name], list(by_seed(d, name).values())
-        half = stats.t.ppf(0.975, len(pts) - 1) * np.std(pts, ddof=1) / np.sqrt(len(pts))
-        left.errorbar(r["trainable"], np.mean(pts), yerr=half, capsize=3, ls="none",
+        mean, half = mean_interval(pts)
+        left.errorbar(r["trainable"], mean, yerr=half, capsize=3, ls="none",
                       marker="*" if r["kind"] == "lora" else markers.get(r["size"], "v"), ms=8,
                       color=COLOURS.get(r["kind"], "C5"), label=name + (" (unbracketed)" if name in skip else ""))
     left.legend(fontsize=7, loc="upper center", ncols=2)

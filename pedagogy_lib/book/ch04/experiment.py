@@ -25,10 +25,8 @@ test splits, and its per-step training loss is kept.
 from __future__ import annotations
 
 import math
-import platform
 
 import numpy as np
-import torch
 
 from pedagogy_lib import data, runner
 from pedagogy_lib.registry import Arm
@@ -53,17 +51,12 @@ MAX_EXTENSIONS = 2                # the protocol's bound on grid extensions (cha
 
 
 # ------------------------------------------------------- stored results, analysis
-PATH = RESULTS / "ch04_prefix.json"
-
-
 ARMS = ("direct", "mlp")
-
-
 COLLAPSED = 0.6  # a final loss above this never left the majority-class guess (ln 2 ≈ 0.69)
 
 
 def load_results(path=None) -> dict:
-    return R.load(path or PATH, "python -m pedagogy_lib.book.ch04.experiment")
+    return R.load(path or OUT, "python -m pedagogy_lib.book.ch04.experiment")
 
 
 def eval_seeds(sweep: dict) -> list:
@@ -119,17 +112,6 @@ def stability(sweep: dict, arm: str) -> dict:
     return {"seed_sd": float(seed_sd), "curve_sd": float(curves.std(0, ddof=1).mean()), "rough": float(rough),
             "collapsed": len(collapsed), "n_runs": len(runs),
             "collapsed_at": sorted({(r["m"], r["lr"]) for r in collapsed})}
-
-
-def paired_differences(sweep: dict) -> np.ndarray:
-    """Test accuracy of the MLP arm minus the direct arm, each at its chosen rate, for every
-    (prefix length, seed): the two runs of a pair share the subsample, head init and order."""
-    lr, out = sweep["chosen_lr"], []
-    for m in sweep["config"]["lengths"]:
-        for seed in eval_seeds(sweep):
-            a, b = ([r["test"] for r in _runs(sweep, arm, m, lr[arm]) if r["seed"] == seed] for arm in ("mlp", "direct"))
-            out.append(a[0] - b[0])
-    return np.array(out)
 
 
 def by_seed(sweep: dict, arm: str, m: int | None = None) -> list[float]:
@@ -233,7 +215,7 @@ def _key(r: dict) -> tuple:
 def stored_runs(path=None) -> dict:
     """{(arm, m, lr, seed): run} from the stored sweep, for reuse: a run is deterministic in
     (arm, m, lr, seed) (same subsample, init and order), so it is not trained twice."""
-    path = path or PATH
+    path = path or OUT
     return {_key(r): r for r in load_results(path)["runs"]} if path.is_file() else {}
 
 
@@ -278,7 +260,7 @@ def main(argv=None):
         "chosen_lr": lr,
         "selection": choice,
         "runs": runs,
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__},
+        "versions": R.versions("numpy", "torch"),
     }
     print(f"wrote {save_runs(out, OUT)}")
 

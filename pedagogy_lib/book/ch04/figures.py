@@ -15,10 +15,6 @@ COLOURS = {"direct": "C3", "mlp": "C0", "lora": "C2"}
 LABELS = {"direct": "direct P_k, P_v", "mlp": "through the MLP", "lora": "LoRA r=8 (q,v)"}
 
 
-
-
-
-
 @register("04_lambda")
 def lambda_figure(d: dict | None = None) -> Figure:
     d = lambda_data() if d is None else d

@@ -21,7 +21,6 @@ by paired per-seed differences (``paired``).
 from __future__ import annotations
 
 import copy
-import platform
 import time
 import weakref
 from dataclasses import asdict
@@ -30,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pedagogy_lib.results import save
+from pedagogy_lib import counting as C
 from pedagogy_lib import data, runner, stats
+from pedagogy_lib.book.rules import points_by_seed
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref import qlora as QL
@@ -133,16 +133,11 @@ PAIRS = (("QLoRA NF4+DQ", "LoRA fp32"), ("QLoRA FP4+DQ", "QLoRA NF4+DQ"), ("QLoR
          ("LoRA fp32", "full FT"), ("probe NF4 base", "probe fp32"), ("LoRA fp32", "probe fp32"))
 
 
-def by_seed(r: dict) -> dict:
-    """{seed: test accuracy in points} of one arm of the stored sweep."""
-    return {s: 100 * a for s, a in zip(r["seeds"], r["test_acc"])}
-
-
 def paired(acc: dict, a: str, b: str) -> dict:
     """Arm ``a`` − arm ``b`` of the stored sweep in points, paired by seed (Eqs. 8.4–8.7):
     ``stats.paired_by_seed`` + the labels and ``bracketed`` (both arms' rates bracketed)."""
     ra, rb = acc["results"][a], acc["results"][b]
-    return stats.paired_by_seed(by_seed(ra), by_seed(rb)) | {"a": a, "b": b,
+    return stats.paired_by_seed(points_by_seed(ra), points_by_seed(rb)) | {"a": a, "b": b,
                                                              "bracketed": ra["bracketed"] and rb["bracketed"]}
 
 
@@ -225,7 +220,6 @@ def ordered(results: dict) -> dict:
 
 
 def _default_step_memory() -> dict:
-    from pedagogy_lib import data, runner
     from pedagogy_lib.torch_ref.encoder import load_minilm_torch
 
     mm = load_minilm_torch(device="cpu")
@@ -238,10 +232,7 @@ def _default_step_memory() -> dict:
 
 
 def llama_memory(tokens: int = 0, r: int = 64) -> dict:
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb
-
-    return {s.name: qlora_memory_gb(s, r=r, tokens=tokens)
+    return {s.name: C.qlora_memory_gb(s, r=r, tokens=tokens)
             for s in (C.LLAMA_7B, C.LLAMA_13B, C.LLAMA_33B, C.LLAMA_65B)}
 
 
@@ -250,15 +241,12 @@ def paging_scenario(steps: int = 400, seed: int = 0, tokens_median: int = 1024) 
     ``qlora_memory_gb``; per-step activation bytes = tokens × L·d·2 B (the checkpointed lower
     bound) × 2 for the layer being recomputed, with a token count per step that is
     log-normal around ``tokens_median`` (a batch of mixed-length sequences; seeded)."""
-    from pedagogy_lib import counting as C
-    from pedagogy_lib.counting import qlora_memory_gb, simulate_paging
-
-    m = qlora_memory_gb(C.LLAMA_65B)
+    m = C.qlora_memory_gb(C.LLAMA_65B)
     tokens = np.random.default_rng(seed).lognormal(np.log(tokens_median), 0.5, steps).round()
     per_token = 2 * C.LLAMA_65B.layers * C.LLAMA_65B.hidden * 2
     act = tokens * per_token
     weights = (m["base 4-bit"] + m["base 16-bit"] + m["LoRA weights"]) * GB
-    sim = simulate_paging(48 * GB, weights, m["LoRA gradients"] * GB, m["Adam states"] * GB, act)
+    sim = C.simulate_paging(48 * GB, weights, m["LoRA gradients"] * GB, m["Adam states"] * GB, act)
     return {"tokens": tokens, "activations": act, "weights": weights, "grads": m["LoRA gradients"] * GB,
             "state": m["Adam states"] * GB, "capacity": 48 * GB, "per_token": per_token} | sim
 
@@ -266,23 +254,20 @@ def paging_scenario(steps: int = 400, seed: int = 0, tokens_median: int = 1024) 
 def measured_bits(weights: dict[str, np.ndarray] | None = None) -> dict:
     """Bits per parameter of NF4 and NF4 + DQ, measured from the bytes our NumPy quantiser
     stores for each matrix (Eq. 7.9), summed over the matrices."""
-    if weights is None:
-        weights = minilm_weights()
-    n = bytes_nf4 = bytes_dq = 0
+    weights = minilm_weights() if weights is None else weights
+    n, nf4, dq = sum(w.size for w in weights.values()), [], []
     for w in weights.values():
         packed, absmax = Q.quantize_nf4(w)
         q, absmax2, offset = Q.double_quantize(absmax)
-        n += w.size
-        bytes_nf4 += packed.nbytes + absmax.nbytes
-        bytes_dq += packed.nbytes + q.nbytes + absmax2.nbytes + np.float32(offset).nbytes
-    return {"n": n, "matrices": len(weights), "nf4": 8 * bytes_nf4 / n, "nf4_dq": 8 * bytes_dq / n}
+        nf4 += [packed, absmax]
+        dq += [packed, q, absmax2, np.float32(offset)]
+    return {"n": n, "matrices": len(weights), "nf4": Q.measured_bits_per_param(n, *nf4),
+            "nf4_dq": Q.measured_bits_per_param(n, *dq)}
 
 
 def _live_dequant_log():
     """A ``DequantLog`` that also counts how many of the weights ``dequantize_4bit`` returned
     are alive at once (weak references: a decoded weight counts until it is freed)."""
-    from pedagogy_lib.torch_ref import qlora as QL
-
     class LiveDequantLog(QL.DequantLog):
         def __init__(self):
             super().__init__()
@@ -308,10 +293,6 @@ def backward_check(model, batch) -> dict:
     the largest relative difference of the LoRA gradients, whether the 4-bit weights got a
     gradient, every bitsandbytes op the step ran (``DequantLog``), and the largest number of
     dequantised full weights alive at the same time (``max_alive``)."""
-    import torch
-
-    from pedagogy_lib.torch_ref import qlora as QL
-
     ref = QL.dequantized_copy(model)
     ids, mask, y = batch
     grads, calls, max_alive = [], None, None
@@ -341,24 +322,18 @@ def backward_check(model, batch) -> dict:
 
 def _small_backward() -> dict:
     """backward_check on a small random 4-bit model with LoRA (when no QLoRA model is given)."""
-    import torch
-    from torch import nn
-
-    from pedagogy_lib.torch_ref import qlora as QL
-    from pedagogy_lib.torch_ref.lora import attach_lora
-
-    class Net(nn.Module):
+    class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
             torch.manual_seed(0)
-            self.body = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 8))
+            self.body = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 8))
 
         def forward(self, ids, mask):
             return self.body(ids)
 
     net = Net()
     QL.quantize_linears(net.body, "all-linear")
-    attach_lora(net.body, "all-linear", r=4, alpha=8, seed=0)
+    TL.attach_lora(net.body, "all-linear", r=4, alpha=8, seed=0)
     QL.to_device(net, "cpu")
     for m in net.modules():  # start B away from zero so that A gets a gradient too
         if hasattr(m, "lora_B"):
@@ -381,16 +356,14 @@ def arm_summary(arm: Arm, found: dict) -> dict:
     """What the chapter reads per arm (from ``runner.protocol``'s result): the search (grid,
     mean validation accuracy per rate over the selection seeds, chosen rate, bracketed or
     not), every seed's validation and test accuracy at the chosen rate, and the costs."""
-    runs, sel = found["runs"], found["selection"]
+    runs = found["runs"]
     test = [r["test_acc"] for r in runs]
-    return {"note": arm.note, "lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
-            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
-            "select_seeds": sel["seeds"], "seeds": [r["seed"] for r in runs],
+    return {"note": arm.note, **R.selection(found["selection"]), "seeds": [r["seed"] for r in runs],
             "val_acc": [r["val_acc"] for r in runs], "test_acc": test,
             "mean": float(np.mean(test)), "std": float(np.std(test, ddof=1)),
             "trainable": runs[0]["trainable"], "final_loss": [r["final_loss"] for r in runs],
             "cpu_s": [r["cpu_s"] for r in runs], "cpu_s_search": sum(r["cpu_s"] for r in found["trials"]),
-            "n_runs": len(found["trials"]) + len(runs) - len(sel["seeds"])}
+            "n_runs": len(R.trained(found))}
 
 
 def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) -> dict:
@@ -404,17 +377,15 @@ def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) ->
     for n, r in results.items():
         print(f"{n:16s} lr={r['lr']:g} {'bracketed' if r['bracketed'] else 'UNBRACKETED'} grid={r['lr_grid']} "
               f"test {r['mean']:.4f} ± {r['std']:.4f} (sd)", flush=True)
-    import bitsandbytes
     res = {"config": {"budget": {k: v for k, v in asdict(budget).items() if k != "latency_rounds"},
                       "r": RANK, "alpha": ALPHA, "targets": TARGETS, "double_quant": True,
                       "n_val": len(task.val), "n_test": len(task.test), "device": "cpu", "threads": 1,
                       "cpu_s_runs": sum(r["cpu_s_search"] + sum(r["cpu_s"][len(r["select_seeds"]):])
                                         for r in results.values()),
                       "cpu_s_process": time.process_time() - t0, "reused_runs": len(done)},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                        "numpy": np.__version__, "bitsandbytes": bitsandbytes.__version__},
+           "versions": R.versions("torch", "numpy", "bitsandbytes"),
            "results": results}
-    print(f"wrote {save(res, out)}")
+    print(f"wrote {R.save(res, out)}")
     return res
 
 

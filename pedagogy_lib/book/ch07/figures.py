@@ -19,7 +19,7 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            differences, load, ordered, paging_scenario)
 from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import mean_interval, register
 
 
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
@@ -98,21 +98,11 @@ def error_study_figure(study: dict | None = None) -> Figure:
 
 # ----------------------------------------------------------------------------- training
 
-
-
-def _mean_ci(x) -> tuple[float, float]:
-    """The mean of per-seed values and the half-width of its 95 % t-interval."""
-    from scipy import stats as st
-
-    x = np.asarray(x, dtype=np.float64)
-    return float(x.mean()), float(st.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-
-
 def _arms_panel(ax, d: dict):
     res = ordered(d["results"])
     for i, (name, r) in enumerate(res.items()):
         acc = 100 * np.asarray(r["test_acc"])
-        m, h = _mean_ci(acc)
+        m, h = mean_interval(acc)
         ax.errorbar(m, i, xerr=h, fmt="D", color="C0" if "QLoRA" in name else "C7", capsize=3, ms=6)
         ax.plot(acc, np.full(acc.size, i) + 0.2, "k.", ms=4)  # a dot plot: no bar, so no axis to truncate
     ax.set_yticks(range(len(res)), [f"{n}\n{r['trainable']:,} trained, lr {r['lr']:g}"

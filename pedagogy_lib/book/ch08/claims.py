@@ -12,7 +12,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.ch08 import table
-from pedagogy_lib.book.rules import Claims, band_verdict, ci_text
+from pedagogy_lib.book.rules import Claims, band_verdict, ci_text, points_by_seed
 
 
 def latency_noise(res: dict) -> float:
@@ -21,9 +21,8 @@ def latency_noise(res: dict) -> float:
 
 
 def _paired(res, a, b) -> dict:
-    """Paired difference a − b in points, pairs matched by seed (``table.by_seed``, Eqs. 8.4–8.7)."""
-    pts = lambda n: {s: 100 * v for s, v in table.by_seed(res["methods"][n]).items()}  # noqa: E731
-    return stats.paired_by_seed(pts(a), pts(b))
+    """Paired difference a − b in points, pairs matched by seed (Eqs. 8.4–8.7)."""
+    return stats.paired_by_seed(points_by_seed(res["methods"][a]), points_by_seed(res["methods"][b]))
 
 
 def _unjudged(res, *names) -> tuple[str, str] | None:

@@ -79,14 +79,10 @@ def check_pareto(fn) -> None:
 
 
 def _paired_reference(a, b):
-    from scipy import stats
+    from pedagogy_lib import stats
 
-    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    mean, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
-    half = float(stats.t.ppf(0.975, d.size - 1) * se)
-    lo, hi = mean - half, mean + half
-    verdict = "tie" if lo <= 0 <= hi else ("a" if lo > 0 else "b")
-    return mean, se, lo, hi, verdict
+    d = stats.paired(a, b)  # Eqs. 8.4–8.7, the library's
+    return d["mean"], d["se"], d["lo"], d["hi"], "tie" if d["tie"] else ("a" if d["lo"] > 0 else "b")
 
 
 def check_paired_difference(fn) -> None:

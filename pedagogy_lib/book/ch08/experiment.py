@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict
 
-import numpy as np
 import torch
 
 from pedagogy_lib import data as D
@@ -76,16 +74,14 @@ def check_arms(names) -> list[str]:
 def _summary(arm: Arm, res: dict, n_model: int) -> dict:
     """What the chapter reads per method: the search (grid, mean validation accuracy per rate,
     the chosen rate, bracketed or not), every seed's test accuracy, and the costs."""
-    runs, sel = res["runs"], res["selection"]
+    runs = res["runs"]
     accs = [r["test_acc"] for r in runs]
-    return {"note": arm.note, "lr_grid": sel["grid"], "lr": sel["chosen"], "bracketed": sel["bracketed"],
-            "edge": sel["edge"], "extensions": sel["extensions"], "select_seeds": sel["seeds"],
-            "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
+    return {"note": arm.note, **R.selection(res["selection"]),
             "seeds": [r["seed"] for r in runs], "test_acc": accs, "mean": statistics.fmean(accs),
             "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "trainable": runs[0]["trainable"], "pct": 100 * runs[0]["trainable"] / n_model,
             "sec_per_epoch": statistics.fmean(r["sec_per_epoch"] for r in runs),
-            "cpu_s": sum(r["cpu_s"] for r in res["trials"] + runs[len(sel["seeds"]):]),
+            "cpu_s": sum(r["cpu_s"] for r in R.trained(res)),
             "memory": runs[0]["memory"]}
 
 
@@ -105,13 +101,12 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
                   f"{'bracketed' if r['bracketed'] else 'UNBRACKETED'} trainable={r['trainable']:>9,}", file=sys.stderr)
     for n, lat in runner.measure_latency(chosen, rounds=budget.latency_rounds).items():
         results[n].update(lat)  # step 3, alone on the machine
-    n_runs = sum(len(found[a.label]["trials"]) + len(found[a.label]["runs"]) - len(found[a.label]["selection"]["seeds"])
-                 for a in chosen)
     return {"budget": _budget_record(budget) | {"n_val": len(task.val), "n_test": len(task.test)},
-            "n_model": n_model, "methods": results, "jobs": jobs, "n_runs": n_runs,
+            "n_model": n_model, "methods": results, "jobs": jobs,
+            "n_runs": sum(len(R.trained(found[a.label])) for a in chosen),
             "wall_s": time.time() - t0, "cpu_s_runs": sum(r["cpu_s"] for r in results.values()),
             "reused_runs": len(done),
-            "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+            "versions": R.versions("torch", "numpy"),
             "threads": 1 if jobs > 1 else torch.get_num_threads()}
 
 

@@ -76,9 +76,7 @@ def table(res: dict) -> list[dict]:
                "trainable": runs[0]["trainable"], "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
                "seconds": float(np.mean([r["seconds"] for r in runs]))}
         if task == "line":
-            row |= {"ppl": float(np.mean([r["test"]["ppl"] for r in runs])),
-                    "exact_match": float(np.mean([r["test"]["exact_match"] for r in runs])),
-                    "rouge_l": float(np.mean([r["test"]["rouge_l"] for r in runs]))}
+            row |= {k: float(np.mean([r["test"][k] for r in runs])) for k in ("ppl", "exact_match", "rouge_l")}
         rows.append(row)
     return rows
 

@@ -21,7 +21,6 @@ from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared 
 
 CLAIMS = Claims("10")
 QLORA = "Dettmers et al. 2023 (QLoRA), arXiv:2305.14314"
-PAPER_PPL = {"int4": 34.34, "fp4": 31.07, "nf4+dq": 27.41}   # QLoRA Table 2 (Pile CC perplexity, E2M1 for FP4)
 
 
 _STORED = object()

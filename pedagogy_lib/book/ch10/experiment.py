@@ -25,11 +25,9 @@ runs are paired with the old ones seed by seed).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -72,8 +70,7 @@ def append(task: str, methods, tok, redo: bool = False) -> dict:
         res["grids"][m] = GRIDS[m]
         res.setdefault("appended", {})[m] = {"wall_seconds": time.perf_counter() - t0,
                                              "cpu_seconds": time.process_time() - c0,
-                                             "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                                                          "python": platform.python_version()}}
+                                             "versions": R.versions("torch", "numpy")}
         print(R.save(res, RESULTS.format(task=task)))   # after each method: a crash loses one method at most
     return res
 
@@ -91,7 +88,7 @@ def scale_study(tok, name: str = "stdlib-4m", methods=("full", "prompt"), extens
     res |= {"task": "area", "steps": STEPS["area"], "batch": BATCH, "seeds": list(SEEDS), "model": name,
             "grids": {m: GRIDS[m] for m in methods}, "extensions": extensions, "wall_seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0,
-            "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}}
+            "versions": R.versions("torch", "numpy")}
     print(R.save(res, SCALE))
     return res
 
@@ -126,8 +123,7 @@ def main(argv=None):
             res = protocol(task, args.methods, tok, bar)
         res |= {"task": task, "steps": STEPS[task], "batch": BATCH, "seeds": list(SEEDS), "grids": GRIDS,
                 "model": IO.DEFAULT, "wall_seconds": time.perf_counter() - t0,
-                "versions": {"torch": torch.__version__, "numpy": np.__version__,
-                             "python": platform.python_version()}}
+                "versions": R.versions("torch", "numpy")}
         print(R.save(res, RESULTS.format(task=task)))
     if "area" in args.tasks and {"full", "prompt"} <= set(args.methods):
         scale_study(tok)   # ch10_scale.json: the same two methods on stdlib-4m

@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import platform
 import sys
 import time
 
@@ -175,19 +174,14 @@ def vader_study(bar=None) -> dict:
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if "--vader" in argv:   # only the VADER lesson (ch10_vader.json)
-        torch.set_num_threads(1)
-        print(R.save(vader_study() | {"versions": {"torch": torch.__version__}}, "ch10_vader"))
-        return
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    lr = LR
-    with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr, disable=None) as bar:
-        res = {"dtypes": dtypes(), **placement_and_rank(lr, bar), "recipe": recipe_study()}
-    res |= {"wall_seconds": time.perf_counter() - t0, "steps": E.STEPS["line"],
-            "versions": {"torch": torch.__version__, "python": platform.python_version()}}
-    print(R.save(res, RESULTS))
+    if "--vader" not in (sys.argv[1:] if argv is None else argv):   # --vader: only the VADER lesson
+        t0 = time.perf_counter()
+        with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr,
+                  disable=None) as bar:
+            res = {"dtypes": dtypes(), **placement_and_rank(LR, bar), "recipe": recipe_study()}
+        res |= {"wall_seconds": time.perf_counter() - t0, "steps": E.STEPS["line"], "versions": R.versions("torch")}
+        print(R.save(res, RESULTS))
     print(R.save(vader_study() | {"versions": {"torch": torch.__version__}}, "ch10_vader"))
 
 

@@ -13,7 +13,6 @@ Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch11.experi
 """
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
@@ -133,15 +132,10 @@ def serving() -> dict:
 
 def main() -> None:
     torch.set_num_threads(1)
-    import bitsandbytes
-    import peft
-    import transformers
-
     batch = D.make_batch(4, 32)
     out = {"config": {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
                       "lora": get("lora").peft_args()[1], "ia3": get("ia3").peft_args()[1], "steps": 3, "lr": 1e-3},
-           "versions": {"python": platform.python_version(), "torch": torch.__version__, "peft": peft.__version__,
-                        "transformers": transformers.__version__, "bitsandbytes": bitsandbytes.__version__}}
+           "versions": R.versions("torch", "peft", "transformers", "bitsandbytes")}
     for key, fn in (("ddp", lambda: ddp_runs(batch)), ("fsdp", lambda: fsdp_runs(batch)),
                     ("timing", timing_runs), ("serving", serving)):
         t0 = time.perf_counter()
