@@ -492,7 +492,24 @@ def test_figures_and_claims_from_saved_results():
     assert V.table(records).count("[") >= len(records)
 
 
-def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=None, full=0.90):
+NOISE = (0.0, 0.004, -0.004, 0.002, -0.002)  # per seed: paired intervals of about ±0.4 points
+
+
+def _fake_sweep(curve, full=0.90, unbracketed=(), ds=(10, 100, 300, 1000, 3000)):
+    """A made-up sweep in the stored format: five seeds, one arm per d, full FT flat at ``full``."""
+    seeds = list(range(len(NOISE)))
+
+    def arm(accs, d=None):
+        return {"d": d, "seeds": seeds, "test_by_seed": list(accs), "eta": 1.0, "lr": 1e-2,
+                "bracketed": d not in unbracketed, "edge": "high" if d in unbracketed else None}
+
+    arms = {"full FT": arm([full] * len(seeds))}
+    arms |= {f"d={d}": arm([a + n for n in NOISE], d) for d, a in zip(ds, curve)}
+    return {"config": {"ds": list(ds), "frac": 0.9}, "arms": arms, "majority_test": 0.5, "D": 10**6,
+            "n_test": 500, "total_params": 2 * 10**7}
+
+
+def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=None, full=0.90, unbracketed=()):
     """Made-up inputs for verdicts.ch01.claims: spectra, update statistics and a sweep."""
     spec = {"k": 8, "matrices": {f"m{i}": {
         "type": "query", "shape": (384, 384), "E_k": 0.15, "E_k_mp": 0.08, "k90": 150, "k90_mp": 190,
@@ -501,25 +518,37 @@ def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=
         "E_k_dW": 0.6 if concentrated else 0.1, "E_k_W0": 0.15, "k90_dW": 50, "k90_W0": 160,
         "rel_norm": rel, "turn_deg": turn, "sim_left": sim * 8 / 384, "sim_random_left": 8 / 384,
         "proj_dW": proj, "proj_W0": 1.0, "proj_random": 0.05} for i in range(4)}}
-    ds, seeds = [10, 100, 300, 1000, 3000], [0, 1]
-    curve = curve or [0.5, 0.85, 0.87, 0.885, 0.895]
-    sweep = {"config": {"ds": ds, "seeds": seeds}, "best_eta": {str(d): 1.0 for d in ds},
-             "subspace": {f"d={d} eta=1.0 seed={s}": {"test_acc": a} for d, a in zip(ds, curve) for s in seeds},
-             "full": {f"seed={s}": {"test_acc": full} for s in seeds},
-             "majority_test": 0.5, "D": 10**6, "n_test": 500}
+    sweep = _fake_sweep(curve or [0.5, 0.85, 0.87, 0.885, 0.895], full, unbracketed)
     return {"spectra": spec, "update": upd, "intrinsic": sweep}
 
 
-@pytest.mark.parametrize("curve, verdict", [
-    ([0.5, 0.85, 0.87, 0.885, 0.895], "approximately"),  # d90 = 100, within 1 point only at 3000
-    ([0.5, 0.85, 0.87, 0.895, 0.90], "holds"),  # within 1 point at d = 1000
-    ([0.1, 0.2, 0.3, 0.82, 0.85], "wrong"),  # d90 = 1000 > 500 and never within 1 point
+@pytest.mark.parametrize("curve, unbracketed, verdict", [
+    ([0.5, 0.85, 0.87, 0.885, 0.895], (), "approximately"),  # 10 < d90 ≤ 100; matches only at 3000
+    ([0.5, 0.85, 0.87, 0.895, 0.90], (), "holds"),  # at d = 1000 the interval of (sub − full) is above −1 point
+    ([0.1, 0.2, 0.3, 0.82, 0.85], (), "wrong"),  # every d ≤ 500 clearly below the bar, never within a point
+    ([0.5, 0.6, 0.81, 0.86, 0.87], (), "untestable-here"),  # d = 300 ties with the bar: no order read into it
+    ([0.5, 0.85, 0.87, 0.885, 0.895], (100, 300), "untestable-here"),  # the deciding grids unbracketed
+    ([0.1, 0.2, 0.3, 0.82, 0.85], (300,), "untestable-here"),  # "wrong" needs every grid up to 1000 bracketed
 ])
-def test_ch01_intrinsic_dim_claim_rule(curve, verdict):
+def test_ch01_intrinsic_dim_claim_rule(curve, unbracketed, verdict):
     from pedagogy_lib.book.ch01 import claims as V
 
-    rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve))}["ch01-intrinsic-dim"]
+    rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve, unbracketed=unbracketed))}["ch01-intrinsic-dim"]
     assert rec["verdict"] == verdict and "at d = 1,000" in rec["our_value"]
+    assert ("unbracketed" in rec["our_value"]) == bool(unbracketed)
+
+
+def test_ch01_d90_interval_reads_ties_and_edges():
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    it = E.intrinsic_summary(_fake_sweep([0.5, 0.81, 0.87, 0.885, 0.895]))  # d = 100 ties with the bar (0.81)
+    assert it["vs_bar"][100]["tie"] and (it["d90_lo"], it["d90_hi"]) == (10, 300)
+    assert E.d90_interval_text(it) == "10 < d90 ≤ 300 (undecided between: d = 100)"
+    assert E.d90_text(it) == "10 < d90 ≤ 100"  # the seed mean alone reaches the bar at 100
+    it = E.intrinsic_summary(_fake_sweep([0.5, 0.85, 0.87, 0.885, 0.895], unbracketed=(10,)))
+    assert (it["d90_lo"], it["d90_hi"]) == (None, 100) and E.d90_interval_text(it).startswith("d90 ≤ 100")
+    it = E.intrinsic_summary(_fake_sweep([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert it["d90_hi"] is None and E.d90_interval_text(it).endswith("d90 > 3000")
 
 
 @pytest.mark.parametrize("kw, verdict, phrase", [
