@@ -566,3 +566,66 @@ def test_ch01_small_slice_claim_rule(kw, verdict, phrase):
     assert rec["verdict"] == verdict and phrase in rec["our_value"]
     if {"turn", "sim", "proj"} & set(kw):  # turned or aligned: the sentence must not say otherwise
         assert "rather than rotating existing ones" not in rec["our_value"]
+
+
+# ------------------------------------------- chapter 01's sweep on the runner (issues #12, #13)
+def _fake_run(arm, task, budget, seed, lr, data=None, measure=False):
+    """A made-up run: validation peaks at η = 0.3 (lr·√d) for every d, at 1e-4 for full FT."""
+    import math as m
+
+    d = arm.opts.get("d")
+    x = m.log10(lr * m.sqrt(d) / 0.3) if d else m.log10(lr / 1e-4)
+    acc = 0.9 - 0.05 * x * x - (0.3 / d if d else 0.0) + 0.001 * seed
+    return {"method": arm.label, "lr": lr, "seed": seed, "val_acc": acc, "test_acc": acc, "cpu_s": 1.0, "trainable": d}
+
+
+def test_ch01_sweep_follows_the_protocol_and_records_every_arm(tmp_path):
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    res = E.intrinsic_sweep((10, 100), log=tmp_path / "runs.jsonl", progress=False, run_fn=_fake_run)
+    assert set(res["arms"]) == {"full FT", "d=10", "d=100"}
+    for label, a in res["arms"].items():
+        assert a["seeds"] == list(E.SEEDS) and a["select_seeds"] == [0, 1] and a["bracketed"], label
+        assert a["lr"] in a["lr_grid"] and len(a["test_by_seed"]) == len(E.SEEDS)
+    assert res["arms"]["d=100"]["eta"] == 0.3 and res["arms"]["full FT"]["lr"] == 1e-4
+    assert res["arms"]["d=10"]["lr_grid"] == list(E.subspace_arm(10).grid)  # lr = η/√d
+    n = 3 * 3 * 2 + 3 * 3  # three rates × seeds 0-1, then seeds 2-4, for three arms
+    assert res["n_new"] == n == len(res["runs"]) and res["cpu_s_new"] == n
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == n  # every run logged: a rerun resumes
+    again = E.intrinsic_sweep((10, 100), log=tmp_path / "runs.jsonl", progress=False, run_fn=_fake_run)
+    assert again["n_new"] == 0 and again["arms"] == res["arms"]
+
+
+def test_ch01_edge_grids_are_extended_and_stored_runs_reused_only_when_verified(monkeypatch):
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    edge = lambda arm, *a, **k: _fake_run(arm, *a, **k) | (  # noqa: E731
+        {"val_acc": a[3]} if arm.opts.get("d") else {})  # subspace: higher rate, higher validation
+    found = E.runner.protocol([E.subspace_arm(100)], None, E.BUDGET, progress=False, run_fn=edge)
+    sel = found["d=100"]["selection"]
+    assert sel["extensions"] == E.BUDGET.max_extensions and not sel["bracketed"] and sel["edge"] == "high"
+    old = {"config": {"recipe": {"full_lr": 1e-4}},
+           "full": {"seed=0": {"val_acc": 0.88, "test_acc": 0.91, "seconds": 60.0}},
+           "subspace": {"d=10 eta=0.3 seed=0": {"val_acc": 0.68, "test_acc": 0.71, "seconds": 70.0}}}
+    stored = E._stored_runs(old)
+    assert set(stored) == {("full FT", 1e-4, 0), ("d=10", E.subspace_lr(0.3, 10), 0)}
+    same = lambda arm, task, b, seed, lr: {"method": arm.label, "lr": lr, "seed": seed,  # noqa: E731
+                                           **{k: v for k, v in stored[(arm.label, lr, seed)].items() if k.endswith("acc")}}
+    monkeypatch.setattr(E.runner, "run", same)
+    assert E.verify(stored, {}, None, lambda *a: None)["identical"]
+    monkeypatch.setattr(E.runner, "run", lambda *a, **k: same(*a, **k) | {"test_acc": 0.5})
+    assert not E.verify(stored, {}, None, lambda *a: None)["identical"]
+
+
+def test_ch01_stored_sweep_is_on_the_protocol():
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    res = E.load_intrinsic()
+    b = res["config"]["budget"]
+    assert b["seeds"] == list(E.SEEDS) and b["select_seeds"] == 2 and b["n_eval"] is None
+    assert set(res["arms"]) == {"full FT", *(f"d={d}" for d in res["config"]["ds"])}
+    for label, a in res["arms"].items():
+        assert a["seeds"] == b["seeds"] and a["lr"] in a["lr_grid"], label
+        inner = a["lr_grid"][0] < a["lr"] < a["lr_grid"][-1]
+        assert a["bracketed"] == inner, label  # the flag agrees with the grid
+    assert res["verify"]["identical"] and res["n_test"] == 1322 and res["n_new"] + res["n_reused"] == len(res["runs"])
