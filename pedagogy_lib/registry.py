@@ -271,7 +271,8 @@ class Method:
 
     def setup_numpy(self, mm, seed: int, **overrides):
         if self.attach_numpy is None:
-            raise ValueError(f"method {self.name!r} has no NumPy version (it needs bitsandbytes)")
+            why = "it wraps the torch classifier" if self.wrap is not None else "it needs bitsandbytes"
+            raise ValueError(f"method {self.name!r} has no NumPy version ({why})")
         self.attach_numpy(mm, seed, **self.opts(**overrides))
 
     def params(self, shape, **overrides) -> int:

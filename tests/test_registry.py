@@ -152,6 +152,8 @@ def test_subspace_wraps_the_classifier_and_the_runner_trains_z_only():
     assert clf.names[-1] == "head.bias" and not clf.model.head.weight.requires_grad
     with pytest.raises(ValueError, match="takes no option"):
         Arm("x", "subspace", {"rank": 8})
+    with pytest.raises(ValueError, match="no NumPy version .it wraps the torch classifier"):
+        get("subspace").setup_numpy(None, 0)
     with pytest.raises(TypeError, match="seed"):
         arm.wrap_torch(Classifier(mm.net, seed=0), "zero")
     tiny = runner.Budget(n_train=16, n_eval=16, epochs=1, batch_size=8, seeds=(0,))
