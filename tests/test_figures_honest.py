@@ -1,4 +1,4 @@
-"""Issue 13, item 5, for chapters 02–07: no truncated-axis bar charts of accuracies (dot plots
+"""Issue 13, item 5, for chapters 01–07: no truncated-axis bar charts of accuracies (dot plots
 with their intervals instead), every error bar says what it is, a colour scale has a colourbar.
 The figures are built from the stored results, as ``make figures`` builds them."""
 import importlib
@@ -12,7 +12,7 @@ matplotlib.use("agg")
 from pedagogy_lib.book import figures  # noqa: E402
 
 ACCURACY_FIGURES = ("02_placement", "05_methods", "07_accuracy")
-WITH_ERROR_BARS = ("02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
+WITH_ERROR_BARS = ("01_intrinsic", "02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
                    "06_learning_curve", "07_accuracy")
 
 

@@ -254,7 +254,7 @@ FLIPS = {
     "ch00-qlora-780gb": lambda c, mp, V: setattr(c, "n65", int(c.n65 * 0.5)),
     "ch00-gpt3-lora-checkpoint": lambda c, mp, V: setattr(c, "lora4", c.lora4 * 3),
     # ch01: other spectra and intrinsic-dimension curves; the scale claim on other published d90s
-    "ch01-intrinsic-dim": lambda c, mp, V: c["intrinsic"].update(d_within_1pt=300),
+    "ch01-intrinsic-dim": lambda c, mp, V: c["intrinsic"].update(d_match=300),  # d = 300 within a point of full FT
     "ch01-spectra-decay": lambda c, mp, V: c.update(att_E_k=[0.9] * len(c["att_E_k"])),
     "ch01-update-concentrated": lambda c, mp, V: c.update(E_k_dW=[0.0] * len(c["E_k_dW"])),
     "ch01-small-slice": lambda c, mp, V: c.update(rel_norm=[0.5] * len(c["rel_norm"])),
