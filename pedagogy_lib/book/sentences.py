@@ -161,8 +161,8 @@ def nf4_vs_fp4(enc: tuple[str, dict | None], dtypes: dict) -> tuple[str, str]:
 
     label, d = enc
     ppl = "; ".join(f"{n}: held-out ppl fp32 {np.exp(r['fp32']):.2f}, NF4 {np.exp(r['nf4']):.2f}, FP4 "
-                    f"{np.exp(r['fp4']):.2f}, Int4 {np.exp(r['int4']):.2f} (NF4 − FP4 {100 * (np.exp(r['nf4'] - r['fp4']) - 1):+.2f} %)"
-                    for n, r in dtypes.items())
+                    f"{np.exp(r['fp4']):.2f}, Int4 {np.exp(r['int4']):.2f} "
+                    f"(NF4 − FP4 {100 * np.expm1(r['nf4'] - r['fp4']):+.2f} %)" for n, r in dtypes.items())
     ctx = (f"chapter 10 (decoder bases, one evaluation each on {next(iter(dtypes.values())).get('tokens', '?'):,} "
            f"held-out tokens, no interval: context, not an order): {ppl}")
     rule = ("; rule: NF4 resolved above FP4 in a paired interval → holds (approximately on fewer than 5 seeds); a "
@@ -178,6 +178,13 @@ def ch07_gpu_paged() -> dict | None:
     from pedagogy_lib.book.ch07 import experiment as E7
 
     return E7.gpu_paged(E7.load_gpu())
+
+
+def ch10_gpu() -> dict | None:
+    """Chapter 10's stored CUDA run of the recipe (context for the paging sentence), or None."""
+    from pedagogy_lib.book import ch10
+
+    return ch10.load_gpu()
 
 
 def paged_optimisers(paged: dict | None, gpu10: dict | None) -> tuple[str, str]:

@@ -136,19 +136,11 @@ def _paged(c):
     ran, _ = _paged_run(paged)
     # the real GPU run decides (one verdict with chapter 10's record); the NumPy simulation can
     # only lower the out-of-memory count, so it illustrates the mechanism and is no evidence
-    v, txt = sentences.paged_optimisers(paged, E10_gpu())
+    v, txt = sentences.paged_optimisers(paged, sentences.ch10_gpu())
     return v, (f"{txt}. Illustration, not evidence: a NumPy simulation of LLaMA-65B QLoRA on 48 GB over "
                f"{act.size} steps of varying length runs out of memory at {oom_u} steps without paging and "
                f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB paged back per step on "
                f"average. Ran: {ran}. bitsandbytes pages only tensors with ≥ {QL.PAGED_THRESHOLD:,} elements")
-
-
-def E10_gpu():
-    """Chapter 10's stored CUDA run of the recipe (context for the paging sentence), or None."""
-    from pedagogy_lib.book import ch10
-
-    return ch10.load_gpu()
-
 
 @CLAIMS.rule("ch07-65b-48gb", "QLoRA fine-tunes a 65B model on a single 48 GB GPU.",
              published="< 48 GB; Guanaco 65B trained in 24 h on one GPU; model memory 41 GB (Table 6)",
