@@ -48,6 +48,17 @@ def test_the_truncated_bar_detector_fires():
     assert not _truncated_bars(ax)
 
 
+@pytest.mark.parametrize("name", ("07_memory_llama", "10_studies"))
+def test_bars_start_at_zero_on_a_linear_axis(name):
+    """Issue 13 item 5 beyond accuracies: a bar's length is its value, so no bar sits on a
+    truncated or a log axis (chapter 10's data types are differences to fp32, from 0)."""
+    fig = build(name)
+    for ax in fig.axes:
+        bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+        assert not _truncated_bars(ax), f"{name}: a bar chart on a truncated axis"
+        assert not (bars and "log" in (ax.get_xscale(), ax.get_yscale())), f"{name}: bars on a log axis"
+
+
 @pytest.mark.parametrize("name", WITH_ERROR_BARS)
 def test_every_error_bar_says_what_it_is(name):
     fig = build(name)
