@@ -1,6 +1,8 @@
-"""Shared pytest set-up: offline mode, the gpu/slow markers, per-notebook wall time."""
+"""Shared pytest set-up: offline mode, the gpu/slow markers, per-notebook wall time, and the
+guard that fails the session if it wrote into the checkout (tests/git_guard.py)."""
 
 import os
+import pathlib
 
 # Before anything imports huggingface_hub/transformers (and inherited by nbval's kernels):
 # nothing is ever downloaded.
@@ -11,6 +13,10 @@ from collections import defaultdict  # noqa: E402
 
 import pytest  # noqa: E402
 
+from git_guard import TreeGuard  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped when torch.cuda is unavailable")
@@ -19,6 +25,9 @@ def pytest_configure(config):
     # and the notebook items live in chapters/.
     if not config.pluginmanager.has_plugin("pedagogy-notebook-times"):
         config.pluginmanager.register(NotebookTimes(config), "pedagogy-notebook-times")
+    # Likewise a plugin, so that its session hooks see the whole run (chapters included).
+    if not config.pluginmanager.has_plugin("pedagogy-tree-guard"):
+        config.pluginmanager.register(TreeGuard(config, ROOT), "pedagogy-tree-guard")
 
 
 def pytest_collection_modifyitems(config, items):
