@@ -112,13 +112,21 @@ def _check_lr(lr):
     return lr
 
 
-def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
-    """Build and train one classifier; returns (classifier, MiniLM, history, batches)."""
+def classifier(arm, seed: int):
+    """The module a run of ``arm`` trains, built as every run builds it: a fresh MiniLM set up
+    as the arm says, under a seeded head (wrapped, for an arm whose record wraps it). Returns
+    (module, MiniLM, head_only), ``head_only`` when the arm left no encoder weight trainable."""
     arm = as_arm(arm)
     mm = fresh_minilm()
     arm.setup_torch(mm, seed)
     head_only = not any(p.requires_grad for p in mm.net.parameters())
     clf = arm.wrap_torch(Classifier(mm.net, seed=seed), seed)   # the subspace arm trains θ0 + P z
+    return clf, mm, head_only
+
+
+def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
+    """Build and train one classifier; returns (classifier, MiniLM, history, batches)."""
+    clf, mm, head_only = classifier(arm, seed)
     dev = next(clf.parameters()).device
     tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
     va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)

@@ -45,7 +45,7 @@ def task():
 
 @pytest.fixture(scope="module")
 def qlora_model(mm):
-    return E7.make_classifier("qlora", mm, seed=3, device="cpu")
+    return E7.classifier("QLoRA NF4+DQ", seed=3, device="cpu")
 
 
 def batch_of(tokenizer, task, n=16, device="cpu"):
@@ -221,8 +221,8 @@ def test_qlora_equals_lora_on_dequantized_weights(mm, task, qlora_model):
 
 
 def test_lora_and_qlora_start_identically(mm):
-    a, _ = E7.make_classifier("lora", mm, seed=5)
-    b, _ = E7.make_classifier("qlora", mm, seed=5)
+    a, _ = E7.classifier("LoRA fp32", seed=5)
+    b, _ = E7.classifier("QLoRA NF4+DQ", seed=5)
     assert T.count_trainable(a) == T.count_trainable(b) == 6 * 8 * (4 * 768 + 2 * 1920)
     la = {p: m for p, m in a.named_modules() if isinstance(m, LoRALinear)}
     lb = {p: m for p, m in b.named_modules() if isinstance(m, LoRALinear)}
@@ -234,7 +234,7 @@ def test_lora_and_qlora_start_identically(mm):
 
 def test_qlora_trains_eval_train_with_shared_loop(mm, task):
     from pedagogy_lib import data
-    clf, tok = E7.make_classifier("qlora", mm, seed=0)
+    clf, tok = E7.classifier("QLoRA NF4+DQ", seed=0)
     s = data.subsample(task.train, 64, 0)
     b = T.Batches(tok, s.tokens, s.labels, "cpu")
     hist = T.train_classifier(clf, b, b, T.TrainConfig(epochs=2, lr=3e-3))  # eval after each epoch
@@ -243,23 +243,40 @@ def test_qlora_trains_eval_train_with_shared_loop(mm, task):
     assert all(bool(b_.abs().sum() > 0) for b_ in B)  # every adapter moved
 
 
-@pytest.mark.parametrize("label,method", [("QLoRA FP4+DQ", "qlora"), ("probe NF4 base", "qprobe")])
-def test_sweep_arms_build_the_classifier_of_make_classifier(mm, task, label, method):
-    """The sweep's registry arms (runner route) are the models ``make_classifier`` builds:
-    the same trainable count and the same logits, so the move onto the runner kept the runs."""
-    from pedagogy_lib.torch_ref.train import Classifier
+def _route_before(method, mm, seed, quant_type):
+    """How chapter 07 built its classifiers before they went through the registry and the
+    runner (its own ``make_classifier`` with the method list full/lora/qlora/probe/qprobe, now
+    removed), kept here as the reference the registry route must reproduce."""
+    import copy
 
+    net = copy.deepcopy(mm.net).cpu()
+    if method in ("qlora", "qprobe"):
+        QL.quantize_linears(net.bert, QL.TARGETS, quant_type, True, 64, torch.float32)
+    if method in ("lora", "qlora"):
+        attach_lora(net.bert, QL.TARGETS, r=8, alpha=16, seed=seed)
+    elif method in ("probe", "qprobe"):
+        T.freeze(net)
+    return QL.to_device(T.Classifier(net, seed=seed), "cpu")
+
+
+@pytest.mark.parametrize("label,method,quant_type", [
+    ("full FT", "full", "nf4"), ("LoRA fp32", "lora", "nf4"), ("QLoRA NF4+DQ", "qlora", "nf4"),
+    ("QLoRA FP4+DQ", "qlora", "fp4"), ("probe fp32", "probe", "nf4"), ("probe NF4 base", "qprobe", "nf4")])
+def test_the_registry_route_builds_the_classifiers_of_the_route_before(mm, task, label, method, quant_type):
+    """Every arm of the sweep, built through the registry and ``runner.classifier``
+    (``E7.classifier``), is the model chapter 07's own route built: the same trainable
+    parameters (names and sizes), the same 4-bit layers and the same logits on a fixed batch,
+    bit for bit. So the stored runs and the chapter's numbers stand."""
     torch.set_num_threads(1)
-    arm = E7.ARMS[label]
-    ours = runner.fresh_minilm()
-    arm.setup_torch(ours, 4)
-    a = Classifier(ours.net, seed=4).cpu().eval()
-    b, tok = E7.make_classifier(method, mm, seed=4, quant_type=arm.opts.get("quant_type", "nf4"), device="cpu")
+    a, tok = E7.classifier(label, seed=4, device="cpu")
+    b = _route_before(method, mm, 4, quant_type)
+    trainable = lambda c: [(n, tuple(p.shape)) for n, p in c.named_parameters() if p.requires_grad]  # noqa: E731
+    assert trainable(a) == trainable(b) and T.count_trainable(a) == T.count_trainable(b)
+    assert list(QL.quantized_layers(a)) == list(QL.quantized_layers(b))
+    assert len(QL.quantized_layers(a)) == (36 if method in ("qlora", "qprobe") else 0)
     ids, mask, _ = batch_of(tok, task)
-    assert T.count_trainable(a) == T.count_trainable(b.eval())
-    assert len(QL.quantized_layers(a)) == len(QL.quantized_layers(b)) == 36
     with torch.no_grad():
-        assert torch.equal(a(ids, mask), b(ids, mask))
+        assert torch.equal(a.eval()(ids, mask), b.eval()(ids, mask))
 
 
 def test_probe_on_a_4bit_base_trains_only_its_head_at_the_runs_rate(task):
@@ -278,8 +295,8 @@ def test_probe_on_a_4bit_base_trains_only_its_head_at_the_runs_rate(task):
 
 def test_step_memory_orders_methods(mm, task):
     out = {}
-    for method in ("full", "lora", "qlora"):
-        clf, tok = E7.make_classifier(method, mm, seed=0)
+    for method, label in (("full", "full FT"), ("lora", "LoRA fp32"), ("qlora", "QLoRA NF4+DQ")):
+        clf, tok = E7.classifier(label, seed=0)
         out[method] = runner.step_memory(clf, batch_of(tok, task))
         trainable = sum(p.numel() for p in clf.parameters() if p.requires_grad)
         assert out[method]["grads"] == 4 * trainable
@@ -370,8 +387,8 @@ def test_bad_input():
     QL.to_device(model, "cpu")
     with pytest.raises(ValueError, match="shape"):
         QL.crosscheck(model[0], np.zeros((3, 3), np.float32))
-    with pytest.raises(ValueError, match="method"):
-        E7.make_classifier("qdora")
+    with pytest.raises(ValueError, match="label must be one of"):
+        E7.classifier("qdora")
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
         runner.step_memory(model, (torch.zeros(1, 64), None, torch.zeros(1, dtype=torch.long)))
@@ -393,7 +410,7 @@ def test_bad_input():
 
 @pytest.mark.gpu
 def test_gpu_crosscheck_minilm(mm):
-    clf, _ = E7.make_classifier("qlora", mm, device="cuda")
+    clf, _ = E7.classifier("QLoRA NF4+DQ", device="cuda")
     W0 = minilm_linear_weights(mm)
     for path, m in QL.quantized_layers(clf).items():
         assert m.weight.device.type == "cuda"
@@ -404,7 +421,7 @@ def test_gpu_crosscheck_minilm(mm):
 
 @pytest.mark.gpu
 def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
-    clf, tok = E7.make_classifier("qlora", mm, device="cuda")
+    clf, tok = E7.classifier("QLoRA NF4+DQ", device="cuda")
     ref = QL.dequantized_copy(clf)
     ids, mask, y = batch_of(tok, task, device="cuda")
     with torch.no_grad():
@@ -414,8 +431,8 @@ def test_gpu_qlora_equals_lora_on_dequantized(mm, task):
 @pytest.mark.gpu
 def test_gpu_memory_ratios(mm, task):
     peaks = {}
-    for method in ("full", "lora", "qlora"):
-        clf, tok = E7.make_classifier(method, mm, device="cuda")
+    for method, label in (("full", "full FT"), ("lora", "LoRA fp32"), ("qlora", "QLoRA NF4+DQ")):
+        clf, tok = E7.classifier(label, device="cuda")
         m = runner.step_memory(clf, batch_of(tok, task, device="cuda"))
         assert m["cuda_peak"] >= m["cuda_before_step"]
         peaks[method] = m["cuda_model_peak"]
@@ -426,7 +443,7 @@ def test_gpu_memory_ratios(mm, task):
 
 @pytest.mark.gpu
 def test_gpu_paged_adamw_pages_large_states(mm, task):
-    clf, tok = E7.make_classifier("full", mm, device="cuda")
+    clf, tok = E7.classifier("full FT", device="cuda")
     b = batch_of(tok, task, device="cuda")
     r = QL.paged_adamw_steps(clf, [b, b])
     assert r["device"] == "cuda" and r["paged_state_tensors"] > 0

@@ -70,7 +70,7 @@ def functional(device: str) -> list[dict]:
 def minilm(mm, device: str) -> dict:
     W0 = {p: m.weight.detach().cpu().numpy().copy() for p, m in mm.bert.named_modules()
           if isinstance(m, torch.nn.Linear)}
-    clf, _ = E7.make_classifier("qlora", mm, device=device)
+    clf, _ = E7.classifier("QLoRA NF4+DQ", device=device)
     rows = []
     for path, layer in QL.quantized_layers(clf).items():
         key = path.removeprefix("encoder.bert.").removesuffix(".base_layer")
@@ -82,14 +82,14 @@ def minilm(mm, device: str) -> dict:
             "dq_codes_total": sum(W0[r["path"]].size // 64 for r in rows)}
 
 
-def memory(mm, task, device: str) -> dict:
+def memory(task, device: str) -> dict:
     """On CUDA the allocator's peak; on CPU (a dry run of this script) the tensor accounting."""
     cuda = device == "cuda"
     key = "cuda_peak_MB" if cuda else "tensor_peak_MB"
     s = data.subsample(task.train, 32, 0)
     out = {}
-    for method in ("full", "lora", "qlora"):
-        clf, tok = E7.make_classifier(method, mm, device=device)
+    for method, label in (("full", "full FT"), ("lora", "LoRA fp32"), ("qlora", "QLoRA NF4+DQ")):
+        clf, tok = E7.classifier(label, device=device)
         m = runner.step_memory(clf, T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32)))
         out[method] = {"tensor_peak_MB": m["peak"] / 1e6, "weights_MB": m["weights"] / 1e6}
         if cuda:
@@ -104,7 +104,7 @@ def memory(mm, task, device: str) -> dict:
     # full FT: AdamW vs PagedAdamW, allocator peak over two steps
     paged = {}
     for name in ("AdamW", "PagedAdamW"):
-        clf, tok = E7.make_classifier("full", mm, device="cuda")
+        clf, tok = E7.classifier("full FT", device="cuda")
         b = T.Batches(tok, s.tokens, s.labels, "cuda").batch(np.arange(32))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -125,7 +125,7 @@ def memory(mm, task, device: str) -> dict:
                        "paged_MB": info.get("paged_bytes", 0) / 1e6, "warnings": info.get("warnings", [])}
         del clf
         torch.cuda.empty_cache()
-    clf, tok = E7.make_classifier("qlora", mm, device=device)
+    clf, tok = E7.classifier("QLoRA NF4+DQ", device=device)
     b = T.Batches(tok, s.tokens, s.labels, device).batch(np.arange(32))
     info = QL.paged_adamw_steps(clf, [b, b])
     paged["QLoRA PagedAdamW"] = {"paged_state_tensors": info["paged_state_tensors"],
@@ -156,7 +156,7 @@ def main(argv=None):
           f"bytes, {mini['dequant_identical']}/{mini['layers']} with our dequantisation identical to the weight "
           f"bnb computes with (max diff {mini['dequant_max_diff']:.2e}); DQ codes differing "
           f"{mini['dq_codes_differing']} of {mini['dq_codes_total']}")
-    mem = memory(mm, task, args.device)
+    mem = memory(task, args.device)
     print(f"3. memory over one training step on {args.device} ({mem['ratio_of']}):")
     for k in ("full", "lora", "qlora"):
         print(f"   {k:6s} {mem[k][mem['ratio_of']]:8.1f} MB  ({mem['ratios_vs_qlora'][k]:.2f}× QLoRA; tensor "

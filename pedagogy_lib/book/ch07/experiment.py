@@ -20,7 +20,6 @@ by paired per-seed differences (``paired``).
 """
 from __future__ import annotations
 
-import copy
 import time
 import weakref
 from dataclasses import asdict
@@ -63,31 +62,15 @@ ARMS = arms(
 
 
 # ------------------------------------------------- the classifiers of the sweep
-CLASSIFIERS = ("full", "lora", "qlora", "probe", "qprobe")  # qprobe: 4-bit frozen base + head
-
-
-def make_classifier(method: str, mm=None, *, targets=QL.TARGETS, r: int = 8, alpha: float = 16,
-                    seed: int = 0, device=None, quant_type: str = "nf4", double_quant: bool = True,
-                    blocksize: int = 64, compute_dtype: torch.dtype = torch.float32):
-    """A ``train.Classifier`` on a fresh copy of MiniLM, set up for ``method``:
-    'full' (every weight trains), 'lora' (fp32 base frozen, LoRA on ``targets``), 'qlora'
-    (4-bit base, the same LoRA), 'probe' (fp32 base frozen, head only), 'qprobe' (4-bit base
-    frozen, head only). LoRA gets the same A for the same seed in 'lora' and 'qlora', so
-    the two differ only in the base weights. Returns (classifier, tokenizer)."""
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-
-    if method not in CLASSIFIERS:
-        raise ValueError(f"make_classifier: method must be one of {CLASSIFIERS}, got {method!r}")
-    if mm is None:
-        mm = load_minilm_torch(device="cpu")
-    net = copy.deepcopy(mm.net).cpu()
-    if method in ("qlora", "qprobe"):
-        QL.quantize_linears(net.bert, targets, quant_type, double_quant, blocksize, compute_dtype)
-    if method in ("lora", "qlora"):
-        TL.attach_lora(net.bert, targets, r=r, alpha=alpha, seed=seed)  # before .to(): W is still float
-    elif method in ("probe", "qprobe"):
-        T.freeze(net)
-    clf = T.Classifier(net, seed=seed)
+def classifier(label: str, seed: int = 0, device=None):
+    """Arm ``label``'s classifier (one of ``ARMS``) on a fresh MiniLM, built as every run of
+    the sweep builds it (``runner.classifier``: the registry record's attach, then a seeded
+    head), and moved to ``device`` (the default device if None; bitsandbytes quantises a
+    Linear4bit when it moves). LoRA gets the same A for the same seed in "LoRA fp32" and the
+    QLoRA arms, so those differ only in the base weights. Returns (classifier, tokenizer)."""
+    if label not in ARMS:
+        raise ValueError(f"classifier: label must be one of {list(ARMS)}, got {label!r}")
+    clf, mm, _ = runner.classifier(ARMS[label], seed)
     return QL.to_device(clf, device), mm.tokenizer
 
 
@@ -220,13 +203,10 @@ def ordered(results: dict) -> dict:
 
 
 def _default_step_memory() -> dict:
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-
-    mm = load_minilm_torch(device="cpu")
     s = data.subsample(data.polarity_task().train, 32, 0)
     out = {}
-    for method in ("full", "lora", "qlora"):
-        clf, tok = make_classifier(method, mm, device="cpu")
+    for method, label in (("full", "full FT"), ("lora", "LoRA fp32"), ("qlora", "QLoRA NF4+DQ")):
+        clf, tok = classifier(label, device="cpu")
         out[method] = runner.step_memory(clf, T.Batches(tok, s.tokens, s.labels, "cpu").batch(np.arange(32)))
     return out
 
