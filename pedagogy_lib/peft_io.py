@@ -237,19 +237,27 @@ def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
     return check(cfg), _read_weights(w_path)
 
 
+def _targets(own: list[str], target_modules) -> tuple[list[str], list[str]]:
+    """(matched, chosen): the paths ``target_modules`` selects (peft's rule, ``match_targets``)
+    among this model's modules ``own`` and the HF linears our model lacks (``HF_ONLY_LINEARS``:
+    matched, then skipped), and those of them in ``own``. Patterns that cannot fit, or that
+    select nothing in ``own``, are refused naming the adapter's setting."""
+    universe = own + [p for p in HF_ONLY_LINEARS if p not in own]
+    try:
+        matched = np_lora.match_targets(universe, target_modules)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"adapter target_modules {target_modules!r} do not fit this model: {e}") from None
+    chosen = [p for p in matched if p in own]
+    if not chosen:
+        raise ValueError(f"adapter target_modules {target_modules!r} select no module of this model")
+    return matched, chosen
+
+
 def _plan(backend, root, cfg, weights) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{path: (A, B)} after checking every key, shape and value against the model."""
     lib = _lib(backend)
-    linear = _all_linear_paths(backend, root)
-    universe = linear + [p for p in HF_ONLY_LINEARS if p not in linear]
-    try:
-        matched = np_lora.match_targets(universe, cfg["target_modules"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} do not fit this model: {e}") from None
-    skipped = [p for p in matched if p in HF_ONLY_LINEARS and p not in linear]
-    chosen = [p for p in matched if p not in skipped]
-    if not chosen:
-        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} select no module of this model")
+    matched, chosen = _targets(_all_linear_paths(backend, root), cfg["target_modules"])
+    skipped = [p for p in matched if p not in chosen]   # HF linears our model lacks
     expected = {f"{PREFIX}{p}.lora_{ab}.weight": (p, ab) for p in chosen for ab in "AB"}
     skip_keys = {f"{PREFIX}{p}.lora_{ab}.weight" for p in skipped for ab in "AB"}
     missing = sorted(set(expected) - set(weights))
@@ -426,14 +434,7 @@ def read_ia3_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
 def _ia3_plan(backend, root, cfg, weights) -> dict[str, tuple[bool, np.ndarray]]:
     """{path: (feedforward, l)} after checking every key, shape and value against the model."""
     own = _ia3_universe(backend, root)
-    universe = own + [p for p in HF_ONLY_LINEARS if p not in own]
-    try:
-        matched = np_lora.match_targets(universe, cfg["target_modules"])
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} do not fit this model: {e}") from None
-    chosen = [p for p in matched if p in own]
-    if not chosen:
-        raise ValueError(f"adapter target_modules {cfg['target_modules']!r} select no module of this model")
+    matched, chosen = _targets(own, cfg["target_modules"])
     ff = {p: np_ia3.feedforward_matches(p, cfg["feedforward_modules"]) for p in chosen}
     expected = {f"{PREFIX}{p}.{IA3_KEY}": p for p in chosen}
     skip_keys = {f"{PREFIX}{p}.{IA3_KEY}" for p in matched if p not in own}

@@ -27,6 +27,8 @@ Nothing here keeps state: a call that raises changes nothing.
 import numpy as np
 from scipy.special import ndtr, ndtri  # Φ and Φ⁻¹ of the standard normal
 
+from . import checks
+
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what bitsandbytes accepts
 TINY = np.float32(1e-38)  # bitsandbytes clamps absmax to this before taking 1/absmax
 _CHUNK = 1 << 16  # values per chunk: a chunk's temporaries stay in cache
@@ -468,8 +470,7 @@ def bits_per_param(n_params=None, blocksize=64, double_quant=False, nested_block
         if not double_quant:
             return 4 + 32 / blocksize
         return 4 + 8 / blocksize + 32 / (blocksize * nested_blocksize)
-    if isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer)) or n_params < 1:
-        raise ValueError(f"n_params must be a positive int, got {n_params!r}")
+    n_params = checks.positive_int(n_params, "n_params")
     blocks = -(-n_params // blocksize)
     bits = 8 * -(-n_params // 2)                                   # packed codes
     if double_quant:
@@ -482,8 +483,7 @@ def bits_per_param(n_params=None, blocksize=64, double_quant=False, nested_block
 def measured_bits_per_param(n_params, *arrays):
     """Storage per weight measured from the byte counts of the arrays actually stored
     (packed codes, absmax, and for DQ the 8-bit codes, absmax2 and np.float32(offset))."""
-    if isinstance(n_params, bool) or not isinstance(n_params, (int, np.integer)) or n_params < 1:
-        raise ValueError(f"n_params must be a positive int, got {n_params!r}")
+    n_params = checks.positive_int(n_params, "n_params")
     return 8 * sum(np.asarray(a).nbytes for a in arrays) / n_params
 
 
