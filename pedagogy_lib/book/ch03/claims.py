@@ -11,7 +11,8 @@ from types import SimpleNamespace
 from pedagogy_lib import adapters as A
 from pedagogy_lib import stats
 from pedagogy_lib import counting as C
-from pedagogy_lib.book.ch03.experiment import identity_deviation, load_results
+from pedagogy_lib.book.ch03.experiment import (LORA, by_seed, edges, identity_deviation,  # noqa: F401  (re-exported)
+                                               load_results, versus)
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
                                      unbracketed, unbracketed_text)
@@ -32,29 +33,6 @@ def latency_summary(lat: dict) -> dict:
     rows = {(s["batch"], s["seq_len"]): {k: v["ratio"] - 1 for k, v in s["models"].items() if k != "none"}
             for s in lat["settings"]}
     return {"rows": rows, "flops": lat["flop_overhead"]}
-
-
-LORA = "LoRA r=8 (q,v)"
-
-
-def by_seed(acc: dict, name: str, split: str = "test") -> dict[int, float]:
-    """{seed: accuracy in points} of one arm at its chosen rate (``split`` "test" or "val"):
-    runs of one seed share subsample, head init and order across arms, so arms pair by seed."""
-    r = acc["results"][name]
-    seeds = r.get("seeds", acc["config"]["seeds"])
-    return {s: 100 * a for s, a in zip(seeds, r[f"{split}_by_seed"])}
-
-
-def versus(acc: dict, a: str, b: str = LORA, split: str = "test") -> dict:
-    """The paired difference a − b in points over the seeds both ran (Eqs. 8.4–8.7):
-    mean, SE, 95 % t-interval, ``tie`` (the interval contains 0)."""
-    return stats.paired_by_seed(by_seed(acc, a, split), by_seed(acc, b, split))
-
-
-def edges(acc: dict) -> dict[str, str]:
-    """{arm: 'low'|'high'} for each arm whose chosen rate sits at an edge of its (extended)
-    grid: no verdict may rest on it (``stats.bracketed`` on the stored mean validation scores)."""
-    return unbracketed({n: r["val_by_lr"] for n, r in acc["results"].items()})
 
 
 def val_test_gap(acc: dict, name: str, ref: str = LORA, seeds=None) -> dict:

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pedagogy_lib import adapters, counting, data, runner
+from pedagogy_lib import adapters, counting, data, runner, stats
 from pedagogy_lib import results as R
 from pedagogy_lib.adapters import PLACEMENTS
+from pedagogy_lib.book.rules import unbracketed
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.torch_ref import adapters as TA
 from pedagogy_lib.torch_ref import lora as TL
@@ -44,7 +45,8 @@ BUDGET = runner.Budget(n_train=1024, n_eval=None, epochs=3, batch_size=32, seeds
 RUN_LOG = R.RESULTS.parent.parent / "build" / "ch03_runs.jsonl"  # finished runs, for resuming
 # Sizes chosen so that the first four have about LoRA r=8 (q,v)'s count; the others are the
 # usual settings (Houlsby m=64) and the same m in two placements.
-ARMS = arms(Arm("LoRA r=8 (q,v)", "lora", {"r": 8, "alpha": 8}, LRS),
+LORA = "LoRA r=8 (q,v)"  # the arm every adapter is paired with
+ARMS = arms(Arm(LORA, "lora", {"r": 8, "alpha": 8}, LRS),
             *[Arm(f"{label} m={m}", kind, {"m": m}, LRS)
               for label, kind, m in (("Houlsby", "houlsby", 8), ("Pfeiffer", "pfeiffer", 16),
                                      ("parallel", "parallel", 16), ("Houlsby", "houlsby", 16),
@@ -69,6 +71,27 @@ def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
 def load_results() -> dict:
     """{"latency": ch03_latency.json, "accuracy": ch03_accuracy.json}."""
     return {key: load(f"ch03_{key}") for key in ("latency", "accuracy")}
+
+
+# ------------------------------------- the sweep's arms paired by seed (claims and figures)
+def by_seed(acc: dict, name: str, split: str = "test") -> dict[int, float]:
+    """{seed: accuracy in points} of one arm at its chosen rate (``split`` "test" or "val"):
+    runs of one seed share subsample, head init and order across arms, so arms pair by seed."""
+    r = acc["results"][name]
+    seeds = r.get("seeds", acc["config"]["seeds"])
+    return {s: 100 * a for s, a in zip(seeds, r[f"{split}_by_seed"])}
+
+
+def versus(acc: dict, a: str, b: str = LORA, split: str = "test") -> dict:
+    """The paired difference a − b in points over the seeds both ran (Eqs. 8.4–8.7):
+    mean, SE, 95 % t-interval, ``tie`` (the interval contains 0)."""
+    return stats.paired_by_seed(by_seed(acc, a, split), by_seed(acc, b, split))
+
+
+def edges(acc: dict) -> dict[str, str]:
+    """{arm: 'low'|'high'} for each arm whose chosen rate sits at an edge of its (extended)
+    grid: no verdict may rest on it (``stats.bracketed`` on the stored mean validation scores)."""
+    return unbracketed({n: r["val_by_lr"] for n, r in acc["results"].items()})
 
 
 def identity_deviation(d: int = 384, m: int = 64, init_scale: float = 1e-3, seed: int = 0) -> dict:

@@ -12,8 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from pedagogy_lib import results as R
-from pedagogy_lib.book.ch03.claims import LORA, by_seed, edges, versus
-from pedagogy_lib.book.ch03.experiment import load, params_data
+from pedagogy_lib.book.ch03.experiment import LORA, by_seed, edges, load, params_data, versus
 from pedagogy_lib.book.figures import mean_interval, register
 
 RESULTS = R.RESULTS
