@@ -115,6 +115,6 @@ class TreeGuard:
         elif self.changed:
             terminalreporter.section("tracked files written during the session", red=True, bold=True)
             terminalreporter.write_line("running the chapters or the tests wrote into the checkout "
-                                        "(`git status --porcelain` differs):")
+                                        "(`git status --porcelain` differs), so the session fails:")
             for line in self.changed:
                 terminalreporter.write_line("  " + line)

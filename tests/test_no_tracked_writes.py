@@ -287,6 +287,13 @@ def test_the_session_guard_passes_a_clean_session_under_xdist(tmp_path):
     assert "tracked files written" not in r.stdout
 
 
+def test_the_session_guard_is_registered(request):
+    """tests/conftest.py registers it in every process (it acts only in the controlling one)."""
+    guard = request.config.pluginmanager.get_plugin("pedagogy-tree-guard")
+    assert isinstance(guard, git_guard.TreeGuard)
+    assert guard.active == (not hasattr(request.config, "workerinput"))
+
+
 def test_the_session_guard_is_off_outside_a_checkout(tmp_path):
     assert git_guard.toplevel(tmp_path) is None
     assert git_guard.changes({"HEAD": "a", " M x": "1"}, {"HEAD": "a", " M x": "2"}) == ["changed: ' M x'"]
