@@ -34,6 +34,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = pathlib.Path(os.environ.get("BENCH_OUT") or ROOT / "chapters" / "results" / "bench_qlora.json")
 ARMS = ("full", "lora", "qlora")
+LABELS = {"full": "full FT", "lora": "LoRA fp32", "qlora": "QLoRA NF4+DQ"}  # chapter 07's arm labels
 BATCH, WARMUP, STEPS = 32, 3, 15
 
 
@@ -54,7 +55,7 @@ def worker(method: str) -> dict:
     import torch
 
     from pedagogy_lib import data, runner
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+    from pedagogy_lib.book.ch07 import experiment as E7
     from pedagogy_lib.torch_ref import qlora as QL
     from pedagogy_lib.torch_ref import train as T
     from pedagogy_lib.torch_ref.encoder import default_device
@@ -65,9 +66,7 @@ def worker(method: str) -> dict:
     s = data.subsample(task.train, BATCH * (WARMUP + STEPS), 0)
     gc.collect()
     rss_imports = _status_kb("VmRSS")
-    mm = load_minilm_torch(device="cpu")
-    clf, tok = QL.make_classifier(method, mm, device=device)
-    del mm
+    clf, tok = E7.classifier(LABELS[method], seed=0, device=device)  # the sweep's own build (registry route)
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
