@@ -352,8 +352,9 @@ def _rank_advice(c):
     untuned = unbracketed({f"r={k}": arm_grid(c.s, c.ranks[k]) for k in c.rk if k != "8"})
     verdict = ("untestable-here" if edges else "wrong" if beaten_by else
                "untestable-here" if untuned else "approximately")
-    return verdict, (_no_verdict(edges) + f"α/r sweep on q,v ({_at_rate(c)}, {SHARED_RATE}"
-                     + (": a rank beating r=8 would count, none beating it does not" if untuned else "") + "): "
+    return verdict, (_no_verdict(edges) + f"α/r sweep on q,v ({_at_rate(c)}"
+                     + (", not tuned per rank: a rank beating r=8 would count, none beating it does not" if untuned else "")
+                     + "): "
                      + (f"r = {', '.join(beaten_by)} beat{'s' if len(beaten_by) == 1 else ''} r=8"
                         if beaten_by else "no rank beats r=8")
                      + f"; {ci_text(d['16'], 'r=16', 'r=8')}; {ci_text(d['1'], 'r=1', 'r=8')}"
