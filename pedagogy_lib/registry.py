@@ -12,6 +12,9 @@ about how any one chapter uses it:
   its best point is bracketed);
 * ``defaults``: its usual hyper-parameters; any attach/count call may override them;
 * ``inference(mm)``: what is done to the trained network before serving (merge, fold);
+* ``wrap(classifier, seed, **opts)``: a module that replaces the whole classifier (MiniLM and
+  its head) for training, where a method reparametrises every weight at once (chapter 01's
+  random subspace θ0 + P z); None for the methods that only insert or unfreeze parameters;
 * ``trains``: what it trains, in words;
 * ``decoder``: its form on chapter 09's decoder (chapter 10), a ``Decoder``: ``attach(folder,
   seed, **opts)`` returns a fresh pretrained decoder adapted by the method (ids → logits, only
@@ -51,6 +54,7 @@ from .torch_ref import prefix as TP
 from .torch_ref import prompt as TPT
 from .torch_ref import qlora as TQ
 from .torch_ref import recipe as RC
+from .torch_ref import subspace as TS
 
 
 def _nothing(mm, seed, **opts):
@@ -92,6 +96,12 @@ def _qlora_torch(mm, seed, targets, r, alpha, quant_targets, quant_type, double_
     TQ.quantize_linears(mm.bert, quant_targets, quant_type, double_quant)
     TL.attach_lora(mm.bert, targets, r=r, alpha=alpha, seed=seed)
     TQ.to_device(mm.net)
+
+
+def _subspace(clf, seed, d, kind):
+    """Chapter 01's θ = θ0 + P z (Eq. 1.9) over the transformer layers and the head: z (d
+    numbers) is the classifier's only trainable tensor; P is drawn with ``seed``."""
+    return TS.SubspaceModel(clf, TS.subspace_names(clf), d, kind, seed)
 
 
 def _merge_lora(mm):
@@ -218,6 +228,7 @@ class Method:
     defaults: dict = field(default_factory=dict)
     inference: Callable | None = None  # (trained MiniLM) -> None, before serving
     decoder: Decoder | None = None     # its form on chapter 09's decoder (chapter 10)
+    wrap: Callable | None = None       # (classifier, seed, **opts) -> the module trained instead
 
     def opts(self, **overrides) -> dict:
         return _options(self.name, self.defaults, overrides)
@@ -260,11 +271,16 @@ class Method:
 
     def setup_numpy(self, mm, seed: int, **overrides):
         if self.attach_numpy is None:
-            raise ValueError(f"method {self.name!r} has no NumPy version (it needs bitsandbytes)")
+            why = "it wraps the torch classifier" if self.wrap is not None else "it needs bitsandbytes"
+            raise ValueError(f"method {self.name!r} has no NumPy version ({why})")
         self.attach_numpy(mm, seed, **self.opts(**overrides))
 
     def params(self, shape, **overrides) -> int:
         return self.count(shape, **self.opts(**overrides))
+
+    def wrap_torch(self, clf, seed: int, **overrides):
+        """The module the runner trains: ``clf`` itself, or the record's ``wrap`` of it."""
+        return clf if self.wrap is None else self.wrap(clf, checks.seed(seed), **self.opts(**overrides))
 
 
 _LORA = dict(targets=("query", "value"), r=8, alpha=16)
@@ -316,6 +332,11 @@ _RECORDS = [
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
            lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA),
+    # chapter 01's measurement, not a PEFT method to deploy: lr = η/√d (torch_ref.subspace.subspace_lr),
+    # so an arm at another d gives its own grid; the default grid is η = 0.1, 0.3, 1 at d = 1000
+    Method("subspace", "z, d numbers moving every weight of the layers and the head along P (Eq. 1.9)",
+           _nothing, None, lambda s, d, kind: d, tuple(TS.subspace_lr(eta, 1000) for eta in (0.1, 0.3, 1.0)),
+           {"d": 1000, "kind": "sparse"}, wrap=_subspace),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
 # The methods with a peft form on the decoder (chapter 11 trains each as our twin or through peft).
@@ -382,6 +403,10 @@ class Arm:
     def params(self, shape) -> int:
         self._on("encoder")
         return self.record.params(shape, **self.opts)
+
+    def wrap_torch(self, clf, seed: int):
+        self._on("encoder")
+        return self.record.wrap_torch(clf, seed, **self.opts)
 
     def inference(self, mm):
         if self.record.inference is not None:

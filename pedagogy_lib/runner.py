@@ -118,7 +118,7 @@ def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
     mm = fresh_minilm()
     arm.setup_torch(mm, seed)
     head_only = not any(p.requires_grad for p in mm.net.parameters())
-    clf = Classifier(mm.net, seed=seed)
+    clf = arm.wrap_torch(Classifier(mm.net, seed=seed), seed)   # the subspace arm trains θ0 + P z
     dev = next(clf.parameters()).device
     tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
     va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)

@@ -19,7 +19,7 @@ def fake(task, values: dict) -> dict:
             test = {key: v} | ({"ppl": float(np.exp(v)), "exact_match": 0.1, "rouge_l": 0.3} if task == "line" else {})
             runs.append({"method": m, "lr": 1e-3, "seed": s, "test": test, "trainable": 10, "seconds": 1.0})
     zs = {key: 0.3 if task == "area" else 4.0} | ({"ppl": 55.0, "exact_match": 0.0, "rouge_l": 0.1} if task == "line" else {})
-    return {"task": task, "seeds": [0, 1, 2], "runs": runs, "zero_shot": {"test": zs}, "model": "stdlib-1m",
+    return {"task": task, "seeds": list(range(max(map(len, values.values())))), "runs": runs, "zero_shot": {"test": zs}, "model": "stdlib-1m",
             "selection": {m: {"chosen": 1e-3, "bracketed": True} for m in values}}
 
 
@@ -74,16 +74,52 @@ def test_verdicts_follow_the_data():
     area = fake("area", base_values("area", prompt=-0.2))
     line = fake("line", base_values("line"))
     v = verdicts(area, line, studies())
-    assert v["qlora-matches-16bit"] == "holds" and v["nf4-best-dtype"] == "holds"
-    assert v["all-linear-needed"] == "holds" and v["rank-unimportant"] == "holds"
-    assert v["prompt-needs-scale"] == "approximately" and v["paged-optimisers"] == "untestable-here"
+    # pooled with chapter 07's stored ties (wider than ±0.5 points): approximately; NF4 vs FP4 is
+    # ordered only by chapter 07's interval (a tie): our perplexities, one evaluation each, are context
+    assert v["qlora-matches-16bit"] == "approximately" and v["nf4-best-dtype"] == "not-reproduced-here"
+    # n = 3 seeds (placement) and one seed (rank): at most approximately
+    assert v["all-linear-needed"] == "approximately" and v["rank-unimportant"] == "approximately"
+    assert v["prompt-needs-scale"] == "approximately" and v["paged-optimisers"] == "approximately"  # chapter 07's GPU run paged
     assert v["8bit-state"] == "approximately" and v["checkpointing-trade"] == "holds"
     # flip each one with plausible data
     worse_q = fake("line", base_values("line", qlora_ours=0.3))
     w = verdicts(area, worse_q, studies(placement_gain=-0.05, rank_spread=0.5, nf4_best=False))
-    assert w["qlora-matches-16bit"] == "not-reproduced-here" and w["nf4-best-dtype"] == "wrong"
+    assert w["qlora-matches-16bit"] == "not-reproduced-here" and w["nf4-best-dtype"] == "not-reproduced-here"
     assert w["all-linear-needed"] == "not-reproduced-here" and w["rank-unimportant"] == "not-reproduced-here"
     assert verdicts(fake("area", base_values("area")), line, studies())["prompt-needs-scale"] == "wrong"
+
+
+def five(task, **shift):
+    """``base_values`` over five seeds (the protocol's count for a final comparison)."""
+    noise = np.array([0.0, 0.004, -0.003, 0.002, -0.001])
+    v = {m: list((0.6 if task == "area" else 3.0) + noise) for m in METHODS}
+    for m, d in shift.items():
+        v[m.replace("_", "-")] = list(np.array(v[m.replace("_", "-")]) + d + np.array([0.0, 1, -1, 1, -1]) * 1e-3)
+    return fake(task, v)
+
+
+def test_matches_need_a_margin_and_five_seeds():
+    """Ties read as matches only within ±0.01 nats/token, and "holds" only on 5 seeds."""
+    area = fake("area", base_values("area", prompt=-0.2))
+    st = studies()
+    v = lambda line: verdicts(area, line, st)  # noqa: E731
+    assert v(five("line"))["lora-vs-full-generation"] == "holds"              # inside ±0.01, 5 seeds
+    assert v(five("line", lora_all=-0.05))["lora-vs-full-generation"] == "holds"  # LoRA resolved better
+    assert v(fake("line", base_values("line")))["lora-vs-full-generation"] == "approximately"  # 3 seeds
+    assert v(five("line", lora_all=0.05))["lora-vs-full-generation"] == "not-reproduced-here"
+    wide = five("line", lora_all=0.0)
+    for r in wide["runs"]:
+        if r["method"] == "lora-all":
+            r["test"]["loss"] += 0.05 * (-1) ** r["seed"]                    # a tie ±0.05 wide
+    assert v(wide)["lora-vs-full-generation"] == "approximately"
+    assert v(five("line"))["recipe-matches-ours"] == "holds"
+    assert v(fake("line", base_values("line")))["recipe-matches-ours"] == "approximately"
+    assert v(five("line", qlora_recipe=0.05))["recipe-matches-ours"] == "wrong"
+    assert v(wide)["qlora-matches-16bit"] == "approximately"
+    rec = {r["id"]: r for r in C.claims(area, five("line"), st, scale_fake())}
+    assert "chapter 08 (encoder" in rec["ia3-vs-lora"]["our_value"]   # chapter 08 pooled, not left out
+    assert "n = 3 seeds" in {r["id"]: r for r in C.claims(area, fake("line", base_values("line")), st,
+                                                           scale_fake())}["recipe-matches-ours"]["our_value"]
 
 
 def test_the_gpu_record_joins_the_checkpointing_and_paging_rules():
@@ -161,7 +197,7 @@ def test_stored_results_are_complete_and_judged_only_when_bracketed():
     assert scale["model"] == "stdlib-4m" and {"full", "prompt"} <= set(ch10.methods(scale))
     assert all(len(ch10.chosen_runs(scale, m)) == 3 for m in ("full", "prompt"))
     if area["selection"]["ia3"]["bracketed"] is False:
-        assert "area: rate at a grid edge, not judged" in rec["ia3-vs-lora"]["our_value"]
+        assert "grid's edge): chapter 10 area" in rec["ia3-vs-lora"]["our_value"]
 
 
 def test_vader_prompts_use_the_area_format():

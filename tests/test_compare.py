@@ -82,7 +82,8 @@ def test_committed_results_cover_every_method_on_the_protocol():
 
     res = compare.load()
     assert set(res["methods"]) == set(compare.ARMS)
-    assert {a.method for a in compare.ARMS.values()} == set(METHODS)  # every registry method, IA³ included
+    # every registry method, IA³ included; chapter 01's random subspace is a measurement, not a method to compare
+    assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace"}
     b = res["budget"]
     assert len(b["seeds"]) >= 5 and b["select_seeds"] >= 2 and b["n_eval"] is None and b["n_test"] == 1322
     for name, r in res["methods"].items():

@@ -1,4 +1,4 @@
-"""Issue 13, item 5, for chapters 02–07: no truncated-axis bar charts of accuracies (dot plots
+"""Issue 13, item 5, for chapters 01–07: no truncated-axis bar charts of accuracies (dot plots
 with their intervals instead), every error bar says what it is, a colour scale has a colourbar.
 The figures are built from the stored results, as ``make figures`` builds them."""
 import importlib
@@ -12,7 +12,7 @@ matplotlib.use("agg")
 from pedagogy_lib.book import figures  # noqa: E402
 
 ACCURACY_FIGURES = ("02_placement", "05_methods", "07_accuracy")
-WITH_ERROR_BARS = ("02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
+WITH_ERROR_BARS = ("01_intrinsic", "02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
                    "06_learning_curve", "07_accuracy")
 
 
@@ -46,6 +46,17 @@ def test_the_truncated_bar_detector_fires():
     assert _truncated_bars(ax)
     ax.set_ylim(0, 100)
     assert not _truncated_bars(ax)
+
+
+@pytest.mark.parametrize("name", ("07_memory_llama", "10_studies"))
+def test_bars_start_at_zero_on_a_linear_axis(name):
+    """Issue 13 item 5 beyond accuracies: a bar's length is its value, so no bar sits on a
+    truncated or a log axis (chapter 10's data types are differences to fp32, from 0)."""
+    fig = build(name)
+    for ax in fig.axes:
+        bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+        assert not _truncated_bars(ax), f"{name}: a bar chart on a truncated axis"
+        assert not (bars and "log" in (ax.get_xscale(), ax.get_yscale())), f"{name}: bars on a log axis"
 
 
 @pytest.mark.parametrize("name", WITH_ERROR_BARS)

@@ -21,7 +21,7 @@ from pedagogy_lib.book import claims, rules
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.rules import paired_points
 
-CHAPTERS = ("00", "01", "02", "03", "04", "05", "06", "07", "08")
+CHAPTERS = ("00", "01", "02", "03", "04", "05", "06", "07", "08", "10")
 CHAPTERS += ("11",)
 
 
@@ -76,6 +76,8 @@ def _d(values_a, values_b):
 TIGHT_ZERO = _d([0.900, 0.910, 0.920], [0.9001, 0.9099, 0.9200])  # a tie, interval ±0.03 points
 WIDE_TIE = _d([0.88, 0.93, 0.90], [0.90, 0.90, 0.90])             # a tie, interval ±6 points
 THREE_POINTS = _d([0.930, 0.941, 0.950], [0.900, 0.910, 0.920])   # +3.03 points, an order
+ONE_POINT_5 = _d([0.910, 0.922, 0.930, 0.941, 0.950], [0.900, 0.910, 0.920, 0.930, 0.940])  # +1.06, 5 seeds
+TIGHT_ZERO_5 = _d([0.900, 0.910, 0.920, 0.930, 0.940], [0.9001, 0.9099, 0.9200, 0.9301, 0.9399])  # a tie, 5 seeds
 
 
 def test_band_and_match_verdicts_flip():
@@ -111,6 +113,27 @@ def test_sentence_judges_flip():
     assert S.adapter_4x(THREE_POINTS, 4.0)[0] == "wrong"      # RoBERTa-base's 3x row is 1.8 points behind
     assert S.adapter_4x(WIDE_TIE, 4.0)[0] == "approximately"
     assert S.adapter_4x(TIGHT_ZERO, 4.0, {"RoB-base x": (1.2, 0.3, 87.1, 87.2)})[0] == "holds"
+
+
+def test_qlora_sentence_judges_flip():
+    """The three QLoRA sentences chapters 07 and 10 both judge: a match within its margin, on fewer
+    than 5 seeds at most approximately; NF4 over FP4 only from an interval; paging from a GPU run."""
+    assert S.match_pooled({"a": (TIGHT_ZERO_5, 0.5, "points")})[0] == "holds"
+    assert S.match_pooled({"a": (TIGHT_ZERO, 0.5, "points")})[0] == "approximately"   # n = 3
+    assert S.match_pooled({"a": (WIDE_TIE, 0.5, "points")})[0] == "approximately"
+    assert S.match_pooled({"a": (TIGHT_ZERO_5, 0.5, "points"), "b": (THREE_POINTS, 0.5, "points")})[0] == "not-reproduced-here"
+    assert S.match_pooled({"a": None})[0] == "untestable-here"
+    dt = {"m": {"fp32": 3.0, "nf4": 3.01, "fp4": 3.5, "int4": 3.6, "tokens": 100}}   # a large unmeasured gap
+    assert S.nf4_vs_fp4(("enc", ONE_POINT_5), dt)[0] == "holds"
+    assert S.nf4_vs_fp4(("enc", THREE_POINTS), dt)[0] == "approximately"            # n = 3
+    assert S.nf4_vs_fp4(("enc", TIGHT_ZERO_5), dt)[0] == "not-reproduced-here"      # perplexity alone orders nothing
+    assert S.nf4_vs_fp4(("enc", None), dt)[0] == "untestable-here"
+    paged = {"device": "cuda", "name": "G", "paged_state_tensors": 3, "state_tensors": 9}
+    assert S.paged_optimisers(paged, None)[0] == "approximately"
+    assert S.paged_optimisers(paged | {"paged_state_tensors": 0}, None)[0] == "untestable-here"
+    assert S.paged_optimisers(paged | {"device": "cpu"}, None)[0] == "untestable-here"
+    assert rules.few_seeds("holds", 3) == "approximately" and rules.few_seeds("holds", 5) == "holds"
+    assert rules.few_seeds("wrong", 1) == "wrong"
 
 
 def _line_shifted(line: dict, method: str, nats: float) -> dict:
@@ -196,11 +219,13 @@ def _ch06_why(c):
 
 
 def _ch07_nf4(c):
-    g, mats = c.study["gaussian"], c.study["matrices"]
-    g["NF4"]["entropy"], g["NF4"]["mse_x"] = 2.0, 10 * g["Lloyd–Max (own)"]["mse_x"]
-    for m in mats.values():
-        m["NF4"]["entropy"], m["NF4"]["mse_x"] = 2.0, 10 * m["Lloyd–Max (own)"]["mse_x"]
-    c.study["normal_entropy"] = 2.0
+    """Another real 4-bit code in NF4's place: FP4's codebook and FP4's own measured entropies and
+    errors on the same Gaussian blocks and MiniLM matrices."""
+    from pedagogy_lib import quant as Q
+
+    for m in (c.study["gaussian"], *c.study["matrices"].values()):
+        m["NF4"] = dict(m["FP4"])
+    c.codebook = Q.fp4_codebook()
 
 
 def _ch07_at(c, name, ref, points, jitter=0.0005):
@@ -210,10 +235,10 @@ def _ch07_at(c, name, ref, points, jitter=0.0005):
 
 
 def _ch07_match(c, V):
-    """Across the ±0.5-point band: a copy of LoRA fp32 when the stored verdict is not holds,
-    2 points below it when it is."""
-    held = V._nf4_matches(copy.deepcopy(c))[0] == "holds"
-    _ch07_at(c, "QLoRA NF4+DQ", "LoRA fp32", -2.0 if held else 0.0)
+    """Across the ±0.5-point band: 2 points below LoRA fp32 unless the stored verdict already says
+    not-reproduced-here, else a copy of it (chapter 10's decoder caps the sentence at approximately)."""
+    differs = V._nf4_matches(copy.deepcopy(c))[0] == "not-reproduced-here"
+    _ch07_at(c, "QLoRA NF4+DQ", "LoRA fp32", 0.0 if differs else -2.0)
     _ch07_at(c, "full FT", "LoRA fp32", 0.0)
 
 
@@ -255,7 +280,7 @@ FLIPS = {
     "ch00-qlora-780gb": lambda c, mp, V: setattr(c, "n65", int(c.n65 * 0.5)),
     "ch00-gpt3-lora-checkpoint": lambda c, mp, V: setattr(c, "lora4", c.lora4 * 3),
     # ch01: other spectra and intrinsic-dimension curves; the scale claim on other published d90s
-    "ch01-intrinsic-dim": lambda c, mp, V: c["intrinsic"].update(d_within_1pt=300),
+    "ch01-intrinsic-dim": lambda c, mp, V: c["intrinsic"].update(d_match=300),  # d = 300 within a point of full FT
     "ch01-spectra-decay": lambda c, mp, V: c.update(att_E_k=[0.9] * len(c["att_E_k"])),
     "ch01-update-concentrated": lambda c, mp, V: c.update(E_k_dW=[0.0] * len(c["E_k_dW"])),
     "ch01-small-slice": lambda c, mp, V: c.update(rel_norm=[0.5] * len(c["rel_norm"])),
@@ -320,6 +345,24 @@ FLIPS = {
     "ch08-bitfit-baseline": lambda c, mp, V: _ch08_at(c, "bitfit", "probe", 0.0),
     "ch08-merged-lora-latency": lambda c, mp, V: c["methods"]["lora_qv"].update(latency_ratio=1.5),
     "ch08-small-model-gaps": lambda c, mp, V: _ch08_gaps(c),
+    # ch10: other held-out losses (nats/token), studies, GPU records and chapter 07/08 evidence
+    "qlora-matches-16bit": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "qlora-ours", 0.1)),
+    "recipe-matches-ours": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "qlora-recipe", 0.1)),
+    "nf4-best-dtype": lambda c, mp, V: mp.setattr(S, "ch07_nf4_fp4", lambda acc=None: ("chapter 07", ONE_POINT_5)),
+    "dq-free": lambda c, mp, V: [r.update({"nf4+dq": r["nf4"] + 0.05}) for r in c.st["dtypes"].values()],
+    "all-linear-needed": lambda c, mp, V: [r["test"].update(loss=r["test"]["loss"] + 0.1)
+                                           for r in c.st["placement"] if r["label"] == "all"],
+    "rank-unimportant": lambda c, mp, V: [r["test"].update(loss=r["test"]["loss"] + 0.5)
+                                          for r in c.st["rank"] if r["r"] == 64],
+    "lora-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "lora-all", 0.1)),
+    "prompt-needs-scale": lambda c, mp, V: _ch10_prompt_at_full(c.area),
+    "ia3-vs-lora": lambda c, mp, V: mp.setattr(S, "ch08_ia3_gap", lambda res=None: ("chapter 08", TIGHT_ZERO_5)),
+    "8bit-state": lambda c, mp, V: c.st["recipe"]["optimisers"]["full/AdamW8bit"].update(
+        state_bytes=c.st["recipe"]["optimisers"]["full/AdamW"]["state_bytes"] / 2),
+    "paged-optimisers": lambda c, mp, V: mp.setattr(S, "ch07_gpu_paged", lambda: None),
+    "checkpointing-trade": lambda c, mp, V: c.st["recipe"]["bf16+checkpointing"].update(
+        saved_bytes=2 * c.st["recipe"]["bf16"]["saved_bytes"]),
+    "prefix-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
 }
 
 def _ch02_tuned(c, group, names):

@@ -492,7 +492,24 @@ def test_figures_and_claims_from_saved_results():
     assert V.table(records).count("[") >= len(records)
 
 
-def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=None, full=0.90):
+NOISE = (0.0, 0.004, -0.004, 0.002, -0.002)  # per seed: paired intervals of about ±0.4 points
+
+
+def _fake_sweep(curve, full=0.90, unbracketed=(), ds=(10, 100, 300, 1000, 3000)):
+    """A made-up sweep in the stored format: five seeds, one arm per d, full FT flat at ``full``."""
+    seeds = list(range(len(NOISE)))
+
+    def arm(accs, d=None):
+        return {"d": d, "seeds": seeds, "test_by_seed": list(accs), "eta": 1.0, "lr": 1e-2,
+                "bracketed": d not in unbracketed, "edge": "high" if d in unbracketed else None}
+
+    arms = {"full FT": arm([full] * len(seeds))}
+    arms |= {f"d={d}": arm([a + n for n in NOISE], d) for d, a in zip(ds, curve)}
+    return {"config": {"ds": list(ds), "frac": 0.9}, "arms": arms, "majority_test": 0.5, "D": 10**6,
+            "n_test": 500, "total_params": 2 * 10**7}
+
+
+def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=None, full=0.90, unbracketed=()):
     """Made-up inputs for verdicts.ch01.claims: spectra, update statistics and a sweep."""
     spec = {"k": 8, "matrices": {f"m{i}": {
         "type": "query", "shape": (384, 384), "E_k": 0.15, "E_k_mp": 0.08, "k90": 150, "k90_mp": 190,
@@ -501,25 +518,37 @@ def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=
         "E_k_dW": 0.6 if concentrated else 0.1, "E_k_W0": 0.15, "k90_dW": 50, "k90_W0": 160,
         "rel_norm": rel, "turn_deg": turn, "sim_left": sim * 8 / 384, "sim_random_left": 8 / 384,
         "proj_dW": proj, "proj_W0": 1.0, "proj_random": 0.05} for i in range(4)}}
-    ds, seeds = [10, 100, 300, 1000, 3000], [0, 1]
-    curve = curve or [0.5, 0.85, 0.87, 0.885, 0.895]
-    sweep = {"config": {"ds": ds, "seeds": seeds}, "best_eta": {str(d): 1.0 for d in ds},
-             "subspace": {f"d={d} eta=1.0 seed={s}": {"test_acc": a} for d, a in zip(ds, curve) for s in seeds},
-             "full": {f"seed={s}": {"test_acc": full} for s in seeds},
-             "majority_test": 0.5, "D": 10**6, "n_test": 500}
+    sweep = _fake_sweep(curve or [0.5, 0.85, 0.87, 0.885, 0.895], full, unbracketed)
     return {"spectra": spec, "update": upd, "intrinsic": sweep}
 
 
-@pytest.mark.parametrize("curve, verdict", [
-    ([0.5, 0.85, 0.87, 0.885, 0.895], "approximately"),  # d90 = 100, within 1 point only at 3000
-    ([0.5, 0.85, 0.87, 0.895, 0.90], "holds"),  # within 1 point at d = 1000
-    ([0.1, 0.2, 0.3, 0.82, 0.85], "wrong"),  # d90 = 1000 > 500 and never within 1 point
+@pytest.mark.parametrize("curve, unbracketed, verdict", [
+    ([0.5, 0.85, 0.87, 0.885, 0.895], (), "approximately"),  # 10 < d90 ≤ 100; matches only at 3000
+    ([0.5, 0.85, 0.87, 0.895, 0.90], (), "holds"),  # at d = 1000 the interval of (sub − full) is above −1 point
+    ([0.1, 0.2, 0.3, 0.82, 0.85], (), "wrong"),  # every d ≤ 500 clearly below the bar, never within a point
+    ([0.5, 0.6, 0.81, 0.86, 0.87], (), "untestable-here"),  # d = 300 ties with the bar: no order read into it
+    ([0.5, 0.85, 0.87, 0.885, 0.895], (100, 300), "untestable-here"),  # the deciding grids unbracketed
+    ([0.1, 0.2, 0.3, 0.82, 0.85], (300,), "untestable-here"),  # "wrong" needs every grid up to 1000 bracketed
 ])
-def test_ch01_intrinsic_dim_claim_rule(curve, verdict):
+def test_ch01_intrinsic_dim_claim_rule(curve, unbracketed, verdict):
     from pedagogy_lib.book.ch01 import claims as V
 
-    rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve))}["ch01-intrinsic-dim"]
+    rec = {r["id"]: r for r in V.claims(_fake_ch01(curve=curve, unbracketed=unbracketed))}["ch01-intrinsic-dim"]
     assert rec["verdict"] == verdict and "at d = 1,000" in rec["our_value"]
+    assert ("unbracketed" in rec["our_value"]) == bool(unbracketed)
+
+
+def test_ch01_d90_interval_reads_ties_and_edges():
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    it = E.intrinsic_summary(_fake_sweep([0.5, 0.81, 0.87, 0.885, 0.895]))  # d = 100 ties with the bar (0.81)
+    assert it["vs_bar"][100]["tie"] and (it["d90_lo"], it["d90_hi"]) == (10, 300)
+    assert E.d90_interval_text(it) == "10 < d90 ≤ 300 (undecided between: d = 100)"
+    assert E.d90_text(it) == "10 < d90 ≤ 100"  # the seed mean alone reaches the bar at 100
+    it = E.intrinsic_summary(_fake_sweep([0.5, 0.85, 0.87, 0.885, 0.895], unbracketed=(10,)))
+    assert (it["d90_lo"], it["d90_hi"]) == (None, 100) and E.d90_interval_text(it).startswith("d90 ≤ 100")
+    it = E.intrinsic_summary(_fake_sweep([0.1, 0.2, 0.3, 0.4, 0.5]))
+    assert it["d90_hi"] is None and E.d90_interval_text(it).endswith("d90 > 3000")
 
 
 @pytest.mark.parametrize("kw, verdict, phrase", [
@@ -537,3 +566,66 @@ def test_ch01_small_slice_claim_rule(kw, verdict, phrase):
     assert rec["verdict"] == verdict and phrase in rec["our_value"]
     if {"turn", "sim", "proj"} & set(kw):  # turned or aligned: the sentence must not say otherwise
         assert "rather than rotating existing ones" not in rec["our_value"]
+
+
+# ------------------------------------------- chapter 01's sweep on the runner (issues #12, #13)
+def _fake_run(arm, task, budget, seed, lr, data=None, measure=False):
+    """A made-up run: validation peaks at η = 0.3 (lr·√d) for every d, at 1e-4 for full FT."""
+    import math as m
+
+    d = arm.opts.get("d")
+    x = m.log10(lr * m.sqrt(d) / 0.3) if d else m.log10(lr / 1e-4)
+    acc = 0.9 - 0.05 * x * x - (0.3 / d if d else 0.0) + 0.001 * seed
+    return {"method": arm.label, "lr": lr, "seed": seed, "val_acc": acc, "test_acc": acc, "cpu_s": 1.0, "trainable": d}
+
+
+def test_ch01_sweep_follows_the_protocol_and_records_every_arm(tmp_path):
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    res = E.intrinsic_sweep((10, 100), log=tmp_path / "runs.jsonl", progress=False, run_fn=_fake_run)
+    assert set(res["arms"]) == {"full FT", "d=10", "d=100"}
+    for label, a in res["arms"].items():
+        assert a["seeds"] == list(E.SEEDS) and a["select_seeds"] == [0, 1] and a["bracketed"], label
+        assert a["lr"] in a["lr_grid"] and len(a["test_by_seed"]) == len(E.SEEDS)
+    assert res["arms"]["d=100"]["eta"] == 0.3 and res["arms"]["full FT"]["lr"] == 1e-4
+    assert res["arms"]["d=10"]["lr_grid"] == list(E.subspace_arm(10).grid)  # lr = η/√d
+    n = 3 * 3 * 2 + 3 * 3  # three rates × seeds 0-1, then seeds 2-4, for three arms
+    assert res["n_new"] == n == len(res["runs"]) and res["cpu_s_new"] == n
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == n  # every run logged: a rerun resumes
+    again = E.intrinsic_sweep((10, 100), log=tmp_path / "runs.jsonl", progress=False, run_fn=_fake_run)
+    assert again["n_new"] == 0 and again["arms"] == res["arms"]
+
+
+def test_ch01_edge_grids_are_extended_and_stored_runs_reused_only_when_verified(monkeypatch):
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    edge = lambda arm, *a, **k: _fake_run(arm, *a, **k) | (  # noqa: E731
+        {"val_acc": a[3]} if arm.opts.get("d") else {})  # subspace: higher rate, higher validation
+    found = E.runner.protocol([E.subspace_arm(100)], None, E.BUDGET, progress=False, run_fn=edge)
+    sel = found["d=100"]["selection"]
+    assert sel["extensions"] == E.BUDGET.max_extensions and not sel["bracketed"] and sel["edge"] == "high"
+    old = {"config": {"recipe": {"full_lr": 1e-4}},
+           "full": {"seed=0": {"val_acc": 0.88, "test_acc": 0.91, "seconds": 60.0}},
+           "subspace": {"d=10 eta=0.3 seed=0": {"val_acc": 0.68, "test_acc": 0.71, "seconds": 70.0}}}
+    stored = E._stored_runs(old)
+    assert set(stored) == {("full FT", 1e-4, 0), ("d=10", E.subspace_lr(0.3, 10), 0)}
+    same = lambda arm, task, b, seed, lr: {"method": arm.label, "lr": lr, "seed": seed,  # noqa: E731
+                                           **{k: v for k, v in stored[(arm.label, lr, seed)].items() if k.endswith("acc")}}
+    monkeypatch.setattr(E.runner, "run", same)
+    assert E.verify(stored, {}, None, lambda *a: None)["identical"]
+    monkeypatch.setattr(E.runner, "run", lambda *a, **k: same(*a, **k) | {"test_acc": 0.5})
+    assert not E.verify(stored, {}, None, lambda *a: None)["identical"]
+
+
+def test_ch01_stored_sweep_is_on_the_protocol():
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    res = E.load_intrinsic()
+    b = res["config"]["budget"]
+    assert b["seeds"] == list(E.SEEDS) and b["select_seeds"] == 2 and b["n_eval"] is None
+    assert set(res["arms"]) == {"full FT", *(f"d={d}" for d in res["config"]["ds"])}
+    for label, a in res["arms"].items():
+        assert a["seeds"] == b["seeds"] and a["lr"] in a["lr_grid"], label
+        inner = a["lr_grid"][0] < a["lr"] < a["lr_grid"][-1]
+        assert a["bracketed"] == inner, label  # the flag agrees with the grid
+    assert res["verify"]["identical"] and res["n_test"] == 1322 and res["n_new"] + res["n_reused"] == len(res["runs"])

@@ -21,7 +21,7 @@ def new_params(mm, base_names) -> int:
     return sum(p.numel() for n, p in mm.net.named_parameters() if n not in base_names)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS if n != "prefix"])
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if n != "prefix" and m.wrap is None])
 def test_count_formula_is_what_the_torch_twin_trains(name):
     mm = runner.fresh_minilm()
     get(name).setup_torch(mm, seed=0)
@@ -135,3 +135,29 @@ def test_run_is_seeded_and_counts_what_the_registry_says():
     assert (a["val_acc"], a["test_acc"], a["losses"]) == (b["val_acc"], b["test_acc"], b["losses"])
     assert a["trainable"] == METHODS["lora"].params(SHAPE)
     assert np.isfinite(a["final_loss"])
+
+
+def test_subspace_wraps_the_classifier_and_the_runner_trains_z_only():
+    """Chapter 01's θ0 + P z: the record's ``wrap`` replaces the whole classifier (encoder and
+    head move with z); the runner trains exactly d numbers, seeded, and the head stays frozen."""
+    from pedagogy_lib import data
+    from pedagogy_lib.torch_ref.subspace import SubspaceModel
+    from pedagogy_lib.torch_ref.train import Classifier, count_trainable
+
+    arm = Arm("d=50", "subspace", {"d": 50}, lrs=(0.1,))
+    mm = runner.fresh_minilm()
+    arm.setup_torch(mm, 0)
+    clf = arm.wrap_torch(Classifier(mm.net, seed=0), 0)
+    assert isinstance(clf, SubspaceModel) and count_trainable(clf, exclude=None) == 50 == arm.params(SHAPE)
+    assert clf.names[-1] == "head.bias" and not clf.model.head.weight.requires_grad
+    with pytest.raises(ValueError, match="takes no option"):
+        Arm("x", "subspace", {"rank": 8})
+    with pytest.raises(ValueError, match="no NumPy version .it wraps the torch classifier"):
+        get("subspace").setup_numpy(None, 0)
+    with pytest.raises(TypeError, match="seed"):
+        arm.wrap_torch(Classifier(mm.net, seed=0), "zero")
+    tiny = runner.Budget(n_train=16, n_eval=16, epochs=1, batch_size=8, seeds=(0,))
+    task = data.polarity_task()
+    a, b = (runner.run(arm, task, tiny, 0, 0.1) for _ in range(2))
+    assert a["trainable"] == 50 and (a["val_acc"], a["losses"]) == (b["val_acc"], b["losses"])
+    assert runner.as_arm("lora").wrap_torch(clf, 0) is clf  # a method without ``wrap`` trains the classifier itself

@@ -159,6 +159,17 @@ def within_verdict(d: dict, margin: float, differs: str = "wrong") -> str:
     return "approximately" if d["tie"] else differs
 
 
+# issue #13: a final comparison rests on >= 5 seeds; fewer (n = 3, or one seed / one evaluation
+# with no interval) can show agreement but not hold a claim
+MIN_SEEDS = 5
+
+
+def few_seeds(verdict: str, n: int, min_n: int = MIN_SEEDS) -> str:
+    """``verdict`` capped for thin evidence: "holds" resting on fewer than ``min_n`` paired seeds
+    becomes "approximately"; every other verdict is kept."""
+    return "approximately" if verdict == "holds" and n < min_n else verdict
+
+
 def unbracketed(grids: dict[str, dict]) -> dict[str, str]:
     """{arm: 'low'|'high'} for every arm whose validation-best learning rate sits at an edge of
     its grid (``stats.bracketed``); ``grids``: arm -> {lr: mean validation score}. No verdict

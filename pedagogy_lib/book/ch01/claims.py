@@ -59,8 +59,21 @@ def summary(results: dict | None = None) -> dict:
     }
 
 
-# 1. intrinsic dimension: "match" = the seed-mean within one point of full FT, at a d that
-# is "a few hundred" (generously, ≤ 1000); 90% of full FT at d ≤ 500 is only approximately
+# 1. intrinsic dimension, read through the paired 95 % intervals over seeds (chapter 08's
+# protocol), on bracketed grids only:
+#   holds          some d ≤ FEW_HUNDRED (generously 1000) matches full FT: its interval of
+#                  (subspace − full) lies above −1 point (E.MATCH_POINTS);
+#   approximately  else, 90 % of full FT is cleared (interval above the bar) at some d ≤ D90_APPROX;
+#   wrong          every d ≤ FEW_HUNDRED is bracketed, clearly below the bar up to D90_APPROX and
+#                  clearly more than a point below full FT up to FEW_HUNDRED;
+#   untestable-here otherwise: ties or unbracketed grids leave it open (no order read into a tie).
+def _decided_against(it) -> bool:
+    small = [d for d in it["ds"] if d <= FEW_HUNDRED]
+    return (bool(small) and all(it["bracketed"][d] for d in small)
+            and all(it["vs_bar"][d]["hi"] < 0 for d in small if d <= D90_APPROX)
+            and all(it["vs_full"][d]["hi"] < -E.MATCH_POINTS / 100 for d in small))
+
+
 @CLAIMS.rule("ch01-intrinsic-dim",
              "Fine-tuning lives in a low-dimensional subspace: a few hundred parameters can already "
              "match full fine-tuning on many tasks.",
@@ -70,18 +83,28 @@ def summary(results: dict | None = None) -> dict:
              source=SOURCE_ID)
 def _intrinsic_dim(s):
     it = s["intrinsic"]
-    d90, within = it["d90"], it["d_within_1pt"]
-    v = ("holds" if within is not None and within <= FEW_HUNDRED else
-         "approximately" if d90 is not None and d90 <= D90_APPROX else "wrong")
+    match, hi = it["d_match"], it["d90_hi"]
+    v = ("holds" if match is not None and match <= FEW_HUNDRED else
+         "approximately" if hi is not None and hi <= D90_APPROX else
+         "wrong" if _decided_against(it) else "untestable-here")
     at = max((d for d in it["ds"] if d <= FEW_HUNDRED), default=None)
     at_txt = "" if at is None else (
-        f"; at d = {at:,}: {100 * it['mean'][it['ds'].index(at)]:.1f}% "
-        f"({100 * (it['mean'][it['ds'].index(at)] - it['full_mean']):+.1f} points)")
+        f"; at d = {at:,}: {100 * it['mean'][it['ds'].index(at)]:.1f}%, − full FT "
+        f"{_ci(it['vs_full'][at])}")
+    unb = [d for d in it["ds"] if not it["bracketed"][d]]
     per_seed = ", ".join(f"{d if d is not None else '>' + str(max(it['ds']))}" for d in it["d90_seed"].values())
-    return v, (f"MiniLM/VADER, θ = θ0 + P z over {it['D']:,} numbers: {E.d90_text(it)} (per seed {per_seed}); "
-               f"full FT {100 * it['full_mean']:.1f}%, best subspace {100 * it['best']:.1f}%; within 1 point of "
-               f"full FT from d = {within if within is not None else 'never (d ≤ ' + str(max(it['ds'])) + ')'}"
-               f"{at_txt}")
+    return v, (f"MiniLM/VADER, θ = θ0 + P z over {it['D']:,} numbers, {len(it['seeds'])} seeds: by the 95 % "
+               f"intervals {E.d90_interval_text(it)}; seed mean {E.d90_text(it)} (per seed {per_seed}); "
+               f"full FT {100 * it['full_mean']:.1f}%, best subspace {100 * it['best']:.1f}%; "
+               + (f"matches full FT (interval above −{E.MATCH_POINTS:g} point) from d = {it['d_match']:,}"
+                  if it["d_match"] is not None else
+                  f"no d ≤ {max(it['ds']):,} shown to match full FT (interval above −{E.MATCH_POINTS:g} point)")
+               + f"{at_txt}" + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else ""))
+
+
+def _ci(p) -> str:
+    """A paired difference in points: mean [lo, hi], 'tie' when the interval holds 0."""
+    return f"{100 * p['mean']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]" + (" tie" if p["tie"] else "")
 
 
 @CLAIMS.rule("ch01-spectra-decay",

@@ -1,123 +1,76 @@
 """Chapter 01's experiments: the spectra of MiniLM's weights, the rank of a real update, and the
 intrinsic-dimension sweep (too slow for the notebook).
 
-    python -m pedagogy_lib.book.ch01.experiment [--part intrinsic|update|all] [--quick]
+    OMP_NUM_THREADS=1 python -m pedagogy_lib.book.ch01.experiment [--part intrinsic|update|all] [--jobs N]
 
-``update`` fine-tunes MiniLM fully once (``Recipe``) and writes the update statistics to
-``chapters/results/ch01_update.json``; ``intrinsic`` writes ``chapters/results/ch01_intrinsic_dim.json``, which the chapter, ``make figures``
-and ``pedagogy_lib.book.ch01.claims`` read. Every run is MiniLM + the VADER polarity task
-with ``Recipe()`` (a class-balanced subsample of 1,024 training words,
-2 epochs, batch 32, AdamW with linear decay), scored on the whole val and test splits:
+Every training run goes through the runner (``runner.protocol`` / ``runner.train_arm``): MiniLM +
+the VADER polarity task under ``BUDGET`` (a class-balanced subsample of 1,024 training words,
+2 epochs, batch 32, AdamW with linear decay, the whole val and test splits). The arms are
+registry records (``arms_for``):
 
-  A  full fine-tuning (every parameter trainable), SEEDS: the reference accuracy
-  B  random-subspace training θ = θ0 + P z with a sparse P over the transformer layers
-     and the head (10.6M numbers), d in DS; seed 0 tries every η in Recipe.etas
-     (lr = η/√d) and keeps, per d, the η with the best *validation* accuracy
-  C  the other SEEDS at that η (a new P, head init and data order per seed)
+  full FT   the registry's ``full`` method (every weight; the head at max(lr, 1e-3)), its grid;
+  d=…       the registry's ``subspace`` method: θ = θ0 + P z with a sparse P over the
+            transformer layers and the head (10.6M numbers), z of d numbers, for d in DS;
+            its grid is lr = η/√d for η in ETAS (``torch_ref.subspace.subspace_lr``).
 
-The test accuracies give the curve and d90 (eq. 1.11). Runs are cached by their settings
-in the JSON, so an interrupted sweep resumes. Seeded; low bits of the accuracies can
-differ with the thread count or machine. One thread: OMP_NUM_THREADS=1 (``make bench``).
+The evidence protocol (chapter 08, Eqs. 8.1–8.7): each arm's grid at seeds 0 and 1, the rate
+with the best *mean validation* accuracy (ties: the smaller), a grid whose best rate sits at an
+edge extended (at most twice; else recorded ``bracketed: False``), then seeds 2–4 at the chosen
+rate (a new P, head initialisation and data order per seed, the same for every arm). Every
+finished run is appended to ``RUN_LOG`` (``runner.run_log``), so an interrupted sweep resumes;
+the runs of the earlier three-seed sweep are reused once ``verify`` has retrained one of them
+and found it identical. ``--part update`` fine-tunes fully once (seed 0, the rate the protocol
+chose) and writes the update statistics to ``chapters/results/ch01_update.json``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
-import os
 import platform
+import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from pedagogy_lib import data
 from pedagogy_lib import lowrank as lr
 from pedagogy_lib import results as R
-from pedagogy_lib.torch_ref.subspace import SubspaceModel, subspace_lr, subspace_names
+from pedagogy_lib import runner, stats
+from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.runner import Budget
+from pedagogy_lib.torch_ref.subspace import subspace_lr, subspace_names
 
 OUT = R.RESULTS / "ch01_intrinsic_dim.json"
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+RUN_LOG = R.RESULTS.parent.parent / "build" / "ch01_runs.jsonl"  # finished runs, for resuming
 
 DS = (10, 30, 100, 300, 1000, 3000, 10000)
-SEEDS = (0, 1, 2)
+ETAS = (0.1, 0.3, 1.0)  # lr = η/√d
+SEEDS = (0, 1, 2, 3, 4)
+KIND = "sparse"
+FRAC = 0.9  # d90: the smallest d reaching 90 % of full fine-tuning (eq. 1.11)
+BUDGET = Budget(n_train=1024, n_eval=None, epochs=2, batch_size=32, seeds=SEEDS, select_seeds=2, max_extensions=2)
+FULL = Arm("full FT", "full", note="every weight (the reference)")
+
+
+def subspace_arm(d: int, etas=ETAS, kind: str = KIND) -> Arm:
+    """θ0 + P z with d numbers in z; its grid is lr = η/√d for η in ``etas``."""
+    return Arm(f"d={d}", "subspace", {"d": d, "kind": kind}, lrs=tuple(subspace_lr(e, d) for e in etas),
+               note=f"z of {d} numbers, sparse P")
+
+
+def arms_for(ds=DS) -> dict:
+    """{label: Arm}: full fine-tuning and one subspace arm per d."""
+    return arms(FULL, *(subspace_arm(d) for d in ds))
 
 
 def _versions():
-    import numpy
     import torch
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__, "torch": torch.__version__}
-
-
-# ------------------------------------------------------------ the VADER recipe
-@dataclass(frozen=True)
-class Recipe:
-    """The VADER set-up chapter 01 and ``python -m pedagogy_lib.book.ch01.experiment`` share.
-
-    Training: a class-balanced subsample of ``n_train`` training words (seed 0, fixed),
-    ``epochs`` epochs of AdamW with the shared loop. Full fine-tuning uses ``full_lr``
-    (head: ``head_lr``); subspace runs use lr = η/√d with η from ``etas``.
-    Evaluation: the whole ``eval_split`` split.
-    """
-
-    n_train: int = 1024
-    epochs: int = 2
-    batch_size: int = 32
-    full_lr: float = 1e-4
-    head_lr: float = 1e-3
-    etas: tuple = (0.1, 0.3, 1.0)
-    kind: str = "sparse"
-    eval_split: str = "test"
-    data_seed: int = 0
-
-
-def vader_batches(recipe: Recipe, tokenizer, device=None, split: str | None = None):
-    """(train Batches, evaluation Batches) of the VADER polarity task for ``recipe``."""
-    from pedagogy_lib.data import polarity_task, subsample
-    from pedagogy_lib.torch_ref.encoder import default_device
-    from pedagogy_lib.torch_ref.train import Batches
-
-    device = device or default_device()
-    task = polarity_task()
-    train = subsample(task.train, recipe.n_train, seed=recipe.data_seed)
-    ev = getattr(task, split or recipe.eval_split)
-    return (Batches(tokenizer, train.tokens, train.labels, device),
-            Batches(tokenizer, ev.tokens, ev.labels, device))
-
-
-def _classifier(seed: int, device):
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-    from pedagogy_lib.torch_ref.train import Classifier
-
-    m = load_minilm_torch(device=device)
-    return Classifier(m.net, seed=seed), m.tokenizer
-
-
-def full_finetune(recipe: Recipe, seed: int, train, evaluate, device=None):
-    """Every parameter trainable. Returns (model, accuracy on ``evaluate``)."""
-    from pedagogy_lib.torch_ref.encoder import default_device
-    from pedagogy_lib.torch_ref.train import TrainConfig, accuracy, train_classifier
-
-    model, _ = _classifier(seed, device or default_device())
-    for p in model.parameters():
-        p.requires_grad_(True)
-    cfg = TrainConfig(lr=recipe.full_lr, head_lr=recipe.head_lr, epochs=recipe.epochs,
-                      batch_size=recipe.batch_size, seed=seed)
-    train_classifier(model, train, None, cfg)
-    return model, accuracy(model, evaluate)
-
-
-def subspace_finetune(recipe: Recipe, d: int, eta: float, seed: int, train, evaluate, device=None):
-    """Only z (d numbers) trainable; P seeded by ``seed``. Returns (SubspaceModel, accuracy)."""
-    from pedagogy_lib.torch_ref.encoder import default_device
-    from pedagogy_lib.torch_ref.train import TrainConfig, accuracy, train_classifier
-
-    model, _ = _classifier(seed, device or default_device())
-    sub = SubspaceModel(model, subspace_names(model), d, recipe.kind, seed)
-    cfg = TrainConfig(lr=subspace_lr(eta, d), epochs=recipe.epochs, batch_size=recipe.batch_size, seed=seed)
-    train_classifier(sub, train, None, cfg)
-    return sub, accuracy(sub, evaluate)
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
 
 
 # --------------------------------------------------------- spectra and updates
@@ -200,15 +153,25 @@ def update_stats(W0: np.ndarray, W1: np.ndarray, k: int = K) -> dict:
     }
 
 
-def finetune(recipe=None, seed: int = 0, device="cpu"):
-    """Full fine-tuning with the chapter's recipe: (W0, W_ft, test accuracy, model)."""
-    from pedagogy_lib.checkpoint import Tokenizer, load_weights
+def full_lr(res: dict | None = None) -> float:
+    """The rate the protocol chose for full fine-tuning (from the stored sweep)."""
+    res = load_intrinsic() if res is None else res
+    return res["arms"][FULL.label]["lr"]
 
-    recipe = recipe or Recipe()
-    train, test = vader_batches(recipe, Tokenizer(), device)
-    model, acc = full_finetune(recipe, seed, train, test, device)
-    W1 = {k: v.detach().cpu().double().numpy() for k, v in model.encoder.bert.state_dict().items()}
-    return load_weights(), W1, acc, model
+
+def finetune(seed: int = 0, lr: float | None = None):
+    """Full fine-tuning through the runner (``runner.train_arm``, ``BUDGET``) at ``lr`` (default:
+    the rate the sweep chose), scored on the whole test split: (W0, W_ft, test accuracy, classifier).
+    The same run as the sweep's ``full FT`` run of that seed and rate."""
+    from pedagogy_lib.checkpoint import load_weights
+    from pedagogy_lib.torch_ref.train import Batches, accuracy
+
+    lr = full_lr() if lr is None else lr
+    train, _, test = runner.splits(data.polarity_task(), BUDGET)
+    clf, mm, _, (tr, _) = runner.train_arm(FULL, seed, train, lr, BUDGET)
+    acc = accuracy(clf, Batches(mm.tokenizer, test.tokens, test.labels, tr.device))
+    W1 = {k: v.detach().cpu().double().numpy() for k, v in clf.encoder.bert.state_dict().items()}
+    return load_weights(), W1, acc, clf
 
 
 def update_data(W0: dict | None = None, W1: dict | None = None, k: int = K) -> dict:
@@ -230,38 +193,198 @@ def by_type(data: dict, key: str) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ the sweep
 def load_intrinsic() -> dict:
-    return R.load(OUT, "python -m pedagogy_lib.book.ch01.experiment")
+    return R.load(OUT, "python -m pedagogy_lib.book.ch01.experiment --part intrinsic")
 
 
-def intrinsic_summary(res: dict, frac: float = 0.9) -> dict:
-    """Curve (test accuracy per d and seed, at the η chosen on validation), the full
-    fine-tuning reference, and d90 (eq. 1.11) for the seed-mean and for every seed."""
-    cfg = res["config"]
-    ds, seeds = cfg["ds"], cfg["seeds"]
-    eta = {d: res["best_eta"][str(d)] for d in ds}
-    acc = {s: [res["subspace"][f"d={d} eta={eta[d]} seed={s}"]["test_acc"] for d in ds] for s in seeds}
-    full = {s: res["full"][f"seed={s}"]["test_acc"] for s in seeds}
+def _legacy_runs(old: dict) -> dict:
+    """The runs of the earlier three-seed sweep (its own loop, same data, head rule and seeds)
+    as ``protocol``'s ``done`` {(label, lr, seed): result}: full FT at its one rate 1e-4 and
+    every (d, η, seed) it trained, at lr = η/√d."""
+    if "subspace" not in old:
+        return {}
+    done = {}
+    for key, r in old["full"].items():
+        seed = int(key.split("=")[1])
+        done[(FULL.label, old["config"]["recipe"]["full_lr"], seed)] = (FULL.label, seed, r)
+    for key, r in old["subspace"].items():
+        d, eta, seed = (float(part.split("=")[1]) for part in key.split())
+        done[(f"d={int(d)}", subspace_lr(eta, int(d)), int(seed))] = (f"d={int(d)}", int(seed), r)
+    return {k: {"method": label, "lr": k[1], "seed": seed, "val_acc": r["val_acc"], "test_acc": r["test_acc"],
+                "wall_s": r["seconds"], "source": "three-seed sweep (verified)"}
+            for k, (label, seed, r) in done.items()}
+
+
+def _stored_runs(res: dict) -> dict:
+    """The runs a stored sweep holds, in either format, as {(label, lr, seed): result}."""
+    if "runs" in res:
+        return {(r["method"], r["lr"], r["seed"]): r for r in res["runs"]}
+    return _legacy_runs(res)
+
+
+# (arm, lr, seed) retrained to check that the stored runs reproduce: one subspace run, one full run
+VERIFY = (("d=10", subspace_lr(0.3, 10), 0), (FULL.label, 1e-4, 0))
+
+
+def verify(stored: dict, done: dict, task, log) -> dict:
+    """Retrain the ``VERIFY`` runs (already logged ones are not trained again) and compare
+    their validation and test accuracy with the stored ones, exactly. Returns
+    {"runs": [(label, lr, seed)], "identical": bool}; stored runs are reused only when True."""
+    keys = list(VERIFY)
+    same = True
+    for key in keys:
+        if key not in stored:
+            continue
+        if key not in done:
+            done[key] = runner.run(arms_for()[key[0]], task, BUDGET, key[2], key[1])
+            log(key[0], done[key])
+        new, old = done[key], stored[key]
+        same = same and (new["val_acc"], new["test_acc"]) == (old["val_acc"], old["test_acc"])
+        print(f"verify {key[0]} lr={key[1]:.4g} seed={key[2]}: val {new['val_acc']:.6f} vs {old['val_acc']:.6f}, "
+              f"test {new['test_acc']:.6f} vs {old['test_acc']:.6f}", file=sys.stderr, flush=True)
+    return {"runs": [list(k) for k in keys if k in stored], "identical": same}
+
+
+def _progress(run_fn, on_result, bar, arm, *args, **kw) -> dict:
+    """One run (jobs=1: as it is submitted), logged and counted on the bar."""
+    r = run_fn(arm, *args, **kw)
+    on_result(arm.label, r)
+    bar.update()
+    return r
+
+
+def _arm_record(arm: Arm, found: dict) -> dict:
+    """One arm's selection and runs, as stored: the grid (and η = lr·√d), the validation mean per
+    rate, the chosen rate, whether it is bracketed, and every seed's accuracies at that rate."""
+    sel, d = found["selection"], arm.opts.get("d")
+    runs = found["runs"]
+    eta = (lambda x: round(x * math.sqrt(d), 6)) if d else (lambda x: None)  # noqa: E731
+    return {"d": d, "note": arm.note, "lr_grid": sel["grid"], "eta_grid": [eta(x) for x in sel["grid"]],
+            "val_by_lr": [round(v, 6) for v in sel["scores"]], "lr": sel["chosen"], "eta": eta(sel["chosen"]),
+            "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
+            "select_seeds": sel["seeds"], "seeds": [r["seed"] for r in runs],
+            "test_by_seed": [r["test_acc"] for r in runs], "val_by_seed": [r["val_acc"] for r in runs]}
+
+
+def _slim(r: dict) -> dict:
+    keep = ("method", "lr", "seed", "val_acc", "test_acc", "trainable", "cpu_s", "wall_s", "source", "final_loss")
+    return {k: r[k] for k in keep if k in r}
+
+
+def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, run_fn=None) -> dict:
+    """The protocol of the module docstring for full FT and every d; returns the JSON-ready
+    results. ``run_fn`` replaces ``runner.run`` (tests)."""
+    from tqdm import tqdm
+
+    chosen, task, t0 = list(arms_for(ds).values()), data.polarity_task(), time.time()
+    done, on_result = runner.run_log(log, BUDGET)
+    stored = _stored_runs(json.loads(OUT.read_text())) if OUT.exists() and run_fn is None else {}
+    check = verify(stored, done, task, on_result) if stored else {"runs": [], "identical": False}
+    reused = {k: v for k, v in stored.items() if k not in done} if check["identical"] else {}
+    before = set(done) | set(reused)
+    bar = tqdm(desc="ch01 runs", unit="run", file=sys.stderr, disable=not progress)
+    select_fn = run_fn
+    if jobs == 1:  # one process runs each job as it is submitted: log it then
+        select_fn, on_result = functools.partial(_progress, run_fn or runner.run, on_result, bar), None
+    found = runner.protocol(chosen, task, BUDGET, jobs=jobs, progress=progress, done={**reused, **done},
+                            on_result=on_result, run_fn=select_fn)
+    bar.close()
+    every = [r for f in found.values() for r in f["trials"] + f["runs"][BUDGET.select_seeds:]]
+    new = [r for r in every if (r["method"], r["lr"], r["seed"]) not in before]
+    res = {"config": {"ds": list(ds), "etas": list(ETAS), "kind": KIND, "frac": FRAC,
+                      "budget": json.loads(json.dumps(dataclasses.asdict(BUDGET))),
+                      "lr_rule": "subspace: lr = eta/sqrt(d); full FT: the registry's grid, head at max(lr, 1e-3)",
+                      "lr_grids": {a.label: list(a.grid) for a in chosen}},
+           "arms": {a.label: _arm_record(a, found[a.label]) for a in chosen},
+           "runs": [_slim(r) for r in sorted(every, key=lambda r: (r["method"], r["lr"], r["seed"]))],
+           "verify": check, "n_reused": len(every) - len(new), "n_new": len(new),
+           "cpu_s_new": round(sum(r.get("cpu_s", 0.0) for r in new), 1),
+           "wall_s": round(time.time() - t0, 1), "versions": _versions()}
+    return res | _sizes(task)
+
+
+def _sizes(task) -> dict:
+    """Split sizes, the majority class, D (the numbers θ covers), tensors, MiniLM's size."""
+    from pedagogy_lib.torch_ref.train import Classifier
+
+    model = Classifier(runner.fresh_minilm().net)
+    names, params = subspace_names(model), dict(model.named_parameters())
+    y = np.asarray(task.test.labels)
+    return {"n_test": len(task.test), "n_val": len(task.val), "majority_test": float(max(y.mean(), 1 - y.mean())),
+            "D": sum(params[n].numel() for n in names), "n_tensors": len(names),
+            "total_params": sum(p.numel() for n, p in params.items() if not n.startswith("head."))}
+
+
+# ------------------------------------------------------------------ analysis
+MATCH_POINTS = 1.0  # "match" full FT: the paired interval of (subspace − full) lies above −1 point
+
+
+def _by_seed(arm: dict) -> dict:
+    return dict(zip(arm["seeds"], arm["test_by_seed"]))
+
+
+def _d90_interval(ds, vs_bar: dict, bracketed: dict) -> tuple:
+    """(d_lo, d_hi) as the 95 % intervals resolve d90 on the grid: d_hi the smallest bracketed d
+    whose paired interval (accuracy − 90 % of full FT) lies above 0, d_lo the largest bracketed
+    d below it whose interval lies below 0. A tie or an unbracketed grid decides neither."""
+    clears = [d for d in ds if bracketed[d] and vs_bar[d]["lo"] > 0]
+    d_hi = min(clears) if clears else None
+    misses = [d for d in ds if bracketed[d] and vs_bar[d]["hi"] < 0 and (d_hi is None or d < d_hi)]
+    return (max(misses) if misses else None), d_hi
+
+
+def intrinsic_summary(res: dict, frac: float | None = None) -> dict:
+    """Curve (test accuracy per d and seed at the rate the protocol chose), the full
+    fine-tuning reference, d90 (eq. 1.11) for the seed mean and every seed against the bar
+    frac × full FT's seed mean, and per d the paired intervals (Eqs. 8.4–8.6) of accuracy − frac ×
+    full FT and of accuracy − full FT, seed by seed."""
+    frac = res["config"]["frac"] if frac is None else frac
+    ds, arm = res["config"]["ds"], res["arms"]
+    sub = {d: _by_seed(arm[f"d={d}"]) for d in ds}
+    full = _by_seed(arm[FULL.label])
+    seeds = sorted(full)
+    acc = {s: [sub[d][s] for d in ds] for s in seeds}
     mean = np.mean([acc[s] for s in seeds], axis=0)
-    ref = float(np.mean(list(full.values())))
-    within = [d for d, a in zip(ds, mean) if a >= ref - 0.01]
+    ref = float(np.mean([full[s] for s in seeds]))
+    bracketed = {d: arm[f"d={d}"]["bracketed"] for d in ds}
+    vs_bar = {d: stats.paired_by_seed(sub[d], {s: frac * full[s] for s in seeds}) for d in ds}
+    vs_full = {d: stats.paired_by_seed(sub[d], full) for d in ds}
+    match = [d for d in ds if bracketed[d] and vs_full[d]["lo"] >= -MATCH_POINTS / 100]
+    d_lo, d_hi = _d90_interval(ds, vs_bar, bracketed)
     return {
-        "ds": ds, "seeds": seeds, "eta": eta, "acc": acc, "mean": [float(a) for a in mean], "full": full,
-        "full_mean": ref, "frac": frac, "d90": lr.threshold_dimension(ds, mean, ref, frac),
-        "d90_seed": {s: lr.threshold_dimension(ds, acc[s], full[s], frac) for s in seeds},
-        "d_within_1pt": min(within) if within else None, "best": float(mean.max()),
+        "ds": ds, "seeds": seeds, "eta": {d: arm[f"d={d}"]["eta"] for d in ds}, "bracketed": bracketed,
+        "edge": {d: arm[f"d={d}"]["edge"] for d in ds}, "acc": acc, "mean": [float(a) for a in mean],
+        "full": full, "full_mean": ref, "full_lr": arm[FULL.label]["lr"], "full_bracketed": arm[FULL.label]["bracketed"],
+        "frac": frac, "bar": frac * ref,
+        "d90": lr.threshold_dimension(ds, mean, ref, frac),
+        "d90_seed": {s: lr.threshold_dimension(ds, acc[s], ref, frac) for s in seeds},
+        "vs_bar": vs_bar, "vs_full": vs_full, "d90_lo": d_lo, "d90_hi": d_hi,
+        "d_match": min(match) if match else None, "best": float(mean.max()),
         "majority": res["majority_test"], "D": res["D"], "n_test": res["n_test"],
     }
 
 
-def d90_text(it: dict) -> str:
+def d90_text(it: dict, d90: int | None = None) -> str:
     """d90 as the grid resolves it: "30 < d90 ≤ 100" (the grid point below d90 misses the bar),
     "d90 ≤ 10" at the first point, "d90 > 10000" when no point reaches it."""
-    ds, d90 = it["ds"], it["d90"]
+    ds = it["ds"]
+    d90 = it["d90"] if d90 is None else d90
     if d90 is None:
         return f"d90 > {max(ds)}"
     i = ds.index(d90)
     return f"d90 ≤ {d90}" if i == 0 else f"{ds[i - 1]} < d90 ≤ {d90}"
+
+
+def d90_interval_text(it: dict) -> str:
+    """d90 as the 95 % intervals resolve it: "d_lo < d90 ≤ d_hi", naming the grid points in between
+    (ties with the bar, or unbracketed) that decide nothing."""
+    lo, hi = it["d90_lo"], it["d90_hi"]
+    if hi is None:
+        return "no d clears the 90 % bar by its interval" + ("" if lo is None else f"; d90 > {lo}")
+    left = f"{lo} < d90 ≤ {hi}" if lo is not None else f"d90 ≤ {hi}"
+    open_ = [d for d in it["ds"] if (lo or 0) < d < hi]
+    return left + ("" if not open_ else f" (undecided between: d = {', '.join(map(str, open_))})")
 
 
 def _sig(v: float, digits: int = 6) -> float:
@@ -269,15 +392,15 @@ def _sig(v: float, digits: int = 6) -> float:
     return round(v, digits - 1 - int(math.floor(math.log10(abs(v))))) if v else 0.0
 
 
-def save_update(data: dict, accuracy: float, path=None):
+def save_update(data: dict, accuracy: float, lr: float, path=None):
     """Write the chapter's update statistics (scalars only, 6 significant digits) to
     ``chapters/results/ch01_update.json`` (``make sweeps``), which the chapter's claims and
     ``make figures`` read: the chapter itself writes nothing."""
     path = RESULTS / "ch01_update.json" if path is None else path
     mats = {name: {k: _sig(v) if isinstance(v, float) else v for k, v in m.items()}
             for name, m in data["matrices"].items()}
-    out = {"k": data["k"], "recipe": dataclasses.asdict(Recipe()), "seed": 0,
-           "full_ft_test_acc": round(float(accuracy), 6), "matrices": mats}
+    out = {"k": data["k"], "budget": json.loads(json.dumps(dataclasses.asdict(BUDGET))), "arm": FULL.label,
+           "lr": lr, "seed": 0, "full_ft_test_acc": round(float(accuracy), 6), "matrices": mats}
     return R.save(out, path)
 
 
@@ -285,95 +408,31 @@ def load_update() -> dict:
     return R.load(RESULTS / "ch01_update.json", "python -m pedagogy_lib.book.ch01.experiment --part update")
 
 
-# ------------------------------------------------------------------ the runs
-def _resume(config: dict) -> dict:
-    """The stored sweep if it ran with ``config`` (an interrupted sweep resumes), else a new one."""
-    res = json.loads(OUT.read_text()) if OUT.exists() else {}
-    return res if res.get("config") == config else {"config": config, "full": {}, "subspace": {}}
-
-
-def _runner(res: dict, val):
-    """run(key, table, fn): train once per key, cache the accuracies in ``res`` and on disk."""
-    from pedagogy_lib.torch_ref.train import accuracy
-
-    def run(key, table, fn):
-        if key in res[table]:
-            return res[table][key]
-        t0 = time.perf_counter()
-        model, test_acc = fn()
-        out = {"test_acc": test_acc, "val_acc": accuracy(model, val), "seconds": round(time.perf_counter() - t0, 1)}
-        res[table][key] = out
-        R.save(res, OUT)
-        print(f"{table:8s} {key:28s} val {out['val_acc']:.3f} test {test_acc:.3f} ({out['seconds']} s)", flush=True)
-        return out
-
-    return run
-
-
-def _subspace_size(res: dict):
-    """D, the number of tensors θ covers, and MiniLM's size (head excluded)."""
-    from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-    from pedagogy_lib.torch_ref.train import Classifier
-
-    model = Classifier(load_minilm_torch(device="cpu").net)
-    names = subspace_names(model)
-    params = dict(model.named_parameters())
-    res["D"] = sum(params[n].numel() for n in names)
-    res["n_tensors"] = len(names)
-    res["total_params"] = sum(p.numel() for n, p in params.items() if not n.startswith("head."))
-
-
-def intrinsic_sweep(quick: bool = False) -> dict:
-    """A (full fine-tuning per seed), B (every d and η at seed 0; η chosen on validation),
-    C (the other seeds at that η); writes ``OUT``."""
-    import torch
-
-    from pedagogy_lib.checkpoint import Tokenizer
-
-    recipe = Recipe()
-    ds, seeds, etas = (DS, SEEDS, recipe.etas) if not quick else ((10, 100), (0,), (1.0,))
-    res = _resume(json.loads(json.dumps({"recipe": dataclasses.asdict(recipe), "ds": list(ds), "seeds": list(seeds),
-                                         "etas": list(etas), "quick": quick})))  # as it reads back from the file
-    device = "cpu" if not torch.cuda.is_available() else "cuda"
-    res |= {"versions": _versions(), "device": device}
-    train, test = vader_batches(recipe, Tokenizer(), device)
-    _, val = vader_batches(recipe, Tokenizer(), device, split="val")
-    res |= {"n_test": len(test), "n_val": len(val), "majority_test": max(test.labels.mean(), 1 - test.labels.mean())}
-    run = _runner(res, val)
-    for seed in seeds:  # A
-        run(f"seed={seed}", "full", lambda: full_finetune(recipe, seed, train, test, device))
-    best = {}
-    for d in ds:  # B
-        for eta in etas:
-            run(f"d={d} eta={eta} seed={seeds[0]}", "subspace",
-                lambda: subspace_finetune(recipe, d, eta, seeds[0], train, test, device))
-        best[d] = max(etas, key=lambda e: (res["subspace"][f"d={d} eta={e} seed={seeds[0]}"]["val_acc"], -e))
-    res["best_eta"] = {str(d): e for d, e in best.items()}
-    for seed in seeds[1:]:  # C
-        for d in ds:
-            run(f"d={d} eta={best[d]} seed={seed}", "subspace",
-                lambda: subspace_finetune(recipe, d, best[d], seed, train, test, device))
-    _subspace_size(res)
-    R.save(res, OUT)
-    return res
-
-
 def update_study(seed: int = 0):
-    """One full fine-tuning with ``Recipe()``; its update statistics go to ch01_update.json."""
-    W0, W1, acc, _ = finetune(Recipe(), seed=seed)
-    return save_update(update_data(W0, W1), acc)
+    """One full fine-tuning at the rate the sweep chose; its update statistics go to ch01_update.json."""
+    rate = full_lr()
+    W0, W1, acc, _ = finetune(seed, rate)
+    return save_update(update_data(W0, W1), acc, rate)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=("intrinsic", "update", "all"), default="all")
-    ap.add_argument("--quick", action="store_true", help="two d values, one seed, one η (smoke test)")
+    ap.add_argument("--ds", nargs="*", type=int, default=list(DS), help="subspace dimensions (default: DS)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
+    ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
     args = ap.parse_args(argv)
+    if args.part in ("intrinsic", "all"):
+        res = intrinsic_sweep(tuple(args.ds), args.jobs, Path(args.log))
+        print(f"{res['n_new']} new runs, {res['cpu_s_new'] / 60:.1f} CPU-minutes; {res['n_reused']} reused; "
+              f"verify: {res['verify']}")
+        for label, a in res["arms"].items():
+            print(f"{label:<8} lr={a['lr']:.4g} eta={a['eta']} bracketed={a['bracketed']} "
+                  f"test={[round(x, 3) for x in a['test_by_seed']]}")
+        print("wrote", R.save(res, OUT))
     if args.part in ("update", "all"):
         print("wrote", update_study())
-    if args.part in ("intrinsic", "all"):
-        intrinsic_sweep(args.quick)
-        print("wrote", OUT)
+
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,9 @@
 * "01_update": after full fine-tuning, the update ΔW = W_ft − W0 of every matrix: energy in
   its top 8 directions against W0's, and the overlap of the two top-8 subspaces.
 * "01_intrinsic": accuracy against the subspace dimension d (``chapters/results/
-  ch01_intrinsic_dim.json``, written by ``python -m pedagogy_lib.book.ch01.experiment``), with d90.
+  ch01_intrinsic_dim.json``, written by ``python -m pedagogy_lib.book.ch01.experiment``), and the
+  paired difference from 90 % of full fine-tuning per d with its 95 % interval (d90 as the
+  intervals resolve it; ties hollow, unbracketed grids marked).
 
 A chapter passes the data it has; without data (``make figures``) each builder plots what is
 stored: "01_update" the statistics ``make sweeps`` wrote, never a new fine-tuning.
@@ -16,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book.ch01.experiment import TYPES, by_type, intrinsic_summary, load_intrinsic, load_update, spectra_data
+from pedagogy_lib.book.ch01.experiment import (TYPES, by_type, d90_interval_text, intrinsic_summary, load_intrinsic,
+                                               load_update, spectra_data)
 from pedagogy_lib.book.figures import register
 
 COLOURS = dict(zip(TYPES, ("C0", "C1", "C2", "C3", "C4", "C5")))
@@ -114,30 +117,56 @@ def update(data: dict | None = None) -> Figure:
 
 
 
+def _mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of its 95 % t-interval (Eq. 8.6 for one sample)."""
+    from scipy import stats as st
+
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(st.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
+
+
 @register("01_intrinsic")
 def intrinsic(res: dict | None = None) -> Figure:
-    """Accuracy against d, from the sweep's JSON."""
+    """Left: test accuracy against d (seeds as dots, mean ± 95 % CI), full FT and its 90 % bar.
+    Right: the paired difference accuracy − 90 % of full FT per d, 95 % t-interval; hollow:
+    a tie with the bar; grey ×: an unbracketed rate grid (no verdict rests on it)."""
     res = load_intrinsic() if res is None else res
     s = intrinsic_summary(res)
-    fig = Figure(figsize=(6.8, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for i, seed in enumerate(s["seeds"]):
-        ax.plot(s["ds"], np.array(s["acc"][seed]) * 100, "o", color="C0", alpha=0.45, ms=4,
-                label="one seed" if i == 0 else None)
-    ax.plot(s["ds"], np.array(s["mean"]) * 100, "-", color="C0", lw=2, label="mean over seeds")
-    ref = 100 * s["full_mean"]
-    ax.axhline(ref, color="k", lw=1.2,
-               label=f"full fine-tuning (all {res['total_params']:,} encoder parameters)")
-    ax.axhline(s["frac"] * ref, color="k", ls="--", lw=0.8, label=f"{s['frac']:.0%} of full fine-tuning")
-    ax.axhline(100 * s["majority"], color="C7", ls=":", lw=1, label="majority class")
-    if s["d90"] is not None:
-        ax.axvline(s["d90"], color="C3", lw=1, ls="-.", label=f"d90 = {s['d90']:,}")
-    ax.set_xscale("log")
-    ax.set_xlabel("subspace dimension d (trainable numbers)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"MiniLM on VADER, θ = θ0 + P z: {len(s['seeds'])} seeds, {s['n_test']:,} test words",
-                 fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ds, seeds = s["ds"], s["seeds"]
+    fig = Figure(figsize=(10.5, 4.2), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    for i, seed in enumerate(seeds):
+        a.plot(ds, np.array(s["acc"][seed]) * 100, "o", color="C0", alpha=0.3, ms=3,
+               label="one seed" if i == 0 else None)
+    m_ci = [_mean_ci([s["acc"][x][i] for x in seeds]) for i in range(len(ds))]
+    a.errorbar(ds, [100 * m for m, _ in m_ci], [100 * h for _, h in m_ci], fmt="-", color="C0", lw=2, capsize=3,
+               label=f"mean ± 95 % CI ({len(seeds)} seeds)")
+    ref, half = _mean_ci(list(s["full"].values()))
+    a.axhspan(100 * (ref - half), 100 * (ref + half), color="k", alpha=0.12, lw=0)
+    a.axhline(100 * ref, color="k", lw=1.2, label=f"full fine-tuning (all {res['total_params']:,} encoder "
+                                                   "parameters), band: 95 % CI")
+    a.axhline(100 * s["bar"], color="k", ls="--", lw=0.8, label=f"{s['frac']:.0%} of full fine-tuning")
+    a.axhline(100 * s["majority"], color="C7", ls=":", lw=1, label="majority class")
+    a.set_xscale("log")
+    a.set_xlabel("subspace dimension d (trainable numbers)")
+    a.set_ylabel("test accuracy (%)")
+    a.set_title(f"MiniLM on VADER, θ = θ0 + P z: {len(seeds)} seeds, {s['n_test']:,} test words", fontsize=10)
+    a.legend(fontsize=7, loc="lower right")
+    for d in ds:
+        p, ok = s["vs_bar"][d], s["bracketed"][d]
+        colour = "C3" if not ok else "C0"
+        b.errorbar([d], [100 * p["mean"]], [[100 * (p["mean"] - p["lo"])], [100 * (p["hi"] - p["mean"])]],
+                   fmt="x" if not ok else "o", color=colour, capsize=3, ms=6,
+                   mfc="white" if ok and p["tie"] else colour)
+    b.axhline(0, color="k", ls="--", lw=0.8)
+    if s["d90_hi"] is not None:
+        lo = s["d90_lo"] if s["d90_lo"] is not None else ds[0] / 2
+        b.axvspan(lo, s["d90_hi"], color="C2", alpha=0.12, lw=0)
+    b.set_xscale("log")
+    b.set_xlabel("subspace dimension d")
+    b.set_ylabel(f"accuracy − {s['frac']:.0%} of full FT (points), paired by seed")
+    b.set_title("95 % CI of the paired difference; hollow: a tie with the bar;\n"
+                f"× red: unbracketed grid; shaded: {d90_interval_text(s)}", fontsize=8)
     return fig
 
 

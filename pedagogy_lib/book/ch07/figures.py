@@ -198,9 +198,11 @@ def memory_llama(table: dict | None = None) -> Figure:
     left.legend(fontsize=7)
     full = [table[n]["full_16bit"] for n in names]
     ql = [table[n]["qlora_total"] for n in names]
-    right.bar(xs - 0.2, full, 0.4, color="C7", label="16-bit full FT, 12 B/param")
-    right.bar(xs + 0.2, ql, 0.4, color="C0", label="QLoRA (left)")
+    # markers, not bars: on a log axis a bar's length means nothing
+    right.plot(xs, full, "s", color="C7", label="16-bit full FT, 12 B/param")
+    right.plot(xs, ql, "o", color="C0", label="QLoRA (left)")
     right.set_yscale("log")
+    right.margins(x=0.15)
     right.set_xticks(xs, names, fontsize=8)
     right.set_ylabel("GB (log scale)")
     right.set_title("Without activations", fontsize=10)

@@ -53,18 +53,22 @@ def studies(st: dict | None = None) -> Figure:
     st = ch10.load_studies() if st is None else st
     fig = Figure(figsize=(9.0, 3.4), layout="constrained")
     a, b = fig.subplots(1, 2)
-    kinds = ("fp32", "nf4", "nf4+dq", "fp4", "fp4+dq", "int4", "int4+dq")
+    # each 4-bit base against the model's own fp32 weights: perplexity change in %, bars from 0
+    kinds = ("nf4", "nf4+dq", "fp4", "fp4+dq", "int4", "int4+dq")
     width = 0.8 / len(st["dtypes"])
     for j, (name, row) in enumerate(st["dtypes"].items()):
-        a.bar(np.arange(len(kinds)) + j * width, [np.exp(row[k]) for k in kinds], width, label=name)
+        a.bar(np.arange(len(kinds)) + j * width, [100 * np.expm1(row[k] - row["fp32"]) for k in kinds], width,
+              label=f"{name} (fp32 ppl {np.exp(row['fp32']):.2f})")
+    a.axhline(0, color="k", lw=0.8)
     a.set_xticks(np.arange(len(kinds)) + width * (len(st["dtypes"]) - 1) / 2, kinds, fontsize=7)
-    lo = min(np.exp(r["fp32"]) for r in st["dtypes"].values())
-    a.set_ylim(lo * 0.9, None)
-    a.set_ylabel("held-out perplexity (no training)")
+    a.set_ylabel("held-out perplexity vs fp32 (%)")
+    a.set_title("no training; one evaluation each, no interval", fontsize=9)
     a.legend(fontsize=7)
     curve = ch10.rank_curve(st)
     b.plot(list(curve), list(curve.values()), "o-")
     b.set_xscale("log", base=2)
     b.set_xlabel("LoRA rank r (all linear layers, NF4+DQ base)")
     b.set_ylabel("held-out response loss (nats/token)")
+    n = len({r["seed"] for r in st["rank"]})
+    b.set_title(f"{n} seed{'s' if n > 1 else ''}, no interval", fontsize=9)
     return fig
