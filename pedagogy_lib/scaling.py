@@ -65,6 +65,17 @@ def zero_per_rank(n_params: int, n_trainable: int, n_ranks: int, stage: int,
     return out
 
 
+def min_ranks(n_params: int, n_trainable: int, gpu_gb: float, stage: int = 3, overhead_gb: float = 0.0,
+              n_max: int = 1024, **bytes_per) -> int | None:
+    """The fewest ranks n ≤ n_max on which Eq. 11.3's per-rank bytes plus ``overhead_gb`` (activations,
+    buffers) fit in ``gpu_gb``; None if none does. ``bytes_per``: weight_bytes, grad_bytes, optim_bytes."""
+    free = float(gpu_gb) - float(overhead_gb)
+    if free <= 0:
+        raise ValueError(f"overhead {overhead_gb} GB leaves nothing of a {gpu_gb} GB GPU")
+    return next((n for n in range(1, _count(n_max, "n_max", positive=True) + 1)
+                 if zero_per_rank(n_params, n_trainable, n, stage, **bytes_per)["total"] <= free * C.GB), None)
+
+
 def fsdp_traffic_per_rank(n_params: int, n_trainable: int, n_ranks: int,
                           weight_bytes: float = 4, grad_bytes: float = 4) -> dict:
     """Eq. 11.4: bytes each rank sends per step under FSDP (ZeRO-3): every weight is gathered

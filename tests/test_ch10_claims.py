@@ -59,13 +59,13 @@ def verdicts(area, line, st, scale=None):
 def test_prompt_needs_scale_reads_both_sizes():
     area = fake("area", base_values("area", prompt=-0.2))
     line = fake("line", base_values("line"))
-    assert verdicts(area, line, studies())["prompt-needs-scale"] == "holds"
+    assert verdicts(area, line, studies())["prompt-needs-scale"] == "approximately"  # the 10B+ half untestable
     assert verdicts(area, line, studies(), scale_fake(0.0))["prompt-needs-scale"] == "wrong"   # no lag at 4m
     rec = {r["id"]: r for r in C.claims(area, line, studies(), scale_fake())}["prompt-needs-scale"]
     assert "stdlib-1m" in rec["our_value"] and "stdlib-4m" in rec["our_value"]
     big = scale_fake(0.0)
     big["selection"]["prompt"]["bracketed"] = False                # 4m at a grid edge: judged on 1m alone
-    assert verdicts(area, line, studies(), big)["prompt-needs-scale"] == "holds"
+    assert verdicts(area, line, studies(), big)["prompt-needs-scale"] == "approximately"
     area["selection"]["full"]["bracketed"] = False
     assert verdicts(area, line, studies(), big)["prompt-needs-scale"] == "untestable-here"
 
@@ -79,7 +79,7 @@ def test_verdicts_follow_the_data():
     assert v["qlora-matches-16bit"] == "approximately" and v["nf4-best-dtype"] == "not-reproduced-here"
     # n = 3 seeds (placement) and one seed (rank): at most approximately
     assert v["all-linear-needed"] == "approximately" and v["rank-unimportant"] == "approximately"
-    assert v["prompt-needs-scale"] == "holds" and v["paged-optimisers"] == "approximately"  # chapter 07's GPU run paged
+    assert v["prompt-needs-scale"] == "approximately" and v["paged-optimisers"] == "approximately"  # chapter 07's GPU run paged
     assert v["8bit-state"] == "approximately" and v["checkpointing-trade"] == "holds"
     # flip each one with plausible data
     worse_q = fake("line", base_values("line", qlora_ours=0.3))
@@ -151,7 +151,7 @@ def test_prefix_vs_full_generation_follows_the_first_line_task():
     better = fake("line", base_values("line", prefix=-0.2))
     v = {k: verdicts(area, line, studies())["prefix-vs-full-generation"] for k, line in
          (("tie", tie), ("worse", worse), ("better", better))}
-    assert v == {"tie": "holds", "worse": "not-reproduced-here", "better": "holds"}
+    assert v == {"tie": "approximately", "worse": "not-reproduced-here", "better": "holds"}  # a tie is never an order
     behind = fake("line", base_values("line", prefix=0.002))   # +0.002 nats/token, noise ±0.004: a tie behind
     assert verdicts(area, behind, studies())["prefix-vs-full-generation"] == "approximately"
     worse["selection"]["full"]["bracketed"] = False

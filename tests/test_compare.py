@@ -170,7 +170,7 @@ def test_ch08_claim_rules_use_paired_intervals_and_flip(monkeypatch):
     for n in m:                                              # every PEFT method 3.5 points below
         if n not in ("full", "probe"):
             at(n, -0.035)
-    assert verdict(fake)["ch08-small-model-gaps"] == "holds"
+    assert verdict(fake)["ch08-small-model-gaps"] == "approximately"  # a regime claim: never holds from this task
     before = verdict(fake)                                   # pairs are matched by seed, not by position
     for n in ("prompt", "full"):
         m[n]["seeds"], m[n]["test_acc"] = m[n]["seeds"][::-1], m[n]["test_acc"][::-1]

@@ -22,6 +22,7 @@ from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.rules import paired_points
 
 CHAPTERS = ("00", "01", "02", "03", "04", "05", "06", "07", "08", "10")
+CHAPTERS += ("11",)
 
 
 def claims_module(ch: str):
@@ -154,7 +155,7 @@ def test_prefix_vs_full_flips():
     assert S.prefix_vs_full(_line_shifted(line, "prefix", abs(d["mean"]) + 0.5))[0] == "not-reproduced-here"
     just_behind = _line_shifted(line, "prefix", d["mean"] + 1e-4)   # mean −1e-4: a tie favouring full FT
     assert S.prefix_vs_full(just_behind)[0] == "approximately"
-    assert S.prefix_vs_full(_line_shifted(line, "prefix", d["mean"] - 1e-4))[0] == "holds"
+    assert S.prefix_vs_full(_line_shifted(line, "prefix", d["mean"] - 1e-4))[0] == "approximately"  # a tie, whatever its sign
     better["selection"]["prefix"] = {**better["selection"]["prefix"], "bracketed": False}
     assert S.prefix_vs_full(better)[0] == "untestable-here"
 
@@ -297,7 +298,7 @@ FLIPS = {
         test_acc=_shift(c.s["placement"]["q,v"]["test_acc"], 0.5)),
     "ch02-lr": lambda c, mp, V: c.s["best_lr"].update(lora=3e-4, full=1e-5),
     "ch02-rank-advice": lambda c, mp, V: c.ranks["8"].update(test_acc=_shift(c.ranks["8"]["test_acc"], -10)),
-    "ch02-qv-canonical": lambda c, mp, V: c.s["placement"]["q,v"].update(test_acc=_shift(c.s["placement"]["q,v"]["test_acc"], -5)),
+    "ch02-qv-canonical": lambda c, mp, V: mp.setattr(V, "TABLE5_ALL", V.TABLE5_QV),  # the paper's table backs q,v
     # ch03: other accuracies, latencies, init deviations
     "ch03-identity-init": lambda c, mp, V: c.ident.update(exact=0.1),
     "ch03-4x-lora": lambda c, mp, V: _ch03_4x(c),
@@ -363,6 +364,49 @@ FLIPS = {
         saved_bytes=2 * c.st["recipe"]["bf16"]["saved_bytes"]),
     "prefix-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
 }
+
+def _ch02_tuned(c, group, names):
+    """Stages C/D arms with a bracketed grid of their own (the stored sweep has none)."""
+    for n in names:
+        r = c.s[group][n]
+        r["val_by_lr"] = {1e-3: r["mean_val"] - 0.05, c.s["best_lr"]["lora"]: r["mean_val"], 1e-2: r["mean_val"] - 0.05}
+
+
+def test_ch02_orders_need_tuned_rivals():
+    """At one shared rate an order in q,v's favour is no verdict; with tuned rivals the same
+    measurements are judged (audit 7, item 4)."""
+    V = claims_module("02")
+    c = copy.deepcopy(_context("02"))
+    assert V._placement_rule(c)[0] == V._rank_advice(c)[0] == V._qkvo(c)[0] == "untestable-here"
+    _ch02_tuned(c, "placement", ("q,k,v,o", "FFN only"))
+    _ch02_tuned(c, "same_rank", ("all linear", "q,k,v,o"))
+    for k in c.rk:
+        if k != "8":
+            r = c.ranks[k]
+            r["val_by_lr"] = {1e-3: r["mean_val"] - 0.05, c.s["best_lr"]["lora"]: r["mean_val"], 1e-2: r["mean_val"] - 0.05}
+    assert V._placement_rule(c)[0] != "untestable-here"
+    assert V._rank_advice(c)[0] == "approximately" and V._qkvo(c)[0] != "untestable-here"
+
+
+FLIPS |= {
+    # ch11: a serving run where copies share storage, a broken merge, smaller GPUs for the 70B arithmetic
+    "ch11-100-copies-serving": lambda c, mp, V: c["serving"].update(merged_copies_bytes=c["serving"]["multi_adapter_bytes"]),
+    "ch11-merge-zero-overhead": lambda c, mp, V: c["serving"].update(max_logit_diff_adapter_vs_merged=0.3),
+    "ch11-lora-70b": lambda c, mp, V: mp.setattr(V, "GPU_GB", 12),
+}
+
+
+def test_a_tie_or_a_gain_is_no_drop():
+    """ch08-prefix-small-drop: a drop needs an interval below 0; a prefix ahead of LoRA never holds it."""
+    V = claims_module("08")
+    res = copy.deepcopy(_context("08"))
+    _ch08_at(res, "prefix", "lora_qv", -1.0)
+    assert V._prefix_drop(res)[0] == "holds"                 # −1 point, interval inside [−2, 0)
+    _ch08_at(res, "prefix", "lora_qv", +5.0)
+    assert V._prefix_drop(res)[0] == "not-reproduced-here"   # prefix 5 points better: no drop
+    _ch08_at(res, "prefix", "lora_qv", -3.0)
+    assert V._prefix_drop(res)[0] == "wrong"
+
 
 # id -> why its verdict does not rest on data that could come out otherwise
 FIXED = {

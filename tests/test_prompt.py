@@ -402,7 +402,7 @@ def test_claims_ch05_scale_claim_follows_chapter_10():
                 r["test"]["acc"] = full[r["seed"]] + 0.001 * (r["seed"] - 1)
         return res
 
-    assert both(area, scale) == "holds"  # the decoder lags at both sizes
+    assert both(area, scale) == "approximately"  # the decoder lags at both sizes; the 10B+ half untestable
     assert both(prompt_at_full(area), scale) == "wrong"  # no lag at the small size
     unbr = {**scale, "selection": {**scale["selection"], "prompt": {**scale["selection"]["prompt"], "bracketed": False}}}
     unbr_area = {**area, "selection": {**area["selection"], "full": {**area["selection"]["full"], "bracketed": False}}}

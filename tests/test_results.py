@@ -76,10 +76,21 @@ def test_points_by_seed_and_mean_interval():
 
 def test_ledger_summary_table_counts_every_record_once():
     from pedagogy_lib.book import claims
-    recs = [{"id": "ch01-a", "verdict": "holds"}, {"id": "ch01-b", "verdict": "wrong"},
-            {"id": "ch07-c", "verdict": "holds"}]
+    recs = [{"id": "ch01-a", "chapter": "01", "verdict": "holds"}, {"id": "ch01-b", "chapter": "01", "verdict": "wrong"},
+            {"id": "ch07-c", "chapter": "07", "verdict": "holds"}, {"id": "nf4-x", "chapter": "10", "verdict": "wrong"}]
     table = claims.summary_table(recs).splitlines()
     assert table[2].split()[0] == "ch01" and table[2].split()[-1] == "2"
-    assert table[-1].split()[-1] == "3" and table[-1].split()[1] == "2"
+    assert table[4].split()[0] == "ch10" and table[4].split()[-1] == "1"   # an id without the chapter prefix
+    assert table[-1].split()[-1] == "4" and table[-1].split()[1] == "2"
+    recs = recs[:3]
     grouped = claims.by_verdict(recs)
     assert "holds (2): ch01-a, ch07-c" in grouped and "wrong (1): ch01-b" in grouped
+
+
+def test_ledger_summary_rows_sum_to_the_total():
+    """Every record of the whole ledger is counted in exactly one chapter row (audit 7, item 9)."""
+    from pedagogy_lib.book import claims
+    recs = [r for ch in claims.ORDER for r in claims.chapter_claims(ch)]
+    rows = claims.summary_table(recs).splitlines()[2:]
+    assert sum(int(r.split()[-1]) for r in rows[:-1]) == int(rows[-1].split()[-1]) == len(recs)
+    assert any(r.split()[0] == "ch10" for r in rows)

@@ -117,7 +117,7 @@ def summary_table(records) -> str:
     head = f"{'chapter':8s}" + "".join(f"{short.get(v, v):>11s}" for v in cols) + f"{'all':>6s}"
     rows = [head, "-" * len(head)]
     for ch in ORDER:
-        mine = [r for r in records if r["id"].startswith(ch + "-")]
+        mine = [r for r in records if r["chapter"] == ch[2:]]  # by the record's chapter: ch10's ids have no prefix
         if mine:
             rows.append(f"{ch:8s}" + "".join(f"{sum(r['verdict'] == v for r in mine):>11d}" for v in cols)
                         + f"{len(mine):>6d}")

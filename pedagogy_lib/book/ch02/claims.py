@@ -12,6 +12,9 @@ means an interval above 0. The sweep chooses rates on 2 seeds and compares every
 setting at the chosen rate over 5 (``experiment.EVAL_SEEDS``). Every LoRA setting trains at the rate chosen for q,v r=8 on
 validation; if that rate (or full fine-tuning's, for the learning-rate claim) sits at an edge
 of its grid (``rules.unbracketed``), the claims resting on it are untestable-here.
+The placement, same-rank and rank arms (stages C and D) ran at that one rate, not tuned each
+(``arm_grid``: no grid). The shared rate favours q,v r=8, so an order in q,v's favour is no
+evidence; only a rival resolved above q,v even at q,v's rate counts (against the claim).
 """
 from __future__ import annotations
 
@@ -88,6 +91,22 @@ def context(results: dict | None = None) -> SimpleNamespace:
 def _edges(c, arms=("lora",)) -> dict:
     """The arms among ``arms`` whose rate is unbracketed: no accuracy verdict may rest on them."""
     return {a: e for a, e in c.edges.items() if a in arms}
+
+
+def arm_grid(s: dict, arm: dict) -> dict:
+    """{lr: mean validation accuracy} an arm of stages C/D (``s``: the sweep's summary) was tried at. The stored sweep runs each of
+    them at q,v r=8's chosen rate only, so this is one point ("no grid") unless a sweep stored a
+    per-arm grid under ``val_by_lr``."""
+    return arm.get("val_by_lr") or {s["best_lr"]["lora"]: arm["mean_val"]}
+
+
+def _untuned(c, group: str, names) -> dict:
+    """The arms of ``c.s[group]`` among ``names`` whose rate was not tuned for them (``rules.unbracketed``
+    of their own grid): an order between them and q,v, which the shared rate favours, is no evidence."""
+    return {f"{n} ({group})": e for n, e in unbracketed({n: arm_grid(c.s, c.s[group][n]) for n in names}).items()}
+
+
+SHARED_RATE = "at one shared rate (q,v r=8's), not tuned per arm"
 
 
 def _no_verdict(edges: dict) -> str:
@@ -244,22 +263,29 @@ def _placement(c) -> SimpleNamespace:
              published=f"GPT-3 Table 5 (18M): q,v {TABLE5_QV[0]}/{TABLE5_QV[1]} vs all four {TABLE5_ALL[0]}/"
                        f"{TABLE5_ALL[1]} (WikiSQL/MNLI); MLP not studied", source="Hu et al. 2021 Table 5")
 def _placement_rule(c):
-    # holds: q,v − attention-only and q,v − MLP-only both above 0 (95 % intervals, paired by
-    # seed) and q,v matches all-linear at r=8 within ±1 point (``match_verdict``); wrong: any of
-    # the three intervals below 0; otherwise (ties) approximately. Unbracketed rate: no verdict.
+    # every rival arm trained at q,v's own chosen rate (``arm_grid``): that favours q,v, so q,v ahead
+    # or tied is no evidence for the claim, while q,v resolved *below* a rival even at its own rate
+    # survives tuning the rival. Untuned rivals: an interval below 0 → wrong, else untestable-here.
+    # Rivals with their own bracketed grids: both 'beats' above 0 and a match within ±1 point
+    # (``match_verdict``) → holds, any interval below 0 → wrong, ties → approximately.
     p, s, edges = _placement(c), c.s, _edges(c)
+    untuned = _untuned(c, "placement", ("q,k,v,o", "FFN only")) | _untuned(c, "same_rank", ("all linear",))
     established = p.d_attn["lo"] > 0 and p.d_ffn["lo"] > 0 and match_verdict(p.d_all, 1.0) == "holds"
     contradicted = any(d["hi"] < 0 for d in (p.d_attn, p.d_ffn, p.d_all))
-    verdict = ("untestable-here" if edges else "holds" if established else "wrong" if contradicted else "approximately")
+    verdict = ("untestable-here" if edges else "wrong" if contradicted else "untestable-here" if untuned else
+               "holds" if established else "approximately")
     P = p.P
-    return verdict, (_no_verdict(edges) + f"at {s['budget']:,} parameters (test acc., {len(P['q,v']['test_acc'])} seeds, "
+    return verdict, (_no_verdict(edges) + (f"no verdict on the order: the rivals ran {SHARED_RATE} "
+                                           f"({len(untuned)} without a grid), which favours q,v; as measured, "
+                                           if untuned and not contradicted else "")
+                     + f"at {s['budget']:,} parameters (test acc., {len(P['q,v']['test_acc'])} seeds, "
                      f"{_at_rate(c)}): q,v {100 * p.qv:.1f}, q,k,v,o {100 * p.attn:.1f}, FFN only {100 * p.ffn:.1f}, "
                      f"all linear {100 * _m(P['all linear']):.1f}, q alone {100 * _m(P['q']):.1f}, v alone "
                      f"{100 * _m(P['v']):.1f}; all linear at r=8 ({s['same_rank']['all linear']['trainable']:,} params) "
                      f"{100 * p.all_same:.1f}; " + "; ".join(ci_text(d, "q,v", b) for d, b in (
                          (p.d_attn, "attention-only"), (p.d_ffn, "FFN-only"), (p.d_all, "all-linear r=8")))
-                     + " (rule: both 'beats' above 0 and a match within ±1 → holds, any interval below 0 → wrong, "
-                       "ties → approximately)")
+                     + " (rule: a rival resolved above q,v even at q,v's rate → wrong; untuned rivals otherwise → "
+                       "untestable-here; tuned rivals: both 'beats' above 0 and a match within ±1 → holds, ties → approximately)")
 
 
 @CLAIMS.rule("ch02-qkvo-marginal", "Adding key and output to q,v gives a marginal improvement at 2× the parameters.",
@@ -268,13 +294,21 @@ def _placement_rule(c):
 def _qkvo(c):
     # "a marginal improvement" is a gain in [0, 1] point: the paired 95 % interval of
     # q,k,v,o (r=8) − q,v (r=8) inside it holds, overlapping it approximately (a tie, or a gain
-    # whose interval reaches past 1), disjoint from it wrong (a resolved loss, or a gain > 1)
+    # whose interval reaches past 1), disjoint from it wrong (a resolved loss, or a gain > 1).
+    # q,k,v,o untuned (it ran at q,v's rate): only a gain can be read, as a lower bound — one above
+    # 1 point → wrong, above 0 → approximately (its size unknown); a loss or a tie → untestable-here
     qkvo, qv, edges = c.s["same_rank"]["q,k,v,o"], c.s["placement"]["q,v"], _edges(c)
+    untuned = _untuned(c, "same_rank", ("q,k,v,o",))
     d = E.paired(qkvo, qv)
-    verdict = "untestable-here" if edges else interval_verdict(d["lo"], d["hi"], 0.0, 1.0)
-    return verdict, (_no_verdict(edges) + f"q,k,v,o at r=8 ({qkvo['trainable']:,} params, "
+    verdict = ("untestable-here" if edges else interval_verdict(d["lo"], d["hi"], 0.0, 1.0) if not untuned else
+               "wrong" if d["lo"] > 1 else "approximately" if d["lo"] > 0 else "untestable-here")
+    return verdict, (_no_verdict(edges) + (f"q,k,v,o ran {SHARED_RATE}, which favours q,v: only a gain is read, "
+                                           "as a lower bound; " if untuned else "")
+                     + f"q,k,v,o at r=8 ({qkvo['trainable']:,} params, "
                      f"{qkvo['trainable'] / qv['trainable']:.1f}× q,v's) vs q,v at r=8: " + ci_text(d, "q,k,v,o", "q,v")
-                     + f" (interval to two decimals [{d['lo']:+.2f}, {d['hi']:+.2f}]; rule: the interval inside [0, 1] point → holds, overlapping → approximately, disjoint → wrong)")
+                     + f" (interval to two decimals [{d['lo']:+.2f}, {d['hi']:+.2f}]; rule with a tuned q,k,v,o: the "
+                       "interval inside [0, 1] point → holds, overlapping → approximately, disjoint → wrong; untuned: "
+                       "a gain above 1 → wrong, above 0 → approximately, else untestable-here)")
 
 
 @CLAIMS.rule("ch02-lr", "LoRA wants lr 1e-4 to 5e-4, one to two orders of magnitude above full fine-tuning.",
@@ -307,14 +341,20 @@ def _lr(c):
              published="GPT-3 Table 6: r=1 suffices for W_q,W_v (73.4 vs 73.8 at r=8 on WikiSQL)",
              source="Hu et al. 2021 Table 6")
 def _rank_advice(c):
-    # "start at r = 8" is sound here if no rank beats r=8 (a paired 95 % interval above 0);
-    # the model-size part is untestable with one model, so at best approximately
+    # "start at r = 8" is refuted if a rank beats r=8 (a paired 95 % interval above 0) even at
+    # r=8's own rate, which favours r=8; with the other ranks untuned (``arm_grid``) no rank
+    # beating r=8 is no evidence for it → untestable-here. Tuned ranks: none beats r=8 →
+    # approximately (the model-size part is untestable with one model).
     d = {k: E.paired(c.ranks[k], c.ranks["8"]) for k in c.rk if k != "8"}  # rank k − r=8
     beaten_by = [k for k, x in d.items() if x["lo"] > 0]
     r1_ok = d["1"]["hi"] >= 0  # r=1 not resolved below r=8
     edges = _edges(c)
-    verdict = "untestable-here" if edges else "approximately" if not beaten_by else "wrong"
-    return verdict, (_no_verdict(edges) + f"α/r sweep on q,v ({_at_rate(c)}): "
+    untuned = unbracketed({f"r={k}": arm_grid(c.s, c.ranks[k]) for k in c.rk if k != "8"})
+    verdict = ("untestable-here" if edges else "wrong" if beaten_by else
+               "untestable-here" if untuned else "approximately")
+    return verdict, (_no_verdict(edges) + f"α/r sweep on q,v ({_at_rate(c)}"
+                     + (", not tuned per rank: a rank beating r=8 would count, none beating it does not" if untuned else "")
+                     + "): "
                      + (f"r = {', '.join(beaten_by)} beat{'s' if len(beaten_by) == 1 else ''} r=8"
                         if beaten_by else "no rank beats r=8")
                      + f"; {ci_text(d['16'], 'r=16', 'r=8')}; {ci_text(d['1'], 'r=1', 'r=8')}"
@@ -355,10 +395,14 @@ def _roberta_024(c):
              published="q,v r=4 73.7/91.3; all four r=2 73.7/91.7", source="Hu et al. 2021 Table 5")
 def _qv_canonical(c):
     p, edges = _placement(c), _edges(c)
+    untuned = _untuned(c, "placement", ("q,k,v,o",))
     t5 = [q - a for q, a in zip(TABLE5_QV, TABLE5_ALL)]  # q,v − all four, WikiSQL and MNLI
-    paper_backs, ours_backs = all(x >= 0 for x in t5), p.d_attn["hi"] >= 0
-    if edges:
-        verdict = "approximately" if paper_backs else "wrong"
+    paper_backs = all(x >= 0 for x in t5)
+    # our sweep backs q,v if it is not beaten; with q,k,v,o untuned (at q,v's rate, which favours
+    # q,v) only q,v beaten counts (against), q,v not beaten is no evidence for it
+    ours_against, ours_backs = p.d_attn["hi"] < 0, p.d_attn["hi"] >= 0 and not untuned
+    if edges or untuned:  # the paper's table decides; our sweep can only count against q,v
+        verdict = "holds" if paper_backs and not (untuned and not edges and ours_against) else "approximately"
     else:
         verdict = "holds" if paper_backs and ours_backs else ("approximately" if paper_backs or ours_backs else "wrong")
     below = "never below" if paper_backs else "below on " + ", ".join(n for n, x in zip(("WikiSQL", "MNLI"), t5) if x < 0)
@@ -366,7 +410,9 @@ def _qv_canonical(c):
                      f"q,v {t5[0]:+.1f} (WikiSQL) and {t5[1]:+.1f} (MNLI) points vs all four ({below}); "
                      + (f"our sweep does not count ({unbracketed_text(edges)})" if edges else
                         f"on VADER at the same budget {ci_text(p.d_attn, 'q,v', 'q,k,v,o')}: "
-                        f"{'q,v not beaten' if ours_backs else 'q,v beaten'}"))
+                        + (f"q,k,v,o ran {SHARED_RATE}, so only q,v beaten would count: "
+                           f"{'q,v beaten' if ours_against else 'it is not'}" if untuned else
+                           f"{'q,v not beaten' if ours_backs else 'q,v beaten'}")))
 
 
 def claims(results: dict | None = None) -> list[dict]:

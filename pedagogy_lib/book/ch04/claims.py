@@ -79,10 +79,12 @@ def _stability_votes(st) -> tuple[dict, int, int]:
              source="Li & Liang 2021")
 def _direct_unstable(c):
     # Only when both arms' rates are bracketed on validation: (a) direct is less stable if it
-    # is worse on more of the four measures than the MLP is (else wrong); (b) "unstable": less
-    # stable and worse on at least two; (c) "a slight drop": MLP − direct, paired over the
-    # independent seeds (each seed's mean over the prefix lengths), a 95 % interval above 0.
-    # Holds if (b) and (c), approximately if only (a) or (a) and one of them.
+    # is worse on more of the four measures than the MLP is; (b) "unstable": less stable and
+    # worse on at least two; (c) "a slight drop": MLP − direct, paired over the independent
+    # seeds (each seed's mean over the prefix lengths), a 95 % interval above 0. Holds if (b)
+    # and (c); approximately if (a) or (c) (half the claim seen); else not-reproduced-here, never
+    # wrong: the votes are point ratios with no interval, and Li & Liang's regime (GPT-2 on
+    # table-to-text, long training) is not ours, so not seeing instability refutes nothing.
     st = c.s["stability"]
     ratios, worse, better = _stability_votes(st)
     less_stable = worse > better
@@ -90,8 +92,8 @@ def _direct_unstable(c):
     d = paired_points(seed_means(c.sweep, "mlp"), seed_means(c.sweep, "direct"))
     dropped = d["lo"] > 0
     edges = unbracketed({arm: c.grids[arm] for arm in ARMS})
-    verdict = ("untestable-here" if edges else "wrong" if not less_stable else
-               "holds" if unstable and dropped else "approximately")
+    verdict = ("untestable-here" if edges else "holds" if unstable and dropped else
+               "approximately" if less_stable or dropped else "not-reproduced-here")
     grid_txt = ", ".join(f"{arm} chose {c.sweep['chosen_lr'][arm]:g} from {min(c.grids[arm]):g}–{max(c.grids[arm]):g}"
                          for arm in ARMS)
     return verdict, (
@@ -101,7 +103,9 @@ def _direct_unstable(c):
         + f", collapsed runs {st['direct']['collapsed']}/{st['direct']['n_runs']} vs "
           f"{st['mlp']['collapsed']}/{st['mlp']['n_runs']}"
         + f": direct worse on {worse} of 4, the MLP on {better}; "
-        + ci_text(d, "MLP", "direct") + " (each seed: mean test accuracy over the 5 prefix lengths)")
+        + ci_text(d, "MLP", "direct") + " (each seed: mean test accuracy over the 5 prefix lengths; rule: less stable "
+          "on ≥ 2 measures and a drop → holds, either half → approximately, neither → not-reproduced-here: the votes "
+          "have no interval and Li & Liang's regime is not ours)")
 
 
 @CLAIMS.rule("ch04-count", "Prefix-tuning trains m×d×L×2 numbers (keys and values at L layers).",

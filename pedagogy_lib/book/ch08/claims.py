@@ -73,19 +73,23 @@ def _adapter_4x(res):
 def _prefix_drop(res):
     if (skip := _unjudged(res, "prefix", "lora_qv")):
         return skip
-    # "a small drop": prefix − LoRA ≥ −2 points (``rules.band_verdict`` on the paired interval:
-    # all of it → holds, the mean only → approximately, else wrong); "very low count": what it
-    # ships after folding is at most LoRA's, else at most approximately
+    # "a small drop": prefix − LoRA in [−2, 0) points. A resolved drop (interval below 0) is judged by
+    # ``rules.band_verdict`` on [−2, 0] (all of it → holds, the mean only → approximately, else
+    # wrong); a tie shows no drop and bounds none → approximately; prefix resolved *above* LoRA →
+    # not-reproduced-here (no drop on our one-word task; Li & Liang measure generation). "Very low
+    # count": what it ships after folding is at most LoRA's, else at most approximately
     m = res["methods"]
     d = _paired(res, "prefix", "lora_qv")
     folded = m["ptuning_v2"]["trainable"]  # what a folded prefix ships: m·d·L·2, the same tensors as P-Tuning v2
-    verdict = band_verdict(d, lo=-2.0)
+    verdict = ("approximately" if d["tie"] else "not-reproduced-here" if d["lo"] > 0 else
+               band_verdict(d, lo=-2.0, hi=0.0))
     if verdict == "holds" and folded > m["lora_qv"]["trainable"]:
         verdict = "approximately"
     return verdict, ("prefix (m=10, MLP-reparameterised, folded) vs LoRA (q,v): " + ci_text(d, "prefix", "LoRA")
                      + f"; ships {folded:,} numbers after folding vs LoRA's {m['lora_qv']['trainable']:,}, but trains "
-                     f"{m['prefix']['trainable']:,} (MLP included) (rule: prefix − LoRA ≥ −2 points: whole interval → "
-                     "holds, mean → approximately, else wrong)")
+                     f"{m['prefix']['trainable']:,} (MLP included) (rule: a drop resolved below 0 with the whole interval "
+                     "within −2 points → holds, its mean only → approximately, further → wrong; a tie → approximately; "
+                     "prefix resolved above LoRA → not-reproduced-here)")
 
 
 @CLAIMS.rule("ch08-prompt-3-4-points", "On models much smaller than ~10B prompt tuning leaves 3–4 points on the table.",
@@ -129,15 +133,21 @@ def _merged_latency(res):
 @CLAIMS.rule("ch08-small-model-gaps", "Below ~1B parameters, gaps of 2–5 points to full FT are common.",
              published="no source given in the article", source="article Q&A (untested in the papers we hold)")
 def _small_model_gaps(res):
-    # the paired mean gap of every PEFT method whose rate was bracketed (Eq. 8.4)
-    gaps = {n: _paired(res, n, "full")["mean"] for n in res["methods"]
-            if n not in ("full", "probe") and table.judged(res, n)}
-    in_band = sorted(n for n, g in gaps.items() if 2 <= -g <= 5)
-    worst = min(gaps, key=gaps.get)
-    return ("holds" if len(in_band) >= len(gaps) / 2 else ("approximately" if len(in_band) >= len(gaps) / 4 else "wrong"),
-            f"{_model(res)}: {len(in_band)}/{len(gaps)} PEFT methods land 2–5 points below full FT "
-            f"({', '.join(in_band) or 'none'}); the largest gap is {worst} at {gaps[worst]:+.2f}; "
-            "rule: 'common' = at least half (holds) or a quarter (approximately)")
+    # a claim about a regime (models below ~1B, small datasets): counted by interval, the paired
+    # 95 % interval of method − full FT (Eq. 8.4) of every PEFT method whose rate was bracketed lying
+    # inside −5…−2 points. At least a quarter of them → approximately (seen on our one model and one
+    # easy task, never holds from the word task); fewer → not-reproduced-here (never wrong from
+    # the one-word task, which the chapter calls close to what the embedding already separates)
+    d = {n: _paired(res, n, "full") for n in res["methods"] if n not in ("full", "probe") and table.judged(res, n)}
+    in_band = sorted(n for n, x in d.items() if -5 <= x["lo"] and x["hi"] <= -2)
+    maybe = sorted(n for n, x in d.items() if n not in in_band and x["lo"] <= -2 and x["hi"] >= -5)
+    worst = min(d, key=lambda n: d[n]["mean"])
+    return ("approximately" if len(in_band) >= len(d) / 4 else "not-reproduced-here",
+            f"{_model(res)}: {len(in_band)}/{len(d)} PEFT methods have the 95 % interval of their gap to full FT "
+            f"inside 2–5 points ({', '.join(in_band) or 'none'}), {len(maybe)} more overlap that band "
+            f"({', '.join(maybe) or 'none'}); the largest mean gap is {worst} at {d[worst]['mean']:+.2f} "
+            f"[{d[worst]['lo']:+.2f}, {d[worst]['hi']:+.2f}]; rule: inside the band for at least a quarter → approximately "
+            "(one easy task: never holds), else not-reproduced-here (a one-word task cannot refute a regime claim)")
 
 
 def claims(results: dict | None = None) -> list[dict]:

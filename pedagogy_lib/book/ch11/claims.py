@@ -10,6 +10,8 @@ from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: the sha
 
 CLAIMS = Claims("11")
 GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
+NODE_GPUS = 8  # one training node (DGX/HGX A100 or H100: 8 GPUs)
+OVERHEAD_GB = 10  # per GPU, left for activations (checkpointed), buffers and the CUDA context: an assumption
 
 
 def context(results: dict | None = None) -> dict:
@@ -51,15 +53,23 @@ def _merge(res):
              published="LoRA (q, v) is the first choice for decoders; 'scales to 70B+' (selection guide)",
              source="the article, method selection guide")
 def _lora70(res):
+    # a claim about scale, judged by arithmetic (Eq. 11.3): the fewest GPUs of GPU_GB on which ZeRO-3
+    # shards LLaMA-2-70B's frozen bf16 weights plus LoRA's bf16 gradients and fp32 Adam moments, with
+    # OVERHEAD_GB left on each. Within one node (NODE_GPUS) → holds; within four nodes → approximately
+    # (it runs, at a multi-node cost); more, or none up to 1024 → wrong
     c = S.family()["LLaMA-2-70B"]
     n_lora = c["layers"] * 2 * (8192 + 8192) * 8   # r = 8 on q and v (both 8192 × 8192)
-    one = S.zero_per_rank(c["params"], n_lora, 1, 0, weight_bytes=2, grad_bytes=2, optim_bytes=8)["total"] / 1e9
-    need = next(k for k in (1, 2, 4, 8, 16) if S.zero_per_rank(c["params"], n_lora, k, 3, 2, 2, 8)["total"] / 1e9 < GPU_GB)
+    bytes_per = dict(weight_bytes=2, grad_bytes=2, optim_bytes=8)
+    one = S.zero_per_rank(c["params"], n_lora, 1, 0, **bytes_per)["total"] / 1e9
+    need = S.min_ranks(c["params"], n_lora, GPU_GB, 3, OVERHEAD_GB, **bytes_per)
+    v = ("holds" if need and need <= NODE_GPUS else "approximately" if need and need <= 4 * NODE_GPUS else "wrong")
     d = res["ddp"]
     ratio = d["full"]["bytes_per_step"][0] / d["lora"]["bytes_per_step"][0]
-    return "holds", (f"LLaMA-2-70B in bf16 with LoRA r=8 (q, v): {one:.0f} GB on one device, so it needs sharding — ZeRO-3 "
-                     f"over {need} × {GPU_GB} GB GPUs (weights only; QLoRA: Fig. 11_qlora_gpus). The trainable part "
-                     f"is no obstacle: measured here, full FT all-reduces {ratio:.0f}× the bytes LoRA does per step")
+    fit = f"ZeRO-3 over {need} × {GPU_GB} GB GPUs" if need else f"more than 1024 × {GPU_GB} GB GPUs"
+    return v, (f"LLaMA-2-70B in bf16 with LoRA r=8 (q, v): {one:.0f} GB on one device, so it needs sharding — {fit} "
+               f"with {OVERHEAD_GB} GB each left for activations and buffers (QLoRA: Fig. 11_qlora_gpus). The trainable "
+               f"part is no obstacle: measured here, full FT all-reduces {ratio:.0f}× the bytes LoRA does per step. "
+               f"Rule: within one {NODE_GPUS}-GPU node → holds, within {4 * NODE_GPUS} GPUs → approximately, else wrong")
 
 
 def claims(results: dict | None = None) -> list[dict]:
