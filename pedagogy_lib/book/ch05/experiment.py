@@ -127,11 +127,17 @@ def pair(sweep: dict, a: str, b: str, long: bool = False) -> dict:
     return stats.paired_by_seed(pts(by_seed(sweep, a, long)), pts(by_seed(sweep, b, long)))
 
 
+def long_vs_main(sweep: dict, a: str, b: str) -> dict:
+    """Test accuracy of ``a`` at the longer budget minus ``b`` at the main budget (points), each
+    at its chosen rate, paired by seed over the config's long seeds (Eqs. 8.4–8.7)."""
+    long, main = by_seed(sweep, a, long=True), by_seed(sweep, b)
+    return stats.paired_by_seed({s: 100 * x for s, x in long.items()}, {s: 100 * main[s] for s in long})
+
+
 def long_gain(sweep: dict, meth: str) -> dict:
     """Test accuracy at the longer budget minus the main budget (points), same method, rate and
-    seeds (subsample, order, head init), paired by seed over the config's long seeds (Eqs. 8.4–8.7)."""
-    long, main = by_seed(sweep, meth, long=True), by_seed(sweep, meth)
-    return stats.paired_by_seed({s: 100 * x for s, x in long.items()}, {s: 100 * main[s] for s in long})
+    seeds (subsample, order, head init), paired by seed (``long_vs_main`` of a method with itself)."""
+    return long_vs_main(sweep, meth, meth)
 
 
 def long_seeds_run(sweep: dict) -> dict:
@@ -354,12 +360,13 @@ def _config(task, counts: dict) -> dict:
             "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"} | counts
 
 
-def long_budget(task, found: dict, old: dict, jobs: int = 1, run_fn=None) -> dict:
+def long_budget(task, found: dict, old: dict, jobs: int = 1, run_fn=None, train: bool = True) -> dict:
     """Each of LONG_ARMS that ``found`` holds, at the rate its protocol chose, for LONG_EPOCHS
     on every seed of LONG_SEEDS (the main budget's subsample, order and head init per seed),
     over ``jobs`` one-thread processes (``runner.Pool``). Runs in ``old`` {(arm, lr, seed,
     epochs): run} are reused; new ones are logged as they finish (an interrupted sweep resumes).
-    Returns {arm: runs in seed order}. ``run_fn`` replaces ``runner.run`` (tests)."""
+    Returns {arm: runs in seed order}. ``run_fn`` replaces ``runner.run`` (tests); ``train``
+    False trains nothing: only the runs in ``old`` (a cut sweep, assembled as far as it ran)."""
     pool, out, pending = runner.Pool(jobs, run_fn), {}, {}
 
     def take(name, r, new):
@@ -376,6 +383,8 @@ def long_budget(task, found: dict, old: dict, jobs: int = 1, run_fn=None) -> dic
                 key = (name, lr, seed, LONG_EPOCHS)
                 if key in old:
                     take(name, old[key], False)
+                    continue
+                if not train:
                     continue
                 f = pool.submit(SWEEP[name], task, LONG, seed, lr)
                 if f.done():  # one process: it ran already
@@ -411,6 +420,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (runner.Pool)")
     ap.add_argument("--long-only", action="store_true",
                     help="keep the stored main budget (verify only LONG_ARMS' stored runs) and run the longer budget")
+    ap.add_argument("--assemble", action="store_true",
+                    help="train nothing new at the longer budget: store the long runs the run log holds (a cut sweep)")
     args = ap.parse_args(argv)
     task, t0 = data.polarity_task(), time.process_time()
     old, log = stored(task)
@@ -437,7 +448,7 @@ def main(argv=None):
     if args.no_long:
         return
     counts["long_run"] = True
-    long_found = long_budget(task, found, old, args.jobs)
+    long_found = long_budget(task, found, old, args.jobs, train=not args.assemble)
     counts["reused_long"] = sum(r.get("reused", False) for rs in long_found.values() for r in rs)
     counts["cpu_s_long"] = round(sum(r["cpu_s"] for rs in long_found.values() for r in rs), 1)
     counts["cpu_s_total"] = round(time.process_time() - t0, 1)
