@@ -2,11 +2,14 @@
 linear probe, over training-set sizes, on VADER polarity.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch06.experiment [--jobs 2]
-Writes chapters/results/ch06_learning_curve.json: four arms (``CURVE``), n = 64…1024, five seeds,
-118 training runs, 36 CPU-minutes at one thread per process (``cpu_s`` in the file); --jobs 2 runs
-two processes. ``--methods "BitFit (b_q, b_m2)"`` and ``--sizes …
-2048`` extend it (≈ +9 and +15 CPU-minutes; left out of the stored run for time). Every finished run is appended to build/ch06_runs.jsonl, so an
-interrupted sweep resumes where it stopped (``runner.run_log``).
+Writes chapters/results/ch06_learning_curve.json: five arms (``CURVE``, the two-bias variant
+included), n = 64…2048, five seeds, 172 training runs, 58 CPU-minutes at one thread per process
+(``cpu_s`` in the file, the sum of the runs' own CPU time). Measured in two parts on the shared
+2-core machine: the four other arms at n ≤ 1024, 118 runs, 36 CPU-minutes; then the two-bias arm
+and n = 2048 for every arm, 54 runs, 22 CPU-minutes (the process: 1,303 CPU-seconds, 34 minutes
+wall beside other work), resumed from the first part's run log. --jobs 2 runs two processes.
+Every finished run is appended to build/ch06_runs.jsonl, so an interrupted sweep resumes where
+it stopped (``runner.run_log``).
 
 Protocol: the book's evidence protocol, through the runner (``runner.protocol``, chapter 08
 Eqs. 8.1–8.7), with the arms as registry records (``ARMS``):
