@@ -1,6 +1,6 @@
 """Chapter 05 sweep: prompt tuning vs P-Tuning v2 vs LoRA vs full fine-tuning on VADER.
 
-Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch05.experiment
+Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch05.experiment [--jobs 2] [--long-only]
 Writes chapters/results/ch05_prompt.json. Cost, measured at one thread on the shared 2-core
 machine: probe, LoRA, P-Tuning v2 and full FT 25 new runs and 11 reused, 11 CPU-minutes; the
 three prompt arms 31 runs, 31 CPU-minutes (a shallow prompt about 80 CPU-seconds a run, the
@@ -34,8 +34,11 @@ Methods (m = 20 virtual tokens everywhere):
 * ptuning-v2   – per-layer keys and values trained directly (m×d×L×2);
 * lora         – r = 8 on (query, value), alpha = 8;
 * full-ft      – every weight.
-Then a longer budget (LONG_EPOCHS, LONG_SEEDS, each method's chosen rate) for P-Tuning v2 and
-prompt-random: is the prompt-tuning gap a matter of steps?
+Then a longer budget for P-Tuning v2 and prompt-random (LONG_ARMS): LONG_EPOCHS epochs at each
+method's chosen rate on LONG_SEEDS, the main budget's five seeds, so each long run shares its
+subsample, order and head init with a main-budget run: the reported quantity is the paired
+per-seed difference longer − main budget per method (``long_gain``, Eqs. 8.4–8.7). Is the
+prompt-tuning gap a matter of steps? Full FT and LoRA are not rerun for longer.
 """
 from __future__ import annotations
 

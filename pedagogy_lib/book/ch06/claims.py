@@ -15,7 +15,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import load_results
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, match_verdict, paired_points,  # noqa: F401
-                                     table, unbracketed, unbracketed_text)  # (re-exported: ci_text, table, paired_points)
+                                     table, unbracketed, unbracketed_text)  # ci_text, table: re-exported
 
 RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -231,9 +231,9 @@ def _qm2_accuracy(c):
                          for n, x in sorted(d.items()))
                      + " points (95 % CI, paired over seeds; = a tie)"
                      + (f"; an order at n={', '.join(map(str, orders))}" if orders else "; a tie at every n")
-                     + f"; it trains {r[QM2]['trainable']:,} numbers against {r[BITFIT]['trainable']:,} (rule: every "
-                     f"interval inside ±{QM2_MARGIN:g} point → holds, ties wider than that → approximately, an order "
-                     "at some n → wrong)")
+                     + f"; it trains {r[QM2]['trainable']:,} numbers against {r[BITFIT]['trainable']:,} (rule: "
+                     f"every interval inside ±{QM2_MARGIN:g} point → holds, ties wider than that → approximately, "
+                     "an order at some n → wrong)")
 
 
 def claims(results: dict | None = None) -> list[dict]:

@@ -18,7 +18,8 @@ COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "
 
 
 
-DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"), ("BitFit (b_q, b_m2)", "BitFit"))
+DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"),
+              ("BitFit (b_q, b_m2)", "BitFit"))
 
 
 @register("06_learning_curve")
