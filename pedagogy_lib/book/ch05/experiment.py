@@ -5,8 +5,11 @@ Writes chapters/results/ch05_prompt.json. Cost, measured at one thread on the sh
 machine: probe, LoRA, P-Tuning v2 and full FT 25 new runs and 11 reused, 11 CPU-minutes; the
 three prompt arms 31 runs, 31 CPU-minutes (a shallow prompt about 80 CPU-seconds a run, the
 deep prompt about 24), run as separate processes (``--arms``) and merged by a last run over
-every arm that trains nothing new. The longer budget is not run in this version. Finished runs
-are appended to build/ch05_runs.jsonl, so an interrupted sweep resumes where it stopped (a
+every arm that trains nothing new. The longer budget (``--long-only``: the stored main budget
+kept, first one stored run per long arm retrained and compared, 77 CPU-seconds): 10 runs, 18
+CPU-minutes (prompt-random about 170 CPU-seconds a run, P-Tuning v2 about 48; the process 19
+CPU-minutes, 31 minutes wall beside other work). Finished runs are appended to
+build/ch05_runs.jsonl, so an interrupted sweep resumes where it stopped (a
 process writes the results file with the arms it ran: finish with a run over every arm).
 
 Budget: the book's training loop (torch_ref.train) on a class-balanced subsample of N_TRAIN
