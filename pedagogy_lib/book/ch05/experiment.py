@@ -25,8 +25,9 @@ method, so methods compare by paired per-seed differences. The probe has no rate
 (nothing in the encoder trains; the head's rate is HEAD_LR): its record says ``bracketed: None``.
 
 Stored runs are reused only when this code reproduces them: ``verify`` retrains two of each
-arm's stored runs and compares val, test and the whole loss curve; an arm with a run that
-differs (and every arm of the same registry method) is trained again (``--fresh``: all).
+arm's stored runs (seeds 1 and 2 at its chosen rate; with ``--long-only`` one, seed 1, of each
+long arm only) and compares val, test and the whole loss curve; an arm with a run that differs
+(and every arm of the same registry method) is trained again (``--fresh``: all).
 
 Methods (m = 20 virtual tokens everywhere):
 * probe        – only the linear head trains (the floor every method starts from);
