@@ -325,3 +325,37 @@ def test_peft_beft_matches_bitfit_without_layernorm():
     merged = pm.merge_and_unload().state_dict()
     for n in names:
         assert torch.allclose(merged[n], dict(ours.named_parameters())[n], atol=1e-10)
+
+
+def test_qm2_accuracy_rule_flips():
+    """(b_q, b_m2) − all biases, paired by seed at every size: inside ±1 point → holds, wider ties
+    → approximately, an order at some size → wrong; an unbracketed rate or no arm → untestable-here."""
+    import copy as _copy
+
+    from pedagogy_lib.book.ch06 import claims as V
+
+    curve = _copy.deepcopy(V.load_results()["curve"])
+    res = curve["results"]
+    if V.QM2 not in res:  # a stored curve without the arm: make one from BitFit's record
+        res[V.QM2] = _copy.deepcopy(res["BitFit"])
+    bracket(res)
+
+    def verdict():
+        return {r["id"]: r for r in V.claims({"curve": curve})}["ch06-qm2-accuracy"]
+
+    def shift(pts, wobble):  # the two-bias arm = BitFit − pts points, ± wobble points seed by seed
+        for n, point in res[V.QM2]["curve"].items():
+            point["test_by_seed"] = [x - pts / 100 + wobble / 100 * (-1) ** i
+                                     for i, x in enumerate(res["BitFit"]["curve"][n]["test_by_seed"])]
+
+    shift(0.0, 0.05)
+    assert verdict()["verdict"] == "holds"
+    shift(0.0, 2.0)  # ties, but ±2 points seed to seed: wider than ±1
+    assert verdict()["verdict"] == "approximately"
+    shift(3.0, 0.05)  # three points behind at every size: an order
+    r = verdict()
+    assert r["verdict"] == "wrong" and "an order at n=" in r["our_value"]
+    res[V.QM2]["val_by_lr"] = {"0.001": 0.5, "0.003": 0.6, "0.01": 0.9}  # best rate at the top edge
+    assert verdict()["verdict"] == "untestable-here"
+    del res[V.QM2]
+    assert verdict()["verdict"] == "untestable-here"

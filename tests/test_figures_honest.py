@@ -13,7 +13,7 @@ from pedagogy_lib.book import figures  # noqa: E402
 
 ACCURACY_FIGURES = ("02_placement", "05_methods", "07_accuracy")
 WITH_ERROR_BARS = ("01_intrinsic", "02_placement", "02_lr", "02_rank", "03_accuracy", "04_prefix_sweep", "05_methods",
-                   "06_learning_curve", "07_accuracy")
+                   "05_long_budget", "06_learning_curve", "07_accuracy")
 
 
 def build(name):

@@ -206,6 +206,15 @@ def _ch03_4x(c):  # the ≈4× adapter ties LoRA (±0.2 points a seed), both rat
     c.acc["results"]["Pfeiffer m=64"]["test_by_seed"] = [x + 0.002 * (-1) ** i for i, x in enumerate(lora)]
 
 
+def _ch05_long(c):
+    # the stored verdict is judged on the paired gain; put it three points up (an order) unless it
+    # is already up, then a tie around 0 (either way the other side of the rule's threshold)
+    g = c.long.get("prompt-random")
+    up = g is not None and g["d"] is not None and g["d"]["lo"] > 0
+    c.long = {"prompt-random": {"seeds": [0, 1, 2], "d": TIGHT_ZERO if up else THREE_POINTS}}
+    c.edges = {}
+
+
 def _ch06_set(c, name, ref, points):
     for arm in (name, ref):  # both rates inside their grids, so the rule judges
         c.curve["results"][arm]["val_by_lr"] = {"0.001": 0.5, "0.003": 0.99, "0.01": 0.5}
@@ -317,6 +326,7 @@ FLIPS = {
     "ch05-ptv2-matches-ft": lambda c, mp, V: setattr(c, "d_v2", THREE_POINTS),
     "ch05-prompt-fraction": lambda c, mp, V: setattr(c, "fr", {k: {"prompt": 1e-5, "ptuning_v2": 2e-3} for k in c.fr}),
     "ch05-ptv2-fraction": lambda c, mp, V: setattr(c, "fr", {k: {"prompt": 1e-5, "ptuning_v2": 2e-3} for k in c.fr}),
+    "ch05-prompt-more-steps": lambda c, mp, V: _ch05_long(c),  # the longer budget three points up, every seed
     # ch06: other counts and learning curves
     "ch06-0.08pct": lambda c, mp, V: c.fr["BERT-large"].update({"with LN β": (1, 0.0016)}),
     "ch06-qm2-0.04pct": lambda c, mp, V: c.fr["BERT-large"].update({"b_q + b_m2": (1, 0.0008)}),
@@ -324,6 +334,8 @@ FLIPS = {
     "ch06-small-data": lambda c, mp, V: _ch06_set(c, "BitFit", "full FT", -5.0),
     "ch06-vs-lora": lambda c, mp, V: _ch06_set(c, "LoRA r=8 (q,v)", "BitFit", 1.0),  # LoRA a point ahead
     "ch06-why": lambda c, mp, V: _ch06_why(c),
+    "ch06-qm2-accuracy": lambda c, mp, V: _ch06_set(  # level with BitFit (holds), or 3 points behind if it held
+        c, V.QM2, "BitFit", -3.0 if V._qm2_accuracy(c)[0] == "holds" else 0.0),
     # ch07: other codebook statistics, bit counts, memory, backward checks
     "ch07-nf4-optimal": lambda c, mp, V: _ch07_nf4(c),
     "ch07-dq-0.4bits": lambda c, mp, V: c.bits.update(nf4_dq=c.bits["nf4"] - 0.1),

@@ -1,8 +1,10 @@
 """Prompt tuning, deep prompts and P-Tuning v2 (chapter 05): finite differences, the
 deep-prompt ≡ tied-prefix identity, parameter counts, the torch twin, HF peft's prompt
 tuning on transformers' BertModel, and bad input."""
+import json
 import warnings
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -270,7 +272,8 @@ def test_claims_ch05_recomputed_from_saved_results():
     sweep = V.load_results()
     records = V.claims()
     assert [r["id"] for r in records] == ["ch05-prompt-needs-scale", "ch05-prompt-3-4-points",
-                                          "ch05-ptv2-matches-ft", "ch05-prompt-fraction", "ch05-ptv2-fraction"]
+                                          "ch05-ptv2-matches-ft", "ch05-prompt-fraction", "ch05-ptv2-fraction",
+                                          "ch05-prompt-more-steps"]
     for r in records:
         assert set(r) == {"id", "sentence", "chapter", "claim", "verdict", "our_value", "published_value", "source"}
         assert r["chapter"] == "05" and r["verdict"] in ("holds", "approximately", "wrong", "not-reproduced-here", "untestable-here")
@@ -416,7 +419,7 @@ def test_ch05_figures_build(tmp_path, monkeypatch):
     from pedagogy_lib.book.ch05 import figures as ch05  # noqa: F401  (registers the builders)
 
     monkeypatch.setattr(figures, "FIGURES_DIR", tmp_path)
-    for name in ("05_methods", "05_loss_curves", "05_prompt_pairs"):
+    for name in ("05_methods", "05_loss_curves", "05_prompt_pairs", "05_long_budget"):
         fig = figures.REGISTRY[name]()
         assert isinstance(fig, matplotlib.figure.Figure) and not (tmp_path / f"{name}.png").exists()
     # the prompt pairs: one row per comparison, a tie drawn open, a rate at its grid's edge grey
@@ -500,3 +503,101 @@ def test_prompt_comparisons_are_paired_and_flip():
     assert E.prompt_gap(sweep)[1] is not None  # the best prompt and full FT are still bracketed
     sweep["arms"]["full-ft"] |= {"bracketed": False, "edge": "low"}
     assert E.prompt_gap(sweep)[1] is None and E.prompt_comparisons(sweep)["prompt − full FT"]["call"] == "no verdict"
+
+
+def _fake_long_run(arm, task, budget, seed, lr, **kw):
+    """A stand-in for runner.run at the longer budget: plain numbers, no training."""
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    assert budget.epochs == E.LONG_EPOCHS and budget.seeds == E.LONG_SEEDS
+    return {"method": arm.label, "lr": lr, "seed": seed, "val_acc": 0.5, "test_acc": 0.9 + seed / 1000,
+            "trainable": 1, "losses": [0.7, 0.6], "final_loss": 0.65, "cpu_s": 1.0, "sec_per_epoch": 0.1}
+
+
+def test_ch05_long_budget_runs_every_seed_resumes_and_logs(tmp_path, monkeypatch):
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    assert E.LONG_SEEDS == E.SEEDS  # the longer budget pairs with the main one over the same seeds
+    monkeypatch.setattr(E, "RUN_LOG", tmp_path / "runs.jsonl")
+    found = {k: {"runs": [{"lr": lr}]} for k, lr in (("ptuning-v2", 0.03), ("prompt-random", 0.1), ("lora", 0.003))}
+    old = {("ptuning-v2", 0.03, 0, E.LONG_EPOCHS): _fake_long_run(E.SWEEP["ptuning-v2"], None, E.LONG, 0, 0.03)
+           | {"reused": True}}
+    calls = []
+    fake = lambda *a, **k: calls.append(a[3]) or _fake_long_run(*a, **k)  # noqa: E731
+    out = E.long_budget(None, found, old, 1, fake)
+    assert list(out) == ["ptuning-v2", "prompt-random"]  # only LONG_ARMS, in their order
+    assert all([r["seed"] for r in rs] == list(E.LONG_SEEDS) for rs in out.values())
+    assert len(calls) == 2 * len(E.LONG_SEEDS) - 1 and out["ptuning-v2"][0]["reused"]  # the stored run is reused
+    logged = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert len(logged) == len(calls) and {r["epochs"] for r in logged} == {E.LONG_EPOCHS}
+    # resuming: the logged runs come back from the log and nothing trains again
+    _, log = E.stored(SimpleNamespace(val=[0] * 662, test=[0] * 1322), path=tmp_path / "none.json")
+    calls.clear()
+    E.long_budget(None, found, log | old, 1, fake)
+    assert calls == []
+
+
+def _with_long(sweep, gain_pts, seeds=None, wobble=0.0005):
+    """The stored sweep with longer-budget runs of both LONG_ARMS = the main run + gain_pts points."""
+    import copy as _copy
+
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    sweep = _copy.deepcopy(sweep)
+    cfg = sweep["config"]
+    sweep["runs"] = [r for r in sweep["runs"] if r["epochs"] != cfg["long_epochs"]]
+    cfg |= {"long_run": True, "long_seeds": list(cfg["seeds"])}
+    for m in E.LONG_ARMS:
+        main = E.by_seed(sweep, m)
+        for s in (cfg["seeds"] if seeds is None else seeds):
+            sweep["runs"].append({"method": m, "lr": sweep["chosen_lr"][m], "seed": s, "epochs": cfg["long_epochs"],
+                                  "val": 0.9, "test": main[s] + gain_pts / 100 + wobble * (-1) ** s,
+                                  "trainable": 1, "losses": [0.5, 0.4], "cpu_s": 1.0, "reused": False})
+    return sweep
+
+
+def test_ch05_long_gain_is_paired_and_partial_sets_are_not_judged():
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    sweep = _with_long(E.load_results(), 1.0)
+    g = E.long_gain(sweep, "prompt-random")
+    assert g["seeds"] == sweep["config"]["seeds"] and abs(g["mean"] - 1.0) < 0.1 and not g["tie"]
+    assert all(E.long_complete(sweep, m) for m in E.LONG_ARMS)
+    assert E.summary(sweep)["long"]["prompt-random"]["n"] == len(sweep["config"]["seeds"])
+    part = _with_long(E.load_results(), 1.0, seeds=[0, 1])
+    assert E.long_seeds_run(part) == {m: [0, 1] for m in E.LONG_ARMS}
+    assert not E.long_complete(part, "prompt-random") and E.summary(part)["long"]["prompt-random"]["n"] == 2
+    with pytest.raises(ValueError, match="no run at its chosen rate"):
+        E.long_gain(part, "prompt-random")
+
+
+def test_claims_ch05_more_steps_flips():
+    """Longer − main budget for the random-init prompt, paired by seed: above 0 → holds, a tie →
+    not-reproduced-here, below 0 → wrong; a partial set or an unbracketed rate → untestable-here."""
+    from pedagogy_lib.book.ch05 import claims as V
+    from pedagogy_lib.book.ch05 import experiment as E
+
+    def verdict(sweep):
+        return {r["id"]: r for r in V.claims({"sweep": sweep})}["ch05-prompt-more-steps"]
+
+    base = E.load_results()
+    assert verdict(_with_long(base, 2.0))["verdict"] == "holds"
+    assert verdict(_with_long(base, -2.0))["verdict"] == "wrong"
+    assert verdict(_with_long(base, 0.0, wobble=0.01))["verdict"] == "not-reproduced-here"
+    r = verdict(_with_long(base, 2.0, seeds=[0, 1]))
+    assert r["verdict"] == "untestable-here" and "seeds [0, 1] only" in r["our_value"]
+    edge = _with_long(base, 2.0)
+    edge["arms"]["prompt-random"] |= {"bracketed": False, "edge": "high"}
+    assert verdict(edge)["verdict"] == "untestable-here"
+
+
+def test_ch05_long_budget_figure_marks_ties_and_partial_sets():
+    from pedagogy_lib.book.ch05 import figures as F
+
+    fig = F.long_budget_figure(_with_long(F.V.load_results(), 2.0))
+    words = [t.get_text() for t in fig.axes[1].texts]
+    assert len(words) == 2 and all(w.startswith("+") for w in words)  # two orders, no tie
+    fig = F.long_budget_figure(_with_long(F.V.load_results(), 0.0, wobble=0.01))
+    assert [t.get_text() for t in fig.axes[1].texts] == ["tie", "tie"]
+    fig = F.long_budget_figure(_with_long(F.V.load_results(), 2.0, seeds=[0, 1]))
+    assert all("not judged" in t.get_text() for t in fig.axes[1].texts)

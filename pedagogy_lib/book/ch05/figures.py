@@ -1,6 +1,8 @@
 """Chapter 05 figures, from ``chapters/results/ch05_prompt.json`` only: every method on VADER
 with MiniLM ("05_methods": accuracies over the seeds and paired differences to full
-fine-tuning with their 95 % intervals, ties drawn open) and the training loss ("05_loss_curves")."""
+fine-tuning with their 95 % intervals, ties drawn open), the training loss ("05_loss_curves"),
+the prompt arms' comparisons ("05_prompt_pairs") and the longer budget against the main one
+("05_long_budget": paired gains per method, ties drawn open)."""
 from __future__ import annotations
 
 import numpy as np
@@ -107,4 +109,50 @@ def prompt_pairs_figure(sweep: dict | None = None) -> Figure:
     ax.set_xlabel(f"paired difference in test accuracy (points):\n95 % t-interval over "
                   f"{len(sweep['config']['seeds'])} seeds; open = tie")
     ax.set_title("The prompt arms, paired by seed\n(\"prompt\": the shallow arm best on validation)", fontsize=9)
+    return fig
+
+
+@register("05_long_budget")
+def long_budget_figure(sweep: dict | None = None) -> Figure:
+    """The longer budget against the main one, per method of ``experiment.LONG_ARMS``: left each
+    seed's test accuracy at both budgets (a line joins a seed's two runs: the same subsample,
+    order and head init); right the paired gain longer − main with its 95 % t-interval, open
+    when it is a tie. A method whose longer budget did not run on every seed is drawn on the
+    left only, and the right panel says it is not judged."""
+    sweep = V.load_results() if sweep is None else sweep
+    cfg, run = sweep["config"], V.long_seeds_run(sweep)
+    meths = [k for k, seeds in run.items() if seeds]
+    fig = Figure(figsize=(10, 0.9 * max(len(meths), 1) + 2.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    y = np.arange(len(meths))[::-1]
+    for yi, k in zip(y, meths):
+        main = V.by_seed(sweep, k)
+        long = V.long_by_seed(sweep, k)
+        for s in run[k]:
+            left.plot([100 * main[s], 100 * long[s]], [yi + 0.15, yi - 0.15], "-", color="0.7", lw=0.8)
+        left.plot([100 * main[s] for s in run[k]], np.full(len(run[k]), yi + 0.15), "o", mfc="white",
+                  color=COLOURS[k], label=f"{cfg['epochs']} epochs" if yi == y[0] else None)
+        left.plot([100 * long[s] for s in run[k]], np.full(len(run[k]), yi - 0.15), "o", color=COLOURS[k],
+                  label=f"{cfg['long_epochs']} epochs" if yi == y[0] else None)
+        if V.long_complete(sweep, k):
+            d = V.long_gain(sweep, k)
+            right.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
+                           color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], capsize=3, lw=1.5)
+            right.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
+                           textcoords="offset points", va="center", fontsize=8)
+        else:
+            right.annotate(f"seeds {run[k]} only: not judged", (0, yi), xytext=(5, 0), textcoords="offset points",
+                           va="center", fontsize=8)
+    left.set_yticks(y, [V.LABELS[k] for k in meths])
+    left.set_xlabel("test accuracy (%), one dot per seed;\na line joins a seed's two budgets")
+    if meths:
+        left.legend(frameon=False, fontsize=8)
+    right.axvline(0, color="k", lw=0.8)
+    right.margins(x=0.3)
+    right.set_ylim(left.get_ylim())
+    right.set_yticks(y, [""] * len(meths))
+    right.set_xlabel(f"{cfg['long_epochs']} − {cfg['epochs']} epochs (points), paired by seed:\n"
+                     "95 % t-interval; open = tie")
+    fig.suptitle(("The longer budget at each method's chosen rate" if meths else "The longer budget: not run")
+                 + f" (seeds {cfg['long_seeds']})", fontsize=10)
     return fig

@@ -14,8 +14,8 @@ from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import load_results
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
-                                     unbracketed, unbracketed_text)
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, match_verdict, paired_points,  # noqa: F401
+                                     table, unbracketed, unbracketed_text)  # ci_text, table: re-exported
 
 RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -203,6 +203,37 @@ def _why(c):
                      + (f"; a tie at n={', '.join(map(str, ties))}" if ties else "; above 0 at every n") + extra
                      + f" (rule: a tie at some n → wrong; above 0 everywhere and ≥ {100 * SWITCHED:.0f}% of units "
                      "switching → holds; else approximately)")
+
+
+QM2_MARGIN = 1.0  # "trains as well": b_q, b_m2 − all biases within ±1 point (``rules.match_verdict``)
+
+
+@CLAIMS.rule("ch06-qm2-accuracy", "Training only b_q and b_m2 (about half of BitFit's biases) trains as well as "
+             "training every bias.",
+             published="the variant's accuracy: no confirmed number (the BitFit paper's own table is not confirmed)",
+             source="Ben Zaken et al. 2021 propose the variant; its accuracy is this chapter's question")
+def _qm2_accuracy(c):
+    # at every size: (b_q, b_m2) − BitFit paired by seed (``rules.match_verdict``, ±1 point): every
+    # interval inside ±1 → holds; all ties, some wider → approximately; an order at some n → wrong.
+    # Either rate at its grid's edge → untestable-here; the arm not run → untestable-here.
+    if QM2 not in c.curve["results"]:
+        return "untestable-here", "the two-bias arm is not in the stored learning curve"
+    d = paired_at(c.curve, QM2, BITFIT)
+    verdict = _worst(match_verdict(x, QM2_MARGIN) for x in d.values())
+    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (QM2, BITFIT)})
+    if edges:
+        verdict = "untestable-here"
+    orders = [n for n, x in sorted(d.items()) if not x["tie"]]
+    r = c.curve["results"]
+    return verdict, ((f"no verdict: {unbracketed_text(edges)}; as measured, " if edges else "")
+                     + "(b_q, b_m2) − all biases: " + ", ".join(
+                         f"n={n}: {x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]" + ("=" if x["tie"] else "")
+                         for n, x in sorted(d.items()))
+                     + " points (95 % CI, paired over seeds; = a tie)"
+                     + (f"; an order at n={', '.join(map(str, orders))}" if orders else "; a tie at every n")
+                     + f"; it trains {r[QM2]['trainable']:,} numbers against {r[BITFIT]['trainable']:,} (rule: "
+                     f"every interval inside ±{QM2_MARGIN:g} point → holds, ties wider than that → approximately, "
+                     "an order at some n → wrong)")
 
 
 def claims(results: dict | None = None) -> list[dict]:

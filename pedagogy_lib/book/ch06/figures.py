@@ -18,13 +18,15 @@ COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "
 
 
 
-DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"))
+DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"),
+              ("BitFit (b_q, b_m2)", "BitFit"))
 
 
 @register("06_learning_curve")
 def learning_curve(d: dict | None = None) -> Figure:
     """Left: test accuracy per size (mean over seeds, shaded ± sd). Right: BitFit's paired
-    differences with their 95 % t-intervals; a tie (interval holds 0) is drawn hollow."""
+    differences to the other methods, and the two-bias variant's to BitFit (where it was run),
+    with their 95 % t-intervals; a tie (interval holds 0) is drawn hollow."""
     from pedagogy_lib.book.ch06.claims import differences
 
     d = load("ch06_learning_curve") if d is None else d
@@ -45,10 +47,10 @@ def learning_curve(d: dict | None = None) -> Figure:
     ax.legend(fontsize=8, title="method (trainable parameters)", title_fontsize=8)
     for k, ((a, b), per) in enumerate(differences(d, DIFF_PAIRS).items()):
         ns = sorted(per)
-        x = np.array(ns) * 2 ** (0.08 * (k - 1))  # side by side at each size
+        x = np.array(ns) * 2 ** (0.08 * (k - 1.5))  # side by side at each size
         m = np.array([per[n]["mean"] for n in ns])
         err = np.array([[per[n]["mean"] - per[n]["lo"] for n in ns], [per[n]["hi"] - per[n]["mean"] for n in ns]])
-        col = COLOURS.get(b, "C5")
+        col = COLOURS.get(b if a == "BitFit" else a, "C5")  # the other method's colour
         dx.errorbar(x, m, err, fmt="none", ecolor=col, capsize=3, lw=1, label=f"{a} − {b}")
         tie = np.array([per[n]["tie"] for n in ns])
         dx.plot(x[~tie], m[~tie], "o", color=col)
@@ -57,7 +59,7 @@ def learning_curve(d: dict | None = None) -> Figure:
     dx.set_xscale("log", base=2)
     dx.set_xlabel("training words")
     dx.set_ylabel("paired difference (points), 95 % t-interval")
-    dx.set_title("BitFit minus each method, paired by seed (hollow: tie)", fontsize=10)
+    dx.set_title("Paired by seed: BitFit minus each method, (b_q, b_m2) minus BitFit\n(hollow: tie)", fontsize=10)
     dx.legend(fontsize=8)
     return fig
 
