@@ -287,7 +287,10 @@ def test_claims_ch05_recomputed_from_saved_results():
     for k in V.methods(sweep):  # the protocol's record: every seed at the chosen rate, the grid it came from
         a = sweep["arms"][k]
         assert a["seeds"] == sweep["config"]["seeds"] and a["select_seeds"] == [0, 1] and len(a["test"]) == 5
-        assert a["lr"] in a["lr_grid"] and (a["bracketed"] is None) == (k == "probe")
+        assert a["lr"] in a["lr_grid"] and a["bracketed"] in (True, False)  # the probe's head rate is searched too
+    probe = sweep["arms"]["probe"]  # audit 7 item 7: no order may rest on an untuned probe
+    assert len(probe["lr_grid"]) >= 3 and probe["bracketed"] is True
+    assert min(probe["lr_grid"]) < probe["lr"] < max(probe["lr_grid"])
     assert V.claims({"sweep": sweep}) == records
 
 

@@ -5,7 +5,10 @@ Writes chapters/results/ch05_prompt.json. Cost, measured at one thread on the sh
 machine: probe, LoRA, P-Tuning v2 and full FT 25 new runs and 11 reused, 11 CPU-minutes; the
 three prompt arms 31 runs, 31 CPU-minutes (a shallow prompt about 80 CPU-seconds a run, the
 deep prompt about 24), run as separate processes (``--arms``) and merged by a last run over
-every arm that trains nothing new. The longer budget (``--long-only``: the stored main budget
+every arm that trains nothing new. The probe's head rate, searched since audit 7 (``--arms probe
+--no-long``: 11 runs, 2 of them re-checks of stored ones, 1.8 CPU-minutes; then the stored file
+restored and ``--long-only --assemble`` over every arm to merge, 1.3 CPU-minutes of re-checks),
+left every other arm's stored runs as they were. The longer budget (``--long-only``: the stored main budget
 kept, first one stored run per long arm retrained and compared, 77 CPU-seconds): 10 runs, 18
 CPU-minutes (prompt-random about 170 CPU-seconds a run, P-Tuning v2 about 48; the process 19
 CPU-minutes, 31 minutes wall beside other work). Finished runs are appended to
@@ -21,8 +24,9 @@ one with the best mean validation accuracy over the first SELECT_SEEDS seeds; wh
 an edge of its grid the grid is extended by its own ratio (at most MAX_EXTENSIONS times; a rate
 still at an edge is recorded ``bracketed: False`` and carries no verdict); then every other seed
 of SEEDS at that rate. A seed fixes the subsample, its order and the head's init for every
-method, so methods compare by paired per-seed differences. The probe has no rate to choose
-(nothing in the encoder trains; the head's rate is HEAD_LR): its record says ``bracketed: None``.
+method, so methods compare by paired per-seed differences. The probe trains only the head, and
+``runner.train_arm`` trains a head-only arm at the searched rate: its grid is the head's rate,
+searched and extended like every other arm's (HEAD_LR is the head's rate of the other arms).
 
 Stored runs are reused only when this code reproduces them: ``verify`` retrains two of each
 arm's stored runs (seeds 1 and 2 at its chosen rate; with ``--long-only`` one, seed 1, of each
@@ -74,7 +78,7 @@ LONG_ARMS = ("ptuning-v2", "prompt-random")  # the methods run at the longer bud
 LONG_RUN_ORDER = ("prompt-random", "ptuning-v2")  # the claim's method first (a cut sweep still judges it)
 M = 20
 LRS = {
-    "probe": (1e-3,),
+    "probe": (1e-3, 3e-3, 1e-2),  # the head's rate (runner.train_arm: a head-only arm trains it at lr)
     "prompt-random": (1e-2, 3e-2, 1e-1, 3e-1),
     "prompt-vocab": (1e-2, 3e-2, 1e-1, 3e-1),
     "deep-prompt": (1e-3, 3e-3, 1e-2, 3e-2),
@@ -195,8 +199,8 @@ def val_grid(sweep: dict, meth: str) -> dict:
 
 
 def bracketed(sweep: dict, meth: str) -> bool | None:
-    """Whether the method's chosen rate has a grid point on both sides (None: the probe, which
-    has no rate to choose)."""
+    """Whether the method's chosen rate has a grid point on both sides (None: a sweep stored
+    before the probe's head rate was searched)."""
     return sweep["arms"][meth]["bracketed"]
 
 
@@ -253,8 +257,6 @@ def prompt_gap(sweep: dict) -> tuple[str, dict | None] | None:
 # sits at an edge, then every arm at its chosen rate over all SEEDS (paired by seed)
 BUDGET = runner.Budget(n_train=N_TRAIN, n_eval=None, epochs=EPOCHS, batch_size=BATCH, seeds=SEEDS, head_lr=HEAD_LR,
                        resample=True, select_seeds=SELECT_SEEDS, max_extensions=MAX_EXTENSIONS)
-# the probe trains nothing in the encoder and its head rate is HEAD_LR: there is no rate to search
-PROBE_BUDGET = dataclasses.replace(BUDGET, max_extensions=0)
 LONG = dataclasses.replace(BUDGET, epochs=LONG_EPOCHS, seeds=LONG_SEEDS, select_seeds=1)
 _SETTINGS = {"probe": ("probe", {}), "prompt-random": ("prompt", {"m": M, "init": "random"}),
              "prompt-vocab": ("prompt", {"m": M, "init": "vocab"}), "deep-prompt": ("deep_prompt", {"m": M}),
@@ -411,7 +413,7 @@ def _save(task, found, long_found, counts):
             for r in found[name]["trials"] + found[name]["runs"][SELECT_SEEDS:]]
     out = {"config": _config(task, counts),
            "chosen_lr": {name: found[name]["runs"][0]["lr"] for name in names},
-           "arms": {name: _arm_record(found[name], name != "probe") for name in names},
+           "arms": {name: _arm_record(found[name], True) for name in names},
            "runs": runs,
            "versions": {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}}
     if long_found is not None:
@@ -446,7 +448,7 @@ def main(argv=None):
     found = {}
     for name in [k for k in args.arms if k in ORDER]:  # one arm at a time, in the order asked
         arm = ORDER[name]
-        found |= runner.protocol([arm], task, PROBE_BUDGET if name == "probe" else BUDGET, jobs=args.jobs,
+        found |= runner.protocol([arm], task, BUDGET, jobs=args.jobs,
                                  done=done, on_result=_log(EPOCHS))
     reused = sum(r.get("reused", False) for f in found.values() for r in f["trials"] + f["runs"][SELECT_SEEDS:])
     counts = {"verified": verified, "reused_runs": reused, "cpu_s_main": round(time.process_time() - t0, 1),

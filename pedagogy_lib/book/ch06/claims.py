@@ -1,8 +1,10 @@
 """The article's BitFit claims (chapter 06), each with a value computed here and a verdict.
 
 ``claims(results)`` takes {"curve": the learning-curve JSON, "switched": fraction of FFN
-units whose on-rate moved (optional)}; with ``None`` it loads
-``chapters/results/ch06_learning_curve.json`` and does the counting itself.
+units whose on-rate moved (optional; None: not measured)}; what it lacks it loads from
+``chapters/results/``: the curve from ``ch06_learning_curve.json``, ``switched`` from the stored
+pre-activation study ``ch06_preactivation.json`` (``experiment.switched_fraction``), so the
+ledger, built from stored results, judges on the same evidence as the chapter.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from types import SimpleNamespace
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
-from pedagogy_lib.book.ch06.experiment import load_results
+from pedagogy_lib.book.ch06.experiment import MOVED, load_results, stored_switched
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, match_verdict, paired_points,  # noqa: F401
                                      table, unbracketed, unbracketed_text)  # ci_text, table: re-exported
 
@@ -89,13 +91,23 @@ def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str
 SWITCHED = 0.10  # "re-routes": at least a tenth of the FFN units change how often they fire
 
 
+def overlap_verdict(d: dict, lo: float, hi: float) -> str:
+    """A claim "the difference lies in (lo, hi] points" against a paired difference ``d``: holds
+    when the whole 95 % interval lies inside, wrong when it lies wholly outside (it excludes the
+    band), approximately when it overlaps the band (the data neither confirm nor refute it)."""
+    if lo < d["lo"] and d["hi"] <= hi:
+        return "holds"
+    return "wrong" if d["hi"] <= lo or d["lo"] > hi else "approximately"
+
+
 def context(results: dict | None = None) -> SimpleNamespace:
-    """The learning curve, BitFit's shares of the published models, and (when the chapter
-    measured it) the fraction of FFN units whose firing rate BitFit switched."""
+    """The learning curve, BitFit's shares of the published models, and the fraction of FFN
+    units whose firing rate BitFit switched (given, or from the stored pre-activation study)."""
     res = load_results() if results is None else dict(results)
     if "curve" not in res:
         res |= load_results()
-    return SimpleNamespace(curve=res["curve"], fr=fractions(), switched=res.get("switched"))
+    switched = res["switched"] if "switched" in res else stored_switched()
+    return SimpleNamespace(curve=res["curve"], fr=fractions(), switched=switched)
 
 
 def _on_340m(c) -> float:
@@ -167,15 +179,18 @@ def _small_data(c):
              source="LoRA paper Tables 2 and 4")
 def _vs_lora(c):
     # judged where data are plentiful (n ≥ BIG): LoRA − BitFit in (0, 3] points at every such n
-    # (``rules.band_verdict``: the whole interval → holds, the mean → approximately, else wrong)
+    # (``overlap_verdict``: the whole interval inside → holds, overlapping → approximately, a tie
+    # included, since it contains small gaps the claim allows; outside → wrong)
     d = {n: x for n, x in paired_at(c.curve, LORA, BITFIT).items() if n >= BIG}
-    verdict = _worst(band_verdict(x, lo=1e-9, hi=3.0) for x in d.values())
+    verdict = _worst(overlap_verdict(x, lo=0.0, hi=3.0) for x in d.values())
     edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, LORA)})
     if edges:
         verdict = "untestable-here"
     r = c.curve["results"]
     return verdict, ("; ".join(f"n={n}: " + ci_text(x, "LoRA", "BitFit") for n, x in sorted(d.items()))
-                     + f" (rule: LoRA − BitFit in (0, 3] points at every n ≥ {BIG}); LoRA trains "
+                     + f" (rule: LoRA − BitFit in (0, 3] points at every n ≥ {BIG}: every 95 % interval "
+                     "inside → holds; an interval overlapping the band (a tie that contains small gaps "
+                     "included) → approximately; one outside it → wrong); LoRA trains "
                      f"{r[LORA]['trainable'] / r[BITFIT]['trainable']:.1f}× more"
                      + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
 
@@ -194,7 +209,7 @@ def _why(c):
     if edges:
         verdict = "untestable-here"
     extra = (f"; after BitFit {100 * c.switched:.0f}% of the last block's FFN units changed how often they "
-             f"fire by more than 5 points" if c.switched is not None else "; unit switching not measured")
+             f"fire by more than {100 * MOVED:.0f} points (the stored pre-activation study)" if c.switched is not None else "; unit switching not measured")
     return verdict, ((f"no verdict: {unbracketed_text(edges)} (settle: rerun the curve with the probe's grid "
                       "extended to 0.1); as measured, " if edges else "")
                      + "BitFit − frozen encoder + trained head: " + ", ".join(

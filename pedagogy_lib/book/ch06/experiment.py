@@ -142,6 +142,19 @@ def preactivation_summary(d: dict) -> dict:
             "on_before": sig(d["on_before"]), "on_after": sig(d["on_after"])}
 
 
+MOVED = 0.05  # a unit "switched": its on-rate (fraction of tokens with a positive GELU input) moved > 5 points
+
+
+def switched_fraction(pre: dict, moved: float = MOVED) -> float:
+    """The fraction of FFN units whose on-rate moved by more than ``moved`` (Eq. 6.3's shift at work)."""
+    return float((np.abs(np.asarray(pre["on_after"]) - np.asarray(pre["on_before"])) > moved).mean())
+
+
+def stored_switched() -> float:
+    """``switched_fraction`` of the stored pre-activation study (``PRE_OUT``)."""
+    return switched_fraction(R.load(PRE_OUT, "python -m pedagogy_lib.book.ch06.experiment"))
+
+
 def preactivation_study():
     """Chapter 06's live BitFit run, repeated and summarised into ``PRE_OUT``."""
     return R.save(preactivation_summary(_default_preactivation_data()), PRE_OUT)
