@@ -151,7 +151,9 @@ def test_prefix_vs_full_generation_follows_the_first_line_task():
     better = fake("line", base_values("line", prefix=-0.2))
     v = {k: verdicts(area, line, studies())["prefix-vs-full-generation"] for k, line in
          (("tie", tie), ("worse", worse), ("better", better))}
-    assert v == {"tie": "approximately", "worse": "not-reproduced-here", "better": "holds"}  # a tie is never an order
+    assert v == {"tie": "approximately", "worse": "not-reproduced-here", "better": "approximately"}  # a tie is never an order;
+    # prefix ahead on 3 seeds is capped (rules.few_seeds); on five seeds it holds
+    assert verdicts(area, five("line", prefix=-0.2), studies())["prefix-vs-full-generation"] == "holds"
     behind = fake("line", base_values("line", prefix=0.002))   # +0.002 nats/token, noise ±0.004: a tie behind
     assert verdicts(area, behind, studies())["prefix-vs-full-generation"] == "approximately"
     worse["selection"]["full"]["bracketed"] = False

@@ -529,6 +529,7 @@ def _fake_ch01(turn=1.0, sim=2.0, proj=0.08, rel=0.01, concentrated=True, curve=
     ([0.5, 0.6, 0.81, 0.86, 0.87], (), "untestable-here"),  # d = 300 ties with the bar: no order read into it
     ([0.5, 0.85, 0.87, 0.885, 0.895], (100, 300), "untestable-here"),  # the deciding grids unbracketed
     ([0.1, 0.2, 0.3, 0.82, 0.85], (300,), "untestable-here"),  # "wrong" needs every grid up to 1000 bracketed
+    ([0.5, 0.85, 0.87, 0.895, 0.90], (None,), "untestable-here"),  # "holds" data, but full FT's rate (the reference) unbracketed
 ])
 def test_ch01_intrinsic_dim_claim_rule(curve, unbracketed, verdict):
     from pedagogy_lib.book.ch01 import claims as V
@@ -615,6 +616,8 @@ def test_ch01_edge_grids_are_extended_and_stored_runs_reused_only_when_verified(
     assert E.verify(stored, {}, None, lambda *a: None)["identical"]
     monkeypatch.setattr(E.runner, "run", lambda *a, **k: same(*a, **k) | {"test_acc": 0.5})
     assert not E.verify(stored, {}, None, lambda *a: None)["identical"]
+    other = {("d=30", 0.05, 3): stored[("d=10", E.subspace_lr(0.3, 10), 0)]}  # holds none of the VERIFY runs
+    assert E.verify(other, {}, None, lambda *a: None) == {"runs": [], "identical": False}  # nothing checked, nothing reused
 
 
 def test_ch01_stored_sweep_is_on_the_protocol():

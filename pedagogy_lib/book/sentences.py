@@ -13,7 +13,7 @@ one-word task with a trainable head on a 22.7M encoder can make such a claim loo
 from __future__ import annotations
 
 from pedagogy_lib import counting as C
-from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, points_by_seed
+from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, few_seeds, points_by_seed
 
 # id -> (line of the article, our paraphrase of what it claims)
 SENTENCES = {
@@ -376,7 +376,7 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
     """Verdict on "prefix-tuning matches or beats full fine-tuning on table-to-text generation"
     from chapter 10's first-line results ``line`` (``book.ch10.load("line")``): the paired
     held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better
-    (interval above 0) → holds; a tie → approximately, whatever the sign of its mean (matched within
+    (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie → approximately, whatever the sign of its mean (matched within
     the noise of three seeds, not shown to match or beat); full FT
     better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
     claim is measured in another regime, never refuted); a learning rate at its grid's edge →
@@ -387,7 +387,7 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
     if edges:
         return "untestable-here", f"first-line task: the rate of {', '.join(edges)} sits at its grid's edge; not judged"
     d = ch10.paired_gain(line, "prefix", "full")
-    verdict = "approximately" if d["tie"] else "not-reproduced-here" if d["mean"] < 0 else "holds"
+    verdict = few_seeds("approximately" if d["tie"] else "not-reproduced-here" if d["mean"] < 0 else "holds", d["n"])
     how = ("a tie" if d["tie"] else "prefix better" if d["mean"] > 0 else "full FT better")
     runs = {m: ch10.chosen_runs(line, m)[0]["trainable"] for m in ("prefix", "full")}
     folded = [r for r in line["runs"] if r["method"] == "ptuning-v2"]   # the folded slots' shape

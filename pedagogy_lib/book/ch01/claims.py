@@ -66,7 +66,8 @@ def summary(results: dict | None = None) -> dict:
 #   approximately  else, 90 % of full FT is cleared (interval above the bar) at some d ≤ D90_APPROX;
 #   wrong          every d ≤ FEW_HUNDRED is bracketed, clearly below the bar up to D90_APPROX and
 #                  clearly more than a point below full FT up to FEW_HUNDRED;
-#   untestable-here otherwise: ties or unbracketed grids leave it open (no order read into a tie).
+#   untestable-here otherwise: ties or unbracketed grids leave it open (no order read into a tie),
+#                  and always when full FT's own rate (the reference) is unbracketed.
 def _decided_against(it) -> bool:
     small = [d for d in it["ds"] if d <= FEW_HUNDRED]
     return (bool(small) and all(it["bracketed"][d] for d in small)
@@ -84,7 +85,8 @@ def _decided_against(it) -> bool:
 def _intrinsic_dim(s):
     it = s["intrinsic"]
     match, hi = it["d_match"], it["d90_hi"]
-    v = ("holds" if match is not None and match <= FEW_HUNDRED else
+    v = ("untestable-here" if not it["full_bracketed"] else  # the reference itself untuned: no verdict
+         "holds" if match is not None and match <= FEW_HUNDRED else
          "approximately" if hi is not None and hi <= D90_APPROX else
          "wrong" if _decided_against(it) else "untestable-here")
     at = max((d for d in it["ds"] if d <= FEW_HUNDRED), default=None)
@@ -99,7 +101,8 @@ def _intrinsic_dim(s):
                + (f"matches full FT (interval above −{E.MATCH_POINTS:g} point) from d = {it['d_match']:,}"
                   if it["d_match"] is not None else
                   f"no d ≤ {max(it['ds']):,} shown to match full FT (interval above −{E.MATCH_POINTS:g} point)")
-               + f"{at_txt}" + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else ""))
+               + f"{at_txt}" + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else "")
+               + ("" if it["full_bracketed"] else "; full FT's rate unbracketed: no verdict"))
 
 
 def _ci(p) -> str:

@@ -243,7 +243,8 @@ def verify(stored: dict, done: dict, task, log) -> dict:
         same = same and (new["val_acc"], new["test_acc"]) == (old["val_acc"], old["test_acc"])
         print(f"verify {key[0]} lr={key[1]:.4g} seed={key[2]}: val {new['val_acc']:.6f} vs {old['val_acc']:.6f}, "
               f"test {new['test_acc']:.6f} vs {old['test_acc']:.6f}", file=sys.stderr, flush=True)
-    return {"runs": [list(k) for k in keys if k in stored], "identical": same}
+    checked = [list(k) for k in keys if k in stored]
+    return {"runs": checked, "identical": bool(checked) and same}  # nothing retrained: nothing reused
 
 
 def _progress(run_fn, on_result, bar, arm, *args, **kw) -> dict:

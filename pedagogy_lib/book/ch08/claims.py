@@ -139,6 +139,8 @@ def _small_model_gaps(res):
     # easy task, never holds from the word task); fewer → not-reproduced-here (never wrong from
     # the one-word task, which the chapter calls close to what the embedding already separates)
     d = {n: _paired(res, n, "full") for n in res["methods"] if n not in ("full", "probe") and table.judged(res, n)}
+    if not d:
+        return "untestable-here", f"{_model(res)}: no PEFT method's rate was bracketed; nothing to count"
     in_band = sorted(n for n, x in d.items() if -5 <= x["lo"] and x["hi"] <= -2)
     maybe = sorted(n for n, x in d.items() if n not in in_band and x["lo"] <= -2 and x["hi"] >= -5)
     worst = min(d, key=lambda n: d[n]["mean"])
