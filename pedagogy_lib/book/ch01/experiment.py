@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -65,12 +64,6 @@ def subspace_arm(d: int, etas=ETAS, kind: str = KIND) -> Arm:
 def arms_for(ds=DS) -> dict:
     """{label: Arm}: full fine-tuning and one subspace arm per d."""
     return arms(FULL, *(subspace_arm(d) for d in ds))
-
-
-def _versions():
-    import torch
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
 
 
 # --------------------------------------------------------- spectra and updates
@@ -301,7 +294,7 @@ def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, ru
            "runs": [_slim(r) for r in sorted(every, key=lambda r: (r["method"], r["lr"], r["seed"]))],
            "verify": check, "n_reused": len(every) - len(new), "n_new": len(new),
            "cpu_s_new": round(sum(r.get("cpu_s", 0.0) for r in new), 1),
-           "wall_s": round(time.time() - t0, 1), "versions": _versions()}
+           "wall_s": round(time.time() - t0, 1), "versions": R.versions("numpy", "torch")}
     return res | _sizes(task)
 
 

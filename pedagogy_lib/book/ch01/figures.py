@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch01.experiment import (TYPES, by_type, d90_interval_text, intrinsic_summary, load_intrinsic,
                                                load_update, spectra_data)
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import mean_interval, register
 
 COLOURS = dict(zip(TYPES, ("C0", "C1", "C2", "C3", "C4", "C5")))
 
@@ -117,14 +117,6 @@ def update(data: dict | None = None) -> Figure:
 
 
 
-def _mean_ci(values) -> tuple[float, float]:
-    """Mean and half-width of its 95 % t-interval (Eq. 8.6 for one sample)."""
-    from scipy import stats as st
-
-    v = np.asarray(values, np.float64)
-    return float(v.mean()), float(st.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-
-
 @register("01_intrinsic")
 def intrinsic(res: dict | None = None) -> Figure:
     """Left: test accuracy against d (seeds as dots, mean ± 95 % CI), full FT and its 90 % bar.
@@ -138,10 +130,10 @@ def intrinsic(res: dict | None = None) -> Figure:
     for i, seed in enumerate(seeds):
         a.plot(ds, np.array(s["acc"][seed]) * 100, "o", color="C0", alpha=0.3, ms=3,
                label="one seed" if i == 0 else None)
-    m_ci = [_mean_ci([s["acc"][x][i] for x in seeds]) for i in range(len(ds))]
+    m_ci = [mean_interval([s["acc"][x][i] for x in seeds]) for i in range(len(ds))]
     a.errorbar(ds, [100 * m for m, _ in m_ci], [100 * h for _, h in m_ci], fmt="-", color="C0", lw=2, capsize=3,
                label=f"mean ± 95 % CI ({len(seeds)} seeds)")
-    ref, half = _mean_ci(list(s["full"].values()))
+    ref, half = mean_interval(list(s["full"].values()))
     a.axhspan(100 * (ref - half), 100 * (ref + half), color="k", alpha=0.12, lw=0)
     a.axhline(100 * ref, color="k", lw=1.2, label=f"full fine-tuning (all {res['total_params']:,} encoder "
                                                    "parameters), band: 95 % CI")
