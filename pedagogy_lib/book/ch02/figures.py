@@ -132,7 +132,9 @@ def placement(doc=None):
     a.set_xticks(range(len(names)), labels, fontsize=8)
     a.set_ylabel("test accuracy (%); small dots: seeds")
     a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each, each at its own chosen rate")
-    a.legend(fontsize=8, loc="lower right")
+    lo, hi = a.get_ylim()
+    a.set_ylim(lo - 0.25 * (hi - lo), hi)  # room for the legend below every seed
+    a.legend(fontsize=8, loc="lower right", ncols=2)
     _differences(fig.add_subplot(grid[1, 0]), s, names)
     keys = list(PAPER_TABLE5)
     short = [k.replace("W_", "") + f"\nr={PAPER_TABLE5[k][0]}" for k in keys]
