@@ -8,8 +8,8 @@ of a registry arm on MiniLM + the VADER polarity task (``BUDGET``): a class-bala
 subsample of N_TRAIN training words (the same for every seed), EPOCHS epochs, batch 32, cosine
 schedule, head learning rate HEAD_LR, scored on the whole validation and test splits.
 
-Stages (``runner.protocol``, chapter 08's Eqs. 8.1–8.7; every later stage uses the LoRA rate
-that stage A chose):
+Stages (``runner.protocol``, chapter 08's Eqs. 8.1–8.7; every later stage starts from the LoRA
+rate that stage A chose):
   A  learning rate: probe, LoRA (q,v, r=8, α=8) and full fine-tuning, each grid at SEEDS; the
      rate with the best mean validation accuracy (a grid whose best rate sits at an edge is
      extended, at most MAX_EXTENSIONS times)
