@@ -42,8 +42,8 @@ def test_the_protocol_gives_back_the_stored_sweep():
     out = E.sweep(log=None, run_fn=replaying(doc), progress=False)
     assert out["summary"]["best_lr"] == doc["summary"]["best_lr"]
     assert out["summary"] == doc["summary"]      # every mean, list and count, float for float
-    assert out["runs"] == doc["runs"]            # the same 129 runs, none more
-    assert {k: v for k, v in json.loads(json.dumps(E.config())).items() if k != "max_extensions"} == doc["config"]
+    assert out["runs"] == doc["runs"]            # the same 167 runs, none more
+    assert json.loads(json.dumps(E.config())) == doc["config"]
 
 
 def test_replayed_selection_chooses_the_stored_rates_bracketed_on_two_seeds():
@@ -55,6 +55,41 @@ def test_replayed_selection_chooses_the_stored_rates_bracketed_on_two_seeds():
         assert sel["chosen"] == doc["summary"]["best_lr"][m], m
         assert sel["bracketed"] and sel["extensions"] == 0 and sel["seeds"] == [0, 1], m
         assert [r["seed"] for r in found[arm.label]["runs"]] == list(E.EVAL_SEEDS)
+
+
+def test_stage_c_arms_have_their_own_bracketed_grids_and_stage_d_one_rate():
+    """Issue #13: each placement and same-rank arm searched 1e-3, 3e-3, 1e-2 (extended at an edge)
+    and ran every seed at its own chosen rate; the rank arms ran at LoRA q,v r=8's rate only."""
+    doc = stored()
+    s, lr = doc["summary"], doc["summary"]["best_lr"]["lora"]
+    assert E.stage_c_grid(E.LRS["lora"], lr) == (1e-3, 3e-3, 1e-2)
+    for g in ("placement", "same_rank"):
+        for n, r in s[g].items():
+            grid = sorted(float(x) for x in r["val_by_lr"])
+            assert {1e-3, 3e-3, 1e-2} <= set(grid) and len(grid) == 3 + r["extensions"], (g, n)
+            assert r["bracketed"] and grid[0] < r["lr"] < grid[-1], (g, n)
+            assert r["val_by_lr"][f"{r['lr']:g}"] == max(r["val_by_lr"].values()), (g, n)
+            runs = [x for x in doc["runs"] if x["spec"]["method"] == "lora" and x["spec"]["lr"] == r["lr"]
+                    and x["spec"]["r"] == r["r"] and x["spec"]["targets"] == (E.PLACEMENTS if g == "placement" else E.SAME_RANK)[n]
+                    and not x["spec"]["rslora"]]
+            assert sorted(x["test_acc"] for x in runs) == sorted(r["test_acc"]), (g, n)
+    assert all("val_by_lr" not in r for rows in s["rank"].values() for r in rows.values())
+    with pytest.raises(ValueError, match="not on the grid"):
+        E.stage_c_grid(E.LRS["lora"], 5e-3)
+
+
+def test_stored_runs_are_reused_not_retrained():
+    """``experiment.reuse`` hands the protocol every stored run of the arms asked for, so a rerun
+    with the stored file trains nothing."""
+    doc = stored()
+
+    def refuse(arm, task, budget, seed, lr, **kw):
+        raise AssertionError(f"retrained {arm.label} lr={lr:g} seed={seed}")
+    out = E.sweep(log=None, run_fn=refuse, progress=False, previous=doc)
+    assert out["summary"] == doc["summary"] and out["runs"] == doc["runs"]
+    done = E.reuse(doc, [E.lora_arm(E.FFN, 3)], E.BUDGET)
+    assert {(lr, s) for _, lr, s in done} >= {(1e-3, s) for s in E.EVAL_SEEDS}
+    assert E.reuse(None, [E.lora_arm()], E.BUDGET) == {}
 
 
 # (arm, lr, seed): val_acc, test_acc, final loss (last 10 steps), mean ‖s·BA‖_F, trainable, as

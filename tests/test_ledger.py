@@ -389,27 +389,37 @@ FLIPS = {
     "prefix-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
 }
 
-def _ch02_tuned(c, group, names):
-    """Stages C/D arms with a bracketed grid of their own (the stored sweep has none)."""
-    for n in names:
-        r = c.s[group][n]
-        r["val_by_lr"] = {1e-3: r["mean_val"] - 0.05, c.s["best_lr"]["lora"]: r["mean_val"], 1e-2: r["mean_val"] - 0.05}
+def _ch02_grid(r, best, edge=None):
+    """A bracketed grid of its own around ``best`` for a stage C/D arm (``edge``: its best at that edge)."""
+    lo, hi = r["mean_val"] - 0.05, r["mean_val"] - 0.05
+    if edge == "low":
+        lo = r["mean_val"] + 0.01
+    r["val_by_lr"] = {1e-3: lo, best: r["mean_val"], 1e-2: hi}
 
 
 def test_ch02_orders_need_tuned_rivals():
-    """At one shared rate an order in q,v's favour is no verdict; with tuned rivals the same
-    measurements are judged (audit 7, item 4)."""
+    """Stage C's arms carry grids of their own (issue #13), so their orders are judged; the same
+    measurements with every rival at q,v's rate only (no grid), or with a rival's best rate at its
+    grid's edge, get no verdict in q,v's favour; stage D's ranks ran at one rate (audit 7, item 4)."""
     V = claims_module("02")
     c = copy.deepcopy(_context("02"))
-    assert V._placement_rule(c)[0] == V._rank_advice(c)[0] == V._qkvo(c)[0] == "untestable-here"
-    _ch02_tuned(c, "placement", ("q,k,v,o", "FFN only"))
-    _ch02_tuned(c, "same_rank", ("all linear", "q,k,v,o"))
+    for g in ("placement", "same_rank"):
+        assert all(r["bracketed"] and len(r["val_by_lr"]) >= 3 for r in c.s[g].values()), g
+    assert V._placement_rule(c)[0] != "untestable-here" and V._qkvo(c)[0] != "untestable-here"
+    assert V._rank_advice(c)[0] == "untestable-here"
+    shared = copy.deepcopy(c)
+    for g in ("placement", "same_rank"):
+        for r in shared.s[g].values():
+            del r["val_by_lr"]
+    assert V._placement_rule(shared)[0] == V._qkvo(shared)[0] == "untestable-here"
+    assert "without a grid" in V._placement_rule(shared)[1]
+    edge = copy.deepcopy(c)
+    _ch02_grid(edge.s["same_rank"]["q,k,v,o"], edge.s["same_rank"]["q,k,v,o"]["lr"], "low")
+    assert V._qkvo(edge)[0] == "untestable-here" and "lowest rate of its grid" in V._qkvo(edge)[1]
     for k in c.rk:
         if k != "8":
-            r = c.ranks[k]
-            r["val_by_lr"] = {1e-3: r["mean_val"] - 0.05, c.s["best_lr"]["lora"]: r["mean_val"], 1e-2: r["mean_val"] - 0.05}
-    assert V._placement_rule(c)[0] != "untestable-here"
-    assert V._rank_advice(c)[0] == "approximately" and V._qkvo(c)[0] != "untestable-here"
+            _ch02_grid(c.ranks[k], c.s["best_lr"]["lora"])
+    assert V._rank_advice(c)[0] == "approximately"
 
 
 FLIPS |= {

@@ -9,12 +9,14 @@ Verdicts that rest on accuracies use the book's protocol (chapter 08, Eqs. 8.4�
 difference of two settings paired by seed (``experiment.paired``), its SE and its 95 %
 t-interval with n − 1 degrees of freedom; an interval that contains 0 is a tie, and "beats"
 means an interval above 0. The sweep chooses rates on 2 seeds and compares every
-setting at the chosen rate over 5 (``experiment.EVAL_SEEDS``). Every LoRA setting trains at the rate chosen for q,v r=8 on
-validation; if that rate (or full fine-tuning's, for the learning-rate claim) sits at an edge
-of its grid (``rules.unbracketed``), the claims resting on it are untestable-here.
-The placement, same-rank and rank arms (stages C and D) ran at that one rate, not tuned each
-(``arm_grid``: no grid). The shared rate favours q,v r=8, so an order in q,v's favour is no
-evidence; only a rival resolved above q,v even at q,v's rate counts (against the claim).
+setting at the chosen rate over 5 (``experiment.EVAL_SEEDS``). If LoRA q,v r=8's rate (or
+full fine-tuning's, for the learning-rate claim) sits at an edge of its grid
+(``rules.unbracketed``), the claims resting on it are untestable-here.
+The placement and same-rank arms (stage C) each have their own grid around that rate
+(``arm_grid``: their ``val_by_lr``); one whose chosen rate sits at its grid's edge carries no
+verdict. The rank arms (stage D) ran at q,v r=8's one rate, not tuned each (no grid): that rate
+favours r=8, so an order in r=8's favour is no evidence; only a rank resolved above r=8 even at
+r=8's rate counts (against the claim).
 """
 from __future__ import annotations
 
@@ -94,9 +96,9 @@ def _edges(c, arms=("lora",)) -> dict:
 
 
 def arm_grid(s: dict, arm: dict) -> dict:
-    """{lr: mean validation accuracy} an arm of stages C/D (``s``: the sweep's summary) was tried at. The stored sweep runs each of
-    them at q,v r=8's chosen rate only, so this is one point ("no grid") unless a sweep stored a
-    per-arm grid under ``val_by_lr``."""
+    """{lr: mean validation accuracy over the selection seeds} an arm of stages C/D (``s``: the
+    sweep's summary) was tried at: a stage-C arm's own grid (``val_by_lr``); a stage-D arm ran at
+    q,v r=8's chosen rate only, one point ("no grid")."""
     return arm.get("val_by_lr") or {s["best_lr"]["lora"]: arm["mean_val"]}
 
 
@@ -107,6 +109,20 @@ def _untuned(c, group: str, names) -> dict:
 
 
 SHARED_RATE = "at one shared rate (q,v r=8's), not tuned per arm"
+
+
+def _own_rates(c, group: str, names) -> str:
+    """'each at its own validation-best rate (q,k,v,o 1e-3, …)' for tuned arms of ``c.s[group]``."""
+    return "each at its own validation-best rate (" + ", ".join(
+        f"{n} {c.s[group][n]['lr']:g}" for n in names if "lr" in c.s[group][n]) + ")"
+
+
+def _untuned_text(untuned: dict, what: str) -> str:
+    """Why an order with the ``untuned`` arms is no evidence: no grid (q,v's rate only, which favours
+    q,v), or a chosen rate at its grid's edge."""
+    if all(e == "no grid" for e in untuned.values()):
+        return f"{what} ran {SHARED_RATE} ({len(untuned)} without a grid), which favours q,v; "
+    return f"no verdict on the order: {unbracketed_text(untuned)}; "
 
 
 def _no_verdict(edges: dict) -> str:
@@ -263,11 +279,11 @@ def _placement(c) -> SimpleNamespace:
              published=f"GPT-3 Table 5 (18M): q,v {TABLE5_QV[0]}/{TABLE5_QV[1]} vs all four {TABLE5_ALL[0]}/"
                        f"{TABLE5_ALL[1]} (WikiSQL/MNLI); MLP not studied", source="Hu et al. 2021 Table 5")
 def _placement_rule(c):
-    # every rival arm trained at q,v's own chosen rate (``arm_grid``): that favours q,v, so q,v ahead
-    # or tied is no evidence for the claim, while q,v resolved *below* a rival even at its own rate
-    # survives tuning the rival. Untuned rivals: an interval below 0 → wrong, else untestable-here.
-    # Rivals with their own bracketed grids: both 'beats' above 0 and a match within ±1 point
-    # (``match_verdict``) → holds, any interval below 0 → wrong, ties → approximately.
+    # Rivals with their own bracketed grids (stage C; ``arm_grid``): both 'beats' above 0 and a
+    # match within ±1 point (``match_verdict``) → holds, any interval below 0 → wrong, ties →
+    # approximately. A rival without a grid (trained at q,v's own rate, which favours q,v) or
+    # whose chosen rate sits at its grid's edge: q,v ahead or tied is no evidence, while q,v
+    # resolved *below* it survives tuning it → wrong, else untestable-here.
     p, s, edges = _placement(c), c.s, _edges(c)
     untuned = _untuned(c, "placement", ("q,k,v,o", "FFN only")) | _untuned(c, "same_rank", ("all linear",))
     established = p.d_attn["lo"] > 0 and p.d_ffn["lo"] > 0 and match_verdict(p.d_all, 1.0) == "holds"
@@ -275,17 +291,19 @@ def _placement_rule(c):
     verdict = ("untestable-here" if edges else "wrong" if contradicted else "untestable-here" if untuned else
                "holds" if established else "approximately")
     P = p.P
-    return verdict, (_no_verdict(edges) + (f"no verdict on the order: the rivals ran {SHARED_RATE} "
-                                           f"({len(untuned)} without a grid), which favours q,v; as measured, "
+    rates = (_at_rate(c) if all("lr" not in P[n] for n in P) else
+             _own_rates(c, "placement", list(P)) + f", all linear r=8 at {s['same_rank']['all linear'].get('lr', s['best_lr']['lora']):g}")
+    return verdict, (_no_verdict(edges) + (_untuned_text(untuned, "the rivals") + "as measured, "
                                            if untuned and not contradicted else "")
                      + f"at {s['budget']:,} parameters (test acc., {len(P['q,v']['test_acc'])} seeds, "
-                     f"{_at_rate(c)}): q,v {100 * p.qv:.1f}, q,k,v,o {100 * p.attn:.1f}, FFN only {100 * p.ffn:.1f}, "
+                     f"{rates}): q,v {100 * p.qv:.1f}, q,k,v,o {100 * p.attn:.1f}, FFN only {100 * p.ffn:.1f}, "
                      f"all linear {100 * _m(P['all linear']):.1f}, q alone {100 * _m(P['q']):.1f}, v alone "
                      f"{100 * _m(P['v']):.1f}; all linear at r=8 ({s['same_rank']['all linear']['trainable']:,} params) "
                      f"{100 * p.all_same:.1f}; " + "; ".join(ci_text(d, "q,v", b) for d, b in (
                          (p.d_attn, "attention-only"), (p.d_ffn, "FFN-only"), (p.d_all, "all-linear r=8")))
-                     + " (rule: a rival resolved above q,v even at q,v's rate → wrong; untuned rivals otherwise → "
-                       "untestable-here; tuned rivals: both 'beats' above 0 and a match within ±1 → holds, ties → approximately)")
+                     + " (rule: rivals on their own bracketed grids: both 'beats' above 0 and a match within ±1 → "
+                       "holds, any rival resolved above q,v → wrong, ties → approximately; a rival without a bracketed "
+                       "rate: resolved above q,v → wrong, else untestable-here)")
 
 
 @CLAIMS.rule("ch02-qkvo-marginal", "Adding key and output to q,v gives a marginal improvement at 2× the parameters.",
@@ -295,15 +313,18 @@ def _qkvo(c):
     # "a marginal improvement" is a gain in [0, 1] point: the paired 95 % interval of
     # q,k,v,o (r=8) − q,v (r=8) inside it holds, overlapping it approximately (a tie, or a gain
     # whose interval reaches past 1), disjoint from it wrong (a resolved loss, or a gain > 1).
-    # q,k,v,o untuned (it ran at q,v's rate): only a gain can be read, as a lower bound — one above
-    # 1 point → wrong, above 0 → approximately (its size unknown); a loss or a tie → untestable-here
+    # q,k,v,o untuned (no grid of its own: at q,v's rate; or its chosen rate at its grid's edge):
+    # only a gain can be read, as a lower bound — one above 1 point → wrong, above 0 →
+    # approximately (its size unknown); a loss or a tie → untestable-here
     qkvo, qv, edges = c.s["same_rank"]["q,k,v,o"], c.s["placement"]["q,v"], _edges(c)
     untuned = _untuned(c, "same_rank", ("q,k,v,o",))
     d = E.paired(qkvo, qv)
     verdict = ("untestable-here" if edges else interval_verdict(d["lo"], d["hi"], 0.0, 1.0) if not untuned else
                "wrong" if d["lo"] > 1 else "approximately" if d["lo"] > 0 else "untestable-here")
-    return verdict, (_no_verdict(edges) + (f"q,k,v,o ran {SHARED_RATE}, which favours q,v: only a gain is read, "
-                                           "as a lower bound; " if untuned else "")
+    return verdict, (_no_verdict(edges) + (_untuned_text(untuned, "q,k,v,o") + "only a gain is read, as a lower bound; "
+                                           if untuned else "")
+                     + (f"each at its own validation-best rate (q,k,v,o {qkvo['lr']:g}, q,v {qv['lr']:g}): "
+                        if "lr" in qkvo and "lr" in qv else "")
                      + f"q,k,v,o at r=8 ({qkvo['trainable']:,} params, "
                      f"{qkvo['trainable'] / qv['trainable']:.1f}× q,v's) vs q,v at r=8: " + ci_text(d, "q,k,v,o", "q,v")
                      + f" (interval to two decimals [{d['lo']:+.2f}, {d['hi']:+.2f}]; rule with a tuned q,k,v,o: the "
@@ -410,7 +431,7 @@ def _qv_canonical(c):
                      f"q,v {t5[0]:+.1f} (WikiSQL) and {t5[1]:+.1f} (MNLI) points vs all four ({below}); "
                      + (f"our sweep does not count ({unbracketed_text(edges)})" if edges else
                         f"on VADER at the same budget {ci_text(p.d_attn, 'q,v', 'q,k,v,o')}: "
-                        + (f"q,k,v,o ran {SHARED_RATE}, so only q,v beaten would count: "
+                        + (_untuned_text(untuned, "q,k,v,o") + "so only q,v beaten would count: "
                            f"{'q,v beaten' if ours_against else 'it is not'}" if untuned else
                            f"{'q,v not beaten' if ours_backs else 'q,v beaten'}")))
 

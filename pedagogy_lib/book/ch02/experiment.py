@@ -8,16 +8,22 @@ of a registry arm on MiniLM + the VADER polarity task (``BUDGET``): a class-bala
 subsample of N_TRAIN training words (the same for every seed), EPOCHS epochs, batch 32, cosine
 schedule, head learning rate HEAD_LR, scored on the whole validation and test splits.
 
-Stages (``runner.protocol``, chapter 08's Eqs. 8.1–8.7; every later stage uses the LoRA rate
-that stage A chose):
+Stages (``runner.protocol``, chapter 08's Eqs. 8.1–8.7; every later stage starts from the LoRA
+rate that stage A chose):
   A  learning rate: probe, LoRA (q,v, r=8, α=8) and full fine-tuning, each grid at SEEDS; the
      rate with the best mean validation accuracy (a grid whose best rate sits at an edge is
      extended, at most MAX_EXTENSIONS times)
   B  every EVAL_SEED for each method at its chosen rate (main comparison)
-  C  placement at a fixed budget (the q,v r=8 parameter count) plus two same-rank settings
-  D  rank sweep r ∈ RANKS on (q,v) at fixed α=8, with s = α/r and with rsLoRA's s = α/√r
+  C  placement at a fixed budget (the q,v r=8 parameter count) plus two same-rank settings,
+     each arm with its own grid (``stage_c_grid``: stage A's LoRA rate and its two neighbours in
+     LRS["lora"]), chosen and extended
+     as in stage A, then every EVAL_SEED at its chosen rate (issue #13: no order between arms
+     may rest on a rate tuned for only one of them)
+  D  rank sweep r ∈ RANKS on (q,v) at fixed α=8, with s = α/r and with rsLoRA's s = α/√r, every
+     rank at stage A's LoRA rate (the claim it tests is about one fixed rate)
 Every finished run is appended to build/ch02_runs.jsonl (``runner.run_log``), so an
-interrupted sweep resumes. One thread per process; ``--jobs`` processes at once.
+interrupted sweep resumes; the runs of the stored results file are reused too (``reuse``), so a
+rerun trains only the (arm, rate, seed) runs it lacks. One thread per process; ``--jobs`` processes at once.
 """
 from __future__ import annotations
 
@@ -163,41 +169,85 @@ def base_arms(lrs=LRS) -> dict:
             "full": Arm("full", "full", lrs=tuple(lrs["full"]))}
 
 
-def stages(lr: float, budget: int, ranks=RANKS) -> dict:
-    """Stages C and D, every arm at the rate ``lr`` stage A chose for LoRA q,v r=8."""
-    one = (lr,)
-    return {"placement": {k: lora_arm(t, 8 if k == "q,v" else budget_rank(t, budget), lrs=one)
+def stage_c_grid(grid, lr: float) -> tuple:
+    """Stage C's grid: the rate ``lr`` stage A chose from its ``grid`` and that rate's
+    neighbours in it (1e-3, 3e-3, 1e-2 around 3e-3)."""
+    g = sorted(grid)
+    if lr not in g:
+        raise ValueError(f"stage_c_grid: the chosen rate {lr:g} is not on the grid {g}")
+    i = g.index(lr)
+    return tuple(g[max(i - 1, 0):i + 2])
+
+
+def stages(lr: float, budget: int, ranks=RANKS, grid=None) -> dict:
+    """Stages C and D: each placement and same-rank arm over its own ``grid`` (``stage_c_grid``;
+    None: the one rate ``lr``), every rank arm at the rate ``lr`` stage A chose for LoRA q,v r=8."""
+    one, c = (lr,), tuple(grid or (lr,))
+    return {"placement": {k: lora_arm(t, 8 if k == "q,v" else budget_rank(t, budget), lrs=c)
                           for k, t in PLACEMENTS.items()},
-            "same_rank": {k: lora_arm(t, 8, lrs=one) for k, t in SAME_RANK.items()},
+            "same_rank": {k: lora_arm(t, 8, lrs=c) for k, t in SAME_RANK.items()},
             "rank": {("rslora" if rs else "alpha_over_r"): {str(r): lora_arm(QV, r, rs, one) for r in ranks}
                      for rs in (False, True)}}
 
 
-def sweep(budget=BUDGET, lrs=LRS, ranks=RANKS, jobs: int = 1, log=RUN_LOG, run_fn=RUN, progress=True) -> dict:
+def reuse(doc: dict | None, arms, budget: runner.Budget) -> dict:
+    """The runs of a stored results file ``doc`` (None: none) that belong to ``arms``, as
+    ``runner.protocol``'s ``done`` {(label, lr, seed): record}: what a rerun need not train."""
+    if doc is None:
+        return {}
+    by_spec = {json.dumps(r["spec"], sort_keys=True): r for r in doc["runs"]}
+    out = {}
+    for arm in arms:
+        for lr, seed in {(r["spec"]["lr"], r["spec"]["seed"]) for r in doc["runs"]}:
+            spec = stored(arm, {"lr": lr, "seed": seed, "losses": [0.0]}, budget)["spec"]
+            r = by_spec.get(json.dumps(spec, sort_keys=True))
+            if r is not None:
+                rec = {k: v for k, v in r.items() if k not in ("spec", "final_loss")}
+                out[(arm.label, lr, seed)] = {**rec, "method": arm.label, "lr": lr, "seed": seed,
+                                              "losses": [r["final_loss"]]}
+    return out
+
+
+def _chosen(res: dict) -> dict:
+    """A stage-C arm's own search: its grid's mean validation at the selection seeds, the
+    chosen rate, whether that rate is bracketed, the extensions made."""
+    sel = res["selection"]
+    return {"lr": sel["chosen"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], sel["scores"])},
+            "bracketed": sel["bracketed"], "extensions": sel["extensions"]}
+
+
+def sweep(budget=BUDGET, lrs=LRS, ranks=RANKS, jobs: int = 1, log=RUN_LOG, run_fn=RUN, progress=True,
+          previous: dict | None = None) -> dict:
     """Stages A–D of the module docstring; returns the results file's "runs" and "summary".
-    ``run_fn`` replaces ``RUN`` (tests)."""
+    ``run_fn`` replaces ``RUN`` (tests); the runs of ``previous`` (a stored results file) are
+    reused (``reuse``)."""
     task = data.polarity_task(seed=0)
     done, on_result = runner.run_log(log, budget)
     go = lambda arms, b: runner.protocol(arms, task, b, jobs, progress, run_fn, done, on_result)  # noqa: E731
     base = base_arms(lrs)
+    done |= reuse(previous, base.values(), budget)
     ab = go(base.values(), budget)                                     # A and B
-    for label, f in ab.items():  # the q,v r=8 runs at the chosen rate are stage C's too
+    for label, f in ab.items():  # the q,v r=8 runs of stage A are stage C's and D's too
         done |= {(label, r["lr"], r["seed"]): r for r in f["trials"] + f["runs"]}
     best = {m: ab[a.label]["selection"]["chosen"] for m, a in base.items()}
     qv = ab[base["lora"].label]["runs"][0]  # LoRA q,v r=8 at its rate, seed 0: the budget of stage C
-    cd = stages(best["lora"], qv["trainable"], ranks)
-    arms = {a.label: a for g in (cd["placement"], cd["same_rank"], *cd["rank"].values()) for a in g.values()}
-    found = go(arms.values(), dataclasses.replace(budget, max_extensions=0))  # C and D: one rate each
-    arms |= {a.label: a for a in base.values()}
+    cd = stages(best["lora"], qv["trainable"], ranks, stage_c_grid(lrs["lora"], best["lora"]))
+    c_arms = {a.label: a for g in (cd["placement"], cd["same_rank"]) for a in g.values()}
+    d_arms = {a.label: a for g in cd["rank"].values() for a in g.values()}
+    done |= reuse(previous, [*c_arms.values(), *d_arms.values()], budget)
+    found_c = go(c_arms.values(), budget)                               # C: each arm its own grid
+    found_d = go(d_arms.values(), dataclasses.replace(budget, max_extensions=0))  # D: one rate each
+    arms = c_arms | d_arms | {a.label: a for a in base.values()}
     every = {(label, r["lr"], r["seed"]): stored(arms[label], r, budget)
-             for res in (ab, found) for label, f in res.items() for r in f["trials"] + f["runs"]}
+             for res in (ab, found_c, found_d) for label, f in res.items() for r in f["trials"] + f["runs"]}
     rec = lambda arm, res: _stats([every[arm.label, r["lr"], r["seed"]] for r in res[arm.label]["runs"]])  # noqa: E731
     lr_sweep = {m: {f"{lr:g}": _stats([every[a.label, lr, s] for s in budget.seeds[:budget.select_seeds]])
                     for lr in ab[a.label]["selection"]["grid"]} for m, a in base.items()}
     summary = {"best_lr": best, "total_params": qv["total"], "budget": qv["trainable"],
                "lr_sweep": lr_sweep, "main": {m: {"lr": best[m], **rec(a, ab)} for m, a in base.items()},
-               **{k: {n: rec(a, found) for n, a in cd[k].items()} for k in ("placement", "same_rank")},
-               "rank": {k: {n: rec(a, found) for n, a in g.items()} for k, g in cd["rank"].items()}}
+               **{k: {n: {**rec(a, found_c), **_chosen(found_c[a.label])} for n, a in cd[k].items()}
+                  for k in ("placement", "same_rank")},
+               "rank": {k: {n: rec(a, found_d) for n, a in g.items()} for k, g in cd["rank"].items()}}
     return {"runs": sorted(every.values(), key=lambda r: json.dumps(r["spec"], sort_keys=True)), "summary": summary}
 
 
@@ -207,6 +257,8 @@ def config(b: runner.Budget = BUDGET, lrs=LRS, ranks=RANKS, quick: bool = False)
             "schedule": b.schedule, "warmup": 0.06, "seeds": list(b.seeds[:b.select_seeds]),
             "eval_seeds": list(b.seeds), "max_extensions": b.max_extensions, "lrs": lrs, "ranks": ranks,
             "alpha": ALPHA, "placements": PLACEMENTS, "same_rank": SAME_RANK, "quick": quick,
+            "stage_c_lrs": "stage_c_grid(lrs['lora'], the rate stage A chose), extended as stage A's",
+            "stage_d_lrs": "the rate stage A chose for LoRA q,v r=8",
             "data": "data.polarity_task(seed=0); subsample(train, n_train, 0); "
                     + ("val and test subsampled to 64" if quick else "full val and test splits")}
 
@@ -223,7 +275,8 @@ def main(argv=None) -> int:
         lrs, ranks, log = {k: v[:1] for k, v in LRS.items()}, [1, 8, 16], None
         out = Path(tempfile.gettempdir()) / "ch02_sweeps_quick.json"
     t0 = time.time()
-    res = sweep(budget, lrs, ranks, args.jobs, log)
+    previous = None if args.quick or not out.exists() else json.loads(out.read_text())
+    res = sweep(budget, lrs, ranks, args.jobs, log, previous=previous)
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                 "threads_per_run": 1}
     doc = {"about": "chapter 02 sweeps; regenerate with python -m pedagogy_lib.book.ch02.experiment",

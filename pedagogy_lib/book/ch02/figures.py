@@ -72,20 +72,34 @@ def lr_sensitivity(doc=None):
     return fig
 
 
+def _label(k: str, st: dict) -> str:
+    """'q,k,v,o\nr=4\nlr 3e-3': the setting, its rank and its own chosen rate (stage C's grids);
+    an arm whose chosen rate sits at an edge of its grid says so (no verdict rests on it)."""
+    rate = f"\nlr {st['lr']:.0e}".replace("e-0", "e-") if "lr" in st else ""
+    return f"{k}\nr={st['r']}{rate}" + ("" if st.get("bracketed", True) else "\n(unbracketed)")
+
+
 def _differences(ax, s, names):
     """Each setting − q,v in points, paired by seed, with its 95 % t-interval (chapter 08,
-    Eqs. 8.4–8.7); an open marker is a tie (the interval contains 0)."""
+    Eqs. 8.4–8.7), each setting at its own chosen rate; an open marker is a tie (the interval
+    contains 0), a grey square an arm whose rate is unbracketed (no verdict)."""
     qv = s["placement"]["q,v"]
-    rows = [(f"{k}\nr={s['placement'][k]['r']}", s["placement"][k]) for k in names if k != "q,v"]
-    rows += [(f"{k}\nr=8", s["same_rank"][k]) for k in ("q,k,v,o", "all linear")]
+    rows = [(_label(k, s["placement"][k]), s["placement"][k]) for k in names if k != "q,v"]
+    rows += [(_label(k, s["same_rank"][k]), s["same_rank"][k]) for k in ("q,k,v,o", "all linear")]
     ds = [E.paired(st, qv) for _, st in rows]
-    for i, d in enumerate(ds):
+    for i, (d, (_, st)) in enumerate(zip(ds, rows)):
+        if not st.get("bracketed", True):
+            ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="s", capsize=3,
+                        color="0.6", mfc="white")
+            continue
         color = "C7" if d["tie"] else "C3"
         ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
                     color=color, mfc="white" if d["tie"] else color)
     ax.axhline(0, color="k", lw=0.8)
     ax.plot([], [], "o", color="C7", mfc="white", label="tie: the 95 % CI contains 0")
     ax.plot([], [], "o", color="C3", label="resolved: the 95 % CI excludes 0")
+    if not all(st.get("bracketed", True) for _, st in rows):
+        ax.plot([], [], "s", color="0.6", mfc="white", label="rate at its grid's edge: no verdict")
     ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
     n = len(qv["test_acc"])
     ax.set_ylabel("setting − q,v r=8 (points)")
@@ -104,7 +118,7 @@ def placement(doc=None):
     a = fig.add_subplot(grid[0, 0])
     names = [k for k in PLACEMENT_ORDER if k in s["placement"]]
     stats = [mean_sd(s["placement"][k]["test_acc"]) for k in names]
-    labels = [f"{k}\nr={s['placement'][k]['r']}" for k in names]
+    labels = [_label(k, s["placement"][k]) for k in names]
     for i, k in enumerate(names):  # a dot plot: seeds as small dots, the mean ± sd as a large dot and bar
         seeds = 100 * np.asarray(s["placement"][k]["test_acc"])
         a.plot(np.full(seeds.size, i - 0.12), seeds, ".", color="C7", ms=5)
@@ -117,8 +131,10 @@ def placement(doc=None):
                    label="same rank r=8 (more parameters), mean ± sd" if k == "q,k,v,o" else None)
     a.set_xticks(range(len(names)), labels, fontsize=8)
     a.set_ylabel("test accuracy (%); small dots: seeds")
-    a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each")
-    a.legend(fontsize=8, loc="lower right")
+    a.set_title(f"MiniLM, VADER: {s['budget']:,} LoRA parameters each, each at its own chosen rate")
+    lo, hi = a.get_ylim()
+    a.set_ylim(lo - 0.25 * (hi - lo), hi)  # room for the legend below every seed
+    a.legend(fontsize=8, loc="lower right", ncols=2)
     _differences(fig.add_subplot(grid[1, 0]), s, names)
     keys = list(PAPER_TABLE5)
     short = [k.replace("W_", "") + f"\nr={PAPER_TABLE5[k][0]}" for k in keys]
