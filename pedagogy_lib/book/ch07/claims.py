@@ -171,13 +171,6 @@ def _pair(c, a: str, b: str) -> dict:
     return paired(c.acc, a, b)
 
 
-def _unbracketed(c, arms) -> str:
-    """'' when every arm's rate was bracketed, else the sentence that withholds the verdict."""
-    bad = [a for a in arms if not c.acc["results"][a]["bracketed"]]
-    return "" if not bad else (f"no verdict: the validation-best rate of {', '.join(bad)} sits at an edge of "
-                               f"its grid after the protocol's extensions (unbracketed). ")
-
-
 def _sweep(c) -> str:
     b = c.acc["config"]["budget"]
     return (f"VADER polarity, {b['n_train']:,} training words, {b['epochs']} epochs, {c.acc['config']['n_test']:,} "
