@@ -58,10 +58,13 @@ def _digest(path: pathlib.Path) -> str:
 def snapshot(root) -> dict:
     """{line of ``git status --porcelain``: digest of its path} plus {"HEAD": commit}."""
     root = pathlib.Path(root)
-    # -z: paths verbatim (no quoting), entries NUL-separated; a rename has its source as the
-    # next entry, which is hashed as a path of its own (harmless: it is simply "absent").
-    entries = [e for e in _git(root, "status", "--porcelain", "-z").split("\0") if e]
-    snap = {e: _digest(root / e[3:]) for e in entries}
+    # -z: paths verbatim (no quoting), entries NUL-separated; a rename or copy (status R/C) is
+    # followed by its bare source path, which is kept as part of that entry's key.
+    fields = iter(e for e in _git(root, "status", "--porcelain", "-z").split("\0") if e)
+    snap = {}
+    for e in fields:
+        key = e + " <- " + next(fields, "") if e[0] in "RC" or e[1] in "RC" else e
+        snap[key] = _digest(root / e[3:])
     try:
         snap["HEAD"] = _git(root, "rev-parse", "--verify", "-q", "HEAD").strip()
     except subprocess.CalledProcessError:  # a repository with no commit yet

@@ -299,6 +299,19 @@ def test_the_session_guard_passes_a_clean_session_under_xdist(tmp_path):
     assert "tracked files written" not in r.stdout
 
 
+@needs_git
+def test_the_session_guard_reads_a_staged_rename_whole(tmp_path):
+    """`git status -z` gives a rename as "R  new" then the bare old path: one entry keyed by both
+    (the old path is not misread as an entry of its own); an edit to the renamed file is seen."""
+    repo = _repo(tmp_path)
+    subprocess.run(["git", "-C", str(repo), "mv", "notes.txt", "moved.txt"], check=True)
+    snap = git_guard.snapshot(repo)
+    assert [k for k in snap if k != "HEAD"] == ["R  moved.txt <- notes.txt"]
+    (repo / "moved.txt").write_text("edited\n")   # now "RM": the entry changes, and is reported
+    seen = git_guard.changes(snap, git_guard.snapshot(repo))
+    assert seen and all("moved.txt <- notes.txt" in line for line in seen), seen
+
+
 def test_the_session_guard_is_registered(request):
     """tests/conftest.py registers it in every process (it acts only in the controlling one)."""
     guard = request.config.pluginmanager.get_plugin("pedagogy-tree-guard")

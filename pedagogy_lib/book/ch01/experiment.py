@@ -18,8 +18,8 @@ with the best *mean validation* accuracy (ties: the smaller), a grid whose best 
 edge extended (at most twice; else recorded ``bracketed: False``), then seeds 2–4 at the chosen
 rate (a new P, head initialisation and data order per seed, the same for every arm). Every
 finished run is appended to ``RUN_LOG`` (``runner.run_log``), so an interrupted sweep resumes;
-the runs of the earlier three-seed sweep are reused once ``verify`` has retrained one of them
-and found it identical. ``--part update`` fine-tunes fully once (seed 0, the rate the protocol
+the runs of the earlier three-seed sweep are reused once ``verify`` has retrained the
+``VERIFY`` runs (one subspace, one full) and found them identical. ``--part update`` fine-tunes fully once (seed 0, the rate the protocol
 chose) and writes the update statistics to ``chapters/results/ch01_update.json``.
 """
 from __future__ import annotations

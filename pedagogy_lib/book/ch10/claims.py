@@ -128,7 +128,7 @@ def _ia3(c):
     for t, r in tasks.items():
         d = ch10.paired_gain(r, "ia3", "lora-qv")
         k = unit[t][2]
-        d = d | {"mean": k * d["mean"], "lo": k * d["lo"], "hi": k * d["hi"]}
+        d = d | {f: k * d[f] for f in ("mean", "lo", "hi", "se")}
         ev[f"chapter 10 {t} (decoder)"] = (d, *unit[t][:2]) if t in judged else None
     label, d8 = sentences.ch08_ia3_gap()
     ev[label] = None if d8 is None else (d8, sentences.MATCH_POINTS, "points")
