@@ -188,9 +188,9 @@ def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
                                        and all(isinstance(t, str) and t for t in targets)),
           f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
     for k, ok in {"fan_in_fan_out": False, **fmt.fixed}.items():
-        _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg[k]!r} is not supported (only {ok!r})")
+        _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg.get(k)!r} is not supported (only {ok!r})")
     for k in (*UNUSED_FIELDS, *fmt.empty):
-        _need(not cfg.get(k), f"{k}={cfg[k]!r} is not supported")
+        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
     try:
         fields = fmt.read_config(cfg)
     except (TypeError, ValueError) as e:
