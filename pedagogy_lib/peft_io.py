@@ -86,12 +86,7 @@ def _model_side(fmt: PeftFormat, model):
     backend, root = _root(model)
     lib = _lib(fmt, backend)
     layers = getattr(lib, fmt.layers)(root)
-    if backend == "numpy":
-        plain = np_lora.linear_paths(root)
-    else:
-        from .torch_ref.lora import linear_paths
-
-        plain = linear_paths(root)
+    plain = _lib(LORA, backend).linear_paths(root)  # every plain Linear: the walk lora and its twin share
     return backend, root, lib, layers, {**plain, **{p: (m.d_in, m.d_out) for p, m in layers.items()}}
 
 
