@@ -71,9 +71,10 @@ class DoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def norm(self) -> torch.Tensor:
-        """n = ‖W₀ + s·BA‖ per row (Eq. 2.9), detached in peft's mode."""
-        n = torch.linalg.vector_norm(self.base_layer.weight + self.delta_weight(), dim=1)
-        return n.detach() if self.detach_norm else n
+        """n = ‖W₀ + s·BA‖ per row (Eq. 2.9). In peft's mode it is computed outside autograd,
+        so nothing of the d_out×d_in matrix V is kept for the backward."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_norm):
+            return torch.linalg.vector_norm(self.base_layer.weight + self.delta_weight(), dim=1)
 
     def forward(self, x):
         if self.merged:
