@@ -1,14 +1,14 @@
 """DoRA in NumPy: LoRA on the direction of W, a trained magnitude per output row (chapter 02, §11).
 
-    V = W₀ + s·B A,   n_i = ‖V_i,:‖₂,   W' = diag(m / n) V                          (Eq. 2.9)
-    y = (m / n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b                                          (Eq. 2.10)
+    V = W₀ + s·B A,   n_i = ‖V_i,:‖₂,   W' = diag(m / n) V                          (Eq. 2.8)
+    y = (m / n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b                                          (Eq. 2.9)
 
 A, B and s are LoRA's (``lora.py``: same shapes, same init, same seed → same A); the new
 trainable vector ``lora_magnitude_vector`` m ∈ ℝ^{d_out} starts at n(W₀), so W' = W₀ at
 step 0. Norms are taken per output row of the (d_out, d_in) weight, peft's Linear
 convention (Liu et al. 2024 write W as (d, k) and take column norms: the same vectors).
 
-Two backward modes (Eq. 2.11). With c = m/n and dc = Σ_rows dy ⊙ z (z = x W₀ᵀ + s·u Bᵀ):
+Two backward modes (Eq. 2.10). With c = m/n and dc = Σ_rows dy ⊙ z (z = x W₀ᵀ + s·u Bᵀ):
 
     dm = dc / n                                      (both modes)
     dV = −(dc ⊙ m / n³) V   → dB += s·dV Aᵀ,  dA += s·Bᵀ dV      (exact mode only)
@@ -33,7 +33,7 @@ MAGNITUDE = "lora_magnitude_vector"
 
 
 def row_norm(V: np.ndarray) -> np.ndarray:
-    """n_i = ‖V_i,:‖₂, one per output row of a (d_out, d_in) weight (Eq. 2.9)."""
+    """n_i = ‖V_i,:‖₂, one per output row of a (d_out, d_in) weight (Eq. 2.8)."""
     return np.sqrt((V * V).sum(axis=1))
 
 
@@ -44,7 +44,7 @@ def check_bool(x, name: str) -> bool:
 
 
 class DoRALinear(Module):
-    """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.10); the bias is not rescaled (as in peft).
+    """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.9); the bias is not rescaled (as in peft).
 
     ``base`` becomes the frozen ``self.base_layer``. Trainable: ``lora_A`` (r, d_in),
     ``lora_B`` (d_out, r) = 0 at start, and ``lora_magnitude_vector`` m (d_out,) = n(W₀).
@@ -88,11 +88,11 @@ class DoRALinear(Module):
         return self.scaling * (self.p["lora_B"] @ self.p["lora_A"])
 
     def direction(self) -> np.ndarray:
-        """V = W₀ + s·B A (Eq. 2.9); formed every step, because n needs it."""
+        """V = W₀ + s·B A (Eq. 2.8); formed every step, because n needs it."""
         return self.base_layer.p["weight"] + self.delta_weight()
 
     def weight(self) -> np.ndarray:
-        """W' = diag(m/n) V (Eq. 2.9), the one matrix a merged layer holds."""
+        """W' = diag(m/n) V (Eq. 2.8), the one matrix a merged layer holds."""
         V = self.direction()
         return (self.p[MAGNITUDE] / row_norm(V))[:, None] * V
 
@@ -102,14 +102,14 @@ class DoRALinear(Module):
             return self.base_layer(x)                   # x W'ᵀ + b
         checks.finite_array(x, "DoRALinear input")
         self.x, self.V = x, self.direction()
-        self.n = row_norm(self.V)                        # n(W₀ + s·BA), Eq. 2.9
+        self.n = row_norm(self.V)                        # n(W₀ + s·BA), Eq. 2.8
         self.u = x @ self.p["lora_A"].T                  # u = x Aᵀ
         self.z = x @ self.base_layer.p["weight"].T + self.scaling * (self.u @ self.p["lora_B"].T)
-        y = (self.p[MAGNITUDE] / self.n) * self.z        # (m/n) ⊙ z, Eq. 2.10
+        y = (self.p[MAGNITUDE] / self.n) * self.z        # (m/n) ⊙ z, Eq. 2.9
         return y + self.base_layer.p["bias"] if "bias" in self.base_layer.p else y
 
     def backward(self, dy):
-        """Eq. 2.11: dm = dc/n; dz = c ⊙ dy → LoRA's Eq. 2.5; exact mode adds V's path to A, B."""
+        """Eq. 2.10: dm = dc/n; dz = c ⊙ dy → LoRA's Eq. 2.5; exact mode adds V's path to A, B."""
         if self.merged:
             raise RuntimeError("DoRALinear.backward: the layer is merged (W' is one matrix); "
                                "call unmerge() before training")
@@ -153,7 +153,7 @@ class DoRALinear(Module):
         self.merged = merged
 
     def merge(self):
-        """W ← W' = diag(m/n)(W₀ + s·BA) (Eq. 2.9): no inference cost. Refuses twice, or NaN/inf."""
+        """W ← W' = diag(m/n)(W₀ + s·BA) (Eq. 2.8): no inference cost. Refuses twice, or NaN/inf."""
         if self.merged:
             raise RuntimeError("DoRALinear.merge: already merged")
         self._set_weight(self._merged_weight(+1), True)
@@ -215,7 +215,7 @@ def unmerge_all(model: Module) -> list[str]:
 
 # ----------------------------------------------------------------------------- count
 def dora_params(shape: C.ModelShape, r: int, targets=("query", "value")) -> int:
-    """LoRA's count plus one magnitude per output row (Eq. 2.12):
+    """LoRA's count plus one magnitude per output row (Eq. 2.11):
     L · Σ_targets [r·(d_in + d_out) + d_out]."""
     lora = C.lora_params(shape, r, targets)             # validates r and the targets
     mats = C.linear_shapes(shape)

@@ -303,7 +303,7 @@ _RECORDS = [
            lambda s, targets, r, alpha, rslora: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "rslora": False}, _merge_lora,  # rslora: s = α/√r (Eq. 2.3)
            Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora)),
-    Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.9)",
+    Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.8)",
            lambda mm, seed, targets, r, alpha: TD.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: D.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora),

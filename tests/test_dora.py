@@ -46,7 +46,7 @@ def test_detached_backward_is_the_gradient_with_the_norm_frozen():
     n_frozen = dora.row_norm(layer.direction()).copy()
     W0, b, s = layer.base_layer.p["weight"], layer.base_layer.p["bias"], layer.scaling
 
-    def loss_frozen():  # Eq. 2.10 with n a constant
+    def loss_frozen():  # Eq. 2.9 with n a constant
         z = x @ W0.T + s * (x @ layer.p["lora_A"].T) @ layer.p["lora_B"].T
         return float(((layer.p[MAG] / n_frozen * z + b) * dy).sum())
 

@@ -38,7 +38,7 @@ def pissa(W, r, s):
 
 def pissa_asymmetric(W, r, s):
     U, S, Vt = np.linalg.svd(W, full_matrices=False)
-    A, B = S[:r, None] * Vt[:r] / s, U[:, :r]          # all of Σ_r/s in A: not Eq. 2.8
+    A, B = S[:r, None] * Vt[:r] / s, U[:, :r]          # all of Σ_r/s in A: not Eq. 2.12
     return A, B, W - s * B @ A
 
 

@@ -1,6 +1,6 @@
 """PyTorch twin of ``pedagogy_lib.dora`` (same names, same seed → same A), and DoRA's peft files.
 
-Autograd replaces the hand-written backward of Eq. 2.11: ``detach_norm=True`` detaches n
+Autograd replaces the hand-written backward of Eq. 2.10: ``detach_norm=True`` detaches n
 (peft's choice), ``False`` lets the gradient flow through it; tests check both against NumPy.
 
 File format (chapter 02, §11): a peft DoRA adapter is a LoRA adapter (``peft_io``) whose
@@ -31,7 +31,7 @@ from .lora import _numpy_dtype, _set, linear_paths
 
 
 class DoRALinear(nn.Module):
-    """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.10); n detached when ``detach_norm``."""
+    """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.9); n detached when ``detach_norm``."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False,
                  init: str = "kaiming-uniform", rng: np.random.Generator | None = None,
@@ -71,7 +71,7 @@ class DoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def norm(self) -> torch.Tensor:
-        """n = ‖W₀ + s·BA‖ per row (Eq. 2.9). In peft's mode it is computed outside autograd,
+        """n = ‖W₀ + s·BA‖ per row (Eq. 2.8). In peft's mode it is computed outside autograd,
         so nothing of the d_out×d_in matrix V is kept for the backward."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_norm):
             return torch.linalg.vector_norm(self.base_layer.weight + self.delta_weight(), dim=1)

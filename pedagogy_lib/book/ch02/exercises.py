@@ -93,7 +93,7 @@ def check_pissa_init(fn) -> None:
         AtA = np.asarray(A) @ np.asarray(A).T
         expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
                      "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
-        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.8 splits Σ_r/s evenly: "
+        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.12 splits Σ_r/s evenly: "
                      "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
         BtB = np.asarray(B).T @ np.asarray(B)
         expect_close(BtB, np.diag(S[:r] / s), "Bᵀ B (it should equal A Aᵀ = Σ_r/s: the same √(Σ_r/s) "

@@ -109,7 +109,7 @@ def dora_modes(base: Linear, r: int = 8, alpha: float = 16, n: int = 32, seed: i
         layer.backward(dy)
         n_now = dora.row_norm(layer.direction()).copy()
 
-        def loss():  # Eq. 2.10, with n frozen at its value now in detached mode
+        def loss():  # Eq. 2.9, with n frozen at its value now in detached mode
             norm = n_now if detach else dora.row_norm(layer.direction())
             return float(((layer.p[dora.MAGNITUDE] / norm) * (x @ layer.direction().T) * dy).sum())
 
