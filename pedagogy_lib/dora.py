@@ -20,10 +20,13 @@ exact one. ``detach_norm=False`` gives the exact gradient. The forward is the sa
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import checks
 from . import counting as C
+from . import lora
 from .lora import (already_adapted, check_alpha, check_rank, init_A, linear_paths, match_targets,
                    merge_layers, scaling)
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
@@ -223,5 +226,24 @@ def dora_params(shape: C.ModelShape, r: int, targets=("query", "value")) -> int:
     return lora + shape.layers * sum(mats[C.ALIASES.get(t, t)][1] for t in names)   # + d_out each
 
 
-__all__ = ["DoRALinear", "INITS", "MAGNITUDE", "attach_dora", "dora_layers", "dora_params", "merge_all",
+# ----------------------------------------------------------------------------- peft's files
+# A peft DoRA adapter is a LoRA adapter (``lora.PEFT_FORMAT``) whose config says ``use_dora: true``
+# and which holds one more tensor per adapted layer, ``lora_magnitude_vector`` of shape (d_out,).
+# ``peft_io.save_adapter(model, folder, fmt=dora.PEFT_FORMAT)`` writes it, ``load_adapter`` reads it.
+def _peft_attach(lib, model, settings: dict):
+    (r, alpha, rslora), = set(settings.values())
+    lib.attach_dora(model, tuple(settings), r=r, alpha=alpha, rslora=rslora)
+
+
+def _peft_shape(name: str, s, d_in: int, d_out: int) -> tuple:
+    return (d_out,) if name == MAGNITUDE else lora.PEFT_FORMAT.shape(name, s, d_in, d_out)
+
+
+PEFT_FORMAT = dataclasses.replace(
+    lora.PEFT_FORMAT, name="DoRA", module=__name__, layers="dora_layers",
+    tensors={**lora.PEFT_FORMAT.tensors, MAGNITUDE: MAGNITUDE}, shape=_peft_shape,
+    fixed={**lora.PEFT_FORMAT.fixed, "use_dora": True}, attach=_peft_attach)
+
+
+__all__ = ["DoRALinear", "INITS", "MAGNITUDE", "PEFT_FORMAT", "attach_dora", "dora_layers", "dora_params", "merge_all",
            "row_norm", "unmerge_all"]

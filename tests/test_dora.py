@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedagogy_lib import checkpoint, counting, dora, lora, models, nn
+from pedagogy_lib import checkpoint, counting, dora, lora, models, nn, peft_io
 from pedagogy_lib.gradcheck import check_module, compare, numerical_grad, rel_error
 from pedagogy_lib.torch_ref import dora as tdora
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
@@ -305,10 +305,10 @@ def test_peft_files_round_trip_both_ways(tmp_path, peft_dora, backend):
     with torch.no_grad():
         ref = hf_embed(peft_dora, checkpoint.Tokenizer()).numpy()
     ours = models.load_minilm("numpy") if backend == "numpy" else load_minilm_torch(device="cpu")
-    paths = tdora.load_dora_adapter(ours, tmp_path / "theirs")
+    paths = peft_io.load_adapter(ours, tmp_path / "theirs", fmt=dora.PEFT_FORMAT)
     assert len(paths) == 12
     assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5                  # peft saves -> we load
-    tdora.save_dora_adapter(ours, tmp_path / "ours", "sentence-transformers/all-MiniLM-L6-v2")
+    peft_io.save_adapter(ours, tmp_path / "ours", "sentence-transformers/all-MiniLM-L6-v2", fmt=dora.PEFT_FORMAT)
     cfg = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
     assert (cfg["peft_type"], cfg["use_dora"], cfg["r"], cfg["target_modules"]) == ("LORA", True, 4, ["query", "value"])
     hf = peft.PeftModel.from_pretrained(hf_base(), str(tmp_path / "ours")).eval()
@@ -319,19 +319,17 @@ def test_peft_files_round_trip_both_ways(tmp_path, peft_dora, backend):
 def test_bad_dora_files_are_refused_and_change_nothing(tmp_path):
     ours = models.load_minilm("numpy")
     dora.attach_dora(ours.bert, ("query", "value"), r=2, alpha=4)
-    tdora.save_dora_adapter(ours, tmp_path)
+    peft_io.save_adapter(ours, tmp_path, fmt=dora.PEFT_FORMAT)
     cfg_path = tmp_path / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     fresh = models.load_minilm("numpy")
-    cfg_path.write_text(json.dumps({**cfg, "use_dora": False}))
-    with pytest.raises(ValueError, match="use_dora"):
-        tdora.load_dora_adapter(fresh, tmp_path)
-    cfg_path.write_text(json.dumps({**cfg, "r": 3}))
-    with pytest.raises(ValueError, match="shape"):
-        tdora.load_dora_adapter(fresh, tmp_path)
-    cfg_path.write_text(json.dumps({**cfg, "target_modules": ["key"]}))
-    with pytest.raises(ValueError, match="missing"):
-        tdora.load_dora_adapter(fresh, tmp_path)
-    assert not dora.dora_layers(fresh.bert)
+    with pytest.raises(ValueError, match="use_dora"):           # a DoRA file is not a LoRA file
+        peft_io.load_adapter(fresh, tmp_path)
+    for change, msg in (({"use_dora": False}, "use_dora"), ({"r": 3}, "shape"), ({"target_modules": ["key"]}, "missing")):
+        cfg_path.write_text(json.dumps({**cfg, **change}))
+        with pytest.raises(ValueError, match=msg):
+            peft_io.load_adapter(fresh, tmp_path, fmt=dora.PEFT_FORMAT)
+    assert not dora.dora_layers(fresh.bert) and not lora.lora_layers(fresh.bert)
+    assert all(not m.frozen for _, m in fresh.bert.named_modules())
     with pytest.raises(ValueError, match="no DoRA layers"):
-        tdora.save_dora_adapter(fresh, tmp_path / "none")
+        peft_io.save_adapter(fresh, tmp_path / "none", fmt=dora.PEFT_FORMAT)

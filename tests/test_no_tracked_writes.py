@@ -41,7 +41,6 @@ PRIMITIVES = {"pedagogy_lib.results._write", "pedagogy_lib.book.figures.save"}
 PATH_WRITERS = {
     "pedagogy_lib.checks.write_atomically",  # the atomic write itself: {path: bytes} given
     "pedagogy_lib.peft_io._write_adapter",  # under peft_io.save_adapter(model, folder)
-    "pedagogy_lib.torch_ref.dora.save_dora_adapter",  # a peft DoRA adapter, into the folder given
     "pedagogy_lib.export.export_merged",
     "pedagogy_lib.decoder_io.write_checkpoint",
     "pedagogy_lib.bpe.save_tokenizer",

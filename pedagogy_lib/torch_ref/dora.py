@@ -1,30 +1,17 @@
-"""PyTorch twin of ``pedagogy_lib.dora`` (same names, same seed → same A), and DoRA's peft files.
+"""PyTorch twin of ``pedagogy_lib.dora``: same names, same seed → same A (chapter 02, §11).
 
-Autograd replaces the hand-written backward of Eq. 2.10: ``detach_norm=True`` detaches n
-(peft's choice), ``False`` lets the gradient flow through it; tests check both against NumPy.
-
-File format (chapter 02, §11): a peft DoRA adapter is a LoRA adapter (``peft_io``) whose
-config says ``use_dora: true`` and whose safetensors add, for each adapted Linear at path P,
-``base_model.model.P.lora_magnitude_vector`` of shape (d_out,). ``peft_io.check_config``
-refuses ``use_dora``, so ``load_dora_adapter`` checks that key itself and hands the rest of
-the config to ``check_config``. These live here, not in ``dora.py``, because ``peft_io`` sits
-on this floor (tests/test_layers.py).
+Autograd replaces the hand-written backward of Eq. 2.10: ``detach_norm=True`` computes n
+outside autograd (peft's choice), ``False`` lets the gradient flow through it; tests check
+both against NumPy. ``peft_io`` reads and writes its layers with ``fmt=dora.PEFT_FORMAT``.
 """
 from __future__ import annotations
-
-import json
-import pathlib
 
 import numpy as np
 import torch
 from torch import nn
 
-from .. import checks, peft_io
-from .. import dora as np_dora
-from .. import lora as np_lora
-from ..checkpoint import read_safetensors
-from ..dora import INITS, MAGNITUDE, check_bool
-from ..nn import Module
+from .. import checks
+from ..dora import INITS, check_bool
 from ..lora import (already_adapted, check_alpha, check_rank, init_A, match_targets, merge_layers,
                     scaling)
 from .lora import _numpy_dtype, _set, linear_paths
@@ -161,128 +148,4 @@ def unmerge_all(model: nn.Module) -> list[str]:
     return merge_layers(dora_layers(model), merge=False)
 
 
-# ----------------------------------------------------------------------------- peft's files
-def _root(model):
-    """(backend, encoder): a MiniLM façade (``.bert``) or a bare encoder, NumPy or torch."""
-    root = model.bert if hasattr(model, "bert") else model
-    if isinstance(root, Module):
-        return "numpy", root
-    if isinstance(root, nn.Module):
-        return "torch", root
-    raise TypeError(f"expected our NumPy or torch encoder (or a MiniLM holding one), got {type(model).__name__}")
-
-
-def _lib(backend):
-    """(dora_layers, attach_dora, linear_paths) of the backend."""
-    if backend == "numpy":
-        return np_dora.dora_layers, np_dora.attach_dora, np_lora.linear_paths
-    return dora_layers, attach_dora, linear_paths
-
-
-def _numpy(layer, name: str) -> np.ndarray:
-    v = layer.p[name] if hasattr(layer, "p") else getattr(layer, name)
-    return v if isinstance(v, np.ndarray) else v.detach().cpu().numpy()
-
-
-def save_dora_adapter(model, directory, base_model_name_or_path: str | None = None) -> pathlib.Path:
-    """Write the model's DoRA layers as a peft adapter directory (float32): LoRA's config
-    (``peft_io.adapter_config``) with ``use_dora: true``, A, B and m per layer."""
-    from safetensors.numpy import save
-
-    backend, root = _root(model)
-    layers_of, _, paths_of = _lib(backend)
-    layers = layers_of(root)
-    if not layers:
-        raise ValueError("save_dora_adapter: the model has no DoRA layers (call attach_dora first)")
-    kinds = {(m.r, m.alpha, m.rslora) for m in layers.values()}
-    if len(kinds) != 1:
-        raise ValueError(f"save_dora_adapter: layers differ in (r, alpha, rslora) {sorted(kinds)}")
-    merged = [p for p, m in layers.items() if m.merged]
-    if merged:
-        raise ValueError(f"save_dora_adapter: {merged[:2]} are merged; unmerge first")
-    tensors = {}
-    for path, layer in layers.items():
-        for name, key in (("lora_A", "lora_A.weight"), ("lora_B", "lora_B.weight"), (MAGNITUDE, MAGNITUDE)):
-            tensors[f"{peft_io.PREFIX}{path}.{key}"] = np.ascontiguousarray(_numpy(layer, name), np.float32)
-    bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"save_dora_adapter: {bad[:2]} contain NaN/inf; nothing was written")
-    universe = sorted(set(paths_of(root)) | set(layers))
-    (r, alpha, rslora), = kinds
-    config = peft_io.adapter_config(r, alpha, rslora, peft_io.describe_targets(layers, universe),
-                                    base_model_name_or_path) | {"use_dora": True}
-    directory = pathlib.Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"save_dora_adapter: {directory} exists and is not a directory")
-    checks.write_atomically({directory / peft_io.WEIGHTS_NAME: save(tensors, metadata={"format": "pt"}),
-                             directory / peft_io.CONFIG_NAME: json.dumps(config, indent=2, sort_keys=True) + "\n"})
-    return directory
-
-
-def read_dora_config(directory) -> dict:
-    """The checked config of a peft DoRA adapter: ``use_dora`` must be true; every other
-    field goes through ``peft_io.check_config`` (which only knows plain LoRA)."""
-    path = pathlib.Path(directory) / peft_io.CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} has no {peft_io.CONFIG_NAME}")
-    cfg = checks.read_json(path, max_bytes=1 << 20)
-    if not isinstance(cfg, dict) or cfg.get("use_dora") is not True:
-        raise ValueError(f"{path}: use_dora is {cfg.get('use_dora') if isinstance(cfg, dict) else None!r}; "
-                         "a DoRA adapter says true (a plain LoRA adapter loads with peft_io.load_adapter)")
-    return peft_io.check_config({**cfg, "use_dora": False})
-
-
-def _dora_plan(backend, root, cfg, weights) -> dict[str, dict[str, np.ndarray]]:
-    """{path: {lora_A, lora_B, lora_magnitude_vector}} after checking keys, shapes, values."""
-    layers_of, _, paths_of = _lib(backend)
-    shapes = {**paths_of(root), **{p: (m.d_in, m.d_out) for p, m in layers_of(root).items()}}
-    matched = match_targets([*shapes, *[p for p in peft_io.HF_ONLY_LINEARS if p not in shapes]],
-                            cfg["target_modules"])
-    chosen = [p for p in matched if p in shapes]
-    keys = {"lora_A": "lora_A.weight", "lora_B": "lora_B.weight", MAGNITUDE: MAGNITUDE}
-    expected = {f"{peft_io.PREFIX}{p}.{k}": (p, name) for p in chosen for name, k in keys.items()}
-    skipped = {f"{peft_io.PREFIX}{p}.{k}" for p in matched if p not in shapes for k in keys.values()}
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected) - skipped)
-    if not chosen or missing or unexpected:
-        raise ValueError(f"DoRA adapter weights do not fit target_modules {cfg['target_modules']!r}: "
-                         f"missing {missing[:3]}, unexpected {unexpected[:3]}")
-    r, plan = cfg["r"], {p: {} for p in chosen}
-    for key, (p, name) in expected.items():
-        d_in, d_out = shapes[p]
-        check_rank(r, d_in, d_out)
-        want = {"lora_A": (r, d_in), "lora_B": (d_out, r), MAGNITUDE: (d_out,)}[name]
-        v = weights[key]
-        if v.shape != want or v.dtype.kind != "f":
-            raise ValueError(f"{key}: shape {v.shape} dtype {v.dtype}, expected float {want}")
-        plan[p][name] = checks.finite_array(v, key)
-    existing = layers_of(root)
-    if existing and (sorted(existing) != sorted(chosen) or any(
-            (m.r, m.alpha, m.rslora, m.merged) != (r, cfg["alpha"], cfg["rslora"], False) for m in existing.values())):
-        raise ValueError("the model already has DoRA layers that do not match this adapter; load into a fresh model")
-    return plan
-
-
-def load_dora_adapter(model, directory) -> list[str]:
-    """Load a peft DoRA adapter into our NumPy or torch model; every check runs first."""
-    backend, root = _root(model)
-    layers_of, attach, _ = _lib(backend)
-    cfg = read_dora_config(directory)
-    w_path = pathlib.Path(directory) / peft_io.WEIGHTS_NAME
-    if not w_path.is_file():
-        raise ValueError(f"{directory} has no {peft_io.WEIGHTS_NAME} (pickled weights are never read)")
-    plan = _dora_plan(backend, root, cfg, read_safetensors(w_path))
-    if not layers_of(root):
-        attach(root, tuple(plan), r=cfg["r"], alpha=cfg["alpha"], rslora=cfg["rslora"])
-    layers = layers_of(root)
-    for p, values in plan.items():
-        for name, v in values.items():
-            if backend == "numpy":
-                layers[p].p[name][...] = v
-            else:
-                with torch.no_grad():
-                    getattr(layers[p], name).copy_(torch.from_numpy(np.ascontiguousarray(v)))
-    return list(plan)
-
-
-__all__ = ["DoRALinear", "attach_dora", "dora_layers", "load_dora_adapter", "merge_all", "read_dora_config",
-           "save_dora_adapter", "unmerge_all"]
+__all__ = ["DoRALinear", "attach_dora", "dora_layers", "merge_all", "unmerge_all"]
