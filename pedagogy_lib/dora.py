@@ -14,9 +14,9 @@ Two backward modes (Eq. 2.10). With c = m/n and dc = Σ_rows dy ⊙ z (z = x W�
     dV = −(dc ⊙ m / n³) V   → dB += s·dV Aᵀ,  dA += s·Bᵀ dV      (exact mode only)
 
 ``detach_norm=True`` (the default, what peft and the paper's §4.3 do) treats n as a
-constant in backward and drops the dV term: the backward then never forms a d_out×d_in
-gradient, so training memory stays LoRA's, at the price of a gradient that is not the
-exact one. ``detach_norm=False`` gives the exact gradient. The forward is the same.
+constant in backward and drops the dV term: the backward then forms no d_out×d_in
+gradient, and an autograd framework keeps nothing of V for it (torch_ref.dora), so training
+memory stays close to LoRA's, at the price of a gradient that is not the exact one. ``detach_norm=False`` gives the exact gradient. The forward is the same.
 """
 from __future__ import annotations
 
@@ -220,10 +220,10 @@ def unmerge_all(model: Module) -> list[str]:
 def dora_params(shape: C.ModelShape, r: int, targets=("query", "value")) -> int:
     """LoRA's count plus one magnitude per output row (Eq. 2.11):
     L · Σ_targets [r·(d_in + d_out) + d_out]."""
-    lora = C.lora_params(shape, r, targets)             # validates r and the targets
+    n_lora = C.lora_params(shape, r, targets)           # validates r and the targets
     mats = C.linear_shapes(shape)
     names = tuple(mats) if targets == "all-linear" else (targets,) if isinstance(targets, str) else tuple(targets)
-    return lora + shape.layers * sum(mats[C.ALIASES.get(t, t)][1] for t in names)   # + d_out each
+    return n_lora + shape.layers * sum(mats[C.ALIASES.get(t, t)][1] for t in names)   # + d_out each
 
 
 # ----------------------------------------------------------------------------- peft's files
