@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from pedagogy_lib import decoder_io as IO, results as R, runner
-from pedagogy_lib.book.ch10.tasks import BATCH, SEEDS, STEPS, decoder_task
+from pedagogy_lib.book.ch10.tasks import BATCH, SEEDS, STEPS, add_seeds, decoder_task
 from pedagogy_lib.registry import DECODER_ARMS
 
 RESULTS = "ch10_{task}"   # one file per task: ch10_area.json, ch10_line.json
@@ -75,6 +75,27 @@ def append(task: str, methods, tok, redo: bool = False) -> dict:
     return res
 
 
+def more_seeds(tok, tasks=("area", "line"), scale: bool = True) -> None:
+    """Add the seeds of ``SEEDS`` that the stored ``ch10_{task}.json`` (and ``ch10_scale.json``)
+    lack, at each method's chosen rate (``tasks.add_seeds``: the stored runs and rate searches
+    are kept; one stored run is re-run first and must come back identical)."""
+    todo = [(RESULTS.format(task=t), t, None) for t in tasks] + ([(SCALE, "area", "stdlib-4m")] if scale else [])
+    for file, task, name in todo:
+        res = R.load(file, "python -m pedagogy_lib.book.ch10.experiment", keys=("runs", "selection", "seeds"))
+        t = decoder_task(task, tok)
+
+        def run(m, lr, seed, bar):
+            rec, model = runner.run_decoder(m, t, seed, lr, bar, name)
+            if t.finish is not None:
+                rec["test"] |= t.finish(model)   # the generations every run at a chosen rate carries
+            return rec
+
+        n = len(res["selection"]) * len(set(SEEDS) - set(res["seeds"])) + 1
+        with tqdm(total=n * STEPS[task], desc=f"ch10 {file} more seeds (steps)", file=sys.stderr, disable=None) as bar:
+            res = add_seeds(res, run, SEEDS, bar=bar)
+        print(R.save(res, file))
+
+
 SCALE = "ch10_scale"   # prompt tuning vs full fine-tuning on the area task at the larger size
 
 
@@ -102,6 +123,8 @@ def main(argv=None):
     ap.add_argument("--redo", action="store_true", help="with --append: replace methods an earlier --append added")
     ap.add_argument("--scale", action="store_true",
                     help="only the model-size study: full FT and prompt tuning on the area task with stdlib-4m")
+    ap.add_argument("--more-seeds", action="store_true",
+                    help="add the seeds of SEEDS missing from the stored results at each chosen rate (area, line, scale)")
     ap.add_argument("--no-studies", action="store_true", help="skip the QLoRA studies (studies.py)")
     args = ap.parse_args(argv)
     bad = sorted(set(args.methods) - set(ARMS))
@@ -111,6 +134,9 @@ def main(argv=None):
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     if args.scale:
         scale_study(tok)
+        return
+    if args.more_seeds:
+        more_seeds(tok, args.tasks)
         return
     if args.append:
         for task in args.tasks:
