@@ -32,7 +32,9 @@ def test_missing_seeds_run_at_the_chosen_rates_and_the_stored_runs_stay():
     assert res == before                                          # the input is not modified
     assert calls[0] == ("full", 1e-3, 0)                          # the check: one stored run re-run
     assert sorted(calls[1:]) == [("full", 1e-3, 3), ("full", 1e-3, 4), ("lora-qv", 1e-2, 3), ("lora-qv", 1e-2, 4)]
-    assert out["runs"][:len(before["runs"])] == before["runs"] and out["selection"] == before["selection"]
+    assert [r for r in out["runs"] if r["seed"] < 3] == before["runs"] and out["selection"] == before["selection"]
+    order = [(r["method"], r["lr"], r["seed"]) for r in out["runs"]]   # the protocol's order: each rate's seeds together
+    assert order[:5] == [("full", 1e-3, s) for s in range(5)] and order[5:10] == [("lora-qv", 1e-2, s) for s in range(5)]
     assert out["seeds"] == [0, 1, 2, 3, 4] and len(out["runs"]) == len(before["runs"]) + 4
     spent = out["added_seeds"]["3,4"]
     assert spent["checked"] is True and spent["wall_seconds"] >= 0 and spent["cpu_seconds"] >= 0

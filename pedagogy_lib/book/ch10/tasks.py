@@ -113,13 +113,23 @@ def add_seeds(res: dict, run, seeds=SEEDS, check: bool = True, bar=None) -> dict
         if diff:
             raise RuntimeError(f"re-running {m} seed {have[0]} at lr {lr} changed {diff}: "
                                f"{[old[k] for k in diff]} → {[again[k] for k in diff]}; new seeds would not be paired")
-    runs = [run(m, sel["chosen"], s, bar) for m, sel in res["selection"].items() for s in new]
     if not new:
         return res
+    runs = in_protocol_order(res, [run(m, sel["chosen"], s, bar) for m, sel in res["selection"].items() for s in new])
     spent = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "checked": check,
              "versions": R.versions("torch", "numpy")}
-    return dict(res, runs=res["runs"] + runs, seeds=sorted(have + new),
+    return dict(res, runs=runs, seeds=sorted(have + new),
                 added_seeds=res.get("added_seeds", {}) | {",".join(map(str, new)): spent})
+
+
+def in_protocol_order(res: dict, new: list[dict]) -> list[dict]:
+    """``res["runs"]`` with each run of ``new`` placed after the last stored run of its method
+    and rate, in seed order: the list ``runner.decoder_protocol`` writes when it runs every seed."""
+    out = list(res["runs"])
+    for rec in sorted(new, key=lambda r: r["seed"]):
+        same = [i for i, r in enumerate(out) if (r["method"], r["lr"]) == (rec["method"], rec["lr"])]
+        out.insert(same[-1] + 1, rec)
+    return out
 
 
 VADER_TEMPLATE = "Word: {w}\nSentiment:"
