@@ -6,7 +6,8 @@ about how any one chapter uses it:
 * ``attach_numpy(mm, seed, **opts)`` / ``attach_torch(mm, seed, **opts)``: make the method's
   parameters the trainable ones of a freshly loaded MiniLM (``mm`` has ``.net``, ``.bert``,
   ``.tokenizer``; NumPy from ``models.load_minilm``, torch from ``torch_ref.encoder``);
-* ``count(shape, **opts)``: its trainable-parameter formula, from ``counting`` (chapter 00);
+* ``count(shape, **opts)``: its trainable-parameter count on a ``counting.ModelShape``, from the
+  one formula in its method module (e.g. ``lora.lora_params``; chapter 00 teaches them);
 * ``lrs``: the learning-rate grid the runner starts from (three rates around the best one
   chapters 02–06 and the first chapter 08 run found; ``runner.protocol`` extends it until
   its best point is bracketed);
@@ -28,6 +29,7 @@ about how any one chapter uses it:
 A chapter names the settings it compares as ``Arm``s (a label, a method, overrides), so
 "LoRA r=8 on every linear layer" is the ``lora`` record with ``targets="all-linear"``; an arm
 with ``model="decoder"`` uses the record's decoder form (``DECODER_ARMS``: chapter 10's nine).
+``compared`` names the record's arms in chapter 08's comparison (``compared_arms``).
 Adding a method = one ``Method(...)`` line in ``_RECORDS`` (see README, "Adding a method").
 """
 from __future__ import annotations
@@ -307,7 +309,7 @@ _RECORDS = [
                                                                       rslora=rslora, seed=seed),
            lambda mm, seed, targets, r, alpha, rslora: L.attach_lora(mm.bert, targets, r=r, alpha=alpha,
                                                                      rslora=rslora, seed=seed),
-           lambda s, targets, r, alpha, rslora: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
+           lambda s, targets, r, alpha, rslora: L.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "rslora": False}, _merge_lora,  # rslora: s = α/√r (Eq. 2.3)
            Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora),
            compared=(Compared("lora_qv", note="r=8, α=16 on W_q, W_v"),
@@ -316,44 +318,46 @@ _RECORDS = [
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
-             lambda s, m, kind=kind: C.adapter_params(s, m, kind), lrs, {"m": m}, compared=(Compared(note=note),))
+             lambda s, m, kind=kind: A.adapter_params(s.hidden, m, kind, s.layers), lrs, {"m": m},
+             compared=(Compared(note=note),))
       for kind, m, lrs, note in (("houlsby", 16, (1e-3, 3e-3, 1e-2), "m=16, two adapters per block"),
                                  ("pfeiffer", 32, (1e-3, 3e-3, 1e-2), "m=32, one adapter per block"),
                                  ("parallel", 16, (3e-3, 1e-2, 3e-2), "m=16, beside each block's FFN"))],
     Method("prefix", "m key and value vectors per layer, through an MLP while training (Eq. 4.3)",
            lambda mm, seed, m, reparam: TP.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda mm, seed, m, reparam: P.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
-           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3, 1e-2), {"m": 10, "reparam": 128}, _fold_prefix,
+           lambda s, m, reparam: P.num_prefix_params(m, s.hidden, s.layers), (1e-3, 3e-3, 1e-2),
+           {"m": 10, "reparam": 128}, _fold_prefix,
            Decoder(_dec_prefix, (1e-3, 3e-3, 1e-2), {"m": DP.PREFIX_TOKENS}),
            compared=(Compared(note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),)),
     Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
-           lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
+           lambda s, m, init: PT.num_prompt_params(m, s.hidden), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
            decoder=Decoder(_dec_prompt, (3e-3, 1e-2, 3e-2), {"m": DP.PROMPT_TOKENS}),
            compared=(Compared(note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),)),
     Method("deep_prompt", "m hidden-state vectors at every layer's input",
            lambda mm, seed, m: TPT.attach_deep_prompt(mm.bert, m, seed=seed),
            lambda mm, seed, m: PT.attach_deep_prompt(mm.bert, m, seed=seed),
-           lambda s, m: C.prompt_params(s, m) * s.layers, (3e-3, 1e-2, 3e-2), {"m": 10},
+           lambda s, m: PT.num_deep_prompt_params(m, s.hidden, s.layers), (3e-3, 1e-2, 3e-2), {"m": 10},
            compared=(Compared(note="m=10 hidden-state vectors at every layer's input"),)),
     Method("ptuning_v2", "m keys and values per layer, trained directly (Eq. 5.4)",
            lambda mm, seed, m: TP.attach_ptuning_v2(mm.bert, m, seed=seed),
            lambda mm, seed, m: P.attach_ptuning_v2(mm.bert, m, seed=seed),
-           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10},
+           lambda s, m: P.num_prefix_params(m, s.hidden, s.layers), (3e-3, 1e-2, 3e-2), {"m": 10},
            decoder=Decoder(_dec_ptuning_v2, (3e-3, 1e-2, 3e-2, 1e-1, 3e-1), {"m": DP.PREFIX_TOKENS}),
            compared=(Compared(note="m=10 per-layer keys/values, no reparameterisation"),)),
     Method("bitfit", "the biases and LayerNorm shifts (``sites``: only those per-block biases, e.g. b_q, b_m2)",
            lambda mm, seed, include_layernorm, sites: TB.apply_bitfit(mm.bert, sites, include_layernorm),
            lambda mm, seed, include_layernorm, sites: B.apply_bitfit(mm.bert, sites, include_layernorm),
-           lambda s, include_layernorm, sites: C.bitfit_params(s, include_layernorm, only=sites),
+           lambda s, include_layernorm, sites: B.bitfit_params(s, include_layernorm, only=sites),
            (3e-3, 1e-2, 3e-2), {"include_layernorm": True, "sites": None},
            compared=(Compared(note="biases + LayerNorm β"),)),
     Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
            lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
-           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3,
+           lambda s: I.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3,
            Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2), peft=_peft_ia3),
            compared=(Compared(note="l_k, l_v and l_ff (FFN hidden), started at 1"),)),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
-           lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
+           lambda s, targets, r, alpha, **q: L.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA,
            compared=(Compared(note="NF4+DQ base (bitsandbytes Linear4bit), LoRA r=8 on W_q, W_v"),)),
     # chapter 01's measurement, not a PEFT method to deploy: lr = η/√d (torch_ref.subspace.subspace_lr),
