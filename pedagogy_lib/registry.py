@@ -43,12 +43,14 @@ from . import adapters as A
 from . import bitfit as B
 from . import checks
 from . import counting as C
+from . import dora as D
 from . import ia3 as I
 from . import lora as L
 from . import prefix as P
 from . import prompt as PT
 from .torch_ref import adapters as TA
 from .torch_ref import decoder_peft as DP
+from .torch_ref import dora as TD
 from .torch_ref import bitfit as TB
 from .torch_ref import ia3 as TI
 from .torch_ref import lora as TL
@@ -108,6 +110,10 @@ def _subspace(clf, seed, d, kind):
 
 def _merge_lora(mm):
     TL.merge_all(mm.bert)
+
+
+def _merge_dora(mm):
+    TD.merge_all(mm.bert)
 
 
 def _merge_ia3(mm):
@@ -315,6 +321,13 @@ _RECORDS = [
            compared=(Compared("lora_qv", note="r=8, α=16 on W_q, W_v"),
                      Compared("lora_all", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3),
                               note="r=8, α=16 on every linear layer"))),
+    # a LoRA variant, compared with LoRA in chapter 02 (§11); not (yet) one of chapter 08's arms:
+    # ``compared=(Compared(note=...),)`` and ``make compare`` would add it there
+    Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.8)",
+           lambda mm, seed, targets, r, alpha: TD.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
+           lambda mm, seed, targets, r, alpha: D.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
+           lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora,
+           compared=()),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
