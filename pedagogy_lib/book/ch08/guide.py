@@ -164,7 +164,7 @@ def guide(res: dict | None = None, curve: dict | None = None, decoder: dict | No
 
 def decoder_rows(measured: dict | None = None) -> list[dict]:
     """The "GPT-style decoder" situation, one row per decoder task of chapter 10
-    (``book.evidence.ch10.guide_row``): the most accurate method and those whose paired interval
+    (``book.ch10.claims.guide_row``): the most accurate method and those whose paired interval
     against it contains 0; among them the pick is the one that trains the fewest numbers."""
     name, article, arms = DECODER
     rows = []
