@@ -25,11 +25,13 @@ path that *ends with* it (no dot needed, exactly as peft checks it).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 import numpy as np
 
 from .lora import check_targets, linear_paths, match_targets
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
+from .peft_format import PeftFormat
 
 # The paper's placement on a BERT block: l_k, l_v and l_ff (the FFN's output.dense, input-scaled).
 # A regex, because peft's suffix rule for "output.dense" also picks attention.output.dense.
@@ -207,5 +209,66 @@ def unmerge_all(model: Module) -> list[str]:
     return switch_merged(ia3_layers(model), False)
 
 
-__all__ = ["IA3Linear", "PAPER_FEEDFORWARD", "PAPER_TARGETS", "attach_ia3", "check_feedforward",
-           "feedforward_matches", "ia3_layers", "merge_all", "plan", "switch_merged", "unmerge_all"]
+
+# ----------------------------------------------------------------------------- the peft file format
+# A peft IA³ adapter holds, for every adapted Linear at path P, ``base_model.model.P.ia3_l``:
+# shape (d_out, 1) when l scales the output, (1, d_in) when P is a feedforward module
+# (peft's IA3Layer.update_layer). The config has peft_type "IA3", target_modules and
+# feedforward_modules (a list entry matches a path that *ends with* it; a string is a regex).
+class PeftSetting(NamedTuple):
+    """Which side of the layer l scales: "input" (a feedforward module, Eq. 6.6) or "output" (Eq. 6.5)."""
+    scales: str
+
+
+def _peft_setting(path: str, layer) -> PeftSetting:
+    if layer.merged:
+        raise ValueError(f"{path} is merged (l is inside W); unmerge first")
+    return PeftSetting("input" if layer.feedforward else "output")
+
+
+def _peft_shape(name: str, s: PeftSetting, d_in: int, d_out: int) -> tuple[int, int]:
+    return (1, d_in) if s.scales == "input" else (d_out, 1)
+
+
+def _feedforward_names(paths: list[str], ff: list[str], targets) -> list[str]:
+    """feedforward_modules for a config: the leaf names when peft's endswith rule picks exactly
+    ``ff`` out of ``paths`` and they are among the (list) targets; else the full paths."""
+    leaves = sorted({p.rsplit(".", 1)[-1] for p in ff})
+    exact = sorted(p for p in paths if feedforward_matches(p, leaves)) == sorted(ff)
+    return leaves if exact and set(leaves) <= set(targets) else sorted(ff)
+
+
+def _peft_config(settings: dict, target_modules) -> dict:
+    """feedforward_modules, written so that peft's rule picks exactly our input-scaled layers;
+    target_modules become the full paths where peft's subset check would fail on names."""
+    paths = sorted(settings)
+    ff = _feedforward_names(paths, [p for p in paths if settings[p].scales == "input"], target_modules)
+    if not set(ff) <= set(target_modules):  # peft checks feedforward ⊆ targets as names
+        target_modules = paths
+    return {"target_modules": target_modules, "feedforward_modules": ff, "init_ia3_weights": True}
+
+
+def _read_peft_config(cfg: dict) -> dict:
+    """{feedforward_modules} of a peft IA³ config: a regex or names, a subset of the target names."""
+    targets, ff = cfg.get("target_modules"), cfg.get("feedforward_modules")
+    if not (isinstance(ff, str) or (isinstance(ff, list) and all(isinstance(f, str) and f for f in ff))):
+        raise ValueError(f"feedforward_modules must be a regex string or a list of names, got {ff!r}")
+    if isinstance(targets, list) and isinstance(ff, list) and not set(ff) <= set(targets):
+        raise ValueError(f"feedforward_modules {ff} must be a subset of target_modules {targets}")
+    return {"feedforward_modules": check_feedforward(ff)}
+
+
+def _peft_attach(lib, model, settings: dict):
+    lib.attach_ia3(model, tuple(settings), tuple(p for p, s in settings.items() if s.scales == "input"))
+
+
+PEFT_FORMAT = PeftFormat(
+    peft_type="IA3", name="IA³", module=__name__, layers="ia3_layers", tensors={"ia3_l": "ia3_l"},
+    shape=_peft_shape, setting=_peft_setting,
+    setting_in=lambda fields, path: PeftSetting("input" if feedforward_matches(path, fields["feedforward_modules"])
+                                                else "output"),
+    config=_peft_config, read_config=_read_peft_config, attach=_peft_attach)
+
+
+__all__ = ["IA3Linear", "PAPER_FEEDFORWARD", "PAPER_TARGETS", "PEFT_FORMAT", "PeftSetting", "attach_ia3",
+           "check_feedforward", "feedforward_matches", "ia3_layers", "merge_all", "plan", "switch_merged", "unmerge_all"]

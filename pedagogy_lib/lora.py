@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from typing import NamedTuple
 
 import numpy as np
 
 from . import checks
 from .counting import lora_matrix_params
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
+from .peft_format import PeftFormat
 
 INITS = ("kaiming-uniform", "gaussian", "pissa")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -326,6 +328,90 @@ def merge_layers(layers: dict, merge: bool) -> list[str]:
     return list(layers)
 
 
+# ----------------------------------------------------------------------------- the peft file format
+# A peft LoRA adapter (chapter 02, section 8): per adapted Linear at path P the file holds
+# base_model.model.P.lora_A.weight (r, d_in) and ….lora_B.weight (d_out, r), our orientation;
+# the config holds peft_type "LORA", r, lora_alpha, use_rslora (one setting for every layer).
+# peft_io reads and writes it (``fmt=PEFT_FORMAT`` is its default).
+# init_lora_weights values that rewrite the base weights (PiSSA, OLoRA, …): such an adapter
+# only reproduces the fine-tuned model together with a modified base, which we do not have.
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq", "orthogonal")
+
+
+class PeftSetting(NamedTuple):
+    """What a peft LoRA config records for every layer: r, α and the scaling rule (Eqs. 2.2–2.3)."""
+    r: int
+    alpha: float
+    rslora: bool
+
+
+def _peft_setting(path: str, layer) -> PeftSetting:
+    if layer.init == "pissa":
+        raise ValueError(f"{path} was initialised with PiSSA, which rewrote the base weights; "
+                         "the adapter alone would not reproduce the model")
+    return PeftSetting(layer.r, layer.alpha, layer.rslora)
+
+
+def _peft_shape(name: str, s: PeftSetting, d_in: int, d_out: int) -> tuple[int, int]:
+    return (s.r, d_in) if name == "lora_A" else (d_out, s.r)          # A (r, d_in), B (d_out, r)
+
+
+def _peft_config(settings: dict, target_modules) -> dict:
+    """r, lora_alpha, use_rslora: one setting for the whole file (peft's rank_pattern is not written)."""
+    kinds = set(settings.values())
+    if len(kinds) != 1:
+        raise ValueError(f"layers differ in (r, alpha, rslora) {sorted(kinds)}; one adapter file holds one setting")
+    (r, alpha, rslora), = kinds
+    return {"r": int(r), "lora_alpha": int(alpha) if float(alpha).is_integer() else float(alpha),
+            "use_rslora": bool(rslora), "lora_dropout": 0.0, "init_lora_weights": True}
+
+
+def _need(cond: bool, msg: str):
+    if not cond:
+        raise ValueError(msg)
+
+
+def _read_peft_config(cfg: dict) -> dict:
+    """{r, alpha, rslora} of a peft LoRA config, refusing what would not give peft's model."""
+    r, alpha, rslora = cfg.get("r"), cfg.get("lora_alpha"), cfg.get("use_rslora", False)
+    _need(isinstance(r, int) and not isinstance(r, bool) and r >= 1, f"r must be an int >= 1, got {r!r}")
+    _need(isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0,
+          f"lora_alpha must be a finite number > 0, got {alpha!r}")
+    _need(isinstance(rslora, bool), f"use_rslora must be true or false, got {rslora!r}")
+    scaling(r, alpha, rslora)  # s must fit in float32
+    init = cfg.get("init_lora_weights", True)
+    _need(not (isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS)),
+          f"init_lora_weights={init!r} rewrites the base weights; convert the adapter to plain LoRA first")
+    _need(init is True or init is False or init == "gaussian", f"init_lora_weights={init!r} is not supported")
+    return {"r": r, "alpha": float(alpha), "rslora": rslora}
+
+
+def _check_peft_layer(s: PeftSetting, t: dict, d_in: int, d_out: int):
+    """r ≤ min(d_in, d_out), and s·BA must fit the model's float32, or every output is NaN."""
+    check_rank(s.r, d_in, d_out)
+    scale = scaling(*s)
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = float(np.abs(scale * (t["lora_B"].astype(np.float64) @ t["lora_A"].astype(np.float64))).max())
+    _need(peak <= FLOAT32_MAX, f"s·BA (s = {scale:.3g}, lora_alpha={s.alpha!r}) reaches {peak:.3g}, beyond "
+          "float32's range: every output would be inf/NaN")
+
+
+def _peft_attach(lib, model, settings: dict):
+    (r, alpha, rslora), = set(settings.values())
+    lib.attach_lora(model, tuple(settings), r=r, alpha=alpha, rslora=rslora)
+
+
+PEFT_FORMAT = PeftFormat(
+    peft_type="LORA", name="LoRA", module=__name__, layers="lora_layers",
+    tensors={"lora_A.weight": "lora_A", "lora_B.weight": "lora_B"}, shape=_peft_shape,
+    setting=_peft_setting, setting_in=lambda fields, path: PeftSetting(fields["r"], fields["alpha"], fields["rslora"]),
+    config=_peft_config, read_config=_read_peft_config, attach=_peft_attach,
+    fixed={"bias": "none", "use_dora": False, "lora_bias": False},
+    empty={"layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
+           "target_parameters": None},
+    check_layer=_check_peft_layer)
+
+
 # ----------------------------------------------------------------------------- cost
 def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
     """Multiply–adds and extra floats of one training step on n input rows, beyond what the
@@ -353,6 +439,6 @@ def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
             "merged_forward": 0}
 
 
-__all__ = ["INITS", "LoRALinear", "attach_lora", "check_alpha", "check_rank", "check_targets",
-           "count_lora_params", "lora_cost", "init_A", "linear_paths", "lora_layers", "match_targets",
+__all__ = ["INITS", "LoRALinear", "PEFT_FORMAT", "PeftSetting", "attach_lora", "check_alpha", "check_rank",
+           "check_targets", "count_lora_params", "lora_cost", "init_A", "linear_paths", "lora_layers", "match_targets",
            "merge_all", "pissa_factors", "scaling", "target_matches", "unmerge_all"]

@@ -1,24 +1,31 @@
-"""LoRA adapters in Hugging Face peft's file format: save ours, load theirs (chapter 02, §5).
+"""Adapters in Hugging Face peft's file format: save ours, load theirs (chapters 02, 06, 10).
 
-A peft LoRA adapter is a directory with two files (facts read from huggingface/peft):
+A peft adapter is a directory with two files (facts read from huggingface/peft):
 
 * ``adapter_config.json``: ``json.dumps(config, indent=2, sort_keys=True)`` with
-  ``peft_type: "LORA"``, ``r``, ``lora_alpha``, ``target_modules``, ``use_rslora`` …;
+  ``peft_type``, ``target_modules`` and the method's own fields;
 * ``adapter_model.safetensors`` (metadata ``{"format": "pt"}``) holding, for every adapted
-  Linear at dotted path P of the base model, ``base_model.model.P.lora_A.weight`` (r, d_in)
-  and ``base_model.model.P.lora_B.weight`` (d_out, r). Our layers store A and B in exactly
-  that orientation, so nothing is transposed.
+  Linear at dotted path P of the base model, the method's tensors ``base_model.model.P.<suffix>``
+  (LoRA: ``lora_A.weight`` (r, d_in) and ``lora_B.weight`` (d_out, r); IA³: ``ia3_l``).
+
+This module does what every method shares, once: the two files (written atomically, read
+with bounded size; a pickled ``adapter_model.bin`` is refused, never opened), the key prefix,
+the common config fields, target matching, and loading that checks the whole file against
+the model before changing anything, into our NumPy model or our torch twin alike. What
+differs between methods is a ``peft_format.PeftFormat`` in the method's own module, which the
+caller passes: ``load_adapter(model, folder, fmt=ia3.PEFT_FORMAT)``; a new method adds its
+format there and nothing here. LoRA's (``lora.PEFT_FORMAT``) is the default: it is peft's
+principal format, the one chapters 02, 10 and 11 exchange, and the one DoRA extends (DoRA's
+files are LoRA files with ``use_dora`` and a magnitude vector per layer). A default argument
+is not a table of methods: nothing here dispatches on ``peft_type``.
 
 Paths are those of the bare encoder (``encoder.layer.0.attention.self.query``), which is
-what ``transformers.BertModel`` calls them. Loading checks the whole file against the model
-before changing anything, reads only safetensors (a pickled ``adapter_model.bin`` is refused,
-never opened) and works for our NumPy model and our torch twin alike.
+what ``transformers.BertModel`` calls them.
 """
 from __future__ import annotations
 
+import importlib
 import json
-import math
-import numbers
 import pathlib
 
 import numpy as np
@@ -28,6 +35,7 @@ from . import lora as np_lora
 from .checkpoint import read_safetensors
 from .checks import write_atomically
 from .nn import Module
+from .peft_format import PeftFormat, show
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -39,9 +47,9 @@ PREFIX = "base_model.model."
 HF_ONLY_LINEARS = ("pooler.dense",)
 # What peft's AutoPeftModel reads to rebuild the base model (our paths are BertModel's).
 AUTO_MAPPING = {"base_model_class": "BertModel", "parent_library": "transformers.models.bert.modeling_bert"}
-# init_lora_weights values that rewrite the base weights (PiSSA, OLoRA, …): such an adapter
-# only reproduces the fine-tuned model together with a modified base, which we do not have.
-_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq", "orthogonal")
+LORA = np_lora.PEFT_FORMAT
+# Config fields every method's file may carry and ours never uses (refused unless empty).
+UNUSED_FIELDS = ("modules_to_save", "exclude_modules", "layers_to_transform", "layers_pattern")
 
 
 # ----------------------------------------------------------------------------- the model side
@@ -65,23 +73,36 @@ def _root(model):
     raise TypeError(f"expected our NumPy or torch encoder (or a model holding one), got {type(model).__name__}")
 
 
-def _lib(backend):
+def _lib(fmt: PeftFormat, backend: str):
+    """The method's module for the model's backend: ``fmt.module`` or its torch twin."""
     if backend == "numpy":
-        return np_lora
-    from .torch_ref import lora as torch_lora
+        return importlib.import_module(fmt.module)
+    package, name = fmt.module.rsplit(".", 1)
+    return importlib.import_module(f"{package}.torch_ref.{name}")
 
-    return torch_lora
+
+def _model_side(fmt: PeftFormat, model):
+    """(backend, root, lib, {path: method layer}, {path: (d_in, d_out)} of every Linear, wrapped or not)."""
+    backend, root = _root(model)
+    lib = _lib(fmt, backend)
+    layers = getattr(lib, fmt.layers)(root)
+    plain = _lib(LORA, backend).linear_paths(root)  # every plain Linear: the walk lora and its twin share
+    return backend, root, lib, layers, {**plain, **{p: (m.d_in, m.d_out) for p, m in layers.items()}}
 
 
-def _factors(backend, layer) -> tuple[np.ndarray, np.ndarray]:
+def _get(backend: str, layer, name: str) -> np.ndarray:
+    return layer.p[name] if backend == "numpy" else getattr(layer, name).detach().cpu().numpy()
+
+
+def _put(backend: str, layer, name: str, value: np.ndarray):
     if backend == "numpy":
-        return layer.p["lora_A"], layer.p["lora_B"]
-    return layer.lora_A.detach().cpu().numpy(), layer.lora_B.detach().cpu().numpy()
+        layer.p[name][...] = value.reshape(layer.p[name].shape)
+        return
+    import torch
 
-
-def _all_linear_paths(backend, root) -> list[str]:
-    lib = _lib(backend)
-    return sorted(set(lib.linear_paths(root)) | set(lib.lora_layers(root)))
+    param = getattr(layer, name)
+    with torch.no_grad():
+        param.copy_(torch.from_numpy(np.ascontiguousarray(value)).reshape(param.shape))
 
 
 def describe_targets(paths, universe) -> list[str]:
@@ -94,57 +115,45 @@ def describe_targets(paths, universe) -> list[str]:
     return leaves if sorted(set(picked)) == paths else paths
 
 
-def adapter_config(r: int, alpha: float, rslora: bool, target_modules,
-                   base_model_name_or_path: str | None = None) -> dict:
-    """The fields peft's LoraConfig writes that define a plain LoRA adapter."""
-    return {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
-        "revision": None, "inference_mode": True,
-        "r": int(r), "lora_alpha": int(alpha) if float(alpha).is_integer() else float(alpha), "use_rslora": bool(rslora), "target_modules": target_modules,
-        "lora_dropout": 0.0, "fan_in_fan_out": False, "bias": "none", "lora_bias": False,
-        "init_lora_weights": True, "use_dora": False, "modules_to_save": None,
-        "layers_to_transform": None, "layers_pattern": None, "rank_pattern": {}, "alpha_pattern": {},
-        "exclude_modules": None, "target_parameters": None,
-        "auto_mapping": AUTO_MAPPING,
-    }
+# ----------------------------------------------------------------------------- writing
+def adapter_config(fmt: PeftFormat, settings: dict, target_modules, base_model_name_or_path: str | None = None) -> dict:
+    """The config peft writes for ``fmt``: the common fields, the format's fixed and empty
+    ones, and its own (``fmt.config``, which may rewrite target_modules)."""
+    common = {"peft_type": fmt.peft_type, "task_type": None, "base_model_name_or_path": base_model_name_or_path,
+              "revision": None, "inference_mode": True, "target_modules": target_modules, "fan_in_fan_out": False,
+              "modules_to_save": None, "exclude_modules": None, "auto_mapping": AUTO_MAPPING}
+    return {**common, **fmt.fixed, **fmt.empty, **fmt.config(settings, target_modules)}
 
 
-def save_adapter(model, directory, base_model_name_or_path: str | None = None,
-                 dtype=np.float32) -> pathlib.Path:
-    """Write the model's LoRA layers as a peft adapter directory; returns the directory.
+def save_adapter(model, directory, base_model_name_or_path: str | None = None, dtype=np.float32, *,
+                 fmt: PeftFormat = LORA) -> pathlib.Path:
+    """Write the model's ``fmt`` layers (LoRA unless told) as a peft adapter directory; returns it.
 
-    All layers must share r, α and the scaling rule (peft's rank_pattern is not written),
-    and none may come from init='pissa' (its base weights differ from the checkpoint's).
+    Refused before anything is written: a model without such layers, layers a peft file
+    cannot express (``fmt.setting``, ``fmt.config``: LoRA with two settings or PiSSA, a
+    merged IA³ layer), NaN/inf values, a dtype other than float32/float64.
     """
-    backend, root = _root(model)
-    layers = _lib(backend).lora_layers(root)
+    backend, root, _, layers, shapes = _model_side(fmt, model)
     if not layers:
-        raise ValueError("save_adapter: the model has no LoRA layers (call attach_lora first)")
-    kinds = {(m.r, m.alpha, m.rslora) for m in layers.values()}
-    if len(kinds) != 1:
-        raise ValueError(f"save_adapter: layers differ in (r, alpha, rslora) {sorted(kinds)}; "
-                         "one adapter file holds one setting")
-    pissa = [p for p, m in layers.items() if m.init == "pissa"]
-    if pissa:
-        raise ValueError(f"save_adapter: {pissa[:2]} were initialised with PiSSA, which rewrote the base "
-                         "weights; the adapter alone would not reproduce the model")
+        raise ValueError(f"save_adapter: the model has no {fmt.name} layers (attach them first; "
+                         f"for another method pass its format, fmt=<method>.PEFT_FORMAT)")
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"save_adapter: dtype must be np.float32 or np.float64, got {dtype!r}")
-    (r, alpha, rslora), = kinds
-    tensors = {}
-    for path, layer in layers.items():
-        A, B = _factors(backend, layer)
-        tensors[f"{PREFIX}{path}.lora_A.weight"] = np.ascontiguousarray(A, dtype=dtype)
-        tensors[f"{PREFIX}{path}.lora_B.weight"] = np.ascontiguousarray(B, dtype=dtype)
+    try:
+        settings = {p: fmt.setting(p, m) for p, m in layers.items()}
+        config = adapter_config(fmt, settings, describe_targets(layers, shapes), base_model_name_or_path)
+    except ValueError as e:
+        raise ValueError(f"save_adapter: {e}") from None
+    tensors = {f"{PREFIX}{p}.{suffix}": np.ascontiguousarray(
+                   _get(backend, m, name).reshape(fmt.shape(name, settings[p], m.d_in, m.d_out)), dtype=dtype)
+               for p, m in layers.items() for suffix, name in fmt.tensors.items()}
     bad = [k for k, v in tensors.items() if not np.isfinite(v).all()]
     if bad:
         raise ValueError(f"save_adapter: {bad[:2]} contain NaN/inf; nothing was written")
-    targets = describe_targets(layers, _all_linear_paths(backend, root))
-    config = adapter_config(r, alpha, rslora, targets, base_model_name_or_path)
-    return _write_adapter(directory, tensors, config, "save_adapter")
+    return _write_adapter(directory, tensors, config)
 
 
-def _write_adapter(directory, tensors: dict, config: dict, caller: str) -> pathlib.Path:
+def _write_adapter(directory, tensors: dict, config: dict) -> pathlib.Path:
     """Both files are serialised in memory, then written to temporary names and renamed:
     a failure anywhere leaves the directory as it was (never weights without a config)."""
     from safetensors.numpy import save
@@ -153,7 +162,7 @@ def _write_adapter(directory, tensors: dict, config: dict, caller: str) -> pathl
     weights_bytes = save(tensors, metadata={"format": "pt"})
     directory = pathlib.Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise NotADirectoryError(f"{caller}: {directory} exists and is not a directory")
+        raise NotADirectoryError(f"save_adapter: {directory} exists and is not a directory")
     write_atomically({directory / WEIGHTS_NAME: weights_bytes, directory / CONFIG_NAME: config_text})
     return directory
 
@@ -164,37 +173,24 @@ def _need(cond, msg):
         raise ValueError(f"adapter_config.json: {msg}")
 
 
-def check_config(cfg) -> dict:
-    """Validate a peft LoRA config dict; return {r, alpha, rslora, target_modules}."""
+def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
+    """Validate a peft config dict for ``fmt``; return {target_modules, **the format's fields}."""
     _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
-    _need(cfg.get("peft_type") == "LORA",
-          f"peft_type is {cfg.get('peft_type')!r}; only 'LORA' adapters can be loaded here")
-    r, alpha = cfg.get("r"), cfg.get("lora_alpha")
-    _need(isinstance(r, int) and not isinstance(r, bool) and r >= 1, f"r must be an int >= 1, got {r!r}")
-    _need(isinstance(alpha, numbers.Real) and not isinstance(alpha, bool) and math.isfinite(alpha) and alpha > 0,
-          f"lora_alpha must be a finite number > 0, got {alpha!r}")
-    rslora = cfg.get("use_rslora", False)
-    _need(isinstance(rslora, bool), f"use_rslora must be true or false, got {rslora!r}")
-    try:
-        np_lora.scaling(r, alpha, rslora)
-    except ValueError as e:
-        _need(False, str(e))
+    _need(cfg.get("peft_type") == fmt.peft_type,
+          f"peft_type is {cfg.get('peft_type')!r}; only {fmt.peft_type!r} adapters can be loaded here")
     targets = cfg.get("target_modules")
     _need(isinstance(targets, str) or (isinstance(targets, list) and targets
                                        and all(isinstance(t, str) and t for t in targets)),
           f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
-    unsupported = {"fan_in_fan_out": False, "bias": "none", "use_dora": False, "lora_bias": False}
-    for k, ok in unsupported.items():
-        _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg[k]!r} is not supported (only {ok!r})")
-    for k in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform", "layers_pattern",
-              "exclude_modules", "target_parameters"):
-        _need(not cfg.get(k), f"{k}={cfg[k]!r} is not supported")
-    init = cfg.get("init_lora_weights", True)
-    _need(not (isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS)),
-          f"init_lora_weights={init!r} rewrites the base weights; convert the adapter to plain LoRA first")
-    _need(init is True or init is False or init == "gaussian", f"init_lora_weights={init!r} is not supported")
-    return {"r": r, "alpha": float(alpha), "rslora": rslora,
-            "target_modules": targets if isinstance(targets, str) else tuple(targets)}
+    for k, ok in {"fan_in_fan_out": False, **fmt.fixed}.items():
+        _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg.get(k)!r} is not supported (only {ok!r})")
+    for k in (*UNUSED_FIELDS, *fmt.empty):
+        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
+    try:
+        fields = fmt.read_config(cfg)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"adapter_config.json: {e}") from None
+    return {"target_modules": targets if isinstance(targets, str) else tuple(targets), **fields}
 
 
 def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
@@ -214,13 +210,8 @@ def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
         return {k: (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy() for k, v in t.items()}
 
 
-def read_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
-    """(checked config, {key: array}) of a peft LoRA adapter directory, touching no model."""
-    return _read_dir(directory, check_config)
-
-
-def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
-    """(check(config), {key: array}) of a peft adapter directory, touching no model; the
+def read_adapter(directory, *, fmt: PeftFormat = LORA) -> tuple[dict, dict[str, np.ndarray]]:
+    """(checked config, {key: array}) of a peft adapter directory, touching no model; the
     config is read with bounded size and depth and the weights only with safetensors."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
@@ -234,7 +225,7 @@ def _read_dir(directory, check) -> tuple[dict, dict[str, np.ndarray]]:
                 f"safe_serialization=True") if pickled else ""
         raise ValueError(f"{directory} has no {WEIGHTS_NAME}{hint}")
     cfg = checks.read_json(cfg_path, max_bytes=1 << 20)  # size, depth, NaN bounded; path named
-    return check(cfg), _read_weights(w_path)
+    return check_config(cfg, fmt), _read_weights(w_path)
 
 
 def _targets(own: list[str], target_modules) -> tuple[list[str], list[str]]:
@@ -253,243 +244,78 @@ def _targets(own: list[str], target_modules) -> tuple[list[str], list[str]]:
     return matched, chosen
 
 
-def _plan(backend, root, cfg, weights) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{path: (A, B)} after checking every key, shape and value against the model."""
-    lib = _lib(backend)
-    matched, chosen = _targets(_all_linear_paths(backend, root), cfg["target_modules"])
-    skipped = [p for p in matched if p not in chosen]   # HF linears our model lacks
-    expected = {f"{PREFIX}{p}.lora_{ab}.weight": (p, ab) for p in chosen for ab in "AB"}
-    skip_keys = {f"{PREFIX}{p}.lora_{ab}.weight" for p in skipped for ab in "AB"}
+def _keys(fmt: PeftFormat, fields: dict, weights: dict, shapes: dict) -> dict[str, tuple[str, str]]:
+    """{file key: (path, parameter)} of the layers the config targets, once the file's keys
+    are exactly those (the HF-only linears' keys are allowed and skipped)."""
+    matched, chosen = _targets(sorted(shapes), fields["target_modules"])
+    expected = {f"{PREFIX}{p}.{suffix}": (p, name) for p in chosen for suffix, name in fmt.tensors.items()}
+    skipped = {f"{PREFIX}{p}.{suffix}" for p in matched if p not in chosen for suffix in fmt.tensors}
     missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected) - skip_keys)
+    unexpected = sorted(set(weights) - set(expected) - skipped)
     if missing or unexpected:
-        raise ValueError(f"adapter weights do not match target_modules {cfg['target_modules']!r}: "
+        raise ValueError(f"adapter weights do not match target_modules {fields['target_modules']!r}: "
                          f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
                          f"unexpected {unexpected[:4]}{' …' if len(unexpected) > 4 else ''}")
-    shapes = {**lib.linear_paths(root), **{p: (m.d_in, m.d_out) for p, m in lib.lora_layers(root).items()}}
-    r = cfg["r"]
-    plan: dict[str, dict] = {p: {} for p in chosen}
-    for key, (p, ab) in expected.items():
-        d_in, d_out = shapes[p]
-        want = (r, d_in) if ab == "A" else (d_out, r)
-        v = weights[key]
-        if v.shape != want:
-            raise ValueError(f"{key} has shape {v.shape}, expected {want} (r={r}, {d_out}×{d_in} weight)")
-        if v.dtype.kind != "f":
-            raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"{key} contains NaN/inf")
-        plan[p][ab] = v
-    if r > min(min(shapes[p]) for p in chosen):
-        raise ValueError(f"r={r} exceeds min(d_in, d_out) of an adapted matrix")
-    s = np_lora.scaling(r, cfg["alpha"], cfg["rslora"])
-    for p, d in plan.items():  # s·BA must fit the model's float32, or every output is NaN
-        with np.errstate(over="ignore", invalid="ignore"):
-            peak = float(np.abs(s * (d["B"].astype(np.float64) @ d["A"].astype(np.float64))).max())
-        if not peak <= np_lora.FLOAT32_MAX:
-            raise ValueError(f"{p}: s·BA (s = {s:.3g}, lora_alpha={cfg['alpha']!r}) reaches {peak:.3g}, beyond "
-                             f"float32's range: every output would be inf/NaN")
-    existing = lib.lora_layers(root)
-    if existing:
-        if sorted(existing) != sorted(chosen):
-            raise ValueError(f"the model already has LoRA on {sorted(existing)[:3]}…, not on the adapter's "
-                             f"modules {chosen[:3]}…; load into a fresh model")
-        for p, m in existing.items():
-            if (m.r, m.alpha, m.rslora) != (r, cfg["alpha"], cfg["rslora"]) or m.merged or m.init == "pissa":
-                raise ValueError(f"{p}: existing LoRA layer (r={m.r}, alpha={m.alpha}, rslora={m.rslora}, "
-                                 f"merged={m.merged}, init={m.init}) cannot take this adapter")
-    return {p: (d["A"], d["B"]) for p, d in plan.items()}
+    return expected
 
 
-def load_adapter(model, directory) -> list[str]:
-    """Load a peft LoRA adapter into our NumPy or torch model; return the adapted paths.
-
-    Adds LoRA layers (frozen base) where the model has none; otherwise fills the existing
-    ones, which must match. Every check runs before the model is touched.
-    """
-    backend, root = _root(model)
-    cfg, weights = read_adapter(directory)
-    plan = _plan(backend, root, cfg, weights)
-    lib = _lib(backend)
-    if not lib.lora_layers(root):
-        lib.attach_lora(root, tuple(plan), r=cfg["r"], alpha=cfg["alpha"], rslora=cfg["rslora"])
-    layers = lib.lora_layers(root)
-    for p, (A, B) in plan.items():
-        if backend == "numpy":
-            layers[p].p["lora_A"][...] = A
-            layers[p].p["lora_B"][...] = B
-        else:
-            import torch
-
-            with torch.no_grad():
-                layers[p].lora_A.copy_(torch.from_numpy(np.ascontiguousarray(A)))
-                layers[p].lora_B.copy_(torch.from_numpy(np.ascontiguousarray(B)))
-    return list(plan)
-
-
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PREFIX", "HF_ONLY_LINEARS", "adapter_config", "check_config",
-           "describe_targets", "load_adapter", "read_adapter", "save_adapter"]
-
-
-# ----------------------------------------------------------------------------- IA³ (chapter 06)
-# A peft IA³ adapter holds, for every adapted Linear at path P, ``base_model.model.P.ia3_l``:
-# shape (d_out, 1) when l scales the output, (1, d_in) when P is a feedforward module
-# (peft's IA3Layer.update_layer). The config has peft_type "IA3", target_modules and
-# feedforward_modules (a list entry matches a path that *ends with* it; a string is a regex).
-IA3_KEY = "ia3_l"
-
-from . import ia3 as np_ia3  # noqa: E402  (kept in this section, beside the code that uses it)
-
-
-def _ia3_lib(backend):
-    if backend == "numpy":
-        return np_ia3
-    from .torch_ref import ia3 as torch_ia3
-
-    return torch_ia3
-
-
-def _ia3_vector(backend, layer) -> np.ndarray:
-    return layer.p[IA3_KEY] if backend == "numpy" else layer.ia3_l.detach().cpu().numpy()
-
-
-def _ia3_universe(backend, root) -> list[str]:
-    """Every Linear path of the model, IA³-wrapped or not (HF_ONLY_LINEARS not included)."""
-    return sorted(set(_lib(backend).linear_paths(root)) | set(_ia3_lib(backend).ia3_layers(root)))
-
-
-def _ia3_feedforward_names(paths: list[str], ff: list[str], targets) -> list[str]:
-    """feedforward_modules for a config: the leaf names when peft's endswith rule picks exactly
-    ``ff`` out of ``paths`` and they are among the (list) targets; else the full paths."""
-    leaves = sorted({p.rsplit(".", 1)[-1] for p in ff})
-    exact = sorted(p for p in paths if np_ia3.feedforward_matches(p, leaves)) == sorted(ff)
-    return leaves if exact and set(leaves) <= set(targets) else sorted(ff)
-
-
-def ia3_adapter_config(target_modules, feedforward_modules, base_model_name_or_path: str | None = None) -> dict:
-    """The fields peft's IA3Config writes."""
-    return {"peft_type": "IA3", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
-            "revision": None, "inference_mode": True, "target_modules": target_modules,
-            "feedforward_modules": feedforward_modules, "exclude_modules": None, "fan_in_fan_out": False,
-            "modules_to_save": None, "init_ia3_weights": True, "auto_mapping": AUTO_MAPPING}
-
-
-def save_ia3_adapter(model, directory, base_model_name_or_path: str | None = None,
-                     dtype=np.float32) -> pathlib.Path:
-    """Write the model's IA³ layers as a peft IA³ adapter directory; returns the directory."""
-    backend, root = _root(model)
-    layers = _ia3_lib(backend).ia3_layers(root)
-    if not layers:
-        raise ValueError("save_ia3_adapter: the model has no IA³ layers (call attach_ia3 first)")
-    merged = [p for p, m in layers.items() if m.merged]
-    if merged:
-        raise ValueError(f"save_ia3_adapter: {merged[:2]} are merged (l is inside W); unmerge first")
-    if dtype not in (np.float32, np.float64):
-        raise TypeError(f"save_ia3_adapter: dtype must be np.float32 or np.float64, got {dtype!r}")
-    tensors = {}
-    for path, m in layers.items():
-        v = np.asarray(_ia3_vector(backend, m), dtype=dtype)
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"save_ia3_adapter: {path}.ia3_l contains NaN/inf")
-        tensors[f"{PREFIX}{path}.{IA3_KEY}"] = np.ascontiguousarray(v[None, :] if m.feedforward else v[:, None])
-    paths = sorted(layers)
-    targets = describe_targets(paths, _ia3_universe(backend, root))
-    ff = [p for p in paths if layers[p].feedforward]
-    ff_names = _ia3_feedforward_names(paths, ff, targets)
-    if not set(ff_names) <= set(targets):  # peft checks feedforward ⊆ targets as names
-        targets = paths
-    config = ia3_adapter_config(targets, ff_names, base_model_name_or_path)
-    return _write_adapter(directory, tensors, config, "save_ia3_adapter")
-
-
-def check_ia3_config(cfg) -> dict:
-    """Validate a peft IA³ config dict; return {target_modules, feedforward_modules}."""
-    _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
-    _need(cfg.get("peft_type") == "IA3",
-          f"peft_type is {cfg.get('peft_type')!r}; only 'IA3' adapters can be loaded here")
-    targets, ff = cfg.get("target_modules"), cfg.get("feedforward_modules")
-    _need(isinstance(targets, str) or (isinstance(targets, list) and targets
-                                       and all(isinstance(t, str) and t for t in targets)),
-          f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
-    _need(isinstance(ff, str) or (isinstance(ff, list) and all(isinstance(f, str) and f for f in ff)),
-          f"feedforward_modules must be a regex string or a list of names, got {ff!r}")
-    if isinstance(targets, list) and isinstance(ff, list):
-        _need(set(ff) <= set(targets), f"feedforward_modules {ff} must be a subset of target_modules {targets}")
-    _need(cfg.get("fan_in_fan_out", False) in (False, None), f"fan_in_fan_out={cfg.get('fan_in_fan_out')!r} "
-          "is not supported (only false)")
-    for k in ("modules_to_save", "exclude_modules", "layers_to_transform", "layers_pattern"):
-        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
-    try:
-        ff = np_ia3.check_feedforward(ff)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"adapter_config.json: {e}") from None
-    return {"target_modules": targets if isinstance(targets, str) else tuple(targets), "feedforward_modules": ff}
-
-
-def read_ia3_adapter(directory) -> tuple[dict, dict[str, np.ndarray]]:
-    """(checked IA³ config, {key: array}) of a peft adapter directory, touching no model."""
-    return _read_dir(directory, check_ia3_config)
-
-
-def _ia3_plan(backend, root, cfg, weights) -> dict[str, tuple[bool, np.ndarray]]:
-    """{path: (feedforward, l)} after checking every key, shape and value against the model."""
-    own = _ia3_universe(backend, root)
-    matched, chosen = _targets(own, cfg["target_modules"])
-    ff = {p: np_ia3.feedforward_matches(p, cfg["feedforward_modules"]) for p in chosen}
-    expected = {f"{PREFIX}{p}.{IA3_KEY}": p for p in chosen}
-    skip_keys = {f"{PREFIX}{p}.{IA3_KEY}" for p in matched if p not in own}
-    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected) - skip_keys)
-    if missing or unexpected:
-        raise ValueError(f"adapter weights do not match target_modules {cfg['target_modules']!r}: "
-                         f"missing {missing[:4]}{' …' if len(missing) > 4 else ''}, "
-                         f"unexpected {unexpected[:4]}{' …' if len(unexpected) > 4 else ''}")
-    lib = _ia3_lib(backend)
-    existing = lib.ia3_layers(root)
-    shapes = {**_lib(backend).linear_paths(root), **{p: (m.d_in, m.d_out) for p, m in existing.items()}}
+def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: dict) -> dict[str, tuple]:
+    """{path: (setting, {parameter: array})} after checking every key, shape and value
+    against the model, and the layers the model already has against the file."""
     plan = {}
-    for key, p in expected.items():
-        v, (d_in, d_out) = weights[key], shapes[p]
-        want = (1, d_in) if ff[p] else (d_out, 1)
+    for key, (p, name) in _keys(fmt, fields, weights, shapes).items():
+        (d_in, d_out), v = shapes[p], weights[key]
+        setting, arrays = plan.setdefault(p, (fmt.setting_in(fields, p), {}))
+        want = fmt.shape(name, setting, d_in, d_out)
         if v.shape != want:
-            side = "input (feedforward)" if ff[p] else "output"
-            raise ValueError(f"{key} has shape {v.shape}, expected {want} ({side} scaling of a {d_out}×{d_in} weight)")
+            raise ValueError(f"{key} has shape {v.shape}, expected {want} ({show(setting)}, a {d_out}×{d_in} weight)")
         if v.dtype.kind != "f":
             raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{key} contains NaN/inf")
-        plan[p] = (ff[p], v.reshape(-1))
-    if existing:
-        now = {p: m.feedforward for p, m in existing.items()}
-        if now != ff or any(m.merged for m in existing.values()):
-            raise ValueError(f"the model already has IA³ layers on {sorted(now)[:3]}… (merged or placed "
-                             f"differently from the adapter's {chosen[:3]}…); load into a fresh model")
+        arrays[name] = v
+    for p, (setting, arrays) in plan.items():
+        if fmt.check_layer is None:
+            continue
+        try:
+            fmt.check_layer(setting, arrays, *shapes[p])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{p}: {e}") from None
+    if layers:
+        _check_existing(fmt, layers, {p: s for p, (s, _) in plan.items()})
     return plan
 
 
-def load_ia3_adapter(model, directory) -> list[str]:
-    """Load a peft IA³ adapter into our NumPy or torch model; return the adapted paths.
+def _check_existing(fmt: PeftFormat, layers: dict, settings: dict):
+    """Layers the model has already take the file only on the same modules, with its setting, unmerged."""
+    if sorted(layers) != sorted(settings):
+        raise ValueError(f"the model already has {fmt.name} layers on {sorted(layers)[:3]}…, placed differently "
+                         f"from the adapter's modules {list(settings)[:3]}…; load into a fresh model")
+    for p, m in layers.items():
+        have = fmt.setting(p, m)
+        if have != settings[p] or m.merged:
+            raise ValueError(f"{p}: existing {fmt.name} layer ({show(have)}, merged={m.merged}) cannot take "
+                             f"this adapter ({show(settings[p])})")
 
-    Wraps the adapter's Linears in IA³ layers (base frozen) when the model has none;
-    otherwise fills the existing ones, which must sit on the same modules, with the same
-    input/output side, unmerged. Every check runs before the model is touched.
+
+def load_adapter(model, directory, *, fmt: PeftFormat = LORA) -> list[str]:
+    """Load a peft adapter of format ``fmt`` (LoRA unless told) into our NumPy or torch model;
+    return the adapted paths.
+
+    Adds the method's layers (frozen base) where the model has none; otherwise fills the
+    existing ones, which must match. Every check runs before the model is touched.
     """
-    backend, root = _root(model)
-    cfg, weights = read_ia3_adapter(directory)
-    plan = _ia3_plan(backend, root, cfg, weights)
-    lib = _ia3_lib(backend)
-    if not lib.ia3_layers(root):
-        lib.attach_ia3(root, tuple(plan), tuple(p for p, (ff, _) in plan.items() if ff))
-    layers = lib.ia3_layers(root)
-    for p, (_, l) in plan.items():
-        if backend == "numpy":
-            layers[p].p[IA3_KEY][...] = l
-        else:
-            import torch
-
-            with torch.no_grad():
-                layers[p].ia3_l.copy_(torch.from_numpy(np.ascontiguousarray(l)))
+    backend, root, lib, layers, shapes = _model_side(fmt, model)
+    fields, weights = read_adapter(directory, fmt=fmt)
+    plan = _plan(fmt, fields, weights, layers, shapes)
+    if not layers:
+        fmt.attach(lib, root, {p: s for p, (s, _) in plan.items()})
+        layers = getattr(lib, fmt.layers)(root)
+    for p, (_, arrays) in plan.items():
+        for name, v in arrays.items():
+            _put(backend, layers[p], name, v)
     return list(plan)
 
 
-__all__ += ["IA3_KEY", "check_ia3_config", "ia3_adapter_config", "load_ia3_adapter", "read_ia3_adapter",
-            "save_ia3_adapter"]
+__all__ = ["AUTO_MAPPING", "CONFIG_NAME", "HF_ONLY_LINEARS", "LORA", "PREFIX", "WEIGHTS_NAME", "adapter_config",
+           "check_config", "describe_targets", "load_adapter", "read_adapter", "save_adapter"]

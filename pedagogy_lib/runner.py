@@ -160,19 +160,6 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
     return (out, mm) if return_model else out
 
 
-def select_lr(trials: list[dict]) -> dict:
-    """The protocol's choice (Eq. 8.1) from a list of finished trials: the rate with the best
-    validation accuracy, averaged over the seeds tried at it; ties go to the smaller rate. Returns that rate's trial with
-    the smallest seed."""
-    if not trials:
-        raise ValueError("select_lr needs at least one trial")
-    by_lr: dict[float, list[dict]] = {}
-    for r in trials:
-        by_lr.setdefault(r["lr"], []).append(r)
-    lr = max(by_lr, key=lambda x: (statistics.fmean(r["val_acc"] for r in by_lr[x]), -x))
-    return min(by_lr[lr], key=lambda r: r["seed"])
-
-
 def grid(arm, budget: Budget) -> tuple:
     g = as_arm(arm).grid
     return g if budget.full_grid else g[:1]
@@ -267,7 +254,8 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
     Returns {label: {"trials", "runs", "selection"}} (``_Search.result``). Seed-0 runs also
     measure training memory. ``run_fn`` replaces ``run`` (tests; with jobs=1 or picklable);
     ``done`` {(label, lr, seed): result} are reused instead of trained again (a resumed
-    ``make compare``); ``on_result(label, result)`` is called on each new result."""
+    ``make compare``); ``on_result(label, result)`` is called on each new result as soon as it
+    exists (with jobs=1, before the next run starts: a log it writes survives an interruption)."""
     arms, run_fn, done = [as_arm(a) for a in arms], run_fn or run, done or {}
     shared = jobs == 1 and not budget.resample and run_fn is run  # else each run (or worker) splits
     data = splits(task, budget) if shared else None
@@ -278,7 +266,11 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
         key = (a.label, lr, seed)
         f = _finished(done[key]) if key in done else pool.submit(
             a, task, budget, seed, lr, data=data, measure=seed == budget.seeds[0])
-        pending[f] = (kind, a, key in done)
+        told = key in done  # reused: never reported
+        if not told and f.done() and on_result is not None:  # jobs=1 trained it in submit: report it now
+            on_result(a.label, f.result())
+            told = True
+        pending[f] = (kind, a, told)
 
     pending: dict = {}
     try:
@@ -288,8 +280,8 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for f in finished:
-                kind, a, reused = pending.pop(f)
-                if not reused and on_result is not None:
+                kind, a, told = pending.pop(f)
+                if not told and on_result is not None:
                     on_result(a.label, f.result())
                 if progress:
                     _say(f.result(), t0)

@@ -214,16 +214,21 @@ def test_claims_records_and_logic():
     for r in res.values():  # a curve that stops below BIG: nothing to judge "plenty of data" on
         r["curve"] = {n: p for n, p in r["curve"].items() if int(n) < V.BIG}
     assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve})}["ch06-vs-lora"] == "untestable-here"
-    # audit 7 item 5: a tie that overlaps the claimed band (0, 3] cannot refute "a small margin"
+    # audit 7 item 5: a tie that overlaps the claimed band [0, 3] cannot refute "a small margin";
+    # LoRA resolved below BitFit is the opposite order on our one task: not-reproduced-here (rules)
     curve2 = _copy.deepcopy(V.load_results()["curve"])
     bracket(curve2["results"])
     res = curve2["results"]
-    for shift, want in ((0.0, "approximately"), (-2.0, "wrong"), (1.0, "holds"), (5.0, "wrong")):
+    for shift, want in ((0.0, "approximately"), (-2.0, "not-reproduced-here"), (1.0, "holds"), (5.0, "wrong")):
         like("LoRA r=8 (q,v)", "BitFit", -shift)  # LoRA − BitFit = shift points (±0.05 between seeds)
         assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve2})}["ch06-vs-lora"] == want, shift
     noisy = {"mean": -0.1, "lo": -1.1, "hi": 0.8}  # the stored n=1024 interval: a tie reaching into the band
-    assert V.overlap_verdict(noisy, 0.0, 3.0) == "approximately"
-    assert V.overlap_verdict({"mean": -1.0, "lo": -2.0, "hi": 0.0}, 0.0, 3.0) == "wrong"
+    assert V.gap_verdict(noisy) == "approximately"
+    # review 7 item 5: [−1, 0] touches 0, so it is a tie, and a tie overlapping the band is approximately
+    assert V.gap_verdict({"mean": -0.5, "lo": -1.0, "hi": 0.0}) == "approximately"
+    assert V.gap_verdict({"mean": -1.0, "lo": -2.0, "hi": -1e-9}) == "not-reproduced-here"  # just below 0
+    assert V.gap_verdict({"mean": 1.5, "lo": 0.0, "hi": 3.0}) == "holds"   # the band's edges are inside it
+    assert V.gap_verdict({"mean": 4.0, "lo": 3.0 + 1e-9, "hi": 5.0}) == "wrong"  # a gap larger than "small"
     fr = V.fractions()
     assert fr["BERT-large"]["with LN β"][0] == 271_360
 

@@ -346,6 +346,14 @@ def test_verdict_rules():
     assert rules.about_verdict(600, 700) == "approximately" and rules.rel_gap(350, 700) == 0.5
     assert rules.worst_verdict("holds", "wrong", "approximately") == "wrong"
     assert rules.worst_verdict("holds", "approximately") == "approximately"
+    assert rules.worst_verdict("approximately", "not-reproduced-here") == "not-reproduced-here"
+    assert rules.worst_verdict("not-reproduced-here", "wrong") == "wrong"
+    assert rules.worst_verdict(default="untestable-here") == "untestable-here"
+    with pytest.raises(ValueError, match="at least one"):
+        rules.worst_verdict()
+    with pytest.raises(ValueError, match="probably"):
+        rules.worst_verdict("holds", "probably")
+    assert rules.interval_verdict(-1, 0, 0, 3) == "approximately"   # [−1, 0] touches the band: a tie, not wrong
     assert rules.interval_verdict(0.2, 0.3, 0.1, 1) == "holds"
     assert rules.interval_verdict(0.02, 0.3, 0.1, 1) == "approximately"
     assert rules.interval_verdict(0.02, 0.06, 0.1, 1) == "wrong"

@@ -160,7 +160,7 @@ def test_auto_peft_model_loads_our_ia3_adapter_too(tmp_path):
     for layer in ia3.ia3_layers(ours.bert).values():
         for k, v in layer.p.items():
             v[...] = 1 + 0.3 * g.standard_normal(v.shape)
-    d = peft_io.save_ia3_adapter(ours, tmp_path / "ia3", str(checkpoint.model_dir()))
+    d = peft_io.save_adapter(ours, tmp_path / "ia3", str(checkpoint.model_dir()), fmt=ia3.PEFT_FORMAT)
     model = peft.AutoPeftModel.from_pretrained(str(d)).eval()
     got = hf_embed(model, ours.tokenizer, SENTENCES)
     assert np.abs(got - ours.encode(SENTENCES)).max() <= TOL

@@ -315,7 +315,7 @@ def test_our_ia3_adapter_loads_in_peft_with_the_same_embeddings(tmp_path, backen
     lib = ia3 if backend == "numpy" else tia3
     lib.attach_ia3(ours.bert)
     randomize(lib.ia3_layers(ours.bert), seed=5)
-    peft_io.save_ia3_adapter(ours, tmp_path, "sentence-transformers/all-MiniLM-L6-v2")
+    peft_io.save_adapter(ours, tmp_path, "sentence-transformers/all-MiniLM-L6-v2", fmt=ia3.PEFT_FORMAT)
     cfg = json.loads((tmp_path / peft_io.CONFIG_NAME).read_text())
     assert cfg["peft_type"] == "IA3" and len(cfg["target_modules"]) == 18 and len(cfg["feedforward_modules"]) == 6
     w = load_file(str(tmp_path / peft_io.WEIGHTS_NAME))
@@ -342,7 +342,7 @@ def test_peft_ia3_adapter_loads_into_ours_with_the_same_embeddings(tmp_path, tar
     pm.save_pretrained(str(tmp_path))
     ref = hf_embed(pm)
     ours = (load_minilm_torch(device="cpu") if backend == "torch" else models.load_minilm())
-    paths = peft_io.load_ia3_adapter(ours, tmp_path)
+    paths = peft_io.load_adapter(ours, tmp_path, fmt=ia3.PEFT_FORMAT)
     assert len(paths) == n
     assert np.abs(ours.encode(SENTENCES) - ref).max() <= 1e-5
     # peft's merge (merge_and_unload) gives the weights of our merge (Eq. 6.9)
@@ -362,7 +362,7 @@ def tiny_ia3_saved(d):
     bert = BertEncoder(CFG, seed=0)
     ia3.attach_ia3(bert)
     randomize(ia3.ia3_layers(bert))
-    peft_io.save_ia3_adapter(bert, d)
+    peft_io.save_adapter(bert, d, fmt=ia3.PEFT_FORMAT)
     return bert
 
 
@@ -374,7 +374,7 @@ def test_tiny_round_trip_numpy_to_torch(tmp_path):
     dst.load_state_dict({k: torch.from_numpy(v.astype(np.float64)) for k, v in
                          BertEncoder(CFG, seed=0).named_parameters()})
     tia3.attach_ia3(dst)  # filled in place
-    assert peft_io.load_ia3_adapter(dst, tmp_path) == sorted(ia3.ia3_layers(src))
+    assert peft_io.load_adapter(dst, tmp_path, fmt=ia3.PEFT_FORMAT) == sorted(ia3.ia3_layers(src))
     ids, mask = padded_batch(CFG.vocab_size)
     y = dst(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy()
     assert np.abs(src(ids, mask) - y).max() < 1e-5
@@ -443,7 +443,7 @@ def test_bad_ia3_adapters_are_refused_and_leave_the_model_unchanged(tmp_path, mo
     bert = BertEncoder(CFG, seed=0)
     snap = {k: v.copy() for k, v in bert.state_dict().items()}
     with pytest.raises(ValueError, match=match):
-        peft_io.load_ia3_adapter(bert, tmp_path)
+        peft_io.load_adapter(bert, tmp_path, fmt=ia3.PEFT_FORMAT)
     now = bert.state_dict()
     assert sorted(now) == sorted(snap) and all(np.array_equal(now[k], snap[k]) for k in snap)
     assert not ia3.ia3_layers(bert) and not any(m.frozen for _, m in bert.named_modules())
@@ -456,13 +456,13 @@ def test_existing_layers_that_do_not_fit_are_refused(tmp_path):
     other = BertEncoder(CFG, seed=0)
     ia3.attach_ia3(other, ["key", "value", "output.dense"], [])  # output.dense scaled on the output side
     with pytest.raises(ValueError, match="placed"):
-        peft_io.load_ia3_adapter(other, tmp_path)
+        peft_io.load_adapter(other, tmp_path, fmt=ia3.PEFT_FORMAT)
     merged = BertEncoder(CFG, seed=0)
     ia3.attach_ia3(merged)
     ia3.merge_all(merged)
     snap = {k: v.copy() for k, v in merged.state_dict().items()}
     with pytest.raises(ValueError, match="merged"):
-        peft_io.load_ia3_adapter(merged, tmp_path)
+        peft_io.load_adapter(merged, tmp_path, fmt=ia3.PEFT_FORMAT)
     assert all(np.array_equal(v, snap[k]) for k, v in merged.state_dict().items())
 
 
@@ -470,18 +470,18 @@ def test_save_refuses_what_peft_cannot_express(tmp_path):
     from pedagogy_lib import peft_io
 
     with pytest.raises(ValueError, match="no IA³ layers"):
-        peft_io.save_ia3_adapter(BertEncoder(CFG, seed=0), tmp_path)
+        peft_io.save_adapter(BertEncoder(CFG, seed=0), tmp_path, fmt=ia3.PEFT_FORMAT)
     bert = BertEncoder(CFG, seed=0)
     ia3.attach_ia3(bert)
     ia3.merge_all(bert)
     with pytest.raises(ValueError, match="merged"):
-        peft_io.save_ia3_adapter(bert, tmp_path)
+        peft_io.save_adapter(bert, tmp_path, fmt=ia3.PEFT_FORMAT)
     ia3.unmerge_all(bert)
     next(iter(ia3.ia3_layers(bert).values())).p["ia3_l"][0] = np.inf
     with pytest.raises(ValueError, match="NaN/inf"):
-        peft_io.save_ia3_adapter(bert, tmp_path)
+        peft_io.save_adapter(bert, tmp_path, fmt=ia3.PEFT_FORMAT)
     with pytest.raises(TypeError, match="dtype"):
-        peft_io.save_ia3_adapter(bert, tmp_path, dtype=np.float16)
+        peft_io.save_adapter(bert, tmp_path, dtype=np.float16, fmt=ia3.PEFT_FORMAT)
     assert not any(tmp_path.iterdir())
 
 

@@ -442,6 +442,31 @@ def test_a_tie_or_a_gain_is_no_drop():
     assert V._prefix_drop(res)[0] == "wrong"
 
 
+
+def _interval(lo: float, hi: float, n: int = 5) -> dict:
+    """A paired difference with the 95 % interval [lo, hi] (points) and its tie flag (Eq. 8.7)."""
+    return {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "se": (hi - lo) / 5.5, "n": n, "tie": lo <= 0.0 <= hi}
+
+
+@pytest.mark.parametrize("lo,hi,ch06,ch08", [
+    (-1.0, 0.0, "approximately", "approximately"),    # the boundary [−1, 0]: touches 0, a tie in both rooms
+    (0.0, 1.0, "holds", "approximately"),              # [0, 1]: inside ch06's [0, 3]; for prefix − LoRA a tie
+    (-1.0, -0.01, "not-reproduced-here", "holds"),     # LoRA resolved below BitFit / a resolved small drop
+    (0.01, 1.0, "holds", "not-reproduced-here"),       # prefix resolved above LoRA: the opposite order
+    (3.5, 5.0, "wrong", "not-reproduced-here"),        # a gap larger than "small" / the opposite order
+    (-5.0, -3.0, "not-reproduced-here", "wrong"),      # the opposite order / a drop larger than "small"
+])
+def test_an_order_opposite_to_the_claim_is_not_reproduced_here_in_both_rooms(lo, hi, ch06, ch08, monkeypatch):
+    """``rules``' one rule: an order opposite to the claim's, resolved on our one task, is
+    not-reproduced-here (ch06-vs-lora: LoRA − BitFit claimed in [0, 3]; ch08-prefix-small-drop:
+    prefix − LoRA claimed in [−2, 0)); a gap in the claimed direction but past its band is wrong; an
+    interval touching 0 is a tie, never an order."""
+    assert claims_module("06").gap_verdict(_interval(lo, hi)) == ch06
+    V = claims_module("08")
+    monkeypatch.setattr(V, "_paired", lambda res, a, b: _interval(lo, hi))
+    assert V._prefix_drop(_context("08"))[0] == ch08
+
+
 # id -> why its verdict does not rest on data that could come out otherwise
 FIXED = {
     "ch00-gpt3-training-state": "a definition: Adam keeps gradients and two moments per trained parameter",

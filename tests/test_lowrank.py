@@ -1,5 +1,6 @@
 """Chapter 01 library: spectra, Eckart–Young, principal angles, Marchenko–Pastur, random
 subspaces (finite differences in float64) and the torch twin of the subspace trainer."""
+import json
 import math
 
 import numpy as np
@@ -605,9 +606,9 @@ def test_ch01_edge_grids_are_extended_and_stored_runs_reused_only_when_verified(
     found = E.runner.protocol([E.subspace_arm(100)], None, E.BUDGET, progress=False, run_fn=edge)
     sel = found["d=100"]["selection"]
     assert sel["extensions"] == E.BUDGET.max_extensions and not sel["bracketed"] and sel["edge"] == "high"
-    old = {"config": {"recipe": {"full_lr": 1e-4}},
-           "full": {"seed=0": {"val_acc": 0.88, "test_acc": 0.91, "seconds": 60.0}},
-           "subspace": {"d=10 eta=0.3 seed=0": {"val_acc": 0.68, "test_acc": 0.71, "seconds": 70.0}}}
+    old = {"runs": [{"method": "full FT", "lr": 1e-4, "seed": 0, "val_acc": 0.88, "test_acc": 0.91},
+                    {"method": "d=10", "lr": E.subspace_lr(0.3, 10), "seed": 0, "val_acc": 0.68, "test_acc": 0.71}]}
+    assert "runs" in json.loads(E.OUT.read_text())  # the stored sweep is in this format (no older one is read)
     stored = E._stored_runs(old)
     assert set(stored) == {("full FT", 1e-4, 0), ("d=10", E.subspace_lr(0.3, 10), 0)}
     same = lambda arm, task, b, seed, lr: {"method": arm.label, "lr": lr, "seed": seed,  # noqa: E731

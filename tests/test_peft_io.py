@@ -1,5 +1,6 @@
 """peft adapter files (chapter 02): ours load in HF peft, peft's load in ours (NumPy and torch),
 with the same sentence embeddings; corrupt or foreign files are refused and change nothing."""
+import dataclasses
 import json
 import pickle
 
@@ -287,3 +288,58 @@ def test_save_refuses_what_peft_cannot_express(tmp_path):
     with pytest.raises(ValueError, match="PiSSA"):
         peft_io.save_adapter(bert, tmp_path)
     assert not (tmp_path / peft_io.WEIGHTS_NAME).exists()
+
+
+# ----------------------------------------------------------------------------- a new format, no edit of peft_io
+def toy_layers(model):
+    """LoRA layers carrying a magnitude vector (d_out,): a DoRA-shaped stand-in (NumPy only)."""
+    return {p: m for p, m in lora.lora_layers(model).items() if "magnitude" in m.p}
+
+
+def attach_toy(model, paths, s):
+    lora.attach_lora(model, paths, r=s.r, alpha=s.alpha, rslora=s.rslora)
+    for m in lora.lora_layers(model).values():
+        m.p["magnitude"] = np.ones(m.d_out, np.float32)
+
+
+# LoRA's format plus one tensor per layer and a config flag, defined here, outside peft_io
+TOY = dataclasses.replace(
+    lora.PEFT_FORMAT, name="toy DoRA", module=__name__, layers="toy_layers",
+    tensors={**lora.PEFT_FORMAT.tensors, "lora_magnitude_vector": "magnitude"},
+    shape=lambda name, s, d_in, d_out: (d_out,) if name == "magnitude" else lora.PEFT_FORMAT.shape(name, s, d_in, d_out),
+    fixed={**lora.PEFT_FORMAT.fixed, "use_dora": True},
+    attach=lambda lib, model, settings: lib.attach_toy(model, tuple(settings), next(iter(settings.values()))))
+
+
+def test_a_new_format_round_trips_without_editing_peft_io(tmp_path):
+    src = fresh_tiny()
+    attach_toy(src, ("query", "value"), lora.PeftSetting(2, 4.0, False))
+    randomize(lora.lora_layers(src))
+    for i, m in enumerate(toy_layers(src).values()):
+        m.p["magnitude"][...] = np.arange(m.d_out) + i
+    peft_io.save_adapter(src, tmp_path / "toy", fmt=TOY)
+    cfg = json.loads((tmp_path / "toy" / peft_io.CONFIG_NAME).read_text())
+    assert (cfg["peft_type"], cfg["use_dora"], cfg["r"]) == ("LORA", True, 2)
+    w = load_file(str(tmp_path / "toy" / peft_io.WEIGHTS_NAME))
+    assert len(w) == 2 * 2 * 3 and w[KEY.replace("lora_A.weight", "lora_magnitude_vector")].shape == (12,)
+    dst = fresh_tiny()
+    assert peft_io.load_adapter(dst, tmp_path / "toy", fmt=TOY) == sorted(toy_layers(src))
+    assert all(np.array_equal(toy_layers(dst)[p].p[k], m.p[k])
+               for p, m in toy_layers(src).items() for k in ("lora_A", "lora_B", "magnitude"))
+    # each reader refuses the other's file by the config flag, and the model stays as it was
+    tiny_saved(tmp_path / "plain")
+    for d, fmt in ((tmp_path / "toy", peft_io.LORA), (tmp_path / "plain", TOY)):
+        bert = fresh_tiny()
+        snap = snapshot(bert)
+        with pytest.raises(ValueError, match="use_dora"):
+            peft_io.load_adapter(bert, d, fmt=fmt)
+        assert unchanged(bert, snap)
+
+
+def test_peft_io_imports_no_method_module_but_its_default():
+    """No table of methods in peft_io: a new method's format reaches it only through ``fmt``."""
+    from test_layers import LIB, imports_of
+
+    assert imports_of(LIB / "peft_io.py") <= {
+        "pedagogy_lib.checks", "pedagogy_lib.checkpoint", "pedagogy_lib.nn", "pedagogy_lib.peft_format",
+        "pedagogy_lib.lora", "pedagogy_lib.torch_ref.lora"}   # LoRA: the default format and the Linear walk

@@ -112,6 +112,21 @@ def test_finished_runs_are_reused_not_trained_again():
     assert [r["seed"] for r in out["probe"]["runs"]] == [0, 1, 2, 3, 4]
 
 
+
+def test_each_result_is_reported_before_the_next_run_starts():
+    """With one process the pool trains a run as it is submitted; ``on_result`` (chapter 01's run
+    log and progress bar) must see it then, not after the whole first grid, so an interrupted sweep
+    keeps every finished run."""
+    events = []
+    trained = synthetic(1e-2)
+
+    def run_fn(arm, *a, **k):
+        events.append("run")
+        return trained(arm, *a, **k)
+
+    runner.protocol(["probe"], None, B, progress=False, run_fn=run_fn, on_result=lambda label, r: events.append("told"))
+    assert events == ["run", "told"] * (3 * 2 + 3)
+
 @pytest.mark.parametrize("kw", [dict(select_seeds=0), dict(select_seeds=3, seeds=(0, 1)), dict(max_extensions=-1),
                                 dict(seeds=(0, 0, 1))])
 def test_bad_budgets_are_refused(kw):

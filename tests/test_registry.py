@@ -71,18 +71,23 @@ def test_arms_refuse_unknown_methods_options_and_duplicate_labels():
     assert runner.as_arm("bitfit").grid == METHODS["bitfit"].lrs
 
 
-def test_select_lr_takes_the_best_validation_and_breaks_ties_to_the_smaller_rate():
-    trials = [{"lr": 3e-3, "val_acc": 0.8, "seed": 0}, {"lr": 1e-3, "val_acc": 0.8, "seed": 0},
-              {"lr": 1e-2, "val_acc": 0.7, "seed": 0}]
-    assert runner.select_lr(trials)["lr"] == 1e-3
-    trials[2]["val_acc"] = 0.81
-    assert runner.select_lr(trials)["lr"] == 1e-2
-    # over several seeds the mean decides: 1e-2 has the best single run, 3e-3 the best mean
-    trials += [{"lr": 1e-2, "val_acc": 0.70, "seed": 1}, {"lr": 3e-3, "val_acc": 0.82, "seed": 1}]
-    best = runner.select_lr(trials)
-    assert (best["lr"], best["seed"]) == (3e-3, 0)
-    with pytest.raises(ValueError):
-        runner.select_lr([])
+def test_protocol_takes_the_best_mean_validation_and_breaks_ties_to_the_smaller_rate():
+    """The rate choice (Eq. 8.1) as ``runner.protocol`` makes it, on made-up validation scores:
+    the best validation accuracy averaged over the selection seeds; a tie goes to the smaller rate."""
+    budget = runner.Budget(seeds=(0, 1, 2), select_seeds=2, max_extensions=0)
+    lo, mid, hi = runner.as_arm("probe").grid
+
+    def chosen(val: dict) -> dict:  # val: {(lr, seed): validation accuracy}, 0.5 elsewhere
+        def run_fn(arm, task, b, seed, lr, data=None, measure=False):
+            return {"method": arm.label, "lr": lr, "seed": seed, "val_acc": val.get((lr, seed), 0.5), "test_acc": 0.5}
+        out = runner.protocol(["probe"], None, budget, progress=False, run_fn=run_fn)["probe"]
+        return out["selection"]["chosen"], [(r["lr"], r["seed"]) for r in out["runs"]]
+
+    assert chosen({(mid, s): 0.8 for s in (0, 1)} | {(hi, s): 0.8 for s in (0, 1)})[0] == mid  # a tie: the smaller
+    assert chosen({(mid, s): 0.8 for s in (0, 1)} | {(hi, s): 0.81 for s in (0, 1)})[0] == hi
+    # over the selection seeds the mean decides: hi has the best single run, mid the best mean
+    lr, runs = chosen({(hi, 0): 0.9, (hi, 1): 0.6, (mid, 0): 0.8, (mid, 1): 0.8})
+    assert lr == mid and runs == [(mid, 0), (mid, 1), (mid, 2)]  # then every seed at the chosen rate
 
 
 def test_budget_and_run_refuse_bad_arguments():

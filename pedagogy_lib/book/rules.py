@@ -15,6 +15,16 @@ Rules are registered with a decorator, as figures are:
 
     def claims(results=None):
         return CLAIMS.judge(context(results))
+
+One rule for an order opposite to the claim's. Where the article claims an order or a small gap
+measured in another regime (RoBERTa/GPT-3 on GLUE, GPT-2 on E2E generation…) and our paired
+interval resolves the opposite order on our one task (it excludes 0 on the other side), the
+verdict is ``not-reproduced-here``, never ``wrong``: our regime (a 22.7M encoder, a one-word task
+with a trainable head) differs from the claim's, so the opposite order does not refute it. A tie
+(the interval contains 0, its edge included: [−1, 0] is a tie) is never an order. ``wrong`` stays
+for what our setting measures directly (arithmetic, counts, a gap in the claimed direction but
+outside its stated band). Chapter 06 (``ch06-vs-lora``) and chapter 08 (``ch08-prefix-small-drop``)
+apply it; so does ``sentences.prefix_vs_full``.
 """
 from __future__ import annotations
 
@@ -57,7 +67,11 @@ def table(records: list[dict]) -> str:
 # that "about X" means the same everywhere.
 ABOUT_HOLDS = 0.05  # "about X": within 5% of X holds,
 ABOUT_APPROX = 0.20  # within 20% approximately, further off wrong
-VERDICT_ORDER = ("holds", "approximately", "wrong")
+# from the strongest support for a claim to the weakest: a difference explained by our regime
+# (not-reproduced-here) says less against a claim than a refutation (wrong); untestable-here (no
+# evidence at all) is weaker than both
+VERDICT_ORDER = ("holds", "approximately", "not-reproduced-here", "wrong", "untestable-here")
+NOT_HERE = "not-reproduced-here"
 
 
 def rel_gap(ours: float, stated: float) -> float:
@@ -75,9 +89,16 @@ def about_verdict(ours: float, stated: float, holds_tol: float = ABOUT_HOLDS,
     return "holds" if g <= holds_tol else ("approximately" if g <= approx_tol else "wrong")
 
 
-def worst_verdict(*verdicts: str) -> str:
-    """The weakest of several verdicts (holds < approximately < wrong)."""
-    return max(verdicts, key=VERDICT_ORDER.index)
+def worst_verdict(*verdicts: str, default: str | None = None) -> str:
+    """The weakest of several verdicts, in ``VERDICT_ORDER`` (holds < approximately <
+    not-reproduced-here < wrong < untestable-here); none at all: ``default`` (e.g.
+    "untestable-here" when no measurement fell in the rule's range), an error if it is None."""
+    for v in verdicts:
+        if v not in VERDICT_ORDER:
+            raise ValueError(f"verdict {v!r} is not one of {VERDICT_ORDER}")
+    if not verdicts and default is None:
+        raise ValueError("worst_verdict needs at least one verdict or a default")
+    return max(verdicts, key=VERDICT_ORDER.index, default=default)
 
 
 def interval_verdict(lo: float, hi: float, a: float, b: float) -> str:
@@ -118,10 +139,15 @@ def paired_points(a: Sequence[float], b: Sequence[float]) -> dict:
     return stats.paired(100 * np.asarray(a, dtype=np.float64), 100 * np.asarray(b, dtype=np.float64))
 
 
-def points_by_seed(r: dict) -> dict:
-    """{seed: test accuracy in points} of one arm's stored results (``seeds``, ``test_acc`` as
-    fractions): runs of one seed share data order and head init across arms, so arms pair by seed."""
-    return {s: 100 * a for s, a in zip(r["seeds"], r["test_acc"])}
+def points_by_seed(r: dict, key: str = "test_acc", scale: float = 100.0, seeds=None) -> dict:
+    """{seed: accuracy × ``scale``} of one arm's stored results: ``r[key]`` (fractions; ``scale``
+    100 gives points, 1 keeps fractions) against ``r["seeds"]`` (or ``seeds`` where the record
+    names none). Runs of one seed share data order and head init across arms, so arms pair by seed
+    (``stats.paired_by_seed``)."""
+    seeds = r.get("seeds", seeds)
+    if seeds is None or len(seeds) != len(r[key]):
+        raise ValueError(f"points_by_seed: {len(r[key])} values of {key!r} need as many seeds, got {seeds!r}")
+    return {s: scale * a for s, a in zip(seeds, r[key])}
 
 
 def ci_text(d: dict, a: str = "a", b: str = "b") -> str:

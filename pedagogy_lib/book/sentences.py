@@ -77,7 +77,6 @@ def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
 # difference is not-reproduced-here, never wrong.
 MATCH_NATS = 0.01
 NOT_HERE = "not-reproduced-here"
-_WEAKEST = ("holds", "approximately", NOT_HERE)
 
 
 def _d_text(d: dict, unit: str) -> str:
@@ -91,7 +90,7 @@ def match_pooled(evidence: dict) -> tuple[str, str]:
     None where a rate sits at its grid's edge (not judged). Each: ``within_verdict(d, margin,
     not-reproduced-here)`` capped by ``few_seeds``; the sentence: the weakest; none judged →
     untestable-here."""
-    from pedagogy_lib.book.rules import few_seeds, within_verdict
+    from pedagogy_lib.book.rules import within_verdict, worst_verdict
 
     judged = {k: e for k, e in evidence.items() if e is not None}
     skipped = [k for k, e in evidence.items() if e is None]
@@ -99,7 +98,7 @@ def match_pooled(evidence: dict) -> tuple[str, str]:
     if not judged:
         return "untestable-here", "no measurement with bracketed rates" + tail
     each = {k: few_seeds(within_verdict(d, m, NOT_HERE), d["n"]) for k, (d, m, u) in judged.items()}
-    return max(each.values(), key=_WEAKEST.index), ("; ".join(
+    return worst_verdict(*each.values()), ("; ".join(
         f"{k}: {_d_text(d, u)} → {each[k]} (margin ±{m:g})" for k, (d, m, u) in judged.items()) + tail
         + "; rule: the 95 % interval inside ±margin → holds (approximately on fewer than 5 seeds), a tie "
           f"wider than the margin → approximately, a difference outside it → {NOT_HERE}; the weakest counts")
@@ -349,8 +348,9 @@ def adapter_4x_ch03(results: dict) -> tuple[str, str, str]:
     if edge:
         return "untestable-here", (f"the learning rate of {', '.join(edge)} sits at its grid's edge: no verdict "
                                    f"(adapter nearest 4×: {near4}, {ratio[near4]:.1f}×)"), near4
-    pts = lambda r: {s: 100 * a for s, a in zip(r.get("seeds", range(len(r["test_by_seed"]))), r["test_by_seed"])}  # noqa: E731
-    d = stats.paired_by_seed(pts(lora), pts(results[near4]))
+    seeds = range(len(lora["test_by_seed"]))  # a record that names no seeds pairs by position
+    d = stats.paired_by_seed(points_by_seed(lora, "test_by_seed", seeds=seeds),
+                             points_by_seed(results[near4], "test_by_seed", seeds=seeds))
     verdict, why = adapter_4x(d, ratio[near4])
     return verdict, why, near4
 

@@ -17,16 +17,16 @@ The evidence protocol (chapter 08, Eqs. 8.1–8.7): each arm's grid at seeds 0 a
 with the best *mean validation* accuracy (ties: the smaller), a grid whose best rate sits at an
 edge extended (at most twice; else recorded ``bracketed: False``), then seeds 2–4 at the chosen
 rate (a new P, head initialisation and data order per seed, the same for every arm). Every
-finished run is appended to ``RUN_LOG`` (``runner.run_log``), so an interrupted sweep resumes;
-the runs of the earlier three-seed sweep are reused once ``verify`` has retrained the
-``VERIFY`` runs (one subspace, one full) and found them identical. ``--part update`` fine-tunes fully once (seed 0, the rate the protocol
-chose) and writes the update statistics to ``chapters/results/ch01_update.json``.
+finished run is appended to ``RUN_LOG`` (``runner.run_log``) as it arrives, so an interrupted
+sweep resumes; the runs of the stored sweep are reused once ``verify`` has retrained the
+``VERIFY`` runs (one subspace, one full) and found them identical. ``--part update`` fine-tunes
+fully once (seed 0, the rate the protocol chose) and writes the update statistics to
+``chapters/results/ch01_update.json``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
 import sys
@@ -39,6 +39,7 @@ from pedagogy_lib import data
 from pedagogy_lib import lowrank as lr
 from pedagogy_lib import results as R
 from pedagogy_lib import runner, stats
+from pedagogy_lib.book.rules import points_by_seed
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref.subspace import subspace_lr, subspace_names
@@ -152,25 +153,26 @@ def full_lr(res: dict | None = None) -> float:
     return res["arms"][FULL.label]["lr"]
 
 
+def encoder_weights(clf) -> dict:
+    """``runner.run``'s ``report``: the fine-tuned encoder's weights, {name: float64 array}."""
+    return {"W1": {k: v.detach().cpu().double().numpy() for k, v in clf.encoder.bert.state_dict().items()}}
+
+
 def finetune(seed: int = 0, lr: float | None = None):
-    """Full fine-tuning through the runner (``runner.train_arm``, ``BUDGET``) at ``lr`` (default:
-    the rate the sweep chose), scored on the whole test split: (W0, W_ft, test accuracy, classifier).
-    The same run as the sweep's ``full FT`` run of that seed and rate."""
+    """Full fine-tuning through the runner (``runner.run``, ``BUDGET``) at ``lr`` (default: the
+    rate the sweep chose), scored on the whole test split: (W0, W_ft, test accuracy). The same
+    run as the sweep's ``full FT`` run of that seed and rate."""
     from pedagogy_lib.checkpoint import load_weights
-    from pedagogy_lib.torch_ref.train import Batches, accuracy
 
     lr = full_lr() if lr is None else lr
-    train, _, test = runner.splits(data.polarity_task(), BUDGET)
-    clf, mm, _, (tr, _) = runner.train_arm(FULL, seed, train, lr, BUDGET)
-    acc = accuracy(clf, Batches(mm.tokenizer, test.tokens, test.labels, tr.device))
-    W1 = {k: v.detach().cpu().double().numpy() for k, v in clf.encoder.bert.state_dict().items()}
-    return load_weights(), W1, acc, clf
+    rec = runner.run(FULL, data.polarity_task(), BUDGET, seed, lr, report=encoder_weights)
+    return load_weights(), rec["W1"], rec["test_acc"]
 
 
 def update_data(W0: dict | None = None, W1: dict | None = None, k: int = K) -> dict:
     """update_stats for every matrix (runs ``finetune()`` when no weights are given)."""
     if W0 is None or W1 is None:
-        W0, W1, _, _ = finetune()
+        W0, W1, _ = finetune()
     A, B = weight_matrices(W0), weight_matrices(W1)
     out = {}
     for layer, t, name in matrix_names(len(A) // len(TYPES)):
@@ -191,29 +193,9 @@ def load_intrinsic() -> dict:
     return R.load(OUT, "python -m pedagogy_lib.book.ch01.experiment --part intrinsic")
 
 
-def _legacy_runs(old: dict) -> dict:
-    """The runs of the earlier three-seed sweep (its own loop, same data, head rule and seeds)
-    as ``protocol``'s ``done`` {(label, lr, seed): result}: full FT at its one rate 1e-4 and
-    every (d, η, seed) it trained, at lr = η/√d."""
-    if "subspace" not in old:
-        return {}
-    done = {}
-    for key, r in old["full"].items():
-        seed = int(key.split("=")[1])
-        done[(FULL.label, old["config"]["recipe"]["full_lr"], seed)] = (FULL.label, seed, r)
-    for key, r in old["subspace"].items():
-        d, eta, seed = (float(part.split("=")[1]) for part in key.split())
-        done[(f"d={int(d)}", subspace_lr(eta, int(d)), int(seed))] = (f"d={int(d)}", int(seed), r)
-    return {k: {"method": label, "lr": k[1], "seed": seed, "val_acc": r["val_acc"], "test_acc": r["test_acc"],
-                "wall_s": r["seconds"], "source": "three-seed sweep (verified)"}
-            for k, (label, seed, r) in done.items()}
-
-
 def _stored_runs(res: dict) -> dict:
-    """The runs a stored sweep holds, in either format, as {(label, lr, seed): result}."""
-    if "runs" in res:
-        return {(r["method"], r["lr"], r["seed"]): r for r in res["runs"]}
-    return _legacy_runs(res)
+    """The runs a stored sweep holds, as {(label, lr, seed): result}."""
+    return {(r["method"], r["lr"], r["seed"]): r for r in res["runs"]}
 
 
 # (arm, lr, seed) retrained to check that the stored runs reproduce: one subspace run, one full run
@@ -238,14 +220,6 @@ def verify(stored: dict, done: dict, task, log) -> dict:
               f"test {new['test_acc']:.6f} vs {old['test_acc']:.6f}", file=sys.stderr, flush=True)
     checked = [list(k) for k in keys if k in stored]
     return {"runs": checked, "identical": bool(checked) and same}  # nothing retrained: nothing reused
-
-
-def _progress(run_fn, on_result, bar, arm, *args, **kw) -> dict:
-    """One run (jobs=1: as it is submitted), logged and counted on the bar."""
-    r = run_fn(arm, *args, **kw)
-    on_result(arm.label, r)
-    bar.update()
-    return r
 
 
 def _arm_record(arm: Arm, found: dict) -> dict:
@@ -278,11 +252,13 @@ def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, ru
     reused = {k: v for k, v in stored.items() if k not in done} if check["identical"] else {}
     before = set(done) | set(reused)
     bar = tqdm(desc="ch01 runs", unit="run", file=sys.stderr, disable=not progress)
-    select_fn = run_fn
-    if jobs == 1:  # one process runs each job as it is submitted: log it then
-        select_fn, on_result = functools.partial(_progress, run_fn or runner.run, on_result, bar), None
-    found = runner.protocol(chosen, task, BUDGET, jobs=jobs, progress=progress, done={**reused, **done},
-                            on_result=on_result, run_fn=select_fn)
+
+    def logged(label, r):  # each new run, as it finishes (any ``jobs``): logged, counted on the bar
+        on_result(label, r)
+        bar.set_postfix_str(f"{label} lr={r['lr']:.3g} seed={r['seed']} val={r['val_acc']:.3f}", refresh=False)
+        bar.update()
+    found = runner.protocol(chosen, task, BUDGET, jobs=jobs, progress=False, done={**reused, **done},
+                            on_result=logged, run_fn=run_fn)
     bar.close()
     every = [r for f in found.values() for r in f["trials"] + f["runs"][BUDGET.select_seeds:]]
     new = [r for r in every if (r["method"], r["lr"], r["seed"]) not in before]
@@ -314,10 +290,6 @@ def _sizes(task) -> dict:
 MATCH_POINTS = 1.0  # "match" full FT: the paired interval of (subspace − full) lies above −1 point
 
 
-def _by_seed(arm: dict) -> dict:
-    return dict(zip(arm["seeds"], arm["test_by_seed"]))
-
-
 def _d90_interval(ds, vs_bar: dict, bracketed: dict) -> tuple:
     """(d_lo, d_hi) as the 95 % intervals resolve d90 on the grid: d_hi the smallest bracketed d
     whose paired interval (accuracy − 90 % of full FT) lies above 0, d_lo the largest bracketed
@@ -335,8 +307,8 @@ def intrinsic_summary(res: dict, frac: float | None = None) -> dict:
     full FT and of accuracy − full FT, seed by seed."""
     frac = res["config"]["frac"] if frac is None else frac
     ds, arm = res["config"]["ds"], res["arms"]
-    sub = {d: _by_seed(arm[f"d={d}"]) for d in ds}
-    full = _by_seed(arm[FULL.label])
+    sub = {d: points_by_seed(arm[f"d={d}"], "test_by_seed", scale=1.0) for d in ds}  # {seed: fraction}
+    full = points_by_seed(arm[FULL.label], "test_by_seed", scale=1.0)
     seeds = sorted(full)
     acc = {s: [sub[d][s] for d in ds] for s in seeds}
     mean = np.mean([acc[s] for s in seeds], axis=0)
@@ -359,11 +331,10 @@ def intrinsic_summary(res: dict, frac: float | None = None) -> dict:
     }
 
 
-def d90_text(it: dict, d90: int | None = None) -> str:
+def d90_text(it: dict) -> str:
     """d90 as the grid resolves it: "30 < d90 ≤ 100" (the grid point below d90 misses the bar),
     "d90 ≤ 10" at the first point, "d90 > 10000" when no point reaches it."""
-    ds = it["ds"]
-    d90 = it["d90"] if d90 is None else d90
+    ds, d90 = it["ds"], it["d90"]
     if d90 is None:
         return f"d90 > {max(ds)}"
     i = ds.index(d90)
@@ -405,7 +376,7 @@ def load_update() -> dict:
 def update_study(seed: int = 0):
     """One full fine-tuning at the rate the sweep chose; its update statistics go to ch01_update.json."""
     rate = full_lr()
-    W0, W1, acc, _ = finetune(seed, rate)
+    W0, W1, acc = finetune(seed, rate)
     return save_update(update_data(W0, W1), acc, rate)
 
 

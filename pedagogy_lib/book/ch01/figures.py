@@ -25,13 +25,7 @@ from pedagogy_lib.book.figures import mean_interval, register
 COLOURS = dict(zip(TYPES, ("C0", "C1", "C2", "C3", "C4", "C5")))
 
 
-
-
-
-
 # ------------------------------------------------------------------------- spectra
-
-
 
 
 @register("01_spectra")
@@ -75,12 +69,6 @@ def spectra(data: dict | None = None, layer: int = 3) -> Figure:
 # ------------------------------------------------------------------------ updates
 
 
-
-
-
-
-
-
 @register("01_update")
 def update(data: dict | None = None) -> Figure:
     data = load_update() if data is None else data  # stored by `make sweeps`: no fine-tuning here
@@ -113,8 +101,6 @@ def update(data: dict | None = None) -> Figure:
 
 
 # ------------------------------------------------------------- intrinsic dimension
-
-
 
 
 @register("01_intrinsic")
@@ -160,10 +146,3 @@ def intrinsic(res: dict | None = None) -> Figure:
     b.set_title("95 % CI of the paired difference; hollow: a tie with the bar;\n"
                 f"× red: unbracketed grid; shaded: {d90_interval_text(s)}", fontsize=8)
     return fig
-
-
-# ------------------------------------------------------------------ saved results
-
-
-
-

@@ -32,7 +32,7 @@ from pedagogy_lib import lora
 from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.ch02 import studies as ST
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, interval_verdict, match_verdict,  # noqa: F401
-                                     table, unbracketed, unbracketed_text)  # table: shared renderer, re-exported
+                                     table, unbracketed, unbracketed_text, worst_verdict)  # table: re-exported
 
 
 # LoRA paper Table 2, RoBERTa-base rows . LoRA's RTE, MRPC and STS-B
@@ -170,7 +170,7 @@ def _alpha_over_r(c):
     # the mechanism (step size independent of r) is tested by the toy; the advice (keep α fixed
     # while sweeping r) by whether accuracy at one α and lr is flat across ranks: every rank −
     # r=8 within ±1 point (``band_verdict``: the interval inside holds, only the mean approximately)
-    flat = max((band_verdict(x, -1.0, 1.0) for x in d.values()), key=("holds", "approximately", "wrong").index)
+    flat = worst_verdict(*(band_verdict(x, -1.0, 1.0) for x in d.values()))
     edges = _edges(c)
     verdict = ("holds" if 0.5 <= t.ratio_r <= 2 else "untestable-here" if edges else
                "approximately" if flat != "wrong" else "wrong")

@@ -15,7 +15,7 @@ from pedagogy_lib.book.ch03.experiment import (LORA, by_seed, edges, identity_de
                                                load_results, versus)
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
-                                     unbracketed, unbracketed_text)
+                                     unbracketed, unbracketed_text, worst_verdict)
 
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; secondary copy)"
 # LoRA Table 1 (secondary copy): batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
@@ -137,7 +137,7 @@ def _pfeiffer_half(c):
     ratio = A.adapter_params(768, 64, "pfeiffer", 12) / A.adapter_params(768, 64, "houlsby", 12)
     pairs = [k for k in (16, 64) if f"Pfeiffer m={k}" in acc["results"] and f"Houlsby m={k}" in acc["results"]]
     diffs = {k: versus(acc, f"Houlsby m={k}", f"Pfeiffer m={k}") for k in pairs}
-    worst = max((band_verdict(d, hi=1.0) for d in diffs.values()), key=("holds", "approximately", "wrong").index)
+    worst = worst_verdict(*(band_verdict(d, hi=1.0) for d in diffs.values()), default="untestable-here")
     edge = {n: e for n, e in edges(acc).items() if n in {f"{a} m={k}" for k in pairs for a in ("Houlsby", "Pfeiffer")}}
     verdict = "wrong" if ratio != 0.5 else ("untestable-here" if edge else worst)
     return verdict, (f"parameters exactly {ratio:g}× Houlsby's at the same m; "

@@ -31,7 +31,7 @@ from torch import nn
 from pedagogy_lib import adapters, counting, data, runner, stats
 from pedagogy_lib import results as R
 from pedagogy_lib.adapters import PLACEMENTS
-from pedagogy_lib.book.rules import unbracketed
+from pedagogy_lib.book.rules import points_by_seed, unbracketed
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.torch_ref import adapters as TA
 from pedagogy_lib.torch_ref import lora as TL
@@ -77,9 +77,7 @@ def load_results() -> dict:
 def by_seed(acc: dict, name: str, split: str = "test") -> dict[int, float]:
     """{seed: accuracy in points} of one arm at its chosen rate (``split`` "test" or "val"):
     runs of one seed share subsample, head init and order across arms, so arms pair by seed."""
-    r = acc["results"][name]
-    seeds = r.get("seeds", acc["config"]["seeds"])
-    return {s: 100 * a for s, a in zip(seeds, r[f"{split}_by_seed"])}
+    return points_by_seed(acc["results"][name], f"{split}_by_seed", seeds=acc["config"]["seeds"])
 
 
 def versus(acc: dict, a: str, b: str = LORA, split: str = "test") -> dict:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-
-
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import MOVED, load_results, stored_switched
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, match_verdict, paired_points,  # noqa: F401
-                                     table, unbracketed, unbracketed_text)  # ci_text, table: re-exported
+from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, interval_verdict,  # noqa: F401
+                                     match_verdict, paired_points, points_by_seed, table, unbracketed,
+                                     unbracketed_text, worst_verdict)  # ci_text, table: re-exported
 
 RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -26,9 +25,6 @@ BITFIT, LORA, FULL, PROBE = "BitFit", "LoRA r=8 (q,v)", "full FT", "probe"
 # published: RoBERTa-base GLUE average; GPT-3 WikiSQL / MNLI-m
 PUB_GLUE = {"FT": 86.4, "BitFit": 85.2, "LoRA": 87.2}
 PUB_GPT3 = {"WikiSQL": (71.3, 73.4), "MNLI-m": (91.0, 91.7)}  # (BitFit, LoRA)
-
-
-
 
 CLAIMS = Claims("06")
 
@@ -51,7 +47,7 @@ def paired_at(curve: dict, a: str, b: str) -> dict[int, dict]:
     ra, rb, seeds = curve["results"][a]["curve"], curve["results"][b]["curve"], curve["config"]["seeds"]
 
     def points(p):  # {seed: test accuracy in points}
-        return {s: 100 * x for s, x in zip(p.get("seeds", seeds), p["test_by_seed"])}
+        return points_by_seed(p, "test_by_seed", seeds=seeds)
     return {int(n): stats.paired_by_seed(points(ra[n]), points(rb[n])) for n in ra if n in rb}
 
 
@@ -79,8 +75,8 @@ def differences_table(curve: dict, pairs=PAIRS) -> str:
 
 
 def _worst(verdicts) -> str:
-    """The weakest verdict; none at all (no size in the rule's range was run): untestable-here."""
-    return max(verdicts, key=("holds", "approximately", "wrong").index, default="untestable-here")
+    """The weakest verdict over the sizes; none (no size in the rule's range was run): untestable-here."""
+    return worst_verdict(*verdicts, default="untestable-here")
 
 
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:
@@ -91,13 +87,16 @@ def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str
 SWITCHED = 0.10  # "re-routes": at least a tenth of the FFN units change how often they fire
 
 
-def overlap_verdict(d: dict, lo: float, hi: float) -> str:
-    """A claim "the difference lies in (lo, hi] points" against a paired difference ``d``: holds
-    when the whole 95 % interval lies inside, wrong when it lies wholly outside (it excludes the
-    band), approximately when it overlaps the band (the data neither confirm nor refute it)."""
-    if lo < d["lo"] and d["hi"] <= hi:
-        return "holds"
-    return "wrong" if d["hi"] <= lo or d["lo"] > hi else "approximately"
+SMALL_GAP = (0.0, 3.0)  # "underperforms by a small margin": LoRA − BitFit in [0, 3] points
+
+
+def gap_verdict(d: dict, lo: float = SMALL_GAP[0], hi: float = SMALL_GAP[1]) -> str:
+    """A claim "a − b lies in [lo, hi] points" (lo ≥ 0: a ahead of b) measured in another regime,
+    against a paired difference ``d``: the opposite order resolved (the interval below 0) →
+    not-reproduced-here (``rules``' docstring: our one task does not refute the order); else
+    ``rules.interval_verdict`` (inside → holds, overlapping, a tie touching 0 included →
+    approximately, wholly above → wrong)."""
+    return NOT_HERE if d["hi"] < 0 else interval_verdict(d["lo"], d["hi"], lo, hi)
 
 
 def context(results: dict | None = None) -> SimpleNamespace:
@@ -178,19 +177,21 @@ def _small_data(c):
                        + ", ".join(f"{k} {b} vs {lo}" for k, (b, lo) in PUB_GPT3.items()),
              source="LoRA paper Tables 2 and 4")
 def _vs_lora(c):
-    # judged where data are plentiful (n ≥ BIG): LoRA − BitFit in (0, 3] points at every such n
-    # (``overlap_verdict``: the whole interval inside → holds, overlapping → approximately, a tie
-    # included, since it contains small gaps the claim allows; outside → wrong)
+    # judged where data are plentiful (n ≥ BIG): LoRA − BitFit in [0, 3] points at every such n
+    # (``gap_verdict``: the whole interval inside → holds; overlapping → approximately, a tie
+    # included, since it contains small gaps the claim allows; a gap above 3 points → wrong;
+    # LoRA resolved below BitFit → not-reproduced-here); the weakest over the sizes
     d = {n: x for n, x in paired_at(c.curve, LORA, BITFIT).items() if n >= BIG}
-    verdict = _worst(overlap_verdict(x, lo=0.0, hi=3.0) for x in d.values())
+    verdict = _worst(gap_verdict(x) for x in d.values())
     edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, LORA)})
     if edges:
         verdict = "untestable-here"
     r = c.curve["results"]
     return verdict, ("; ".join(f"n={n}: " + ci_text(x, "LoRA", "BitFit") for n, x in sorted(d.items()))
-                     + f" (rule: LoRA − BitFit in (0, 3] points at every n ≥ {BIG}: every 95 % interval "
+                     + f" (rule: LoRA − BitFit in [0, 3] points at every n ≥ {BIG}: every 95 % interval "
                      "inside → holds; an interval overlapping the band (a tie that contains small gaps "
-                     "included) → approximately; one outside it → wrong); LoRA trains "
+                     f"included) → approximately; one above it → wrong; LoRA resolved below BitFit → {NOT_HERE}); "
+                     "LoRA trains "
                      f"{r[LORA]['trainable'] / r[BITFIT]['trainable']:.1f}× more"
                      + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
 

@@ -16,8 +16,6 @@ RESULTS = R.RESULTS
 COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "full FT": "k", "probe": "C7"}
 
 
-
-
 DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"),
               ("BitFit (b_q, b_m2)", "BitFit"))
 

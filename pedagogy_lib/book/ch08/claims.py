@@ -12,7 +12,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.ch08 import table
-from pedagogy_lib.book.rules import Claims, band_verdict, ci_text, points_by_seed
+from pedagogy_lib.book.rules import NOT_HERE, Claims, band_verdict, ci_text
 
 
 def latency_noise(res: dict) -> float:
@@ -21,8 +21,8 @@ def latency_noise(res: dict) -> float:
 
 
 def _paired(res, a, b) -> dict:
-    """Paired difference a − b in points, pairs matched by seed (Eqs. 8.4–8.7)."""
-    return stats.paired_by_seed(points_by_seed(res["methods"][a]), points_by_seed(res["methods"][b]))
+    """Paired difference a − b in points, pairs matched by seed (Eqs. 8.4–8.7; ``table.versus``)."""
+    return table.versus(res, a, b, scale=100.0)
 
 
 def _unjudged(res, *names) -> tuple[str, str] | None:
@@ -76,12 +76,13 @@ def _prefix_drop(res):
     # "a small drop": prefix − LoRA in [−2, 0) points. A resolved drop (interval below 0) is judged by
     # ``rules.band_verdict`` on [−2, 0] (all of it → holds, the mean only → approximately, else
     # wrong); a tie shows no drop and bounds none → approximately; prefix resolved *above* LoRA →
-    # not-reproduced-here (no drop on our one-word task; Li & Liang measure generation). "Very low
+    # not-reproduced-here (``rules``' one rule for an order opposite to the claim's: no drop on our
+    # one-word task, while Li & Liang measure generation, so it does not refute it). "Very low
     # count": what it ships after folding is at most LoRA's, else at most approximately
     m = res["methods"]
     d = _paired(res, "prefix", "lora_qv")
     folded = m["ptuning_v2"]["trainable"]  # what a folded prefix ships: m·d·L·2, the same tensors as P-Tuning v2
-    verdict = ("approximately" if d["tie"] else "not-reproduced-here" if d["lo"] > 0 else
+    verdict = ("approximately" if d["tie"] else NOT_HERE if d["lo"] > 0 else
                band_verdict(d, lo=-2.0, hi=0.0))
     if verdict == "holds" and folded > m["lora_qv"]["trainable"]:
         verdict = "approximately"

@@ -4,19 +4,22 @@ sentences that call a tie a tie. Everything is computed from ``ch08_compare.json
 from __future__ import annotations
 
 from pedagogy_lib import stats
+from pedagogy_lib.book.rules import points_by_seed
 
 REFERENCES = ("lora_qv", "full")
 
 
 def by_seed(r: dict) -> dict:
-    """{seed: test accuracy} of one method's results."""
-    return dict(zip(r["seeds"], r["test_acc"]))
+    """{seed: test accuracy as a fraction} of one method's results (``rules.points_by_seed``)."""
+    return points_by_seed(r, scale=1.0)
 
 
-def versus(res: dict, a: str, b: str) -> dict:
-    """Paired difference a − b of test accuracy over the seeds (``stats.paired_by_seed``)."""
+def versus(res: dict, a: str, b: str, scale: float = 1.0) -> dict:
+    """Paired difference a − b of test accuracy over the seeds (``stats.paired_by_seed``), pairs
+    matched by seed (Eqs. 8.4–8.7): in fractions (``scale`` 1, the tables, figures and guide),
+    or in points (``scale`` 100, the claims)."""
     m = res["methods"]
-    return stats.paired_by_seed(by_seed(m[a]), by_seed(m[b]))
+    return stats.paired_by_seed(points_by_seed(m[a], scale=scale), points_by_seed(m[b], scale=scale))
 
 
 def judged(res: dict, name: str) -> bool:
