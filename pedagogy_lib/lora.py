@@ -74,7 +74,7 @@ def init_A(r: int, d_in: int, init: str, rng: np.random.Generator, dtype=np.floa
 
 
 def pissa_factors(W: np.ndarray, r: int, s: float):
-    """PiSSA (Eq. 2.8): W₀ = U Σ Vᵀ;  A = √(Σ_r/s) V_rᵀ,  B = U_r √(Σ_r/s),  W_res = W₀ − s·BA.
+    """PiSSA (Eq. 2.12): W₀ = U Σ Vᵀ;  A = √(Σ_r/s) V_rᵀ,  B = U_r √(Σ_r/s),  W_res = W₀ − s·BA.
 
     s·BA is the best rank-r approximation of W₀ (Eckart–Young), so W_res + s·BA = W₀ and
     training starts from the pretrained function while A, B hold its principal directions.

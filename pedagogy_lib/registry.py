@@ -41,12 +41,14 @@ from . import adapters as A
 from . import bitfit as B
 from . import checks
 from . import counting as C
+from . import dora as D
 from . import ia3 as I
 from . import lora as L
 from . import prefix as P
 from . import prompt as PT
 from .torch_ref import adapters as TA
 from .torch_ref import decoder_peft as DP
+from .torch_ref import dora as TD
 from .torch_ref import bitfit as TB
 from .torch_ref import ia3 as TI
 from .torch_ref import lora as TL
@@ -106,6 +108,10 @@ def _subspace(clf, seed, d, kind):
 
 def _merge_lora(mm):
     TL.merge_all(mm.bert)
+
+
+def _merge_dora(mm):
+    TD.merge_all(mm.bert)
 
 
 def _merge_ia3(mm):
@@ -297,6 +303,10 @@ _RECORDS = [
            lambda s, targets, r, alpha, rslora: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "rslora": False}, _merge_lora,  # rslora: s = α/√r (Eq. 2.3)
            Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora)),
+    Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.8)",
+           lambda mm, seed, targets, r, alpha: TD.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
+           lambda mm, seed, targets, r, alpha: D.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
+           lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),

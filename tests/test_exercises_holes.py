@@ -38,7 +38,7 @@ def pissa(W, r, s):
 
 def pissa_asymmetric(W, r, s):
     U, S, Vt = np.linalg.svd(W, full_matrices=False)
-    A, B = S[:r, None] * Vt[:r] / s, U[:, :r]          # all of Σ_r/s in A: not Eq. 2.8
+    A, B = S[:r, None] * Vt[:r] / s, U[:, :r]          # all of Σ_r/s in A: not Eq. 2.12
     return A, B, W - s * B @ A
 
 
@@ -223,3 +223,19 @@ def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
             check(wrong)
     with pytest.raises(NotYet):
         ch02.check_break_even_rank(lambda a, b: a * b // (a + b))   # rounds down
+
+
+# ----------------------------------------------------------------------------- 02.7
+def dora_dm(x, dy, W0, A, B, s, m, norm_of=lambda W0, V: V):
+    V = W0 + s * B @ A
+    z = x @ W0.T + s * (x @ A.T) @ B.T
+    return (dy * z).sum(0) / np.sqrt((norm_of(W0, V) ** 2).sum(1))
+
+
+def test_02_7_the_norm_of_w0_alone_is_caught():
+    ch02.check_dora_magnitude_grad(dora_dm)
+    for wrong in (lambda *a: dora_dm(*a, norm_of=lambda W0, V: W0),        # ‖W0‖ instead of ‖W0 + sBA‖
+                  lambda x, dy, W0, A, B, s, m: (dy * (x @ W0.T + s * (x @ A.T) @ B.T)).sum(0),  # no 1/n
+                  lambda *a: dora_dm(*a) * a[6]):                              # multiplied by m
+        with pytest.raises(NotYet):
+            ch02.check_dora_magnitude_grad(wrong)

@@ -21,7 +21,7 @@ LIB = ROOT / "pedagogy_lib"
 # floor 0 is the ground: bottom to top, as in DESIGN.md
 FLOORS = [
     {"nn", "quant", "checks", "counting", "gradcheck", "show", "results", "stats", "scaling", "peft_format"},
-    {"lowrank", "lora", "adapters", "prefix", "prompt", "bitfit", "ia3", "decoder", "decoder_prefix", "bert"},
+    {"lowrank", "lora", "dora", "adapters", "prefix", "prompt", "bitfit", "ia3", "decoder", "decoder_prefix", "bert"},
     {"data", "checkpoint", "corpus", "bpe", "decoder_io", "decoder_tasks"},
     {"torch_ref", "models", "peft_io", "export"},  # models: the API that picks NumPy or torch
     {"registry", "runner", "benchmarks", "distributed"},

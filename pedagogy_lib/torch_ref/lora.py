@@ -43,7 +43,7 @@ class LoRALinear(nn.Module):
         self.init = init
         rng = np.random.default_rng(0) if rng is None else rng
         like = dict(device=W.device, dtype=W.dtype)
-        if init == "pissa":  # Eq. 2.8, SVD in float64 on the CPU
+        if init == "pissa":  # Eq. 2.12, SVD in float64 on the CPU
             W_np = W.detach().cpu().to(torch.float64).numpy()
             A, B, W_res = np_lora.pissa_factors(W_np, self.r, self.scaling)
             with torch.no_grad():

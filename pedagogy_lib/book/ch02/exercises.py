@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pedagogy_lib import lora, nn
+from pedagogy_lib import dora, lora, nn
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, changed_inputs, expect, expect_close, expect_shape, passed
 
@@ -93,7 +93,7 @@ def check_pissa_init(fn) -> None:
         AtA = np.asarray(A) @ np.asarray(A).T
         expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
                      "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
-        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.8 splits Σ_r/s evenly: "
+        expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.12 splits Σ_r/s evenly: "
                      "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
         BtB = np.asarray(B).T @ np.asarray(B)
         expect_close(BtB, np.diag(S[:r] / s), "Bᵀ B (it should equal A Aᵀ = Σ_r/s: the same √(Σ_r/s) "
@@ -145,7 +145,26 @@ def check_break_even_rank(fn) -> None:
     passed("02.6 break-even rank", "a square 384×384 matrix breaks even at r = 192 = d/2, far above any useful rank")
 
 
-__all__ = ["check_break_even_rank", "check_lora_backward", "check_lora_count", "check_pissa_init",
+def check_dora_magnitude_grad(fn) -> None:
+    """fn(x, dy, W0, A, B, s, m) -> dL/dm for y = (m/n) ⊙ (x W0ᵀ + s (x Aᵀ) Bᵀ) + b, n = ‖W0 + s·BA‖ per row."""
+    for i, (n, d_in, d_out, r) in enumerate(SHAPES):
+        g = np.random.default_rng(40 + i)
+        layer = dora.DoRALinear(nn.Linear(d_in, d_out, rng=g, dtype=np.float64), r, 2.0 * r, rng=g)
+        layer.p["lora_B"][...] = g.standard_normal((d_out, r))
+        layer.p[dora.MAGNITUDE] *= 1 + 0.3 * g.standard_normal(d_out)
+        x, dy = g.standard_normal((n, d_in)), g.standard_normal((n, d_out))
+        layer(x)
+        layer.backward(dy)
+        got = attempt(fn, x.copy(), dy.copy(), layer.base_layer.p["weight"].copy(), layer.p["lora_A"].copy(),
+                      layer.p["lora_B"].copy(), layer.scaling, layer.p[dora.MAGNITUDE].copy())
+        expect_shape(got, (d_out,), "dm (one number per output row)")
+        expect_close(got, layer.g[dora.MAGNITUDE], "dm = Σ_rows (dy ⊙ z) / n with z = x W0ᵀ + s (x Aᵀ) Bᵀ and "
+                     "n the row norms of W0 + s·BA, not of W0 (did you divide by n, and sum over the batch?)",
+                     rtol=1e-9, atol=1e-12)
+    passed("02.7 DoRA magnitude gradient", "dm matches the layer's backward on 3 shapes, in both modes alike")
+
+
+__all__ = ["check_break_even_rank", "check_dora_magnitude_grad", "check_lora_backward", "check_lora_count", "check_pissa_init",
            "check_target_match", "check_unmerge"]
 
 
