@@ -14,7 +14,8 @@ from types import SimpleNamespace
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
 from pedagogy_lib import results as R
-from pedagogy_lib.book import ch10, sentences as S
+from pedagogy_lib.book import sentences as S
+from pedagogy_lib.book.evidence import ch10  # chapter 10's stored results (a shared reader, not the room)
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
