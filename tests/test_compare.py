@@ -77,13 +77,34 @@ def test_bad_arguments():
         compare.compare(["probe"], TINY, progress=False, jobs=0)
 
 
+def test_arms_derived_from_the_registry_are_the_stored_ones():
+    """ARMS comes from the records' ``compared`` fields; it must be the 14 arms the stored
+    comparison ran: same labels in the chapter's order, same notes, each grid the start of
+    the stored (possibly extended) grid, same trainable count."""
+    from pedagogy_lib import counting as C
+    from pedagogy_lib.registry import compared_arms
+
+    assert compare.ARMS == compared_arms()
+    assert list(compare.ARMS) == ["probe", "full", "lora_qv", "lora_all", "houlsby", "pfeiffer", "parallel",
+                                  "prefix", "prompt", "deep_prompt", "ptuning_v2", "bitfit", "ia3", "qlora"]
+    stored, shape = compare.load()["methods"], C.minilm_shape()
+    for label, arm in compare.ARMS.items():
+        r = stored[label]
+        assert arm.note == r["note"] and list(arm.grid) == r["lr_grid"][: len(arm.grid)], label
+        if label != "prefix":  # prefix trains through its MLP; the count is what ships (folded)
+            assert arm.params(shape) == r["trainable"], label
+    assert compare.ARMS["lora_all"].opts == {"targets": "all-linear"}
+
+
 def test_committed_results_cover_every_method_on_the_protocol():
     from pedagogy_lib.registry import METHODS
 
     res = compare.load()
     assert set(res["methods"]) == set(compare.ARMS)
-    # every registry method, IA³ included; chapter 01's random subspace is a measurement, not a method to compare
-    assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace"}
+    # every registry method, IA³ included, except the records with ``compared=()``: chapter 01's random
+    # subspace (a measurement, not a method to compare) and DoRA (a LoRA variant, compared in chapter 02)
+    assert {n for n, m in METHODS.items() if not m.compared} == {"subspace", "dora"}
+    assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace", "dora"}
     b = res["budget"]
     assert len(b["seeds"]) >= 5 and b["select_seeds"] >= 2 and b["n_eval"] is None and b["n_test"] == 1322
     for name, r in res["methods"].items():

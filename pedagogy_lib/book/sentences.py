@@ -15,6 +15,7 @@ one-word task with a trainable head on a 22.7M encoder can make such a claim loo
 from __future__ import annotations
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
 from pedagogy_lib.book.evidence import ch05 as E5, ch07 as E7, ch08 as E8, ch10 as E10
 from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, few_seeds, points_by_seed
 
@@ -54,7 +55,7 @@ def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
     share in %, with a "GPT-2 Medium" entry (default: computed from ``counting``)."""
     if shares is None:
         models = {**C.shapes(), GPT2_MEDIUM.name: GPT2_MEDIUM}
-        shares = {k: 100 * C.prefix_params(s, PREFIX_M) / C.total_params(s) for k, s in models.items()}
+        shares = {k: 100 * PX.num_prefix_params(PREFIX_M, s.hidden, s.layers) / C.total_params(s) for k, s in models.items()}
     lo, hi = ABOUT_01
     inside = lambda x: lo <= x <= hi  # noqa: E731
     at_setting, everywhere = inside(shares[GPT2_MEDIUM.name]), all(map(inside, shares.values()))

@@ -18,6 +18,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
+from pedagogy_lib import prompt as PT
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
@@ -41,8 +43,8 @@ CLAIMS = Claims("05")
 
 def fractions(m: int = 20) -> dict:
     """Prompt (m·d) and P-Tuning v2 (m·d·L·2) as fractions of each published model."""
-    return {k: {"prompt": C.prompt_params(s, m) / C.total_params(s),
-                "ptuning_v2": C.ptuning_v2_params(s, m) / C.total_params(s)} for k, s in C.shapes().items()}
+    return {k: {"prompt": PT.num_prompt_params(m, s.hidden) / C.total_params(s),
+                "ptuning_v2": PX.num_prefix_params(m, s.hidden, s.layers) / C.total_params(s)} for k, s in C.shapes().items()}
 
 
 def _prompt_gap(res: dict, sweep: dict) -> dict:

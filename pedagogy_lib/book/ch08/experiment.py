@@ -1,7 +1,8 @@
 """Chapter 08's experiment: every method on the same task, budget, seeds and training loop.
 
-The arms are registry methods at their usual settings (``ARMS``: every record of the
-registry, and LoRA on all linear layers besides); the route (load MiniLM, attach, head,
+The arms are registry methods at their usual settings (``ARMS``: the arms every registry
+record names in its ``compared`` field, in registry order: LoRA twice, on W_q, W_v and on
+every linear layer; chapter 01's random subspace none); the route (load MiniLM, attach, head,
 loop), the learning-rate protocol, the latency timer and the memory count are the runner's,
 shared with every other chapter. Protocol (``runner.protocol``, chapter 08 Eqs. 8.1–8.7):
 1. each arm's grid (three rates around the best one earlier runs found) at seeds 0 and 1;
@@ -34,7 +35,7 @@ import torch
 from pedagogy_lib import data as D
 from pedagogy_lib import results as R
 from pedagogy_lib import runner
-from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.registry import Arm, compared_arms
 from pedagogy_lib.runner import Budget
 
 RESULTS = R.RESULTS / "ch08_compare.json"
@@ -45,22 +46,9 @@ FULL = Budget(n_eval=None, seeds=(0, 1, 2, 3, 4), select_seeds=2, max_extensions
 CI = Budget(n_train=64, n_eval=64, epochs=1, batch_size=32, seeds=(0,), full_grid=False, latency_rounds=3)
 RUN_LOG = R.RESULTS.parent.parent / "build" / "ch08_runs.jsonl"  # finished runs, for resuming
 
-ARMS = arms(
-    Arm("probe", "probe", note="frozen encoder, head only"),
-    Arm("full", "full", note="every weight"),
-    Arm("lora_qv", "lora", note="r=8, α=16 on W_q, W_v"),
-    Arm("lora_all", "lora", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3), note="r=8, α=16 on every linear layer"),
-    Arm("houlsby", "houlsby", note="m=16, two adapters per block"),
-    Arm("pfeiffer", "pfeiffer", note="m=32, one adapter per block"),
-    Arm("parallel", "parallel", note="m=16, beside each block's FFN"),
-    Arm("prefix", "prefix", note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),
-    Arm("prompt", "prompt", note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),
-    Arm("deep_prompt", "deep_prompt", note="m=10 hidden-state vectors at every layer's input"),
-    Arm("ptuning_v2", "ptuning_v2", note="m=10 per-layer keys/values, no reparameterisation"),
-    Arm("bitfit", "bitfit", note="biases + LayerNorm β"),
-    Arm("ia3", "ia3", note="l_k, l_v and l_ff (FFN hidden), started at 1"),
-    Arm("qlora", "qlora", note="NF4+DQ base (bitsandbytes Linear4bit), LoRA r=8 on W_q, W_v"),
-)
+# every registry record's chapter 08 arms (``Method.compared``), in registry order: 14 arms,
+# LoRA twice (W_q, W_v and every linear layer); chapter 01's random subspace is not compared
+ARMS = compared_arms()
 
 
 def check_arms(names) -> list[str]:
