@@ -321,13 +321,13 @@ _RECORDS = [
            compared=(Compared("lora_qv", note="r=8, α=16 on W_q, W_v"),
                      Compared("lora_all", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3),
                               note="r=8, α=16 on every linear layer"))),
-    # a LoRA variant, compared with LoRA in chapter 02 (§11); not (yet) one of chapter 08's arms:
-    # ``compared=(Compared(note=...),)`` and ``make compare`` would add it there
+    # a LoRA variant (chapter 02, §11); chapter 08 compares it at LoRA's q,v setting, its runs
+    # added to the stored comparison by ``python -m pedagogy_lib.book.ch08.experiment --append --methods dora``
     Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.8)",
            lambda mm, seed, targets, r, alpha: TD.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: D.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora,
-           compared=()),
+           compared=(Compared(note="r=8, α=16 on W_q, W_v, plus row magnitudes m (merged for inference)"),)),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),

@@ -98,6 +98,24 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
             "threads": 1 if jobs > 1 else torch.get_num_threads()}
 
 
+def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) -> dict:
+    """Run the arms ``names`` through ``compare`` and add them to the stored comparison, which
+    keeps every other arm's runs as stored: same budget, seeds and protocol, so the new runs are
+    paired with the old ones seed by seed. The methods come back in ``ARMS`` order; each added
+    arm's runs, wall and CPU seconds are kept under ``appended``."""
+    res = load(path)
+    new = compare(names, budget, jobs=jobs, log=log)
+    if new["budget"] != res["budget"]:
+        raise ValueError(f"--append: the budget {new['budget']} differs from the stored one {res['budget']}")
+    methods = res["methods"] | new["methods"]
+    res["methods"] = {n: methods[n] for n in ARMS if n in methods}
+    res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
+    res.setdefault("appended", {}).update({n: {"n_runs": new["n_runs"], "wall_s": new["wall_s"],
+                                               "cpu_s": new["methods"][n]["cpu_s"], "versions": new["versions"]}
+                                           for n in new["methods"]})
+    return res
+
+
 def _budget_record(budget: Budget) -> dict:
     """The budget as stored (the fields chapter 08 reads; the defaults of the others)."""
     keep = ("n_train", "n_eval", "epochs", "batch_size", "seeds", "full_grid", "latency_rounds", "select_seeds",
@@ -121,6 +139,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="worker processes, one thread each (default: one per CPU core)")
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
+    ap.add_argument("--append", action="store_true",
+                    help="run only --methods and add them to the stored results in --out (the others stay as stored)")
     ap.add_argument("--latency-only", action="store_true",
                     help="keep the accuracies in --out, measure the inference latency again")
     args = ap.parse_args(argv)
@@ -130,6 +150,10 @@ def main(argv=None):
         chosen = [ARMS[n] for n in check_arms(res["methods"])]
         for n, lat in runner.measure_latency(chosen, rounds=FULL.latency_rounds).items():
             res["methods"][n].update(lat)
+    elif args.append:
+        if not args.methods or args.ci:
+            raise SystemExit("--append needs --methods and the full budget (not --ci)")
+        res = append(args.methods, FULL, jobs=args.jobs, log=args.log, path=args.out)
     else:
         res = compare(args.methods, CI if args.ci else FULL, jobs=args.jobs, log=None if args.ci else args.log)
     print(save(res, args.out))
