@@ -46,7 +46,7 @@ def toy():
 def test_a_new_record_flows_everywhere(toy):
     rec, before = toy
     assert R.get("ia3_v") is rec and list(R.METHODS)[-1] == "ia3_v"
-    # chapter 08: one more arm, named after the method, after the 14 it had, which are unchanged
+    # chapter 08: one more arm, named after the method, after the arms it had, which are unchanged
     assert list(E.ARMS.items())[:-1] == before
     arm = E.ARMS["ia3_v"]
     assert list(E.ARMS)[-1] == "ia3_v" and arm.method == "ia3_v" and arm.grid == rec.lrs

@@ -101,10 +101,10 @@ def test_committed_results_cover_every_method_on_the_protocol():
 
     res = compare.load()
     assert set(res["methods"]) == set(compare.ARMS)
-    # every registry method, IA³ included, except the records with ``compared=()``: chapter 01's random
-    # subspace (a measurement, not a method to compare) and DoRA (a LoRA variant, compared in chapter 02)
-    assert {n for n, m in METHODS.items() if not m.compared} == {"subspace", "dora"}
-    assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace", "dora"}
+    # every registry method, IA³ and DoRA included, except the one record with ``compared=()``:
+    # chapter 01's random subspace (a measurement, not a method to compare)
+    assert {n for n, m in METHODS.items() if not m.compared} == {"subspace"}
+    assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace"}
     b = res["budget"]
     assert len(b["seeds"]) >= 5 and b["select_seeds"] >= 2 and b["n_eval"] is None and b["n_test"] == 1322
     for name, r in res["methods"].items():
@@ -200,3 +200,24 @@ def test_ch08_claim_rules_use_paired_intervals_and_flip(monkeypatch):
     assert verdict(fake)["ch08-prompt-3-4-points"] == "untestable-here"
     m["lora_qv"]["latency_ratio"] = 1.5
     assert verdict(fake)["ch08-merged-lora-latency"] == "wrong"
+
+
+def test_append_adds_arms_in_arms_order_and_keeps_the_others(monkeypatch, tmp_path):
+    """``--append``: the stored arms stay as stored, the new one lands in ``ARMS`` order with its
+    runs counted, and a run on another budget is refused before it trains."""
+    stored = compare.load()
+    some = {n: stored["methods"][n] for n in ("probe", "full", "houlsby")}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(stored | {"methods": some, "n_runs": 30, "cpu_s_runs": 9.0}))
+    new = {"budget": stored["budget"], "methods": {"lora_qv": {"cpu_s": 2.0, "x": 1}}, "n_runs": 8,
+           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}}
+    monkeypatch.setattr(compare, "compare", lambda names, budget, jobs=1, log=None: new)
+    res = compare.append(["lora_qv"], path=path)
+    assert list(res["methods"]) == ["probe", "full", "lora_qv", "houlsby"]
+    assert all(res["methods"][n] == some[n] for n in some)
+    assert res["n_runs"] == 38 and res["cpu_s_runs"] == 11.0 and res["appended"]["lora_qv"]["n_runs"] == 8
+    ran = []
+    monkeypatch.setattr(compare, "compare", lambda *a, **k: ran.append(1))
+    with pytest.raises(ValueError, match="budget"):
+        compare.append(["lora_qv"], compare.CI, path=path)
+    assert not ran  # refused before training anything

@@ -24,6 +24,7 @@ everything it uses.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -104,9 +105,10 @@ def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) 
     paired with the old ones seed by seed. The methods come back in ``ARMS`` order; each added
     arm's runs, wall and CPU seconds are kept under ``appended``."""
     res = load(path)
+    want = json.loads(json.dumps(_budget_record(budget)))  # as stored: lists, not tuples
+    if want != {k: res["budget"].get(k) for k in want}:
+        raise ValueError(f"--append: the budget {want} differs from the stored one {res['budget']}")
     new = compare(names, budget, jobs=jobs, log=log)
-    if new["budget"] != res["budget"]:
-        raise ValueError(f"--append: the budget {new['budget']} differs from the stored one {res['budget']}")
     methods = res["methods"] | new["methods"]
     res["methods"] = {n: methods[n] for n in ARMS if n in methods}
     res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
