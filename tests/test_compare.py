@@ -210,7 +210,7 @@ def test_append_adds_arms_in_arms_order_and_keeps_the_others(monkeypatch, tmp_pa
     path = tmp_path / "c.json"
     path.write_text(json.dumps(stored | {"methods": some, "n_runs": 30, "cpu_s_runs": 9.0}))
     new = {"budget": stored["budget"], "methods": {"lora_qv": {"cpu_s": 2.0, "x": 1}}, "n_runs": 8,
-           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}}
+           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}, "reused_runs": 0}
     monkeypatch.setattr(compare, "compare", lambda names, budget, jobs=1, log=None: new)
     res = compare.append(["lora_qv"], path=path)
     assert list(res["methods"]) == ["probe", "full", "lora_qv", "houlsby"]

@@ -113,6 +113,7 @@ def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) 
     res["methods"] = {n: methods[n] for n in ARMS if n in methods}
     res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
     res.setdefault("appended", {}).update({n: {"n_runs": new["n_runs"], "wall_s": new["wall_s"],
+                                               "reused_runs": new["reused_runs"],  # from --log: wall_s excludes them
                                                "cpu_s": new["methods"][n]["cpu_s"], "versions": new["versions"]}
                                            for n in new["methods"]})
     return res
