@@ -78,14 +78,14 @@ def test_bad_arguments():
 
 
 def test_arms_derived_from_the_registry_are_the_stored_ones():
-    """ARMS comes from the records' ``compared`` fields; it must be the 14 arms the stored
-    comparison ran: same labels in the chapter's order, same notes, each grid the start of
+    """ARMS comes from the records' ``compared`` fields; it must be the 15 arms the stored
+    comparison ran (DoRA's added with ``--append``): same labels in the chapter's order, same notes, each grid the start of
     the stored (possibly extended) grid, same trainable count."""
     from pedagogy_lib import counting as C
     from pedagogy_lib.registry import compared_arms
 
     assert compare.ARMS == compared_arms()
-    assert list(compare.ARMS) == ["probe", "full", "lora_qv", "lora_all", "houlsby", "pfeiffer", "parallel",
+    assert list(compare.ARMS) == ["probe", "full", "lora_qv", "lora_all", "dora", "houlsby", "pfeiffer", "parallel",
                                   "prefix", "prompt", "deep_prompt", "ptuning_v2", "bitfit", "ia3", "qlora"]
     stored, shape = compare.load()["methods"], C.minilm_shape()
     for label, arm in compare.ARMS.items():
