@@ -30,7 +30,6 @@ from scipy.special import expit
 
 from .nn import GELU, Linear, Module, Sequential, check_array, get_submodule, set_submodule
 from .checks import check_size  # noqa: F401  (re-exported: adapters.check_size)
-from .counting import ADAPTERS_PER_LAYER, adapter_unit_params
 
 # sites of the sequential adapters, relative to encoder.layer.{i}
 SITES = {
@@ -39,6 +38,7 @@ SITES = {
     "parallel": (),  # uses the BertLayer.parallel hook instead
 }
 PLACEMENTS = tuple(SITES)
+ADAPTERS_PER_LAYER = {"houlsby": 2, "pfeiffer": 1, "parallel": 1}  # k in Eq. 3.5
 
 
 # ----------------------------------------------------------------------------- activations
@@ -233,9 +233,12 @@ def remove_adapters(bert) -> int:
 
 # ----------------------------------------------------------------------------- arithmetic
 def adapter_params(d: int, m: int, placement: str, layers: int, biases: bool = True) -> int:
-    """Trainable parameters of adapters in every block: L·k·(2md + m + d)  (Eq. 3.5),
-    with k = 2 (Houlsby) or 1 (Pfeiffer, parallel)."""
-    one = adapter_unit_params(d, m, biases)                    # 2md + m + d, from counting
+    """Trainable parameters of adapters in every block: L·k·(2md + m + d)  (Eq. 3.5), with
+    k = 2 (Houlsby: after attention and after the FFN) or 1 (Pfeiffer: after the FFN;
+    parallel: beside it). ``biases=False`` leaves out b_down (m) and b_up (d). Houlsby et al.
+    also train the LayerNorms; they are not counted here (``bitfit.bitfit_params`` counts β)."""
+    d, m = check_size(d, "hidden size d"), check_size(m, "bottleneck size m")
+    one = 2 * m * d + ((m + d) if biases else 0)    # W_down (m×d), W_up (d×m), b_down, b_up  (Eq. 3.5)
     return check_size(layers, "layers") * ADAPTERS_PER_LAYER[check_placement(placement)] * one
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from .counting import ModelShape, canonical_names, linear_shapes
 from .nn import LayerNorm, Module
 
 # per-block sites, relative to encoder.layer.{i}, keyed by the paper's names
@@ -84,9 +85,43 @@ def apply_bitfit(model: Module, sites=None, include_layernorm: bool = True) -> l
     return names
 
 
+# ----------------------------------------------------------------------------- counting
+def bitfit_sites(shape: ModelShape, include_layernorm: bool = True) -> dict[str, int]:
+    """Width of each per-layer bias of a published shape: one per linear map (its d_out),
+    and the two LayerNorm shifts β ("ln_attn", "ln_ffn") if asked and the model has them."""
+    if not isinstance(shape, ModelShape):
+        raise TypeError(f"expected a ModelShape, got {type(shape).__name__}")
+    sites = {k: d_out for k, (_, d_out) in linear_shapes(shape).items()} if shape.bias else {}
+    if include_layernorm and shape.norm == "layernorm":
+        sites |= {"ln_attn": shape.hidden, "ln_ffn": shape.hidden}
+    return sites
+
+
+def bitfit_params(shape: ModelShape, include_layernorm: bool = True, only=None) -> int:
+    """BitFit's trainable parameters on a published shape (Eq. 6.4; chapter 00's table).
+
+    Counted: in every layer the biases of ``bitfit_sites`` (q, k, v, attention output, FFN in
+    and out, two β); once more the embedding LayerNorm β (encoders) or the final LayerNorm β
+    (decoders). Not counted: the pooler and the classifier (task heads). ``only`` restricts
+    the count to some per-layer sites, by ``linear_shapes`` names or BitFit's ("b_q", "b_m2",
+    ..., e.g. ``QM2``). A model without biases or β (LLaMA) gives 0.
+    """
+    sites = bitfit_sites(shape, include_layernorm)
+    if only is None:
+        final_beta = shape.hidden if include_layernorm and shape.norm == "layernorm" else 0
+        return shape.layers * sum(sites.values()) + final_beta          # L(7d + f) + d  (Eq. 6.4)
+    only = canonical_names(only)
+    valid = set(linear_shapes(shape)) | {"ln_attn", "ln_ffn"}
+    bad = [k for k in only if k not in valid]
+    if bad or not only or len(set(only)) != len(only):
+        raise ValueError(f"only={only!r} must name distinct sites from {sorted(valid)}")
+    return shape.layers * sum(sites.get(k, 0) for k in only)             # e.g. L(d + f) for QM2  (Eq. 6.4)
+
+
 def trainable_fraction(model: Module) -> float:
     """Trainable parameters over all parameters of the model."""
     return model.num_parameters(trainable_only=True) / model.num_parameters()
 
 
-__all__ = ["QM2", "SITES", "apply_bitfit", "bias_names", "check_sites", "trainable_fraction"]
+__all__ = ["QM2", "SITES", "apply_bitfit", "bias_names", "bitfit_params", "bitfit_sites", "check_sites",
+           "trainable_fraction"]

@@ -182,6 +182,10 @@ def fraction(n: int, shape: ModelShape) -> float:
 
 
 # ------------------------------------------------------------------ PEFT methods
+# Each method's trainable-parameter formula lives in its method module (lora.lora_params,
+# adapters.adapter_params, prefix.num_prefix_params, prompt.num_prompt_params,
+# bitfit.bitfit_params, ia3.ia3_params), one function each; here stay only the names and the
+# one unit two of them share.
 
 # Other names for the same matrices (HF BERT / LLaMA module names, BitFit's notation).
 ALIASES = {"q": "query", "q_proj": "query", "k": "key", "k_proj": "key", "v": "value",
@@ -190,169 +194,20 @@ ALIASES = {"q": "query", "q_proj": "query", "k": "key", "k_proj": "key", "v": "v
            "intermediate.dense": "ffn_in", "output.dense": "ffn_out", "gate_proj": "ffn_gate",
            "up_proj": "ffn_up", "down_proj": "ffn_down", "b_q": "query", "b_k": "key",
            "b_v": "value", "b_m1": "attn_out", "b_m2": "ffn_in", "b_m3": "ffn_out",
-           "b_ln1": "ln_attn", "b_ln2": "ln_ffn"}
+           "b_ln1": "ln_attn", "b_ln2": "ln_ffn", "b_LN1": "ln_attn", "b_LN2": "ln_ffn"}
 
 
-def _names(names) -> tuple[str, ...]:
+def canonical_names(names) -> tuple[str, ...]:
+    """A name or names as ``linear_shapes`` keys them (through ``ALIASES``)."""
     if isinstance(names, str):
         names = (names,)
     return tuple(ALIASES.get(n, n) if isinstance(n, str) else n for n in names)
 
 
-# One adapted unit each; the whole-model counts below and the method modules (lora.py,
-# adapters.py, prefix.py) all multiply these, so each formula is written once.
 def lora_matrix_params(r: int, d_in: int, d_out: int) -> int:
-    """One LoRA pair on a d_in→d_out matrix: A is r×d_in, B is d_out×r, r·(d_in + d_out) (eq. 0.8)."""
+    """One LoRA pair on a d_in→d_out matrix: A is r×d_in, B is d_out×r, r·(d_in + d_out) (eq. 0.8).
+    ``lora.lora_params`` sums it over the adapted matrices; ``qlora_memory_gb`` over every linear one."""
     return check_size(r, "r") * (check_size(d_in, "d_in") + check_size(d_out, "d_out"))
-
-
-def adapter_unit_params(d: int, m: int, biases: bool = True) -> int:
-    """One bottleneck adapter: W_down (m×d), W_up (d×m), and biases m and d: 2md + m + d."""
-    d, m = check_size(d, "hidden size d"), check_size(m, "bottleneck size m")
-    return 2 * m * d + ((m + d) if biases else 0)
-
-
-def prompt_vectors(m: int, d: int) -> int:
-    """m soft-prompt vectors of width d at the input: m·d."""
-    return check_size(m, "prompt length m") * check_size(d, "hidden size d")
-
-
-def prefix_vectors(m: int, d: int, layers: int) -> int:
-    """m key and m value vectors of width d in each of L layers: m·d·L·2."""
-    return 2 * prompt_vectors(m, d) * check_size(layers, "layers")
-
-
-def lora_params(shape: ModelShape, r: int, targets=("query", "value")) -> int:
-    """LoRA (eq. 0.8): r·(d_in + d_out) per adapted matrix (A is r×d_in, B is d_out×r), every layer.
-
-    `targets` names matrices of `linear_shapes` (or an alias such as "q_proj"), or is
-    "all-linear".
-    """
-    mats = linear_shapes(shape)
-    r = _positive_int(r, "r")
-    targets = tuple(mats) if targets == "all-linear" else _names(targets)
-    unknown = [t for t in targets if t not in mats]
-    if unknown or not targets or len(set(targets)) != len(targets):
-        raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)} (or 'all-linear')")
-    return shape.layers * sum(lora_matrix_params(r, *mats[t]) for t in targets)
-
-
-ADAPTERS_PER_LAYER = {"houlsby": 2, "pfeiffer": 1, "parallel": 1}
-
-
-def adapter_params(shape: ModelShape, m: int, placement: str = "houlsby", biases: bool = True) -> int:
-    """Bottleneck adapters: W_down (m×d) and W_up (d×m), plus biases m and d.
-
-    Houlsby: after attention and after the FFN (2 per layer); Pfeiffer: after the FFN
-    only; parallel (He et al.): beside the FFN (1 per layer). Houlsby et al. also train
-    the LayerNorms; that is not counted here (see `bitfit_params` for their shifts).
-    """
-    s = _check_shape(shape)
-    m = _positive_int(m, "bottleneck m")
-    if placement not in ADAPTERS_PER_LAYER:
-        raise ValueError(f"placement must be one of {sorted(ADAPTERS_PER_LAYER)}, got {placement!r}")
-    return s.layers * ADAPTERS_PER_LAYER[placement] * adapter_unit_params(s.hidden, m, biases)
-
-
-def prefix_params(shape: ModelShape, m: int) -> int:
-    """Prefix-tuning: m key and m value vectors of width d in every layer, m·d·L·2.
-
-    Counts what is kept after training; the MLP that reparameterises the prefix during
-    training (Li & Liang) is thrown away and not counted.
-    """
-    s = _check_shape(shape)
-    return prefix_vectors(_positive_int(m, "prefix length m"), s.hidden, s.layers)
-
-
-def prompt_params(shape: ModelShape, m: int) -> int:
-    """Prompt tuning: m soft-prompt vectors at the input only, m·d."""
-    return prompt_vectors(_positive_int(m, "prompt length m"), _check_shape(shape).hidden)
-
-
-def ptuning_v2_params(shape: ModelShape, m: int) -> int:
-    """P-Tuning v2: m trainable prompts in every layer. The authors' code feeds them as
-    per-layer keys and values (past_key_values) without a reparameterising MLP, so the
-    count equals prefix-tuning's m·d·L·2. (Inserting m hidden states per layer instead
-    would be m·d·L.)
-    """
-    return prefix_params(shape, m)
-
-
-BITFIT_QM2 = ("query", "ffn_in")  # BitFit's b_q and b_m2 (the FFN's first bias, width ffn)
-
-
-def bitfit_sites(shape: ModelShape, include_layernorm: bool = True) -> dict[str, int]:
-    """Width of each per-layer bias: one per linear map (its d_out), and the two LayerNorm
-    shifts β ("ln_attn", "ln_ffn") if asked and the model has them."""
-    s = _check_shape(shape)
-    sites = {k: d_out for k, (_, d_out) in linear_shapes(s).items()} if s.bias else {}
-    if include_layernorm and s.norm == "layernorm":
-        sites |= {"ln_attn": s.hidden, "ln_ffn": s.hidden}
-    return sites
-
-
-def bitfit_params(shape: ModelShape, include_layernorm: bool = True, only=None) -> int:
-    """BitFit: every bias of the linear layers, plus LayerNorm shifts β if asked.
-
-    Counted: in every layer the biases of `bitfit_sites` (q, k, v, attention output,
-    FFN in and out, two β); once more the embedding LayerNorm β (encoders) or the final
-    LayerNorm β (decoders). Not counted: the pooler and the classifier (task heads).
-    `only` restricts the count to some per-layer sites, by our names or BitFit's ("b_q",
-    "b_m2", ...), e.g. BITFIT_QM2. A model without biases or β (LLaMA) gives 0.
-    """
-    s = _check_shape(shape)
-    sites = bitfit_sites(s, include_layernorm)
-    if only is None:
-        final_beta = s.hidden if include_layernorm and s.norm == "layernorm" else 0
-        return s.layers * sum(sites.values()) + final_beta
-    only = _names(only)
-    valid = set(linear_shapes(s)) | {"ln_attn", "ln_ffn"}
-    bad = [k for k in only if k not in valid]
-    if bad or not only or len(set(only)) != len(only):
-        raise ValueError(f"only={only!r} must name distinct sites from {sorted(valid)}")
-    return s.layers * sum(sites.get(k, 0) for k in only)
-
-
-IA3_PAPER = ("key", "value", "ffn_out")  # l_k, l_v and l_ff (the FFN's second matrix, input-scaled)
-
-
-def ia3_params(shape: ModelShape, targets=IA3_PAPER, feedforward=("ffn_out",)) -> int:
-    """IA³ (chapter 06, Eq. 6.10): one vector per adapted matrix and layer, of width d_out when
-    it scales the matrix's output (l_k, l_v) and d_in when it scales its input (the
-    ``feedforward`` matrices: l_ff on the FFN's second matrix has width ffn).
-    The paper's placement gives L·(2d + ffn). `targets` and `feedforward` name matrices of
-    `linear_shapes` (or aliases); `feedforward` must be a subset of `targets`.
-    """
-    mats = linear_shapes(_check_shape(shape))
-    targets, feedforward = _names(targets), _names(feedforward)
-    unknown = [t for t in targets if t not in mats]
-    if unknown or not targets or len(set(targets)) != len(targets):
-        raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)}")
-    if not set(feedforward) <= set(targets):
-        raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
-    return shape.layers * sum(mats[t][0] if t in feedforward else mats[t][1] for t in targets)
-
-
-USUAL = {  # (method, setting): each method at the settings its paper or common use starts from
-    "LoRA r=8 (q,v)": lambda s: lora_params(s, 8),
-    "LoRA r=8 (all linear)": lambda s: lora_params(s, 8, "all-linear"),
-    "Adapter Houlsby m=64": lambda s: adapter_params(s, 64, "houlsby"),
-    "Adapter Pfeiffer m=d/16": lambda s: adapter_params(s, s.hidden // 16, "pfeiffer"),
-    "Prefix m=20": lambda s: prefix_params(s, 20),
-    "Prompt m=20": lambda s: prompt_params(s, 20),
-    "Prompt m=100": lambda s: prompt_params(s, 100),
-    "P-Tuning v2 m=20": lambda s: ptuning_v2_params(s, 20),
-    "BitFit (biases + LN β)": lambda s: bitfit_params(s),
-}
-
-
-def method_table(models: dict[str, ModelShape] | None = None) -> dict[str, dict[str, int]]:
-    """{method: {model: trainable parameters}}, with a first row for full fine-tuning."""
-    models = shapes() if models is None else models
-    table = {"Full fine-tuning": {k: total_params(s) for k, s in models.items()}}
-    for method, count in USUAL.items():
-        table[method] = {k: count(s) for k, s in models.items()}
-    return table
 
 
 # ----------------------------------------------------------------------- memory
@@ -452,7 +307,8 @@ def qlora_memory_gb(shape, r: int = 64, tokens: int = 0, unit: str = "GB") -> di
 
     base 4-bit      the transformer's linear weights in NF4 + DQ (``counting`` scheme 'nf4-dq');
     base 16-bit     everything else (embeddings, untied output head, norms) kept in bf16;
-    LoRA weights    r on every linear layer (the paper's setting), bf16, 2 B/param;
+    LoRA weights    r on every linear layer (the paper's setting; ``lora.lora_params(shape, r,
+                    "all-linear")``), bf16, 2 B/param;
     LoRA gradients  bf16, 2 B/param;
     Adam states     fp32 m and v, 8 B/param (the part paged optimisers page out);
     activations     ``tokens`` × L × d × 2 B: one bf16 hidden state per layer per token, what
@@ -468,7 +324,8 @@ def qlora_memory_gb(shape, r: int = 64, tokens: int = 0, unit: str = "GB") -> di
     n = total_params(shape)
     parts = param_breakdown(shape)
     n_lin = parts["attention"] + parts["ffn"]
-    n_lora = lora_params(shape, r, "all-linear")
+    r = _positive_int(r, "r")
+    n_lora = shape.layers * sum(lora_matrix_params(r, *io) for io in linear_shapes(shape).values())  # Eq. 0.8
     out = {"base 4-bit": n_lin * bytes_per_param("nf4-dq") / div,
            "base 16-bit": (n - n_lin) * 2 / div,
            "LoRA weights": n_lora * 2 / div, "LoRA gradients": n_lora * 2 / div,

@@ -189,42 +189,49 @@ def read_checkpoint(folder, verify: bool = True):
 class DecoderLM:
     """A loaded decoder: ``logits(ids) -> (T, V)``, greedy ``generate``, and ``tokenizer``.
 
-    ``net`` is the NumPy ``decoder.Decoder`` or the torch twin; both take the same 1-D
-    NumPy ids here and return NumPy arrays.
+    ``net`` is the NumPy ``decoder.Decoder``; it takes 1-D NumPy ids and returns NumPy arrays.
+    The torch twin's wrapper, ``torch_ref.decoder.TorchDecoderLM``, overrides ``_logits`` and
+    ``_greedy`` (a floor up: nothing here imports torch).
     """
 
-    def __init__(self, name: str, net, tokenizer: DecoderTokenizer, backend: str, folder: Path):
-        self.name, self.net, self.tokenizer, self.backend, self.folder = name, net, tokenizer, backend, folder
+    backend = "numpy"
+
+    def __init__(self, name: str, net, tokenizer: DecoderTokenizer, folder: Path):
+        self.name, self.net, self.tokenizer, self.folder = name, net, tokenizer, folder
         self.config = net.config
 
     def _ids(self, ids, extra: int = 0) -> np.ndarray:
         return check_prompt(ids, extra, self.config)
 
-    def logits(self, ids) -> np.ndarray:
-        ids = self._ids(ids)
-        if self.backend == "numpy":
-            return self.net(ids[None])[0]
-        import torch  # only the torch backend needs it
+    def _logits(self, ids: np.ndarray) -> np.ndarray:
+        return self.net(ids[None])[0]
 
-        dev = next(self.net.parameters()).device
-        with torch.no_grad():
-            return self.net(torch.from_numpy(ids)[None].to(dev))[0].cpu().numpy()
+    def _greedy(self, ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        from .decoder import generate
+
+        return generate(self.net, ids, max_new_tokens)
+
+    def logits(self, ids) -> np.ndarray:
+        return self._logits(self._ids(ids))
 
     def generate(self, ids, max_new_tokens: int, stop_at_eos: bool = True) -> np.ndarray:
         """Prompt + up to ``max_new_tokens`` greedy tokens (KV cache), as a 1-D int64 array.
         Like ``transformers``' ``generate``, it ends after the first <|endoftext|> it produces
         unless ``stop_at_eos`` is False."""
         ids = self._ids(ids, max_new_tokens)
-        if self.backend == "numpy":
-            from .decoder import generate
-
-            out = generate(self.net, ids, int(max_new_tokens))
-        else:
-            import torch
-
-            from .torch_ref.decoder import generate
-
-            dev = next(self.net.parameters()).device
-            out = generate(self.net, torch.from_numpy(ids).to(dev), int(max_new_tokens)).cpu().numpy()
+        out = self._greedy(ids, int(max_new_tokens))
         ends = np.flatnonzero(out[ids.size:] == self.tokenizer.eos_id)
         return out[: ids.size + ends[0] + 1] if stop_at_eos and ends.size else out
+
+
+def load_lm(name: str | None = None, dtype=None, folder=None) -> DecoderLM:
+    """A pretrained decoder of the family (``FAMILY``; default ``DEFAULT``) in our NumPy
+    ``decoder.Decoder``, offline; ``folder`` loads another checkpoint folder in the same layout.
+    Everything is checked (``read_checkpoint``) before anything is built. The torch twin:
+    ``torch_ref.decoder.load_lm_torch``; the one call that picks either: ``models.load_decoder``."""
+    from .decoder import Decoder
+
+    folder = checkpoint_dir(name) if folder is None else folder
+    cfg, weights, tok, _ = read_checkpoint(folder)
+    net = Decoder(cfg, dtype=np.float32 if dtype is None else dtype).load_state_dict(weights)
+    return DecoderLM(Path(folder).name, net, tok, folder)

@@ -220,10 +220,10 @@ def unmerge_all(model: Module) -> list[str]:
 def dora_params(shape: C.ModelShape, r: int, targets=("query", "value")) -> int:
     """LoRA's count plus one magnitude per output row (Eq. 2.11):
     L · Σ_targets [r·(d_in + d_out) + d_out]."""
-    n_lora = C.lora_params(shape, r, targets)           # validates r and the targets
+    n_lora = lora.lora_params(shape, r, targets)        # validates r and the targets
     mats = C.linear_shapes(shape)
-    names = tuple(mats) if targets == "all-linear" else (targets,) if isinstance(targets, str) else tuple(targets)
-    return n_lora + shape.layers * sum(mats[C.ALIASES.get(t, t)][1] for t in names)   # + d_out each
+    names = tuple(mats) if targets == "all-linear" else C.canonical_names(targets)
+    return n_lora + shape.layers * sum(mats[t][1] for t in names)   # + d_out each
 
 
 # ----------------------------------------------------------------------------- peft's files

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .counting import ModelShape, canonical_names, linear_shapes
 from .lora import check_targets, linear_paths, match_targets
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 from .peft_format import PeftFormat
@@ -209,6 +210,27 @@ def unmerge_all(model: Module) -> list[str]:
     return switch_merged(ia3_layers(model), False)
 
 
+# ----------------------------------------------------------------------------- counting
+PAPER_MATRICES = ("key", "value", "ffn_out")  # l_k, l_v and l_ff (the FFN's second matrix, input-scaled)
+
+
+def ia3_params(shape: ModelShape, targets=PAPER_MATRICES, feedforward=("ffn_out",)) -> int:
+    """IA³'s trainable parameters on a published shape (Eq. 6.10): one vector per adapted
+    matrix and layer, of width d_out when it scales the matrix's output (l_k, l_v) and d_in
+    when it scales its input (the ``feedforward`` matrices: l_ff on the FFN's second matrix
+    has width ffn). The paper's placement gives L·(2d + ffn). ``targets`` and ``feedforward``
+    name matrices of ``counting.linear_shapes`` (or aliases); ``feedforward`` ⊆ ``targets``.
+    """
+    if not isinstance(shape, ModelShape):
+        raise TypeError(f"expected a ModelShape, got {type(shape).__name__}")
+    mats = linear_shapes(shape)
+    targets, feedforward = canonical_names(targets), canonical_names(feedforward)
+    unknown = [t for t in targets if t not in mats]
+    if unknown or not targets or len(set(targets)) != len(targets):
+        raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)}")
+    if not set(feedforward) <= set(targets):
+        raise ValueError(f"feedforward {feedforward!r} must be a subset of targets {targets!r}")
+    return shape.layers * sum(mats[t][0] if t in feedforward else mats[t][1] for t in targets)  # L·(2d + ffn)
 
 # ----------------------------------------------------------------------------- the peft file format
 # A peft IA³ adapter holds, for every adapted Linear at path P, ``base_model.model.P.ia3_l``:
@@ -271,4 +293,4 @@ PEFT_FORMAT = PeftFormat(
 
 
 __all__ = ["IA3Linear", "PAPER_FEEDFORWARD", "PAPER_TARGETS", "PEFT_FORMAT", "PeftSetting", "attach_ia3",
-           "check_feedforward", "feedforward_matches", "ia3_layers", "merge_all", "plan", "switch_merged", "unmerge_all"]
+           "check_feedforward", "feedforward_matches", "ia3_layers", "ia3_params", "merge_all", "plan", "switch_merged", "unmerge_all"]

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import checks
-from .counting import lora_matrix_params
+from .counting import ModelShape, canonical_names, linear_shapes, lora_matrix_params
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 from .peft_format import PeftFormat
 
@@ -247,13 +247,27 @@ def lora_layers(model: Module) -> dict[str, LoRALinear]:
     return {path: mod for path, mod in model.named_modules() if isinstance(mod, LoRALinear)}
 
 
-def count_lora_params(shapes: dict[str, tuple[int, int]], targets, r: int) -> int:
-    """Σ r·(d_in + d_out) over the matched matrices (Eq. 2.7). ``shapes`` is {path: (d_in, d_out)},
-    e.g. ``linear_paths(model)``; nothing is built."""
-    chosen = match_targets(shapes, targets)
+def lora_params(shape, r: int, targets=("query", "value")) -> int:
+    """LoRA's trainable parameters: Σ r·(d_in + d_out) over the adapted matrices (Eq. 2.7;
+    chapter 00's Eq. 0.8), A being r×d_in and B d_out×r. Nothing is built.
+
+    ``shape``: a ``counting.ModelShape`` (a published model: ``targets`` names matrices of
+    ``counting.linear_shapes`` or an alias such as "q_proj", or is "all-linear"; every layer
+    counts), or {dotted path: (d_in, d_out)} of a real model, e.g. ``linear_paths(model)``
+    (``targets`` matched as ``attach_lora`` matches them, and r checked against each matrix).
+    """
+    if isinstance(shape, ModelShape):
+        mats = linear_shapes(shape)
+        r = checks.check_size(r, "r")
+        targets = tuple(mats) if targets == "all-linear" else canonical_names(targets)
+        unknown = [t for t in targets if t not in mats]
+        if unknown or not targets or len(set(targets)) != len(targets):
+            raise ValueError(f"targets {targets!r} must be distinct names from {sorted(mats)} (or 'all-linear')")
+        return shape.layers * sum(lora_matrix_params(r, *mats[t]) for t in targets)   # L · Σ r(d_in + d_out)
+    chosen = match_targets(shape, targets)
     for p in chosen:
-        check_rank(r, *shapes[p])
-    return sum(lora_matrix_params(r, *shapes[p]) for p in chosen)
+        check_rank(r, *shape[p])
+    return sum(lora_matrix_params(r, *shape[p]) for p in chosen)                     # Σ r(d_in + d_out)
 
 
 def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: float = 8,
@@ -440,5 +454,5 @@ def lora_cost(n: int, d_in: int, d_out: int, r: int) -> dict[str, int]:
 
 
 __all__ = ["INITS", "LoRALinear", "PEFT_FORMAT", "PeftSetting", "attach_lora", "check_alpha", "check_rank",
-           "check_targets", "count_lora_params", "lora_cost", "init_A", "linear_paths", "lora_layers", "match_targets",
+           "check_targets", "lora_cost", "init_A", "linear_paths", "lora_layers", "lora_params", "match_targets",
            "merge_all", "pissa_factors", "scaling", "target_matches", "unmerge_all"]

@@ -2,22 +2,25 @@
 
 It builds the NumPy encoder from ``pedagogy_lib.bert``, loads the safetensors weights and the
 shipped tokenizer, and returns a model whose ``.encode(list_of_str)`` gives the same
-normalised sentence embeddings as sentence-transformers. NumPy only: the torch twin is
-``pedagogy_lib.torch_ref.encoder.load_minilm_torch`` (a layer above; nothing here imports torch).
+normalised sentence embeddings as sentence-transformers (the torch twin is
+``pedagogy_lib.torch_ref.encoder.load_minilm_torch``).
 
 ``load_decoder(name, backend)`` loads chapter 09's pretrained decoders
-(``pedagogy_lib/checkpoints/<name>/``): NumPy ``decoder.Decoder``, or with ``backend="torch"``
-the torch twin, imported only inside that call (the one deliberate lazy import upward;
-``tests/test_layers.py`` lists it).
+(``pedagogy_lib/checkpoints/<name>/``): NumPy ``decoder.Decoder`` (``decoder_io.load_lm``), or
+with ``backend="torch"`` the torch twin (``torch_ref.decoder.load_lm_torch``).
+
+This module is the API that picks a backend, so it sits on the torch twins' floor
+(``tests/test_layers.py::FLOORS``); the loaders it calls sit below it, and nothing below
+imports it. Importing it, or loading a NumPy model, never imports torch: the torch loader is
+imported inside the call that asks for it (``tests/test_decoder_io.py``).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
 from .bert import BertConfig, BertEncoder, SentenceEncoder
 from .checkpoint import MiniLM, Tokenizer, encoder_weights, load_config
+from .decoder_io import load_lm
 
 BACKENDS = ("numpy", "torch")
 
@@ -34,23 +37,15 @@ def load_minilm(backend: str = "numpy", dtype=None) -> MiniLM:
 
 def load_decoder(name: str | None = None, backend: str = "numpy", dtype=None, device=None, folder=None):
     """A pretrained decoder of chapter 09's family (``decoder_io.FAMILY``; default
-    ``decoder_io.DEFAULT``), NumPy or torch, offline. ``folder`` loads another checkpoint
-    folder in the same layout instead. Everything is checked before anything is built."""
-    from .decoder import Decoder
-    from .decoder_io import DecoderLM, checkpoint_dir, read_checkpoint
-
+    ``decoder_io.DEFAULT``), NumPy (``decoder_io.load_lm``) or torch
+    (``torch_ref.decoder.load_lm_torch``, imported only for that backend), offline. ``folder``
+    loads another checkpoint folder in the same layout instead. Everything is checked before
+    anything is built."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    folder = checkpoint_dir(name) if folder is None else folder
-    cfg, weights, tok, _ = read_checkpoint(folder)
-    label = Path(folder).name
     if backend == "torch":
-        # Imported here, not at the top: models.py stays NumPy-only for the NumPy route.
-        import torch
+        # Imported here, not at the top: the NumPy route never imports torch.
+        from .torch_ref.decoder import load_lm_torch
 
-        from .torch_ref.decoder import build_decoder
-
-        net = build_decoder(cfg, weights, dtype=dtype or torch.float32, device=device or "cpu").eval()
-        return DecoderLM(label, net, tok, backend, folder)
-    net = Decoder(cfg, dtype=np.float32 if dtype is None else dtype).load_state_dict(weights)
-    return DecoderLM(label, net, tok, backend, folder)
+        return load_lm_torch(name, dtype=dtype, device=device, folder=folder)
+    return load_lm(name, dtype=dtype, folder=folder)

@@ -26,7 +26,6 @@ import numpy as np
 
 from . import checks
 from .checks import check_size
-from .counting import prefix_vectors
 from .nn import Embedding, Linear, Module, Sequential, check_array, check_finite, softmax
 
 # ----------------------------------------------------------------------------- checks
@@ -373,8 +372,13 @@ def prefix_weight(attention) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- counting
 def num_prefix_params(m: int, d: int, n_layers: int) -> int:
-    """Prefix-tuning / P-Tuning v2 after folding: m×d×L×2 (Eq. 4.7), ``counting.prefix_vectors``."""
-    return prefix_vectors(m, d, n_layers)
+    """What prefix-tuning ships (after folding) and P-Tuning v2 trains: m key and m value
+    vectors of width d in each of L layers, m·d·L·2 (Eq. 4.7; Eq. 5.4 for P-Tuning v2, whose
+    authors' code feeds its per-layer prompts as keys and values, ``past_key_values``, with no
+    reparameterising MLP). The MLP prefix-tuning trains through is thrown away and not
+    counted (``num_reparam_params`` counts it)."""
+    m, d = check_size(m, "prefix length m"), check_size(d, "hidden size d")
+    return m * d * check_size(n_layers, "layers") * 2            # keys and values  (Eq. 4.7)
 
 
 def num_reparam_params(m: int, d: int, n_layers: int, hidden: int, d_embed: int | None = None) -> int:

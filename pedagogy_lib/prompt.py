@@ -16,7 +16,6 @@ import numpy as np
 
 from . import checks
 from .checks import check_size as _check_size
-from .counting import prompt_vectors
 from .nn import Module, check_array, check_finite
 from .prefix import _bert, _broadcast, _check_grad, _check_std, _dtype, _free_attentions
 
@@ -155,9 +154,15 @@ def attach_deep_prompt(model, m: int, seed: int = 0, std: float = 1.0):
 
 # ----------------------------------------------------------------------------- counting
 def num_prompt_params(m: int, d: int) -> int:
-    """Prompt tuning: m×d (Eq. 5.2), counted by chapter 00's ``counting.prompt_vectors``."""
-    return prompt_vectors(m, d)
+    """Prompt tuning: m soft-prompt vectors of width d at the input only, m·d (Eq. 5.2)."""
+    return _check_size(m, "prompt length m") * _check_size(d, "hidden size d")   # m·d  (Eq. 5.2)
+
+
+def num_deep_prompt_params(m: int, d: int, n_layers: int) -> int:
+    """Deep prompts (``attach_deep_prompt``): m hidden-state vectors of width d at every
+    layer's input, m·d·L; half of P-Tuning v2's m·d·L·2 (Eq. 5.4), which feeds keys and values."""
+    return num_prompt_params(m, d) * _check_size(n_layers, "layers")          # m·d·L
 
 
 __all__ = ["INITS", "SoftPrompt", "vocab_candidates", "load_prompt", "attach_prompt", "DeepPrompt",
-           "attach_deep_prompt", "num_prompt_params"]
+           "attach_deep_prompt", "num_deep_prompt_params", "num_prompt_params"]

@@ -6,7 +6,8 @@ about how any one chapter uses it:
 * ``attach_numpy(mm, seed, **opts)`` / ``attach_torch(mm, seed, **opts)``: make the method's
   parameters the trainable ones of a freshly loaded MiniLM (``mm`` has ``.net``, ``.bert``,
   ``.tokenizer``; NumPy from ``models.load_minilm``, torch from ``torch_ref.encoder``);
-* ``count(shape, **opts)``: its trainable-parameter formula, from ``counting`` (chapter 00);
+* ``count(shape, **opts)``: its trainable-parameter count on a ``counting.ModelShape``, from the
+  one formula in its method module (e.g. ``lora.lora_params``; chapter 00 teaches them);
 * ``lrs``: the learning-rate grid the runner starts from (three rates around the best one
   chapters 02–06 and the first chapter 08 run found; ``runner.protocol`` extends it until
   its best point is bracketed);
@@ -28,6 +29,7 @@ about how any one chapter uses it:
 A chapter names the settings it compares as ``Arm``s (a label, a method, overrides), so
 "LoRA r=8 on every linear layer" is the ``lora`` record with ``targets="all-linear"``; an arm
 with ``model="decoder"`` uses the record's decoder form (``DECODER_ARMS``: chapter 10's nine).
+``compared`` names the record's arms in chapter 08's comparison (``compared_arms``).
 Adding a method = one ``Method(...)`` line in ``_RECORDS`` (see README, "Adding a method").
 """
 from __future__ import annotations
@@ -224,6 +226,17 @@ def _total(shape, **opts):
 
 
 @dataclass(frozen=True)
+class Compared:
+    """One arm a record contributes to chapter 08's comparison (``compared_arms``): its
+    ``label`` (None: the method's name), option overrides, its own learning-rate grid (None:
+    the record's) and the note chapter 08's table prints."""
+    label: str | None = None
+    opts: dict = field(default_factory=dict)
+    lrs: tuple | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     trains: str
@@ -235,6 +248,7 @@ class Method:
     inference: Callable | None = None  # (trained MiniLM) -> None, before serving
     decoder: Decoder | None = None     # its form on chapter 09's decoder (chapter 10)
     wrap: Callable | None = None       # (classifier, seed, **opts) -> the module trained instead
+    compared: tuple[Compared, ...] = (Compared(),)  # its chapter 08 arms; () = not compared
 
     def opts(self, **overrides) -> dict:
         return _options(self.name, self.defaults, overrides)
@@ -292,61 +306,78 @@ class Method:
 _LORA = dict(targets=("query", "value"), r=8, alpha=16)
 _RECORDS = [
     Method("probe", "the task head only (the encoder is frozen)", _freeze_torch, _freeze_numpy,
-           lambda s, **q: 0, (3e-3, 1e-2, 3e-2), {"quant_type": None, "double_quant": True}),
+           lambda s, **q: 0, (3e-3, 1e-2, 3e-2), {"quant_type": None, "double_quant": True},
+           compared=(Compared(note="frozen encoder, head only"),)),
     Method("full", "every weight", _nothing, _nothing, _total, (5e-5, 1e-4, 2e-4),
-           decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3), peft=_peft_full)),
+           decoder=Decoder(_dec_full, (1e-4, 3e-4, 1e-3), peft=_peft_full), compared=(Compared(note="every weight"),)),
     Method("lora", "A (r x d_in) and B (d_out x r) beside each targeted matrix (Eq. 2.4)",
            lambda mm, seed, targets, r, alpha, rslora: TL.attach_lora(mm.bert, targets, r=r, alpha=alpha,
                                                                       rslora=rslora, seed=seed),
            lambda mm, seed, targets, r, alpha, rslora: L.attach_lora(mm.bert, targets, r=r, alpha=alpha,
                                                                      rslora=rslora, seed=seed),
-           lambda s, targets, r, alpha, rslora: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
+           lambda s, targets, r, alpha, rslora: L.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
            {**_LORA, "rslora": False}, _merge_lora,  # rslora: s = α/√r (Eq. 2.3)
-           Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora)),
+           Decoder(_dec_lora, (1e-3, 3e-3, 1e-2), {"targets": ("q_proj", "v_proj"), "r": DP.R}, peft=_peft_lora),
+           compared=(Compared("lora_qv", note="r=8, α=16 on W_q, W_v"),
+                     Compared("lora_all", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3),
+                              note="r=8, α=16 on every linear layer"))),
+    # a LoRA variant (chapter 02, §11); chapter 08 compares it at LoRA's q,v setting, its runs
+    # added to the stored comparison by ``python -m pedagogy_lib.book.ch08.experiment --append --methods dora``
     Method("dora", "LoRA's A and B on the direction of each targeted matrix, and its row magnitudes m (Eq. 2.8)",
            lambda mm, seed, targets, r, alpha: TD.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
            lambda mm, seed, targets, r, alpha: D.attach_dora(mm.bert, targets, r=r, alpha=alpha, seed=seed),
-           lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora),
+           lambda s, targets, r, alpha: D.dora_params(s, r, targets), (1e-3, 3e-3, 1e-2), dict(_LORA), _merge_dora,
+           compared=(Compared(note="r=8, α=16 on W_q, W_v, plus row magnitudes m (merged for inference)"),)),
     *[Method(kind, f"{kind} bottleneck adapters, W_down and W_up with biases (Eq. 3.2)",
              lambda mm, seed, m, kind=kind: TA.attach_adapters(mm.bert, kind, m, seed=seed),
              lambda mm, seed, m, kind=kind: A.attach_adapters(mm.bert, kind, m, seed=seed),
-             lambda s, m, kind=kind: C.adapter_params(s, m, kind), lrs, {"m": m})
-      for kind, m, lrs in (("houlsby", 16, (1e-3, 3e-3, 1e-2)), ("pfeiffer", 32, (1e-3, 3e-3, 1e-2)),
-                           ("parallel", 16, (3e-3, 1e-2, 3e-2)))],
+             lambda s, m, kind=kind: A.adapter_params(s.hidden, m, kind, s.layers), lrs, {"m": m},
+             compared=(Compared(note=note),))
+      for kind, m, lrs, note in (("houlsby", 16, (1e-3, 3e-3, 1e-2), "m=16, two adapters per block"),
+                                 ("pfeiffer", 32, (1e-3, 3e-3, 1e-2), "m=32, one adapter per block"),
+                                 ("parallel", 16, (3e-3, 1e-2, 3e-2), "m=16, beside each block's FFN"))],
     Method("prefix", "m key and value vectors per layer, through an MLP while training (Eq. 4.3)",
            lambda mm, seed, m, reparam: TP.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda mm, seed, m, reparam: P.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
-           lambda s, m, reparam: C.prefix_params(s, m), (1e-3, 3e-3, 1e-2), {"m": 10, "reparam": 128}, _fold_prefix,
-           Decoder(_dec_prefix, (1e-3, 3e-3, 1e-2), {"m": DP.PREFIX_TOKENS})),
+           lambda s, m, reparam: P.num_prefix_params(m, s.hidden, s.layers), (1e-3, 3e-3, 1e-2),
+           {"m": 10, "reparam": 128}, _fold_prefix,
+           Decoder(_dec_prefix, (1e-3, 3e-3, 1e-2), {"m": DP.PREFIX_TOKENS}),
+           compared=(Compared(note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),)),
     Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
-           lambda s, m, init: C.prompt_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
-           decoder=Decoder(_dec_prompt, (3e-3, 1e-2, 3e-2), {"m": DP.PROMPT_TOKENS})),
+           lambda s, m, init: PT.num_prompt_params(m, s.hidden), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
+           decoder=Decoder(_dec_prompt, (3e-3, 1e-2, 3e-2), {"m": DP.PROMPT_TOKENS}),
+           compared=(Compared(note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),)),
     Method("deep_prompt", "m hidden-state vectors at every layer's input",
            lambda mm, seed, m: TPT.attach_deep_prompt(mm.bert, m, seed=seed),
            lambda mm, seed, m: PT.attach_deep_prompt(mm.bert, m, seed=seed),
-           lambda s, m: C.prompt_params(s, m) * s.layers, (3e-3, 1e-2, 3e-2), {"m": 10}),
+           lambda s, m: PT.num_deep_prompt_params(m, s.hidden, s.layers), (3e-3, 1e-2, 3e-2), {"m": 10},
+           compared=(Compared(note="m=10 hidden-state vectors at every layer's input"),)),
     Method("ptuning_v2", "m keys and values per layer, trained directly (Eq. 5.4)",
            lambda mm, seed, m: TP.attach_ptuning_v2(mm.bert, m, seed=seed),
            lambda mm, seed, m: P.attach_ptuning_v2(mm.bert, m, seed=seed),
-           lambda s, m: C.ptuning_v2_params(s, m), (3e-3, 1e-2, 3e-2), {"m": 10},
-           decoder=Decoder(_dec_ptuning_v2, (3e-3, 1e-2, 3e-2, 1e-1, 3e-1), {"m": DP.PREFIX_TOKENS})),
+           lambda s, m: P.num_prefix_params(m, s.hidden, s.layers), (3e-3, 1e-2, 3e-2), {"m": 10},
+           decoder=Decoder(_dec_ptuning_v2, (3e-3, 1e-2, 3e-2, 1e-1, 3e-1), {"m": DP.PREFIX_TOKENS}),
+           compared=(Compared(note="m=10 per-layer keys/values, no reparameterisation"),)),
     Method("bitfit", "the biases and LayerNorm shifts (``sites``: only those per-block biases, e.g. b_q, b_m2)",
            lambda mm, seed, include_layernorm, sites: TB.apply_bitfit(mm.bert, sites, include_layernorm),
            lambda mm, seed, include_layernorm, sites: B.apply_bitfit(mm.bert, sites, include_layernorm),
-           lambda s, include_layernorm, sites: C.bitfit_params(s, include_layernorm, only=sites),
-           (3e-3, 1e-2, 3e-2), {"include_layernorm": True, "sites": None}),
+           lambda s, include_layernorm, sites: B.bitfit_params(s, include_layernorm, only=sites),
+           (3e-3, 1e-2, 3e-2), {"include_layernorm": True, "sites": None},
+           compared=(Compared(note="biases + LayerNorm β"),)),
     Method("ia3", "vectors l_k, l_v rescaling keys and values and l_ff rescaling the FFN's hidden units (Eqs. 6.5-6.8)",
            lambda mm, seed: TI.attach_ia3(mm.bert), lambda mm, seed: I.attach_ia3(mm.bert),
-           lambda s: C.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3,
-           Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2), peft=_peft_ia3)),
+           lambda s: I.ia3_params(s), (1e-2, 3e-2, 1e-1), {}, _merge_ia3,
+           Decoder(_dec_ia3, (3e-3, 1e-2, 3e-2), peft=_peft_ia3),
+           compared=(Compared(note="l_k, l_v and l_ff (FFN hidden), started at 1"),)),
     Method("qlora", "LoRA on a frozen 4-bit (NF4 + double quantisation) base", _qlora_torch, None,
-           lambda s, targets, r, alpha, **q: C.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
-           {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA),
+           lambda s, targets, r, alpha, **q: L.lora_params(s, r, targets), (1e-3, 3e-3, 1e-2),
+           {**_LORA, "quant_targets": "all-linear", "quant_type": "nf4", "double_quant": True}, decoder=_DEC_QLORA,
+           compared=(Compared(note="NF4+DQ base (bitsandbytes Linear4bit), LoRA r=8 on W_q, W_v"),)),
     # chapter 01's measurement, not a PEFT method to deploy: lr = η/√d (torch_ref.subspace.subspace_lr),
     # so an arm at another d gives its own grid; the default grid is η = 0.1, 0.3, 1 at d = 1000
     Method("subspace", "z, d numbers moving every weight of the layers and the head along P (Eq. 1.9)",
            _nothing, None, lambda s, d, kind: d, tuple(TS.subspace_lr(eta, 1000) for eta in (0.1, 0.3, 1.0)),
-           {"d": 1000, "kind": "sparse"}, wrap=_subspace),
+           {"d": 1000, "kind": "sparse"}, wrap=_subspace, compared=()),
 ]
 METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
 # The methods with a peft form on the decoder (chapter 11 trains each as our twin or through peft).
@@ -431,6 +462,13 @@ def arms(*items) -> dict[str, Arm]:
             raise ValueError(f"two arms are labelled {a.label!r}")
         out[a.label] = a
     return out
+
+
+def compared_arms() -> dict[str, Arm]:
+    """Chapter 08's comparison, {label: Arm}: every record's ``compared`` arms, in registry
+    order (read now, so a record added to ``METHODS`` joins it with no other edit)."""
+    return arms(*(Arm(c.label or m.name, m.name, dict(c.opts), c.lrs, c.note)
+                  for m in METHODS.values() for c in m.compared))
 
 
 def _dec(label, method, opts=None, **kw) -> Arm:

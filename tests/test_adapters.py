@@ -88,10 +88,12 @@ def test_attach_starts_as_identity_and_counts(placement):
 
 @pytest.mark.parametrize("placement", A.PLACEMENTS)
 @pytest.mark.parametrize("m", [1, 8, 64])
-def test_counts_agree_with_counting(placement, m):
+def test_count_on_published_shapes(placement, m):
+    k = {"houlsby": 2, "pfeiffer": 1, "parallel": 1}[placement]  # Eq. 3.5's adapters per block
     for shape in (counting.BERT_BASE, counting.BERT_LARGE):
-        ours = A.adapter_params(shape.hidden, m, placement, shape.layers)
-        assert ours == counting.adapter_params(shape, m, placement)
+        d, L = shape.hidden, shape.layers
+        assert A.adapter_params(d, m, placement, L) == L * k * (2 * m * d + m + d)
+        assert A.adapter_params(d, m, placement, L, biases=False) == L * k * 2 * m * d
 
 
 @pytest.mark.parametrize("placement", A.PLACEMENTS)

@@ -43,7 +43,7 @@ def test_counts_match_counting(sites, ln):
     only = None if sites is None else [{"b_q": "query", "b_k": "key", "b_v": "value", "b_m1": "attn_out",
                                         "b_m2": "ffn_in", "b_m3": "ffn_out", "b_LN1": "ln_attn",
                                         "b_LN2": "ln_ffn"}[s] for s in sites]
-    want = counting.bitfit_params(SHAPE, include_layernorm=ln, only=only)
+    want = BF.bitfit_params(SHAPE, include_layernorm=ln, only=only)
     assert bert.num_parameters(trainable_only=True) == want
     assert sum(dict(bert.named_parameters())[n].size for n in names) == want
     assert all(n.endswith(".bias") for n in names)
@@ -59,8 +59,8 @@ def test_qm2_is_query_and_ffn_in():
 
 def test_published_fractions():
     # BERT-large with LayerNorm β is the "0.08%"; BERT-base is 0.09% (paper-numbers A7)
-    f_large = counting.fraction(counting.bitfit_params(counting.BERT_LARGE), counting.BERT_LARGE)
-    f_base = counting.fraction(counting.bitfit_params(counting.BERT_BASE), counting.BERT_BASE)
+    f_large = counting.fraction(BF.bitfit_params(counting.BERT_LARGE), counting.BERT_LARGE)
+    f_base = counting.fraction(BF.bitfit_params(counting.BERT_BASE), counting.BERT_BASE)
     assert round(100 * f_large, 2) == 0.08 and round(100 * f_base, 2) == 0.09
 
 
@@ -123,7 +123,7 @@ def test_torch_keeps_head_and_pre_activations():
 def test_trainable_fraction():
     bert = small()
     BF.apply_bitfit(bert)
-    assert BF.trainable_fraction(bert) == counting.bitfit_params(SHAPE) / bert.num_parameters()
+    assert BF.trainable_fraction(bert) == BF.bitfit_params(SHAPE) / bert.num_parameters()
 
 
 def test_bad_input_leaves_state_unchanged():
@@ -320,7 +320,7 @@ def test_peft_beft_matches_bitfit_without_layernorm():
     target = r".*layer\.\d+\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)"
     pm = peft.get_peft_model(hf, peft.BeftConfig(target_modules=target))
     delta = {n: p for n, p in pm.named_parameters() if p.requires_grad}
-    assert sum(p.numel() for p in delta.values()) == counting.bitfit_params(SHAPE, include_layernorm=False)
+    assert sum(p.numel() for p in delta.values()) == BF.bitfit_params(SHAPE, include_layernorm=False)
     ids, mask = torch.from_numpy(IDS), torch.from_numpy(MASK)
     r = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 5, 12)))
     opt_a = torch.optim.AdamW([p for p in ours.parameters() if p.requires_grad], lr=0.05, weight_decay=0.0)

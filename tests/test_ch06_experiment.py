@@ -33,8 +33,9 @@ def test_budget_per_size_follows_the_epochs_rule():
 def test_arms_are_registry_records():
     assert E.ARMS["BitFit (b_q, b_m2)"].opts == {"sites": ("b_q", "b_m2")}
     from pedagogy_lib import counting as C
-    assert E.ARMS["BitFit (b_q, b_m2)"].params(C.minilm_shape()) == C.bitfit_params(C.minilm_shape(), only=C.BITFIT_QM2)
-    assert E.ARMS["BitFit"].params(C.minilm_shape()) == C.bitfit_params(C.minilm_shape())
+    from pedagogy_lib.bitfit import QM2, bitfit_params
+    assert E.ARMS["BitFit (b_q, b_m2)"].params(C.minilm_shape()) == bitfit_params(C.minilm_shape(), only=QM2)
+    assert E.ARMS["BitFit"].params(C.minilm_shape()) == bitfit_params(C.minilm_shape())
 
 
 def test_curve_selects_on_two_seeds_then_runs_every_size_and_resumes(tmp_path):

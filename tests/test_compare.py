@@ -77,12 +77,33 @@ def test_bad_arguments():
         compare.compare(["probe"], TINY, progress=False, jobs=0)
 
 
+def test_arms_derived_from_the_registry_are_the_stored_ones():
+    """ARMS comes from the records' ``compared`` fields; it must be the 15 arms the stored
+    comparison ran (DoRA's added with ``--append``): same labels in the chapter's order, same notes, each grid the start of
+    the stored (possibly extended) grid, same trainable count."""
+    from pedagogy_lib import counting as C
+    from pedagogy_lib.registry import compared_arms
+
+    assert compare.ARMS == compared_arms()
+    assert list(compare.ARMS) == ["probe", "full", "lora_qv", "lora_all", "dora", "houlsby", "pfeiffer", "parallel",
+                                  "prefix", "prompt", "deep_prompt", "ptuning_v2", "bitfit", "ia3", "qlora"]
+    stored, shape = compare.load()["methods"], C.minilm_shape()
+    for label, arm in compare.ARMS.items():
+        r = stored[label]
+        assert arm.note == r["note"] and list(arm.grid) == r["lr_grid"][: len(arm.grid)], label
+        if label != "prefix":  # prefix trains through its MLP; the count is what ships (folded)
+            assert arm.params(shape) == r["trainable"], label
+    assert compare.ARMS["lora_all"].opts == {"targets": "all-linear"}
+
+
 def test_committed_results_cover_every_method_on_the_protocol():
     from pedagogy_lib.registry import METHODS
 
     res = compare.load()
     assert set(res["methods"]) == set(compare.ARMS)
-    # every registry method, IA³ included; chapter 01's random subspace is a measurement, not a method to compare
+    # every registry method, IA³ and DoRA included, except the one record with ``compared=()``:
+    # chapter 01's random subspace (a measurement, not a method to compare)
+    assert {n for n, m in METHODS.items() if not m.compared} == {"subspace"}
     assert {a.method for a in compare.ARMS.values()} == set(METHODS) - {"subspace"}
     b = res["budget"]
     assert len(b["seeds"]) >= 5 and b["select_seeds"] >= 2 and b["n_eval"] is None and b["n_test"] == 1322
@@ -179,3 +200,24 @@ def test_ch08_claim_rules_use_paired_intervals_and_flip(monkeypatch):
     assert verdict(fake)["ch08-prompt-3-4-points"] == "untestable-here"
     m["lora_qv"]["latency_ratio"] = 1.5
     assert verdict(fake)["ch08-merged-lora-latency"] == "wrong"
+
+
+def test_append_adds_arms_in_arms_order_and_keeps_the_others(monkeypatch, tmp_path):
+    """``--append``: the stored arms stay as stored, the new one lands in ``ARMS`` order with its
+    runs counted, and a run on another budget is refused before it trains."""
+    stored = compare.load()
+    some = {n: stored["methods"][n] for n in ("probe", "full", "houlsby")}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(stored | {"methods": some, "n_runs": 30, "cpu_s_runs": 9.0}))
+    new = {"budget": stored["budget"], "methods": {"lora_qv": {"cpu_s": 2.0, "x": 1}}, "n_runs": 8,
+           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}, "reused_runs": 0}
+    monkeypatch.setattr(compare, "compare", lambda names, budget, jobs=1, log=None: new)
+    res = compare.append(["lora_qv"], path=path)
+    assert list(res["methods"]) == ["probe", "full", "lora_qv", "houlsby"]
+    assert all(res["methods"][n] == some[n] for n in some)
+    assert res["n_runs"] == 38 and res["cpu_s_runs"] == 11.0 and res["appended"]["lora_qv"]["n_runs"] == 8
+    ran = []
+    monkeypatch.setattr(compare, "compare", lambda *a, **k: ran.append(1))
+    with pytest.raises(ValueError, match="budget"):
+        compare.append(["lora_qv"], compare.CI, path=path)
+    assert not ran  # refused before training anything

@@ -1,4 +1,4 @@
-"""pedagogy_lib.counting against independent numbers: the MiniLM checkpoint on disk,
+"""pedagogy_lib.counting and the methods' count formulas against independent numbers: the MiniLM checkpoint on disk,
 transformers' own modules (built on the meta device), and the papers' arithmetic."""
 
 import json
@@ -9,6 +9,11 @@ import struct
 import pytest
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.adapters import adapter_params
+from pedagogy_lib.bitfit import QM2, bitfit_params
+from pedagogy_lib.lora import lora_params
+from pedagogy_lib.prefix import num_prefix_params
+from pedagogy_lib.prompt import num_prompt_params
 from pedagogy_lib.book import rules
 from pedagogy_lib.book.ch00 import claims as ch00_claims_module
 from pedagogy_lib.book.ch00.claims import claims as ch00_claims
@@ -76,17 +81,17 @@ def test_lora_count_from_checkpoint_shapes(tensors, minilm, r, targets):
     mats = [s for t in names for s in weight_shapes(tensors, t)]
     assert len(mats) == minilm.layers * len(names)
     want = sum(r * (d_out + d_in) for d_out, d_in in mats)  # torch stores (out, in)
-    assert C.lora_params(minilm, r, targets) == want
+    assert lora_params(minilm, r, targets) == want
 
 
 def test_bitfit_from_checkpoint_biases(tensors, minilm):
     biases = {k: math.prod(s) for k, (_, s) in tensors.items()
               if k.endswith(".bias") and not k.startswith("pooler.")}
-    assert C.bitfit_params(minilm) == sum(biases.values())
+    assert bitfit_params(minilm) == sum(biases.values())
     no_ln = sum(v for k, v in biases.items() if "LayerNorm" not in k)
-    assert C.bitfit_params(minilm, include_layernorm=False) == no_ln
+    assert bitfit_params(minilm, include_layernorm=False) == no_ln
     qm2 = sum(v for k, v in biases.items() if "self.query" in k or "intermediate.dense" in k)
-    assert C.bitfit_params(minilm, only=C.BITFIT_QM2) == qm2
+    assert bitfit_params(minilm, only=QM2) == qm2
 
 
 def test_minilm_config_fields(minilm):
@@ -141,18 +146,18 @@ def test_breakdown_sums_to_total():
 # --------------------------------------------------------- the papers' arithmetic
 
 def test_lora_paper_numbers():
-    n = C.lora_params(C.ROBERTA_BASE, 8)
+    n = lora_params(C.ROBERTA_BASE, 8)
     assert n == 12 * 2 * 2 * 768 * 8 == 294_912  # paper-numbers A1 (calc)
     assert round(100 * n / C.PUBLISHED_TOTAL["RoBERTa-base"], 3) == 0.236
     assert round(100 * C.fraction(n, C.ROBERTA_BASE), 2) == 0.24
     # one d=4096 matrix at r=8: 2·4096·8 / 4096² = 0.390625%
-    one = C.lora_params(C.LLAMA_7B, 8, ("query",)) / (C.LLAMA_7B.layers * 4096 * 4096)
+    one = lora_params(C.LLAMA_7B, 8, ("query",)) / (C.LLAMA_7B.layers * 4096 * 4096)
     assert one == 2 * 4096 * 8 / 4096**2 == 0.00390625
     # GPT-3, Table 4: 4.7M (r=1) and 37.7M (r=8) on W_q, W_v
-    assert round(C.lora_params(C.GPT3, 1) / 1e6, 1) == 4.7
-    assert round(C.lora_params(C.GPT3, 8) / 1e6, 1) == 37.7
+    assert round(lora_params(C.GPT3, 1) / 1e6, 1) == 4.7
+    assert round(lora_params(C.GPT3, 8) / 1e6, 1) == 37.7
     # §4.2: r=4 on q,v, 350 GB -> ~35 MB in fp16, about 10,000x
-    ckpt = C.lora_params(C.GPT3, 4) * 2
+    ckpt = lora_params(C.GPT3, 4) * 2
     assert 35e6 <= ckpt <= 38e6 and round(ckpt / 2**20) == 36
     assert 9_000 < 350e9 / ckpt < 10_000
     assert round(C.finetune_memory_gb(C.total_params(C.GPT3), "fp16-weights")) == 349
@@ -161,54 +166,54 @@ def test_lora_paper_numbers():
 def test_lora_other_targets_and_rank_linearity():
     s = C.LLAMA_65B
     per_layer = 4 * (8192 + 8192) + 3 * (8192 + 22016)
-    assert C.lora_params(s, 64, "all-linear") == 64 * 80 * per_layer
-    assert C.lora_params(s, 16) == 2 * C.lora_params(s, 8)
-    assert C.lora_params(C.BERT_BASE, 2, ("ffn_in",)) == 12 * 2 * (768 + 3072)
+    assert lora_params(s, 64, "all-linear") == 64 * 80 * per_layer
+    assert lora_params(s, 16) == 2 * lora_params(s, 8)
+    assert lora_params(C.BERT_BASE, 2, ("ffn_in",)) == 12 * 2 * (768 + 3072)
     # aliases: HF module names and BitFit's notation mean the same matrices
-    assert C.lora_params(C.LLAMA_7B, 8, ("q_proj", "v_proj")) == C.lora_params(C.LLAMA_7B, 8)
-    assert C.lora_params(C.LLAMA_7B, 8, "down_proj") == 32 * 8 * (11008 + 4096)
-    assert C.bitfit_params(C.BERT_LARGE, only=("b_q", "b_m2")) == C.bitfit_params(C.BERT_LARGE, only=C.BITFIT_QM2)
+    assert lora_params(C.LLAMA_7B, 8, ("q_proj", "v_proj")) == lora_params(C.LLAMA_7B, 8)
+    assert lora_params(C.LLAMA_7B, 8, "down_proj") == 32 * 8 * (11008 + 4096)
+    assert bitfit_params(C.BERT_LARGE, only=("b_q", "b_m2")) == bitfit_params(C.BERT_LARGE, only=QM2)
     assert C.bytes_per_param("MIXED_ADAM") == 16
 
 
 def test_bitfit_paper_numbers():
     # paper-numbers A7: biases + LayerNorm β, classifier (and pooler) excluded
-    large, base = C.bitfit_params(C.BERT_LARGE), C.bitfit_params(C.BERT_BASE)
+    large, base = bitfit_params(C.BERT_LARGE), bitfit_params(C.BERT_BASE)
     assert round(large / 1000) == 271 and round(base / 1000) == 102
     assert round(100 * large / C.PUBLISHED_TOTAL["BERT-large"], 3) == 0.080  # of 340M
     assert round(100 * C.fraction(base, C.BERT_BASE), 3) == 0.093
-    assert round(100 * C.fraction(C.bitfit_params(C.ROBERTA_BASE), C.ROBERTA_BASE), 3) == 0.082
+    assert round(100 * C.fraction(bitfit_params(C.ROBERTA_BASE), C.ROBERTA_BASE), 3) == 0.082
     # the b_q + b_m2 variant is "0.04%"
-    assert round(100 * C.fraction(C.bitfit_params(C.BERT_LARGE, only=C.BITFIT_QM2), C.BERT_LARGE), 2) == 0.04
+    assert round(100 * C.fraction(bitfit_params(C.BERT_LARGE, only=QM2), C.BERT_LARGE), 2) == 0.04
     # by hand for BERT-base: 4 attention biases, FFN in (3072) and out, 2 LN β, per layer
     assert base == 12 * (4 * 768 + 3072 + 768 + 2 * 768) + 768
-    assert C.bitfit_params(C.LLAMA_7B) == 0  # no biases, RMSNorm has no shift
-    assert C.bitfit_params(C.GPT3) == 96 * (4 * 12288 + 4 * 12288 + 12288 + 2 * 12288) + 12288
+    assert bitfit_params(C.LLAMA_7B) == 0  # no biases, RMSNorm has no shift
+    assert bitfit_params(C.GPT3) == 96 * (4 * 12288 + 4 * 12288 + 12288 + 2 * 12288) + 12288
 
 
 def test_bitfit_general_shapes():
     d, f, L = 64, 176, 3
     glu = C.ModelShape("glu-bias", 100, d, L, 4, f, 0, ffn_kind="swiglu", bias=True, encoder=False)
-    assert C.bitfit_params(glu) == L * (4 * d + 2 * f + d + 2 * d) + d
-    assert C.bitfit_params(glu, only=("ffn_gate",)) == L * f
+    assert bitfit_params(glu) == L * (4 * d + 2 * f + d + 2 * d) + d
+    assert bitfit_params(glu, only=("ffn_gate",)) == L * f
     rms = C.ModelShape("rms", 100, d, L, 4, f, 16, norm="rmsnorm", encoder=False)
-    assert C.bitfit_params(rms) == L * (4 * d + f + d)  # biases only: RMSNorm has no shift
-    assert C.bitfit_params(C.BERT_BASE, include_layernorm=False, only=("ln_attn",)) == 0
+    assert bitfit_params(rms) == L * (4 * d + f + d)  # biases only: RMSNorm has no shift
+    assert bitfit_params(C.BERT_BASE, include_layernorm=False, only=("ln_attn",)) == 0
     with pytest.raises(ValueError, match="only"):
-        C.bitfit_params(C.BERT_BASE, only=("ffn_gate",))
+        bitfit_params(C.BERT_BASE, only=("ffn_gate",))
 
 
 def test_adapter_prefix_prompt_counts():
     # Pfeiffer, reduction factor 16 on BERT-base: ~0.89M, ~0.81% (paper-numbers A3, calc)
-    pf = C.adapter_params(C.BERT_BASE, 768 // 16, "pfeiffer")
+    pf = adapter_params(768, 768 // 16, "pfeiffer", 12)
     assert pf == 12 * (2 * 768 * 48 + 48 + 768) and round(pf / 1e6, 2) == 0.89
     assert 0.80 < 100 * C.fraction(pf, C.BERT_BASE) < 0.83
-    h = C.adapter_params(C.BERT_LARGE, 64, "houlsby", biases=False)
+    h = adapter_params(1024, 64, "houlsby", 24, biases=False)
     assert h == 24 * 2 * 2 * 1024 * 64
-    assert C.adapter_params(C.BERT_BASE, 8, "parallel") == C.adapter_params(C.BERT_BASE, 8, "pfeiffer")
-    assert C.prefix_params(C.BERT_BASE, 20) == 20 * 768 * 12 * 2
-    assert C.prompt_params(C.GPT3, 100) == 100 * 12288
-    assert C.ptuning_v2_params(C.ROBERTA_LARGE, 16) == 16 * 1024 * 24 * 2
+    assert adapter_params(768, 8, "parallel", 12) == adapter_params(768, 8, "pfeiffer", 12)
+    assert num_prefix_params(20, 768, 12) == 20 * 768 * 12 * 2
+    assert num_prompt_params(100, C.GPT3.hidden) == 100 * 12288
+    assert num_prefix_params(16, C.ROBERTA_LARGE.hidden, C.ROBERTA_LARGE.layers) == 16 * 1024 * 24 * 2  # P-Tuning v2
     # Lester et al. Table 4, T5-XXL (d=4096, 11B) with 100 tokens is 0.0037%
     assert round(100 * 100 * 4096 / 11e9, 4) == 0.0037
 
@@ -265,25 +270,25 @@ def test_bad_shape(kw):
 def test_bad_arguments():
     s = C.BERT_BASE
     with pytest.raises(ValueError, match="r must be positive"):
-        C.lora_params(s, 0)
+        lora_params(s, 0)
     with pytest.raises(TypeError, match="r must be an int"):
-        C.lora_params(s, 2.0)
+        lora_params(s, 2.0)
     with pytest.raises(ValueError, match="targets"):
-        C.lora_params(s, 8, ("w_q_lin",))
+        lora_params(s, 8, ("w_q_lin",))
     with pytest.raises(ValueError, match="targets"):
-        C.lora_params(s, 8, ("query", "query"))
+        lora_params(s, 8, ("query", "query"))
     with pytest.raises(ValueError, match="targets"):
-        C.lora_params(C.LLAMA_7B, 8, ("ffn_in",))  # SwiGLU has gate/up/down
+        lora_params(C.LLAMA_7B, 8, ("ffn_in",))  # SwiGLU has gate/up/down
     with pytest.raises(ValueError, match="placement"):
-        C.adapter_params(s, 8, "serial")
+        adapter_params(s.hidden, 8, "serial", s.layers)
     with pytest.raises(ValueError, match="bottleneck"):
-        C.adapter_params(s, 0)
+        adapter_params(s.hidden, 0, "houlsby", s.layers)
     with pytest.raises(ValueError, match="prefix length"):
-        C.prefix_params(s, -1)
+        num_prefix_params(-1, s.hidden, s.layers)
     with pytest.raises(TypeError):
-        C.prompt_params(s, None)
+        num_prompt_params(None, s.hidden)
     with pytest.raises(ValueError, match="only"):
-        C.bitfit_params(s, only=("b_x",))
+        bitfit_params(s, only=("b_x",))
     with pytest.raises(ValueError, match="unknown scheme"):
         C.bytes_per_param("int3")
     with pytest.raises(TypeError, match="scheme"):
@@ -322,7 +327,7 @@ def test_claims_records():
     assert f"{gpt3:.1f} GB" in by["ch00-gpt3-fp32-weights"]["our_value"]
     assert "294,912" in by["ch00-lora-roberta-base"]["our_value"]
     assert by["ch00-five-orders"]["verdict"] == "wrong"
-    ratio = C.total_params(C.GPT3) / C.lora_params(C.GPT3, 8)
+    ratio = C.total_params(C.GPT3) / lora_params(C.GPT3, 8)
     assert math.log10(ratio) < 4 and f"10^{math.log10(ratio):.1f}" in by["ch00-five-orders"]["our_value"]
     # every verdict follows its rule from the computed numbers
     n3, n65 = C.total_params(C.GPT3), C.total_params(C.LLAMA_65B)
@@ -331,14 +336,14 @@ def test_claims_records():
     assert by["ch00-65b-full-ft-700gb"]["verdict"] == rules.about_verdict(f65, 700) == "approximately"
     assert "+11.9% from 700" in by["ch00-65b-full-ft-700gb"]["our_value"]
     assert by["ch00-qlora-780gb"]["verdict"] == "holds" and "just above 780" in by["ch00-qlora-780gb"]["our_value"]
-    mb = C.lora_params(C.GPT3, 4) * 2 / 1e6
+    mb = lora_params(C.GPT3, 4) * 2 / 1e6
     assert by["ch00-gpt3-lora-checkpoint"]["verdict"] == rules.about_verdict(mb, 35) == "approximately"
     assert by["ch00-lora-roberta-base"]["verdict"] == by["ch00-lora-d4096-r8"]["verdict"] == "holds"
     for id_ in ("ch00-table-lora", "ch00-table-adapter", "ch00-table-prefix", "ch00-table-prompt"):
         assert by[id_]["verdict"] == "approximately" and by[id_]["published_value"].startswith("article: ")
     assert by["ch00-table-bitfit"]["verdict"] == "holds" and "LLaMA (no biases" in by["ch00-table-bitfit"]["our_value"]
     assert by["ch00-update-0.1pct-one-gpu"]["verdict"] == "wrong"
-    assert C.peft_memory_gb(n3, C.lora_params(C.GPT3, 8), frozen="nf4-dq") > ch00_claims_module.GPU_GB
+    assert C.peft_memory_gb(n3, lora_params(C.GPT3, 8), frozen="nf4-dq") > ch00_claims_module.GPU_GB
 
 
 def test_verdict_rules():
@@ -377,7 +382,7 @@ def test_checkers_accept_right_answers(capsys):
 
     ch00.check_mixed_adam_gb(lambda n: n * (2 + 2 + 4 + 4 + 4) / 1e9)
     ch00.check_lora_count(lambda s, r, t: s.layers * sum(r * sum(C.linear_shapes(s)[k]) for k in t))
-    ch00.check_bitfit_fraction(lambda s: C.bitfit_params(s) / C.total_params(s))
+    ch00.check_bitfit_fraction(lambda s: bitfit_params(s) / C.total_params(s))
     out = capsys.readouterr().out
     assert "✔ 00.1 passed" in out and "✔ 00.2 passed" in out and "✔ 00.3 passed" in out
 
@@ -419,11 +424,11 @@ def test_lora_checker_rejects(fn, hint):
 
 
 @pytest.mark.parametrize("fn, hint", [
-    (lambda s: 100 * C.bitfit_params(s) / C.total_params(s), "percentage"),
-    (lambda s: C.bitfit_params(s), "count"),
-    (lambda s: C.bitfit_params(s, include_layernorm=False) / C.total_params(s), "β"),
-    (lambda s: (C.bitfit_params(s) + s.hidden) / C.total_params(s), "pooler"),
-    (lambda s: C.bitfit_params(s) / (C.total_params(s) - 1), "differs"),
+    (lambda s: 100 * bitfit_params(s) / C.total_params(s), "percentage"),
+    (lambda s: bitfit_params(s), "count"),
+    (lambda s: bitfit_params(s, include_layernorm=False) / C.total_params(s), "β"),
+    (lambda s: (bitfit_params(s) + s.hidden) / C.total_params(s), "pooler"),
+    (lambda s: bitfit_params(s) / (C.total_params(s) - 1), "differs"),
 ])
 def test_bitfit_checker_rejects(fn, hint):
     from pedagogy_lib.book.exercises import NotYet

@@ -206,6 +206,7 @@ def test_08_5_next_rate_extends_by_the_grids_own_ratio():
 # ----------------------------------------------------------------------------- reasoning exercises
 def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
     from pedagogy_lib import counting as C
+    from pedagogy_lib.bitfit import bitfit_params
     from pedagogy_lib.book.ch00 import exercises as ch00
     from pedagogy_lib.book.ch03 import exercises as ch03
     from pedagogy_lib.book.ch04 import exercises as ch04
@@ -213,7 +214,7 @@ def test_reasoning_exercises_accept_the_answer_and_reject_a_near_miss():
     ch00.check_customers_for_10x(11)
     ch03.check_m_matching_lora(8)
     ch04.check_prefix_tokens_matching_lora(16)
-    frac = lambda s: C.bitfit_params(s) / C.total_params(s)  # noqa: E731
+    frac = lambda s: bitfit_params(s) / C.total_params(s)  # noqa: E731
     ch06.check_bitfit_shrinks(frac(C.BERT_BASE) / frac(C.BERT_LARGE))
     ch02.check_break_even_rank(lambda a, b: -(-a * b // (a + b)))
     for check, wrong in ((ch00.check_customers_for_10x, 10), (ch00.check_customers_for_10x, 12),

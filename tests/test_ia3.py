@@ -122,22 +122,22 @@ def test_merge_all_on_an_encoder_and_zero_l_is_refused():
 def test_trainable_count_equals_the_formula():
     net = tiny_net()
     ia3.attach_ia3(net.bert)
-    assert net.num_parameters(trainable_only=True) == counting.ia3_params(SHAPE) == 3 * (2 * 12 + 20)
+    assert net.num_parameters(trainable_only=True) == ia3.ia3_params(SHAPE) == 3 * (2 * 12 + 20)
     # peft's default for BERT: the suffix "output.dense" also picks attention.output.dense (input side)
     other = tiny_net()
     chosen = ia3.attach_ia3(other.bert, ["key", "value", "output.dense"], ["output.dense"])
     assert sum(chosen.values()) == 6 and len(chosen) == 12
-    assert other.num_parameters(trainable_only=True) == counting.ia3_params(
+    assert other.num_parameters(trainable_only=True) == ia3.ia3_params(
         SHAPE, ("key", "value", "attn_out", "ffn_out"), ("attn_out", "ffn_out"))
 
 
-def test_counting_ia3_params_checks_its_arguments():
+def test_ia3_params_checks_its_arguments():
     with pytest.raises(ValueError, match="subset"):
-        counting.ia3_params(SHAPE, ("key", "value"), ("ffn_out",))
+        ia3.ia3_params(SHAPE, ("key", "value"), ("ffn_out",))
     with pytest.raises(ValueError, match="distinct"):
-        counting.ia3_params(SHAPE, ("key", "nope"), ())
+        ia3.ia3_params(SHAPE, ("key", "nope"), ())
     with pytest.raises(TypeError):
-        counting.ia3_params("BERT", ("key",), ())
+        ia3.ia3_params("BERT", ("key",), ())
 
 
 def test_feedforward_follows_peft_rules():
@@ -251,7 +251,7 @@ def test_training_moves_only_the_vectors():
     frozen = {k: v.clone() for k, v in model.bert.state_dict().items()}
     tia3.attach_ia3(model.bert)
     clf = Classifier(model.net, seed=0)
-    assert count_trainable(clf) == counting.ia3_params(counting.minilm_shape()) == 6 * (2 * 384 + 1536)
+    assert count_trainable(clf) == ia3.ia3_params(counting.minilm_shape()) == 6 * (2 * 384 + 1536)
     small = data.subsample(data.polarity_task().train, 64, seed=0)
     hist = train_classifier(clf, Batches(model.tokenizer, small.tokens, small.labels, "cpu"), None,
                             TrainConfig(lr=1e-2, epochs=1, batch_size=32, head_lr=1e-2))

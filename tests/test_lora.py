@@ -224,7 +224,7 @@ def test_attach_lora_qv_replaces_exactly_those_and_freezes_the_rest():
     assert all(isinstance(nn.get_submodule(bert, p), lora.LoRALinear) for p in paths)
     trainable = dict(bert.named_parameters(trainable_only=True))
     assert sorted(trainable) == sorted(f"{p}.{k}" for p in paths for k in ("lora_A", "lora_B"))
-    assert bert.num_parameters(trainable_only=True) == lora.count_lora_params(shapes, ("query", "value"), 4) \
+    assert bert.num_parameters(trainable_only=True) == lora.lora_params(shapes, 4, ("query", "value")) \
         == 2 * 2 * 4 * (12 + 12)
     assert "encoder.layer.0.attention.self.query.base_layer.weight" in dict(bert.named_parameters())
 
@@ -271,12 +271,12 @@ def test_rank_too_large_for_one_matrix_and_double_attach_leave_model_unchanged()
         lora.attach_lora(bert, ("key",), r=2, alpha=0)
 
 
-def test_count_lora_params_matches_published_arithmetic():
+def test_lora_params_matches_published_arithmetic():
     shapes = {f"l{i}.{n}": (4096, 4096) for i in range(2) for n in ("q", "k")}
-    assert lora.count_lora_params(shapes, ("q",), 8) == 2 * 8 * 8192
-    assert lora.count_lora_params({"q": (4096, 4096)}, ("q",), 8) / 4096 ** 2 == pytest.approx(0.0039062, rel=1e-4)
+    assert lora.lora_params(shapes, 8, ("q",)) == 2 * 8 * 8192
+    assert lora.lora_params({"q": (4096, 4096)}, 8, ("q",)) / 4096 ** 2 == pytest.approx(0.0039062, rel=1e-4)
     with pytest.raises(ValueError, match="rank"):
-        lora.count_lora_params({"q": (4, 4)}, ("q",), 5)
+        lora.lora_params({"q": (4, 4)}, 5, ("q",))
 
 
 def test_lora_cost():

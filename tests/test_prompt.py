@@ -135,8 +135,9 @@ def test_parameter_counts_m_d_vs_m_d_L_vs_m_d_L_2():
     assert counts == {"prompt": m * d, "deep": m * d * L, "ptv2": m * d * L * 2}
     assert pt.num_prompt_params(m, d) == m * d and px.num_prefix_params(m, d, L) == m * d * L * 2
     shape = counting.minilm_shape()
-    assert pt.num_prompt_params(20, shape.hidden) == counting.prompt_params(shape, 20)
-    assert px.num_prefix_params(20, shape.hidden, shape.layers) == counting.ptuning_v2_params(shape, 20)
+    assert pt.num_deep_prompt_params(m, d, L) == counts["deep"]
+    assert pt.num_prompt_params(20, shape.hidden) == 20 * 384 and pt.num_deep_prompt_params(20, 384, 6) == 20 * 384 * 6
+    assert px.num_prefix_params(20, shape.hidden, shape.layers) == 20 * 384 * 6 * 2  # P-Tuning v2 on MiniLM
 
 
 # ----------------------------------------------------------------------------- torch twin

@@ -11,6 +11,7 @@ from torch import nn
 pytest.importorskip("bitsandbytes")
 
 from pedagogy_lib import counting as C  # noqa: E402
+from pedagogy_lib.lora import lora_params  # noqa: E402
 from pedagogy_lib import quant as Q  # noqa: E402
 from pedagogy_lib import runner  # noqa: E402
 from pedagogy_lib.book.ch07 import experiment as E7  # noqa: E402
@@ -351,7 +352,7 @@ def test_simulate_paging_rounds_to_pages():
 @pytest.mark.parametrize("shape", [C.LLAMA_7B, C.LLAMA_65B])
 def test_qlora_memory_arithmetic(shape):
     d = C.qlora_memory_gb(shape, r=64, tokens=1000)
-    n_lora = C.lora_params(shape, 64, "all-linear")
+    n_lora = lora_params(shape, 64, "all-linear")
     assert d["lora_params"] == n_lora and d["params"] == C.total_params(shape)
     assert d["Adam states"] == pytest.approx(8 * n_lora / 1e9)
     assert d["base 4-bit"] == pytest.approx(d["linear_params"] * Q.bits_per_param(double_quant=True) / 8 / 1e9)

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.lora import lora_params
+from pedagogy_lib.prefix import num_prefix_params
 from pedagogy_lib import runner
 from pedagogy_lib.models import load_minilm
 from pedagogy_lib.registry import METHODS, Arm, arms, get
@@ -36,7 +38,7 @@ def test_prefix_count_is_what_is_kept_after_folding():
     assert trainable(mm.net.parameters()) > arm.params(SHAPE)  # the MLP trains, then is folded away
     arm.inference(mm)
     kept = sum(t.numel() for t in _prefix_tensors(mm))
-    assert kept == arm.params(SHAPE) == C.prefix_params(SHAPE, 10)
+    assert kept == arm.params(SHAPE) == num_prefix_params(10, SHAPE.hidden, SHAPE.layers)
     assert new_params(mm, base) >= 0
 
 
@@ -67,7 +69,7 @@ def test_arms_refuse_unknown_methods_options_and_duplicate_labels():
     with pytest.raises(ValueError, match="two arms"):
         arms(Arm("a", "lora"), Arm("a", "bitfit"))
     a = Arm("lora r=4", "lora", {"r": 4}, lrs=(1e-3,))
-    assert a.grid == (1e-3,) and a.params(SHAPE) == C.lora_params(SHAPE, 4)
+    assert a.grid == (1e-3,) and a.params(SHAPE) == lora_params(SHAPE, 4)
     assert runner.as_arm("bitfit").grid == METHODS["bitfit"].lrs
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.lora import lora_params
 from pedagogy_lib import scaling as S
 
 
@@ -53,7 +54,7 @@ def test_step_time_model():
 def test_qlora_sharded_matches_chapter07_at_one_gpu():
     c = S.llama65b_counts()
     assert c["params"] == C.total_params(C.LLAMA_65B)
-    assert c["lora_per_rank"] * 64 == C.lora_params(C.LLAMA_65B, 64, "all-linear")
+    assert c["lora_per_rank"] * 64 == lora_params(C.LLAMA_65B, 64, "all-linear")
     one, ref = S.qlora_sharded_gb(c, 1), C.qlora_memory_gb(C.LLAMA_65B)
     assert one["total"] == pytest.approx(ref["qlora_total"])
     for n in (2, 4, 8):

@@ -5,6 +5,8 @@ its own claim id). When two chapters judge the same sentence, they register it h
 line of ``reference/peft-article.txt`` it stands on, and the sentence's verdict comes from one
 function below, fed by whatever evidence each chapter holds; ``book.claims.disagreements``
 (and ``tests/test_ledger.py``) refuse a ledger in which two records of one sentence differ.
+A shared module below the rooms: another chapter's stored results come through
+``book.evidence`` (or as arguments from the calling chapter), never from a room.
 
 Claims about hard tasks, generation or model scale are judged on the published tables: a
 one-word task with a trainable head on a 22.7M encoder can make such a claim look false
@@ -13,6 +15,8 @@ one-word task with a trainable head on a 22.7M encoder can make such a claim loo
 from __future__ import annotations
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
+from pedagogy_lib.book.evidence import ch05 as E5, ch07 as E7, ch08 as E8, ch10 as E10
 from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, few_seeds, points_by_seed
 
 # id -> (line of the article, our paraphrase of what it claims)
@@ -51,7 +55,7 @@ def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
     share in %, with a "GPT-2 Medium" entry (default: computed from ``counting``)."""
     if shares is None:
         models = {**C.shapes(), GPT2_MEDIUM.name: GPT2_MEDIUM}
-        shares = {k: 100 * C.prefix_params(s, PREFIX_M) / C.total_params(s) for k, s in models.items()}
+        shares = {k: 100 * PX.num_prefix_params(PREFIX_M, s.hidden, s.layers) / C.total_params(s) for k, s in models.items()}
     lo, hi = ABOUT_01
     inside = lambda x: lo <= x <= hi  # noqa: E731
     at_setting, everywhere = inside(shares[GPT2_MEDIUM.name]), all(map(inside, shares.values()))
@@ -104,8 +108,6 @@ def match_pooled(evidence: dict) -> tuple[str, str]:
 def ch07_qlora_vs_16bit(acc: dict | None = None) -> dict:
     """Chapter 07's evidence (VADER, MiniLM, 5 seeds): QLoRA NF4+DQ − LoRA fp32 and − full FT in
     points, from its stored sweep unless ``acc`` is given."""
-    from pedagogy_lib.book.ch07 import experiment as E7
-
     acc = E7.load("ch07_accuracy") if acc is None else acc
     out = {}
     for b in ("LoRA fp32", "full FT"):
@@ -117,11 +119,9 @@ def ch07_qlora_vs_16bit(acc: dict | None = None) -> dict:
 def ch10_qlora_vs_16bit(line: dict | None = None) -> dict:
     """Chapter 10's evidence (first-line generation, paired over its seeds): held-out loss reduction of QLoRA
     (ours) over LoRA on every linear layer, in nats/token."""
-    from pedagogy_lib.book import ch10
-
-    line = ch10.load("line") if line is None else line
+    line = E10.load("line") if line is None else line
     ok = all(line["selection"][m].get("bracketed", True) for m in ("qlora-ours", "lora-all"))
-    d = ch10.paired_gain(line, "qlora-ours", "lora-all")
+    d = E10.paired_gain(line, "qlora-ours", "lora-all")
     return {"chapter 10 (decoder, held-out loss) QLoRA − LoRA all-linear": (d, MATCH_NATS, "nats/token") if ok else None}
 
 
@@ -134,17 +134,13 @@ def qlora_matches(acc: dict | None = None, line: dict | None = None) -> tuple[st
 def ch07_nf4_fp4(acc: dict | None = None) -> tuple[str, dict | None]:
     """Chapter 07's evidence on NF4 vs FP4: fine-tuned accuracy NF4+DQ − FP4+DQ in points, paired
     over its seeds; None if either rate is unbracketed."""
-    from pedagogy_lib.book.ch07 import experiment as E7
-
     d = E7.paired(E7.load("ch07_accuracy") if acc is None else acc, "QLoRA NF4+DQ", "QLoRA FP4+DQ")
     return "chapter 07 (encoder, fine-tuned accuracy)", d if d["bracketed"] else None
 
 
 def ch10_dtypes() -> dict:
     """Chapter 10's held-out log-perplexity of each 4-bit base (``ch10_studies.json``)."""
-    from pedagogy_lib.book import ch10
-
-    return ch10.load_studies()["dtypes"]
+    return E10.load_studies()["dtypes"]
 
 
 def nf4_vs_fp4(enc: tuple[str, dict | None], dtypes: dict) -> tuple[str, str]:
@@ -174,22 +170,18 @@ def nf4_vs_fp4(enc: tuple[str, dict | None], dtypes: dict) -> tuple[str, str]:
 
 def ch07_gpu_paged() -> dict | None:
     """Chapter 07's stored GPU run of PagedAdamW (full fine-tuning), or None."""
-    from pedagogy_lib.book.ch07 import experiment as E7
-
     return E7.gpu_paged(E7.load_gpu())
 
 
 def ch10_gpu() -> dict | None:
     """Chapter 10's stored CUDA run of the recipe (context for the paging sentence), or None."""
-    from pedagogy_lib.book import ch10
-
-    return ch10.load_gpu()
+    return E10.load_gpu()
 
 
 def paged_optimisers(paged: dict | None, gpu10: dict | None) -> tuple[str, str]:
     """Verdict on "paged optimisers page Adam's state to the CPU, avoiding OOM on long sequences",
     from real GPU runs only (a simulation can only favour paging: illustration). ``paged``:
-    chapter 07's PagedAdamW run (``ch07.experiment.gpu_paged``); ``gpu10``: chapter 10's recipe on
+    chapter 07's PagedAdamW run (``book.evidence.ch07.gpu_paged``); ``gpu10``: chapter 10's recipe on
     CUDA (context). State tensors allocated as paged on a GPU → approximately (the mechanism is
     seen; no stored run comes near the GPU's memory, so the out-of-memory half is untested); no
     GPU run, or nothing paged → untestable-here. Holds would need a GPU run that runs out of
@@ -243,21 +235,18 @@ def prompt_gap_pooled(evidence: dict) -> tuple[str, str]:
 
 
 def ch05_prompt_gap(sweep: dict | None = None):
-    """Chapter 05's evidence for ``prompt_gap_pooled`` (``ch05.experiment.prompt_gap``), from its
+    """Chapter 05's evidence for ``prompt_gap_pooled`` (``book.evidence.ch05.prompt_gap``), from its
     stored sweep unless one is given."""
-    from pedagogy_lib.book.ch05 import experiment as ch05
-
-    return ch05.prompt_gap(ch05.load_results() if sweep is None else sweep)
+    return E5.prompt_gap(E5.load_results() if sweep is None else sweep)
 
 
 def ch08_prompt_gap(res: dict | None = None):
     """Chapter 08's evidence: full FT − prompt tuning (m=10), paired by seed, in points; None
     where either rate is not bracketed."""
     from pedagogy_lib import stats
-    from pedagogy_lib.book.ch08 import experiment as ch08, table
 
-    res = ch08.load() if res is None else res
-    if not all(table.judged(res, n) for n in ("prompt", "full")):
+    res = E8.load() if res is None else res
+    if not all(E8.judged(res, n) for n in ("prompt", "full")):
         return "chapter 08 (m=10)", None
     m = res["methods"]
     return "chapter 08 (m=10)", stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"]))
@@ -267,10 +256,9 @@ def ch08_ia3_gap(res: dict | None = None):
     """Chapter 08's encoder evidence on "IA³ matches LoRA": IA³ − LoRA (q, v) paired by seed, in
     points; None where either rate is not bracketed."""
     from pedagogy_lib import stats
-    from pedagogy_lib.book.ch08 import experiment as ch08, table
 
-    res = ch08.load() if res is None else res
-    if not all(table.judged(res, n) for n in ("ia3", "lora_qv")):
+    res = E8.load() if res is None else res
+    if not all(E8.judged(res, n) for n in ("ia3", "lora_qv")):
         return "chapter 08 (encoder, accuracy)", None
     m = res["methods"]
     return "chapter 08 (encoder, accuracy)", stats.paired_by_seed(points_by_seed(m["ia3"]), points_by_seed(m["lora_qv"]))
@@ -291,17 +279,15 @@ SCALE_MATCH = 0.01  # prompt tuning "matches" full FT at a size: the paired inte
 
 def prompt_scale(area: dict, scale: dict) -> tuple[str, str]:
     """Verdict on "prompt tuning lags model tuning at small scale" from chapter 10's area task
-    ``area`` and size study ``scale`` (``book.ch10.load("area")``, ``book.ch10.load_scale()``):
+    ``area`` and size study ``scale`` (``book.evidence.ch10.load("area")``, ``load_scale()``):
     every size we judge (both rates bracketed) is far below 10B, so prompt tuning must lag at
     each (paired interval below 0). That is half the sentence: the "10B+ it vanishes" half is
-    beyond any model we train, and the sizes rest on three seeds, so lagging at every judged size
+    beyond any model we train, so lagging at every judged size
     → approximately, never holds; prompt tuning resolved *above* full FT, or matching it (the
     interval inside ±``SCALE_MATCH``), at a judged size → wrong; a wider tie at some size (no lag
     resolved, none refuted) → not-reproduced-here; no size with both rates bracketed →
     untestable-here."""
-    from pedagogy_lib.book import ch10
-
-    gaps = ch10.prompt_gaps(area, scale)
+    gaps = E10.prompt_gaps(area, scale)
     judged = {m: g for m, g in gaps.items() if g["bracketed"]}
     if not judged:
         return "untestable-here", "no model size has bracketed rates for both prompt tuning and full fine-tuning"
@@ -374,22 +360,20 @@ def adapter_4x_ch03(results: dict) -> tuple[str, str, str]:
 # train, so its first-line task decides; chapter 04 (an encoder) records the same verdict
 def prefix_vs_full(line: dict) -> tuple[str, str]:
     """Verdict on "prefix-tuning matches or beats full fine-tuning on table-to-text generation"
-    from chapter 10's first-line results ``line`` (``book.ch10.load("line")``): the paired
+    from chapter 10's first-line results ``line`` (``book.evidence.ch10.load("line")``): the paired
     held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better
     (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie → approximately, whatever the sign of its mean (matched within
-    the noise of three seeds, not shown to match or beat); full FT
+    the noise of the seeds, not shown to match or beat); full FT
     better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
     claim is measured in another regime, never refuted); a learning rate at its grid's edge →
     untestable-here (no verdict on an unbracketed rate)."""
-    from pedagogy_lib.book import ch10
-
     edges = [m for m in ("prefix", "full") if line["selection"][m].get("bracketed") is False]
     if edges:
         return "untestable-here", f"first-line task: the rate of {', '.join(edges)} sits at its grid's edge; not judged"
-    d = ch10.paired_gain(line, "prefix", "full")
+    d = E10.paired_gain(line, "prefix", "full")
     verdict = few_seeds("approximately" if d["tie"] else "not-reproduced-here" if d["mean"] < 0 else "holds", d["n"])
     how = ("a tie" if d["tie"] else "prefix better" if d["mean"] > 0 else "full FT better")
-    runs = {m: ch10.chosen_runs(line, m)[0]["trainable"] for m in ("prefix", "full")}
+    runs = {m: E10.chosen_runs(line, m)[0]["trainable"] for m in ("prefix", "full")}
     folded = [r for r in line["runs"] if r["method"] == "ptuning-v2"]   # the folded slots' shape
     share = f"; folded, its slots are {folded[0]['trainable'] / runs['full']:.2%} of the model" if folded else ""
     return verdict, (f"chapter 10, first-line generation on the {line.get('model', '?')} decoder, "

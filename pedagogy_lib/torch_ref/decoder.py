@@ -7,12 +7,15 @@ flag; incremental decoding keeps a KV cache.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..decoder import DecoderConfig
+from ..decoder_io import DecoderLM, checkpoint_dir, read_checkpoint
 from .encoder import load_numpy_weights
 
 
@@ -186,3 +189,30 @@ def build_decoder(cfg: DecoderConfig, weights: dict[str, np.ndarray] | None = No
     if weights is not None:
         load_numpy_weights(model, weights, "decoder")
     return model.to(device=device)
+
+
+class TorchDecoderLM(DecoderLM):
+    """``decoder_io.DecoderLM`` with this twin as its net: the same 1-D NumPy ids in, NumPy
+    arrays out, computed by torch on the net's device (the torch half of chapter 09's API)."""
+
+    backend = "torch"
+
+    def _device(self):
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def _logits(self, ids: np.ndarray) -> np.ndarray:
+        return self.net(torch.from_numpy(ids)[None].to(self._device()))[0].cpu().numpy()
+
+    def _greedy(self, ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
+        return generate(self.net, torch.from_numpy(ids).to(self._device()), max_new_tokens).cpu().numpy()
+
+
+def load_lm_torch(name: str | None = None, dtype=None, device=None, folder=None) -> TorchDecoderLM:
+    """The twin of ``decoder_io.load_lm``: a pretrained decoder of the family in this torch
+    decoder (``dtype`` default float32, ``device`` default cpu), in eval mode; everything is
+    checked (``decoder_io.read_checkpoint``) before anything is built."""
+    folder = checkpoint_dir(name) if folder is None else folder
+    cfg, weights, tok, _ = read_checkpoint(folder)
+    net = build_decoder(cfg, weights, dtype=dtype or torch.float32, device=device or "cpu").eval()
+    return TorchDecoderLM(Path(folder).name, net, tok, folder)

@@ -1,5 +1,6 @@
 """Chapter 00's claims: the article's statements about full fine-tuning's size and memory,
-each with a value computed from ``counting`` (published shapes, exact arithmetic) and a
+each with a value computed from ``counting`` (published shapes, exact arithmetic) and the
+methods' count formulas and a
 verdict from the shared rules (``book.rules``). Each claim is data (text, published value,
 source) with one short rule (``book.rules.Claims``)."""
 from __future__ import annotations
@@ -8,10 +9,12 @@ import math
 from types import SimpleNamespace
 
 from pedagogy_lib.counting import (BERT_LARGE, GPT3, LLAMA_65B, PUBLISHED_TOTAL, ROBERTA_BASE, SCHEMES,
-                                   ModelShape, bitfit_params, bytes_per_param, customer_storage_gb,
-                                   finetune_memory_gb, fraction, lora_params, method_table, pct,
-                                   peft_memory_gb, scheme_components, shapes, total_params)
+                                   ModelShape, bytes_per_param, customer_storage_gb, finetune_memory_gb,
+                                   fraction, pct, peft_memory_gb, scheme_components, shapes, total_params)
+from pedagogy_lib.bitfit import bitfit_params
+from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book import sentences as S
+from pedagogy_lib.book.ch00.table import method_table
 from pedagogy_lib.book.rules import (Claims, _about_band, _above_by, about_verdict, interval_verdict,
                                      rounded_verdict, worst_verdict)
 

@@ -1,8 +1,11 @@
 """Checkers for chapter 00's exercises. Each calls the student's function on several
-inputs (not only the one in the statement), compares with `pedagogy_lib.counting`, and
+inputs (not only the one in the statement), compares with `pedagogy_lib.counting` and the methods'
+count formulas (`lora.lora_params`, `bitfit.bitfit_params`), and
 names the likely mistake when the answer matches a known wrong formula."""
 
 from pedagogy_lib import counting as C
+from pedagogy_lib.bitfit import bitfit_params
+from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed
 
@@ -56,7 +59,7 @@ def check_lora_count(fn) -> None:
     for shape, r, targets in cases:
         call = f"lora_count({shape.name}, r={r}, targets={targets})"
         got = _number(attempt(fn, shape, r, targets), call)
-        want = C.lora_params(shape, r, targets)
+        want = lora_params(shape, r, targets)
         mats = [C.linear_shapes(shape)[t] for t in targets]
         if got == sum(i * o for i, o in mats) * shape.layers:
             raise NotYet(f"{call} = {got:,.0f} is the size of the full matrices; LoRA trains "
@@ -70,7 +73,7 @@ def check_lora_count(fn) -> None:
             raise NotYet(f"{call} = {got:,.0f}: 2·r·d_in assumes square matrices; use r·(d_in + d_out)")
         expect(got.is_integer(), f"{call} returned {got!r}; a parameter count is a whole number")
         expect(got == want, f"{call} = {got:,.0f}, expected {want:,}")
-    passed("00.2", f"RoBERTa-base, r=8 on q and v: {C.lora_params(C.ROBERTA_BASE, 8):,} parameters")
+    passed("00.2", f"RoBERTa-base, r=8 on q and v: {lora_params(C.ROBERTA_BASE, 8):,} parameters")
 
 
 # ---------------------------------------------------------------- 00.3 BitFit fraction
@@ -81,23 +84,23 @@ def check_bitfit_fraction(fn) -> None:
         call = f"bitfit_fraction({shape.name})"
         got = _number(attempt(fn, shape), call)
         total = C.total_params(shape)
-        want = C.bitfit_params(shape) / total
+        want = bitfit_params(shape) / total
         d, L = shape.hidden, shape.layers
         wrong = {
             100 * want: "that is a percentage; return a fraction between 0 and 1",
-            C.bitfit_params(shape): "that is a count; divide by the model's total parameters",
-            C.bitfit_params(shape, include_layernorm=False) / total:
+            bitfit_params(shape): "that is a count; divide by the model's total parameters",
+            bitfit_params(shape, include_layernorm=False) / total:
                 "the LayerNorm shifts β are biases too; BitFit trains them",
-            (C.bitfit_params(shape) + d) / total: "the pooler is a task head; leave its bias out",
-            (C.bitfit_params(shape) + (2 * L + 1) * d) / total:
+            (bitfit_params(shape) + d) / total: "the pooler is a task head; leave its bias out",
+            (bitfit_params(shape) + (2 * L + 1) * d) / total:
                 "LayerNorm gains γ are scales, not biases; count only β",
-            (C.bitfit_params(shape) - d) / total: "the embedding LayerNorm has a β as well",
+            (bitfit_params(shape) - d) / total: "the embedding LayerNorm has a β as well",
         }
         for value, hint in wrong.items():
             if abs(got - value) <= 1e-9 * max(abs(value), 1e-12):
                 raise NotYet(f"{call} = {got:.6g}: {hint}")
         expect_close(got, want, call, rtol=1e-9, atol=0)
-    passed("00.3", f"BERT-base trains {C.pct(C.bitfit_params(C.BERT_BASE) / C.total_params(C.BERT_BASE), 3)} "
+    passed("00.3", f"BERT-base trains {C.pct(bitfit_params(C.BERT_BASE) / C.total_params(C.BERT_BASE), 3)} "
                    "of its parameters under BitFit")
 
 
@@ -106,7 +109,7 @@ def check_customers_for_10x(answer) -> None:
     take at least 10 times the disk of one base plus N LoRA r=4 (q, v) deltas (Eq. 0.6)."""
     expect(answer is not None, "set `answer` to a whole number of customers")
     expect(float(answer) == int(answer), f"a number of customers is a whole number, got {answer!r}")
-    P, d = C.total_params(C.GPT3), C.lora_params(C.GPT3, 4)
+    P, d = C.total_params(C.GPT3), lora_params(C.GPT3, 4)
     ratio = lambda n: C.customer_storage_gb(P, d, n, bytes_per_value=4)["ratio"]  # noqa: E731
     n = int(answer)
     expect(n >= 1 and ratio(n) >= 10, f"with {n} customers the ratio is only {ratio(n):.2f}: more are needed")

@@ -7,6 +7,7 @@ one once, where the cell returns it.
 from matplotlib.figure import Figure
 
 from pedagogy_lib import counting, data
+from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book.figures import register
 
 _COLOURS = {"master": "C2", "gradient": "C1", "Adam m": "C3", "Adam v": "C4", "absmax": "C7",
@@ -27,9 +28,9 @@ def memory_data() -> dict:
         "full FT, 16-bit + fp32 Adam (12 B)":
             {k: counting.finetune_memory_gb(n[k], "fp16-adam") for k in models},
         "LoRA r=8 (q,v), fp16 frozen":
-            {k: counting.peft_memory_gb(n[k], counting.lora_params(s, 8)) for k, s in models.items()},
+            {k: counting.peft_memory_gb(n[k], lora_params(s, 8)) for k, s in models.items()},
         "QLoRA: NF4+DQ frozen, LoRA r=64 all linear":
-            {k: counting.peft_memory_gb(n[k], counting.lora_params(s, 64, "all-linear"), frozen="nf4-dq")
+            {k: counting.peft_memory_gb(n[k], lora_params(s, 64, "all-linear"), frozen="nf4-dq")
              for k, s in models.items()},
     }
     return {"schemes": {s: counting.scheme_components(s) for s in counting.SCHEMES},

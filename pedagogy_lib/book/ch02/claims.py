@@ -136,7 +136,7 @@ def _at_rate(c) -> str:
 @CLAIMS.rule("ch02-d4096-r8", "For d = 4096 and r = 8 the LoRA update has 0.39% of the matrix's parameters.",
              published="0.39%", source="arithmetic (Eq. 2.7)", sentence="lora-d4096-r8")
 def _d4096(c):
-    frac = lora.count_lora_params({"W": (4096, 4096)}, ("W",), 8) / 4096 ** 2
+    frac = lora.lora_params({"W": (4096, 4096)}, 8, ("W",)) / 4096 ** 2
     return "holds" if round(100 * frac, 2) == 0.39 else "wrong", f"r(d_in + d_out)/(d_in·d_out) = 8·8192/4096² = {100 * frac:.4f}%"
 
 
@@ -390,7 +390,7 @@ def _rank_advice(c):
              sentence="lora-ties-full-ft")
 def _roberta_024(c):
     s = c.s
-    rb = C.lora_params(C.ROBERTA_BASE, 8)
+    rb = lora.lora_params(C.ROBERTA_BASE, 8)
     f_rb = C.fraction(rb, C.ROBERTA_BASE)
     gaps = glue_gaps()
     p024 = round(100 * f_rb, 2) == 0.24

@@ -138,7 +138,7 @@ def _linear_shapes() -> dict:
 def budget_rank(targets, budget: int) -> int:
     """The rank whose parameter count on MiniLM is closest to ``budget``."""
     shapes = _linear_shapes()
-    return min(range(1, 65), key=lambda r: abs(lora.count_lora_params(shapes, targets, r) - budget))
+    return min(range(1, 65), key=lambda r: abs(lora.lora_params(shapes, r, targets) - budget))
 
 
 def stored(arm: Arm, r: dict, b: runner.Budget) -> dict:

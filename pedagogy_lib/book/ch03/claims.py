@@ -150,7 +150,7 @@ def _pfeiffer_half(c):
              published="2.1% (m=64), 3.6% (m chosen per task from 8–256)", source="Houlsby et al. 2019, Table 1")
 def _houlsby_share(c):
     bl = C.BERT_LARGE
-    h64_large = C.adapter_params(bl, 64, "houlsby")
+    h64_large = A.adapter_params(bl.hidden, 64, "houlsby", bl.layers)
     ln_large = bl.layers * 2 * 2 * bl.hidden  # Houlsby et al. also train the LayerNorms
     f_h = (h64_large + ln_large) / C.PUBLISHED_TOTAL["BERT-large"]
     return ("approximately" if abs(100 * f_h - 2.1) <= 0.3 else "wrong",
@@ -161,7 +161,7 @@ def _houlsby_share(c):
              published="≈0.89M, 0.81%", source="AdapterHub SeqBnConfig (arithmetic on the configuration)")
 def _adapterhub(c):
     bb = C.BERT_BASE
-    p_hub = C.adapter_params(bb, bb.hidden // 16, "pfeiffer")
+    p_hub = A.adapter_params(bb.hidden, bb.hidden // 16, "pfeiffer", bb.layers)
     f_p = C.fraction(p_hub, bb)
     return ("holds" if abs(100 * f_p - 0.81) < 0.01 else "wrong",
             f"m = 768/16 = 48: {p_hub:,} = {100 * f_p:.3f}% of {C.total_params(bb):,}")

@@ -121,11 +121,12 @@ def check_m_matching_lora(answer) -> None:
     """``answer``: the smallest bottleneck m at which Houlsby adapters (two per layer) on
     MiniLM train at least as many numbers as LoRA r = 8 on q and v (Eq. 3.5 vs Eq. 2.7)."""
     from pedagogy_lib import counting as C
+    from pedagogy_lib import lora as L
 
     expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
     shape, m = C.minilm_shape(), int(answer)
-    lora = C.lora_params(shape, 8)
-    houlsby = lambda k: C.adapter_params(shape, k, "houlsby")  # noqa: E731
+    lora = L.lora_params(shape, 8)
+    houlsby = lambda k: A.adapter_params(shape.hidden, k, "houlsby", shape.layers)  # noqa: E731
     expect(m >= 1 and houlsby(m) >= lora, f"at m = {m} the adapters train {houlsby(max(m, 1)):,} < LoRA's {lora:,}")
     expect(m == 1 or houlsby(m - 1) < lora, f"m = {m - 1} already reaches LoRA's {lora:,}: find the smallest")
     passed("03.5 equal budgets", f"m = {m}: per layer two adapters cost 2(2md + m + d), LoRA r = 8 on q, v "

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pedagogy_lib import adapters, counting, data, runner, stats
+from pedagogy_lib import adapters, counting, data, lora, runner, stats
 from pedagogy_lib import results as R
 from pedagogy_lib.adapters import PLACEMENTS
 from pedagogy_lib.book.rules import points_by_seed, unbracketed
@@ -65,7 +65,7 @@ def params_data(ms=(4, 8, 16, 32, 64, 128, 256), ranks=(4, 8, 16)) -> dict:
     return {"model": s.name, "ms": list(ms), "ranks": list(ranks), "total": counting.total_params(s),
             "adapters": {p: [adapters.adapter_params(s.hidden, m, p, s.layers) for m in ms]
                          for p in adapters.PLACEMENTS},
-            "lora": {r: counting.lora_params(s, r) for r in ranks}}
+            "lora": {r: lora.lora_params(s, r) for r in ranks}}
 
 
 def load_results() -> dict:

@@ -12,8 +12,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
 from pedagogy_lib import results as R
-from pedagogy_lib.book import ch10, sentences as S
+from pedagogy_lib.book import sentences as S
+from pedagogy_lib.book.evidence import ch10  # chapter 10's stored results (a shared reader, not the room)
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
@@ -121,7 +123,7 @@ def _count(c):
 @CLAIMS.rule("ch04-fraction", "Prefix-tuning trains about 0.1% of the parameters.",
              published="0.1% (GPT-2 Medium, table-to-text)", source="Li & Liang 2021", sentence="table-prefix-0.1pct")
 def _fraction(c):
-    shares = {k: 100 * C.prefix_params(v, S.PREFIX_M) / C.total_params(v)
+    shares = {k: 100 * PX.num_prefix_params(S.PREFIX_M, v.hidden, v.layers) / C.total_params(v)
               for k, v in {"MiniLM-L6": C.minilm_shape(), "BERT-base": C.BERT_BASE, GPT2_MEDIUM.name: GPT2_MEDIUM,
                            "GPT-3 175B": C.GPT3}.items()}
     verdict, why = S.prefix_share(shares)  # one verdict for the sentence (ch00-table-prefix judges it too)

@@ -105,12 +105,13 @@ def check_prefix_tokens_matching_lora(answer) -> None:
     """``answer``: the number m of prefix tokens at which a folded prefix on MiniLM
     (m·d·L·2 numbers, Eq. 4.7) equals LoRA r = 8 on q and v (r·2d per matrix, 2 matrices a layer)."""
     from pedagogy_lib import counting as C
+    from pedagogy_lib import lora as L
 
     expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
     shape, m = C.minilm_shape(), int(answer)
-    lora = C.lora_params(shape, 8)
-    expect(m >= 1 and C.prefix_params(shape, m) == lora,
-           f"m = {m} prefix tokens ship {C.prefix_params(shape, max(m, 1)):,} numbers, LoRA ships {lora:,}: "
+    lora = L.lora_params(shape, 8)
+    expect(m >= 1 and px.num_prefix_params(m, shape.hidden, shape.layers) == lora,
+           f"m = {m} prefix tokens ship {px.num_prefix_params(max(m, 1), shape.hidden, shape.layers):,} numbers, LoRA ships {lora:,}: "
            "write both counts per layer and per unit of d first")
     passed("04.4 equal budgets", f"m = {m} = 2r: per layer a prefix ships 2md numbers, LoRA on q, v 4rd; "
            "the width d cancels, so this holds for every model size")

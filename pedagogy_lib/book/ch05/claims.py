@@ -18,13 +18,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
+from pedagogy_lib import prompt as PT
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
-from pedagogy_lib.book import ch10, sentences as S
-from pedagogy_lib.book.ch08 import experiment as compare, table as ch08_table
+from pedagogy_lib.book import sentences as S
+from pedagogy_lib.book.evidence import ch08 as compare, ch10  # chapters 08 and 10's stored results (shared readers)
 from pedagogy_lib.book.ch05.experiment import (LONG_ARMS, PROMPTS, best_prompt, load_results, long_complete,
                                                long_gain, long_seeds_run, methods, pair, summary, unbracketed_arms)
-from pedagogy_lib.book.rules import Claims, ci_text, match_verdict
+from pedagogy_lib.book.rules import Claims, ci_text, match_verdict, points_by_seed
 
 RESULTS = R.RESULTS
 # P-Tuning v2, Figure 1 (a secondary copy): SuperGLUE average of RTE, BoolQ, CB
@@ -41,8 +43,8 @@ CLAIMS = Claims("05")
 
 def fractions(m: int = 20) -> dict:
     """Prompt (m·d) and P-Tuning v2 (m·d·L·2) as fractions of each published model."""
-    return {k: {"prompt": C.prompt_params(s, m) / C.total_params(s),
-                "ptuning_v2": C.ptuning_v2_params(s, m) / C.total_params(s)} for k, s in C.shapes().items()}
+    return {k: {"prompt": PT.num_prompt_params(m, s.hidden) / C.total_params(s),
+                "ptuning_v2": PX.num_prefix_params(m, s.hidden, s.layers) / C.total_params(s)} for k, s in C.shapes().items()}
 
 
 def _prompt_gap(res: dict, sweep: dict) -> dict:
@@ -57,8 +59,9 @@ def _prompt_gap(res: dict, sweep: dict) -> dict:
         return {"best": best, "d": pair(sweep, "full-ft", best), "evidence": evidence,
                 "src": f"this chapter's {best}, m={sweep['config']['m']}"}
     r08 = res.get("compare") or compare.load()
-    pts = lambda n: {s_: 100 * v for s_, v in ch08_table.by_seed(r08["methods"][n]).items()}  # noqa: E731
-    return {"best": None, "d": stats.paired_by_seed(pts("full"), pts("prompt")), "evidence": evidence,
+    m = r08["methods"]
+    return {"best": None, "d": stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"])),
+            "evidence": evidence,
             "src": "chapter 08's prompt tuning (m=10, vocab init; this chapter's prompt arms are not in its "
                    "sweep), same encoder, task and protocol"}
 

@@ -8,6 +8,8 @@ import numbers
 import numpy as np
 
 from pedagogy_lib import counting as C
+from pedagogy_lib import prefix as PX
+from pedagogy_lib import prompt as PT
 from pedagogy_lib import prompt as pt
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
@@ -86,7 +88,7 @@ def check_trainable_fractions(fn) -> None:
                 if k == "ptuning_v2" and abs(g - w / 2) <= 1e-12:
                     raise NotYet("P-Tuning v2 trains keys AND values at every layer: m·d·L·2")
                 expect_close(g, w, f"{k} for {name}, m={m}", rtol=1e-9, atol=0)
-    m20 = C.prompt_params(shapes["GPT-3 175B"], 20) / C.total_params(shapes["GPT-3 175B"])
+    m20 = PT.num_prompt_params(20, shapes["GPT-3 175B"].hidden) / C.total_params(shapes["GPT-3 175B"])
     passed("05.3", f"20 prompt tokens are {100 * m20:.6f}% of GPT-3")
 
 
@@ -128,7 +130,7 @@ def check_ptv2_over_prompt(answer) -> None:
     at the same number m of virtual tokens (Eqs. 5.2 and 5.4)."""
     expect(answer is not None, "set `answer` to a number")
     shape = C.minilm_shape()
-    want = C.ptuning_v2_params(shape, 20) / C.prompt_params(shape, 20)
+    want = PX.num_prefix_params(20, shape.hidden, shape.layers) / PT.num_prompt_params(20, shape.hidden)
     if abs(float(answer) - shape.layers) < 1e-9:
         raise NotYet("P-Tuning v2 trains a key AND a value vector per token and layer")
     expect(abs(float(answer) - want) < 1e-9, f"count both per token: prompt tuning d numbers, P-Tuning v2 "

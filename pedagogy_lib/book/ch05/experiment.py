@@ -67,6 +67,8 @@ from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.results import save_runs
 from pedagogy_lib import results as R
 from pedagogy_lib.results import mean_sd
+from pedagogy_lib.book.evidence.ch05 import (ARMS, PATH, PROMPTS, at_rate, best_prompt, bracketed, by_seed,  # noqa: F401
+                                             load_results, methods, pair, prompt_gap, unbracketed_arms, val_grid)
 
 RESULTS = R.RESULTS
 OUT = RESULTS / "ch05_prompt.json"
@@ -89,53 +91,9 @@ LRS = {
 
 
 # ------------------------------------------------------- stored results, analysis
-PATH = RESULTS / "ch05_prompt.json"
-
-
-ARMS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft")
-
-
 LABELS = {"probe": "linear probe (head only)", "prompt-random": "prompt tuning, random init",
           "prompt-vocab": "prompt tuning, vocab init", "deep-prompt": "deep prompt (m·d·L)",
           "ptuning-v2": "P-Tuning v2 (m·d·L·2)", "lora": "LoRA r=8 (q,v)", "full-ft": "full fine-tuning"}
-
-
-def load_results(path=None) -> dict:
-    return R.load(path or PATH, "python -m pedagogy_lib.book.ch05.experiment", keys=("arms", "runs", "config"),
-                  what="chapter 05 sweep")
-
-
-def methods(sweep: dict) -> list[str]:
-    """The arms the stored sweep holds, in the chapter's order (a cut sweep may lack some)."""
-    return [k for k in ARMS if k in sweep["arms"]]
-
-
-def _at_rate(sweep: dict, meth: str, epochs: int) -> dict:
-    """{seed: run} of one method at its chosen rate and the given budget (epochs)."""
-    lr = sweep["chosen_lr"][meth]
-    return {r["seed"]: r for r in sweep["runs"] if r["method"] == meth and r["epochs"] == epochs
-            and math.isclose(r["lr"], lr)}
-
-
-def by_seed(sweep: dict, meth: str, long: bool = False) -> dict:
-    """{seed: test accuracy} of one method at its chosen rate, at the main budget or the longer
-    one (``long``), over the seeds the config names for it (a missing run is an error). The runs
-    of one seed share the training subsample, its order and the head's init across methods and
-    budgets: they pair."""
-    cfg = sweep["config"]
-    seeds, epochs = (cfg["long_seeds"], cfg["long_epochs"]) if long else (cfg["seeds"], cfg["epochs"])
-    runs = _at_rate(sweep, meth, epochs)
-    missing = [s for s in seeds if s not in runs]
-    if missing:
-        raise ValueError(f"{meth}: no run at its chosen rate for seed(s) {missing} ({epochs} epochs)")
-    return {s: runs[s]["test"] for s in seeds}
-
-
-def pair(sweep: dict, a: str, b: str, long: bool = False) -> dict:
-    """Test accuracy of a minus b in points, paired by seed (Eqs. 8.4–8.7, ``stats.paired_by_seed``):
-    mean, SE, the 95 % t-interval [lo, hi] and ``tie``."""
-    pts = lambda d: {s: 100 * x for s, x in d.items()}  # noqa: E731
-    return stats.paired_by_seed(pts(by_seed(sweep, a, long)), pts(by_seed(sweep, b, long)))
 
 
 def long_vs_main(sweep: dict, a: str, b: str) -> dict:
@@ -155,13 +113,13 @@ def long_seeds_run(sweep: dict) -> dict:
     """{method: sorted seeds with a run at the longer budget and its chosen rate}, for each of
     LONG_ARMS the sweep holds (an empty list: none run)."""
     cfg = sweep["config"]
-    return {m: sorted(_at_rate(sweep, m, cfg["long_epochs"])) for m in LONG_ARMS if m in sweep["arms"]}
+    return {m: sorted(at_rate(sweep, m, cfg["long_epochs"])) for m in LONG_ARMS if m in sweep["arms"]}
 
 
 def long_by_seed(sweep: dict, meth: str) -> dict:
     """{seed: test accuracy} of ``meth`` at the longer budget and its chosen rate, over the seeds
     that ran (``by_seed(long=True)`` demands every seed the config names)."""
-    return {s: r["test"] for s, r in sorted(_at_rate(sweep, meth, sweep["config"]["long_epochs"]).items())}
+    return {s: r["test"] for s, r in sorted(at_rate(sweep, meth, sweep["config"]["long_epochs"]).items())}
 
 
 def long_complete(sweep: dict, meth: str) -> bool:
@@ -179,43 +137,17 @@ def summary(sweep: dict) -> dict:
     cfg = sweep["config"]
     out = {"methods": {}, "long": {}, "lr": sweep["chosen_lr"]}
     for meth in methods(sweep):
-        rs = [_at_rate(sweep, meth, cfg["epochs"])[s] for s in cfg["seeds"]]
+        rs = [at_rate(sweep, meth, cfg["epochs"])[s] for s in cfg["seeds"]]
         out["methods"][meth] = {"test": mean_sd([r["test"] for r in rs]), "val": mean_sd([r["val"] for r in rs]),
                                 "trainable": rs[0]["trainable"], "n": len(rs),
                                 "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
     for meth, seeds in long_seeds_run(sweep).items():
         if not seeds:
             continue
-        rs = [_at_rate(sweep, meth, cfg["long_epochs"])[s] for s in seeds]
+        rs = [at_rate(sweep, meth, cfg["long_epochs"])[s] for s in seeds]
         out["long"][meth] = {"test": mean_sd([r["test"] for r in rs]), "epochs": cfg["long_epochs"], "n": len(rs),
                              "loss_curve": np.mean([r["losses"] for r in rs], 0).tolist()}
     return out
-
-
-def val_grid(sweep: dict, meth: str) -> dict:
-    """{lr: mean validation accuracy over the selection seeds}: the grid (extensions included)
-    the method's rate was chosen from."""
-    return {float(lr): v for lr, v in sweep["arms"][meth]["val_by_lr"].items()}
-
-
-def bracketed(sweep: dict, meth: str) -> bool | None:
-    """Whether the method's chosen rate has a grid point on both sides (None: a sweep stored
-    before the probe's head rate was searched)."""
-    return sweep["arms"][meth]["bracketed"]
-
-
-def unbracketed_arms(sweep: dict, meths=None) -> list[str]:
-    """The methods whose chosen rate sits at an edge of its (extended) grid: no verdict rests on them."""
-    return [k for k in (meths or methods(sweep)) if bracketed(sweep, k) is False]
-
-
-PROMPTS = ("prompt-random", "prompt-vocab")  # the shallow prompts (input embeddings only)
-
-
-def best_prompt(sweep: dict) -> str | None:
-    """The shallow prompt arm with the best validation accuracy over its grid (None: not in the sweep)."""
-    mine = [k for k in PROMPTS if k in sweep["arms"]]
-    return max(mine, key=lambda k: max(val_grid(sweep, k).values())) if mine else None
 
 
 def call(sweep: dict, a: str, b: str) -> dict:
@@ -238,17 +170,6 @@ def prompt_comparisons(sweep: dict) -> dict:
              "prompt − LoRA": (p, "lora")}
     have = set(methods(sweep))
     return {k: call(sweep, a, b) for k, (a, b) in pairs.items() if {a, b} <= have}
-
-
-def prompt_gap(sweep: dict) -> tuple[str, dict | None] | None:
-    """This chapter's evidence on "prompt tuning leaves 3–4 points": (label, full FT − the shallow
-    prompt best on validation, points, paired by seed), the difference None when either rate sits
-    at an edge of its grid (no verdict rests on it); None when the sweep holds no prompt arm."""
-    p = best_prompt(sweep)
-    if p is None or "full-ft" not in sweep["arms"]:
-        return None
-    label = f"chapter 05, {p} (m={sweep['config']['m']})"
-    return label, (None if unbracketed_arms(sweep, (p, "full-ft")) else pair(sweep, "full-ft", p))
 
 
 # ------------------------------------------------------------------ the sweep

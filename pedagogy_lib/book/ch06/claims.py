@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from pedagogy_lib import bitfit as BF
 from pedagogy_lib import counting as C
 from pedagogy_lib import results as R
 from pedagogy_lib import stats
@@ -34,8 +35,8 @@ def fractions() -> dict:
     LayerNorm shifts β, and b_q + b_m2 only (Eq. 6.4). Totals as counting.py counts them."""
     out = {}
     for s in (C.minilm_shape(), C.BERT_BASE, C.BERT_LARGE):
-        n = {"with LN β": C.bitfit_params(s), "without LN β": C.bitfit_params(s, include_layernorm=False),
-             "b_q + b_m2": C.bitfit_params(s, only=C.BITFIT_QM2)}
+        n = {"with LN β": BF.bitfit_params(s), "without LN β": BF.bitfit_params(s, include_layernorm=False),
+             "b_q + b_m2": BF.bitfit_params(s, only=BF.QM2)}
         out[s.name] = {k: (v, C.fraction(v, s)) for k, v in n.items()} | {"total": C.total_params(s)}
     return out
 

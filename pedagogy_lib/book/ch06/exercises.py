@@ -27,7 +27,7 @@ def check_bitfit_count(fn) -> None:
             got = attempt(fn, d, ffn, layers, ln)
             if got is None:
                 raise NotYet(f"{call} returned None: did you forget `return`?")
-            want = C.bitfit_params(shape, include_layernorm=ln)
+            want = BF.bitfit_params(shape, include_layernorm=ln)
             if ln:
                 hints = {
                     layers * (7 * d + ffn): "add the embedding LayerNorm's β (d more), outside the blocks",
@@ -43,8 +43,8 @@ def check_bitfit_count(fn) -> None:
                 if got == value != want:
                     raise NotYet(f"{call} = {got:,}: {hint}")
             expect(got == want, f"{call} = {got:,}, expected {want:,}")
-    big = C.fraction(C.bitfit_params(C.BERT_LARGE), C.BERT_LARGE)
-    passed("06.1", f"BERT-large: {C.bitfit_params(C.BERT_LARGE):,} biases = {100 * big:.3f}%")
+    big = C.fraction(BF.bitfit_params(C.BERT_LARGE), C.BERT_LARGE)
+    passed("06.1", f"BERT-large: {BF.bitfit_params(C.BERT_LARGE):,} biases = {100 * big:.3f}%")
 
 
 # ------------------------------------------------------------------ 06.2 bias gradient
@@ -115,12 +115,12 @@ def check_bitfit_shrinks(answer) -> None:
     """``answer``: BitFit's trainable fraction (Eq. 6.4, with the LayerNorm shifts) of
     BERT-base divided by that of BERT-large."""
     expect(answer is not None, "set `answer` to a number")
-    frac = {s.name: C.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
+    frac = {s.name: BF.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
     want = frac["BERT-base"] / frac["BERT-large"]
     if abs(float(answer) - 1 / want) < 1e-6:
         raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
     expect(abs(float(answer) - want) < 1e-6, f"the ratio should come out near {want:.2f} (compute both "
-           f"fractions with counting.bitfit_params and counting.total_params); you gave {answer}")
+           f"fractions with bitfit.bitfit_params and counting.total_params); you gave {answer}")
     passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
            "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "
            "BitFit leaves frozen, blunt the effect)")

@@ -30,7 +30,7 @@ import torch
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import data, runner, stats
-from pedagogy_lib.book.rules import points_by_seed
+from pedagogy_lib.book.evidence.ch07 import GPU_COMMAND, gpu_paged, load, load_gpu, paired  # noqa: F401  (re-exported)
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref import qlora as QL
@@ -81,47 +81,9 @@ GB = 1e9
 METHOD_ORDER = ("full FT", "LoRA fp32", "QLoRA NF4+DQ", "QLoRA FP4+DQ", "probe fp32", "probe NF4 base")
 
 
-def load(name: str) -> dict:
-    return R.load(name, "python -m pedagogy_lib.book.ch07.experiment")
-
-
-GPU_COMMAND = "bash tests/gpu/run_gpu_checks.sh (on a CUDA machine; see tests/gpu/LAST_RUN.md)"
-
-
-def load_gpu() -> dict | None:
-    """The stored CUDA run (``tests/gpu/gpu_report.py``): chapters/results/ch07_gpu.json, with the
-    nibbles where bnb's CUDA quantiser differs from ours (ch07_nf4_cuda_ties.json) under
-    "ties" when stored. None where no GPU run is stored."""
-    gpu = R.load_stored("ch07_gpu", GPU_COMMAND, keys=("device", "functional", "minilm", "memory"), what="GPU record")
-    ties = R.load_stored("ch07_nf4_cuda_ties", GPU_COMMAND, keys=("values", "cuda_vs_ours", "cpu_vs_ours", "examples"),
-                         what="NF4 CUDA ties record")
-    if gpu is not None and ties is not None:
-        gpu["ties"] = ties
-    return gpu
-
-
-def gpu_paged(gpu: dict | None) -> dict | None:
-    """Full fine-tuning's PagedAdamW on the GPU (the stored run), in ``qlora.paged_adamw_steps``'s
-    form, or None."""
-    r = (gpu or {}).get("memory", {}).get("paged", {}).get("PagedAdamW")
-    if r is None:
-        return None
-    return {"device": "cuda", "name": gpu["device"], "paged_state_tensors": r["paged_state_tensors"],
-            "state_tensors": r["state_tensors"], "paged_bytes": r["paged_MB"] * 1e6,
-            "warnings": r.get("warnings", []), "paged_threshold": QL.PAGED_THRESHOLD}
-
-
 # the comparisons the chapter reads, as (a, b): a − b paired by seed
 PAIRS = (("QLoRA NF4+DQ", "LoRA fp32"), ("QLoRA FP4+DQ", "QLoRA NF4+DQ"), ("QLoRA NF4+DQ", "full FT"),
          ("LoRA fp32", "full FT"), ("probe NF4 base", "probe fp32"), ("LoRA fp32", "probe fp32"))
-
-
-def paired(acc: dict, a: str, b: str) -> dict:
-    """Arm ``a`` − arm ``b`` of the stored sweep in points, paired by seed (Eqs. 8.4–8.7):
-    ``stats.paired_by_seed`` + the labels and ``bracketed`` (both arms' rates bracketed)."""
-    ra, rb = acc["results"][a], acc["results"][b]
-    return stats.paired_by_seed(points_by_seed(ra), points_by_seed(rb)) | {"a": a, "b": b,
-                                                             "bracketed": ra["bracketed"] and rb["bracketed"]}
 
 
 def differences(acc: dict, pairs=PAIRS) -> list[dict]:

@@ -1,7 +1,8 @@
 """Chapter 08's experiment: every method on the same task, budget, seeds and training loop.
 
-The arms are registry methods at their usual settings (``ARMS``: every record of the
-registry, and LoRA on all linear layers besides); the route (load MiniLM, attach, head,
+The arms are registry methods at their usual settings (``ARMS``: the arms every registry
+record names in its ``compared`` field, in registry order: LoRA twice, on W_q, W_v and on
+every linear layer; chapter 01's random subspace none); the route (load MiniLM, attach, head,
 loop), the learning-rate protocol, the latency timer and the memory count are the runner's,
 shared with every other chapter. Protocol (``runner.protocol``, chapter 08 Eqs. 8.1–8.7):
 1. each arm's grid (three rates around the best one earlier runs found) at seeds 0 and 1;
@@ -23,6 +24,7 @@ everything it uses.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -34,7 +36,7 @@ import torch
 from pedagogy_lib import data as D
 from pedagogy_lib import results as R
 from pedagogy_lib import runner
-from pedagogy_lib.registry import Arm, arms
+from pedagogy_lib.registry import Arm, compared_arms
 from pedagogy_lib.runner import Budget
 
 RESULTS = R.RESULTS / "ch08_compare.json"
@@ -45,22 +47,9 @@ FULL = Budget(n_eval=None, seeds=(0, 1, 2, 3, 4), select_seeds=2, max_extensions
 CI = Budget(n_train=64, n_eval=64, epochs=1, batch_size=32, seeds=(0,), full_grid=False, latency_rounds=3)
 RUN_LOG = R.RESULTS.parent.parent / "build" / "ch08_runs.jsonl"  # finished runs, for resuming
 
-ARMS = arms(
-    Arm("probe", "probe", note="frozen encoder, head only"),
-    Arm("full", "full", note="every weight"),
-    Arm("lora_qv", "lora", note="r=8, α=16 on W_q, W_v"),
-    Arm("lora_all", "lora", {"targets": "all-linear"}, (3e-4, 1e-3, 3e-3), note="r=8, α=16 on every linear layer"),
-    Arm("houlsby", "houlsby", note="m=16, two adapters per block"),
-    Arm("pfeiffer", "pfeiffer", note="m=32, one adapter per block"),
-    Arm("parallel", "parallel", note="m=16, beside each block's FFN"),
-    Arm("prefix", "prefix", note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),
-    Arm("prompt", "prompt", note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),
-    Arm("deep_prompt", "deep_prompt", note="m=10 hidden-state vectors at every layer's input"),
-    Arm("ptuning_v2", "ptuning_v2", note="m=10 per-layer keys/values, no reparameterisation"),
-    Arm("bitfit", "bitfit", note="biases + LayerNorm β"),
-    Arm("ia3", "ia3", note="l_k, l_v and l_ff (FFN hidden), started at 1"),
-    Arm("qlora", "qlora", note="NF4+DQ base (bitsandbytes Linear4bit), LoRA r=8 on W_q, W_v"),
-)
+# every registry record's chapter 08 arms (``Method.compared``), in registry order: 14 arms,
+# LoRA twice (W_q, W_v and every linear layer); chapter 01's random subspace is not compared
+ARMS = compared_arms()
 
 
 def check_arms(names) -> list[str]:
@@ -110,6 +99,26 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
             "threads": 1 if jobs > 1 else torch.get_num_threads()}
 
 
+def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) -> dict:
+    """Run the arms ``names`` through ``compare`` and add them to the stored comparison, which
+    keeps every other arm's runs as stored: same budget, seeds and protocol, so the new runs are
+    paired with the old ones seed by seed. The methods come back in ``ARMS`` order; each added
+    arm's runs, wall and CPU seconds are kept under ``appended``."""
+    res = load(path)
+    want = json.loads(json.dumps(_budget_record(budget)))  # as stored: lists, not tuples
+    if want != {k: res["budget"].get(k) for k in want}:
+        raise ValueError(f"--append: the budget {want} differs from the stored one {res['budget']}")
+    new = compare(names, budget, jobs=jobs, log=log)
+    methods = res["methods"] | new["methods"]
+    res["methods"] = {n: methods[n] for n in ARMS if n in methods}
+    res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
+    res.setdefault("appended", {}).update({n: {"n_runs": new["n_runs"], "wall_s": new["wall_s"],
+                                               "reused_runs": new["reused_runs"],  # from --log: wall_s excludes them
+                                               "cpu_s": new["methods"][n]["cpu_s"], "versions": new["versions"]}
+                                           for n in new["methods"]})
+    return res
+
+
 def _budget_record(budget: Budget) -> dict:
     """The budget as stored (the fields chapter 08 reads; the defaults of the others)."""
     keep = ("n_train", "n_eval", "epochs", "batch_size", "seeds", "full_grid", "latency_rounds", "select_seeds",
@@ -133,6 +142,8 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="worker processes, one thread each (default: one per CPU core)")
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
+    ap.add_argument("--append", action="store_true",
+                    help="run only --methods and add them to the stored results in --out (the others stay as stored)")
     ap.add_argument("--latency-only", action="store_true",
                     help="keep the accuracies in --out, measure the inference latency again")
     args = ap.parse_args(argv)
@@ -142,6 +153,10 @@ def main(argv=None):
         chosen = [ARMS[n] for n in check_arms(res["methods"])]
         for n, lat in runner.measure_latency(chosen, rounds=FULL.latency_rounds).items():
             res["methods"][n].update(lat)
+    elif args.append:
+        if not args.methods or args.ci:
+            raise SystemExit("--append needs --methods and the full budget (not --ci)")
+        res = append(args.methods, FULL, jobs=args.jobs, log=args.log, path=args.out)
     else:
         res = compare(args.methods, CI if args.ci else FULL, jobs=args.jobs, log=None if args.ci else args.log)
     print(save(res, args.out))

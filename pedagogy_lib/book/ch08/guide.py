@@ -8,6 +8,10 @@ latency), breaking ties on that cost by the next one. Methods tied with the pick
 situation's first cost are named as ties. Tiny data is judged on chapter 06's learning curve
 (the smallest training set, paired over its seeds). Each row carries its evidence and links
 to the sections that show it.
+
+The guide gathers three chapters, so it reads only stored results, never another room: its
+own chapter's comparison, chapter 06's learning curve (``ch06_learning_curve.json`` through
+``pedagogy_lib.results``) and chapter 10's decoder rows (the shared ``book.evidence.ch10``).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from pedagogy_lib import stats
 from pedagogy_lib.book.ch08 import experiment as compare
 from pedagogy_lib.book.ch08.claims import latency_noise
 from pedagogy_lib.book.ch08.table import judged, versus
-from pedagogy_lib.book.ch10.claims import guide_row as decoder_guide_row
+from pedagogy_lib.book.evidence.ch10 import guide_row as decoder_guide_row
 
 LATENCY_TOLERANCE = 0.05  # a latency ratio within max(this, the noise floor) of 1 is "no overhead"
 BYTES_TOLERANCE = 0.05    # memory or storage within 5 % of the pick's is a tie on that cost
@@ -147,7 +151,7 @@ def tiny_data(curve: dict | None = None) -> tuple[str, list, str]:
 def guide(res: dict | None = None, curve: dict | None = None, decoder: dict | None = None) -> list[dict]:
     """One row per situation: the derived choice, the methods tied with it, the article's
     choice and whether ours agrees, the evidence, and links to it (the decoder's rows come from
-    chapter 10's stored results, ``decoder`` = ``book.ch10.claims.guide_row()``)."""
+    chapter 10's stored results, ``decoder`` = ``book.evidence.ch10.guide_row()``)."""
     res = compare.load() if res is None else res
     rows = []
     for s in SITUATIONS:

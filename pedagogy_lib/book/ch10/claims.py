@@ -7,8 +7,9 @@ Where our 1M-parameter decoder and 50–80-step budget differ from the paper's r
 models, thousands of steps) and the measurement disagrees, the verdict is
 ``not-reproduced-here``, not ``wrong``: the claim was measured, in another regime.
 
-``guide_row()`` is what chapter 08's selection guide needs for its "GPT-style decoder" row
-(the integrator adds it there): for each task, which methods tie with the best one.
+``guide_row()`` (chapter 08's "GPT-style decoder" row: for each task, which methods tie with
+the best one) lives in the shared ``book.evidence.ch10``, which chapter 08 reads; it is
+re-exported here.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from pedagogy_lib.book import ch10, sentences
+from pedagogy_lib.book.evidence.ch10 import guide_row  # noqa: F401  (re-exported: chapter 08's decoder row)
 from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, table, within_verdict  # noqa: F401  (table: re-exported)
 
 CLAIMS = Claims("10")
@@ -180,24 +182,6 @@ def _prefix(c):
 
 def claims(area=None, line=None, studies=None, scale=None, gpu=_STORED) -> list[dict]:
     return CLAIMS.judge(context(area, line, studies, scale, gpu))
-
-
-def guide_row(area=None, line=None) -> dict:
-    """Chapter 08's "GPT-style decoder" row, decided by measurement: for each task the best
-    method (test metric) and every method whose paired interval against it contains 0; methods
-    whose learning rate sits at its grid's edge are left out (``unbracketed``)."""
-    out = {}
-    for task, res in (("classification (area, LM-head verbaliser)", area or ch10.load("area")),
-                      ("generation (first line, held-out modules)", line or ch10.load("line"))):
-        every = ch10.table(res)
-        rows = [r for r in every if r["bracketed"] is not False]
-        sign = 1 if res["task"] == "area" else -1
-        best = max(rows, key=lambda r: sign * r["mean"])["method"]
-        ties = [r["method"] for r in rows if r["method"] != best and ch10.paired_gain(res, r["method"], best)["tie"]]
-        out[task] = {"best": best, "ties_with_best": ties,
-                     "trainable": {r["method"]: r["trainable"] for r in rows},
-                     "unbracketed": sorted(r["method"] for r in every if r["bracketed"] is False)}
-    return out
 
 
 __all__ = ["CLAIMS", "claims", "context", "guide_row", "table"]
