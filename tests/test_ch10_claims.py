@@ -5,6 +5,7 @@ import pytest
 
 from pedagogy_lib.book import ch10
 from pedagogy_lib.book.ch10 import claims as C
+from pedagogy_lib.book.ch10.tasks import SEEDS
 from pedagogy_lib.registry import DECODER_ARMS
 
 METHODS = tuple(DECODER_ARMS)   # chapter 10's arms, as the stored results label them
@@ -192,12 +193,12 @@ def test_stored_results_are_complete_and_judged_only_when_bracketed():
     for res in (area, line):
         assert set(ch10.methods(res)) == set(METHODS)
         for m in METHODS:
-            assert len(ch10.chosen_runs(res, m)) == 3
-    assert all(r["n"] == 3 for r in ch10.vader_rows(vd))
+            assert len(ch10.chosen_runs(res, m)) == len(SEEDS) == 5
+    assert all(r["n"] == len(SEEDS) for r in ch10.vader_rows(vd))
     rec = {r["id"]: r for r in C.claims(area, line, ch10.load_studies())}
     scale = ch10.load_scale()
     assert scale["model"] == "stdlib-4m" and {"full", "prompt"} <= set(ch10.methods(scale))
-    assert all(len(ch10.chosen_runs(scale, m)) == 3 for m in ("full", "prompt"))
+    assert all(len(ch10.chosen_runs(scale, m)) == len(SEEDS) for m in ("full", "prompt"))
     if area["selection"]["ia3"]["bracketed"] is False:
         assert "grid's edge): chapter 10 area" in rec["ia3-vs-lora"]["our_value"]
 

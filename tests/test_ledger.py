@@ -145,6 +145,25 @@ def _line_shifted(line: dict, method: str, nats: float) -> dict:
     return line
 
 
+def _line_copied(line: dict, method: str, source: str) -> dict:
+    """Chapter 10's first-line results with ``method``'s test loss at each seed set to ``source``'s."""
+    line = copy.deepcopy(line)
+    lrs = {m: line["selection"][m]["chosen"] for m in (method, source)}
+    loss = {r["seed"]: r["test"]["loss"] for r in line["runs"] if r["method"] == source and r["lr"] == lrs[source]}
+    for r in line["runs"]:
+        if r["method"] == method and r["lr"] == lrs[method]:
+            r["test"]["loss"] = loss[r["seed"]]
+    return line
+
+
+def _three_seeds(line: dict) -> dict:
+    """``line`` cut to seeds 0–2 (the runs of seeds 3 and 4 dropped)."""
+    line = copy.deepcopy(line)
+    line["runs"] = [r for r in line["runs"] if r["seed"] < 3]
+    line["seeds"] = [s for s in line["seeds"] if s < 3]
+    return line
+
+
 def _five_seeds(line: dict) -> dict:
     """``line`` with seeds 3 and 4 added: copies of seeds 1 and 2's runs (the paired gains repeat)."""
     import copy
@@ -162,8 +181,9 @@ def test_prefix_vs_full_flips():
     line = ch10.load("line")
     d = ch10.paired_gain(line, "prefix", "full")
     better = _line_shifted(line, "prefix", -abs(d["mean"]) - 0.5)   # prefix clearly ahead
-    assert S.prefix_vs_full(better)[0] == "approximately"   # ahead, but on 3 seeds: capped (rules.few_seeds)
-    assert S.prefix_vs_full(_five_seeds(better))[0] == "holds"
+    assert S.prefix_vs_full(better)[0] == "holds"                         # ahead on the stored five seeds
+    assert S.prefix_vs_full(_three_seeds(better))[0] == "approximately"   # ahead, but on 3 seeds: capped (rules.few_seeds)
+    assert S.prefix_vs_full(_five_seeds(_three_seeds(better)))[0] == "holds"
     assert S.prefix_vs_full(_line_shifted(line, "prefix", abs(d["mean"]) + 0.5))[0] == "not-reproduced-here"
     just_behind = _line_shifted(line, "prefix", d["mean"] + 1e-4)   # mean −1e-4: a tie favouring full FT
     assert S.prefix_vs_full(just_behind)[0] == "approximately"
@@ -331,7 +351,7 @@ FLIPS = {
     "ch04-count": lambda c, mp, V: setattr(c, "fold", {**c.fold, "trainable_after": c.fold["trainable_after"] + 1}),
     "ch04-fraction": lambda c, mp, V: mp.setattr(V, "GPT2_MEDIUM", dataclasses.replace(V.GPT2_MEDIUM, vocab=5000)),
     "ch04-mlp-dropped": lambda c, mp, V: setattr(c, "fold", {**c.fold, "identical": False}),
-    "ch04-e2e": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
+    "ch04-e2e": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", -0.5)),   # prefix clearly ahead
     # ch05: other paired gaps and fractions
     "ch05-prompt-needs-scale": lambda c, mp, V: _ch10_prompt_at_full(c.area),
     "ch05-prompt-3-4-points": lambda c, mp, V: setattr(c, "gaps", {k: THREE_POINTS for k in c.gaps}),  # both chapters
@@ -380,13 +400,14 @@ FLIPS = {
                                           for r in c.st["rank"] if r["r"] == 64],
     "lora-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "lora-all", 0.1)),
     "prompt-needs-scale": lambda c, mp, V: _ch10_prompt_at_full(c.area),
-    "ia3-vs-lora": lambda c, mp, V: mp.setattr(S, "ch08_ia3_gap", lambda res=None: ("chapter 08", TIGHT_ZERO_5)),
+    "ia3-vs-lora": lambda c, mp, V: (mp.setattr(S, "ch08_ia3_gap", lambda res=None: ("chapter 08", TIGHT_ZERO_5)),
+                                     setattr(c, "line", _line_copied(c.line, "ia3", "lora-qv"))),   # an exact match
     "8bit-state": lambda c, mp, V: c.st["recipe"]["optimisers"]["full/AdamW8bit"].update(
         state_bytes=c.st["recipe"]["optimisers"]["full/AdamW"]["state_bytes"] / 2),
     "paged-optimisers": lambda c, mp, V: mp.setattr(S, "ch07_gpu_paged", lambda: None),
     "checkpointing-trade": lambda c, mp, V: c.st["recipe"]["bf16+checkpointing"].update(
         saved_bytes=2 * c.st["recipe"]["bf16"]["saved_bytes"]),
-    "prefix-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", 0.5)),
+    "prefix-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "prefix", -0.5)),
 }
 
 def _ch02_grid(r, best, edge=None):

@@ -117,7 +117,7 @@ def ch07_qlora_vs_16bit(acc: dict | None = None) -> dict:
 
 
 def ch10_qlora_vs_16bit(line: dict | None = None) -> dict:
-    """Chapter 10's evidence (first-line generation, 3 seeds): held-out loss reduction of QLoRA
+    """Chapter 10's evidence (first-line generation, paired over its seeds): held-out loss reduction of QLoRA
     (ours) over LoRA on every linear layer, in nats/token."""
     line = E10.load("line") if line is None else line
     ok = all(line["selection"][m].get("bracketed", True) for m in ("qlora-ours", "lora-all"))
@@ -282,7 +282,7 @@ def prompt_scale(area: dict, scale: dict) -> tuple[str, str]:
     ``area`` and size study ``scale`` (``book.evidence.ch10.load("area")``, ``load_scale()``):
     every size we judge (both rates bracketed) is far below 10B, so prompt tuning must lag at
     each (paired interval below 0). That is half the sentence: the "10B+ it vanishes" half is
-    beyond any model we train, and the sizes rest on three seeds, so lagging at every judged size
+    beyond any model we train, so lagging at every judged size
     → approximately, never holds; prompt tuning resolved *above* full FT, or matching it (the
     interval inside ±``SCALE_MATCH``), at a judged size → wrong; a wider tie at some size (no lag
     resolved, none refuted) → not-reproduced-here; no size with both rates bracketed →
@@ -363,7 +363,7 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
     from chapter 10's first-line results ``line`` (``book.evidence.ch10.load("line")``): the paired
     held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better
     (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie → approximately, whatever the sign of its mean (matched within
-    the noise of three seeds, not shown to match or beat); full FT
+    the noise of the seeds, not shown to match or beat); full FT
     better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
     claim is measured in another regime, never refuted); a learning rate at its grid's edge →
     untestable-here (no verdict on an unbracketed rate)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from pedagogy_lib.book import ch10, sentences
 from pedagogy_lib.book.evidence.ch10 import guide_row  # noqa: F401  (re-exported: chapter 08's decoder row)
-from pedagogy_lib.book.rules import Claims, few_seeds, table, within_verdict  # noqa: F401  (table: re-exported)
+from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, table, within_verdict  # noqa: F401  (table: re-exported)
 
 CLAIMS = Claims("10")
 QLORA = "Dettmers et al. 2023 (QLoRA), arXiv:2305.14314"
@@ -42,7 +42,7 @@ def _diff_text(d: dict, unit: str, scale: float = 1.0) -> str:
 
 NOT_HERE = sentences.NOT_HERE
 M = sentences.MATCH_NATS   # a decoder "match": within ±0.01 nats/token of held-out loss (1 % of perplexity)
-THIN = "n = 3 seeds: at most approximately (issue #13 asks for 5)"
+THIN = f"at most approximately on fewer than {MIN_SEEDS} paired seeds"
 
 
 @CLAIMS.rule("qlora-matches-16bit", "QLoRA (NF4 + double quantisation base) matches 16-bit LoRA",

@@ -6,7 +6,7 @@
                  rounded to NF4 / FP4 / Int4 (blocks of 64), with and without double
                  quantisation, against float32 (the paper compares data types by perplexity);
 * ``placement``  LoRA on q,v only against all linear layers, both on our NF4 + DQ base,
-                 on the generation task, three seeds, at ``LR`` (the middle of the grid of
+                 on the generation task, the five seeds of ``tasks.SEEDS``, at ``LR`` (the middle of the grid of
                  ``qlora-ours``; the studies run beside the protocol), paired differences;
 * ``rank``       r ∈ ``RANKS`` on the same base and task, one seed (seed 0);
 * ``vader``      (``ch10_vader.json``) LoRA (q, v) and full fine-tuning on VADER word polarity,
@@ -79,10 +79,13 @@ def _line_runs(methods_r, lr, seeds, d, tok, bar) -> list[dict]:
     return runs
 
 
+PLACEMENT = [("qv", ("q_proj", "v_proj"), P.R), ("all", P.BLOCK_LINEARS, P.R)]
+
+
 def placement_and_rank(lr: float, bar=None) -> dict:
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     d = E.prepare("line", tok)
-    place = _line_runs([("qv", ("q_proj", "v_proj"), P.R), ("all", P.BLOCK_LINEARS, P.R)], lr, (0, 1, 2), d, tok, bar)
+    place = _line_runs(PLACEMENT, lr, E.SEEDS, d, tok, bar)
     rank = _line_runs([(f"r{r}", P.BLOCK_LINEARS, r) for r in RANKS], lr, (0,), d, tok, bar)
     return {"lr": lr, "placement": place, "rank": rank}
 
@@ -151,31 +154,73 @@ def optimiser_states() -> dict:
 VADER_ARMS = ("lora-qv", "full")   # their decoder grids: the registry's
 
 
-def vader_study(bar=None) -> dict:
-    """LoRA (q, v) and full fine-tuning on VADER word polarity through the decoder, the
-    chapter's protocol (``runner.decoder_protocol``: rates on validation at seeds 0 and 1, then
-    seed 2): test accuracy, and accuracy on the training words (memorisation)."""
+def _vader_task():
+    """The VADER task for the runner, its data, its accuracy and the untrained model."""
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     d = E.prepare_vader(tok)
     acc = lambda net, s: E.area_accuracy(net, d[f"{s}_prompts"], d[f"{s}_labels"], d["verbaliser"])  # noqa: E731
     task = runner.DecoderTask("vader", d["train"], lambda net, split, generate=False: acc(net, split), float,
                               E.STEPS["line"], E.BATCH, E.SEEDS)
     zero = DECODER_ARMS["lora-qv"].setup_decoder(IO.checkpoint_dir(), 0)
-    out = {"zero_shot": {s: acc(zero, s) for s in ("train", "test")},
-           "sizes": {s: len(d[f"{s}_labels"]) for s in ("train", "val", "test")},
-           "majority": float(max(d["test_labels"].mean(), 1 - d["test_labels"].mean())), "runs": [], "selection": {}}
+    return task, d, acc, zero
 
+
+def _vader_run(acc):
+    """The VADER run function: test, validation and training-word accuracy of one trained run."""
     def one(arm, task, seed, lr, bar=None, name=None):
         net, _, _ = runner.train_decoder(arm, task, seed, lr, bar, name)
         return {"method": arm.label, "lr": lr, "seed": seed, "val": acc(net, "val"), "test": acc(net, "test"),
                 "train": acc(net, "train")}, net
+    return one
 
-    return runner.decoder_protocol(VADER_ARMS, task, bar, out, extensions=1, run_fn=one)
+
+def vader_study(bar=None) -> dict:
+    """LoRA (q, v) and full fine-tuning on VADER word polarity through the decoder, the
+    chapter's protocol (``runner.decoder_protocol``: rates on validation at seeds 0 and 1, then
+    the other seeds): test accuracy, and accuracy on the training words (memorisation)."""
+    task, d, acc, zero = _vader_task()
+    out = {"zero_shot": {s: acc(zero, s) for s in ("train", "test")},
+           "sizes": {s: len(d[f"{s}_labels"]) for s in ("train", "val", "test")},
+           "majority": float(max(d["test_labels"].mean(), 1 - d["test_labels"].mean())), "runs": [], "selection": {}}
+    out = runner.decoder_protocol(VADER_ARMS, task, bar, out, extensions=1, run_fn=_vader_run(acc))
+    return out | {"seeds": list(E.SEEDS)}
+
+
+def more_seeds() -> None:
+    """Add the seeds of ``tasks.SEEDS`` that the stored placement study and VADER runs lack
+    (the same rate, the same batches per seed: paired with the stored runs; the dtype, rank
+    and recipe studies have no seeds to add)."""
+    torch.set_num_threads(1)
+    st = R.load(RESULTS, "python -m pedagogy_lib.book.ch10.studies", keys=("placement",))
+    _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
+    d = E.prepare("line", tok)
+    runs = {lab: [r for r in st["placement"] if r["label"] == lab] for lab, _, _ in PLACEMENT}
+    have = sorted({r["seed"] for r in st["placement"]})
+    t0, c0 = time.perf_counter(), time.process_time()
+    again = _line_runs(PLACEMENT[:1], st["lr"], have[:1], d, tok, None)[0]   # one stored run must come back identical
+    if again != runs["qv"][0]:
+        raise RuntimeError(f"re-running placement qv seed {have[0]} changed it: {runs['qv'][0]} → {again}")
+    new = [s for s in E.SEEDS if s not in have]
+    if new:
+        st = st | {"placement": st["placement"] + _line_runs(PLACEMENT, st["lr"], new, d, tok, None),
+                   "placement_added_seeds": {"seeds": new, "wall_seconds": time.perf_counter() - t0,
+                                             "cpu_seconds": time.process_time() - c0}}
+        print(R.save(st, RESULTS))
+    task, _, acc, _ = _vader_task()
+    v = R.load("ch10_vader", "python -m pedagogy_lib.book.ch10.studies --vader", keys=("runs", "selection"))
+    one = _vader_run(acc)
+    v = E.add_seeds(v | {"seeds": sorted({r["seed"] for r in v["runs"]})},
+                    lambda m, lr, seed, bar: one(DECODER_ARMS[m], task, seed, lr, bar)[0], E.SEEDS)
+    print(R.save(v, "ch10_vader"))
 
 
 def main(argv=None):
     torch.set_num_threads(1)
-    if "--vader" not in (sys.argv[1:] if argv is None else argv):   # --vader: only the VADER lesson
+    argv = sys.argv[1:] if argv is None else argv
+    if "--more-seeds" in argv:   # add the missing seeds to the stored placement and VADER runs
+        more_seeds()
+        return
+    if "--vader" not in argv:   # --vader: only the VADER lesson
         t0 = time.perf_counter()
         with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr,
                   disable=None) as bar:

@@ -3,14 +3,16 @@
 hands a task to the runner (``runner.DecoderTask``)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
-from pedagogy_lib import decoder_tasks as T
+from pedagogy_lib import decoder_tasks as T, results as R
 from pedagogy_lib.runner import DecoderTask
 from pedagogy_lib.torch_ref import decoder_peft as P
 
-STEPS, BATCH, SEEDS = {"area": 40, "line": 80}, 16, (0, 1, 2)
+STEPS, BATCH, SEEDS = {"area": 40, "line": 80}, 16, (0, 1, 2, 3, 4)   # the book's five seeds (DESIGN.md)
 GEN_TOKENS = 24
 
 
@@ -85,6 +87,49 @@ def decoder_task(task: str, tok, d: dict | None = None) -> DecoderTask:
                        lambda model, split, generate=False: evaluate(task, model, d, split, tok, generate),
                        lambda ev: score(task, ev), STEPS[task], BATCH, SEEDS, finish=finish,
                        sizes={s: len(d["examples"][s]) for s in ("train", "val", "test")})
+
+
+SCORES = ("val", "test", "train", "trainable", "final_loss")   # what a re-run must reproduce exactly
+
+
+def add_seeds(res: dict, run, seeds=SEEDS, check: bool = True, bar=None) -> dict:
+    """Add the ``seeds`` that ``res`` (stored protocol results) lacks, at each method's chosen
+    rate, without re-running the stored seeds or the rate search. ``run(method, lr, seed, bar)``
+    → the run's record. A seed fixes the batches and the initialisation, so the new runs are
+    paired with the stored ones; ``check``: first re-run the first method's first stored seed
+    and refuse (nothing changed) unless it reproduces the stored ``SCORES`` exactly. ``res["seeds"]``
+    becomes ``seeds``; the wall and CPU seconds spent are kept under ``added_seeds``."""
+    have = [int(s) for s in res.get("seeds", sorted({r["seed"] for r in res["runs"]}))]
+    new = [s for s in seeds if s not in have]
+    if sorted(set(have) | set(seeds)) != sorted(seeds):
+        raise ValueError(f"stored seeds {have} are not among {list(seeds)}")
+    t0, c0 = time.perf_counter(), time.process_time()
+    if check and new:
+        m = next(iter(res["selection"]))
+        lr = res["selection"][m]["chosen"]
+        old = next(r for r in res["runs"] if r["method"] == m and r["lr"] == lr and r["seed"] == have[0])
+        again = run(m, lr, have[0], bar)
+        diff = [k for k in SCORES if k in old and again[k] != old[k]]
+        if diff:
+            raise RuntimeError(f"re-running {m} seed {have[0]} at lr {lr} changed {diff}: "
+                               f"{[old[k] for k in diff]} → {[again[k] for k in diff]}; new seeds would not be paired")
+    if not new:
+        return res
+    runs = in_protocol_order(res, [run(m, sel["chosen"], s, bar) for m, sel in res["selection"].items() for s in new])
+    spent = {"wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0, "checked": check,
+             "versions": R.versions("torch", "numpy")}
+    return dict(res, runs=runs, seeds=sorted(have + new),
+                added_seeds=res.get("added_seeds", {}) | {",".join(map(str, new)): spent})
+
+
+def in_protocol_order(res: dict, new: list[dict]) -> list[dict]:
+    """``res["runs"]`` with each run of ``new`` placed after the last stored run of its method
+    and rate, in seed order: the list ``runner.decoder_protocol`` writes when it runs every seed."""
+    out = list(res["runs"])
+    for rec in sorted(new, key=lambda r: r["seed"]):
+        same = [i for i, r in enumerate(out) if (r["method"], r["lr"]) == (rec["method"], rec["lr"])]
+        out.insert(same[-1] + 1, rec)
+    return out
 
 
 VADER_TEMPLATE = "Word: {w}\nSentiment:"

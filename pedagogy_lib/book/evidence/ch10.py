@@ -53,7 +53,7 @@ def value(task: str, test: dict) -> float:
 
 
 def chosen_runs(res: dict, method: str) -> list[dict]:
-    """The three seeds at the method's chosen rate, in seed order."""
+    """The runs at the method's chosen rate, one per seed of ``res["seeds"]``, in seed order."""
     lr = res["selection"][method]["chosen"]
     runs = sorted((r for r in res["runs"] if r["method"] == method and r["lr"] == lr), key=lambda r: r["seed"])
     if [r["seed"] for r in runs] != res["seeds"]:
