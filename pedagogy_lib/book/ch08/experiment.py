@@ -36,10 +36,9 @@ import torch
 from pedagogy_lib import data as D
 from pedagogy_lib import results as R
 from pedagogy_lib import runner
+from pedagogy_lib.book.evidence.ch08 import RESULTS, load  # noqa: F401  (the stored file and its reader, shared)
 from pedagogy_lib.registry import Arm, compared_arms
 from pedagogy_lib.runner import Budget
-
-RESULTS = R.RESULTS / "ch08_compare.json"
 # the per-run budget of the first chapter 08 (1,024 training words, 2 epochs, batch 32), now
 # with the whole validation and test splits, 5 seeds, rates chosen over 2 seeds and grids
 # extended (at most twice) until bracketed
@@ -128,10 +127,6 @@ def _budget_record(budget: Budget) -> dict:
 
 def save(res: dict, path=RESULTS):
     return R.save(res, path)
-
-
-def load(path=RESULTS) -> dict:
-    return R.load(path, "`make compare`", keys=("methods", "budget"), what="compare results")
 
 
 def main(argv=None):

@@ -4,6 +4,7 @@ sentences that call a tie a tie. Everything is computed from ``ch08_compare.json
 from __future__ import annotations
 
 from pedagogy_lib import stats
+from pedagogy_lib.book.evidence.ch08 import judged  # noqa: F401  (shared with the chapters that read ch08)
 from pedagogy_lib.book.rules import points_by_seed
 
 REFERENCES = ("lora_qv", "full")
@@ -20,11 +21,6 @@ def versus(res: dict, a: str, b: str, scale: float = 1.0) -> dict:
     or in points (``scale`` 100, the claims)."""
     m = res["methods"]
     return stats.paired_by_seed(points_by_seed(m[a], scale=scale), points_by_seed(m[b], scale=scale))
-
-
-def judged(res: dict, name: str) -> bool:
-    """Whether a verdict may rest on this method: its learning rate was bracketed (Eq. 8.2)."""
-    return res["methods"][name].get("bracketed", True)
 
 
 def cell(res: dict, a: str, b: str) -> str:

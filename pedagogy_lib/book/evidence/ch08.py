@@ -3,8 +3,8 @@ read it: the file, and whether a verdict may rest on a method (its rate brackete
 Per-seed accuracies in points: ``book.rules.points_by_seed``.
 
 A shared book-level module: it reads the file through ``pedagogy_lib.results`` and imports no
-room (``tests/test_layers.py``). The room keeps its own copies of these two one-liners
-(``ch08.experiment.load``, ``ch08.table.judged``); ``tests/test_layers.py`` checks they agree.
+room (``tests/test_layers.py``). Chapter 08's room uses these same two (``ch08.experiment.load``
+and ``ch08.table.judged`` are re-exports).
 """
 from __future__ import annotations
 
