@@ -27,7 +27,7 @@ import numpy as np
 from . import checks
 from . import counting as C
 from . import lora
-from .lora import (already_adapted, check_alpha, check_rank, init_A, linear_paths, match_targets,
+from .lora import (Mergeable, already_adapted, check_alpha, check_rank, init_A, linear_paths, match_targets,
                    merge_layers, scaling)
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
@@ -46,7 +46,7 @@ def check_bool(x, name: str) -> bool:
     return x
 
 
-class DoRALinear(Module):
+class DoRALinear(Mergeable, Module):
     """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.9); the bias is not rescaled (as in peft).
 
     ``base`` becomes the frozen ``self.base_layer``. Trainable: ``lora_A`` (r, d_in),
@@ -154,19 +154,6 @@ class DoRALinear(Module):
             self._merged_norm = row_norm(self.direction())  # n at merge time, for unmerge
         self.base_layer.p["weight"][...] = new
         self.merged = merged
-
-    def merge(self):
-        """W ← W' = diag(m/n)(W₀ + s·BA) (Eq. 2.8): no inference cost. Refuses twice, or NaN/inf."""
-        if self.merged:
-            raise RuntimeError("DoRALinear.merge: already merged")
-        self._set_weight(self._merged_weight(+1), True)
-        return self
-
-    def unmerge(self):
-        if not self.merged:
-            raise RuntimeError("DoRALinear.unmerge: not merged")
-        self._set_weight(self._merged_weight(-1), False)
-        return self
 
 
 # ----------------------------------------------------------------------------- the model

@@ -96,7 +96,28 @@ def pissa_factors(W: np.ndarray, r: int, s: float):
 
 
 # ----------------------------------------------------------------------------- the layer
-class LoRALinear(Module):
+class Mergeable:
+    """``merge``/``unmerge`` of a layer whose update can be written into its frozen base weight
+    (LoRA here, DoRA in ``dora.py``): the layer gives ``_merged_weight(sign)``, the new weight,
+    checked finite, and ``_set_weight(new, merged)``, which writes it in place."""
+
+    def merge(self):
+        """W ← W₀ + s·BA  (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way). In place; refuses to merge
+        twice, and refuses (W₀ unchanged) when the result would hold NaN/inf."""
+        if self.merged:
+            raise RuntimeError(f"{type(self).__name__}.merge: already merged; merging twice would apply the update again")
+        self._set_weight(self._merged_weight(+1), True)
+        return self
+
+    def unmerge(self):
+        """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
+        if not self.merged:
+            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; unmerging would take the update out of W₀")
+        self._set_weight(self._merged_weight(-1), False)
+        return self
+
+
+class LoRALinear(Mergeable, Module):
     """y = x W₀ᵀ + b + s·(x Aᵀ) Bᵀ  (Eq. 2.4), never forming B A.
 
     ``base`` is the Linear being adapted; it becomes ``self.base_layer`` and is frozen.
@@ -175,21 +196,6 @@ class LoRALinear(Module):
     def _set_weight(self, new: np.ndarray, merged: bool):
         self.base_layer.p["weight"][...] = new  # in place: whoever holds W sees the change
         self.merged = merged
-
-    def merge(self):
-        """W ← W₀ + s·BA  (Eq. 2.6). In place; refuses to merge twice, and refuses (W₀ unchanged)
-        when the result would hold NaN/inf."""
-        if self.merged:
-            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
-        self._set_weight(self._merged_weight(+1), True)
-        return self
-
-    def unmerge(self):
-        """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
-        if not self.merged:
-            raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
-        self._set_weight(self._merged_weight(-1), False)
-        return self
 
 
 # ----------------------------------------------------------------------------- targeting

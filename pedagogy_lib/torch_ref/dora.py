@@ -14,10 +14,10 @@ from .. import checks
 from ..dora import INITS, check_bool
 from ..lora import (already_adapted, check_alpha, check_rank, init_A, match_targets, merge_layers,
                     scaling)
-from .lora import _numpy_dtype, _set, linear_paths
+from .lora import Mergeable, _numpy_dtype, _set, linear_paths
 
 
-class DoRALinear(nn.Module):
+class DoRALinear(Mergeable, nn.Module):
     """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.9); n detached when ``detach_norm``."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False,
@@ -89,18 +89,6 @@ class DoRALinear(nn.Module):
             self._merged_norm = torch.linalg.vector_norm(self.base_layer.weight + self.delta_weight(), dim=1)
         self.base_layer.weight.copy_(new)
         self.merged = merged
-
-    def merge(self):
-        if self.merged:
-            raise RuntimeError("DoRALinear.merge: already merged")
-        self._set_weight(self._merged_weight(+1), True)
-        return self
-
-    def unmerge(self):
-        if not self.merged:
-            raise RuntimeError("DoRALinear.unmerge: not merged")
-        self._set_weight(self._merged_weight(-1), False)
-        return self
 
 
 def dora_layers(model: nn.Module) -> dict[str, DoRALinear]:

@@ -23,7 +23,27 @@ def _numpy_dtype(dtype: torch.dtype):
     raise TypeError(f"LoRALinear needs a floating-point base weight, got {dtype}")
 
 
-class LoRALinear(nn.Module):
+class Mergeable:
+    """Twin of ``lora.Mergeable``: ``merge``/``unmerge`` through the layer's ``_merged_weight``
+    and ``_set_weight`` (LoRA here, DoRA in ``torch_ref/dora.py``)."""
+
+    def merge(self):
+        """W ← W₀ + s·BA (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way); refuses to merge twice, and
+        refuses (W₀ unchanged) when the result would hold NaN/inf."""
+        if self.merged:
+            raise RuntimeError(f"{type(self).__name__}.merge: already merged; merging twice would apply the update again")
+        self._set_weight(self._merged_weight(+1), True)
+        return self
+
+    def unmerge(self):
+        """W ← W − s·BA (Eq. 2.6); refuses if not merged."""
+        if not self.merged:
+            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; unmerging would take the update out of W₀")
+        self._set_weight(self._merged_weight(-1), False)
+        return self
+
+
+class LoRALinear(Mergeable, nn.Module):
     """y = base(x) + s·(x Aᵀ) Bᵀ  (Eq. 2.4); ``base_layer`` frozen, ``lora_A`` (r, d_in), ``lora_B`` (d_out, r)."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False,
@@ -88,21 +108,6 @@ class LoRALinear(nn.Module):
     def _set_weight(self, new: torch.Tensor, merged: bool):
         self.base_layer.weight.copy_(new)
         self.merged = merged
-
-    def merge(self):
-        """W ← W₀ + s·BA (Eq. 2.6); refuses to merge twice, and refuses (W₀ unchanged) when the
-        result would hold NaN/inf."""
-        if self.merged:
-            raise RuntimeError("LoRALinear.merge: already merged; merging twice would add s·BA again")
-        self._set_weight(self._merged_weight(+1), True)
-        return self
-
-    def unmerge(self):
-        """W ← W − s·BA (Eq. 2.6); refuses if not merged."""
-        if not self.merged:
-            raise RuntimeError("LoRALinear.unmerge: not merged; unmerging would subtract s·BA from W₀")
-        self._set_weight(self._merged_weight(-1), False)
-        return self
 
 
 def linear_paths(model: nn.Module) -> dict[str, tuple[int, int]]:
