@@ -27,8 +27,7 @@ import numpy as np
 from . import checks
 from . import counting as C
 from . import lora
-from .lora import (Mergeable, already_adapted, check_alpha, check_rank, init_A, linear_paths, match_targets,
-                   merge_layers, scaling)
+from .lora import Mergeable, check_alpha, check_rank, checked_targets, init_A, merge_layers, scaling
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian")
@@ -173,14 +172,9 @@ def attach_dora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     check_bool(detach_norm, "detach_norm")
     seed = checks.seed(seed)
     check_bool(freeze_base, "freeze_base")
-    already = already_adapted(model.named_modules(), targets, DoRALinear)
-    if already:
-        raise ValueError(f"attach_dora: {already[:3]} already carry DoRA; merge or load into a fresh model")
-    shapes = linear_paths(model)
-    chosen = match_targets(shapes, targets)
+    chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora")
     for p in chosen:
         try:
-            check_rank(r, *shapes[p])
             W = check_finite(get_submodule(model, p).p["weight"], f"{p}.weight")
         except (TypeError, ValueError) as e:
             raise type(e)(f"attach_dora: {p}: {e}") from None

@@ -105,14 +105,16 @@ class Mergeable:
         """W ← W₀ + s·BA  (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way). In place; refuses to merge
         twice, and refuses (W₀ unchanged) when the result would hold NaN/inf."""
         if self.merged:
-            raise RuntimeError(f"{type(self).__name__}.merge: already merged; merging twice would apply the update again")
+            raise RuntimeError(f"{type(self).__name__}.merge: already merged; "
+                               "merging twice would apply the update again")
         self._set_weight(self._merged_weight(+1), True)
         return self
 
     def unmerge(self):
         """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
         if not self.merged:
-            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; unmerging would take the update out of W₀")
+            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; "
+                               "unmerging would take the update out of W₀")
         self._set_weight(self._merged_weight(-1), False)
         return self
 
@@ -293,16 +295,7 @@ def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     seed = checks.seed(seed)
     if not isinstance(freeze_base, bool):
         raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
-    already = already_adapted(model.named_modules(), targets, LoRALinear)
-    if already:
-        raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
-    shapes = linear_paths(model)
-    chosen = match_targets(shapes, targets)
-    for p in chosen:
-        try:
-            check_rank(r, *shapes[p])
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{p}: {e}") from None
+    chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora")
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:
             check_finite(get_submodule(model, p).p["weight"], f"attach_lora(init='pissa'): {p}.weight")
@@ -319,6 +312,25 @@ def already_adapted(named_modules, targets, lora_cls) -> list[str]:
     target selects nothing: ``match_targets`` over the Linears reports that)."""
     targets = check_targets(targets)
     return [p for p, m in named_modules if p and isinstance(m, lora_cls) and target_matches(p, targets)]
+
+
+def checked_targets(model, targets, r: int, layer_cls, who: str, paths_of=None) -> list[str]:
+    """The Linear paths ``targets`` selects, after the checks that must pass before a model
+    changes: no selected path already carries a ``layer_cls``, every target selects something,
+    the rank fits every chosen matrix. ``paths_of``: ``linear_paths`` (NumPy, the default) or
+    its torch twin; ``who`` names the caller in the errors (LoRA, DoRA; NumPy or torch)."""
+    already = already_adapted(model.named_modules(), targets, layer_cls)
+    if already:
+        raise ValueError(f"{who}: {already[:3]} already carry {layer_cls.__name__.removesuffix('Linear')}; "
+                         "merge or load into a fresh model")
+    shapes = (paths_of or linear_paths)(model)
+    chosen = match_targets(shapes, targets)
+    for p in chosen:
+        try:
+            check_rank(r, *shapes[p])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{p}: {e}") from None
+    return chosen
 
 
 def merge_all(model: Module) -> list[str]:

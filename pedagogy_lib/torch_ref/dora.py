@@ -12,8 +12,7 @@ from torch import nn
 
 from .. import checks
 from ..dora import INITS, check_bool
-from ..lora import (already_adapted, check_alpha, check_rank, init_A, match_targets, merge_layers,
-                    scaling)
+from ..lora import check_alpha, check_rank, checked_targets, init_A, merge_layers, scaling
 from .lora import Mergeable, _numpy_dtype, _set, linear_paths
 
 
@@ -106,16 +105,8 @@ def attach_dora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
     check_bool(detach_norm, "detach_norm")
     seed = checks.seed(seed)
     check_bool(freeze_base, "freeze_base")
-    already = already_adapted(model.named_modules(), targets, DoRALinear)
-    if already:
-        raise ValueError(f"attach_dora: {already[:3]} already carry DoRA; merge or load into a fresh model")
-    shapes = linear_paths(model)
-    chosen = match_targets(shapes, targets)
+    chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora", linear_paths)
     for p in chosen:
-        try:
-            check_rank(r, *shapes[p])
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"attach_dora: {p}: {e}") from None
         W = model.get_submodule(p).weight
         if not torch.isfinite(W).all() or not (torch.linalg.vector_norm(W, dim=1) > 0).all():
             raise ValueError(f"attach_dora: {p}.weight has NaN/inf or a zero row")

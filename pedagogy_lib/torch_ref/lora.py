@@ -12,7 +12,7 @@ from torch import nn
 
 from .. import checks
 from .. import lora as np_lora
-from ..lora import INITS, already_adapted, check_alpha, check_rank, match_targets, merge_layers, scaling
+from ..lora import INITS, check_alpha, check_rank, checked_targets, merge_layers, scaling
 
 
 def _numpy_dtype(dtype: torch.dtype):
@@ -31,14 +31,16 @@ class Mergeable:
         """W ← W₀ + s·BA (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way); refuses to merge twice, and
         refuses (W₀ unchanged) when the result would hold NaN/inf."""
         if self.merged:
-            raise RuntimeError(f"{type(self).__name__}.merge: already merged; merging twice would apply the update again")
+            raise RuntimeError(f"{type(self).__name__}.merge: already merged; "
+                               "merging twice would apply the update again")
         self._set_weight(self._merged_weight(+1), True)
         return self
 
     def unmerge(self):
         """W ← W − s·BA (Eq. 2.6); refuses if not merged."""
         if not self.merged:
-            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; unmerging would take the update out of W₀")
+            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; "
+                               "unmerging would take the update out of W₀")
         self._set_weight(self._merged_weight(-1), False)
         return self
 
@@ -136,16 +138,7 @@ def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
     seed = checks.seed(seed)
     if not isinstance(freeze_base, bool):
         raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
-    already = already_adapted(model.named_modules(), targets, LoRALinear)
-    if already:
-        raise ValueError(f"attach_lora: {already[:3]} already carry LoRA; merge or load into a fresh model")
-    shapes = linear_paths(model)
-    chosen = match_targets(shapes, targets)
-    for p in chosen:
-        try:
-            check_rank(r, *shapes[p])
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"{p}: {e}") from None
+    chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora", linear_paths)
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:
             if not torch.isfinite(model.get_submodule(p).weight).all():
