@@ -51,7 +51,7 @@ class DoRALinear(Mergeable, Module):
     ``base`` becomes the frozen ``self.base_layer``. Trainable: ``lora_A`` (r, d_in),
     ``lora_B`` (d_out, r) = 0 at start, and ``lora_magnitude_vector`` m (d_out,) = n(W₀).
     ``merge()`` writes W' into the base weight (one plain matrix at inference); ``unmerge()``
-    recovers W₀ = W'·(n/m) − s·BA with the n stored at merge time.
+    recovers W₀ = diag(n/m)·W' − s·BA (each row back to its direction) with the n stored at merge time.
     """
 
     def __init__(self, base: Linear, r: int, alpha: float, rslora: bool = False,
@@ -135,7 +135,7 @@ class DoRALinear(Mergeable, Module):
         return dx2.reshape(self.x.shape)
 
     def _merged_weight(self, sign: int) -> np.ndarray:
-        """W' (sign +1, from W₀) or W₀ = W'·(n/m) − s·BA (sign −1, n stored by merge), checked finite."""
+        """W' (sign +1, from W₀) or W₀ = diag(n/m)·W' − s·BA (sign −1, n stored by merge), checked finite."""
         W = self.base_layer.p["weight"]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if sign > 0:
@@ -198,10 +198,13 @@ def unmerge_all(model: Module) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- count
-def dora_params(shape: C.ModelShape, r: int, targets=("query", "value")) -> int:
+def dora_params(shape, r: int, targets=("query", "value")) -> int:
     """LoRA's count plus one magnitude per output row (Eq. 2.11):
-    L · Σ_targets [r·(d_in + d_out) + d_out]."""
+    L · Σ_targets [r·(d_in + d_out) + d_out]. ``shape``: a ``counting.ModelShape`` or a real
+    model's {path: (d_in, d_out)}, as for ``lora.lora_params``."""
     n_lora = lora.lora_params(shape, r, targets)        # validates r and the targets
+    if not isinstance(shape, C.ModelShape):
+        return n_lora + sum(shape[p][1] for p in lora.match_targets(shape, targets))   # + d_out each
     mats = C.linear_shapes(shape)
     names = tuple(mats) if targets == "all-linear" else C.canonical_names(targets)
     return n_lora + shape.layers * sum(mats[t][1] for t in names)   # + d_out each

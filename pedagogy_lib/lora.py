@@ -111,7 +111,8 @@ class Mergeable:
         return self
 
     def unmerge(self):
-        """W ← W − s·BA  (Eq. 2.6), the inverse of merge up to float rounding; refuses if not merged."""
+        """W ← W − s·BA  (Eq. 2.6; DoRA: diag(n/m)·W − s·BA), the inverse of merge up to float
+        rounding; refuses if not merged."""
         if not self.merged:
             raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; "
                                "unmerging would take the update out of W₀")

@@ -43,9 +43,18 @@ class PeftFormat:
     check_layer: Callable | None = None  # (setting, {parameter: array}, d_in, d_out): checks across one layer's tensors
 
 
+def check_format(fmt) -> PeftFormat:
+    """``fmt`` itself if it is a PeftFormat; else a TypeError that names what was passed (a
+    method's module by mistake, a string, None) and what is meant (``<method>.PEFT_FORMAT``)."""
+    if not isinstance(fmt, PeftFormat):
+        what = f"the module {fmt.__name__}" if hasattr(fmt, "__file__") else f"{type(fmt).__name__} {fmt!r}"
+        raise TypeError(f"fmt must be a method's PeftFormat (e.g. lora.PEFT_FORMAT, ia3.PEFT_FORMAT), got {what}")
+    return fmt
+
+
 def show(setting: NamedTuple) -> str:
     """'r=2, alpha=4.0, rslora=False': a setting as messages print it."""
     return ", ".join(f"{k}={v!r}" for k, v in setting._asdict().items())
 
 
-__all__ = ["PeftFormat", "show"]
+__all__ = ["PeftFormat", "check_format", "show"]

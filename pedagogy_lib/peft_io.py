@@ -35,7 +35,7 @@ from . import lora as np_lora
 from .checkpoint import read_safetensors
 from .checks import write_atomically
 from .nn import Module
-from .peft_format import PeftFormat, show
+from .peft_format import PeftFormat, check_format, show
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -83,7 +83,7 @@ def _lib(fmt: PeftFormat, backend: str):
 
 def _model_side(fmt: PeftFormat, model):
     """(backend, root, lib, {path: method layer}, {path: (d_in, d_out)} of every Linear, wrapped or not)."""
-    backend, root = _root(model)
+    fmt, (backend, root) = check_format(fmt), _root(model)
     lib = _lib(fmt, backend)
     layers = getattr(lib, fmt.layers)(root)
     plain = _lib(LORA, backend).linear_paths(root)  # every plain Linear: the walk lora and its twin share
@@ -119,6 +119,7 @@ def describe_targets(paths, universe) -> list[str]:
 def adapter_config(fmt: PeftFormat, settings: dict, target_modules, base_model_name_or_path: str | None = None) -> dict:
     """The config peft writes for ``fmt``: the common fields, the format's fixed and empty
     ones, and its own (``fmt.config``, which may rewrite target_modules)."""
+    fmt = check_format(fmt)
     common = {"peft_type": fmt.peft_type, "task_type": None, "base_model_name_or_path": base_model_name_or_path,
               "revision": None, "inference_mode": True, "target_modules": target_modules, "fan_in_fan_out": False,
               "modules_to_save": None, "exclude_modules": None, "auto_mapping": AUTO_MAPPING}
@@ -175,6 +176,7 @@ def _need(cond, msg):
 
 def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
     """Validate a peft config dict for ``fmt``; return {target_modules, **the format's fields}."""
+    fmt = check_format(fmt)
     _need(isinstance(cfg, dict), f"expected a JSON object, got {type(cfg).__name__}")
     _need(cfg.get("peft_type") == fmt.peft_type,
           f"peft_type is {cfg.get('peft_type')!r}; only {fmt.peft_type!r} adapters can be loaded here")

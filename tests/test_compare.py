@@ -6,6 +6,7 @@ import pytest
 from pedagogy_lib import runner
 from pedagogy_lib.book import claims
 from pedagogy_lib.book.ch08 import experiment as compare
+from pedagogy_lib.book.ch08 import table as T
 
 TINY = compare.Budget(n_train=32, n_eval=32, epochs=1, batch_size=16, seeds=(0,), full_grid=False, latency_rounds=2)
 
@@ -209,15 +210,24 @@ def test_append_adds_arms_in_arms_order_and_keeps_the_others(monkeypatch, tmp_pa
     some = {n: stored["methods"][n] for n in ("probe", "full", "houlsby")}
     path = tmp_path / "c.json"
     path.write_text(json.dumps(stored | {"methods": some, "n_runs": 30, "cpu_s_runs": 9.0}))
-    new = {"budget": stored["budget"], "methods": {"lora_qv": {"cpu_s": 2.0, "x": 1}}, "n_runs": 8,
-           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}, "reused_runs": 0}
+    new = {"budget": stored["budget"], "methods": {"lora_qv": stored["methods"]["lora_qv"] | {"cpu_s": 2.0}}, "n_runs": 8,
+           "cpu_s_runs": 2.0, "wall_s": 5.0, "versions": {}, "reused_runs": 0, "jobs": 1, "threads": 1}
     monkeypatch.setattr(compare, "compare", lambda names, budget, jobs=1, log=None: new)
     res = compare.append(["lora_qv"], path=path)
     assert list(res["methods"]) == ["probe", "full", "lora_qv", "houlsby"]
     assert all(res["methods"][n] == some[n] for n in some)
     assert res["n_runs"] == 38 and res["cpu_s_runs"] == 11.0 and res["appended"]["lora_qv"]["n_runs"] == 8
+    assert T.step_time(res, "lora_qv") is None and T.step_time(res, "full") == some["full"]["sec_per_epoch"]
+    assert "n/a*" in T.cost_table(res)
     ran = []
     monkeypatch.setattr(compare, "compare", lambda *a, **k: ran.append(1))
     with pytest.raises(ValueError, match="budget"):
-        compare.append(["lora_qv"], compare.CI, path=path)
-    assert not ran  # refused before training anything
+        compare.append(["lora_all"], compare.CI, path=path)
+    with pytest.raises(ValueError, match="stored already"):
+        compare.append(["full"], path=path)
+    for nothing in (None, []):
+        with pytest.raises(ValueError, match="name the arms"):
+            compare.append(nothing, path=path)
+    with pytest.raises(ValueError, match="unknown"):
+        compare.append(["sorcery"], path=path)
+    assert not ran  # every refusal comes before anything trains

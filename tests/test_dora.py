@@ -158,6 +158,12 @@ def test_count_is_loras_plus_one_magnitude_per_output_row():
     assert dora.dora_params(counting.ROBERTA_BASE, 8, ("q_proj", "v")) == 12 * 2 * (8 * 1536 + 768)
     with pytest.raises(ValueError):
         dora.dora_params(shape, 8, ("nope",))
+    # a real model's {path: (d_in, d_out)}, as lora.lora_params takes it: the same count
+    paths = lora.linear_paths(models.load_minilm("numpy").bert)
+    assert dora.dora_params(paths, 8, ("query", "value")) == n
+    assert dora.dora_params({"q": (4, 6)}, 2, ("q",)) == 2 * (4 + 6) + 6
+    with pytest.raises(ValueError):
+        dora.dora_params({"q": (4, 6)}, 5, ("q",))   # r > min(d_in, d_out)
 
 
 # ----------------------------------------------------------------------------- torch twin
@@ -333,3 +339,10 @@ def test_bad_dora_files_are_refused_and_change_nothing(tmp_path):
     assert all(not m.frozen for _, m in fresh.bert.named_modules())
     with pytest.raises(ValueError, match="no DoRA layers"):
         peft_io.save_adapter(fresh, tmp_path / "none", fmt=dora.PEFT_FORMAT)
+
+
+def test_the_torch_layer_refuses_a_foreign_rng_like_the_numpy_one():
+    for mod in (dora, tdora):
+        base = nn.Linear(5, 4) if mod is dora else torch.nn.Linear(5, 4)
+        with pytest.raises(TypeError, match="numpy Generator"):
+            mod.DoRALinear(base, 2, 4.0, rng=42)

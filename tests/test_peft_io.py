@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from pedagogy_lib import checkpoint, lora, models, peft_io
+from pedagogy_lib import checkpoint, dora, lora, models, peft_io
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.torch_ref import lora as tlora
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
@@ -343,3 +343,18 @@ def test_peft_io_imports_no_method_module_but_its_default():
     assert imports_of(LIB / "peft_io.py") <= {
         "pedagogy_lib.checks", "pedagogy_lib.checkpoint", "pedagogy_lib.nn", "pedagogy_lib.peft_format",
         "pedagogy_lib.lora", "pedagogy_lib.torch_ref.lora"}   # LoRA: the default format and the Linear walk
+
+
+@pytest.mark.parametrize("fmt", [dora, "LORA", None])
+def test_a_wrong_fmt_is_named_before_anything_happens(tmp_path, fmt):
+    """``fmt=dora`` (the module, not ``dora.PEFT_FORMAT``), a string or None: a TypeError that
+    says what was passed, from save, load and read alike, and the model is unchanged."""
+    tiny_saved(tmp_path / "plain")
+    bert = fresh_tiny()
+    snap = snapshot(bert)
+    for call in (lambda: peft_io.save_adapter(bert, tmp_path / "out", fmt=fmt),
+                 lambda: peft_io.load_adapter(bert, tmp_path / "plain", fmt=fmt),
+                 lambda: peft_io.read_adapter(tmp_path / "plain", fmt=fmt)):
+        with pytest.raises(TypeError, match="PeftFormat.*got (the module pedagogy_lib.dora|str|NoneType)"):
+            call()
+    assert unchanged(bert, snap) and not (tmp_path / "out").exists()

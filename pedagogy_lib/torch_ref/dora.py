@@ -27,6 +27,8 @@ class DoRALinear(Mergeable, nn.Module):
             raise TypeError(f"DoRALinear adapts a torch.nn.Linear, got {type(base).__name__}")
         if init not in INITS:
             raise ValueError(f"DoRALinear: unknown init {init!r}; choose one of {INITS}")
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
         W = base.weight
         if not torch.isfinite(W).all():
             raise ValueError("DoRALinear base weight: contains NaN/inf")

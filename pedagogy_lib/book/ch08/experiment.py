@@ -46,7 +46,7 @@ FULL = Budget(n_eval=None, seeds=(0, 1, 2, 3, 4), select_seeds=2, max_extensions
 CI = Budget(n_train=64, n_eval=64, epochs=1, batch_size=32, seeds=(0,), full_grid=False, latency_rounds=3)
 RUN_LOG = R.RESULTS.parent.parent / "build" / "ch08_runs.jsonl"  # finished runs, for resuming
 
-# every registry record's chapter 08 arms (``Method.compared``), in registry order: 14 arms,
+# every registry record's chapter 08 arms (``Method.compared``), in registry order: 15 arms,
 # LoRA twice (W_q, W_v and every linear layer); chapter 01's random subspace is not compared
 ARMS = compared_arms()
 
@@ -99,22 +99,29 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
 
 
 def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) -> dict:
-    """Run the arms ``names`` through ``compare`` and add them to the stored comparison, which
-    keeps every other arm's runs as stored: same budget, seeds and protocol, so the new runs are
-    paired with the old ones seed by seed. The methods come back in ``ARMS`` order; each added
-    arm's runs, wall and CPU seconds are kept under ``appended``."""
+    """Run the arms ``names``, one ``compare`` each, and add them to the stored comparison, which
+    keeps every other arm as stored: same budget, seeds and protocol, so the new runs are paired
+    with the old ones seed by seed. Refuses an empty list, an arm already stored and another
+    budget, before anything trains. Each added arm's runs, wall and CPU seconds and processes are
+    kept under ``appended`` (its step time is from this run, not comparable with the others')."""
     res = load(path)
+    if not names:
+        raise ValueError("--append: name the arms to add (--methods …)")
+    names = check_arms(names)
+    stored = sorted(set(names) & set(res["methods"]))
+    if stored:
+        raise ValueError(f"--append: {stored} are stored already; a full `make compare` reruns every arm")
     want = json.loads(json.dumps(_budget_record(budget)))  # as stored: lists, not tuples
     if want != {k: res["budget"].get(k) for k in want}:
         raise ValueError(f"--append: the budget {want} differs from the stored one {res['budget']}")
-    new = compare(names, budget, jobs=jobs, log=log)
-    methods = res["methods"] | new["methods"]
-    res["methods"] = {n: methods[n] for n in ARMS if n in methods}
-    res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
-    res.setdefault("appended", {}).update({n: {"n_runs": new["n_runs"], "wall_s": new["wall_s"],
-                                               "reused_runs": new["reused_runs"],  # from --log: wall_s excludes them
-                                               "cpu_s": new["methods"][n]["cpu_s"], "versions": new["versions"]}
-                                           for n in new["methods"]})
+    for name in names:
+        new = compare([name], budget, jobs=jobs, log=log)
+        res["methods"][name] = new["methods"][name]
+        res["n_runs"], res["cpu_s_runs"] = res["n_runs"] + new["n_runs"], res["cpu_s_runs"] + new["cpu_s_runs"]
+        res.setdefault("appended", {})[name] = {k: new[k] for k in ("n_runs", "wall_s", "reused_runs", "jobs",
+                                                                    "threads", "versions")}
+        res["appended"][name]["cpu_s"] = new["methods"][name]["cpu_s"]  # wall_s excludes reused runs
+    res["methods"] = {n: res["methods"][n] for n in ARMS if n in res["methods"]}
     return res
 
 

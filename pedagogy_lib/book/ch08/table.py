@@ -32,6 +32,12 @@ def cell(res: dict, a: str, b: str) -> str:
     return f"{100 * d['mean']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] {word}"
 
 
+def step_time(res: dict, name: str) -> float | None:
+    """Seconds per epoch, or None for an arm added later with ``--append``: its runs were timed
+    in another run, under another load, so its step time is no ratio to the others'."""
+    return None if name in res.get("appended", {}) else res["methods"][name]["sec_per_epoch"]
+
+
 def order(res: dict) -> list[str]:
     """Methods, most accurate first."""
     return sorted(res["methods"], key=lambda n: -res["methods"][n]["mean"])
@@ -53,12 +59,16 @@ def accuracy_table(res: dict) -> str:
 
 
 def cost_table(res: dict) -> str:
-    """What each method costs: trainable parameters, training-state memory, step time, latency."""
+    """What each method costs: trainable parameters, training-state memory, step time, latency
+    (an arm added with ``--append``: its step time is 'n/a', footnoted)."""
     lines = [f"{'method':<12}{'trainable':>11}{'% of MiniLM':>13}{'train MB':>10}{'s/epoch':>9}{'latency':>9}"]
     for n in order(res):
-        r = res["methods"][n]
+        r, t = res["methods"][n], step_time(res, n)
         lines.append(f"{n:<12}{r['trainable']:>11,}{r['pct']:>13.3f}{r['memory']['total'] / 1e6:>10.1f}"
-                     f"{r['sec_per_epoch']:>9.1f}{r['latency_ratio']:>8.2f}x")
+                     + (f"{t:>9.1f}" if t is not None else f"{'n/a*':>9}") + f"{r['latency_ratio']:>8.2f}x")
+    if res.get("appended"):
+        lines.append(f"* {', '.join(sorted(res['appended']))}: added later (--append), its runs timed in another "
+                     "run, so no step-time ratio to the others")
     return "\n".join(lines)
 
 
