@@ -17,7 +17,7 @@ from __future__ import annotations
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
 from pedagogy_lib.book.evidence import ch05 as E5, ch07 as E7, ch08 as E8, ch10 as E10
-from pedagogy_lib.book.rules import _about_band, band_verdict, ci_text, few_seeds, points_by_seed
+from pedagogy_lib.book.rules import NOT_HERE, _about_band, band_verdict, ci_text, few_seeds, points_by_seed
 
 # id -> (line of the article, our paraphrase of what it claims)
 SENTENCES = {
@@ -77,7 +77,6 @@ def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
 # takes the weakest verdict over the measurements; our regimes are not the paper's, so a measured
 # difference is not-reproduced-here, never wrong.
 MATCH_NATS = 0.01
-NOT_HERE = "not-reproduced-here"
 
 
 def _d_text(d: dict, unit: str) -> str:

@@ -194,7 +194,6 @@ def _vicuna(c):
 # MMLU: NF4+DQ 53.1 vs BF16 53.0), and it calls FP4's 0.8 below BF16 a degradation, so a match is a
 # difference within ±0.5 point: the whole 95 % interval must lie inside it
 MATCH_TOL = 0.5
-NOT_HERE = "not-reproduced-here"
 
 
 @CLAIMS.rule("ch07-nf4-matches-16bit", "4-bit QLoRA with NF4 matches 16-bit LoRA and 16-bit full fine-tuning.",

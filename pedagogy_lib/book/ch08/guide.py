@@ -15,6 +15,7 @@ own chapter's comparison, chapter 06's learning curve (``ch06_learning_curve.jso
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pedagogy_lib import results as R
@@ -48,11 +49,11 @@ def contenders(res: dict) -> tuple[str, dict, list]:
 
 
 def _costs(res: dict, name: str) -> dict:
-    r, noise = res["methods"][name], latency_noise(res)
+    r, noise, step = res["methods"][name], latency_noise(res), step_time(res, name)
     over = r["latency_ratio"] - 1
     return {"memory": r["memory"]["total"], "stored": stored_numbers(res, name),
             "latency": 1.0 if over <= max(LATENCY_TOLERANCE, noise) else r["latency_ratio"],
-            "step": float("inf") if step_time(res, name) is None else step_time(res, name),  # unknown: never wins
+            "step": math.inf if step is None else step,  # another run's step time: never wins a tie-break
             "accuracy": -r["mean"]}
 
 
@@ -115,7 +116,7 @@ def _evidence(res: dict, s: Situation, p: dict) -> str:
            f"{d} ties {p['best']} on accuracy ({_interval(versus(res, d, p['best']))})")
     shown = {"memory": f"{c['memory'] / 1e6:.1f} MB training state", "stored": f"{c['stored']:,} numbers per task",
              "latency": f"latency {res['methods'][d]['latency_ratio']:.2f}x (noise ±{latency_noise(res):.2f})",
-             "step": (f"{c['step']:.1f} s/epoch" if c["step"] != float("inf") else "step time from another run"),
+             "step": f"{c['step']:.1f} s/epoch" if c["step"] != math.inf else "step time from another run",
              "accuracy": f"{-100 * c['accuracy']:.1f} %"}
     return f"{acc}; " + ", ".join(shown[k] for k in s.costs) + f"; {len(p['pool'])} methods tie on accuracy"
 
