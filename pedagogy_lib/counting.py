@@ -275,16 +275,22 @@ def customer_storage_gb(n_base, n_delta, customers: int, bytes_per_value: float 
     b = _count(bytes_per_value, "bytes_per_value")
     full = customers * base * b / _unit(unit)
     peft = (base + customers * delta) * b / _unit(unit)
+    if peft == 0:
+        raise ValueError("customer_storage_gb: n_base, n_delta and bytes_per_value leave 0 bytes "
+                         "of storage, so the ratio full/peft is undefined")
     return {"full": full, "peft": peft, "ratio": full / peft}
 
 
 def human(n: float) -> str:
     """3 significant figures with a k/M/B suffix: 22.7M, 175B, 294k."""
     n = _count(n, "n")
-    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:.3g}"
+    units = ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "B"))
+    i = max(j for j, (div, _) in enumerate(units) if j == 0 or n >= div)
+    text = f"{n / units[i][0]:.3g}"
+    if float(text) >= 1000 and i + 1 < len(units):  # 999,950 rounds to 1M, not "1e+03k"
+        i += 1
+        text = f"{n / units[i][0]:.3g}"
+    return text + units[i][1]
 
 
 def pct(x: float, sig: int = 2) -> str:

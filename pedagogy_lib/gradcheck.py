@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checks
+
 
 def rel_error(a, b) -> float:
     """max |a − b| / max(|a|, |b|, 1e-12): scale-free, so one tolerance fits every tensor."""
@@ -24,6 +26,11 @@ def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, max_entries: int | None 
     """
     if x.dtype != np.float64:
         raise TypeError(f"finite differences need float64, got {x.dtype}")
+    # ε = 0 would give 0/0 = NaN everywhere, which ``compare`` reads as "not probed": a
+    # check that passes any backward. The same for max_entries = 0.
+    eps = checks.finite_real(eps, "eps", positive=True)
+    if max_entries is not None:
+        max_entries = checks.positive_int(max_entries, "max_entries")
     grad = np.full(x.shape, np.nan)
     flat_idx = np.arange(x.size)
     if max_entries is not None and max_entries < x.size:
@@ -31,19 +38,27 @@ def numerical_grad(f, x: np.ndarray, eps: float = 1e-6, max_entries: int | None 
     for i in flat_idx:
         idx = np.unravel_index(i, x.shape)
         old = x[idx]
-        x[idx] = old + eps
-        fp = f()
-        x[idx] = old - eps
-        fm = f()
-        x[idx] = old
+        try:
+            x[idx] = old + eps
+            fp = f()
+            x[idx] = old - eps
+            fm = f()
+        finally:  # x is the caller's parameter: restored even when f raises
+            x[idx] = old
         grad[idx] = (fp - fm) / (2 * eps)
     return grad
 
 
 def compare(analytic, numeric) -> float:
     """Relative error on the probed (non-NaN) entries."""
+    if analytic is None:  # named_grads yields None for a parameter backward never reached
+        raise ValueError("compare: no analytic gradient (backward did not accumulate one)")
+    analytic = np.asarray(analytic)
+    if analytic.shape != np.shape(numeric):
+        raise ValueError(f"compare: analytic gradient has shape {analytic.shape}, "
+                         f"finite differences {np.shape(numeric)}")
     probed = ~np.isnan(numeric)
-    return rel_error(np.asarray(analytic)[probed], numeric[probed])
+    return rel_error(analytic[probed], numeric[probed])
 
 
 def check_module(module, x, *args, seed: int = 0, max_entries: int = 40) -> dict:

@@ -18,6 +18,8 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from . import checks
+
 FLOATS = (np.float32, np.float64)
 
 
@@ -138,6 +140,8 @@ class Module:
                 continue
             if tuple(np.shape(v)) != own[k].shape:
                 raise ValueError(f"load_state_dict: {k} has shape {np.shape(v)}, expected {own[k].shape}")
+            if np.asarray(v).dtype.kind not in "biuf":  # complex would lose its imaginary part
+                raise TypeError(f"load_state_dict: {k} must hold real numbers, got dtype {np.asarray(v).dtype}")
             check_finite(np.asarray(v), k)
         for k, v in weights.items():  # all checks passed: now mutate
             if k in own:
@@ -236,7 +240,7 @@ class Embedding(Module):
     def __init__(self, n: int, d: int, rng=None, dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng(0) if rng is None else rng
-        self.n, self.d = n, d
+        self.n, self.d = checks.positive_int(n, "Embedding: n"), checks.positive_int(d, "Embedding: d")
         self.p["weight"] = rng.normal(0.0, 0.02, (n, d)).astype(dtype)
 
     def forward(self, ids):
@@ -261,7 +265,10 @@ class LayerNorm(Module):
 
     def __init__(self, d: int, eps: float = 1e-12, dtype=np.float32):
         super().__init__()
-        self.d, self.eps = d, eps
+        self.d = checks.positive_int(d, "LayerNorm: d")
+        self.eps = checks.finite_real(eps, "LayerNorm: eps")
+        if self.eps < 0:  # a negative ε makes √(σ² + ε) NaN on near-constant rows
+            raise ValueError(f"LayerNorm: eps must be >= 0, got {eps}")
         self.p["weight"] = np.ones(d, dtype)
         self.p["bias"] = np.zeros(d, dtype)
 
@@ -333,7 +340,8 @@ class SelfAttention(Module):
 
     def __init__(self, d: int, heads: int, rng=None, dtype=np.float32):
         super().__init__()
-        if d % heads:
+        checks.positive_int(d, "SelfAttention: hidden size d")
+        if d % checks.positive_int(heads, "SelfAttention: heads"):
             raise ValueError(f"hidden size {d} is not divisible by {heads} heads")
         rng = np.random.default_rng(0) if rng is None else rng
         self.d, self.h, self.dh = d, heads, d // heads
@@ -408,6 +416,8 @@ def cross_entropy(logits, labels):
     if labels.size and (labels.min() < 0 or labels.max() >= logits.shape[1]):
         raise ValueError(f"labels must lie in [0, {logits.shape[1]})")
     n = logits.shape[0]
+    if n == 0:  # the mean over no examples is 0/0
+        raise ValueError(f"logits: an empty batch has no mean cross-entropy, got shape {logits.shape}")
     z = logits - logits.max(1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
     loss = -logp[np.arange(n), labels].mean()
@@ -425,8 +435,11 @@ class AdamW:
     """
 
     def __init__(self, pairs, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        if lr <= 0:
-            raise ValueError(f"AdamW: learning rate must be positive, got {lr}")
+        lr = checks.finite_real(lr, "AdamW: learning rate", positive=True)
+        if len(betas) != 2 or not all(0.0 <= checks.finite_real(b, "AdamW: beta") < 1.0 for b in betas):
+            raise ValueError(f"AdamW: betas must be two numbers in [0, 1), got {betas}")
+        if checks.finite_real(eps, "AdamW: eps") < 0 or checks.finite_real(weight_decay, "AdamW: weight_decay") < 0:
+            raise ValueError(f"AdamW: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
         self.pairs = list(pairs)  # (param, grad) arrays, updated in place
         self.lr, self.b1, self.b2, self.eps, self.wd = lr, betas[0], betas[1], eps, weight_decay
         self.m = [np.zeros_like(p) for p, _ in self.pairs]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import checks
 from ..bert import BertConfig
 from ..checkpoint import MiniLM, Tokenizer, encoder_weights, load_config
 
@@ -159,11 +160,21 @@ def build_encoder(cfg: BertConfig, weights: dict[str, np.ndarray] | None = None,
 
 
 def load_numpy_weights(model: nn.Module, weights: dict[str, np.ndarray], what: str) -> nn.Module:
-    """Copy {name: NumPy array} into ``model`` by name, refusing a missing or an extra key."""
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    """Copy {name: NumPy array} into ``model`` by name. A missing or an extra key, a wrong
+    shape, an array of non-numbers or with NaN/inf is refused before anything is copied
+    (``load_state_dict(strict=False)`` copies the keys that fit before it reports the rest)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
     if missing or unexpected:
         raise KeyError(f"weights do not fit the {what}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for k, v in weights.items():
+        if np.shape(v) != tuple(own[k].shape):
+            raise ValueError(f"weights do not fit the {what}: {k} has shape {np.shape(v)}, "
+                             f"expected {tuple(own[k].shape)}")
+        checks.finite_array(np.asarray(v), f"{what} weight {k}")
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    model.load_state_dict(state, strict=True)
     return model
 
 

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .. import checks
+
 
 @dataclass
 class TrainConfig:
@@ -31,8 +33,18 @@ class TrainConfig:
     progress: bool = False          # tqdm bar on stderr
 
     def __post_init__(self):
-        if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0:
-            raise ValueError(f"lr, epochs and batch_size must be positive: {self}")
+        """Rates finite and > 0 (head_lr = 0 would silently mean lr), whole positive epochs and
+        batches, warm-up a fraction in [0, 1], weight decay >= 0, a seed >= 0."""
+        checks.finite_real(self.lr, "TrainConfig.lr", positive=True)
+        if self.head_lr is not None:
+            checks.finite_real(self.head_lr, "TrainConfig.head_lr", positive=True)
+        checks.positive_int(self.epochs, "TrainConfig.epochs")
+        checks.positive_int(self.batch_size, "TrainConfig.batch_size")
+        checks.seed(self.seed, "TrainConfig.seed")
+        if not 0.0 <= checks.finite_real(self.warmup, "TrainConfig.warmup") <= 1.0:
+            raise ValueError(f"TrainConfig.warmup is a fraction of the steps in [0, 1], got {self.warmup}")
+        if checks.finite_real(self.weight_decay, "TrainConfig.weight_decay") < 0:
+            raise ValueError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in ("constant", "linear", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}")
 
@@ -81,12 +93,19 @@ class Batches:
     """Pre-tokenised split, served as padded batches (padding only to the batch's longest)."""
 
     def __init__(self, tokenizer, tokens, labels, device):
+        if isinstance(tokens, str):  # list("ab") would be two texts, "a" and "b"
+            raise TypeError("tokens must be a sequence of texts, got one str")
         if len(tokens) != len(labels):
             raise ValueError(f"{len(tokens)} texts but {len(labels)} labels")
+        y = np.asarray(labels)
+        if y.ndim != 1 or (y.size and (y.dtype.kind not in "iu" or y.min() < 0)):
+            # np.asarray([0.5, 1.7], np.int64) would silently truncate to [0, 1]
+            raise ValueError(f"labels must be a 1-D sequence of class indices (ints >= 0), "
+                             f"got dtype {y.dtype}, shape {y.shape}")
         ids, mask = tokenizer(list(tokens))
         self.ids, self.mask = ids, mask
         self.len = mask.sum(1)
-        self.labels = np.asarray(labels, np.int64)
+        self.labels = y.astype(np.int64)
         self.device = device
 
     def __len__(self):
