@@ -230,6 +230,7 @@ def amplification_factor(W0, dW, r: int) -> float:
     W0, dW = _matrix(W0, "W0"), _matrix(dW, "dW")
     if W0.shape != dW.shape:
         raise ValueError(f"W0 and dW must have the same shape, got {W0.shape} and {dW.shape}")
+    r = _int(r, "r", 1)  # r = 0 keeps no direction: the factor would be ‖ΔW‖/0
     U, _, V = top_singular_vectors(dW, r)
     inside = projection_norm(W0, U, V)
     if inside == 0:
@@ -264,6 +265,7 @@ def marchenko_pastur_singular_values(shape, var: float, grid: int = 4001) -> np.
     integrand is smooth on φ ∈ [0, π/2] (even for c = 1), so a trapezoid CDF is accurate.
     """
     m, n, var = _shape_var(shape, var)
+    grid = _int(grid, "grid", 2)  # one point has no trapezoid: the CDF would be 0/0
     c = n / m
     lo, hi = var * (1 - math.sqrt(c)) ** 2, var * (1 + math.sqrt(c)) ** 2
     phi = np.linspace(0.0, math.pi / 2, grid)

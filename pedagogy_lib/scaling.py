@@ -27,6 +27,13 @@ def _count(x, what: str, positive: bool = False) -> int:
     return int(x)
 
 
+def _real(x, what: str) -> float:
+    """A finite real number >= 0 (bools refused): NaN would pass every ``x < 0`` test."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x < 0:
+        raise ValueError(f"{what} must be a finite number >= 0, got {x!r}")
+    return float(x)
+
+
 def _bytes(x, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real) or not x > 0 or math.isinf(x):
         raise ValueError(f"{what} must be a positive number of bytes, got {x!r}")
@@ -41,7 +48,7 @@ def allreduce_payload(n_trainable: int, bytes_per_grad: float = 4) -> float:
 def ring_bytes_per_rank(payload: float, n_ranks: int) -> float:
     """Eq. 11.2: bytes each rank sends in a ring all-reduce (reduce-scatter then all-gather)."""
     n = _count(n_ranks, "n_ranks", positive=True)
-    return 2 * (n - 1) / n * float(payload)
+    return 2 * (n - 1) / n * _real(payload, "payload")
 
 
 def zero_per_rank(n_params: int, n_trainable: int, n_ranks: int, stage: int,
@@ -55,7 +62,7 @@ def zero_per_rank(n_params: int, n_trainable: int, n_ranks: int, stage: int,
     n = _count(n_ranks, "n_ranks", positive=True)
     if n_trainable > n_params:
         raise ValueError(f"n_trainable ({n_trainable}) exceeds n_params ({n_params})")
-    if stage not in ZERO_STAGES:
+    if isinstance(stage, bool) or stage not in ZERO_STAGES:
         raise ValueError(f"ZeRO stage must be one of {ZERO_STAGES}, got {stage!r}")
     share = lambda on: 1 / n if on else 1.0   # noqa: E731
     out = {"weights": n_params * _bytes(weight_bytes, "weight_bytes") * share(stage >= 3),
@@ -69,7 +76,7 @@ def min_ranks(n_params: int, n_trainable: int, gpu_gb: float, stage: int = 3, ov
               n_max: int = 1024, **bytes_per) -> int | None:
     """The fewest ranks n ≤ n_max on which Eq. 11.3's per-rank bytes plus ``overhead_gb`` (activations,
     buffers) fit in ``gpu_gb``; None if none does. ``bytes_per``: weight_bytes, grad_bytes, optim_bytes."""
-    free = float(gpu_gb) - float(overhead_gb)
+    free = _real(gpu_gb, "gpu_gb") - _real(overhead_gb, "overhead_gb")
     if free <= 0:
         raise ValueError(f"overhead {overhead_gb} GB leaves nothing of a {gpu_gb} GB GPU")
     return next((n for n in range(1, _count(n_max, "n_max", positive=True) + 1)
@@ -96,8 +103,9 @@ def step_time(n_ranks: int, t_compute_1: float, payload: float, alpha: float, be
     2(N−1) latencies α plus 2(N−1)/N·payload bytes at β seconds per byte, and none of it
     overlaps with compute (DDP overlaps buckets with the backward, so this is an upper bound)."""
     n = _count(n_ranks, "n_ranks", positive=True)
-    if t_compute_1 <= 0 or alpha < 0 or beta < 0:
+    if _real(t_compute_1, "t_compute_1") == 0:
         raise ValueError("t_compute_1 must be > 0 and alpha, beta >= 0")
+    _real(alpha, "alpha"), _real(beta, "beta")
     return t_compute_1 / n + 2 * (n - 1) * alpha + ring_bytes_per_rank(payload, n) * beta
 
 
@@ -107,8 +115,10 @@ def fit_alpha_beta(sizes, seconds, n_ranks: int = 2) -> tuple[float, float]:
 
     x = np.asarray(sizes, float)
     y = np.asarray(seconds, float)
-    if x.shape != y.shape or x.size < 2:
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
         raise ValueError("sizes and seconds need the same length, at least 2")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):  # lstsq would return NaN for (α, β)
+        raise ValueError("sizes and seconds must be finite numbers")
     n = _count(n_ranks, "n_ranks", positive=True)
     if n < 2:
         raise ValueError("fitting needs n_ranks >= 2 (one rank never communicates)")
@@ -134,6 +144,11 @@ LLAMA2_70B = dict(name="LLaMA-2-70B", vocab=32000, hidden=8192, layers=80, heads
 def llama_counts(vocab: int, hidden: int, layers: int, heads: int, kv_heads: int, ffn: int,
                  tied: bool = False, name: str = "") -> dict:
     """Parameters of a Llama (Eq. 9.15): total, in linear layers, and LoRA r on all linears."""
+    for k, v in dict(vocab=vocab, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, ffn=ffn).items():
+        _count(v, k, positive=True)
+    if hidden % heads or heads % kv_heads:  # hidden // heads would silently floor the head size
+        raise ValueError(f"{name or 'llama_counts'}: heads ({heads}) must divide hidden ({hidden}) "
+                         f"and kv_heads ({kv_heads}) must divide heads")
     d, dh = hidden, hidden // heads
     kv = kv_heads * dh
     linear = layers * (2 * d * d + 2 * d * kv + 3 * d * ffn)
@@ -167,7 +182,7 @@ def qlora_sharded_gb(counts: dict, n_gpus: int, r: int = 64) -> dict:
 def max_params_qlora(n_gpus: int, gpu_gb: float, overhead_gb: float, bytes_per_param: float) -> float:
     """The largest base (parameters) whose sharded weights fit: n·(gpu_gb − overhead_gb)·1e9 / bytes."""
     n = _count(n_gpus, "n_gpus", positive=True)
-    free = gpu_gb - overhead_gb
+    free = _real(gpu_gb, "gpu_gb") - _real(overhead_gb, "overhead_gb")
     if free <= 0:
         raise ValueError(f"overhead {overhead_gb} GB leaves nothing of a {gpu_gb} GB GPU")
     return n * free * C.GB / _bytes(bytes_per_param, "bytes_per_param")

@@ -43,7 +43,10 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    d = a - b                                         # Eq. 8.4
+    with np.errstate(over="ignore"):
+        d = a - b                                     # Eq. 8.4
+    if not np.all(np.isfinite(d)):  # e.g. 1e308 − (−1e308): every statistic would be NaN
+        raise ValueError(f"the differences a − b overflow float64: {d.tolist()}")
     n = d.size
     mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
     half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6
@@ -88,6 +91,8 @@ def extension(g: Sequence[float], edge: str) -> float:
     there (Eq. 8.2: η_1²/η_2 below, η_n²/η_{n−1} above)."""
     if len(g) < 2:
         raise ValueError(f"extending a grid needs >= 2 rates, got {list(g)}")
+    if edge not in ("low", "high"):  # None (bracketed) has no side to extend
+        raise ValueError(f"edge must be 'low' or 'high', got {edge!r}")
     return g[0] * g[0] / g[1] if edge == "low" else g[-1] * g[-1] / g[-2]
 
 
