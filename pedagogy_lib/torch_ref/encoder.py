@@ -125,7 +125,13 @@ class BertEncoder(nn.Module):
     def forward(self, ids, mask):
         if ids.ndim != 2 or mask.shape != ids.shape:
             raise ValueError(f"ids and mask must both be (batch, length); got {tuple(ids.shape)}, {tuple(mask.shape)}")
+        # the checks of the NumPy twin's check_mask: a 2 would weigh a token twice in the mean
+        # pool, a row of zeros would make softmax over −∞ only, i.e. NaN
+        if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
+            raise ValueError("attention mask must contain only 0 and 1")
         keep = mask.bool()
+        if ids.shape[0] and not keep.any(1).all():
+            raise ValueError("attention mask has a row with no real token")
         h = self.embeddings(ids)
         m = h.shape[1] - ids.shape[1]
         if m:
