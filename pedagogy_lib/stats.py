@@ -15,6 +15,7 @@ after ``max_extensions`` and says so (Eqs. 8.1–8.2).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Sequence
 
 import numpy as np
@@ -127,6 +128,8 @@ def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
     ``runner.protocol`` takes the same steps with training runs in parallel). The result
     (``lr_choice``) records the grid, the scores, the chosen rate and whether it was
     ``bracketed``; a result with ``bracketed=False`` must not carry a verdict."""
+    if isinstance(max_extensions, bool) or not isinstance(max_extensions, numbers.Integral) or max_extensions < 0:
+        raise ValueError(f"max_extensions must be an int >= 0, got {max_extensions!r}")  # before any run
     grid = sorted(float(x) for x in grid)
     if len(grid) < 2 or any(x <= 0 or not math.isfinite(x) for x in grid):
         raise ValueError(f"a learning-rate grid needs >= 2 positive finite rates, got {grid}")

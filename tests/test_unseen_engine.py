@@ -295,3 +295,18 @@ def test_human_rounds_into_the_next_unit(n, text):
 def test_scaling_refuses_nan_and_negative_sizes(bad):
     with pytest.raises(ValueError):
         bad()
+
+
+def test_select_lr_checks_max_extensions_before_any_run():
+    runs = []
+    with pytest.raises(ValueError, match="max_extensions"):
+        stats.select_lr(lambda lr: runs.append(lr) or 1.0, [1e-3, 1e-2], max_extensions=-1)
+    assert runs == []   # the grid used to be trained first, then refused
+
+
+def test_subspace_lr_takes_numpy_ints():
+    from pedagogy_lib.torch_ref.subspace import subspace_lr
+
+    assert subspace_lr(1.0, np.int64(4)) == 0.5   # was refused: "d must be a positive int"
+    with pytest.raises(ValueError):
+        subspace_lr(True, 4)

@@ -14,6 +14,7 @@ a dense P over ~10.6M weights would need 10.6M × d numbers.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -109,9 +110,9 @@ class SubspaceModel(nn.Module):
 def subspace_lr(eta: float, d: int) -> float:
     """lr = η/√d. Adam moves each coordinate of z by about lr per step, so θ moves by about
     lr·√d (P has unit columns); this keeps the step in θ the same size for every d."""
-    if not (eta > 0 and math.isfinite(eta)):
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not (eta > 0 and math.isfinite(eta)):
         raise ValueError(f"eta must be positive, got {eta}")
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:  # np.int64 is a size too
         raise ValueError(f"d must be a positive int, got {d!r}")
     return eta / math.sqrt(d)
 
