@@ -61,8 +61,7 @@ def _linear4bit():
 def _check_quant_args(quant_type, blocksize, compute_dtype):
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
-    if isinstance(blocksize, bool) or blocksize not in quant.BLOCKSIZES:
-        raise ValueError(f"blocksize must be one of {quant.BLOCKSIZES}, got {blocksize!r}")
+    quant._check_blocksize(blocksize)  # an int: 64.0 would pass `in`, then fail inside bnb's .to()
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
 
@@ -157,6 +156,8 @@ class StoredWeight:
         return self.absmax2 is not None
 
     def codebook(self) -> np.ndarray:
+        if self.quant_type not in QUANT_TYPES:
+            raise ValueError(f"StoredWeight: quant_type must be one of {QUANT_TYPES}, got {self.quant_type!r}")
         return quant.nf4_codebook() if self.quant_type == "nf4" else quant.fp4_codebook()
 
     def block_absmax(self) -> np.ndarray:
@@ -198,8 +199,11 @@ def read_quant_state(layer) -> StoredWeight:
     ours = quant.nf4_codebook() if qs.quant_type == "nf4" else quant.fp4_codebook()
     if not np.array_equal(code, ours):
         raise ValueError(f"bitsandbytes' {qs.quant_type} table differs from ours: {code}")
+    # quant_storage (e.g. float32 for FSDP) only changes the container: bnb reads the bytes
+    # back with .view(uint8), and so do we.
+    packed = _numpy(layer.weight.data.view(torch.uint8)).reshape(-1).copy()
     stored = StoredWeight(shape=tuple(int(d) for d in qs.shape), quant_type=qs.quant_type,
-                          blocksize=int(qs.blocksize), packed=_numpy(layer.weight.data).reshape(-1).copy(),
+                          blocksize=int(qs.blocksize), packed=packed,
                           absmax=_numpy(qs.absmax).copy())
     if qs.nested:
         stored.absmax2 = _numpy(qs.state2.absmax).astype(np.float32)
