@@ -358,3 +358,15 @@ def test_qlora_memory_and_paging_by_hand_on_an_unseen_shape():
     assert p["resident_state"].tolist() == [6, 5, 3, 0, 6]
     assert p["oom_unpaged"].tolist() == [False, True, True, True, False]
     assert p["oom_paged"].tolist() == [False, False, False, True, False]
+
+
+def test_nf4_roundtrip_and_merge_name_the_unknown_code():
+    """An unknown code name used to raise a bare KeyError('nf3')."""
+    from pedagogy_lib.torch_ref import recipe as R
+    W = rng(9).standard_normal((2, 64)).astype(np.float32)
+    for call in (lambda: R.nf4_roundtrip(W, code="nf3"), lambda: R.merge_4bit(W, 0 * W, code="NF4")):
+        with pytest.raises(KeyError, match="code must be one of"):
+            call()
+    np.testing.assert_array_equal(R.nf4_roundtrip(W, False, "int4"),
+                                  Q.dequantize_4bit(*Q.quantize_4bit(W, Q.int4_codebook()), W.shape,
+                                                    Q.int4_codebook()))

@@ -34,7 +34,16 @@ from ..nn import get_submodule
 from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state
 
 QUANT_TYPES = ("nf4", "fp4")
-CODEBOOKS = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}
+
+
+class _Codebooks(dict):
+    """{name: codebook function}; an unknown name is refused with the choices listed."""
+
+    def __missing__(self, name):
+        raise KeyError(f"code must be one of {sorted(self)}, got {name!r}")
+
+
+CODEBOOKS = _Codebooks(nf4=quant.nf4_codebook, fp4=quant.fp4_codebook, int4=quant.int4_codebook)
 
 
 def quiet():
