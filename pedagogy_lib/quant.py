@@ -379,7 +379,7 @@ def dequantize_nf4_plain(packed, absmax, shape, blocksize=64):
     shape, n = _check_shape(shape)
     blocksize = _check_blocksize(blocksize)
     packed = _check_codes("packed", packed, -(-n // 2))
-    absmax = _check_absmax(absmax, -(-n // blocksize))
+    absmax = _check_absmax(absmax, -(-n // blocksize), decode=True)  # DQ may restore a₀ < 0
     q = np.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]     # Eq. 7.7 undone
     return (nf4_codebook()[q] * np.repeat(absmax, blocksize)[:n]).reshape(shape)  # Eq. 7.6
 

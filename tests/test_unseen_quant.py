@@ -370,3 +370,37 @@ def test_nf4_roundtrip_and_merge_name_the_unknown_code():
     np.testing.assert_array_equal(R.nf4_roundtrip(W, False, "int4"),
                                   Q.dequantize_4bit(*Q.quantize_4bit(W, Q.int4_codebook()), W.shape,
                                                     Q.int4_codebook()))
+
+
+def test_plain_decoder_takes_a_negative_absmax_restored_by_double_quantisation():
+    """An all-zero block's a = 0 comes back from double quantisation as d[r]·s + μ < 0; the
+    readable decoder used to refuse it while the fast one (and bitsandbytes) decode it."""
+    r = rng(0)
+    w = (r.standard_normal((255, 64)) * np.abs(r.standard_normal((255, 1)))).astype(np.float32)
+    w[0] = 0
+    p, a = Q.quantize_nf4(w)
+    a2 = Q.double_dequantize(*Q.double_quantize(a))
+    assert a2.min() < 0
+    np.testing.assert_array_equal(Q.dequantize_nf4_plain(p, a2, w.shape), Q.dequantize_nf4(p, a2, w.shape))
+    with pytest.raises(ValueError, match="absmax must be >= 0"):
+        Q.double_quantize(a2)  # encoding still needs block maxima
+
+
+@pytest.mark.parametrize("kw", [{"double_quant": "no"}, {"double_quant": 1}, {"dtype": torch.float64}])
+def test_quantize_linears_refuses_before_replacing_anything(QL, kw):
+    """double_quant="no" used to switch DQ on (a truthy string); a float64 Linear used to be
+    replaced first and then fail inside bitsandbytes' .to()."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)).to(kw.get("dtype", torch.float32))
+    before = [type(m) for m in model]
+    with pytest.raises(TypeError, match="double_quant|bitsandbytes quantises only"):
+        QL.quantize_linears(model, targets=["0", "1"], double_quant=kw.get("double_quant", True))
+    assert [type(m) for m in model] == before
+
+
+def test_merge_4bit_refuses_a_delta_of_another_shape_or_with_nan():
+    from pedagogy_lib.torch_ref import recipe as R
+    W = rng(10).standard_normal((4, 64)).astype(np.float32)
+    for delta in (np.zeros(64), np.zeros((64, 4)), np.full((4, 64), np.nan)):
+        with pytest.raises(ValueError, match="delta must be finite"):
+            R.merge_4bit(W, delta)
+    assert R.merge_4bit(W, np.zeros_like(W))["weight"].shape == W.shape

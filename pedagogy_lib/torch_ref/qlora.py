@@ -58,7 +58,9 @@ def _linear4bit():
 
 # ----------------------------------------------------------------------------- building
 
-def _check_quant_args(quant_type, blocksize, compute_dtype):
+def _check_quant_args(quant_type, blocksize, compute_dtype, double_quant=True):
+    if not isinstance(double_quant, bool):  # "no" is truthy: it would switch DQ on
+        raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
     quant._check_blocksize(blocksize)  # an int: 64.0 would pass `in`, then fail inside bnb's .to()
@@ -77,7 +79,7 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
     AVX512-BF16, bnb would otherwise repack the weight for an inference-only kernel at the
     first eval-mode forward, after which any training step fails (chapter 07, appendix B).
     """
-    _check_quant_args(quant_type, blocksize, compute_dtype)
+    _check_quant_args(quant_type, blocksize, compute_dtype, double_quant)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     Linear4bit, Params4bit = _linear4bit(), bnb().nn.Params4bit
@@ -87,9 +89,10 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
         raise ValueError(f"quantize_linears: {done[:3]} are already Linear4bit")
     plain = {p: m for p, m in modules.items() if p and type(m) is nn.Linear}
     chosen = match_targets(plain, targets)
-    bad = [p for p in chosen if not plain[p].weight.is_floating_point()]
+    bad = [p for p in chosen if plain[p].weight.dtype not in COMPUTE_DTYPES]  # bnb quantises 16/32-bit floats
     if bad:
-        raise TypeError(f"quantize_linears: {bad[:3]} do not hold floating-point weights")
+        raise TypeError(f"quantize_linears: {bad[:3]} hold {plain[bad[0]].weight.dtype} weights; "
+                        f"bitsandbytes quantises only {COMPUTE_DTYPES}")
     for path in chosen:
         lin = plain[path]
         q = Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,

@@ -210,6 +210,8 @@ def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_q
     with double quantisation), its decoded weight, and the error
     the second rounding adds relative to the update it was meant to add,
     ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
+    if np.shape(delta) != np.shape(W_hat) or not np.isfinite(delta).all():
+        raise ValueError(f"delta must be finite with W_hat's shape {np.shape(W_hat)}, got {np.shape(delta)}")
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
     packed, absmax = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
     merged = nf4_roundtrip(target, double_quant, code)
