@@ -135,6 +135,7 @@ def dynamic_map(signed=True, max_exponent_bits=7, total_bits=8):
 def _check_float32(name, a):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
+    a = np.asarray(a)  # a subclass's raw data (a masked array's masked NaN too): what is encoded
     if a.dtype != np.float32:
         raise TypeError(f"{name} must be float32, got {a.dtype}; convert explicitly with "
                         f".astype(np.float32)")
@@ -215,8 +216,14 @@ def _sorted_midpoints(code):
 
 def nearest_code(x, code):
     """Eq. 7.5: the index of the level nearest to each x; on a midpoint, the lower level
-    (bitsandbytes' rule). Counting the midpoints strictly below x gives the sorted index."""
-    mid, order = _sorted_midpoints(np.asarray(code, dtype=np.float32))
+    (bitsandbytes' rule). Counting the midpoints strictly below x gives the sorted index.
+    NaN/inf in x or the code are refused: NaN has no nearest level."""
+    x, code = np.asarray(x), np.asarray(code, dtype=np.float32)
+    for name, a in (("x", x), ("code", code)):
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"nearest_code: {name} contains "
+                             f"{np.count_nonzero(~np.isfinite(a))} NaN/inf values")
+    mid, order = _sorted_midpoints(code)
     return order[np.searchsorted(mid, x, side="left")]
 
 
@@ -372,7 +379,7 @@ def dequantize_nf4_plain(packed, absmax, shape, blocksize=64):
     shape, n = _check_shape(shape)
     blocksize = _check_blocksize(blocksize)
     packed = _check_codes("packed", packed, -(-n // 2))
-    absmax = _check_absmax(absmax, -(-n // blocksize))
+    absmax = _check_absmax(absmax, -(-n // blocksize), decode=True)  # DQ may restore a₀ < 0
     q = np.stack([packed >> 4, packed & 15], axis=1).reshape(-1)[:n]     # Eq. 7.7 undone
     return (nf4_codebook()[q] * np.repeat(absmax, blocksize)[:n]).reshape(shape)  # Eq. 7.6
 

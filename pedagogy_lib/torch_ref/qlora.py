@@ -58,11 +58,12 @@ def _linear4bit():
 
 # ----------------------------------------------------------------------------- building
 
-def _check_quant_args(quant_type, blocksize, compute_dtype):
+def _check_quant_args(quant_type, blocksize, compute_dtype, double_quant=True):
+    if not isinstance(double_quant, bool):  # "no" is truthy: it would switch DQ on
+        raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
-    if isinstance(blocksize, bool) or blocksize not in quant.BLOCKSIZES:
-        raise ValueError(f"blocksize must be one of {quant.BLOCKSIZES}, got {blocksize!r}")
+    quant._check_blocksize(blocksize)  # an int: 64.0 would pass `in`, then fail inside bnb's .to()
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
 
@@ -78,7 +79,7 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
     AVX512-BF16, bnb would otherwise repack the weight for an inference-only kernel at the
     first eval-mode forward, after which any training step fails (chapter 07, appendix B).
     """
-    _check_quant_args(quant_type, blocksize, compute_dtype)
+    _check_quant_args(quant_type, blocksize, compute_dtype, double_quant)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     Linear4bit, Params4bit = _linear4bit(), bnb().nn.Params4bit
@@ -88,9 +89,10 @@ def quantize_linears(model: nn.Module, targets=TARGETS, quant_type: str = "nf4",
         raise ValueError(f"quantize_linears: {done[:3]} are already Linear4bit")
     plain = {p: m for p, m in modules.items() if p and type(m) is nn.Linear}
     chosen = match_targets(plain, targets)
-    bad = [p for p in chosen if not plain[p].weight.is_floating_point()]
+    bad = [p for p in chosen if plain[p].weight.dtype not in COMPUTE_DTYPES]  # bnb quantises 16/32-bit floats
     if bad:
-        raise TypeError(f"quantize_linears: {bad[:3]} do not hold floating-point weights")
+        raise TypeError(f"quantize_linears: {bad[:3]} hold {plain[bad[0]].weight.dtype} weights; "
+                        f"bitsandbytes quantises only {COMPUTE_DTYPES}")
     for path in chosen:
         lin = plain[path]
         q = Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
@@ -157,6 +159,8 @@ class StoredWeight:
         return self.absmax2 is not None
 
     def codebook(self) -> np.ndarray:
+        if self.quant_type not in QUANT_TYPES:
+            raise ValueError(f"StoredWeight: quant_type must be one of {QUANT_TYPES}, got {self.quant_type!r}")
         return quant.nf4_codebook() if self.quant_type == "nf4" else quant.fp4_codebook()
 
     def block_absmax(self) -> np.ndarray:
@@ -198,8 +202,11 @@ def read_quant_state(layer) -> StoredWeight:
     ours = quant.nf4_codebook() if qs.quant_type == "nf4" else quant.fp4_codebook()
     if not np.array_equal(code, ours):
         raise ValueError(f"bitsandbytes' {qs.quant_type} table differs from ours: {code}")
+    # quant_storage (e.g. float32 for FSDP) only changes the container: bnb reads the bytes
+    # back with .view(uint8), and so do we.
+    packed = _numpy(layer.weight.data.view(torch.uint8)).reshape(-1).copy()
     stored = StoredWeight(shape=tuple(int(d) for d in qs.shape), quant_type=qs.quant_type,
-                          blocksize=int(qs.blocksize), packed=_numpy(layer.weight.data).reshape(-1).copy(),
+                          blocksize=int(qs.blocksize), packed=packed,
                           absmax=_numpy(qs.absmax).copy())
     if qs.nested:
         stored.absmax2 = _numpy(qs.state2.absmax).astype(np.float32)

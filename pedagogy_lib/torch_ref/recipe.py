@@ -34,7 +34,16 @@ from ..nn import get_submodule
 from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state
 
 QUANT_TYPES = ("nf4", "fp4")
-CODEBOOKS = {"nf4": quant.nf4_codebook, "fp4": quant.fp4_codebook, "int4": quant.int4_codebook}
+
+
+class _Codebooks(dict):
+    """{name: codebook function}; an unknown name is refused with the choices listed."""
+
+    def __missing__(self, name):
+        raise KeyError(f"code must be one of {sorted(self)}, got {name!r}")
+
+
+CODEBOOKS = _Codebooks(nf4=quant.nf4_codebook, fp4=quant.fp4_codebook, int4=quant.int4_codebook)
 
 
 def quiet():
@@ -201,6 +210,8 @@ def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_q
     with double quantisation), its decoded weight, and the error
     the second rounding adds relative to the update it was meant to add,
     ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
+    if np.shape(delta) != np.shape(W_hat) or not np.isfinite(delta).all():
+        raise ValueError(f"delta must be finite with W_hat's shape {np.shape(W_hat)}, got {np.shape(delta)}")
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
     packed, absmax = quant.quantize_4bit(target, CODEBOOKS[code](), 64)
     merged = nf4_roundtrip(target, double_quant, code)
