@@ -74,9 +74,9 @@ def finite_array(x, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
     if x.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise ValueError(f"{name} contains {int(np.size(x) - np.count_nonzero(np.isfinite(x)))} "
-                         f"NaN/inf value(s)")
+    ok = np.isfinite(np.asarray(x))  # asarray: a masked array's hidden NaN is still used
+    if x.dtype.kind == "f" and not ok.all():
+        raise ValueError(f"{name} contains {int(ok.size - np.count_nonzero(ok))} NaN/inf value(s)")
     return x
 
 

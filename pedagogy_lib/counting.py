@@ -299,6 +299,8 @@ def pct(x: float, sig: int = 2) -> str:
     if x == 0:
         return "0%"
     decimals = max(sig - 1 - math.floor(math.log10(x)), 0)
+    if decimals and abs(round(x, decimals)) >= 10 ** (sig - decimals):  # 0.000999999 rounds up a decade
+        decimals -= 1
     return f"{x:.{decimals}f}%"
 
 

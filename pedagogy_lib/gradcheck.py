@@ -14,6 +14,8 @@ from . import checks
 def rel_error(a, b) -> float:
     """max |a − b| / max(|a|, |b|, 1e-12): scale-free, so one tolerance fits every tensor."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:  # broadcasting would compare the wrong entries
+        raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
     denom = max(np.abs(a).max(initial=0.0), np.abs(b).max(initial=0.0), 1e-12)
     return float(np.abs(a - b).max(initial=0.0) / denom)
 

@@ -310,3 +310,27 @@ def test_subspace_lr_takes_numpy_ints():
     assert subspace_lr(1.0, np.int64(4)) == 0.5   # was refused: "d must be a positive int"
     with pytest.raises(ValueError):
         subspace_lr(True, 4)
+
+
+@pytest.mark.parametrize("x, sig, want", [(0.000999999, 2, "0.10%"), (0.0999, 2, "10%"), (0.00999, 2, "1.0%"),
+                                          (0.002366, 2, "0.24%"), (0.00099949, 3, "0.0999%"),
+                                          (0.0009999, 3, "0.100%")])
+def test_pct_keeps_its_significant_figures_across_a_decade(x, sig, want):
+    """pct(0.000999999) used to print '0.100%' (three figures where two were asked)."""
+    from pedagogy_lib.counting import pct
+    assert pct(x, sig) == want
+
+
+def test_rel_error_refuses_shapes_that_would_broadcast():
+    """rel_error(ones(3), ones((2, 3))) used to return 0 by broadcasting."""
+    from pedagogy_lib.gradcheck import rel_error
+    with pytest.raises(ValueError, match="shapes differ"):
+        rel_error(np.ones(3), np.ones((2, 3)))
+    assert rel_error(np.ones(3), np.ones(3)) == 0.0
+
+
+def test_finite_array_sees_a_nan_hidden_under_a_mask():
+    from pedagogy_lib import checks
+    x = np.ma.masked_invalid(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="NaN/inf"):
+        checks.finite_array(x, "x")
