@@ -181,8 +181,7 @@ class CausalSelfAttention(Module):
             if "k" in cache:
                 K, V = np.concatenate([cache["k"], K], 2), np.concatenate([cache["v"], V], 2)
             cache["k"], cache["v"] = K, V
-        # the S keys are the S latest positions (cache or not): query i sees key j ≤ S − T + i (Eq. 9.6)
-        keep, m = causal_mask(T, K.shape[2], K.shape[2] - T), 0
+        keep, m = causal_mask(T, K.shape[2], K.shape[2] - T), 0   # keys: the S latest positions (Eq. 9.6)
         if self.prefix is not None:   # Eq. 10.6: m keys (already rotated) and values every query sees
             pk, pv = self.prefix(B)
             m = pk.shape[1]

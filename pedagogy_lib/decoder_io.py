@@ -79,7 +79,8 @@ def config_from_hf(d: dict, where: str = "config.json") -> DecoderConfig:
     if missing:
         raise ValueError(f"{where}: missing {missing}")
     try:
-        cfg = DecoderConfig(**{k: d[k] for k in fields}, rope_theta=checks.finite_real(rope["rope_theta"], "rope_theta"))
+        theta = checks.finite_real(rope["rope_theta"], "rope_theta")
+        cfg = DecoderConfig(**{k: d[k] for k in fields}, rope_theta=theta)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
     if d.get("head_dim", cfg.head_dim) != cfg.head_dim:
@@ -173,7 +174,8 @@ def _manifest(path: Path) -> dict:
     if not isinstance(files, dict) or not all(
             isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..") and isinstance(h, str)
             for f, h in files.items()):
-        raise ValueError(f"{path}: expected {{'files': {{file name in this folder: SHA-256}}}}, got {manifest!r:.200}")
+        raise ValueError(f"{path}: expected {{'files': {{file name in this folder: SHA-256}}}}, "
+                         f"got {manifest!r:.200}")
     return manifest
 
 

@@ -105,8 +105,6 @@ def make_batch(batch_size: int, seq_len: int, checkpoint: str = "stdlib-1m", see
 
 def shard_of(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
     """Rank r's rows: r·B/N … (r+1)·B/N (equal shards, so the mean of shard means is the batch mean)."""
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} is not one of the {world} ranks 0…{world - 1}")
     if batch.shape[0] % world:
         raise ValueError(f"world size {world} does not divide the batch of {batch.shape[0]} rows: "
                          f"every rank needs the same number of rows for DDP's average to equal the batch's")
@@ -124,7 +122,8 @@ def check_batch(batch, checkpoint: str = "stdlib-1m") -> np.ndarray:
     vocab = config_from_hf(checks.read_json(where), str(where)).vocab_size
     batch = np.asarray(batch)
     if batch.ndim != 2 or not np.issubdtype(batch.dtype, np.integer) or batch.shape[0] < 1 or batch.shape[1] < 2:
-        raise ValueError(f"batch must be integer token ids of shape (rows ≥ 1, length ≥ 2), got {batch.dtype} {batch.shape}")
+        raise ValueError(f"batch must be integer token ids of shape (rows ≥ 1, length ≥ 2), "
+                         f"got {batch.dtype} {batch.shape}")
     if batch.min() < 0 or batch.max() >= vocab:
         raise ValueError(f"batch token ids must lie in [0, {vocab}) ({checkpoint}), got [{batch.min()}, {batch.max()}]")
     return batch

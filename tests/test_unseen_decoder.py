@@ -139,7 +139,8 @@ def _edit(name, edit):
     ("config.json null", _edit("config.json", lambda c: "null"), "expected a JSON object, got NoneType"),
     ("rope_parameters a list", _edit("config.json", lambda c: json.dumps(c | {"rope_parameters": [1]})),
      "only plain RoPE"),
-    ("rope_theta missing", _edit("config.json", lambda c: json.dumps(c | {"rope_parameters": {"rope_type": "default"}})),
+    ("rope_theta missing",
+     _edit("config.json", lambda c: json.dumps(c | {"rope_parameters": {"rope_type": "default"}})),
      "rope_parameters has no rope_theta"),
     ("tie as a string", _edit("config.json", lambda c: json.dumps(c | {"tie_word_embeddings": "false"})),
      "tie_word_embeddings must be a bool"),
@@ -219,12 +220,7 @@ def test_launch_checks_the_batch_before_starting(batch, msg):
     assert DIST.launch.last_pids == [] or all(not DIST.alive(p) for p in DIST.launch.last_pids)
 
 
-def test_shard_of_and_make_batch_refuse_out_of_range():
-    b = np.arange(12).reshape(6, 2)
-    assert np.array_equal(np.concatenate([DIST.shard_of(b, r, 3) for r in range(3)]), b)
-    for rank in (-1, 3):
-        with pytest.raises(ValueError, match=f"rank {rank} is not one of the 3 ranks"):
-            DIST.shard_of(b, rank, 3)
+def test_make_batch_refuses_sizes_out_of_range():
     for args, err in (((0, 8), ValueError), ((2, 0), ValueError), ((2.0, 8), TypeError), ((2, 10**7), ValueError)):
         with pytest.raises(err):
             DIST.make_batch(*args)
