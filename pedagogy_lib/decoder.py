@@ -280,6 +280,8 @@ class Decoder(Module):
 
     def __init__(self, cfg: DecoderConfig, seed: int = 0, dtype=np.float32, std: float = 0.02):
         super().__init__()
+        if np.dtype(dtype) not in (np.float32, np.float64):   # what every layer's check_array accepts
+            raise TypeError(f"Decoder dtype must be float32 or float64, got {np.dtype(dtype)}")
         rng = np.random.default_rng(seed)
         out_std = std / math.sqrt(2 * cfg.num_hidden_layers)  # residual writers: GPT-2's scaled init
         self.config = cfg

@@ -224,3 +224,25 @@ def test_make_batch_refuses_sizes_out_of_range():
     for args, err in (((0, 8), ValueError), ((2, 0), ValueError), ((2.0, 8), TypeError), ((2, 10**7), ValueError)):
         with pytest.raises(err):
             DIST.make_batch(*args)
+
+
+# ------------------------------------------------------------------ dtypes and pretraining streams
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, bool])
+def test_decoder_refuses_a_non_float_dtype_before_loading(dtype):
+    """An int32 decoder used to be built and loaded (weights truncated to integers), failing
+    only at the first forward with an error about RMSNorm's input."""
+    cfg = D.DecoderConfig(vocab_size=V, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                          num_attention_heads=2, num_key_value_heads=2)
+    with pytest.raises(TypeError, match="Decoder dtype must be float32 or float64"):
+        D.Decoder(cfg, dtype=dtype)
+
+
+def test_pretraining_streams_too_short_are_refused_not_spun_on():
+    from pedagogy_lib.torch_ref import pretrain as PT
+
+    pc = PT.PretrainConfig(steps=1, lr=1e-3, batch_size=4, seq_len=3)
+    with pytest.raises(ValueError, match="fewer than batch_size=4 blocks"):   # used to loop forever
+        next(PT.batches(np.arange(15), pc))
+    assert next(PT.batches(np.arange(16), pc)).shape == (4, 4)   # exactly one batch of blocks: fine
+    with pytest.raises(ValueError, match="holds no block"):       # used to divide by zero
+        PT.mean_loss(None, np.arange(10), 20)
