@@ -41,6 +41,18 @@ def train_tokenizer(texts, vocab_size: int = VOCAB_SIZE):
     return tok
 
 
+def _text(text, where: str) -> str:
+    """A str that UTF-8 can write (byte level: every such str has an encoding)."""
+    if not isinstance(text, str):
+        raise TypeError(f"{where} expects a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:   # a lone surrogate such as "\ud800" is no character
+        raise ValueError(f"{where}: text is not valid Unicode ({e.reason}: {text[e.start:e.end]!r} "
+                         f"at position {e.start})") from None
+    return text
+
+
 class DecoderTokenizer:
     """``encode(text) -> int64 ids`` and ``decode(ids) -> text`` around a ``tokenizer.json``."""
 
@@ -66,9 +78,7 @@ class DecoderTokenizer:
             raise ValueError(f"{path} is not a tokenizer.json file: {e}") from None
 
     def encode(self, text: str) -> np.ndarray:
-        if not isinstance(text, str):
-            raise TypeError(f"encode expects a str, got {type(text).__name__}")
-        return np.array(self.tok.encode(text).ids, dtype=np.int64)
+        return np.array(self.tok.encode(_text(text, "encode")).ids, dtype=np.int64)
 
     def decode(self, ids) -> str:
         ids = np.asarray(ids)
@@ -80,7 +90,9 @@ class DecoderTokenizer:
 
     def stream(self, texts) -> np.ndarray:
         """One training stream: <|endoftext|> before every text (Eq. 9.12)."""
-        encs = self.tok.encode_batch(list(texts))
+        if isinstance(texts, str):   # a str is an iterable of one-character texts: surely not meant
+            raise TypeError("stream expects a list of texts, got one str (wrap it: [text])")
+        encs = self.tok.encode_batch([_text(t, "stream") for t in texts])
         out = np.empty(sum(len(e.ids) + 1 for e in encs), np.int64)
         i = 0
         for e in encs:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import checks
 from .nn import Embedding, Linear, Module, ModuleList, check_array, softmax, softmax_backward
 
 
@@ -48,8 +49,11 @@ class DecoderConfig:
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"{self.num_attention_heads} query heads cannot share "
                              f"{self.num_key_value_heads} key/value heads evenly")
-        if not (self.rms_norm_eps > 0 and self.rope_theta > 1):
-            raise ValueError("rms_norm_eps must be > 0 and rope_theta > 1")
+        checks.finite_real(self.rms_norm_eps, "DecoderConfig.rms_norm_eps", positive=True)
+        if checks.finite_real(self.rope_theta, "DecoderConfig.rope_theta") <= 1:
+            raise ValueError(f"DecoderConfig.rope_theta must be > 1, got {self.rope_theta!r}")
+        if not isinstance(self.tie_word_embeddings, bool):   # the string "false" would be true
+            raise TypeError(f"DecoderConfig.tie_word_embeddings must be a bool, got {self.tie_word_embeddings!r}")
 
     @property
     def head_dim(self) -> int:
@@ -177,7 +181,7 @@ class CausalSelfAttention(Module):
             if "k" in cache:
                 K, V = np.concatenate([cache["k"], K], 2), np.concatenate([cache["v"], V], 2)
             cache["k"], cache["v"] = K, V
-        keep, m = causal_mask(T, K.shape[2], pos0), 0
+        keep, m = causal_mask(T, K.shape[2], K.shape[2] - T), 0   # keys: the S latest positions (Eq. 9.6)
         if self.prefix is not None:   # Eq. 10.6: m keys (already rotated) and values every query sees
             pk, pv = self.prefix(B)
             m = pk.shape[1]
@@ -276,6 +280,8 @@ class Decoder(Module):
 
     def __init__(self, cfg: DecoderConfig, seed: int = 0, dtype=np.float32, std: float = 0.02):
         super().__init__()
+        if np.dtype(dtype) not in (np.float32, np.float64):   # what every layer's check_array accepts
+            raise TypeError(f"Decoder dtype must be float32 or float64, got {np.dtype(dtype)}")
         rng = np.random.default_rng(seed)
         out_std = std / math.sqrt(2 * cfg.num_hidden_layers)  # residual writers: GPT-2's scaled init
         self.config = cfg

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checks
 from .bpe import DecoderTokenizer
 from .decoder import DecoderConfig, check_prompt
 
@@ -62,18 +63,26 @@ REQUIRED = {"model_type": "llama", "hidden_act": "silu", "attention_bias": False
 
 def config_from_hf(d: dict, where: str = "config.json") -> DecoderConfig:
     """Our config from a Llama config.json; anything our decoder does not implement is refused."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
     for k, v in REQUIRED.items():
         if d.get(k, v) != v:
             raise ValueError(f"{where}: {k} is {d.get(k)!r}; this decoder implements only {v!r}")
     rope = d.get("rope_parameters") or {"rope_type": "default", "rope_theta": d.get("rope_theta", 10000.0)}
-    if rope.get("rope_type", "default") != "default" or d.get("rope_scaling"):
+    if not isinstance(rope, dict) or rope.get("rope_type", "default") != "default" or d.get("rope_scaling"):
         raise ValueError(f"{where}: only plain RoPE is implemented, got {rope} / {d.get('rope_scaling')}")
+    if "rope_theta" not in rope:
+        raise ValueError(f"{where}: rope_parameters has no rope_theta")
     fields = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
               "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings")
     missing = [k for k in fields if k not in d]
     if missing:
         raise ValueError(f"{where}: missing {missing}")
-    cfg = DecoderConfig(**{k: d[k] for k in fields}, rope_theta=float(rope["rope_theta"]))
+    try:
+        theta = checks.finite_real(rope["rope_theta"], "rope_theta")
+        cfg = DecoderConfig(**{k: d[k] for k in fields}, rope_theta=theta)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
     if d.get("head_dim", cfg.head_dim) != cfg.head_dim:
         raise ValueError(f"{where}: head_dim {d['head_dim']} != hidden_size / heads = {cfg.head_dim}")
     return cfg
@@ -158,6 +167,18 @@ def checkpoint_dir(name: str | None = None) -> Path:
     return folder
 
 
+def _manifest(path: Path) -> dict:
+    """manifest.json: {"files": {plain file name in the folder: SHA-256 hex}, ...}."""
+    manifest = checks.read_json(path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..") and isinstance(h, str)
+            for f, h in files.items()):
+        raise ValueError(f"{path}: expected {{'files': {{file name in this folder: SHA-256}}}}, "
+                         f"got {manifest!r:.200}")
+    return manifest
+
+
 def read_checkpoint(folder, verify: bool = True):
     """(config, weights, tokenizer, manifest) of a checkpoint folder, all checked first."""
     from .checkpoint import read_safetensors
@@ -165,18 +186,13 @@ def read_checkpoint(folder, verify: bool = True):
     folder = Path(folder)
     manifest = {}
     if verify and (folder / "manifest.json").is_file():
-        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest = _manifest(folder / "manifest.json")
         for f, digest in manifest["files"].items():
             if not (folder / f).is_file():
                 raise FileNotFoundError(f"{folder / f} is listed in manifest.json but missing")
             if sha256_file(folder / f) != digest:
                 raise ValueError(f"{folder / f}: SHA-256 differs from manifest.json (file changed or from another model)")
-    try:
-        raw = json.loads((folder / "config.json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{folder}/config.json does not exist") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{folder}/config.json is not JSON: {e}") from None
+    raw = checks.read_json(folder / "config.json")
     cfg = config_from_hf(raw, f"{folder}/config.json")
     weights = check_weights(cfg, read_safetensors(folder / "model.safetensors"), f"{folder}/model.safetensors")
     tok = DecoderTokenizer.from_file(folder / "tokenizer.json")

@@ -67,6 +67,8 @@ def _area_examples(docs, area: int) -> list[Example]:
 
 
 def _cap(examples: list[Example], n: int | None, rng) -> list[Example]:
+    if n is not None:
+        n = checks.nonneg_int(n, "number of examples")
     if n is None or len(examples) <= n:
         return examples
     keep = np.sort(rng.choice(len(examples), n, replace=False))
@@ -158,15 +160,18 @@ def batch(tok, examples, max_len: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded (B, T) ids (pad = <|endoftext|>) and (B, T−1) masks; prompts longer than
     ``max_len`` lose their *start* (the response is always kept whole). Right padding needs
     no attention mask in a causal model: pads come after every real token."""
+    max_len = checks.positive_int(max_len, "max_len")
     rows = []
     for e in examples:
         ids, m = encode(tok, e.prompt, e.response)
         if ids.size > max_len:
-            drop = ids.size - max_len
+            drop = ids.size - max_len   # ids[1:1+drop] go; they were the targets m[:drop]
             if m[:drop].any():
                 raise ValueError(f"response of {int(m.sum())} tokens does not fit in max_len={max_len}")
-            ids, m = np.concatenate([ids[:1], ids[1 + drop:]]), np.concatenate([m[:1] * 0, m[1 + drop:]])
+            ids, m = np.concatenate([ids[:1], ids[1 + drop:]]), m[drop:]   # new target 0 is ids[1+drop]
         rows.append((ids, m))
+    if not rows:
+        raise ValueError("batch needs at least one example")
     T = max(r[0].size for r in rows)
     out = np.full((len(rows), T), tok.eos_id, np.int64)
     mask = np.zeros((len(rows), T - 1), np.int64)

@@ -90,11 +90,15 @@ def make_batch(batch_size: int, seq_len: int, checkpoint: str = "stdlib-1m", see
     (``pydoc_data.topics``, which ships with Python) at seeded offsets."""
     from pydoc_data.topics import topics
 
+    from . import checks
     from .bpe import DecoderTokenizer
     from .decoder_io import checkpoint_dir
 
+    batch_size, seq_len = checks.positive_int(batch_size, "batch_size"), checks.positive_int(seq_len, "seq_len")
     tok = DecoderTokenizer.from_file(checkpoint_dir(checkpoint) / "tokenizer.json")
     stream = tok.stream([topics[k] for k in sorted(topics)[:40]])
+    if seq_len + 1 >= stream.size:
+        raise ValueError(f"seq_len {seq_len} does not fit in the {stream.size}-token reference text")
     starts = np.random.default_rng(seed).integers(0, stream.size - seq_len - 1, batch_size)
     return np.stack([stream[s:s + seq_len + 1] for s in starts]).astype(np.int64)
 
@@ -106,6 +110,23 @@ def shard_of(batch: np.ndarray, rank: int, world: int) -> np.ndarray:
                          f"every rank needs the same number of rows for DDP's average to equal the batch's")
     n = batch.shape[0] // world
     return batch[rank * n:(rank + 1) * n]
+
+
+def check_batch(batch, checkpoint: str = "stdlib-1m") -> np.ndarray:
+    """(B, T + 1) integer token ids of ``checkpoint``'s vocabulary, B ≥ 1 and T ≥ 1: what
+    ``loss_of`` trains on (inputs ids[:, :-1], targets ids[:, 1:])."""
+    from . import checks
+    from .decoder_io import checkpoint_dir, config_from_hf
+
+    where = checkpoint_dir(checkpoint) / "config.json"
+    vocab = config_from_hf(checks.read_json(where), str(where)).vocab_size
+    batch = np.asarray(batch)
+    if batch.ndim != 2 or not np.issubdtype(batch.dtype, np.integer) or batch.shape[0] < 1 or batch.shape[1] < 2:
+        raise ValueError(f"batch must be integer token ids of shape (rows ≥ 1, length ≥ 2), "
+                         f"got {batch.dtype} {batch.shape}")
+    if batch.min() < 0 or batch.max() >= vocab:
+        raise ValueError(f"batch token ids must lie in [0, {vocab}) ({checkpoint}), got [{batch.min()}, {batch.max()}]")
+    return batch
 
 
 def loss_of(model, ids: torch.Tensor) -> torch.Tensor:
@@ -367,8 +388,8 @@ def launch(task: str, world_size: int = 2, backend: str = "gloo", timeout_s: flo
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-    if "batch" in kw:
-        shard_of(np.asarray(kw["batch"]), 0, world_size)   # refuse before starting anything
+    if "batch" in kw:   # refuse before starting anything
+        shard_of(check_batch(kw["batch"], kw.get("checkpoint", "stdlib-1m")), 0, world_size)
     check_backend(backend)
     port = free_port() if port is None else check_port(port)
     with tempfile.TemporaryDirectory(prefix="ch11-") as d:

@@ -74,7 +74,8 @@ class CausalSelfAttention(nn.Module):
         if k.shape[2] == T:   # full sequence: the causal mask of Eq. 9.6 is the kernel's flag
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            keep = torch.arange(k.shape[2], device=x.device)[None, :] <= pos[:, None]
+            S = k.shape[2]   # the S keys are the S latest positions: query i sees key j ≤ S − T + i
+            keep = torch.arange(S, device=x.device)[None, :] <= torch.arange(S - T, S, device=x.device)[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.h * self.dh))
 

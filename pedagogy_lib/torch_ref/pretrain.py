@@ -58,6 +58,9 @@ def batches(stream: np.ndarray, pc: PretrainConfig):
     """Endless (B, T+1) blocks: each epoch cuts the stream at a random offset into
     non-overlapping blocks and serves them in a random order (Eq. 9.12)."""
     gen, n = np.random.default_rng(pc.seed), pc.seq_len + 1
+    if len(stream) // n < pc.batch_size:   # no epoch could fill a batch: the loop would never yield
+        raise ValueError(f"a stream of {len(stream)} tokens holds fewer than batch_size={pc.batch_size} "
+                         f"blocks of seq_len + 1 = {n}")
     while True:
         off = int(gen.integers(n))
         blocks = stream[off: off + (len(stream) - off) // n * n].reshape(-1, n)
@@ -75,6 +78,8 @@ def blocks_of(stream: np.ndarray, seq_len: int) -> np.ndarray:
 def mean_loss(model, stream: np.ndarray, seq_len: int, batch_size: int = 64) -> float:
     """Mean next-token loss (nats) over all non-overlapping blocks of a stream."""
     blocks, total, count = blocks_of(stream, seq_len), 0.0, 0
+    if not len(blocks):
+        raise ValueError(f"a stream of {len(stream)} tokens holds no block of seq_len + 1 = {seq_len + 1}")
     for i in range(0, len(blocks), batch_size):
         ids = torch.from_numpy(blocks[i:i + batch_size])
         n = ids.shape[0] * (ids.shape[1] - 1)     # targets in this batch
