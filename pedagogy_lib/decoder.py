@@ -337,6 +337,9 @@ def next_token_loss(logits, ids, mask=None):
         raise ValueError(f"ids have shape {ids.shape}, logits {logits.shape}: expected ids {(B, T)}")
     if T < 2:
         raise ValueError("next-token loss needs sequences of at least 2 tokens")
+    if ids.dtype.kind not in "iu" or ids.min() < 0 or ids.max() >= V:
+        raise ValueError(f"ids must be integers in [0, {V}) (the logits' vocabulary), got {ids.dtype} "
+                         f"in [{ids.min()}, {ids.max()}]")
     mask = np.ones((B, T - 1)) if mask is None else np.asarray(mask)
     if mask.shape != (B, T - 1) or not np.isin(mask, (0, 1)).all():
         raise ValueError(f"loss mask must be 0/1 of shape {(B, T - 1)}, got {mask.shape}")

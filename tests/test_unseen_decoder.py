@@ -246,3 +246,28 @@ def test_pretraining_streams_too_short_are_refused_not_spun_on():
     assert next(PT.batches(np.arange(16), pc)).shape == (4, 4)   # exactly one batch of blocks: fine
     with pytest.raises(ValueError, match="holds no block"):       # used to divide by zero
         PT.mean_loss(None, np.arange(10), 20)
+
+
+def test_next_token_loss_names_ids_outside_the_vocabulary():
+    """Ids ≥ V (or negative, or float) used to raise a bare IndexError or wrap around silently."""
+    logits = np.zeros((1, 4, V))
+    for ids in (np.array([[0, 1, V, 2]]), np.array([[0, -1, 2, 3]]), np.array([[0.0, 1.0, 2.0, 3.0]])):
+        with pytest.raises(ValueError, match="logits' vocabulary"):
+            D.next_token_loss(logits, ids)
+    loss, _ = D.next_token_loss(logits, np.array([[0, 1, V - 1, 2]]))
+    assert np.isclose(loss, np.log(V))
+
+
+def test_quantize_base_changes_every_layer_or_none():
+    """A NaN in a later layer used to be found after the earlier layers were overwritten."""
+    from pedagogy_lib.torch_ref import decoder_peft as DP
+    _, twin = tiny(d=64, f=64, h=4, kv=2)
+    twin = twin.float()
+    lins = [m for m in twin.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        lins[-1].weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in twin.state_dict().items()}
+    with pytest.raises(ValueError):
+        DP.quantize_base(twin)
+    after = twin.state_dict()
+    assert all(torch.equal(before[k], after[k]) or torch.isnan(before[k]).any() for k in before)

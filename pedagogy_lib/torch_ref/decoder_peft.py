@@ -170,9 +170,11 @@ def quantize_base(net: nn.Module, code: str = "nf4", double_quant: bool = True) 
     """Replace every block linear's weight by its 4-bit round trip (what a QLoRA layer multiplies
     with, in float32 compute). Returns the paths."""
     paths = [p for p, m in net.named_modules() if isinstance(m, nn.Linear)]
-    for p in paths:
-        lin = net.get_submodule(p)
-        lin.weight.copy_(torch.from_numpy(nf4_roundtrip(lin.weight.cpu().numpy(), double_quant, code)))
+    # every round trip first (a NaN weight is refused there), then copy: all layers or none
+    new = {p: nf4_roundtrip(net.get_submodule(p).weight.detach().cpu().numpy(), double_quant, code) for p in paths}
+    with torch.no_grad():
+        for p in paths:
+            net.get_submodule(p).weight.copy_(torch.from_numpy(new[p]))
     return paths
 
 
