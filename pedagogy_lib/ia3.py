@@ -94,19 +94,35 @@ class IA3Linear(Module):
             raise ValueError(f"IA3Linear.{what}: ia3_l has {int(np.sum(l == 0))} zero entries; "
                              "a merged zero cannot be divided out again")
 
+    def _scaled(self, merge: bool) -> dict[str, np.ndarray]:
+        """The base's new {weight, bias}: W·l (merge) or W/l (unmerge) on the side l scales
+        (Eq. 6.9), as new arrays, checked (``lossless``) before anything is written."""
+        l, base = self.p["ia3_l"], self.base_layer.p
+        op = np.multiply if merge else np.divide
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            if self.feedforward:
+                new = {"weight": op(base["weight"], l[None, :])}   # column j of W times l_j
+            else:
+                new = {"weight": op(base["weight"], l[:, None])}   # row i of W times l_i
+                if "bias" in base:
+                    new["bias"] = op(base["bias"], l)
+        what = "merge" if merge else "unmerge"
+        for name, v in new.items():
+            lossless(base[name], v, f"IA3Linear.{what}: {name}")
+        return new
+
+    def _write(self, new: dict, merged: bool):
+        for name, v in new.items():
+            self.base_layer.p[name][...] = v      # in place: whoever holds W sees the change
+        self.merged = merged
+
     def merge(self):
-        """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9)."""
+        """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9).
+        Refused, W unchanged, when a product overflows or underflows (it could not be divided out again)."""
         if self.merged:
             raise RuntimeError("IA3Linear.merge: already merged; merging twice would apply l twice")
         self._check_invertible("merge")
-        l, base = self.p["ia3_l"], self.base_layer.p
-        if self.feedforward:
-            base["weight"] *= l[None, :]            # scale column j of W by l_j
-        else:
-            base["weight"] *= l[:, None]            # scale row i of W by l_i
-            if "bias" in base:
-                base["bias"] *= l
-        self.merged = True
+        self._write(self._scaled(True), True)
         return self
 
     def unmerge(self):
@@ -114,15 +130,18 @@ class IA3Linear(Module):
         if not self.merged:
             raise RuntimeError("IA3Linear.unmerge: not merged; unmerging would divide W by l")
         self._check_invertible("unmerge")
-        l, base = self.p["ia3_l"], self.base_layer.p
-        if self.feedforward:
-            base["weight"] /= l[None, :]
-        else:
-            base["weight"] /= l[:, None]
-            if "bias" in base:
-                base["bias"] /= l
-        self.merged = False
+        self._write(self._scaled(False), False)
         return self
+
+
+def lossless(old: np.ndarray, new: np.ndarray, name: str):
+    """Refuse a merged (or unmerged) array that cannot be undone: NaN/inf (overflow), or an entry
+    that was a normal float and became zero or subnormal (underflow: its bits are gone)."""
+    tiny = np.finfo(new.dtype).tiny
+    bad = ~np.isfinite(new) | ((np.abs(new) < tiny) & (np.abs(old) >= tiny))
+    if bad.any():
+        raise ValueError(f"{name} would have {int(bad.sum())} entries that overflow or underflow "
+                         f"(ia3_l too large or too small for {new.dtype}); W is unchanged")
 
 
 # ----------------------------------------------------------------------------- targeting
@@ -180,6 +199,8 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
         raise TypeError(f"attach_ia3: expected a NumPy Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         model.freeze()
@@ -189,16 +210,18 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
 
 
 def switch_merged(layers: dict, merge: bool) -> list[str]:
-    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch):
-    checks first that each is in the other state and that every l can be divided out again."""
+    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch), all or
+    none: checks first that each is in the other state, that every l can be divided out again and
+    that every new weight is ``lossless``."""
     wrong = [p for p, m in layers.items() if m.merged == merge]
     if wrong:
         state = "already merged" if merge else "not merged"
         raise RuntimeError(f"{'merge' if merge else 'unmerge'}_all: {wrong[:3]} are {state}")
     for m in layers.values():
         m._check_invertible("merge" if merge else "unmerge")
-    for m in layers.values():
-        m.merge() if merge else m.unmerge()
+    new = {p: m._scaled(merge) for p, m in layers.items()}  # every layer checked before one is written
+    for p, m in layers.items():
+        m._write(new[p], merge)
     return list(layers)
 
 

@@ -186,8 +186,9 @@ def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
           f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
     for k, ok in {"fan_in_fan_out": False, **fmt.fixed}.items():
         _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg.get(k)!r} is not supported (only {ok!r})")
-    for k in (*UNUSED_FIELDS, *fmt.empty):
-        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
+    for k in (*UNUSED_FIELDS, *fmt.empty):  # empty: null, [], {} or "" (peft reads layers_to_transform=0 as [0])
+        _need(cfg.get(k) is None or (isinstance(cfg[k], (list, dict, str)) and not cfg[k]),
+              f"{k}={cfg.get(k)!r} is not supported")
     try:
         fields = fmt.read_config(cfg)
     except (TypeError, ValueError) as e:

@@ -47,34 +47,45 @@ class IA3Linear(nn.Module):
                              "a merged zero cannot be divided out again")
 
     @torch.no_grad()
+    def _scaled(self, merge: bool) -> dict:
+        """The base's new {weight, bias}: W·l (merge) or W/l (unmerge) on the side l scales
+        (Eq. 6.9), as new tensors, checked like ``ia3.lossless`` before anything is written."""
+        base, l, op = self.base_layer, self.ia3_l, torch.mul if merge else torch.div
+        new = {"weight": op(base.weight, l[None, :] if self.feedforward else l[:, None])}
+        if not self.feedforward and base.bias is not None:
+            new["bias"] = op(base.bias, l)
+        tiny = torch.finfo(base.weight.dtype).tiny
+        for name, v in new.items():
+            old = getattr(base, name)
+            bad = ~torch.isfinite(v) | ((v.abs() < tiny) & (old.abs() >= tiny))
+            if bool(bad.any()):
+                raise ValueError(f"IA3Linear.{'merge' if merge else 'unmerge'}: {name} would have "
+                                 f"{int(bad.sum())} entries that overflow or underflow (ia3_l too large "
+                                 f"or too small for {v.dtype}); W is unchanged")
+        return new
+
+    @torch.no_grad()
+    def _write(self, new: dict, merged: bool):
+        for name, v in new.items():
+            getattr(self.base_layer, name).copy_(v)
+        self.merged = merged
+
     def merge(self):
-        """W ← diag(l) W, b ← l ⊙ b, or W ← W diag(l) for ``feedforward`` (Eq. 6.9)."""
+        """W ← diag(l) W, b ← l ⊙ b, or W ← W diag(l) for ``feedforward`` (Eq. 6.9); refused,
+        W unchanged, when a product overflows or underflows."""
         if self.merged:
             raise RuntimeError("IA3Linear.merge: already merged; merging twice would apply l twice")
         self._check_invertible("merge")
-        self._scale(torch.mul)
-        self.merged = True
+        self._write(self._scaled(True), True)
         return self
 
-    @torch.no_grad()
     def unmerge(self):
         """Divides l out again (Eq. 6.9 inverted)."""
         if not self.merged:
             raise RuntimeError("IA3Linear.unmerge: not merged; unmerging would divide W by l")
         self._check_invertible("unmerge")
-        self._scale(torch.div)
-        self.merged = False
+        self._write(self._scaled(False), False)
         return self
-
-    def _scale(self, op):
-        """Apply ``op`` (multiply or divide) by l to W's columns (input) or rows and b (output)."""
-        base, l = self.base_layer, self.ia3_l
-        if self.feedforward:
-            base.weight.copy_(op(base.weight, l[None, :]))
-        else:
-            base.weight.copy_(op(base.weight, l[:, None]))
-            if base.bias is not None:
-                base.bias.copy_(op(base.bias, l))
 
 
 def ia3_layers(model: nn.Module) -> dict[str, IA3Linear]:
@@ -88,6 +99,8 @@ def attach_ia3(model: nn.Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFO
         raise TypeError(f"attach_ia3: expected a torch nn.Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         for p in model.parameters():
