@@ -192,12 +192,12 @@ def test_ia3_merge_that_overflows_or_underflows_is_refused_and_w_kept(feedforwar
     assert torch.equal(tbase.weight, torch.from_numpy(before["weight"]))
 
 
-def test_ia3_merge_all_is_all_or_none_when_one_layer_would_overflow():
+def test_ia3_merge_all_is_all_or_none_when_one_layer_would_underflow():
     net = BertEncoder(TINY, seed=0)
     ia3.attach_ia3(net)
     layers = ia3.ia3_layers(net)
     last = list(layers.values())[-1]
-    last.p["ia3_l"][...] = 1e38  # only the last layer overflows: the first ones must not be merged
+    last.p["ia3_l"][...] = 1e-44  # only the last layer underflows: the first ones must not be merged
     before = {k: v.copy() for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match="overflow or underflow"):
         ia3.merge_all(net)
