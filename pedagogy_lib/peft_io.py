@@ -262,9 +262,20 @@ def _keys(fmt: PeftFormat, fields: dict, weights: dict, shapes: dict) -> dict[st
     return expected
 
 
-def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: dict) -> dict[str, tuple]:
+def _float_max(backend: str, root) -> float:
+    """The largest finite number of the model's float dtype: a file value beyond it would load as inf."""
+    if backend == "numpy":
+        return float(np.finfo(next(iter(root.state_dict().values())).dtype).max)
+    import torch
+
+    return float(torch.finfo(next(root.parameters()).dtype).max)
+
+
+def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: dict,
+          limit: float = np.inf) -> dict[str, tuple]:
     """{path: (setting, {parameter: array})} after checking every key, shape and value
-    against the model, and the layers the model already has against the file."""
+    against the model (``limit``: its dtype's largest number), and the layers the model
+    already has against the file."""
     plan = {}
     for key, (p, name) in _keys(fmt, fields, weights, shapes).items():
         (d_in, d_out), v = shapes[p], weights[key]
@@ -276,6 +287,9 @@ def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: di
             raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{key} contains NaN/inf")
+        if np.abs(v).max() > limit:  # a float64 file into a float32 model: it would become inf
+            raise ValueError(f"{key} has values up to {np.abs(v).max():.3g}, beyond the model's largest "
+                             f"number {limit:.3g}: they would load as inf")
         arrays[name] = v
     for p, (setting, arrays) in plan.items():
         if fmt.check_layer is None:
@@ -310,7 +324,7 @@ def load_adapter(model, directory, *, fmt: PeftFormat = LORA) -> list[str]:
     """
     backend, root, lib, layers, shapes = _model_side(fmt, model)
     fields, weights = read_adapter(directory, fmt=fmt)
-    plan = _plan(fmt, fields, weights, layers, shapes)
+    plan = _plan(fmt, fields, weights, layers, shapes, _float_max(backend, root))
     if not layers:
         fmt.attach(lib, root, {p: s for p, (s, _) in plan.items()})
         layers = getattr(lib, fmt.layers)(root)

@@ -309,6 +309,32 @@ def test_peft_lora_configs_peft_writes_still_load(tmp_path, change):
     assert np.array_equal(src(ids, mask), dst(ids, mask))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("method,key", [(lora, "attention.self.query.lora_A.weight"),
+                                        (dora, "attention.self.value.lora_magnitude_vector"),
+                                        (ia3, "attention.self.key.ia3_l")])
+def test_float64_file_values_beyond_the_float32_model_are_refused(tmp_path, method, key, backend):
+    """1e39 is finite in a float64 file but inf in the float32 model: before the fix it loaded,
+    and every output was NaN."""
+    from safetensors.numpy import save_file
+
+    bert = BertEncoder(TINY, seed=0)
+    {lora: lora.attach_lora, dora: dora.attach_dora, ia3: ia3.attach_ia3}[method](bert)
+    peft_io.save_adapter(bert, tmp_path, dtype=np.float64, fmt=method.PEFT_FORMAT)
+    w = load_file(str(tmp_path / peft_io.WEIGHTS_NAME))
+    k = f"{peft_io.PREFIX}encoder.layer.0.{key}"
+    w[k] = np.full_like(w[k], 1e39)
+    save_file(w, str(tmp_path / peft_io.WEIGHTS_NAME), metadata={"format": "pt"})
+    if backend == "numpy":
+        model, snap, eq = BertEncoder(TINY, seed=0), snapshot, same
+    else:
+        model, snap, eq = build_encoder(TINY, None, dtype=torch.float32, device="cpu"), tsnapshot, tsame
+    before = snap(model)
+    with pytest.raises(ValueError, match="would load as inf"):
+        peft_io.load_adapter(model, tmp_path, fmt=method.PEFT_FORMAT)
+    assert eq(before, snap(model))
+
+
 # ----------------------------------------------------------------------------- HF peft round trips
 def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
