@@ -255,6 +255,24 @@ def test_torch_arguments_are_checked_before_the_model_changes(call, err, match):
     assert tsame(before, tsnapshot(net))
 
 
+@pytest.mark.parametrize("load", [lambda m: px.load_prefix(m, np.full((2, 2, 1, 12), 1e39)),
+                                  lambda m: pt.load_prompt(m, np.full((1, 12), 1e39))])
+def test_float64_virtual_tokens_beyond_float32_are_refused_before_the_model_changes(load):
+    """Finite in float64, inf in the float32 model: load_prefix used to freeze the model and then
+    fail; load_prompt installed an inf prompt."""
+    net = BertEncoder(TINY, seed=0)
+    before = snapshot(net)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        load(net)
+    assert same(before, snapshot(net)) and net.embeddings.prompt is None
+
+
+@pytest.mark.parametrize("shape", [(0, 12), (2, 0)])
+def test_from_peft_layout_names_an_empty_table(shape):
+    with pytest.raises(ValueError, match="prompt_embeddings must be"):
+        px.from_peft_layout(np.zeros(shape), 3)
+
+
 def test_a_prompt_that_leaves_one_position_still_runs():
     net = pt.attach_prompt(BertEncoder(TINY, seed=0), 15)
     assert net(np.array([[3]]), np.array([[1]])).shape == (1, 16, 12)
