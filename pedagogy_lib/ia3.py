@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import checks
 from .counting import ModelShape, canonical_names, linear_shapes
 from .lora import check_targets, linear_paths, match_targets
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
@@ -147,11 +148,8 @@ def lossless(old: np.ndarray, new: np.ndarray, name: str):
 # ----------------------------------------------------------------------------- targeting
 def check_feedforward(feedforward):
     """peft's ``feedforward_modules``: a regex string, or a (possibly empty) list of names."""
-    if isinstance(feedforward, str):
-        try:
-            re.compile(feedforward)
-        except re.error as e:
-            raise ValueError(f"feedforward regex {feedforward!r} does not compile: {e}") from None
+    if isinstance(feedforward, str):  # bounded like target_modules: a file's (.+)+z would hang re.fullmatch
+        checks.bounded_regex(feedforward, "feedforward regex")
         return feedforward
     if isinstance(feedforward, (set, frozenset)):
         feedforward = sorted(feedforward)

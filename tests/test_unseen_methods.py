@@ -353,6 +353,29 @@ def test_float64_file_values_beyond_the_float32_model_are_refused(tmp_path, meth
     assert eq(before, snap(model))
 
 
+NESTED = r"(\w+\.)+output\.dense"  # fast here, but the shape of (.+)+z, which made re.fullmatch hang
+
+
+def test_ia3_feedforward_regex_is_bounded_in_files_and_in_attach(tmp_path):
+    """target_modules regexes were bounded (checks.bounded_regex), feedforward_modules were not:
+    a hostile adapter_config.json with "(.+)+z" hung the loader."""
+    bert = BertEncoder(TINY, seed=0)
+    before = snapshot(bert)
+    with pytest.raises(ValueError, match="nests a repeat"):
+        ia3.attach_ia3(bert, feedforward=NESTED)
+    assert same(before, snapshot(bert))
+    ia3.attach_ia3(bert)
+    peft_io.save_adapter(bert, tmp_path, fmt=ia3.PEFT_FORMAT)
+    cfg = json.loads((tmp_path / peft_io.CONFIG_NAME).read_text())
+    cfg["feedforward_modules"] = NESTED
+    (tmp_path / peft_io.CONFIG_NAME).write_text(json.dumps(cfg))
+    fresh = BertEncoder(TINY, seed=0)
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match="feedforward regex.*nests a repeat"):
+        peft_io.load_adapter(fresh, tmp_path, fmt=ia3.PEFT_FORMAT)
+    assert same(before, snapshot(fresh))
+
+
 # ----------------------------------------------------------------------------- HF peft round trips
 def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
