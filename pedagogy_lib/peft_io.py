@@ -197,7 +197,8 @@ def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
 
 
 def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """safetensors only. NumPy first; bf16/fp16 files go through torch and become float32."""
+    """safetensors only. NumPy first; files NumPy cannot read (bf16, float8) go through torch,
+    and float16/bf16/float8 tensors become float32 (exactly)."""
     try:
         return read_safetensors(path)
     except ValueError as first:
@@ -210,7 +211,8 @@ def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
             t = load_file(str(path))
         except Exception:
             raise first from None
-        return {k: (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy() for k, v in t.items()}
+        narrow = lambda v: v.is_floating_point() and v.dtype not in (torch.float32, torch.float64)  # noqa: E731
+        return {k: (v.float() if narrow(v) else v).numpy() for k, v in t.items()}
 
 
 def read_adapter(directory, *, fmt: PeftFormat = LORA) -> tuple[dict, dict[str, np.ndarray]]:
@@ -287,8 +289,9 @@ def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: di
             raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{key} contains NaN/inf")
-        if np.abs(v).max() > limit:  # a float64 file into a float32 model: it would become inf
-            raise ValueError(f"{key} has values up to {np.abs(v).max():.3g}, beyond the model's largest "
+        peak = float(np.abs(v).max())
+        if peak > limit:  # a float64 file into a float32 model: it would become inf
+            raise ValueError(f"{key} has values up to {peak:.3g}, beyond the model's largest "
                              f"number {limit:.3g}: they would load as inf")
         arrays[name] = v
     for p, (setting, arrays) in plan.items():

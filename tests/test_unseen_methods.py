@@ -376,6 +376,25 @@ def test_ia3_feedforward_regex_is_bounded_in_files_and_in_attach(tmp_path):
     assert same(before, snapshot(fresh))
 
 
+@pytest.mark.parametrize("tdtype", [torch.bfloat16, torch.float8_e4m3fn, torch.float16])
+def test_narrow_float_adapter_files_load_as_float32(tmp_path, tdtype):
+    """peft saves adapters in the training dtype (often bf16): NumPy's safetensors loader raises
+    TypeError for bf16, which skipped the torch fallback meant for it."""
+    from safetensors.torch import load_file as tload, save_file as tsave
+
+    src = saved_tiny(tmp_path)
+    w = tload(str(tmp_path / peft_io.WEIGHTS_NAME))
+    narrow = {k: v.to(tdtype) for k, v in w.items()}
+    tsave(narrow, str(tmp_path / peft_io.WEIGHTS_NAME), metadata={"format": "pt"})
+    dst = BertEncoder(TINY, seed=0)
+    peft_io.load_adapter(dst, tmp_path)
+    for path, m in lora.lora_layers(dst).items():
+        for name in ("lora_A", "lora_B"):
+            want = narrow[f"{peft_io.PREFIX}{path}.{name}.weight"].float().numpy()
+            assert m.p[name].dtype == np.float32 and np.array_equal(m.p[name], want)
+    assert lora.lora_layers(src).keys() == lora.lora_layers(dst).keys()
+
+
 # ----------------------------------------------------------------------------- HF peft round trips
 def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
