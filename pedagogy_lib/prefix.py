@@ -301,9 +301,10 @@ def load_prefix(model, tensors: np.ndarray):
     if tensors.shape[2] < 1:
         raise ValueError(f"prefix length m must be positive: prefix tensors have shape {tensors.shape} "
                          "(L, 2, m, d) with m = 0")
+    check_finite(tensors, "prefix tensors")
     with np.errstate(over="ignore"):
         tensors = tensors.astype(_dtype(bert))
-    check_finite(tensors, f"prefix tensors (as the model's {tensors.dtype})")  # 1e39 is inf in float32
+    check_finite(tensors, f"prefix tensors, as the model's {tensors.dtype},")  # 1e39 is finite, but inf in float32
     model.freeze()  # everything checked: now change the model
     if hasattr(bert, "prefix_encoder"):
         del bert.prefix_encoder

@@ -92,9 +92,10 @@ def load_prompt(model, P: np.ndarray):
         raise ValueError(f"a soft prompt is (m, d), got shape {P.shape}")
     if P.shape[1] != d:
         raise ValueError(f"hidden size mismatch: prompt vectors have width {P.shape[1]}, the model's hidden size is {d}")
+    check_finite(P, "soft prompt")
     with np.errstate(over="ignore"):
         P = P.astype(_dtype(bert))
-    check_finite(P, f"soft prompt (as the model's {P.dtype})")  # 1e39 is inf in float32
+    check_finite(P, f"soft prompt, as the model's {P.dtype},")  # 1e39 is finite, but inf in float32
     prompt = SoftPrompt(check_fits(bert, P.shape[0]), d, dtype=_dtype(bert))
     prompt.p["weight"][...] = P
     model.freeze()
