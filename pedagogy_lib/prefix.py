@@ -304,7 +304,7 @@ def load_prefix(model, tensors: np.ndarray):
     check_finite(tensors, "prefix tensors")
     with np.errstate(over="ignore"):
         tensors = tensors.astype(_dtype(bert))
-    check_finite(tensors, f"prefix tensors, as the model's {tensors.dtype},")  # 1e39 is finite, but inf in float32
+    check_finite(tensors, f"prefix tensors cast to the model's {tensors.dtype}")  # 1e39 is finite, but inf in float32
     model.freeze()  # everything checked: now change the model
     if hasattr(bert, "prefix_encoder"):
         del bert.prefix_encoder

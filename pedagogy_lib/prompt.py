@@ -95,7 +95,7 @@ def load_prompt(model, P: np.ndarray):
     check_finite(P, "soft prompt")
     with np.errstate(over="ignore"):
         P = P.astype(_dtype(bert))
-    check_finite(P, f"soft prompt, as the model's {P.dtype},")  # 1e39 is finite, but inf in float32
+    check_finite(P, f"soft prompt cast to the model's {P.dtype}")  # 1e39 is finite, but inf in float32
     prompt = SoftPrompt(check_fits(bert, P.shape[0]), d, dtype=_dtype(bert))
     prompt.p["weight"][...] = P
     model.freeze()

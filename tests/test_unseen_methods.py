@@ -262,7 +262,7 @@ def test_float64_virtual_tokens_beyond_float32_are_refused_before_the_model_chan
     fail; load_prompt installed an inf prompt."""
     net = BertEncoder(TINY, seed=0)
     before = snapshot(net)
-    with pytest.raises(ValueError, match="as the model's float32, contains .* NaN/inf"):
+    with pytest.raises(ValueError, match="cast to the model's float32: contains .* NaN/inf"):
         load(net)
     assert same(before, snapshot(net)) and net.embeddings.prompt is None
 
