@@ -28,7 +28,6 @@ import numbers
 import numpy as np
 from scipy.special import expit
 
-from . import checks
 from .nn import GELU, Linear, Module, Sequential, check_array, get_submodule, set_submodule
 from .checks import check_size  # noqa: F401  (re-exported: adapters.check_size)
 
@@ -180,10 +179,8 @@ def attach_adapters(bert, placement: str, m: int, activation: str = "relu", init
     """
     bert = _check_encoder(bert)
     placement, m = check_placement(placement), check_size(m, "bottleneck size m")
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
     d = bert.config.hidden_size
-    rng = np.random.default_rng(checks.seed(seed))
+    rng = np.random.default_rng(seed)
     dtype = bert.embeddings.word_embeddings.p["weight"].dtype
     paths = []  # validate every site before building or inserting anything
     for i, layer in enumerate(bert.layers):

@@ -89,41 +89,34 @@ class IA3Linear(Module):
         return self.base_layer.backward(dy * l)     # x̄ = (l ⊙ ȳ) W
 
     def _check_invertible(self, what: str):
+        """Before ``merge``/``unmerge`` touches W: l finite and non-zero, and every new entry of
+        W (and b) ``lossless``, so that the other operation can undo this one."""
         l = self.p["ia3_l"]
         check_finite(l, f"IA3Linear.{what}: ia3_l")
         if np.any(l == 0):
             raise ValueError(f"IA3Linear.{what}: ia3_l has {int(np.sum(l == 0))} zero entries; "
                              "a merged zero cannot be divided out again")
-
-    def _scaled(self, merge: bool) -> dict[str, np.ndarray]:
-        """The base's new {weight, bias}: W·l (merge) or W/l (unmerge) on the side l scales
-        (Eq. 6.9), as new arrays, checked (``lossless``) before anything is written."""
-        l, base = self.p["ia3_l"], self.base_layer.p
-        op = np.multiply if merge else np.divide
+        op = np.multiply if what == "merge" else np.divide   # what merge / unmerge will write (Eq. 6.9)
+        base = self.base_layer.p
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            if self.feedforward:
-                new = {"weight": op(base["weight"], l[None, :])}   # column j of W times l_j
-            else:
-                new = {"weight": op(base["weight"], l[:, None])}   # row i of W times l_i
-                if "bias" in base:
-                    new["bias"] = op(base["bias"], l)
-        what = "merge" if merge else "unmerge"
-        for name, v in new.items():
-            lossless(base[name], v, f"IA3Linear.{what}: {name}")
-        return new
-
-    def _write(self, new: dict, merged: bool):
-        for name, v in new.items():
-            self.base_layer.p[name][...] = v      # in place: whoever holds W sees the change
-        self.merged = merged
+            lossless(base["weight"], op(base["weight"], l[None, :] if self.feedforward else l[:, None]),
+                     f"IA3Linear.{what}: weight")
+            if not self.feedforward and "bias" in base:
+                lossless(base["bias"], op(base["bias"], l), f"IA3Linear.{what}: bias")
 
     def merge(self):
-        """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9).
-        Refused, W unchanged, when a product overflows or underflows (it could not be divided out again)."""
+        """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9)."""
         if self.merged:
             raise RuntimeError("IA3Linear.merge: already merged; merging twice would apply l twice")
         self._check_invertible("merge")
-        self._write(self._scaled(True), True)
+        l, base = self.p["ia3_l"], self.base_layer.p
+        if self.feedforward:
+            base["weight"] *= l[None, :]            # scale column j of W by l_j
+        else:
+            base["weight"] *= l[:, None]            # scale row i of W by l_i
+            if "bias" in base:
+                base["bias"] *= l
+        self.merged = True
         return self
 
     def unmerge(self):
@@ -131,7 +124,14 @@ class IA3Linear(Module):
         if not self.merged:
             raise RuntimeError("IA3Linear.unmerge: not merged; unmerging would divide W by l")
         self._check_invertible("unmerge")
-        self._write(self._scaled(False), False)
+        l, base = self.p["ia3_l"], self.base_layer.p
+        if self.feedforward:
+            base["weight"] /= l[None, :]
+        else:
+            base["weight"] /= l[:, None]
+            if "bias" in base:
+                base["bias"] /= l
+        self.merged = False
         return self
 
 
@@ -209,17 +209,16 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
 
 def switch_merged(layers: dict, merge: bool) -> list[str]:
     """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch), all or
-    none: checks first that each is in the other state, that every l can be divided out again and
-    that every new weight is ``lossless``."""
+    none: checks first that each is in the other state and that every l can be divided out again
+    (``_check_invertible``: l finite and non-zero, every new weight ``lossless``)."""
     wrong = [p for p, m in layers.items() if m.merged == merge]
     if wrong:
         state = "already merged" if merge else "not merged"
         raise RuntimeError(f"{'merge' if merge else 'unmerge'}_all: {wrong[:3]} are {state}")
     for m in layers.values():
         m._check_invertible("merge" if merge else "unmerge")
-    new = {p: m._scaled(merge) for p, m in layers.items()}  # every layer checked before one is written
-    for p, m in layers.items():
-        m._write(new[p], merge)
+    for m in layers.values():
+        m.merge() if merge else m.unmerge()
     return list(layers)
 
 

@@ -108,7 +108,7 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
     bert = _bert(model)
     if bert.embeddings.prompt is not None:
         raise ValueError("the model already has a soft prompt; load a fresh model to attach another")
-    table, m = bert.embeddings.word_embeddings.p["weight"], check_fits(bert, _check_size(m, "prompt length m"))
+    table = bert.embeddings.word_embeddings.p["weight"]
     prompt = SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
                         np.random.default_rng(checks.seed(seed)), table.dtype)
     model.freeze()

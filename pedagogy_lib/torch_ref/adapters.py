@@ -76,9 +76,7 @@ def attach_adapters(bert: nn.Module, placement: str, m: int, activation: str = "
     if not isinstance(bert, nn.Module) or not hasattr(bert, "encoder") or not hasattr(bert, "config"):
         raise TypeError(f"expected a torch BertEncoder (pedagogy_lib.torch_ref.encoder), got {type(bert).__name__}")
     placement, m = check_placement(placement), check_size(m, "bottleneck size m")
-    seed = checks.seed(seed)  # torch's manual_seed would take -1 or True
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    seed = checks.seed(seed)  # torch's manual_seed takes -1, which NumPy's default_rng (the twin) refuses
     d = bert.config.hidden_size
     layers = list(bert.encoder.layer)
     paths = []

@@ -45,47 +45,47 @@ class IA3Linear(nn.Module):
         if bool((l == 0).any()):
             raise ValueError(f"IA3Linear.{what}: ia3_l has {int((l == 0).sum())} zero entries; "
                              "a merged zero cannot be divided out again")
-
-    @torch.no_grad()
-    def _scaled(self, merge: bool) -> dict:
-        """The base's new {weight, bias}: W·l (merge) or W/l (unmerge) on the side l scales
-        (Eq. 6.9), as new tensors, checked like ``ia3.lossless`` before anything is written."""
-        base, l, op = self.base_layer, self.ia3_l, torch.mul if merge else torch.div
-        new = {"weight": op(base.weight, l[None, :] if self.feedforward else l[:, None])}
+        base, op = self.base_layer, torch.mul if what == "merge" else torch.div  # what _scale will write
+        new = {"weight": op(base.weight.detach(), l[None, :] if self.feedforward else l[:, None])}
         if not self.feedforward and base.bias is not None:
-            new["bias"] = op(base.bias, l)
+            new["bias"] = op(base.bias.detach(), l)
         tiny = torch.finfo(base.weight.dtype).tiny
-        for name, v in new.items():
-            old = getattr(base, name)
+        for name, v in new.items():   # ia3.lossless: no overflow, no normal entry lost to underflow
+            old = getattr(base, name).detach()
             bad = ~torch.isfinite(v) | ((v.abs() < tiny) & (old.abs() >= tiny))
             if bool(bad.any()):
-                raise ValueError(f"IA3Linear.{'merge' if merge else 'unmerge'}: {name} would have "
-                                 f"{int(bad.sum())} entries that overflow or underflow (ia3_l too large "
-                                 f"or too small for {v.dtype}); W is unchanged")
-        return new
+                raise ValueError(f"IA3Linear.{what}: {name} would have {int(bad.sum())} entries that overflow "
+                                 f"or underflow (ia3_l too large or too small for {v.dtype}); W is unchanged")
 
     @torch.no_grad()
-    def _write(self, new: dict, merged: bool):
-        for name, v in new.items():
-            getattr(self.base_layer, name).copy_(v)
-        self.merged = merged
-
     def merge(self):
-        """W ← diag(l) W, b ← l ⊙ b, or W ← W diag(l) for ``feedforward`` (Eq. 6.9); refused,
-        W unchanged, when a product overflows or underflows."""
+        """W ← diag(l) W, b ← l ⊙ b, or W ← W diag(l) for ``feedforward`` (Eq. 6.9)."""
         if self.merged:
             raise RuntimeError("IA3Linear.merge: already merged; merging twice would apply l twice")
         self._check_invertible("merge")
-        self._write(self._scaled(True), True)
+        self._scale(torch.mul)
+        self.merged = True
         return self
 
+    @torch.no_grad()
     def unmerge(self):
         """Divides l out again (Eq. 6.9 inverted)."""
         if not self.merged:
             raise RuntimeError("IA3Linear.unmerge: not merged; unmerging would divide W by l")
         self._check_invertible("unmerge")
-        self._write(self._scaled(False), False)
+        self._scale(torch.div)
+        self.merged = False
         return self
+
+    def _scale(self, op):
+        """Apply ``op`` (multiply or divide) by l to W's columns (input) or rows and b (output)."""
+        base, l = self.base_layer, self.ia3_l
+        if self.feedforward:
+            base.weight.copy_(op(base.weight, l[None, :]))
+        else:
+            base.weight.copy_(op(base.weight, l[:, None]))
+            if base.bias is not None:
+                base.bias.copy_(op(base.bias, l))
 
 
 def ia3_layers(model: nn.Module) -> dict[str, IA3Linear]:

@@ -33,7 +33,6 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
     if bert.embeddings.prompt is not None:
         raise ValueError("the model already has a soft prompt; load a fresh model to attach another")
     table = bert.embeddings.word_embeddings.weight.detach().cpu().numpy()
-    m = npt.check_fits(bert, npt._check_size(m, "prompt length m"))
     ref = npt.SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
                          np.random.default_rng(checks.seed(seed)), table.dtype)
     _freeze(model)
