@@ -91,7 +91,12 @@ def _model_side(fmt: PeftFormat, model):
 
 
 def _get(backend: str, layer, name: str) -> np.ndarray:
-    return layer.p[name] if backend == "numpy" else getattr(layer, name).detach().cpu().numpy()
+    if backend == "numpy":
+        return layer.p[name]
+    import torch
+
+    t = getattr(layer, name).detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # NumPy has no bfloat16; float32 holds it exactly
 
 
 def _put(backend: str, layer, name: str, value: np.ndarray):

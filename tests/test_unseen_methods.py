@@ -389,6 +389,20 @@ def test_narrow_float_adapter_files_load_as_float32(tmp_path, tdtype):
     assert lora.lora_layers(src).keys() == lora.lora_layers(dst).keys()
 
 
+def test_a_bf16_torch_model_saves_and_loads_its_adapter(tmp_path):
+    """torch's .numpy() has no bfloat16: save_adapter failed with 'unsupported ScalarType BFloat16'."""
+    src = build_encoder(TINY, None, dtype=torch.bfloat16, device="cpu")
+    tlora.attach_lora(src, r=2, alpha=4)
+    with torch.no_grad():
+        for m in tlora.lora_layers(src).values():
+            m.lora_B.fill_(0.375)
+    peft_io.save_adapter(src, tmp_path)
+    dst = build_encoder(TINY, None, dtype=torch.bfloat16, device="cpu")
+    assert peft_io.load_adapter(dst, tmp_path) == sorted(tlora.lora_layers(src))
+    for p, m in tlora.lora_layers(dst).items():
+        assert torch.equal(m.lora_A, tlora.lora_layers(src)[p].lora_A) and bool((m.lora_B == 0.375).all())
+
+
 # ----------------------------------------------------------------------------- HF peft round trips
 def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
