@@ -403,6 +403,18 @@ def test_a_bf16_torch_model_saves_and_loads_its_adapter(tmp_path):
         assert torch.equal(m.lora_A, tlora.lora_layers(src)[p].lora_A) and bool((m.lora_B == 0.375).all())
 
 
+def test_a_bf16_torch_model_has_a_merged_state():
+    """export.merged_state called torch's .numpy() on bfloat16 tensors too."""
+    from pedagogy_lib import export
+
+    model = build_encoder(TINY, None, dtype=torch.bfloat16, device="cpu")
+    tlora.attach_lora(model, r=2, alpha=4)
+    W = model.encoder.layer[0].attention.self.query.base_layer.weight.float().numpy()
+    state = export.merged_state(model)
+    assert np.array_equal(state["encoder.layer.0.attention.self.query.weight"], W)  # B = 0: W₀ exactly
+    assert all(v.dtype == np.float32 for v in state.values())
+
+
 # ----------------------------------------------------------------------------- HF peft round trips
 def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
