@@ -57,6 +57,8 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
         return load_file(str(path))
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(f"{path} is not a valid safetensors file: {e}") from e
+    except (TypeError, AttributeError) as e:  # bfloat16, float8: valid files NumPy has no dtype for
+        raise ValueError(f"{path} holds a dtype NumPy cannot represent ({e})") from e
 
 
 def load_weights(path=None) -> dict[str, np.ndarray]:

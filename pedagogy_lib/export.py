@@ -33,7 +33,10 @@ LORA_KEYS = ("lora_A", "lora_B", "base_layer.weight", "base_layer.bias")
 def _numpy_state(backend, root) -> dict[str, np.ndarray]:
     if backend == "numpy":
         return {k: np.asarray(v) for k, v in root.state_dict().items()}
-    return {k: v.detach().cpu().numpy() for k, v in root.state_dict().items()}
+    import torch
+
+    cpu = {k: v.detach().cpu() for k, v in root.state_dict().items()}
+    return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in cpu.items()}  # NumPy has no bf16
 
 
 def _lora_layers(backend, root) -> dict:

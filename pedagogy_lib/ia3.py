@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import checks
 from .counting import ModelShape, canonical_names, linear_shapes
 from .lora import check_targets, linear_paths, match_targets
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
@@ -88,11 +89,20 @@ class IA3Linear(Module):
         return self.base_layer.backward(dy * l)     # x̄ = (l ⊙ ȳ) W
 
     def _check_invertible(self, what: str):
+        """Before ``merge``/``unmerge`` touches W: l finite and non-zero, and every new entry of
+        W (and b) ``lossless``, so that the other operation can undo this one."""
         l = self.p["ia3_l"]
         check_finite(l, f"IA3Linear.{what}: ia3_l")
         if np.any(l == 0):
             raise ValueError(f"IA3Linear.{what}: ia3_l has {int(np.sum(l == 0))} zero entries; "
                              "a merged zero cannot be divided out again")
+        op = np.multiply if what == "merge" else np.divide   # what merge / unmerge will write (Eq. 6.9)
+        base = self.base_layer.p
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            lossless(base["weight"], op(base["weight"], l[None, :] if self.feedforward else l[:, None]),
+                     f"IA3Linear.{what}: weight")
+            if not self.feedforward and "bias" in base:
+                lossless(base["bias"], op(base["bias"], l), f"IA3Linear.{what}: bias")
 
     def merge(self):
         """W ← diag(l) W, b ← l ⊙ b (output scaling) or W ← W diag(l) (input)  (Eq. 6.9)."""
@@ -125,14 +135,21 @@ class IA3Linear(Module):
         return self
 
 
+def lossless(old: np.ndarray, new: np.ndarray, name: str):
+    """Refuse a merged (or unmerged) array that cannot be undone: NaN/inf (overflow), or an entry
+    that was a normal float and became zero or subnormal (underflow: its bits are gone)."""
+    tiny = np.finfo(new.dtype).tiny
+    bad = ~np.isfinite(new) | ((np.abs(new) < tiny) & (np.abs(old) >= tiny))
+    if bad.any():
+        raise ValueError(f"{name} would have {int(bad.sum())} entries that overflow or underflow "
+                         f"(ia3_l too large or too small for {new.dtype}); W is unchanged")
+
+
 # ----------------------------------------------------------------------------- targeting
 def check_feedforward(feedforward):
     """peft's ``feedforward_modules``: a regex string, or a (possibly empty) list of names."""
-    if isinstance(feedforward, str):
-        try:
-            re.compile(feedforward)
-        except re.error as e:
-            raise ValueError(f"feedforward regex {feedforward!r} does not compile: {e}") from None
+    if isinstance(feedforward, str):  # bounded like target_modules: a file's (.+)+z would hang re.fullmatch
+        checks.bounded_regex(feedforward, "feedforward regex")
         return feedforward
     if isinstance(feedforward, (set, frozenset)):
         feedforward = sorted(feedforward)
@@ -180,6 +197,8 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
         raise TypeError(f"attach_ia3: expected a NumPy Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         model.freeze()
@@ -189,8 +208,9 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
 
 
 def switch_merged(layers: dict, merge: bool) -> list[str]:
-    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch):
-    checks first that each is in the other state and that every l can be divided out again."""
+    """Merge (Eq. 6.9) or unmerge every layer of ``layers`` ({path: layer}, NumPy or torch), all or
+    none: checks first that each is in the other state and that every l can be divided out again
+    (``_check_invertible``: l finite and non-zero, every new weight ``lossless``)."""
     wrong = [p for p, m in layers.items() if m.merged == merge]
     if wrong:
         state = "already merged" if merge else "not merged"

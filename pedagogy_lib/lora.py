@@ -369,6 +369,11 @@ def merge_layers(layers: dict, merge: bool) -> list[str]:
 # init_lora_weights values that rewrite the base weights (PiSSA, OLoRA, …): such an adapter
 # only reproduces the fine-tuned model together with a modified base, which we do not have.
 _BASE_CHANGING_INITS = ("pissa", "olora", "corda", "eva", "loftq", "orthogonal")
+# Config fields that turn peft's LoRA into another function (its LoRA variants, aLoRA's
+# token-gated update, a replicated layer stack) with the same tensor names: refused unless null,
+# false or [] (peft turns even an empty {} sub-config into an active variant).
+_VARIANT_FIELDS = ("alora_invocation_tokens", "arrow_config", "use_bdlora", "monteclora_config",
+                   "kasa_config", "layer_replication")
 
 
 class PeftSetting(NamedTuple):
@@ -416,6 +421,12 @@ def _read_peft_config(cfg: dict) -> dict:
     _need(not (isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS)),
           f"init_lora_weights={init!r} rewrites the base weights; convert the adapter to plain LoRA first")
     _need(init is True or init is False or init == "gaussian", f"init_lora_weights={init!r} is not supported")
+    dropout = cfg.get("lora_dropout", 0.0)  # no effect at inference, but peft's nn.Dropout refuses these
+    _need(isinstance(dropout, numbers.Real) and not isinstance(dropout, bool) and 0 <= dropout <= 1,
+          f"lora_dropout must be a number in [0, 1], got {dropout!r}")
+    for k in _VARIANT_FIELDS:
+        _need(cfg.get(k) in (None, False, []), f"{k}={cfg.get(k)!r} makes peft build another function "
+              "than plain LoRA (a LoRA variant); it is not supported")
     return {"r": r, "alpha": float(alpha), "rslora": rslora}
 
 

@@ -91,7 +91,12 @@ def _model_side(fmt: PeftFormat, model):
 
 
 def _get(backend: str, layer, name: str) -> np.ndarray:
-    return layer.p[name] if backend == "numpy" else getattr(layer, name).detach().cpu().numpy()
+    if backend == "numpy":
+        return layer.p[name]
+    import torch
+
+    t = getattr(layer, name).detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # NumPy has no bfloat16; float32 holds it exactly
 
 
 def _put(backend: str, layer, name: str, value: np.ndarray):
@@ -186,8 +191,9 @@ def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
           f"target_modules must be a regex string or a non-empty list of names, got {targets!r}")
     for k, ok in {"fan_in_fan_out": False, **fmt.fixed}.items():
         _need(cfg.get(k, ok) in (ok, None), f"{k}={cfg.get(k)!r} is not supported (only {ok!r})")
-    for k in (*UNUSED_FIELDS, *fmt.empty):
-        _need(not cfg.get(k), f"{k}={cfg.get(k)!r} is not supported")
+    for k in (*UNUSED_FIELDS, *fmt.empty):  # empty: null, [], {} or "" (peft reads layers_to_transform=0 as [0])
+        _need(cfg.get(k) is None or (isinstance(cfg[k], (list, dict, str)) and not cfg[k]),
+              f"{k}={cfg.get(k)!r} is not supported")
     try:
         fields = fmt.read_config(cfg)
     except (TypeError, ValueError) as e:
@@ -196,7 +202,8 @@ def check_config(cfg, fmt: PeftFormat = LORA) -> dict:
 
 
 def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
-    """safetensors only. NumPy first; bf16/fp16 files go through torch and become float32."""
+    """safetensors only. NumPy first; files NumPy cannot read (bf16, float8) go through torch,
+    and float16/bf16/float8 tensors become float32 (exactly)."""
     try:
         return read_safetensors(path)
     except ValueError as first:
@@ -209,7 +216,8 @@ def _read_weights(path: pathlib.Path) -> dict[str, np.ndarray]:
             t = load_file(str(path))
         except Exception:
             raise first from None
-        return {k: (v.float() if v.dtype in (torch.bfloat16, torch.float16) else v).numpy() for k, v in t.items()}
+        narrow = lambda v: v.is_floating_point() and v.dtype not in (torch.float32, torch.float64)  # noqa: E731
+        return {k: (v.float() if narrow(v) else v).numpy() for k, v in t.items()}
 
 
 def read_adapter(directory, *, fmt: PeftFormat = LORA) -> tuple[dict, dict[str, np.ndarray]]:
@@ -261,9 +269,20 @@ def _keys(fmt: PeftFormat, fields: dict, weights: dict, shapes: dict) -> dict[st
     return expected
 
 
-def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: dict) -> dict[str, tuple]:
+def _float_max(backend: str, root) -> float:
+    """The largest finite number of the model's float dtype: a file value beyond it would load as inf."""
+    if backend == "numpy":
+        return float(np.finfo(next(iter(root.state_dict().values())).dtype).max)
+    import torch
+
+    return float(torch.finfo(next(root.parameters()).dtype).max)
+
+
+def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: dict,
+          limit: float = np.inf) -> dict[str, tuple]:
     """{path: (setting, {parameter: array})} after checking every key, shape and value
-    against the model, and the layers the model already has against the file."""
+    against the model (``limit``: its dtype's largest number), and the layers the model
+    already has against the file."""
     plan = {}
     for key, (p, name) in _keys(fmt, fields, weights, shapes).items():
         (d_in, d_out), v = shapes[p], weights[key]
@@ -275,6 +294,10 @@ def _plan(fmt: PeftFormat, fields: dict, weights: dict, layers: dict, shapes: di
             raise ValueError(f"{key} has dtype {v.dtype}, expected floating point")
         if not np.all(np.isfinite(v)):
             raise ValueError(f"{key} contains NaN/inf")
+        peak = float(np.abs(v).max())
+        if peak > limit:  # a float64 file into a float32 model: it would become inf
+            raise ValueError(f"{key} has values up to {peak:.3g}, beyond the model's largest "
+                             f"number {limit:.3g}: they would load as inf")
         arrays[name] = v
     for p, (setting, arrays) in plan.items():
         if fmt.check_layer is None:
@@ -309,7 +332,7 @@ def load_adapter(model, directory, *, fmt: PeftFormat = LORA) -> list[str]:
     """
     backend, root, lib, layers, shapes = _model_side(fmt, model)
     fields, weights = read_adapter(directory, fmt=fmt)
-    plan = _plan(fmt, fields, weights, layers, shapes)
+    plan = _plan(fmt, fields, weights, layers, shapes, _float_max(backend, root))
     if not layers:
         fmt.attach(lib, root, {p: s for p, (s, _) in plan.items()})
         layers = getattr(lib, fmt.layers)(root)

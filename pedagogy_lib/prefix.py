@@ -302,10 +302,13 @@ def load_prefix(model, tensors: np.ndarray):
         raise ValueError(f"prefix length m must be positive: prefix tensors have shape {tensors.shape} "
                          "(L, 2, m, d) with m = 0")
     check_finite(tensors, "prefix tensors")
+    with np.errstate(over="ignore"):
+        tensors = tensors.astype(_dtype(bert))
+    check_finite(tensors, f"prefix tensors cast to the model's {tensors.dtype}")  # 1e39 is finite, but inf in float32
     model.freeze()  # everything checked: now change the model
     if hasattr(bert, "prefix_encoder"):
         del bert.prefix_encoder
-    for a, (pk, pv) in zip(_attentions(bert), tensors.astype(_dtype(bert))):
+    for a, (pk, pv) in zip(_attentions(bert), tensors):
         a.prefix = Prefix.from_arrays(pk, pv)
     return model
 
@@ -325,8 +328,8 @@ def from_peft_layout(w: np.ndarray, n_layers: int) -> np.ndarray:
     """(m, 2Ld) → (L, 2, m, d), the inverse of ``to_peft_layout``."""
     check_array(w, "prompt_embeddings", ndim_min=2)
     L = _check_size(n_layers, "n_layers")
-    if w.ndim != 2 or w.shape[1] % (2 * L):
-        raise ValueError(f"prompt_embeddings must be (m, 2·L·d) with L={L}, got shape {w.shape}")
+    if w.ndim != 2 or w.shape[1] % (2 * L) or 0 in w.shape:
+        raise ValueError(f"prompt_embeddings must be (m, 2·L·d) with L={L}, m ≥ 1, d ≥ 1, got shape {w.shape}")
     return np.ascontiguousarray(w.reshape(w.shape[0], L, 2, -1).transpose(1, 2, 0, 3))
 
 

@@ -59,6 +59,16 @@ class SoftPrompt(Module):
         self._accumulate("weight", _check_grad(dP, (self.m, self.d), "prompt gradient"))
 
 
+def check_fits(bert, m: int) -> int:
+    """m prompt vectors take positions 0..m−1 of the position table (Eq. 5.1): at least one must
+    be left for a real token, or every forward pass fails."""
+    n = bert.config.max_position_embeddings
+    if m >= n:
+        raise ValueError(f"prompt length m={m} leaves no position for a token: the model has "
+                         f"{n} positions (m must be < {n})")
+    return m
+
+
 def vocab_candidates(vocab: dict, n: int = 5000) -> np.ndarray:
     """Ids of the n first whole-word tokens (ASCII letters, at least two) of a WordPiece
     vocabulary {token: id}.  BERT's vocabulary lists whole words roughly by frequency
@@ -83,7 +93,10 @@ def load_prompt(model, P: np.ndarray):
     if P.shape[1] != d:
         raise ValueError(f"hidden size mismatch: prompt vectors have width {P.shape[1]}, the model's hidden size is {d}")
     check_finite(P, "soft prompt")
-    prompt = SoftPrompt(P.shape[0], d, dtype=_dtype(bert))
+    with np.errstate(over="ignore"):
+        P = P.astype(_dtype(bert))
+    check_finite(P, f"soft prompt cast to the model's {P.dtype}")  # 1e39 is finite, but inf in float32
+    prompt = SoftPrompt(check_fits(bert, P.shape[0]), d, dtype=_dtype(bert))
     prompt.p["weight"][...] = P
     model.freeze()
     bert.embeddings.prompt = prompt
@@ -164,5 +177,5 @@ def num_deep_prompt_params(m: int, d: int, n_layers: int) -> int:
     return num_prompt_params(m, d) * _check_size(n_layers, "layers")          # m·d·L
 
 
-__all__ = ["INITS", "SoftPrompt", "vocab_candidates", "load_prompt", "attach_prompt", "DeepPrompt",
+__all__ = ["INITS", "SoftPrompt", "check_fits", "vocab_candidates", "load_prompt", "attach_prompt", "DeepPrompt",
            "attach_deep_prompt", "num_deep_prompt_params", "num_prompt_params"]

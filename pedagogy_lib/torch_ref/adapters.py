@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import checks
 from ..adapters import ACTIVATIONS, PLACEMENTS, SITES, _check_scalar, check_placement  # noqa: F401
 from ..checks import check_size
 
@@ -75,6 +76,7 @@ def attach_adapters(bert: nn.Module, placement: str, m: int, activation: str = "
     if not isinstance(bert, nn.Module) or not hasattr(bert, "encoder") or not hasattr(bert, "config"):
         raise TypeError(f"expected a torch BertEncoder (pedagogy_lib.torch_ref.encoder), got {type(bert).__name__}")
     placement, m = check_placement(placement), check_size(m, "bottleneck size m")
+    seed = checks.seed(seed)  # torch's manual_seed takes -1, which NumPy's default_rng (the twin) refuses
     d = bert.config.hidden_size
     layers = list(bert.encoder.layer)
     paths = []

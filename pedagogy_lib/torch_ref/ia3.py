@@ -45,6 +45,17 @@ class IA3Linear(nn.Module):
         if bool((l == 0).any()):
             raise ValueError(f"IA3Linear.{what}: ia3_l has {int((l == 0).sum())} zero entries; "
                              "a merged zero cannot be divided out again")
+        base, op = self.base_layer, torch.mul if what == "merge" else torch.div  # what _scale will write
+        new = {"weight": op(base.weight.detach(), l[None, :] if self.feedforward else l[:, None])}
+        if not self.feedforward and base.bias is not None:
+            new["bias"] = op(base.bias.detach(), l)
+        tiny = torch.finfo(base.weight.dtype).tiny
+        for name, v in new.items():   # ia3.lossless: no overflow, no normal entry lost to underflow
+            old = getattr(base, name).detach()
+            bad = ~torch.isfinite(v) | ((v.abs() < tiny) & (old.abs() >= tiny))
+            if bool(bad.any()):
+                raise ValueError(f"IA3Linear.{what}: {name} would have {int(bad.sum())} entries that overflow "
+                                 f"or underflow (ia3_l too large or too small for {v.dtype}); W is unchanged")
 
     @torch.no_grad()
     def merge(self):
@@ -88,6 +99,8 @@ def attach_ia3(model: nn.Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFO
         raise TypeError(f"attach_ia3: expected a torch nn.Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
+    if not isinstance(freeze_base, bool):
+        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         for p in model.parameters():
