@@ -29,6 +29,7 @@ import numpy as np
 from scipy.special import expit
 
 from .nn import GELU, Linear, Module, Sequential, check_array, get_submodule, set_submodule
+from . import checks
 from .checks import check_size  # noqa: F401  (re-exported: adapters.check_size)
 
 # sites of the sequential adapters, relative to encoder.layer.{i}
@@ -179,8 +180,9 @@ def attach_adapters(bert, placement: str, m: int, activation: str = "relu", init
     """
     bert = _check_encoder(bert)
     placement, m = check_placement(placement), check_size(m, "bottleneck size m")
+    checks.boolean(freeze_base, "freeze_base")
     d = bert.config.hidden_size
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(checks.seed(seed))
     dtype = bert.embeddings.word_embeddings.p["weight"].dtype
     paths = []  # validate every site before building or inserting anything
     for i, layer in enumerate(bert.layers):

@@ -40,6 +40,13 @@ def _int_at_least(x, name: str, low: int, what: str) -> int:
     return int(x)
 
 
+def boolean(x, name: str) -> bool:
+    """True or False, nothing truthy: "no" or 1 would silently switch a feature on."""
+    if not isinstance(x, bool):
+        raise TypeError(f"{name} must be True or False, got {x!r}")
+    return x
+
+
 def nonneg_int(x, name: str) -> int:
     """An int >= 0 (bools and floats refused)."""
     return _int_at_least(x, name, 0, ">= 0")

@@ -39,12 +39,6 @@ def row_norm(V: np.ndarray) -> np.ndarray:
     return np.sqrt((V * V).sum(axis=1))
 
 
-def check_bool(x, name: str) -> bool:
-    if not isinstance(x, bool):
-        raise TypeError(f"{name} must be True or False, got {x!r}")
-    return x
-
-
 class DoRALinear(Mergeable, Module):
     """y = (m/n) ⊙ (x W₀ᵀ + s·(x Aᵀ) Bᵀ) + b  (Eq. 2.9); the bias is not rescaled (as in peft).
 
@@ -67,9 +61,9 @@ class DoRALinear(Mergeable, Module):
         W = check_finite(base.p["weight"], "DoRALinear base weight")
         self.d_in, self.d_out = base.d_in, base.d_out
         self.r = check_rank(r, self.d_in, self.d_out)
-        self.alpha, self.rslora = check_alpha(alpha), check_bool(rslora, "rslora")
+        self.alpha, self.rslora = check_alpha(alpha), checks.boolean(rslora, "rslora")
         self.scaling = scaling(self.r, self.alpha, rslora)  # Eqs. 2.2–2.3
-        self.init, self.detach_norm = init, check_bool(detach_norm, "detach_norm")
+        self.init, self.detach_norm = init, checks.boolean(detach_norm, "detach_norm")
         n0 = row_norm(W)
         if not (n0 > 0).all():
             raise ValueError(f"DoRALinear: {int((n0 <= 0).sum())} row(s) of W₀ are zero; their direction "
@@ -168,10 +162,10 @@ def attach_dora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     if init not in INITS:
         raise ValueError(f"attach_dora: unknown init {init!r}; choose one of {INITS}")
     alpha = check_alpha(alpha)
-    scaling(1, alpha, check_bool(rslora, "rslora"))
-    check_bool(detach_norm, "detach_norm")
+    scaling(1, alpha, checks.boolean(rslora, "rslora"))
+    checks.boolean(detach_norm, "detach_norm")
     seed = checks.seed(seed)
-    check_bool(freeze_base, "freeze_base")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora")
     for p in chosen:
         try:

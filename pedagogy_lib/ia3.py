@@ -53,8 +53,7 @@ class IA3Linear(Module):
         super().__init__()
         if not isinstance(base, Linear):
             raise TypeError(f"IA3Linear wraps an nn.Linear, got {type(base).__name__}")
-        if not isinstance(feedforward, bool):
-            raise TypeError(f"feedforward must be True or False, got {feedforward!r}")
+        checks.boolean(feedforward, "feedforward")
         self.d_in, self.d_out, self.feedforward = base.d_in, base.d_out, feedforward
         self.base_layer = base.freeze()
         width = self.d_in if feedforward else self.d_out
@@ -197,8 +196,7 @@ def attach_ia3(model: Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFORWA
         raise TypeError(f"attach_ia3: expected a NumPy Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         model.freeze()

@@ -50,8 +50,7 @@ def check_alpha(alpha) -> float:
 
 def scaling(r: int, alpha: float, rslora: bool = False) -> float:
     """s = α/r (Eq. 2.2), or rsLoRA's s = α/√r (Eq. 2.3)."""
-    if not isinstance(rslora, bool):
-        raise TypeError(f"rslora must be True or False, got {rslora!r}")
+    checks.boolean(rslora, "rslora")
     r = check_rank(r, r, r)
     alpha = check_alpha(alpha)
     s = alpha / math.sqrt(r) if rslora else alpha / r
@@ -294,8 +293,7 @@ def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     alpha = check_alpha(alpha)
     scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
     seed = checks.seed(seed)
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora")
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:

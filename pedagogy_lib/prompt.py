@@ -111,6 +111,7 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
     table = bert.embeddings.word_embeddings.p["weight"]
     prompt = SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
                         np.random.default_rng(checks.seed(seed)), table.dtype)
+    check_fits(bert, prompt.m)  # before freezing: a refused prompt leaves the model as it was
     model.freeze()
     bert.embeddings.prompt = prompt
     return model

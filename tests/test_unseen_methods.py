@@ -457,3 +457,42 @@ def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
         assert np.abs(model.encode(texts) - ref).max() < 1e-5
     w = load_file(str(tmp_path / "theirs" / peft_io.WEIGHTS_NAME))
     assert w["base_model.model.encoder.layer.0.attention.self.key.lora_A.weight"].shape == (1, 384)
+
+
+@pytest.mark.parametrize("m", [16, 17])
+def test_attach_prompt_that_leaves_no_position_is_refused_before_freezing(m):
+    """m ≥ max_position_embeddings used to freeze the model and install a prompt no forward could run."""
+    net = BertEncoder(TINY, seed=0)
+    before = snapshot(net)
+    with pytest.raises(ValueError, match="leaves no position for a token"):
+        pt.attach_prompt(net, m)
+    assert same(before, snapshot(net)) and net.embeddings.prompt is None
+    tnet = build_encoder(TINY, net.state_dict())
+    tbefore = tsnapshot(tnet)
+    with pytest.raises(ValueError, match="leaves no position for a token"):
+        tpt.attach_prompt(tnet, m)
+    assert tsame(tbefore, tsnapshot(tnet)) and tnet.embeddings.prompt is None
+
+
+@pytest.mark.parametrize("kw", [{"seed": -1}, {"seed": True}, {"freeze_base": "x"}, {"freeze_base": 1}])
+def test_attach_adapters_checks_seed_and_freeze_base_before_changing_the_model(kw):
+    """NumPy's attach_adapters used to take seed=True and freeze_base="x" (freezing anyway), and
+    seed=-1 failed inside NumPy without naming the argument."""
+    net = BertEncoder(TINY, seed=0)
+    before = snapshot(net)
+    with pytest.raises((TypeError, ValueError), match="seed|freeze_base"):
+        adapters.attach_adapters(net, "houlsby", 4, **kw)
+    assert same(before, snapshot(net))
+    tnet = build_encoder(TINY, net.state_dict())
+    tbefore = tsnapshot(tnet)
+    with pytest.raises((TypeError, ValueError), match="seed|freeze_base"):
+        tad.attach_adapters(tnet, "houlsby", 4, **kw)
+    assert tsame(tbefore, tsnapshot(tnet))
+
+
+@pytest.mark.parametrize("call", [lambda: lora.scaling(8, 16, rslora="yes"),
+                                  lambda: ia3.IA3Linear(Linear(3, 4), feedforward=1),
+                                  lambda: dora.DoRALinear(Linear(3, 4), r=2, alpha=4, detach_norm="no")])
+def test_flags_take_only_true_or_false(call):
+    with pytest.raises(TypeError, match="must be True or False"):
+        call()

@@ -77,6 +77,7 @@ def attach_adapters(bert: nn.Module, placement: str, m: int, activation: str = "
         raise TypeError(f"expected a torch BertEncoder (pedagogy_lib.torch_ref.encoder), got {type(bert).__name__}")
     placement, m = check_placement(placement), check_size(m, "bottleneck size m")
     seed = checks.seed(seed)  # torch's manual_seed takes -1, which NumPy's default_rng (the twin) refuses
+    checks.boolean(freeze_base, "freeze_base")
     d = bert.config.hidden_size
     layers = list(bert.encoder.layer)
     paths = []

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .. import checks
-from ..dora import INITS, check_bool
+from ..dora import INITS
 from ..lora import check_alpha, check_rank, checked_targets, init_A, merge_layers, scaling
 from .lora import Mergeable, _numpy_dtype, _set, linear_paths
 
@@ -34,9 +34,9 @@ class DoRALinear(Mergeable, nn.Module):
             raise ValueError("DoRALinear base weight: contains NaN/inf")
         self.d_in, self.d_out = base.in_features, base.out_features
         self.r = check_rank(r, self.d_in, self.d_out)
-        self.alpha, self.rslora = check_alpha(alpha), check_bool(rslora, "rslora")
+        self.alpha, self.rslora = check_alpha(alpha), checks.boolean(rslora, "rslora")
         self.scaling = scaling(self.r, self.alpha, rslora)
-        self.init, self.detach_norm = init, check_bool(detach_norm, "detach_norm")
+        self.init, self.detach_norm = init, checks.boolean(detach_norm, "detach_norm")
         n0 = torch.linalg.vector_norm(W.detach(), dim=1)
         if not (n0 > 0).all():
             raise ValueError("DoRALinear: a row of W₀ is zero; its direction W/‖W‖ is undefined")
@@ -103,10 +103,10 @@ def attach_dora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
     if init not in INITS:
         raise ValueError(f"attach_dora: unknown init {init!r}; choose one of {INITS}")
     alpha = check_alpha(alpha)
-    scaling(1, alpha, check_bool(rslora, "rslora"))
-    check_bool(detach_norm, "detach_norm")
+    scaling(1, alpha, checks.boolean(rslora, "rslora"))
+    checks.boolean(detach_norm, "detach_norm")
     seed = checks.seed(seed)
-    check_bool(freeze_base, "freeze_base")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora", linear_paths)
     for p in chosen:
         W = model.get_submodule(p).weight

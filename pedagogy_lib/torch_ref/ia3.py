@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import checks
 from ..ia3 import PAPER_FEEDFORWARD, PAPER_TARGETS, plan, switch_merged
 from .lora import linear_paths
 
@@ -16,8 +17,7 @@ class IA3Linear(nn.Module):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"IA3Linear wraps a torch.nn.Linear, got {type(base).__name__}")
-        if not isinstance(feedforward, bool):
-            raise TypeError(f"feedforward must be True or False, got {feedforward!r}")
+        checks.boolean(feedforward, "feedforward")
         self.d_in, self.d_out, self.feedforward = base.in_features, base.out_features, feedforward
         for p in base.parameters():
             p.requires_grad_(False)
@@ -99,8 +99,7 @@ def attach_ia3(model: nn.Module, targets=PAPER_TARGETS, feedforward=PAPER_FEEDFO
         raise TypeError(f"attach_ia3: expected a torch nn.Module, got {type(model).__name__}")
     if ia3_layers(model):
         raise ValueError("attach_ia3: the model already carries IA³ layers; load into a fresh model")
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = plan(linear_paths(model), targets, feedforward)
     if freeze_base:
         for p in model.parameters():

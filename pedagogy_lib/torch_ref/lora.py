@@ -136,8 +136,7 @@ def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
     alpha = check_alpha(alpha)
     scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
     seed = checks.seed(seed)
-    if not isinstance(freeze_base, bool):
-        raise TypeError(f"freeze_base must be True or False, got {freeze_base!r}")
+    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora", linear_paths)
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:

@@ -35,6 +35,7 @@ def attach_prompt(model, m: int, init: str = "random", candidates=None, seed: in
     table = bert.embeddings.word_embeddings.weight.detach().cpu().numpy()
     ref = npt.SoftPrompt(m, bert.config.hidden_size, init, table, candidates,
                          np.random.default_rng(checks.seed(seed)), table.dtype)
+    npt.check_fits(bert, ref.m)
     _freeze(model)
     bert.embeddings.prompt = SoftPrompt(torch.from_numpy(ref.p["weight"]).to(**_like(bert)))
     return model

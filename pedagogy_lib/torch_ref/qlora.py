@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .. import quant
+from .. import checks, quant
 from ..lora import already_adapted, match_targets
 
 TARGETS = "all-linear"  # every Linear of the encoder: q, k, v, attention output, FFN in/out
@@ -59,8 +59,7 @@ def _linear4bit():
 # ----------------------------------------------------------------------------- building
 
 def _check_quant_args(quant_type, blocksize, compute_dtype, double_quant=True):
-    if not isinstance(double_quant, bool):  # "no" is truthy: it would switch DQ on
-        raise TypeError(f"double_quant must be True or False, got {double_quant!r}")
+    checks.boolean(double_quant, "double_quant")
     if quant_type not in QUANT_TYPES:
         raise ValueError(f"quant_type must be one of {QUANT_TYPES}, got {quant_type!r}")
     quant._check_blocksize(blocksize)  # an int: 64.0 would pass `in`, then fail inside bnb's .to()
