@@ -44,11 +44,10 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        d = a - b                                     # Eq. 8.4
-        n = d.size
-        mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
-    if not (math.isfinite(mean) and math.isfinite(se)):  # e.g. 1e308 − (−1e308): NaN, no order
+    d = a - b                                         # Eq. 8.4
+    n = d.size
+    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
+    if not (math.isfinite(mean) and math.isfinite(se)):  # e.g. 1e308 − (−1e308): no order
         raise ValueError(f"the differences a − b overflow float64: {d.tolist()}")
     half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6
     lo, hi = mean - half, mean + half
