@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from . import counting as C
+from . import checks, counting as C
 
 ZERO_STAGES = (0, 1, 2, 3)   # 0: plain data parallel (DDP), every rank holds everything
 
@@ -103,10 +103,9 @@ def step_time(n_ranks: int, t_compute_1: float, payload: float, alpha: float, be
     2(N−1) latencies α plus 2(N−1)/N·payload bytes at β seconds per byte, and none of it
     overlaps with compute (DDP overlaps buckets with the backward, so this is an upper bound)."""
     n = _count(n_ranks, "n_ranks", positive=True)
-    if _real(t_compute_1, "t_compute_1") == 0:
-        raise ValueError("t_compute_1 must be > 0 and alpha, beta >= 0")
-    _real(alpha, "alpha"), _real(beta, "beta")
-    return t_compute_1 / n + 2 * (n - 1) * alpha + ring_bytes_per_rank(payload, n) * beta
+    t_c = checks.finite_real(t_compute_1, "t_compute_1", positive=True)
+    alpha, beta = _real(alpha, "alpha"), _real(beta, "beta")   # >= 0
+    return t_c / n + 2 * (n - 1) * alpha + ring_bytes_per_rank(payload, n) * beta
 
 
 def fit_alpha_beta(sizes, seconds, n_ranks: int = 2) -> tuple[float, float]:
