@@ -420,21 +420,12 @@ def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     """Ours → peft with r = 1, a fractional α and targets the other tests do not use; peft → ours
     (NumPy and torch) with r = 1, α = 3 on ["key", "dense"]: the same embeddings."""
     peft = pytest.importorskip("peft")
-    transformers = pytest.importorskip("transformers")
-    from pedagogy_lib import checkpoint, models
+    pytest.importorskip("transformers")
+    from pedagogy_lib import models
     from pedagogy_lib.torch_ref.encoder import load_minilm_torch
+    from test_peft_io import hf_base, hf_embed  # sentence-transformers' pooling, written once
 
     texts = ["a lovely, quiet morning", "horrible", "ok"]
-
-    def hf_embed(model, tok):
-        ids, mask = tok(texts)
-        with torch.no_grad():
-            h = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state
-        w = torch.from_numpy(mask).to(h.dtype)[..., None]
-        return torch.nn.functional.normalize((h * w).sum(1) / w.sum(1), dim=-1).numpy()
-
-    def hf_base():
-        return transformers.BertModel.from_pretrained(str(checkpoint.model_dir())).eval()
 
     ours = models.load_minilm("numpy")
     lora.attach_lora(ours.bert, ("key", "intermediate.dense"), r=1, alpha=0.5, seed=4)
@@ -444,14 +435,14 @@ def test_round_trips_with_hf_peft_for_unused_ranks_alphas_and_targets(tmp_path):
     peft_io.save_adapter(ours, tmp_path / "ours")
     assert json.loads((tmp_path / "ours" / peft_io.CONFIG_NAME).read_text())["lora_alpha"] == 0.5
     hf = peft.PeftModel.from_pretrained(hf_base(), str(tmp_path / "ours")).eval()
-    assert np.abs(ours.encode(texts) - hf_embed(hf, ours.tokenizer)).max() < 1e-5
-    assert np.abs(ours.encode(texts) - hf_embed(hf_base(), ours.tokenizer)).max() > 1e-4  # it matters
+    assert np.abs(ours.encode(texts) - hf_embed(hf, ours.tokenizer, texts)).max() < 1e-5
+    assert np.abs(ours.encode(texts) - hf_embed(hf_base(), ours.tokenizer, texts)).max() > 1e-4  # it matters
 
     torch.manual_seed(0)
     cfg = peft.LoraConfig(r=1, lora_alpha=3, target_modules=["key", "dense"], init_lora_weights=False)
     pm = peft.get_peft_model(hf_base(), cfg).eval()
     pm.save_pretrained(str(tmp_path / "theirs"))
-    ref = hf_embed(pm, ours.tokenizer)
+    ref = hf_embed(pm, ours.tokenizer, texts)
     for model in (models.load_minilm("numpy"), load_minilm_torch(device="cpu")):
         assert len(peft_io.load_adapter(model, tmp_path / "theirs")) == 6 * 4  # pooler.dense skipped
         assert np.abs(model.encode(texts) - ref).max() < 1e-5
