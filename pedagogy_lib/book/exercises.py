@@ -23,9 +23,11 @@ import functools
 
 import numpy as np
 
-__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "attempt", "changed_inputs", "guard"]
+__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "whole_number", "items", "attempt",
+           "changed_inputs", "guard"]
 
 _MUTATED: list = []  # inputs the student's function changed in place during the current check
+_ANSWER_EPS: list = []  # float32's eps once the student's function answered in float32 during the current check
 
 
 class NotYet(AssertionError):
@@ -51,16 +53,78 @@ def expect(cond, message: str) -> None:
         raise NotYet(message)
 
 
+def _numpy(x):
+    """A torch tensor as a NumPy array (without importing torch); anything else as is."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return x
+
+
 def _as_array(x, what: str) -> np.ndarray:
-    """float64 view of a number, list, NumPy array or torch tensor (without importing torch)."""
+    """float64 view of a number, list, NumPy array or torch tensor (without importing torch).
+    Text is refused even when it spells a number: "5" is not an answer of 5."""
     if x is None:
         raise NotYet(f"{what} is None: did the function forget to `return` its result?")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
-        x = x.detach().cpu().numpy()
+    x = _numpy(x)
+    if _has_text(x):
+        raise NotYet(f"{what} should be numbers, got text {x!r:.60}")
     try:
         return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise NotYet(f"{what} should be numbers, got {type(x).__name__} {x!r:.60}") from None
+
+
+def _has_text(x) -> bool:
+    if isinstance(x, (str, bytes)):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "US" or x.dtype.kind == "O" and any(_has_text(v) for v in x.ravel())
+    if isinstance(x, (list, tuple)):
+        return any(_has_text(v) for v in x)
+    return False
+
+
+def _eps(x) -> float:
+    """Machine epsilon of the answer's floating dtype (float64's for ints, Python floats, lists)."""
+    dtype = getattr(_numpy(x), "dtype", None)
+    return float(np.finfo(dtype).eps) if dtype is not None and dtype.kind == "f" else float(np.finfo(np.float64).eps)
+
+
+def _coarsest_eps(out, depth: int = 0) -> float:
+    """The largest eps among the float arrays/scalars inside an answer (tuples, lists, dicts followed)."""
+    if isinstance(out, (list, tuple)) and depth < 3:
+        return max((_coarsest_eps(v, depth + 1) for v in out), default=_EPS64)
+    if isinstance(out, dict) and depth < 3:
+        return max((_coarsest_eps(v, depth + 1) for v in out.values()), default=_EPS64)
+    try:
+        return _eps(out)
+    except (TypeError, ValueError, AttributeError, RuntimeError):
+        return _EPS64
+
+
+def whole_number(x, what: str) -> int:
+    """``x`` as an int when it is a whole number (int, NumPy or torch integer, or an integral
+    float such as 11.0); otherwise NotYet naming ``what``."""
+    if x is None:
+        raise NotYet(f"{what} is None: did you forget `return` (or to set `answer`)?")
+    x = _numpy(x)
+    if isinstance(x, (bool, np.bool_, str, bytes)) or np.ndim(x) != 0 or getattr(x, "dtype", np.dtype(float)).kind == "b":
+        raise NotYet(f"{what} should be a whole number, got {type(x).__name__} {x!r:.60}")
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise NotYet(f"{what} should be a whole number, got {type(x).__name__} {x!r:.60}") from None
+    if not (np.isfinite(v) and v.is_integer()):
+        raise NotYet(f"{what} should be a whole number, got {x!r}")
+    return int(x) if isinstance(x, (int, np.integer)) else int(v)
+
+
+def items(out, n: int, what: str) -> list:
+    """The ``n`` parts of an answer that is a tuple or a list of ``n`` things; else NotYet."""
+    if not isinstance(out, (tuple, list)) or len(out) != n:
+        shown = f"{type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise NotYet(f"return {what}, a tuple of {n}; got {shown}")
+    return list(out)
 
 
 def _shape(x):
@@ -83,17 +147,28 @@ def _index(flat, shape) -> tuple:
     return tuple(int(i) for i in np.unravel_index(int(flat), shape))
 
 
+_EPS32, _EPS64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
+_WIDEN = 64  # rounding steps a float32 answer may take: 64·eps32 ≈ 8e-6, still far below any real mistake
+
+
 def expect_close(got, want, what: str, rtol: float = 1e-6, atol: float = 1e-8) -> None:
     """Raise NotYet unless |got - want| <= atol + rtol*|want| everywhere.
 
     The message names ``what``, the largest absolute difference and the index where it
     occurs, and points at NaN/inf or shape mismatches first since those explain the rest.
+    A float32 answer to a float64 reference (``got`` in float32, or the student's function
+    returned float32 during this check) is held to float32 precision: tolerances below 64·eps32
+    (relative, and relative to max|want|) are widened to that. float16 is not.
     """
     if not (rtol >= 0 and atol >= 0):
         raise ValueError(f"expect_close: rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
     g, w = _as_array(got, what), _as_array(want, f"the reference for {what}")
     if g.shape != w.shape:
         raise NotYet(f"{what} has shape {g.shape}, expected {w.shape}")
+    eps = max([_eps(got), *_ANSWER_EPS])  # float32 at the source, even if the checker converted it since
+    if _eps(want) < eps <= _EPS32:  # a float32 answer to a float64 reference: ask for float32 precision, no more
+        rtol = max(rtol, _WIDEN * eps)
+        atol = max(atol, _WIDEN * eps * float(np.max(np.abs(w[np.isfinite(w)]), initial=0.0)))
     same = (g == w) | (np.isnan(g) & np.isnan(w))  # NaN where NaN is expected is fine
     bad = ~(np.isfinite(g) & np.isfinite(w)) & ~same
     if bad.any():
@@ -171,6 +246,8 @@ def attempt(fn, *args, **kw):
     except Exception as e:
         e._from_student = True  # guard lets the student's own errors through unchanged
         raise
+    if _EPS64 < _coarsest_eps(out) <= _EPS32 and not _ANSWER_EPS:
+        _ANSWER_EPS.append(_EPS32)
     changed = [f"argument {i + 1}" for i, (a, b) in enumerate(zip(args, a2)) if not _same(a, b)]
     changed += [repr(k) for k in kw if not _same(kw[k], kw2[k])]
     _MUTATED.extend(c for c in changed if c not in _MUTATED)
@@ -185,19 +262,20 @@ def changed_inputs() -> list[str]:
 
 def guard(check):
     """Wrap a checker: start with no mutation noted, and turn an error the checker's own code
-    hits on a malformed answer (TypeError, ValueError, AttributeError, IndexError, KeyError)
-    into NotYet. Errors from inside the student's function keep their type."""
+    hits on a malformed answer (TypeError, ValueError, AttributeError, IndexError, KeyError,
+    ArithmeticError such as int(inf)) into NotYet. Errors from inside the student's function keep their type."""
     if getattr(check, "_guarded", False):
         return check
 
     @functools.wraps(check)
     def wrapper(*args, **kw):
         _MUTATED.clear()
+        _ANSWER_EPS.clear()
         try:
             return check(*args, **kw)
         except NotYet:
             raise
-        except (TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError, ArithmeticError) as e:
             if getattr(e, "_from_student", False):
                 raise
             raise NotYet(f"{check.__name__}: the answer has the wrong type or shape for this exercise "
@@ -205,6 +283,7 @@ def guard(check):
                          "returns with the shape and type its docstring asks for") from e
         finally:
             _MUTATED.clear()
+            _ANSWER_EPS.clear()
 
     wrapper._guarded = True
     return wrapper

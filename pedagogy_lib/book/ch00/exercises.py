@@ -7,12 +7,14 @@ from pedagogy_lib import counting as C
 from pedagogy_lib.bitfit import bitfit_params
 from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed, whole_number
 
 
 def _number(x, call: str) -> float:
     if x is None:
         raise NotYet(f"{call} returned None: did you forget `return`?")
+    if isinstance(x, (str, bytes)):
+        raise NotYet(f"{call} returned the text {x!r:.40}; it should return a number")
     try:
         return float(x)
     except (TypeError, ValueError):
@@ -107,12 +109,11 @@ def check_bitfit_fraction(fn) -> None:
 def check_customers_for_10x(answer) -> None:
     """``answer``: the smallest number of customers N for which N full FP32 copies of GPT-3
     take at least 10 times the disk of one base plus N LoRA r=4 (q, v) deltas (Eq. 0.6)."""
-    expect(answer is not None, "set `answer` to a whole number of customers")
-    expect(float(answer) == int(answer), f"a number of customers is a whole number, got {answer!r}")
+    n = whole_number(answer, "`answer`, a number of customers,")
     P, d = C.total_params(C.GPT3), lora_params(C.GPT3, 4)
     ratio = lambda n: C.customer_storage_gb(P, d, n, bytes_per_value=4)["ratio"]  # noqa: E731
-    n = int(answer)
-    expect(n >= 1 and ratio(n) >= 10, f"with {n} customers the ratio is only {ratio(n):.2f}: more are needed")
+    expect(n >= 1, f"a number of customers is at least 1, got {n}")
+    expect(ratio(n) >= 10, f"with {n} customers the ratio is only {ratio(n):.2f}: more are needed")
     expect(n == 1 or ratio(n - 1) < 10, f"already {n - 1} customers give {ratio(n - 1):.2f} ≥ 10: find the smallest")
     passed("00.4 break-even", f"from {n} customers on, base + deltas is at least 10× smaller "
            "(the deltas are so small that N ≈ 10 plus a sliver)")

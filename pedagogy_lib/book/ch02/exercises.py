@@ -6,7 +6,8 @@ import numpy as np
 
 from pedagogy_lib import dora, lora, nn
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, changed_inputs, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import (NotYet, attempt, changed_inputs, expect, expect_close, expect_shape, items,
+                                         passed, whole_number)
 
 SHAPES = [(2, 7, 5, 3), (1, 16, 16, 1), (3, 9, 12, 4)]  # (batch, d_in, d_out, r)
 
@@ -29,9 +30,7 @@ def check_lora_backward(fn) -> None:
         dx = layer.backward(dy)
         out = attempt(fn, x.copy(), dy.copy(), layer.base_layer.p["weight"].copy(), layer.p["lora_A"].copy(),
                       layer.p["lora_B"].copy(), layer.scaling)
-        if not isinstance(out, tuple) or len(out) != 3:
-            raise NotYet("return a tuple (dA, dB, dx)")
-        dA, dB, dx_s = out
+        dA, dB, dx_s = items(out, 3, "(dA, dB, dx)")
         expect_shape(dA, (r, d_in), "dA (it has A's shape, (r, d_in))")
         expect_shape(dB, (d_out, r), "dB (it has B's shape, (d_out, r))")
         expect_shape(dx_s, (n, d_in), "dx")
@@ -60,11 +59,9 @@ def check_lora_count(fn) -> None:
     """fn(d_in, d_out, r) -> (trainable LoRA parameters, fraction of the d_out×d_in matrix)."""
     for d_in, d_out, r in ((4096, 4096, 8), (4096, 11008, 16), (384, 1536, 1), (768, 768, 8)):
         out = attempt(fn, d_in, d_out, r)
-        if not isinstance(out, tuple) or len(out) != 2:
-            raise NotYet("return a tuple (count, fraction)")
-        count, frac = out
+        count, frac = items(out, 2, "(count, fraction)")
         want = r * (d_in + d_out)
-        expect(int(count) == want and float(count) == count,
+        expect(whole_number(count, f"the count for d_in={d_in}, d_out={d_out}, r={r}") == want,
                f"for d_in={d_in}, d_out={d_out}, r={r} the count should be an integer; got {count} "
                f"(hint: A is r×d_in and B is d_out×r)")
         expect_close(frac, want / (d_in * d_out), f"the fraction for {d_in}×{d_out}, r={r}", rtol=1e-9)
@@ -78,9 +75,8 @@ def check_pissa_init(fn) -> None:
         W = np.random.default_rng(30 + i).standard_normal((d_out, d_in))
         s = 2.0 / r
         out = attempt(fn, W.copy(), r, s)
-        if not isinstance(out, tuple) or len(out) != 3:
-            raise NotYet("return a tuple (A, B, W_res)")
-        A, B, W_res = out
+        A, B, W_res = (np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+                       for a in items(out, 3, "(A, B, W_res)"))
         expect_shape(A, (r, d_in), "A")
         expect_shape(B, (d_out, r), "B")
         expect_shape(W_res, W.shape, "W_res")
@@ -91,7 +87,7 @@ def check_pissa_init(fn) -> None:
                      rtol=1e-8, atol=1e-10)
         expect_close(W_res, W - best, "W_res = W − s·B A", rtol=1e-8, atol=1e-10)
         AtA = np.asarray(A) @ np.asarray(A).T
-        expect_close(AtA - np.diag(np.diag(AtA)), np.zeros((r, r)), "the off-diagonal of A Aᵀ "
+        expect_close(AtA, np.diag(np.diag(AtA)).astype(np.float64), "the off-diagonal of A Aᵀ "
                      "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
         expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.12 splits Σ_r/s evenly: "
                      "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
@@ -138,9 +134,9 @@ def check_break_even_rank(fn) -> None:
         (int(rng.integers(1, 5000)), int(rng.integers(1, 5000))) for _ in range(5)]
     for d_in, d_out in cases:
         got = attempt(fn, d_in, d_out)
-        expect(got is not None and float(got) == int(got), f"return a whole rank for {d_in}×{d_out}, got {got!r}")
+        got = whole_number(got, f"the rank for {d_in}×{d_out}")
         want = -(-d_in * d_out // (d_in + d_out))
-        expect(int(got) == want, f"for d_in={d_in}, d_out={d_out}: r(d_in + d_out) ≥ d_in·d_out first at "
+        expect(got == want, f"for d_in={d_in}, d_out={d_out}: r(d_in + d_out) ≥ d_in·d_out first at "
                f"r = {want}, you said {got} (round up, in integers)")
     passed("02.6 break-even rank", "a square 384×384 matrix breaks even at r = 192 = d/2, far above any useful rank")
 

@@ -7,15 +7,11 @@ import numpy as np
 
 from pedagogy_lib import adapters as A
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, whole_number
 
 
 def _int(x, call: str) -> int:
-    if x is None:
-        raise NotYet(f"{call} returned None: did you forget `return`?")
-    if isinstance(x, (bool, np.bool_)) or not float(x).is_integer():
-        raise NotYet(f"{call} returned {x!r}; a parameter count is a whole number")
-    return int(x)
+    return whole_number(x, f"{call} (a parameter count)")
 
 
 # ------------------------------------------------------------------ 03.1 counting
@@ -123,8 +119,7 @@ def check_m_matching_lora(answer) -> None:
     from pedagogy_lib import counting as C
     from pedagogy_lib import lora as L
 
-    expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
-    shape, m = C.minilm_shape(), int(answer)
+    shape, m = C.minilm_shape(), whole_number(answer, "m")
     lora = L.lora_params(shape, 8)
     houlsby = lambda k: A.adapter_params(shape.hidden, k, "houlsby", shape.layers)  # noqa: E731
     expect(m >= 1 and houlsby(m) >= lora, f"at m = {m} the adapters train {houlsby(max(m, 1)):,} < LoRA's {lora:,}")

@@ -9,7 +9,7 @@ import numpy as np
 
 from pedagogy_lib import prefix as px
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, whole_number
 from pedagogy_lib.gradcheck import numerical_grad
 from pedagogy_lib.nn import softmax
 
@@ -107,8 +107,7 @@ def check_prefix_tokens_matching_lora(answer) -> None:
     from pedagogy_lib import counting as C
     from pedagogy_lib import lora as L
 
-    expect(answer is not None and float(answer) == int(answer), f"m is a whole number, got {answer!r}")
-    shape, m = C.minilm_shape(), int(answer)
+    shape, m = C.minilm_shape(), whole_number(answer, "m")
     lora = L.lora_params(shape, 8)
     expect(m >= 1 and px.num_prefix_params(m, shape.hidden, shape.layers) == lora,
            f"m = {m} prefix tokens ship {px.num_prefix_params(max(m, 1), shape.hidden, shape.layers):,} numbers, LoRA ships {lora:,}: "

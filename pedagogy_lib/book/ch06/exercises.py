@@ -98,8 +98,8 @@ def check_shift_for_fraction(fn) -> None:
         got = attempt(fn, z.copy(), p)
         if got is None:
             raise NotYet("shift_for_fraction returned None: did you forget `return`?")
-        if np.ndim(got) != 0:
-            raise NotYet("return one number δ: a bias is one shift for the whole unit")
+        if np.ndim(got) != 0 or isinstance(got, (str, bytes)):
+            raise NotYet(f"return one number δ: a bias is one shift for the whole unit; got {got!r:.40}")
         frac = float(((z + float(got)) > 0).mean())
         if abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
             raise NotYet(f"with your δ a fraction {frac:.3f} is positive — that is 1 − p: "
@@ -119,7 +119,7 @@ def check_bitfit_shrinks(answer) -> None:
     want = frac["BERT-base"] / frac["BERT-large"]
     if abs(float(answer) - 1 / want) < 1e-6:
         raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
-    expect(abs(float(answer) - want) < 1e-6, f"the ratio should come out near {want:.2f} (compute both "
+    expect(abs(float(answer) - want) < 1e-6, f"the ratio should be {want:.8f} to 1e-6, unrounded (compute both "
            f"fractions with bitfit.bitfit_params and counting.total_params); you gave {answer}")
     passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
            "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "

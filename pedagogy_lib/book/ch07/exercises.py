@@ -6,7 +6,7 @@ import numpy as np
 
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, items, passed
 
 
 def check_nf4_codebook(nf4_levels) -> None:
@@ -42,10 +42,11 @@ def check_pack_nibbles(pack, unpack) -> None:
     rng = np.random.default_rng(7)
     for n in (1, 2, 63, 64, 1001):
         q = rng.integers(0, 16, n).astype(np.uint8)
-        packed = np.asarray(pack(q))
+        want = Q.pack_nibbles(q)
+        packed = np.asarray(attempt(pack, q))
         expect_shape(packed, ((n + 1) // 2,), f"pack of {n} codes")
-        expect(np.array_equal(packed, Q.pack_nibbles(q)), f"pack of {n} random codes differs from Eq. 7.7")
-        back = np.asarray(attempt(unpack, packed, n))
+        expect(np.array_equal(packed, want), f"pack of {n} random codes differs from Eq. 7.7")
+        back = np.asarray(attempt(unpack, want, n))
         expect_shape(back, (n,), f"unpack(packed, {n})")
         expect(np.array_equal(back, q), f"unpack(pack(q), {n}) does not give q back")
     passed("07.2 nibble packing")
@@ -64,8 +65,9 @@ def check_dq_saving(dq_saving) -> None:
         expect_close(got, want, f"dq_saving({b}, {b2})", rtol=1e-12, atol=1e-12)
     from pedagogy_lib import counting as C
     n65 = C.total_params(C.LLAMA_65B)
+    saving = float(attempt(dq_saving, 64, 256))
     passed("07.3 double-quantisation saving",
-           f"{dq_saving(64, 256):.3f} bits/param = {dq_saving(64, 256) * n65 / 8 / 1e9:.2f} GB on LLaMA-65B")
+           f"{saving:.3f} bits/param = {saving * n65 / 8 / 1e9:.2f} GB on LLaMA-65B")
 
 
 def check_lloyd_max(lloyd_max) -> None:
@@ -127,8 +129,8 @@ def check_nf4_blockwise(quantize, dequantize) -> None:
         given = w.copy()
         got = attempt(quantize, given, bs)
         expect(np.array_equal(given, w), "quantize changed its input: scale a copy")
-        expect(isinstance(got, tuple) and len(got) == 2, "quantize must return (packed, absmax)")
-        packed, absmax = (np.asarray(a) for a in got)
+        packed, absmax = (np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
+                          for a in items(got, 2, "(packed, absmax) from quantize"))
         want_p, want_a = _bnb_nf4(w, bs)
         expect_shape(packed, want_p.shape, f"packed bytes of {w.size} values")
         expect(packed.dtype == np.uint8, f"packed must be uint8, got {packed.dtype}")
