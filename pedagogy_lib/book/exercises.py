@@ -108,12 +108,13 @@ def whole_number(x, what: str) -> int:
     if x is None:
         raise NotYet(f"{what} is None: did you forget `return` (or to set `answer`)?")
     x = _numpy(x)
+    wrong = NotYet(f"{what} has the wrong type or shape: it should be a whole number, got {type(x).__name__} {x!r:.60}")
     if isinstance(x, (bool, np.bool_, str, bytes)) or np.ndim(x) != 0 or getattr(x, "dtype", np.dtype(float)).kind == "b":
-        raise NotYet(f"{what} should be a whole number, got {type(x).__name__} {x!r:.60}")
+        raise wrong
     try:
         v = float(x)
     except (TypeError, ValueError):
-        raise NotYet(f"{what} should be a whole number, got {type(x).__name__} {x!r:.60}") from None
+        raise wrong from None
     if not (np.isfinite(v) and v.is_integer()):
         raise NotYet(f"{what} should be a whole number, got {x!r}")
     return int(x) if isinstance(x, (int, np.integer)) else int(v)
