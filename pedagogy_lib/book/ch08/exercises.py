@@ -140,7 +140,7 @@ def check_next_rate(fn) -> None:
         if isinstance(got, np.ndarray) and got.ndim == 0:
             got = got[()]
         if got is not None and (not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool)):
-            raise NotYet(f"a rate is a number or None, got {type(got).__name__} {got!r:.40}")
+            raise NotYet(f"the answer has the wrong type or shape: a rate is a number or None, got {type(got).__name__} {got!r:.40}")
         if want is None:
             expect(got is None, f"for {grid} the best rate is inside the grid: return None, you returned {got}")
             continue
