@@ -207,5 +207,5 @@ def test_06_5_a_rounded_ratio_is_not_told_it_equals_the_answer():
     given = round(frac(C.BERT_BASE) / frac(C.BERT_LARGE), 2)
     with pytest.raises(NotYet) as info:
         ch06.check_bitfit_shrinks(given)
-    assert math.isclose(  # the expected value is shown to 1e-7, not rounded to the student's "1.15"
-float(str(info.value).split("should be ")[1].split()[0]), frac(C.BERT_BASE) / frac(C.BERT_LARGE), rel_tol=1e-7)
+    shown = float(str(info.value).split("should be ")[1].split()[0])  # to 1e-7, not rounded like the "1.15" given
+    assert math.isclose(shown, frac(C.BERT_BASE) / frac(C.BERT_LARGE), rel_tol=1e-7)
