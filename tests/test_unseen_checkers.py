@@ -209,3 +209,11 @@ def test_06_5_a_rounded_ratio_is_not_told_it_equals_the_answer():
         ch06.check_bitfit_shrinks(given)
     shown = float(str(info.value).split("should be ")[1].split()[0])  # to 1e-7, not rounded like the "1.15" given
     assert math.isclose(shown, frac(C.BERT_BASE) / frac(C.BERT_LARGE), rel_tol=1e-7)
+
+
+# ------------------------------------------------------------------ messages name the case
+def test_02_messages_name_the_shapes_and_scale_of_the_failing_case():
+    with pytest.raises(NotYet, match=r"\[x \(2, 7\), W0 \(5, 7\), r=3, s=2\]"):
+        ch02.check_lora_backward(lambda x, dy, W0, A, B, s: (lambda o: (o[0] / s, o[1], o[2]))(lora_backward(x, dy, W0, A, B, s)))
+    with pytest.raises(NotYet, match=r"\[W \(5, 7\), r=3, s=0.666667\]"):
+        ch02.check_pissa_init(lambda W, r, s: pissa(W, r, s)[:2] + (W,))

@@ -30,13 +30,14 @@ def check_lora_backward(fn) -> None:
         dx = layer.backward(dy)
         out = attempt(fn, x.copy(), dy.copy(), layer.base_layer.p["weight"].copy(), layer.p["lora_A"].copy(),
                       layer.p["lora_B"].copy(), layer.scaling)
+        case = f" [x {x.shape}, W0 {(d_out, d_in)}, r={r}, s={layer.scaling:g}]"
         dA, dB, dx_s = items(out, 3, "(dA, dB, dx)")
-        expect_shape(dA, (r, d_in), "dA (it has A's shape, (r, d_in))")
-        expect_shape(dB, (d_out, r), "dB (it has B's shape, (d_out, r))")
-        expect_shape(dx_s, (n, d_in), "dx")
-        expect_close(dB, layer.g["lora_B"], "dB = s·dyᵀ(x Aᵀ)", rtol=1e-9, atol=1e-12)
-        expect_close(dA, layer.g["lora_A"], "dA = s·(dy B)ᵀ x  (did you forget s, or B?)", rtol=1e-9, atol=1e-12)
-        expect_close(dx_s, dx, "dx = dy W₀ + s·(dy B) A  (both paths reach x)", rtol=1e-9, atol=1e-12)
+        expect_shape(dA, (r, d_in), "dA (it has A's shape, (r, d_in))" + case)
+        expect_shape(dB, (d_out, r), "dB (it has B's shape, (d_out, r))" + case)
+        expect_shape(dx_s, (n, d_in), "dx" + case)
+        expect_close(dB, layer.g["lora_B"], "dB = s·dyᵀ(x Aᵀ)" + case, rtol=1e-9, atol=1e-12)
+        expect_close(dA, layer.g["lora_A"], "dA = s·(dy B)ᵀ x  (did you forget s, or B?)" + case, rtol=1e-9, atol=1e-12)
+        expect_close(dx_s, dx, "dx = dy W₀ + s·(dy B) A  (both paths reach x)" + case, rtol=1e-9, atol=1e-12)
     passed("02.1 LoRA backward", "dA, dB and dx match the hand-written backward on 3 shapes and 3 scales s")
 
 
@@ -48,10 +49,11 @@ def check_unmerge(fn) -> None:
         layer.merge()
         W_merged = layer.base_layer.p["weight"].copy()
         got = attempt(fn, W_merged, layer.p["lora_A"].copy(), layer.p["lora_B"].copy(), layer.scaling)
-        expect_shape(got, W0.shape, "the unmerged weight")
+        case = f" [W_merged {W0.shape}, r={r}, s={layer.scaling:g}]"
+        expect_shape(got, W0.shape, "the unmerged weight" + case)
         expect("argument 1" not in changed_inputs(),
                "your function changed W_merged in place: return a new array (W_merged - ...)")
-        expect_close(got, W0, "W₀ = W_merged − s·B A", rtol=1e-12, atol=1e-12)
+        expect_close(got, W0, "W₀ = W_merged − s·B A" + case, rtol=1e-12, atol=1e-12)
     passed("02.2 unmerge", "W₀ recovered to rounding on 3 shapes")
 
 
@@ -77,23 +79,24 @@ def check_pissa_init(fn) -> None:
         out = attempt(fn, W.copy(), r, s)
         A, B, W_res = (np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
                        for a in items(out, 3, "(A, B, W_res)"))
-        expect_shape(A, (r, d_in), "A")
-        expect_shape(B, (d_out, r), "B")
-        expect_shape(W_res, W.shape, "W_res")
+        case = f" [W {W.shape}, r={r}, s={s:g}]"
+        expect_shape(A, (r, d_in), "A" + case)
+        expect_shape(B, (d_out, r), "B" + case)
+        expect_shape(W_res, W.shape, "W_res" + case)
         U, S, Vt = np.linalg.svd(W, full_matrices=False)
         best = (U[:, :r] * S[:r]) @ Vt[:r]
         expect_close(s * (np.asarray(B) @ np.asarray(A)), best,
-                     "s·B A (it should be the rank-r SVD truncation U_r Σ_r V_rᵀ; did you divide Σ by s?)",
+                     "s·B A (it should be the rank-r SVD truncation U_r Σ_r V_rᵀ; did you divide Σ by s?)" + case,
                      rtol=1e-8, atol=1e-10)
-        expect_close(W_res, W - best, "W_res = W − s·B A", rtol=1e-8, atol=1e-10)
+        expect_close(W_res, W - best, "W_res = W − s·B A" + case, rtol=1e-8, atol=1e-10)
         AtA = np.asarray(A) @ np.asarray(A).T
         expect_close(AtA, np.diag(np.diag(AtA)).astype(np.float64), "the off-diagonal of A Aᵀ "
-                     "(the rows of A should be orthogonal: scaled right singular vectors)", atol=1e-8)
+                     "(the rows of A should be orthogonal: scaled right singular vectors)" + case, atol=1e-8)
         expect_close(np.diag(AtA), S[:r] / s, "the diagonal of A Aᵀ (Eq. 2.12 splits Σ_r/s evenly: "
-                     "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)", rtol=1e-8, atol=1e-10)
+                     "A = √(Σ_r/s) V_rᵀ and B = U_r √(Σ_r/s), not all of Σ into one factor)" + case, rtol=1e-8, atol=1e-10)
         BtB = np.asarray(B).T @ np.asarray(B)
         expect_close(BtB, np.diag(S[:r] / s), "Bᵀ B (it should equal A Aᵀ = Σ_r/s: the same √(Σ_r/s) "
-                     "in both factors)", rtol=1e-8, atol=1e-10)
+                     "in both factors)" + case, rtol=1e-8, atol=1e-10)
     passed("02.4 PiSSA init", "s·BA is the best rank-r approximation and W_res + s·BA = W")
 
 
@@ -153,9 +156,10 @@ def check_dora_magnitude_grad(fn) -> None:
         layer.backward(dy)
         got = attempt(fn, x.copy(), dy.copy(), layer.base_layer.p["weight"].copy(), layer.p["lora_A"].copy(),
                       layer.p["lora_B"].copy(), layer.scaling, layer.p[dora.MAGNITUDE].copy())
-        expect_shape(got, (d_out,), "dm (one number per output row)")
+        case = f" [x {x.shape}, W0 {(d_out, d_in)}, r={r}]"
+        expect_shape(got, (d_out,), "dm (one number per output row)" + case)
         expect_close(got, layer.g[dora.MAGNITUDE], "dm = Σ_rows (dy ⊙ z) / n with z = x W0ᵀ + s (x Aᵀ) Bᵀ and "
-                     "n the row norms of W0 + s·BA, not of W0 (did you divide by n, and sum over the batch?)",
+                     "n the row norms of W0 + s·BA, not of W0 (did you divide by n, and sum over the batch?)" + case,
                      rtol=1e-9, atol=1e-12)
     passed("02.7 DoRA magnitude gradient", "dm matches the layer's backward on 3 shapes, in both modes alike")
 
