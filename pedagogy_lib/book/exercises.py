@@ -264,7 +264,8 @@ def changed_inputs() -> list[str]:
 def guard(check):
     """Wrap a checker: start with no mutation noted, and turn an error the checker's own code
     hits on a malformed answer (TypeError, ValueError, AttributeError, IndexError, KeyError,
-    ArithmeticError such as int(inf)) into NotYet. Errors from inside the student's function keep their type."""
+    ArithmeticError such as int(inf), RuntimeError such as a torch tensor's ambiguous truth value)
+    into NotYet. Errors from inside the student's function keep their type."""
     if getattr(check, "_guarded", False):
         return check
 
@@ -276,7 +277,7 @@ def guard(check):
             return check(*args, **kw)
         except NotYet:
             raise
-        except (TypeError, ValueError, AttributeError, IndexError, KeyError, ArithmeticError) as e:
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError, ArithmeticError, RuntimeError) as e:
             if getattr(e, "_from_student", False):
                 raise
             raise NotYet(f"{check.__name__}: the answer has the wrong type or shape for this exercise "
