@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "whole_number", "items", "attempt",
+__all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "whole_number", "items", "to_numpy", "attempt",
            "changed_inputs", "guard"]
 
 _MUTATED: list = []  # inputs the student's function changed in place during the current check
@@ -53,11 +53,17 @@ def expect(cond, message: str) -> None:
         raise NotYet(message)
 
 
-def _numpy(x):
-    """A torch tensor as a NumPy array (without importing torch); anything else as is."""
+def to_numpy(x, scalar: bool = False):
+    """A torch tensor as a NumPy array (without importing torch); anything else as is. With
+    ``scalar``, a 0-d array or tensor becomes its NumPy scalar (np.float64(0.5), np.int64(3)…)."""
     if hasattr(x, "detach") and hasattr(x, "cpu"):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu().numpy()
+    if scalar and isinstance(x, np.ndarray) and x.ndim == 0:
+        x = x[()]
     return x
+
+
+_numpy = to_numpy
 
 
 def _as_array(x, what: str) -> np.ndarray:

@@ -9,7 +9,8 @@ import numpy as np
 
 from pedagogy_lib import lowrank as lr
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, whole_number
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, passed, to_numpy,
+                                         whole_number)
 
 _SHAPES = [(6, 4), (4, 6), (9, 9), (12, 3), (1, 5)]
 
@@ -29,7 +30,7 @@ def check_rank_k_approx(fn) -> None:
             call = f"rank_k_approx(W of shape {shape}, k={k})"
             Wk = attempt(fn, W.copy(), k)
             expect_shape(Wk, shape, call)
-            Wk = np.asarray(Wk.detach().cpu().numpy() if hasattr(Wk, "detach") else Wk)
+            Wk = np.asarray(to_numpy(Wk))
             eps = np.finfo(Wk.dtype).eps if Wk.dtype.kind == "f" else np.finfo(np.float64).eps
             Wk = Wk.astype(np.float64)  # the rank and the errors below allow for the answer's own precision
             tol = 8 * eps * max(shape) * s[0]  # singular values below this are that precision's rounding noise

@@ -7,7 +7,7 @@ import numpy as np
 from pedagogy_lib import dora, lora, nn
 from pedagogy_lib.book.exercises import guard_checkers
 from pedagogy_lib.book.exercises import (NotYet, attempt, changed_inputs, expect, expect_close, expect_shape, items,
-                                         passed, whole_number)
+                                         passed, to_numpy, whole_number)
 
 SHAPES = [(2, 7, 5, 3), (1, 16, 16, 1), (3, 9, 12, 4)]  # (batch, d_in, d_out, r)
 
@@ -77,8 +77,7 @@ def check_pissa_init(fn) -> None:
         W = np.random.default_rng(30 + i).standard_normal((d_out, d_in))
         s = 2.0 / r
         out = attempt(fn, W.copy(), r, s)
-        A, B, W_res = (np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
-                       for a in items(out, 3, "(A, B, W_res)"))
+        A, B, W_res = (np.asarray(to_numpy(a)) for a in items(out, 3, "(A, B, W_res)"))
         case = f" [W {W.shape}, r={r}, s={s:g}]"
         expect_shape(A, (r, d_in), "A" + case)
         expect_shape(B, (d_out, r), "B" + case)

@@ -12,7 +12,7 @@ from pedagogy_lib import prefix as PX
 from pedagogy_lib import prompt as PT
 from pedagogy_lib import prompt as pt
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, to_numpy
 from pedagogy_lib.nn import SelfAttention
 
 
@@ -83,11 +83,7 @@ def check_trainable_fractions(fn) -> None:
             want = {"prompt": m * s.hidden / n, "deep": m * s.hidden * s.layers / n,
                     "ptuning_v2": 2 * m * s.hidden * s.layers / n}
             for k, w in want.items():
-                g = got[k]
-                if hasattr(g, "detach"):  # a torch scalar
-                    g = g.detach().cpu().numpy()
-                if isinstance(g, np.ndarray) and g.ndim == 0 and g.dtype.kind in "iuf":
-                    g = g[()]
+                g = to_numpy(got[k], scalar=True)  # a torch or 0-d NumPy number is a number too
                 if not isinstance(g, numbers.Real) or isinstance(g, (bool, np.bool_)):
                     raise NotYet(f"{k} should be a number, got {type(g).__name__}")
                 if abs(g - 100 * w) <= 1e-9 * 100 * w:

@@ -6,7 +6,7 @@ import numpy as np
 
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, items, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, items, passed, to_numpy
 
 
 def check_nf4_codebook(nf4_levels) -> None:
@@ -129,8 +129,7 @@ def check_nf4_blockwise(quantize, dequantize) -> None:
         given = w.copy()
         got = attempt(quantize, given, bs)
         expect(np.array_equal(given, w), "quantize changed its input: scale a copy")
-        packed, absmax = (np.asarray(a.detach().cpu().numpy() if hasattr(a, "detach") else a)
-                          for a in items(got, 2, "(packed, absmax) from quantize"))
+        packed, absmax = (np.asarray(to_numpy(a)) for a in items(got, 2, "(packed, absmax) from quantize"))
         want_p, want_a = _bnb_nf4(w, bs)
         expect_shape(packed, want_p.shape, f"packed bytes of {w.size} values")
         expect(packed.dtype == np.uint8, f"packed must be uint8, got {packed.dtype}")

@@ -4,7 +4,7 @@ import statistics
 import numpy as np
 
 from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, items, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, items, passed, to_numpy
 
 
 def check_mean_std(fn) -> None:
@@ -12,8 +12,8 @@ def check_mean_std(fn) -> None:
     cases = [[0.8, 0.82, 0.79], [0.5, 0.5], [0.91, 0.88, 0.9, 0.87]]
     for accs in cases:
         got = attempt(fn, list(accs))
-        if isinstance(got, np.ndarray) or hasattr(got, "detach"):  # an array [mean, std] is a pair too
-            got = list(got)
+        if isinstance(to_numpy(got), np.ndarray):  # an array [mean, std] is a pair too
+            got = list(to_numpy(got))
         got = [float(v) for v in items(got, 2, "a pair (mean, std)")]
         want = (statistics.fmean(accs), statistics.stdev(accs))
         if abs(got[1] - float(np.std(accs))) < 1e-12 and abs(want[1] - got[1]) > 1e-12:
@@ -134,11 +134,7 @@ def check_next_rate(fn) -> None:
              {1e-4: 0.7, 1e-3: 0.8, 2e-3: 0.9},              # the grid's own ratio at that end (2), not 3 or 10
              {1e-3: 0.85, 3e-3: 0.85, 1e-2: 0.85}]           # flat: the tie goes to the smallest rate, an edge
     for grid in cases:
-        want, got = _next_rate_reference(grid), attempt(fn, dict(grid))
-        if hasattr(got, "detach"):  # a torch scalar
-            got = got.detach().cpu().numpy()
-        if isinstance(got, np.ndarray) and got.ndim == 0:
-            got = got[()]
+        want, got = _next_rate_reference(grid), to_numpy(attempt(fn, dict(grid)), scalar=True)
         if got is not None and (not isinstance(got, (int, float, np.integer, np.floating)) or isinstance(got, bool)):
             raise NotYet(f"the answer has the wrong type or shape: a rate is a number or None, got {type(got).__name__} {got!r:.40}")
         if want is None:
