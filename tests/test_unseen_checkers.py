@@ -224,3 +224,23 @@ def test_02_messages_name_the_shapes_and_scale_of_the_failing_case():
 def test_a_torch_vector_where_a_number_or_names_are_due_is_a_notyet(check):
     with pytest.raises(NotYet, match="wrong type or shape"):   # was RuntimeError from torch, raised in the checker
         check(lambda *a: torch.zeros(2))
+
+
+def test_02_5_a_target_in_the_middle_of_the_path_is_caught():
+    import re
+
+    def component_anywhere(path, targets):   # '.attention.' inside the path is not peft's suffix rule
+        if isinstance(targets, str):
+            return re.fullmatch(targets, path) is not None
+        return any("." + t + "." in "." + path + "." for t in targets)
+    with pytest.raises(NotYet, match="suffix"):
+        ch02.check_target_match(component_anywhere)
+
+
+def test_06_3_a_one_digit_layer_pattern_is_caught():
+    import re
+
+    def one_digit(names):                    # right on 2 or 3 layers, misses layer.10 and layer.11 of BERT-base
+        return [n for n in names if re.fullmatch(r".*layer\.\d\.(attention\.self\.query|intermediate\.dense)\.bias", n)]
+    with pytest.raises(NotYet, match=r"12 layers.*missing \['encoder\.layer\.10\."):
+        ch06.check_select_qm2(one_digit)

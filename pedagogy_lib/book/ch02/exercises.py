@@ -115,14 +115,17 @@ def check_target_match(fn) -> None:
         ("encoder.layer.3.output.dense_act", r"encoder\.layer\.\d+\.output\.dense", False),  # nor a prefix
         ("encoder.layer.11.attention.self.value", r"encoder\.layer\.1\d?\.attention\.self\.(query|value)", True),
     ]
-    for path, targets, want in cases:
+    # a list entry matches a dotted SUFFIX, not a component in the middle (the count shown stays 11)
+    middle = [("encoder.layer.0.attention.self.query", ["attention"], False),
+              ("encoder.layer.10.attention.self.query", ["layer.10"], False)]
+    for path, targets, want in cases + middle:
         got = attempt(fn, path, targets)
         expect(isinstance(got, (bool, np.bool_)),
                f"return True or False, got {got!r} ({type(got).__name__}): a re.Match object or None "
                "is not a bool; wrap it in bool(...)")
         expect(bool(got) == want, f"{path!r} with targets {targets!r} should give {want}, got {bool(got)}"
-               + (" (a list entry must match a whole dotted component: compare with '.' + name)" if not want
-                  and not isinstance(targets, str) else "")
+               + (" (a list entry must match a whole dotted suffix of the path: path == name or "
+                  "path.endswith('.' + name))" if not want and not isinstance(targets, str) else "")
                + (" (a string is a regex that must match the WHOLE path: re.fullmatch)"
                   if isinstance(targets, str) else ""))
     passed("02.5 peft targeting", f"{len(cases)} paths matched like peft")

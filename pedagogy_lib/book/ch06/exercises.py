@@ -68,7 +68,7 @@ def check_bias_grad(fn) -> None:
 # ------------------------------------------------------------------ 06.3 the b_q, b_m2 variant
 def check_select_qm2(fn) -> None:
     """fn(names: list[str]) -> the names BitFit's two-bias variant trains (b_q and b_m2), in order."""
-    for layers in (2, 3):
+    for layers in (2, 3, 12):  # 12: two-digit layer indices, as in BERT-base
         cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=layers, num_attention_heads=2,
                          intermediate_size=12, max_position_embeddings=8)
         names = [n for n, _ in BertEncoder(cfg).named_parameters()]
@@ -82,8 +82,9 @@ def check_select_qm2(fn) -> None:
                          "output.dense is b_m3 (or b_m1 under attention)")
         if any(not n.endswith(".bias") for n in got):
             raise NotYet(f"only biases: {[n for n in got if not n.endswith('.bias')][:2]} are weights")
-        expect(sorted(got) == sorted(want),
-               f"for {layers} layers expected {len(want)} names like {want[:2]}, got {got[:4]}")
+        missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
+        expect(sorted(got) == sorted(want), f"for {layers} layers expected {len(want)} names like {want[:2]}, got "
+               f"{len(got)}" + (f"; missing {missing[:2]}" if missing else "") + (f"; not wanted {extra[:2]}" if extra else ""))
         expect(got == want, "right names, but keep them in the order they come in `names`")
     passed("06.3")
 
