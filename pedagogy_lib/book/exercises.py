@@ -16,6 +16,11 @@ Two guarantees hold for every checker, because they live here and not in each on
   the wrong type or shape (None, a string, a 3-vector where a number was due…) that makes
   the checker's own code fail becomes a NotYet naming the problem, never a bare
   TypeError. Errors raised inside the student's function itself propagate unchanged.
+
+A right answer is accepted in any natural form: a list where a tuple is asked (``items``), a
+NumPy or torch scalar, 0-d array or tensor (``to_numpy``), an integral float for a count
+(``whole_number``), and float32 at float32 precision (``expect_close``). Text is never a
+number, even "5".
 """
 
 import copy
