@@ -244,3 +244,9 @@ def test_06_3_a_one_digit_layer_pattern_is_caught():
         return [n for n in names if re.fullmatch(r".*layer\.\d\.(attention\.self\.query|intermediate\.dense)\.bias", n)]
     with pytest.raises(NotYet, match=r"12 layers.*missing \['encoder\.layer\.10\."):
         ch06.check_select_qm2(one_digit)
+
+
+def test_a_malformed_answer_shows_no_traceback_into_the_checker():
+    with pytest.raises(NotYet, match="wrong type or shape") as info:
+        ch08.check_select_lr(lambda v: [[1]])
+    assert info.value.__cause__ is None and info.value.__suppress_context__   # the message says it all

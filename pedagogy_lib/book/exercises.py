@@ -293,7 +293,7 @@ def guard(check):
                 raise
             raise NotYet(f"{check.__name__}: the answer has the wrong type or shape for this exercise "
                          f"(checking it failed with {type(e).__name__}: {e}); compare what your function "
-                         "returns with the shape and type its docstring asks for") from e
+                         "returns with the shape and type its docstring asks for") from None  # no traceback into the checker
         finally:
             _MUTATED.clear()
             _ANSWER_EPS.clear()
