@@ -223,6 +223,8 @@ def ngram_losses(train, evaluate, vocab_size: int) -> dict:
     """
     import numpy as np
 
+    if any(np.asarray(s).dtype.kind not in "iu" for s in (train, evaluate)):  # 1.7 would become id 1
+        raise TypeError("train and evaluate must be streams of integer token ids")
     train, ev, V = np.asarray(train, np.int64), np.asarray(evaluate, np.int64), int(vocab_size)
     for name, s in (("train", train), ("evaluate", ev)):
         if s.ndim != 1 or s.size < 2 or s.min() < 0 or s.max() >= V:

@@ -50,7 +50,7 @@ def lr_at(pc: PretrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak."""
     if step < pc.warmup:
         return pc.lr * (step + 1) / pc.warmup
-    frac = (step - pc.warmup) / max(1, pc.steps - pc.warmup)
+    frac = min(1.0, (step - pc.warmup) / max(1, pc.steps - pc.warmup))  # past pc.steps: stay at the floor
     return pc.lr * (pc.final_lr_fraction + (1 - pc.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
