@@ -213,7 +213,13 @@ def set_submodule(root: Module, path: str, new: Module):
 
 # ----------------------------------------------------------------------------- layers
 class Linear(Module):
-    """y = x Wᵀ + b  (Eq. 0.12);  dW = dyᵀx, db = Σ dy, dx = dy W  (Eq. 0.13)."""
+    """y = x Wᵀ + b  (Eq. 0.12);  dW = dyᵀx, db = Σ dy, dx = dy W  (Eq. 0.13).
+
+    Unlike torch, an input of the other float dtype is accepted: NumPy computes in the wider
+    one (a float64 x into a float32 layer gives a float64 y and dx), while dW and db are still
+    accumulated in the parameter's own dtype (``_accumulate``). Chapter 03's identity check
+    relies on this (float64 h into a float32 adapter); ``Module.astype`` gives one precision.
+    """
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, rng=None, dtype=np.float32):
         super().__init__()
