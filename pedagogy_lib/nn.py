@@ -107,7 +107,8 @@ class Module:
                 mod.g[k][...] = 0.0
 
     def freeze(self, names=None):
-        """Freeze the named parameters of every submodule (all of them if names is None)."""
+        """Freeze the named parameters of every submodule (all of them if names is None); their
+        gradient arrays are dropped and retired, so an optimiser still holding one refuses to step."""
         for _, mod in self.named_modules():
             mod.frozen |= set(mod.p) if names is None else set(mod.p) & set(names)
             for k in mod.frozen:
@@ -467,9 +468,9 @@ class AdamW:
         (``nn.retire``), so updating it would no longer train the model."""
         for i, (p, g) in enumerate(pairs):
             if not (p.flags.writeable and g.flags.writeable):
-                raise ValueError(f"AdamW: pair {i} holds a read-only array: its module replaced it "
-                                 "(astype, or freeze then unfreeze) or it was never writable; "
-                                 "build the optimiser again from params_and_grads()")
+                raise ValueError(f"AdamW: pair {i} holds a read-only array: its module let go of it "
+                                 "(Module.astype, or freeze; unfreeze then makes a new gradient) or it "
+                                 "was never writable; build the optimiser again from params_and_grads()")
         return pairs
 
     def step(self):
