@@ -76,7 +76,7 @@ def test_adamw_without_replacement_still_trains_and_refuses_read_only_input():
         nn.AdamW([(p, np.zeros(3))])
 
 
-# ----------------------------------------------------------------- 2. Linear's dtype (documented, not refused)
+# ----------------------------------------------------------------- 2. Linear's dtype (documented)
 def test_linear_mixed_dtype_computes_wide_and_keeps_gradients_in_the_layers_dtype():
     """A float64 input to a float32 layer is accepted (book/ch03's identity check relies on it):
     y and dx are float64 and exact, dW and db stay float32 over repeated backward passes."""
@@ -105,8 +105,8 @@ def test_prefix_attention_parts_refuses_a_row_with_no_real_key():
         prefix.prefix_attention_parts(q, k, v, pk, pv, keep=keep)
     keep[1, 0] = True  # one real key is enough; the parts then rebuild the full attention
     lam, a_x, a_p = prefix.prefix_attention_parts(q, k, v, pk, pv, keep=keep)
-    s = np.concatenate([q @ np.swapaxes(pk, -1, -2), np.where(keep[:, None], q @ np.swapaxes(k, -1, -2), -np.inf)],
-                       -1) / 2.0
+    s_x = np.where(keep[:, None], q @ np.swapaxes(k, -1, -2), -np.inf)
+    s = np.concatenate([q @ np.swapaxes(pk, -1, -2), s_x], -1) / 2.0  # 1/√d_h, d_h = 4
     full = nn.softmax(s) @ np.concatenate([pv, v], 1)
     assert np.allclose((1 - lam)[..., None] * a_x + lam[..., None] * a_p, full, atol=1e-12)
 
@@ -119,8 +119,8 @@ def test_bitfit_sites_find_wrapped_biases_numpy(wrap):
     bert = BertEncoder(CFG, seed=1)
     if wrap == "lora":
         lora.attach_lora(bert, targets=("query", "value"), r=2)
-        want = [n.replace("query.bias", "query.base_layer.bias").replace("value.bias", "value.base_layer.bias")
-                for n in want]
+        want = [n.replace("query.bias", "query.base_layer.bias")
+                .replace("value.bias", "value.base_layer.bias") for n in want]
     else:
         adapters.attach_adapters(bert, "houlsby", 2)
         want = [n.replace("output.dense.bias", "output.dense.0.bias") for n in want]  # b_m1 and b_m3
