@@ -301,8 +301,9 @@ def threshold_dimension(ds, scores, reference: float, frac: float = 0.9):
         raise ValueError(f"ds and scores must be 1-D of one length, got shapes {ds.shape} and {scores.shape}")
     if not np.issubdtype(ds.dtype, np.integer) or np.any(ds < 1):
         raise ValueError("ds must be positive integers (subspace dimensions)")
-    if not (np.all(np.isfinite(scores)) and math.isfinite(reference) and reference > 0):
-        raise ValueError("scores must be finite and reference positive and finite")
+    reference = checks.finite_real(reference, "reference", positive=True)  # True is no score
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
     if not 0 < checks.finite_real(frac, "frac") <= 1:  # a bool is refused: True would read as 1
         raise ValueError(f"frac must lie in (0, 1], got {frac}")
     ok = scores >= frac * reference - 1e-12

@@ -153,6 +153,10 @@ def test_ngram_losses_refuses_a_non_integer_stream():
         with pytest.raises(TypeError, match="integer token ids"):
             corpus.ngram_losses(ids, bad, 3)
     assert corpus.ngram_losses(np.array(ids, np.uint16), np.array(ids, np.int32), 3) == ok
+    for bad in (3.7, True, 0):  # a vocabulary size 3.7 used to become 3
+        with pytest.raises((TypeError, ValueError), match="vocab_size"):
+            corpus.ngram_losses(ids, ids, bad)
+    assert corpus.ngram_losses(ids, ids, np.int64(3)) == ok
 
 
 # ----------------------------------------------------------------- 6. the learning-rate schedule's tail
@@ -186,8 +190,10 @@ def test_amplification_factor_names_r_above_the_rank():
     assert math.isclose(lowrank.amplification_factor(W0, dW, 3), np.linalg.norm(dW) / np.linalg.norm(W0))
 
 
-def test_threshold_dimension_refuses_a_bool_frac():
+def test_threshold_dimension_refuses_a_bool_frac_or_reference():
     for bad in (True, "0.9"):
         with pytest.raises(TypeError, match="frac"):
             lowrank.threshold_dimension([10, 30], [0.5, 0.95], 1.0, frac=bad)
+        with pytest.raises(TypeError, match="reference"):
+            lowrank.threshold_dimension([10, 30], [0.5, 0.95], bad)
     assert lowrank.threshold_dimension([10, 30], [0.5, 0.95], 1.0, frac=np.float32(0.5)) == 10
