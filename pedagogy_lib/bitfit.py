@@ -29,6 +29,7 @@ SITES = {
     "b_LN2": "output.LayerNorm",
 }
 QM2 = ("b_q", "b_m2")  # the paper's two-bias variant
+WRAPPED = r"(\.base_layer|\.0)?"  # the Linear inside a LoRA/DoRA/IA³ layer or an adapter's Sequential
 
 
 def check_sites(sites) -> tuple[str, ...] | None:
@@ -49,9 +50,9 @@ def _wanted(path: str, is_ln: bool, sites, include_layernorm: bool) -> bool:
         return False
     if sites is None:
         return True
-    # the site must sit directly in a block: "…layer.3.output.dense", not "…attention.output.dense"
-    return any(re.fullmatch(rf"(.*\.)?layer\.\d+\.{re.escape(SITES[s])}|{re.escape(SITES[s])}", path)
-               for s in sites)
+    # the site must sit directly in a block: "…layer.3.output.dense", not "…attention.output.dense";
+    # a wrapped site counts too: "…layer.3.attention.self.query.base_layer" (LoRA), "…output.dense.0"
+    return any(re.fullmatch(rf"((.*\.)?layer\.\d+\.)?{re.escape(SITES[s])}{WRAPPED}", path) for s in sites)
 
 
 def bias_names(model: Module, sites=None, include_layernorm: bool = True) -> list[str]:

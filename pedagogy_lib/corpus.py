@@ -223,7 +223,12 @@ def ngram_losses(train, evaluate, vocab_size: int) -> dict:
     """
     import numpy as np
 
-    train, ev, V = np.asarray(train, np.int64), np.asarray(evaluate, np.int64), int(vocab_size)
+    from . import checks
+
+    if any(np.asarray(s).dtype.kind not in "iu" for s in (train, evaluate)):  # 1.7 would become id 1
+        raise TypeError("train and evaluate must be streams of integer token ids")
+    V = checks.positive_int(vocab_size, "vocab_size")  # 3.7 would become 3
+    train, ev = np.asarray(train, np.int64), np.asarray(evaluate, np.int64)
     for name, s in (("train", train), ("evaluate", ev)):
         if s.ndim != 1 or s.size < 2 or s.min() < 0 or s.max() >= V:
             raise ValueError(f"{name}: expected a 1-D stream of at least 2 ids in [0, {V})")

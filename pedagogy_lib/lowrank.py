@@ -26,6 +26,8 @@ import numbers
 
 import numpy as np
 
+from . import checks
+
 __all__ = [
     "singular_values", "energy_top_k", "rank_for_energy", "effective_rank", "stable_rank",
     "best_rank_k", "rank_k_error", "top_singular_vectors", "principal_angles",
@@ -230,7 +232,7 @@ def amplification_factor(W0, dW, r: int) -> float:
     W0, dW = _matrix(W0, "W0"), _matrix(dW, "dW")
     if W0.shape != dW.shape:
         raise ValueError(f"W0 and dW must have the same shape, got {W0.shape} and {dW.shape}")
-    r = _int(r, "r", 1)  # r = 0 keeps no direction: the factor would be ‖ΔW‖/0
+    r = _int(r, "r", 1, min(dW.shape))  # r = 0 keeps no direction: the factor would be ‖ΔW‖/0
     U, _, V = top_singular_vectors(dW, r)
     inside = projection_norm(W0, U, V)
     if inside == 0:
@@ -299,9 +301,10 @@ def threshold_dimension(ds, scores, reference: float, frac: float = 0.9):
         raise ValueError(f"ds and scores must be 1-D of one length, got shapes {ds.shape} and {scores.shape}")
     if not np.issubdtype(ds.dtype, np.integer) or np.any(ds < 1):
         raise ValueError("ds must be positive integers (subspace dimensions)")
-    if not (np.all(np.isfinite(scores)) and math.isfinite(reference) and reference > 0):
-        raise ValueError("scores must be finite and reference positive and finite")
-    if not 0 < frac <= 1:
+    reference = checks.finite_real(reference, "reference", positive=True)  # True is no score
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores must be finite")
+    if not 0 < checks.finite_real(frac, "frac") <= 1:  # a bool is refused: True would read as 1
         raise ValueError(f"frac must lie in (0, 1], got {frac}")
     ok = scores >= frac * reference - 1e-12
     return int(ds[ok].min()) if ok.any() else None

@@ -37,6 +37,15 @@ def check_array(x, name: str, ndim_min: int = 1, last: int | None = None, floati
     return x
 
 
+def retire(*arrays):
+    """Make arrays a module has let go of read-only: an optimiser still holding them (built
+    before ``astype``, or before ``freeze`` then ``unfreeze`` made new gradient arrays) then
+    fails loudly instead of updating arrays the model no longer uses."""
+    for a in arrays:
+        if a is not None:
+            a.flags.writeable = False
+
+
 def check_finite(x: np.ndarray, name: str):
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
@@ -98,11 +107,12 @@ class Module:
                 mod.g[k][...] = 0.0
 
     def freeze(self, names=None):
-        """Freeze the named parameters of every submodule (all of them if names is None)."""
+        """Freeze the named parameters of every submodule (all of them if names is None); their
+        gradient arrays are dropped and retired, so an optimiser still holding one refuses to step."""
         for _, mod in self.named_modules():
             mod.frozen |= set(mod.p) if names is None else set(mod.p) & set(names)
             for k in mod.frozen:
-                mod.g.pop(k, None)
+                retire(mod.g.pop(k, None))
         return self
 
     def unfreeze(self, names=None):
@@ -120,6 +130,7 @@ class Module:
 
     def astype(self, dtype):
         for _, mod in self.named_modules():
+            retire(*mod.p.values(), *mod.g.values())  # an optimiser built before now would update these
             for k in mod.p:
                 mod.p[k] = mod.p[k].astype(dtype)
             mod.g.clear()
@@ -203,7 +214,13 @@ def set_submodule(root: Module, path: str, new: Module):
 
 # ----------------------------------------------------------------------------- layers
 class Linear(Module):
-    """y = x Wᵀ + b  (Eq. 0.12);  dW = dyᵀx, db = Σ dy, dx = dy W  (Eq. 0.13)."""
+    """y = x Wᵀ + b  (Eq. 0.12);  dW = dyᵀx, db = Σ dy, dx = dy W  (Eq. 0.13).
+
+    Unlike torch, an input of the other float dtype is accepted: NumPy computes in the wider
+    one (a float64 x into a float32 layer gives a float64 y and dx), while dW and db are still
+    accumulated in the parameter's own dtype (``_accumulate``). Chapter 03's identity check
+    relies on this (float64 h into a float32 adapter); ``Module.astype`` gives one precision.
+    """
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, rng=None, dtype=np.float32):
         super().__init__()
@@ -440,13 +457,24 @@ class AdamW:
             raise ValueError(f"AdamW: betas must be two numbers in [0, 1), got {betas}")
         if checks.finite_real(eps, "AdamW: eps") < 0 or checks.finite_real(weight_decay, "AdamW: weight_decay") < 0:
             raise ValueError(f"AdamW: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
-        self.pairs = list(pairs)  # (param, grad) arrays, updated in place
+        self.pairs = self.check_pairs(list(pairs))  # (param, grad) arrays, updated in place
         self.lr, self.b1, self.b2, self.eps, self.wd = lr, betas[0], betas[1], eps, weight_decay
         self.m = [np.zeros_like(p) for p, _ in self.pairs]
         self.v = [np.zeros_like(p) for p, _ in self.pairs]
         self.t = 0
 
+    def check_pairs(self, pairs):
+        """Every array must still be writable: a read-only one was let go of by its module
+        (``nn.retire``), so updating it would no longer train the model."""
+        for i, (p, g) in enumerate(pairs):
+            if not (p.flags.writeable and g.flags.writeable):
+                raise ValueError(f"AdamW: pair {i} holds a read-only array: its module let go of it "
+                                 "(Module.astype, or freeze; unfreeze then makes a new gradient) or it "
+                                 "was never writable; build the optimiser again from params_and_grads()")
+        return pairs
+
     def step(self):
+        self.check_pairs(self.pairs)  # the model may have replaced its arrays since
         self.t += 1
         bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
         for (p, g), m, v in zip(self.pairs, self.m, self.v):
@@ -458,5 +486,5 @@ class AdamW:
             p -= (self.lr / bc1) * m / (np.sqrt(v) / math.sqrt(bc2) + self.eps)
 
     def zero_grad(self):
-        for _, g in self.pairs:
+        for _, g in self.check_pairs(self.pairs):
             g[...] = 0.0

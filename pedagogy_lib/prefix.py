@@ -359,6 +359,8 @@ def prefix_attention_parts(q, k, v, pk, pv, keep=None):
         if keep.shape[-1] != k.shape[-2]:
             raise ValueError(f"mask covers {keep.shape[-1]} keys but there are {k.shape[-2]} "
                              "(the mask is for the real tokens only; prefix keys are always visible)")
+        if not keep.any(-1).all():  # Attn(q; K, V) over no key is 0/0, as the encoder's check_mask says
+            raise ValueError("keep has a row with no real token (all False): Attn(q; K, V) is undefined")
         s_x = np.where(keep[..., None, :], s_x, -np.inf)
     s_p = q @ np.swapaxes(pk, -1, -2) * scale
     lse_x, lse_p = logsumexp(s_x), logsumexp(s_p)

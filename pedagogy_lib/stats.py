@@ -23,6 +23,8 @@ from scipy import stats as _st
 
 
 def _finite_vector(x, name: str) -> np.ndarray:
+    if np.asarray(x).dtype.kind not in "biuf":  # "0.5" would be parsed, not refused
+        raise TypeError(f"{name} must hold numbers, got dtype {np.asarray(x).dtype}")
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {a.shape}")

@@ -6,20 +6,9 @@ the gradients agree.
 """
 from __future__ import annotations
 
-import re
-
 from torch import nn
 
-from ..bitfit import SITES, check_sites
-
-
-def _wanted(path: str, is_ln: bool, sites, include_layernorm: bool) -> bool:
-    if is_ln and not include_layernorm:
-        return False
-    if sites is None:
-        return True
-    return any(re.fullmatch(rf"(.*\.)?layer\.\d+\.{re.escape(SITES[s])}|{re.escape(SITES[s])}", path)
-               for s in sites)
+from ..bitfit import _wanted, check_sites  # one selection rule for both
 
 
 def bias_names(model: nn.Module, sites=None, include_layernorm: bool = True,

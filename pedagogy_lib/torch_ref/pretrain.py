@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import bpe, corpus, decoder_io
+from .. import bpe, checks, corpus, decoder_io
 from ..decoder import Decoder
 from .decoder import build_decoder, next_token_loss
 
@@ -48,9 +48,9 @@ SETTINGS = {"stdlib-1m": PretrainConfig(steps=1800, lr=3e-3), "stdlib-4m": Pretr
 
 def lr_at(pc: PretrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak."""
-    if step < pc.warmup:
+    if checks.nonneg_int(step, "step") < pc.warmup:  # a step −2 would give a negative rate
         return pc.lr * (step + 1) / pc.warmup
-    frac = (step - pc.warmup) / max(1, pc.steps - pc.warmup)
+    frac = min(1.0, (step - pc.warmup) / max(1, pc.steps - pc.warmup))  # past pc.steps: stay at the floor
     return pc.lr * (pc.final_lr_fraction + (1 - pc.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
