@@ -22,6 +22,7 @@ any table is a difference between methods, not between scripts.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -40,7 +41,7 @@ import torch
 
 from . import data as D
 from . import decoder_io as IO
-from . import stats
+from . import checks, stats
 from .checks import check_size
 from .registry import Arm, decoder_arm, get
 from .torch_ref import decoder_peft as DP
@@ -72,11 +73,40 @@ class Budget:
     max_extensions: int = 0
 
     def __post_init__(self):
-        if (self.n_train < 2 or (self.n_eval is not None and self.n_eval < 2) or self.epochs < 1
-                or self.batch_size < 1 or not self.seeds or self.latency_rounds < 1
-                or not 1 <= self.select_seeds <= len(self.seeds) or self.max_extensions < 0
-                or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"invalid budget {self}")
+        try:
+            self._check()
+        except (TypeError, ValueError) as e:  # the field's own message, after the whole budget
+            raise type(e)(f"invalid budget {self}: {e}") from None
+
+    def _check(self):
+        """Whole numbers where a count is meant (2.5 epochs, True seeds and NaN sizes refused),
+        rates finite and > 0, seeds distinct ints >= 0, a schedule the training loop knows."""
+        for name in ("n_train", "epochs", "batch_size", "latency_rounds", "select_seeds"):
+            checks.positive_int(getattr(self, name), name)
+        if self.n_train < 2 or (self.n_eval is not None and checks.positive_int(self.n_eval, "n_eval") < 2):
+            raise ValueError("n_train and n_eval must be >= 2 (or n_eval None: whole splits)")
+        if isinstance(self.seeds, (str, bytes)) or not self.seeds:
+            raise ValueError(f"seeds must be a non-empty sequence of ints, got {self.seeds!r}")
+        for s in self.seeds:
+            checks.seed(s, "each seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {list(self.seeds)} (runs pair by seed)")
+        if self.select_seeds > len(self.seeds):
+            raise ValueError(f"select_seeds must be 1…{len(self.seeds)} (the number of seeds)")
+        checks.nonneg_int(self.max_extensions, "max_extensions")
+        checks.boolean(self.full_grid, "full_grid"), checks.boolean(self.resample, "resample")
+        if self.head_lr is not None:
+            checks.finite_real(self.head_lr, "head_lr", positive=True)
+        TrainConfig(schedule=self.schedule)  # the loop's own check of the schedule's name
+
+
+def cli_count(text: str) -> int:
+    """An argparse ``type`` for a count on an entry point's command line (--jobs, --seeds): an
+    int >= 1, so ``--jobs 0`` stops at the command line, before anything loads, trains or writes."""
+    try:
+        return check_size(int(text), "count")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
 
 
 def as_arm(method) -> Arm:
@@ -200,6 +230,10 @@ class _Search:
     the best rate sits at an edge; then the remaining seeds at the chosen rate."""
 
     def __init__(self, arm: Arm, budget: Budget):
+        try:  # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
+            self.grid = stats.rate_grid(grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"arm {arm.label!r}: {e}") from None
         self.arm, self.budget = arm, budget
         self.seeds = budget.seeds[:budget.select_seeds]
         self.trials, self.finals, self.extensions, self.waiting, self.choice = [], [], 0, 0, None
@@ -210,7 +244,7 @@ class _Search:
         return jobs
 
     def start(self) -> list:
-        return self._grid_runs(grid(self.arm, self.budget))
+        return self._grid_runs(self.grid)   # sorted floats: an int rate would be refused by run
 
     def scores(self) -> dict:
         """{rate: validation accuracy averaged over the selection seeds}."""
@@ -257,10 +291,12 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
     ``make compare``); ``on_result(label, result)`` is called on each new result as soon as it
     exists (with jobs=1, before the next run starts: a log it writes survives an interruption)."""
     arms, run_fn, done = [as_arm(a) for a in arms], run_fn or run, done or {}
+    search = {a.label: _Search(a, budget) for a in arms}   # every grid checked before any run
+    if len(search) != len(arms):
+        raise ValueError(f"two arms share a label: {[a.label for a in arms]}")
     shared = jobs == 1 and not budget.resample and run_fn is run  # else each run (or worker) splits
     data = splits(task, budget) if shared else None
     pool, t0 = Pool(jobs, run_fn), time.perf_counter()
-    search = {a.label: _Search(a, budget) for a in arms}
 
     def submit(a, kind, lr, seed):
         key = (a.label, lr, seed)
@@ -400,6 +436,24 @@ def _search_decoder(arm, task: DecoderTask, out: dict, extensions: int, run_one)
             out["runs"] += [r for r, _ in tried[lr]]
 
 
+def _check_decoder_arms(arms, out: dict | None, extensions: int) -> None:
+    """Before anything trains: searched arms have grids ``select_lr`` takes, labels are
+    distinct, and an arm with ``rate_from`` finds that arm's rate (searched before it, or stored)."""
+    have = set((out or {}).get("selection", {}))
+    for arm in arms:
+        if arm.label in have:
+            raise ValueError(f"decoder arm {arm.label!r} is listed twice or already stored")
+        if arm.rate_from is None:
+            try:
+                stats.rate_grid(arm.grid, min_rates=2)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"decoder arm {arm.label!r}: {e}") from None
+        elif arm.rate_from not in have:
+            raise ValueError(f"decoder arm {arm.label!r} takes the rate {arm.rate_from!r} chooses: list "
+                             f"{arm.rate_from!r} before it (or append to results that hold it)")
+        have.add(arm.label)
+
+
 def decoder_protocol(arms, task: DecoderTask, bar=None, out: dict | None = None, name: str | None = None,
                      extensions: int = 1, run_fn=None) -> dict:
     """The evidence protocol on the decoder for ``arms`` (labels of ``registry.DECODER_ARMS`` or
@@ -409,6 +463,7 @@ def decoder_protocol(arms, task: DecoderTask, bar=None, out: dict | None = None,
     takes the rate that arm chose and runs every seed. ``out`` (stored results): append to it;
     else it starts with the zero-shot scores. ``run_fn`` replaces ``run_decoder`` (tests)."""
     arms, run_fn = [decoder_arm(a) for a in arms], run_fn or run_decoder
+    _check_decoder_arms(arms, out, checks.nonneg_int(extensions, "extensions"))
     if out is None:
         base = decoder_arm("lora-qv").setup_decoder(IO.checkpoint_dir(name), 0)   # B = 0: the pretrained model itself
         out = {"zero_shot": {"test": task.evaluate(base, "test", generate=True), "val": task.evaluate(base, "val")},

@@ -96,14 +96,30 @@ def extension(g: Sequence[float], edge: str) -> float:
     return g[0] * g[0] / g[1] if edge == "low" else g[-1] * g[-1] / g[-2]
 
 
+def _diverged(score) -> bool:
+    """A validation score that is no number to compare: NaN/±inf (a run that diverged) or None
+    (how a stored record keeps one, JSON having no NaN)."""
+    return score is None or not math.isfinite(score)
+
+
 def lr_choice(scores: dict) -> dict:
     """The protocol's record of a search, from {rate: mean validation score}: the sorted
     ``grid``, its ``scores``, the ``chosen`` rate (best score; ties: the smaller rate), and
-    whether it was ``bracketed`` (``edge`` None) or sits at the 'low'/'high' edge."""
+    whether it was ``bracketed`` (``edge`` None) or sits at the 'low'/'high' edge. A rate whose
+    score is NaN/inf (a diverged run) is never chosen: it ranks below every finite score, is
+    stored as None and listed under ``diverged``; every rate diverged: ValueError."""
     g = sorted(scores)
-    where = bracketed(g, [scores[x] for x in g])
-    return {"grid": g, "scores": [scores[x] for x in g], "chosen": where["best"],
-            "bracketed": where["edge"] is None, "edge": where["edge"]}
+    bad = [x for x in g if _diverged(scores[x])]
+    if not g:
+        raise ValueError("lr_choice needs the score of at least one rate, got none")
+    if len(bad) == len(g):
+        raise ValueError(f"no learning rate to choose: every rate of {g} diverged or was never scored "
+                         f"(validation scores {[scores[x] for x in g]})")
+    floor = min(scores[x] for x in g if x not in bad) - 1.0   # below every finite score
+    where = bracketed(g, [floor if x in bad else scores[x] for x in g])
+    out = {"grid": g, "scores": [None if x in bad else scores[x] for x in g], "chosen": where["best"],
+           "bracketed": where["edge"] is None, "edge": where["edge"]}
+    return out | ({"diverged": bad} if bad else {})
 
 
 def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
@@ -115,6 +131,25 @@ def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
     if c["edge"] is None or extensions >= max_extensions:
         return None
     return extension(c["grid"], c["edge"])
+
+
+def rate_grid(grid: Sequence[float], min_rates: int = 1) -> list[float]:
+    """A learning-rate grid checked before anything trains: at least ``min_rates`` distinct
+    rates, each a finite real > 0; returned sorted, as floats (a repeated rate would train
+    every run twice and pair a seed with itself)."""
+    if isinstance(grid, (str, bytes, dict)) or not hasattr(grid, "__iter__"):
+        raise TypeError(f"a learning-rate grid must be a sequence of rates, got {type(grid).__name__} {grid!r}")
+    grid = list(grid)
+    for x in grid:
+        if isinstance(x, bool) or not isinstance(x, numbers.Real) or not (math.isfinite(x) and x > 0):
+            raise ValueError(f"a learning-rate grid holds finite rates > 0, got {x!r} in {list(grid)}")
+    g = sorted(float(x) for x in grid)
+    if len(set(g)) != len(g):
+        raise ValueError(f"a learning-rate grid may not repeat a rate, got {list(grid)}")
+    if len(g) < min_rates:
+        raise ValueError(f"a learning-rate grid needs >= {min_rates} positive finite rates, got {list(grid)}"
+                         + (" (a grid is extended by its own ratio, which takes two rates)" if min_rates == 2 else ""))
+    return g
 
 
 def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
@@ -129,9 +164,7 @@ def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
     ``bracketed``; a result with ``bracketed=False`` must not carry a verdict."""
     if isinstance(max_extensions, bool) or not isinstance(max_extensions, numbers.Integral) or max_extensions < 0:
         raise ValueError(f"max_extensions must be an int >= 0, got {max_extensions!r}")  # before any run
-    grid = sorted(float(x) for x in grid)
-    if len(grid) < 2 or any(x <= 0 or not math.isfinite(x) for x in grid):
-        raise ValueError(f"a learning-rate grid needs >= 2 positive finite rates, got {grid}")
+    grid = rate_grid(grid, min_rates=2)
     scores = {lr: float(evaluate(lr)) for lr in grid}
     for done in range(max_extensions + 1):
         new = next_lr(scores, done, max_extensions)
