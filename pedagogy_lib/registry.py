@@ -229,11 +229,6 @@ class Decoder:
     paged8: Callable = _no_paging
     peft: Callable | None = None
 
-    def __post_init__(self):
-        _check_grid("a decoder form", self.lrs)
-        for what, fn, n in (("decoder attach", self.attach, 2), ("paged8", self.paged8, 0), ("peft", self.peft, 0)):
-            _takes("(decoder form)", what, fn, n, self.defaults)
-
 
 _DEC_QLORA = Decoder(_dec_qlora, (1e-3, 3e-3, 1e-2),
                      {"targets": DP.BLOCK_LINEARS, "r": DP.R, "quant_type": "nf4", "double_quant": True,
@@ -287,6 +282,11 @@ class Method:
         for what, fn, n in (("attach_torch", self.attach_torch, 2), ("attach_numpy", self.attach_numpy, 2),
                             ("count", self.count, 1), ("wrap", self.wrap, 2)):
             _takes(self.name, what, fn, n, self.defaults)
+        if self.decoder is not None:  # its decoder form, by the same rules
+            _check_grid(f"method {self.name!r} on the decoder", self.decoder.lrs)
+            for what, fn, n in (("decoder attach", self.decoder.attach, 2), ("decoder paged8", self.decoder.paged8, 0),
+                                ("decoder peft", self.decoder.peft, 0)):
+                _takes(self.name, what, fn, n, self.decoder.defaults)
 
     def opts(self, **overrides) -> dict:
         return _options(self.name, self.defaults, overrides)

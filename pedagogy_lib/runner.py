@@ -246,12 +246,14 @@ class _Search:
     def start(self) -> list:
         return self._grid_runs(self.grid)   # sorted floats: an int rate would be refused by run
 
-    def scores(self) -> dict:
-        """{rate: validation accuracy averaged over the selection seeds}."""
+    def scores(self, raw: bool = False) -> dict:
+        """{rate: validation accuracy averaged over the selection seeds}, a diverged rate's (NaN)
+        ranked below every other (``stats.ranked``; ``raw``: as measured)."""
         by_lr: dict[float, list] = {}
         for r in self.trials:
             by_lr.setdefault(r["lr"], []).append(r["val_acc"])
-        return {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        means = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        return means if raw else stats.ranked(means)[0]
 
     def add(self, kind: str, r: dict) -> list:
         """Record a finished run; returns the runs this one unlocks as (kind, lr, seed)."""
@@ -275,7 +277,8 @@ class _Search:
         ts = sorted(self.trials, key=lambda r: (r["lr"], r["seed"]))
         at = [r for r in ts if r["lr"] == self.choice["chosen"]] + self.finals
         order = {s: i for i, s in enumerate(self.budget.seeds)}
-        return {"trials": ts, "runs": sorted(at, key=lambda r: order[r["seed"]]), "selection": self.choice}
+        sel = self.choice | {k: v for k, v in stats.choice(self.scores(raw=True)).items() if k in ("scores", "diverged")}
+        return {"trials": ts, "runs": sorted(at, key=lambda r: order[r["seed"]]), "selection": sel}
 
 
 def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, run_fn=None,

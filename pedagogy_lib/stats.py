@@ -96,30 +96,43 @@ def extension(g: Sequence[float], edge: str) -> float:
     return g[0] * g[0] / g[1] if edge == "low" else g[-1] * g[-1] / g[-2]
 
 
+def lr_choice(scores: dict) -> dict:
+    """The protocol's record of a search, from {rate: mean validation score}: the sorted
+    ``grid``, its ``scores``, the ``chosen`` rate (best score; ties: the smaller rate), and
+    whether it was ``bracketed`` (``edge`` None) or sits at the 'low'/'high' edge."""
+    g = sorted(scores)
+    where = bracketed(g, [scores[x] for x in g])
+    return {"grid": g, "scores": [scores[x] for x in g], "chosen": where["best"],
+            "bracketed": where["edge"] is None, "edge": where["edge"]}
+
+
 def _diverged(score) -> bool:
     """A validation score that is no number to compare: NaN/±inf (a run that diverged) or None
     (how a stored record keeps one, JSON having no NaN)."""
     return score is None or not math.isfinite(score)
 
 
-def lr_choice(scores: dict) -> dict:
-    """The protocol's record of a search, from {rate: mean validation score}: the sorted
-    ``grid``, its ``scores``, the ``chosen`` rate (best score; ties: the smaller rate), and
-    whether it was ``bracketed`` (``edge`` None) or sits at the 'low'/'high' edge. A rate whose
-    score is NaN/inf (a diverged run) is never chosen: it ranks below every finite score, is
-    stored as None and listed under ``diverged``; every rate diverged: ValueError."""
-    g = sorted(scores)
-    bad = [x for x in g if _diverged(scores[x])]
-    if not g:
-        raise ValueError("lr_choice needs the score of at least one rate, got none")
-    if len(bad) == len(g):
-        raise ValueError(f"no learning rate to choose: every rate of {g} diverged or was never scored "
-                         f"(validation scores {[scores[x] for x in g]})")
-    floor = min(scores[x] for x in g if x not in bad) - 1.0   # below every finite score
-    where = bracketed(g, [floor if x in bad else scores[x] for x in g])
-    out = {"grid": g, "scores": [None if x in bad else scores[x] for x in g], "chosen": where["best"],
-           "bracketed": where["edge"] is None, "edge": where["edge"]}
-    return out | ({"diverged": bad} if bad else {})
+def ranked(scores: dict) -> tuple[dict, list]:
+    """{rate: score} that ``lr_choice`` can rank, and the rates that diverged: a NaN/inf/None
+    score becomes one below every finite score, so a diverged rate is never chosen (and, as the
+    worst point, may bracket the best from its side). No finite score at all: ValueError."""
+    bad = sorted(x for x, v in scores.items() if _diverged(v))
+    if len(bad) == len(scores):
+        raise ValueError(f"no learning rate to choose: every rate of {sorted(scores)} diverged or was never "
+                         f"scored (validation scores {scores})")
+    floor = min(v for x, v in scores.items() if x not in bad) - 1.0
+    return {x: floor if x in bad else v for x, v in scores.items()}, bad
+
+
+def choice(scores: dict) -> dict:
+    """``lr_choice`` of scores that may hold diverged runs (``ranked``): never chosen, their
+    scores stored as None (JSON has no NaN) and their rates listed under ``diverged``."""
+    ok, bad = ranked(scores)
+    c = lr_choice(ok)
+    if bad:
+        c["scores"] = [None if x in bad else v for x, v in zip(c["grid"], c["scores"])]
+        c["diverged"] = bad
+    return c
 
 
 def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
@@ -167,8 +180,8 @@ def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
     grid = rate_grid(grid, min_rates=2)
     scores = {lr: float(evaluate(lr)) for lr in grid}
     for done in range(max_extensions + 1):
-        new = next_lr(scores, done, max_extensions)
+        new = next_lr(ranked(scores)[0], done, max_extensions)
         if new is None:
             break
         scores[new] = float(evaluate(new))
-    return lr_choice(scores)
+    return choice(scores)   # lr_choice, with any diverged rate reported

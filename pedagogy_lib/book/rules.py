@@ -241,7 +241,7 @@ def unbracketed(grids: dict[str, dict]) -> dict[str, str]:
         scored = {float(x): scores[x] for x in lrs}
         if len(scored) != len(lrs):
             raise ValueError(f"{arm}: a rate is listed twice in {lrs}")
-        edge = stats.lr_choice(scored)["edge"]   # a diverged rate (NaN, or None as stored) is never the best
+        edge = stats.choice(scored)["edge"]   # a diverged rate (NaN, or None as stored) is never the best
         if edge:
             out[arm] = edge
     return out
