@@ -264,8 +264,8 @@ class _K:
 def test_show_source_through_caching_wrappers_and_a_clear_refusal_for_partial(capsys):
     show.show_source(_cached, _K.c)
     out = capsys.readouterr().out
-    assert out.startswith("# tests/test_unseen_harness.py :: _cached\n@functools.lru_cache(maxsize=1)\ndef _cached(x):")
-    assert "# tests/test_unseen_harness.py :: _K.c\n    @functools.cached_property" in out
+    assert out.startswith("# test_unseen_harness.py :: _cached\n@functools.lru_cache(maxsize=1)\ndef _cached(x):")
+    assert "# test_unseen_harness.py :: _K.c\n    @functools.cached_property" in out
     with pytest.raises(TypeError, match="functools.partial has no source.*func"):
         show.show_source(functools.partial(_cached.__wrapped__, 1))
     with pytest.raises(TypeError, match="shows functions"):
