@@ -85,7 +85,7 @@ class Budget:
             checks.positive_int(getattr(self, name), name)
         if self.n_train < 2 or (self.n_eval is not None and checks.positive_int(self.n_eval, "n_eval") < 2):
             raise ValueError("n_train and n_eval must be >= 2 (or n_eval None: whole splits)")
-        if isinstance(self.seeds, (str, bytes)) or not self.seeds:
+        if isinstance(self.seeds, (str, bytes)) or not hasattr(self.seeds, "__len__") or len(self.seeds) == 0:
             raise ValueError(f"seeds must be a non-empty sequence of ints, got {self.seeds!r}")
         for s in self.seeds:
             checks.seed(s, "each seed")
@@ -384,6 +384,9 @@ class DecoderTask:
 
     def __post_init__(self):
         check_size(self.steps, "steps"), check_size(self.batch, "batch")
+        check_size(self.select_seeds, "select_seeds")
+        for s in self.seeds:  # torch.manual_seed and the batch order take an int >= 0
+            checks.seed(s, f"task {self.name!r}: each seed")
         if not 1 <= self.select_seeds <= len(self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"task {self.name!r}: select_seeds must be 1…{len(self.seeds)} of distinct seeds")
 

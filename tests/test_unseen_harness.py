@@ -114,6 +114,21 @@ def test_budget_fields_of_the_wrong_kind_are_refused(kw):
         Budget(**kw)
 
 
+def test_budget_takes_any_sequence_of_distinct_int_seeds():
+    import numpy as np
+
+    assert Budget(seeds=np.arange(3)).seeds.tolist() == [0, 1, 2] and Budget(seeds=[4, 2]).seeds == [4, 2]
+    for seeds in ((), np.array([], int), (0, 0)):
+        with pytest.raises(ValueError, match="invalid budget"):
+            Budget(seeds=seeds)
+
+
+@pytest.mark.parametrize("kw", [dict(seeds=(0.5, 1)), dict(seeds=(-1, 0)), dict(select_seeds=True)])
+def test_a_decoder_task_with_seeds_of_the_wrong_kind_is_refused(kw):
+    with pytest.raises((TypeError, ValueError)):
+        runner.DecoderTask("t", (None, None), None, float, 1, 1, **kw)
+
+
 # ----------------------------------------------------------------------------- the decoder protocol
 def _decoder_task(evaluated):
     def evaluate(model, split, generate=False):
