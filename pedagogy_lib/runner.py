@@ -342,18 +342,63 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
     same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
     if path is not None and Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
+        for r in _log_records(Path(path)):
             if same(r.pop("budget")):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torn = path is not None   # checked once, at the first append
 
     def log(label, r):
+        nonlocal torn
         if path is not None:
+            if torn:
+                _drop_torn_tail(Path(path))
+                torn = False
             with open(path, "a") as f:
                 f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
     return done, log
+
+
+def _log_records(path: Path) -> list[dict]:
+    """The records of a run log, each checked; an unterminated last line that is not JSON is
+    what an interrupted append leaves, and is skipped (the next append drops it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"run log {path} is not UTF-8 text ({e}); move it away to start afresh") from None
+    lines, out = text.split("\n"), []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no newline after it: a torn last write
+                print(f"run log {path}: line {i} is an unfinished write, skipped", file=sys.stderr)
+                continue
+            raise ValueError(f"run log {path}, line {i}: not JSON ({e})") from None
+        if not (isinstance(r, dict) and {"label", "budget", "lr", "seed"} <= set(r) and isinstance(r["budget"], dict)):
+            raise ValueError(f"run log {path}, line {i}: not a run record (needs label, budget, lr, seed)")
+        out.append(r)
+    return out
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Before appending: a last line without its newline is ended (if it is a record) or cut
+    (if it is a torn write), so the next record starts on its own line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+        tail = data + b"\n"
+    except ValueError:
+        tail = data[:cut]
+    path.write_bytes(tail)
 
 
 def _finished(result) -> Future:

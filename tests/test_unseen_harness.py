@@ -129,6 +129,24 @@ def test_a_decoder_task_with_seeds_of_the_wrong_kind_is_refused(kw):
         runner.DecoderTask("t", (None, None), None, float, 1, 1, **kw)
 
 
+def test_a_run_log_torn_by_an_interruption_resumes_and_a_foreign_one_is_refused(tmp_path, capsys):
+    b, p = Budget(n_train=8, n_eval=8), tmp_path / "runs.jsonl"
+    _, log = runner.run_log(p, b)
+    log("probe", {"lr": 0.01, "seed": 0, "val_acc": 0.5})
+    whole = p.read_text()
+    p.write_text(whole + whole[:40])                      # killed while writing the second record
+    done, log = runner.run_log(p, b)
+    assert list(done) == [("probe", 0.01, 0)] and "unfinished write" in capsys.readouterr().err
+    log("probe", {"lr": 0.03, "seed": 0, "val_acc": 0.6})
+    assert p.read_text().startswith(whole) and len(p.read_text().splitlines()) == 2
+    assert sorted(runner.run_log(p, b)[0]) == [("probe", 0.01, 0), ("probe", 0.03, 0)]
+    for text in (whole[:40] + "\n" + whole, "[1, 2]\n", '{"label": "x"}\n'):
+        p.write_text(text)
+        with pytest.raises(ValueError, match="line 1"):
+            runner.run_log(p, b)
+        assert p.read_text() == text
+
+
 # ----------------------------------------------------------------------------- the decoder protocol
 def _decoder_task(evaluated):
     def evaluate(model, split, generate=False):
