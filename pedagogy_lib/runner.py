@@ -352,9 +352,10 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
     def log(label, r):
         nonlocal torn
         if path is not None:
-            if torn:
-                _drop_torn_tail(Path(path))
-                torn = False
+            fixed = _without_torn_tail(Path(path)) if torn else None
+            if fixed is not None:
+                Path(path).write_bytes(fixed)
+            torn = False
             with open(path, "a") as f:
                 f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
     return done, log
@@ -384,21 +385,19 @@ def _log_records(path: Path) -> list[dict]:
     return out
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """Before appending: a last line without its newline is ended (if it is a record) or cut
-    (if it is a torn write), so the next record starts on its own line."""
-    if not path.is_file() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if data.endswith(b"\n"):
-        return
+def _without_torn_tail(path: Path) -> bytes | None:
+    """Before appending: the log's bytes with a last line that lacks its newline ended (if it
+    is a record) or cut (a torn write), so the next record starts on its own line; None when
+    the log is fine as it is."""
+    data = path.read_bytes() if path.is_file() else b""
+    if not data or data.endswith(b"\n"):
+        return None
     cut = data.rfind(b"\n") + 1
     try:
         json.loads(data[cut:])
-        tail = data + b"\n"
+        return data + b"\n"
     except ValueError:
-        tail = data[:cut]
-    path.write_bytes(tail)
+        return data[:cut]
 
 
 def _finished(result) -> Future:
