@@ -80,9 +80,12 @@ def paired_by_seed(a: dict, b: dict, level: float = 0.95) -> dict:
     """``paired`` for runs keyed by seed ({seed: score}): the pairs are matched by seed, never
     by position, and two runs with different seed sets are refused (Eq. 8.1 needs the same
     data order and initialisation on both sides of every pair)."""
-    if set(a) != set(b):
-        raise ValueError(f"paired runs need the same seeds: {sorted(a)} vs {sorted(b)}")
-    seeds = sorted(a)
+    try:
+        seeds, other = sorted(a), sorted(b)
+    except TypeError:  # e.g. 0 and "1": seeds read from two kinds of file
+        raise TypeError(f"seeds must be of one kind (ints): {list(a)} vs {list(b)}") from None
+    if seeds != other:
+        raise ValueError(f"paired runs need the same seeds: {seeds} vs {other}")
     return paired([a[s] for s in seeds], [b[s] for s in seeds], level) | {"seeds": seeds}
 
 

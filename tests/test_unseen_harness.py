@@ -93,6 +93,20 @@ def test_diverged_at_the_top_of_a_rising_curve_still_brackets_and_all_diverged_i
         runner.protocol(["probe"], None, B, progress=False, run_fn=synthetic(lambda lr, s: NAN, calls))
 
 
+def test_two_arms_with_one_label_are_refused_before_any_run():
+    calls = []
+    with pytest.raises(ValueError, match="share a label"):
+        runner.protocol(["probe", Arm("probe", "lora")], None, B, progress=False,
+                        run_fn=synthetic(lambda lr, s: 0.5, calls))
+    assert calls == []
+
+
+def test_paired_by_seed_names_seeds_of_two_kinds():
+    with pytest.raises(TypeError, match="one kind"):
+        stats.paired_by_seed({0: 0.5, "1": 0.6}, {0: 0.5, "1": 0.7})
+    assert stats.paired_by_seed({1: 0.6, 0: 0.5}, {0: 0.4, 1: 0.5})["seeds"] == [0, 1]
+
+
 def test_select_lr_refuses_a_repeated_rate_before_evaluating():
     seen = []
     with pytest.raises(ValueError, match="repeat"):
