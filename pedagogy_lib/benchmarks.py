@@ -15,7 +15,6 @@ records.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -36,6 +35,13 @@ SOURCES = {  # results file → the benchmark that writes it
     "bench_decoder.json": "tests/bench/bench_decoder.py",
 }
 ADAPTERS = ("houlsby", "pfeiffer", "parallel", "LoRA merged")
+KEYS = {  # results file → what the summary reads of it (a foreign file is refused by name)
+    "ch02_latency.json": ("cases",),
+    "ch03_latency.json": ("settings",),
+    "bench_quant.json": ("quantize", "dequantize", "shape", "blocksize"),
+    "bench_qlora.json": ("ratios_vs_qlora", "config", "results"),
+    "bench_decoder.json": ("models",),
+}
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
@@ -75,7 +81,7 @@ def chapter_times(paths=None, progress: bool = True) -> dict[str, dict]:
 
 
 def _read(name: str, results: Path) -> dict:
-    return R.load(results / name, f"{SOURCES[name]} (or `make bench`)")
+    return R.load(results / name, f"{SOURCES[name]} (or `make bench`)", KEYS[name], f"{name} benchmark")
 
 
 def lora_ratios(d: dict) -> list[dict]:
@@ -181,7 +187,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(SUMMARY))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    last = json.loads(out.read_text()).get("chapters", {}) if out.is_file() else {}
+    last = load(out)["chapters"] if out.is_file() else {}   # another file at --out: refused, not overwritten
     # chapter 08 reads this file, so the new ratios go in before the chapters are timed
     save(summarize(last), out)
     s = summarize(last if args.no_chapters else chapter_times())

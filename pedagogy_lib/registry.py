@@ -34,6 +34,7 @@ Adding a method = one ``Method(...)`` line in ``_RECORDS`` (see README, "Adding 
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,6 +49,7 @@ from . import ia3 as I
 from . import lora as L
 from . import prefix as P
 from . import prompt as PT
+from . import stats
 from .torch_ref import adapters as TA
 from .torch_ref import decoder_peft as DP
 from .torch_ref import dora as TD
@@ -194,6 +196,27 @@ def _no_paging(**opts):
     return False
 
 
+def _takes(owner: str, what: str, fn, n_args: int, defaults: dict) -> None:
+    """A record's function must accept its defaults as keywords (after ``n_args`` positional
+    arguments: (mm, seed), (shape,)…): a default it does not take would fail only when a run
+    reaches it, hours into a sweep."""
+    if fn is None:
+        return
+    try:
+        inspect.signature(fn).bind(*[None] * n_args, **defaults)
+    except TypeError as e:
+        raise ValueError(f"method {owner!r}: its {what} does not take its defaults {sorted(defaults)} ({e})") from None
+    except ValueError:  # a builtin without a signature: nothing to check
+        pass
+
+
+def _check_grid(owner: str, lrs) -> None:
+    try:
+        stats.rate_grid(lrs)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{owner}: {e}") from None
+
+
 @dataclass(frozen=True)
 class Decoder:
     """A method's form on the decoder: ``attach(folder, seed, **opts)`` → ids → logits module;
@@ -249,6 +272,21 @@ class Method:
     decoder: Decoder | None = None     # its form on chapter 09's decoder (chapter 10)
     wrap: Callable | None = None       # (classifier, seed, **opts) -> the module trained instead
     compared: tuple[Compared, ...] = (Compared(),)  # its chapter 08 arms; () = not compared
+
+    def __post_init__(self):
+        """A record that could not run is refused when it is written, not hours into a sweep:
+        a name, a grid of positive rates, and functions that take the record's defaults."""
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"a method's name must be a non-empty str, got {self.name!r}")
+        _check_grid(f"method {self.name!r}", self.lrs)
+        for what, fn, n in (("attach_torch", self.attach_torch, 2), ("attach_numpy", self.attach_numpy, 2),
+                            ("count", self.count, 1), ("wrap", self.wrap, 2)):
+            _takes(self.name, what, fn, n, self.defaults)
+        if self.decoder is not None:  # its decoder form, by the same rules
+            _check_grid(f"method {self.name!r} on the decoder", self.decoder.lrs)
+            for what, fn, n in (("decoder attach", self.decoder.attach, 2), ("decoder paged8", self.decoder.paged8, 0),
+                                ("decoder peft", self.decoder.peft, 0)):
+                _takes(self.name, what, fn, n, self.decoder.defaults)
 
     def opts(self, **overrides) -> dict:
         return _options(self.name, self.defaults, overrides)
@@ -379,7 +417,20 @@ _RECORDS = [
            _nothing, None, lambda s, d, kind: d, tuple(TS.subspace_lr(eta, 1000) for eta in (0.1, 0.3, 1.0)),
            {"d": 1000, "kind": "sparse"}, wrap=_subspace, compared=()),
 ]
-METHODS: dict[str, Method] = {m.name: m for m in _RECORDS}
+
+
+def _by_name(records) -> dict[str, Method]:
+    """{name: record}, refusing two records with one name (the later would silently replace
+    the earlier everywhere the registry is read)."""
+    out: dict[str, Method] = {}
+    for m in records:
+        if m.name in out:
+            raise ValueError(f"two registry records are named {m.name!r}")
+        out[m.name] = m
+    return out
+
+
+METHODS: dict[str, Method] = _by_name(_RECORDS)
 # The methods with a peft form on the decoder (chapter 11 trains each as our twin or through peft).
 PEFT_DECODER_METHODS = tuple(m.name for m in _RECORDS if m.decoder is not None and m.decoder.peft is not None)
 
@@ -405,6 +456,8 @@ class Arm:
     rate_from: str | None = None
 
     def __post_init__(self):
+        if self.lrs is not None:  # checked now, not when a run reaches it
+            _check_grid(f"arm {self.label!r}", self.lrs)
         if self.model not in ("encoder", "decoder"):
             raise ValueError(f"arm {self.label!r}: model must be 'encoder' or 'decoder', got {self.model!r}")
         if self.model == "decoder":

@@ -83,9 +83,15 @@ def save_runs(data: dict, name) -> Path:
     hundreds of runs stay readable and diff well). ``data`` is not modified."""
     if not isinstance(data, dict):
         raise TypeError(f"results {name!r}: data must be a dict, got {type(data).__name__}")
+    runs = data.get("runs", [])
+    if not isinstance(runs, (list, tuple)):
+        raise TypeError(f"results {name!r}: data['runs'] must be a list of runs, got {type(runs).__name__}; "
+                        "nothing was written")
     head = {k: v for k, v in data.items() if k != "runs"}
-    body = ",\n".join("  " + _dumps(r, name, sort_keys=True) for r in data.get("runs", []))
-    text = _dumps(head, name, indent=1, sort_keys=True)[:-2] + f',\n "runs": [\n{body}\n ]\n}}\n'
+    body = ",\n".join("  " + _dumps(r, name, sort_keys=True) for r in runs)
+    # the other keys as ``save`` writes them, less the closing brace; no other key: just the brace
+    start = _dumps(head, name, indent=1, sort_keys=True)[:-2] + "," if head else "{"
+    text = start + f'\n "runs": [\n{body}\n ]\n}}\n'
     json.loads(text)  # still valid JSON
     return _write(text, name)
 
@@ -104,10 +110,11 @@ def selection(sel: dict, ndigits: int | None = None) -> dict:
     chapter 08 Eqs. 8.1–8.2): the grid with its extensions, the mean validation score per rate
     over the selection seeds (rounded to ``ndigits`` if given), the chosen rate, and whether
     it is bracketed (else the edge it sits at)."""
-    scores = sel["scores"] if ndigits is None else [round(v, ndigits) for v in sel["scores"]]
-    return {"lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], scores)},
-            "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"],
-            "extensions": sel["extensions"], "select_seeds": sel["seeds"]}
+    scores = sel["scores"] if ndigits is None else [v if v is None else round(v, ndigits) for v in sel["scores"]]
+    out = {"lr_grid": sel["grid"], "val_by_lr": {f"{lr:g}": v for lr, v in zip(sel["grid"], scores)},
+           "lr": sel["chosen"], "bracketed": sel["bracketed"], "edge": sel["edge"],
+           "extensions": sel["extensions"], "select_seeds": sel["seeds"]}
+    return out | ({"diverged": sel["diverged"]} if sel.get("diverged") else {})  # rates whose runs diverged (None)
 
 
 def trained(found: dict) -> list[dict]:
@@ -121,6 +128,8 @@ def mean_sd(xs) -> tuple[float, float]:
     import numpy as np
 
     xs = np.asarray(xs, np.float64)
+    if xs.ndim != 1 or xs.size == 0:
+        raise ValueError(f"mean_sd needs a non-empty 1-D list of runs, got shape {xs.shape}")
     return float(xs.mean()), float(xs.std(ddof=1)) if xs.size > 1 else 0.0
 
 
@@ -131,7 +140,9 @@ def smooth(losses, k: int = SMOOTH):
     """Moving average over k steps (the first k−1 points average what exists so far)."""
     import numpy as np
 
-    x = np.asarray(losses, np.float64)
+    x, k = np.asarray(losses, np.float64), checks.check_size(k, "k")
+    if x.ndim != 1:
+        raise ValueError(f"smooth takes a 1-D loss curve, got shape {x.shape}")
     c = np.cumsum(np.insert(x, 0, 0.0))
     n = np.minimum(np.arange(1, x.size + 1), k)
     return (c[1:] - c[np.arange(1, x.size + 1) - n]) / n

@@ -22,6 +22,7 @@ any table is a difference between methods, not between scripts.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -40,7 +41,7 @@ import torch
 
 from . import data as D
 from . import decoder_io as IO
-from . import stats
+from . import checks, stats
 from .checks import check_size
 from .registry import Arm, decoder_arm, get
 from .torch_ref import decoder_peft as DP
@@ -72,11 +73,40 @@ class Budget:
     max_extensions: int = 0
 
     def __post_init__(self):
-        if (self.n_train < 2 or (self.n_eval is not None and self.n_eval < 2) or self.epochs < 1
-                or self.batch_size < 1 or not self.seeds or self.latency_rounds < 1
-                or not 1 <= self.select_seeds <= len(self.seeds) or self.max_extensions < 0
-                or len(set(self.seeds)) != len(self.seeds)):
-            raise ValueError(f"invalid budget {self}")
+        try:
+            self._check()
+        except (TypeError, ValueError) as e:  # the field's own message, after the whole budget
+            raise type(e)(f"invalid budget {self}: {e}") from None
+
+    def _check(self):
+        """Whole numbers where a count is meant (2.5 epochs, True seeds and NaN sizes refused),
+        rates finite and > 0, seeds distinct ints >= 0, a schedule the training loop knows."""
+        for name in ("n_train", "epochs", "batch_size", "latency_rounds", "select_seeds"):
+            checks.positive_int(getattr(self, name), name)
+        if self.n_train < 2 or (self.n_eval is not None and checks.positive_int(self.n_eval, "n_eval") < 2):
+            raise ValueError("n_train and n_eval must be >= 2 (or n_eval None: whole splits)")
+        if isinstance(self.seeds, (str, bytes)) or not hasattr(self.seeds, "__len__") or len(self.seeds) == 0:
+            raise ValueError(f"seeds must be a non-empty sequence of ints, got {self.seeds!r}")
+        for s in self.seeds:
+            checks.seed(s, "each seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds repeat: {list(self.seeds)} (runs pair by seed)")
+        if self.select_seeds > len(self.seeds):
+            raise ValueError(f"select_seeds must be 1…{len(self.seeds)} (the number of seeds)")
+        checks.nonneg_int(self.max_extensions, "max_extensions")
+        checks.boolean(self.full_grid, "full_grid"), checks.boolean(self.resample, "resample")
+        if self.head_lr is not None:
+            checks.finite_real(self.head_lr, "head_lr", positive=True)
+        TrainConfig(schedule=self.schedule)  # the loop's own check of the schedule's name
+
+
+def cli_count(text: str) -> int:
+    """An argparse ``type`` for a count on an entry point's command line (--jobs, --seeds): an
+    int >= 1, so ``--jobs 0`` stops at the command line, before anything loads, trains or writes."""
+    try:
+        return check_size(int(text), "count")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
 
 
 def as_arm(method) -> Arm:
@@ -200,6 +230,10 @@ class _Search:
     the best rate sits at an edge; then the remaining seeds at the chosen rate."""
 
     def __init__(self, arm: Arm, budget: Budget):
+        try:  # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
+            self.grid = stats.rate_grid(grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"arm {arm.label!r}: {e}") from None
         self.arm, self.budget = arm, budget
         self.seeds = budget.seeds[:budget.select_seeds]
         self.trials, self.finals, self.extensions, self.waiting, self.choice = [], [], 0, 0, None
@@ -210,14 +244,16 @@ class _Search:
         return jobs
 
     def start(self) -> list:
-        return self._grid_runs(grid(self.arm, self.budget))
+        return self._grid_runs(self.grid)   # sorted floats: an int rate would be refused by run
 
-    def scores(self) -> dict:
-        """{rate: validation accuracy averaged over the selection seeds}."""
+    def scores(self, raw: bool = False) -> dict:
+        """{rate: validation accuracy averaged over the selection seeds}, a diverged rate's (NaN)
+        ranked below every other (``stats.ranked``; ``raw``: as measured)."""
         by_lr: dict[float, list] = {}
         for r in self.trials:
             by_lr.setdefault(r["lr"], []).append(r["val_acc"])
-        return {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        means = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        return means if raw else stats.ranked(means)[0]
 
     def add(self, kind: str, r: dict) -> list:
         """Record a finished run; returns the runs this one unlocks as (kind, lr, seed)."""
@@ -241,7 +277,8 @@ class _Search:
         ts = sorted(self.trials, key=lambda r: (r["lr"], r["seed"]))
         at = [r for r in ts if r["lr"] == self.choice["chosen"]] + self.finals
         order = {s: i for i, s in enumerate(self.budget.seeds)}
-        return {"trials": ts, "runs": sorted(at, key=lambda r: order[r["seed"]]), "selection": self.choice}
+        sel = self.choice | {k: v for k, v in stats.choice(self.scores(raw=True)).items() if k in ("scores", "diverged")}
+        return {"trials": ts, "runs": sorted(at, key=lambda r: order[r["seed"]]), "selection": sel}
 
 
 def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, run_fn=None,
@@ -257,10 +294,12 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
     ``make compare``); ``on_result(label, result)`` is called on each new result as soon as it
     exists (with jobs=1, before the next run starts: a log it writes survives an interruption)."""
     arms, run_fn, done = [as_arm(a) for a in arms], run_fn or run, done or {}
+    search = {a.label: _Search(a, budget) for a in arms}   # every grid checked before any run
+    if len(search) != len(arms):
+        raise ValueError(f"two arms share a label: {[a.label for a in arms]}")
     shared = jobs == 1 and not budget.resample and run_fn is run  # else each run (or worker) splits
     data = splits(task, budget) if shared else None
     pool, t0 = Pool(jobs, run_fn), time.perf_counter()
-    search = {a.label: _Search(a, budget) for a in arms}
 
     def submit(a, kind, lr, seed):
         key = (a.label, lr, seed)
@@ -303,18 +342,62 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
     same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
     if path is not None and Path(path).exists():
-        for line in Path(path).read_text().splitlines():
-            r = json.loads(line)
+        for r in _log_records(Path(path)):
             if same(r.pop("budget")):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torn = path is not None   # checked once, at the first append
 
     def log(label, r):
+        nonlocal torn
         if path is not None:
+            fixed = _without_torn_tail(Path(path)) if torn else None
+            if fixed is not None:
+                Path(path).write_bytes(fixed)
+            torn = False
             with open(path, "a") as f:
                 f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
     return done, log
+
+
+def _log_records(path: Path) -> list[dict]:
+    """The records of a run log, each checked; an unterminated last line that is not JSON is
+    what an interrupted append leaves, and is skipped (the next append drops it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"run log {path} is not UTF-8 text ({e}); move it away to start afresh") from None
+    lines, out = text.split("\n"), []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no newline after it: a torn last write
+                print(f"run log {path}: line {i} is an unfinished write, skipped", file=sys.stderr)
+                continue
+            raise ValueError(f"run log {path}, line {i}: not JSON ({e})") from None
+        if not (isinstance(r, dict) and {"label", "budget", "lr", "seed"} <= set(r) and isinstance(r["budget"], dict)):
+            raise ValueError(f"run log {path}, line {i}: not a run record (needs label, budget, lr, seed)")
+        out.append(r)
+    return out
+
+
+def _without_torn_tail(path: Path) -> bytes | None:
+    """Before appending: the log's bytes with a last line that lacks its newline ended (if it
+    is a record) or cut (a torn write), so the next record starts on its own line; None when
+    the log is fine as it is."""
+    data = path.read_bytes() if path.is_file() else b""
+    if not data or data.endswith(b"\n"):
+        return None
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+        return data + b"\n"
+    except ValueError:
+        return data[:cut]
 
 
 def _finished(result) -> Future:
@@ -345,6 +428,9 @@ class DecoderTask:
 
     def __post_init__(self):
         check_size(self.steps, "steps"), check_size(self.batch, "batch")
+        check_size(self.select_seeds, "select_seeds")
+        for s in self.seeds:  # torch.manual_seed and the batch order take an int >= 0
+            checks.seed(s, f"task {self.name!r}: each seed")
         if not 1 <= self.select_seeds <= len(self.seeds) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"task {self.name!r}: select_seeds must be 1…{len(self.seeds)} of distinct seeds")
 
@@ -400,6 +486,24 @@ def _search_decoder(arm, task: DecoderTask, out: dict, extensions: int, run_one)
             out["runs"] += [r for r, _ in tried[lr]]
 
 
+def _check_decoder_arms(arms, out: dict | None, extensions: int) -> None:
+    """Before anything trains: searched arms have grids ``select_lr`` takes, labels are
+    distinct, and an arm with ``rate_from`` finds that arm's rate (searched before it, or stored)."""
+    have = set((out or {}).get("selection", {}))
+    for arm in arms:
+        if arm.label in have:
+            raise ValueError(f"decoder arm {arm.label!r} is listed twice or already stored")
+        if arm.rate_from is None:
+            try:
+                stats.rate_grid(arm.grid, min_rates=2)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"decoder arm {arm.label!r}: {e}") from None
+        elif arm.rate_from not in have:
+            raise ValueError(f"decoder arm {arm.label!r} takes the rate {arm.rate_from!r} chooses: list "
+                             f"{arm.rate_from!r} before it (or append to results that hold it)")
+        have.add(arm.label)
+
+
 def decoder_protocol(arms, task: DecoderTask, bar=None, out: dict | None = None, name: str | None = None,
                      extensions: int = 1, run_fn=None) -> dict:
     """The evidence protocol on the decoder for ``arms`` (labels of ``registry.DECODER_ARMS`` or
@@ -409,6 +513,7 @@ def decoder_protocol(arms, task: DecoderTask, bar=None, out: dict | None = None,
     takes the rate that arm chose and runs every seed. ``out`` (stored results): append to it;
     else it starts with the zero-shot scores. ``run_fn`` replaces ``run_decoder`` (tests)."""
     arms, run_fn = [decoder_arm(a) for a in arms], run_fn or run_decoder
+    _check_decoder_arms(arms, out, checks.nonneg_int(extensions, "extensions"))
     if out is None:
         base = decoder_arm("lora-qv").setup_decoder(IO.checkpoint_dir(name), 0)   # B = 0: the pretrained model itself
         out = {"zero_shot": {"test": task.evaluate(base, "test", generate=True), "val": task.evaluate(base, "val")},

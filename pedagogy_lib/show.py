@@ -5,6 +5,7 @@ code the later cells run.  The header names the file by its module path, never b
 numbers, so the printed text only changes when the code itself changes (nbval compares it).
 """
 
+import functools
 import inspect
 import sys
 
@@ -12,7 +13,13 @@ __all__ = ["show_source"]
 
 
 def _unwrap(obj):
-    """Return the function behind a property/staticmethod/classmethod/bound method."""
+    """Return the function behind a property/staticmethod/classmethod/bound method, a
+    ``functools.cached_property`` or a caching wrapper (``functools.lru_cache``: its source is
+    the decorated function's, decorator line included)."""
+    if isinstance(obj, functools.cached_property):
+        return obj.func
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)) and inspect.isfunction(getattr(obj, "__wrapped__", None)):
+        return obj.__wrapped__
     if isinstance(obj, property):
         if obj.fget is None:
             raise TypeError("show_source: property has no getter to show")
@@ -50,6 +57,9 @@ def show_source(*objs) -> None:
     blocks = []
     for obj in objs:
         fn = _unwrap(obj)
+        if isinstance(fn, functools.partial):
+            raise TypeError(f"show_source(): a functools.partial has no source of its own; show its "
+                            f"function, {fn.func!r:.60} (.func)")
         if not (inspect.isfunction(fn) or inspect.isclass(fn)):
             raise TypeError(
                 f"show_source() shows functions, classes and methods; got "

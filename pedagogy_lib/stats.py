@@ -82,9 +82,12 @@ def paired_by_seed(a: dict, b: dict, level: float = 0.95) -> dict:
     """``paired`` for runs keyed by seed ({seed: score}): the pairs are matched by seed, never
     by position, and two runs with different seed sets are refused (Eq. 8.1 needs the same
     data order and initialisation on both sides of every pair)."""
-    if set(a) != set(b):
-        raise ValueError(f"paired runs need the same seeds: {sorted(a)} vs {sorted(b)}")
-    seeds = sorted(a)
+    try:
+        seeds, other = sorted(a), sorted(b)
+    except TypeError:  # e.g. 0 and "1": seeds read from two kinds of file
+        raise TypeError(f"seeds must be of one kind (ints): {list(a)} vs {list(b)}") from None
+    if seeds != other:
+        raise ValueError(f"paired runs need the same seeds: {seeds} vs {other}")
     return paired([a[s] for s in seeds], [b[s] for s in seeds], level) | {"seeds": seeds}
 
 
@@ -108,6 +111,35 @@ def lr_choice(scores: dict) -> dict:
             "bracketed": where["edge"] is None, "edge": where["edge"]}
 
 
+def _diverged(score) -> bool:
+    """A validation score that is no number to compare: NaN/±inf (a run that diverged) or None
+    (how a stored record keeps one, JSON having no NaN)."""
+    return score is None or not math.isfinite(score)
+
+
+def ranked(scores: dict) -> tuple[dict, list]:
+    """{rate: score} that ``lr_choice`` can rank, and the rates that diverged: a NaN/inf/None
+    score becomes one below every finite score, so a diverged rate is never chosen (and, as the
+    worst point, may bracket the best from its side). No finite score at all: ValueError."""
+    bad = sorted(x for x, v in scores.items() if _diverged(v))
+    if len(bad) == len(scores):
+        raise ValueError(f"no learning rate to choose: every rate of {sorted(scores)} diverged or was never "
+                         f"scored (validation scores {scores})")
+    floor = min(v for x, v in scores.items() if x not in bad) - 1.0
+    return {x: floor if x in bad else v for x, v in scores.items()}, bad
+
+
+def choice(scores: dict) -> dict:
+    """``lr_choice`` of scores that may hold diverged runs (``ranked``): never chosen, their
+    scores stored as None (JSON has no NaN) and their rates listed under ``diverged``."""
+    ok, bad = ranked(scores)
+    c = lr_choice(ok)
+    if bad:
+        c["scores"] = [None if x in bad else v for x, v in zip(c["grid"], c["scores"])]
+        c["diverged"] = bad
+    return c
+
+
 def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
     """One step of the search: the rate to try next, or None when the search is over
     (bracketed, or ``max_extensions`` extensions already made)."""
@@ -117,6 +149,25 @@ def next_lr(scores: dict, extensions: int, max_extensions: int) -> float | None:
     if c["edge"] is None or extensions >= max_extensions:
         return None
     return extension(c["grid"], c["edge"])
+
+
+def rate_grid(grid: Sequence[float], min_rates: int = 1) -> list[float]:
+    """A learning-rate grid checked before anything trains: at least ``min_rates`` distinct
+    rates, each a finite real > 0; returned sorted, as floats (a repeated rate would train
+    every run twice and pair a seed with itself)."""
+    if isinstance(grid, (str, bytes, dict)) or not hasattr(grid, "__iter__"):
+        raise TypeError(f"a learning-rate grid must be a sequence of rates, got {type(grid).__name__} {grid!r}")
+    grid = list(grid)
+    for x in grid:
+        if isinstance(x, bool) or not isinstance(x, numbers.Real) or not (math.isfinite(x) and x > 0):
+            raise ValueError(f"a learning-rate grid holds finite rates > 0, got {x!r} in {list(grid)}")
+    g = sorted(float(x) for x in grid)
+    if len(set(g)) != len(g):
+        raise ValueError(f"a learning-rate grid may not repeat a rate, got {list(grid)}")
+    if len(g) < min_rates:
+        raise ValueError(f"a learning-rate grid needs >= {min_rates} positive finite rates, got {list(grid)}"
+                         + (" (a grid is extended by its own ratio, which takes two rates)" if min_rates == 2 else ""))
+    return g
 
 
 def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
@@ -131,13 +182,11 @@ def select_lr(evaluate: Callable[[float], float], grid: Sequence[float],
     ``bracketed``; a result with ``bracketed=False`` must not carry a verdict."""
     if isinstance(max_extensions, bool) or not isinstance(max_extensions, numbers.Integral) or max_extensions < 0:
         raise ValueError(f"max_extensions must be an int >= 0, got {max_extensions!r}")  # before any run
-    grid = sorted(float(x) for x in grid)
-    if len(grid) < 2 or any(x <= 0 or not math.isfinite(x) for x in grid):
-        raise ValueError(f"a learning-rate grid needs >= 2 positive finite rates, got {grid}")
+    grid = rate_grid(grid, min_rates=2)
     scores = {lr: float(evaluate(lr)) for lr in grid}
     for done in range(max_extensions + 1):
-        new = next_lr(scores, done, max_extensions)
+        new = next_lr(ranked(scores)[0], done, max_extensions)
         if new is None:
             break
         scores[new] = float(evaluate(new))
-    return lr_choice(scores)
+    return choice(scores)   # lr_choice, with any diverged rate reported

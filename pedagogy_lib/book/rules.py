@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pedagogy_lib import stats
+from pedagogy_lib import checks, stats
 
 # not-reproduced-here: we measured, the result differs from the claim, but our regime (a 22.7M
 # encoder, a one-word task with a trainable head, classification not generation) differs from
@@ -74,8 +74,30 @@ VERDICT_ORDER = ("holds", "approximately", "not-reproduced-here", "wrong", "unte
 NOT_HERE = "not-reproduced-here"
 
 
+def _evidence(**values) -> None:
+    """No verdict rests on NaN/inf: a diverged or missing number is refused by name (NaN fails
+    every comparison, so a rule would read it as whichever branch its tests fall through to)."""
+    for name, x in values.items():
+        checks.finite_real(x, name)
+
+
+def _diff(d: dict) -> dict:
+    """A paired difference (``stats.paired``) whose mean and interval are finite numbers, lo <= hi."""
+    _evidence(mean=d["mean"], lo=d["lo"], hi=d["hi"])
+    if d["lo"] > d["hi"]:
+        raise ValueError(f"a paired interval needs lo <= hi, got [{d['lo']}, {d['hi']}]")
+    return d
+
+
+def _margin(margin: float) -> float:
+    if checks.finite_real(margin, "margin") < 0:
+        raise ValueError(f"margin must be >= 0 points, got {margin}")
+    return margin
+
+
 def rel_gap(ours: float, stated: float) -> float:
     """|ours − stated| / stated."""
+    _evidence(ours=ours, stated=stated)
     if not stated:
         raise ValueError("stated must be non-zero")
     return abs(ours - stated) / abs(stated)
@@ -104,6 +126,9 @@ def worst_verdict(*verdicts: str, default: str | None = None) -> str:
 def interval_verdict(lo: float, hi: float, a: float, b: float) -> str:
     """Our computed range [lo, hi] against a stated interval [a, b]: inside holds,
     overlapping approximately, disjoint wrong."""
+    _evidence(lo=lo, hi=hi)
+    if lo > hi or not a <= b:  # a or b may be ±inf (an open side); never NaN
+        raise ValueError(f"interval_verdict needs lo <= hi and a <= b, got [{lo}, {hi}] against [{a}, {b}]")
     if a <= lo and hi <= b:
         return "holds"
     return "approximately" if lo <= b and hi >= a else "wrong"
@@ -113,6 +138,7 @@ def rounded_verdict(ours: float, stated: str, approx_tol: float = ABOUT_APPROX) 
     """A stated figure such as "0.24" against our value in the same unit: "holds" if ours
     rounds to it at the stated number of decimals, "approximately" if within `approx_tol`
     (relative), else "wrong"."""
+    _evidence(ours=ours, stated=float(stated))   # "nan" == f"{nan:.0f}": no verdict on it
     decimals = len(stated.split(".")[1]) if "." in stated else 0
     if f"{ours:.{decimals}f}" == stated:
         return "holds"
@@ -160,6 +186,9 @@ def band_verdict(d: dict, lo: float = -math.inf, hi: float = math.inf) -> str:
     """A claim "the difference lies in [lo, hi] points" against a paired difference ``d``:
     holds when the whole 95 % interval lies in the band, approximately when only the mean
     does, wrong when the mean lies outside it."""
+    _diff(d)
+    if not lo <= hi:
+        raise ValueError(f"band_verdict needs lo <= hi, got [{lo}, {hi}]")
     if lo <= d["lo"] and d["hi"] <= hi:
         return "holds"
     return "approximately" if lo <= d["mean"] <= hi else "wrong"
@@ -169,6 +198,7 @@ def match_verdict(d: dict, margin: float) -> str:
     """A claim "a matches b (within ``margin`` points)": holds when the 95 % interval lies inside
     ±margin, approximately when it contains 0 but is wider (a tie we cannot resolve), wrong
     when it excludes 0 (an order, not a match)."""
+    _diff(d), _margin(margin)
     if not d["tie"]:
         return "wrong"
     return "holds" if -margin <= d["lo"] and d["hi"] <= margin else "approximately"
@@ -180,6 +210,7 @@ def within_verdict(d: dict, margin: float, differs: str = "wrong") -> str:
     contains 0), approximately when it is a tie too wide to say (contains 0, leaves the band),
     ``differs`` when it excludes 0 and leaves the band (a measured difference larger than the
     claim allows; ``not-reproduced-here`` where our regime differs from the claim's)."""
+    _diff(d), _margin(margin)
     if -margin <= d["lo"] and d["hi"] <= margin:
         return "holds"
     return "approximately" if d["tie"] else differs
@@ -193,6 +224,7 @@ MIN_SEEDS = 5
 def few_seeds(verdict: str, n: int, min_n: int = MIN_SEEDS) -> str:
     """``verdict`` capped for thin evidence: "holds" resting on fewer than ``min_n`` paired seeds
     becomes "approximately"; every other verdict is kept."""
+    checks.nonneg_int(n, "n (paired seeds)")
     return "approximately" if verdict == "holds" and n < min_n else verdict
 
 
@@ -206,7 +238,10 @@ def unbracketed(grids: dict[str, dict]) -> dict[str, str]:
         if len(lrs) < 2:
             out[arm] = "no grid"
             continue
-        edge = stats.bracketed([float(x) for x in lrs], [scores[x] for x in lrs])["edge"]
+        scored = {float(x): scores[x] for x in lrs}
+        if len(scored) != len(lrs):
+            raise ValueError(f"{arm}: a rate is listed twice in {lrs}")
+        edge = stats.choice(scored)["edge"]   # a diverged rate (NaN, or None as stored) is never the best
         if edge:
             out[arm] = edge
     return out

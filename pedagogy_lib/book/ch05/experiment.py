@@ -347,12 +347,15 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse verified stored runs)")
     ap.add_argument("--no-long", action="store_true", help="skip the longer-budget pairs")
     ap.add_argument("--arms", nargs="*", default=list(ORDER), help="the arms to run (default: all)")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each (runner.Pool)")
+    ap.add_argument("--jobs", type=runner.cli_count, default=1, help="worker processes, one thread each (runner.Pool)")
     ap.add_argument("--long-only", action="store_true",
                     help="keep the stored main budget (verify only LONG_ARMS' stored runs) and run the longer budget")
     ap.add_argument("--assemble", action="store_true",
                     help="train nothing new at the longer budget: store the long runs the run log holds (a cut sweep)")
     args = ap.parse_args(argv)
+    unknown = [a for a in args.arms if a not in ORDER]
+    if unknown:  # else skipped in silence, after the stored runs were verified
+        ap.error(f"unknown arm(s) {unknown}; choose from {list(ORDER)}")
     task, t0 = data.polarity_task(), time.process_time()
     old, log = stored(task)
     if args.fresh:

@@ -269,13 +269,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="*", default=list(CURVE), choices=list(ARMS))
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
-    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds 0..k-1 (default 5)")
+    ap.add_argument("--seeds", type=runner.cli_count, default=len(SEEDS), help="seeds 0..k-1 (default 5)")
     ap.add_argument("--select-n", type=int, default=SELECT_N, help="the size the rates are chosen at")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
+    ap.add_argument("--jobs", type=runner.cli_count, default=1, help="worker processes, one thread each")
     ap.add_argument("--part", choices=("curve", "preactivation", "all"), default="all")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
     args = ap.parse_args(argv)
+    if args.part in ("curve", "all") and args.select_n not in args.sizes:  # before the preactivation study writes
+        ap.error(f"--sizes must include the selection size --select-n {args.select_n}, got {args.sizes}")
     if args.part in ("preactivation", "all"):
         print(f"wrote {preactivation_study()}")
     if args.part in ("curve", "all"):

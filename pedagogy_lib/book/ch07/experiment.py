@@ -338,6 +338,9 @@ def main(argv=None):
     ap.add_argument("--part", choices=("accuracy", "memory", "all"), default="all")
     ap.add_argument("--arms", nargs="*", default=None, help=f"a subset of {list(ARMS)}")
     args = ap.parse_args(argv)
+    unknown = [a for a in args.arms or () if a not in ARMS]
+    if unknown:  # before the memory study writes its file
+        ap.error(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     if args.part in ("memory", "all"):
         print(f"wrote {step_memory_study()}")
     if args.part in ("accuracy", "all"):

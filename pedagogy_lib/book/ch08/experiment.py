@@ -141,7 +141,7 @@ def main(argv=None):
     ap.add_argument("--ci", action="store_true", help="the reduced CI budget (one seed, few steps)")
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--out", default=str(RESULTS))
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+    ap.add_argument("--jobs", type=runner.cli_count, default=os.cpu_count() or 1,
                     help="worker processes, one thread each (default: one per CPU core)")
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
     ap.add_argument("--append", action="store_true",
@@ -149,6 +149,10 @@ def main(argv=None):
     ap.add_argument("--latency-only", action="store_true",
                     help="keep the accuracies in --out, measure the inference latency again")
     args = ap.parse_args(argv)
+    try:  # an unknown name stops here, before the model loads
+        check_arms(args.methods)
+    except ValueError as e:
+        ap.error(str(e))
     if args.latency_only:
         res = load(args.out)
         res["budget"]["latency_rounds"] = FULL.latency_rounds

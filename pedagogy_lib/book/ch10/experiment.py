@@ -132,6 +132,13 @@ def main(argv=None):
     bad = sorted(set(args.methods) - set(ARMS))
     if bad:
         ap.error(f"unknown methods {bad}; choose from {ARMS}")
+    bad = sorted(set(args.tasks) - set(STEPS))
+    if bad or not args.tasks:
+        ap.error(f"unknown or no tasks {bad}; choose from {list(STEPS)}")
+    if args.append and not args.methods:
+        ap.error("--append: name the methods to add (--methods …)")
+    if args.redo and not args.append:
+        ap.error("--redo works with --append only")
     torch.set_num_threads(1)
     _, _, tok, _ = IO.read_checkpoint(IO.checkpoint_dir())
     if args.scale:

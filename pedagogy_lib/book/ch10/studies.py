@@ -18,6 +18,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -215,12 +216,15 @@ def more_seeds() -> None:
 
 
 def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])   # --help or a typo: refused, nothing runs
+    ap.add_argument("--more-seeds", action="store_true", help="add the missing seeds to the stored placement and VADER runs")
+    ap.add_argument("--vader", action="store_true", help="only the VADER lesson")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    argv = sys.argv[1:] if argv is None else argv
-    if "--more-seeds" in argv:   # add the missing seeds to the stored placement and VADER runs
+    if args.more_seeds:   # add the missing seeds to the stored placement and VADER runs
         more_seeds()
         return
-    if "--vader" not in argv:   # --vader: only the VADER lesson
+    if not args.vader:   # --vader: only the VADER lesson
         t0 = time.perf_counter()
         with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr,
                   disable=None) as bar:

@@ -13,6 +13,7 @@ Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch11.experi
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -130,7 +131,8 @@ def serving() -> dict:
             "t_set_adapter": t_switch, "t_load_merged_copy": t_reload, "t_unmerge_merge": t_merge_swap}
 
 
-def main() -> None:
+def main(argv=None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)   # no options: --help or a typo stops here
     torch.set_num_threads(1)
     batch = D.make_batch(4, 32)
     out = {"config": {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
