@@ -229,7 +229,7 @@ def _arm_record(arm: Arm, found: dict) -> dict:
     runs = found["runs"]
     eta = (lambda x: round(x * math.sqrt(d), 6)) if d else (lambda x: None)  # noqa: E731
     return {"d": d, "note": arm.note, "lr_grid": sel["grid"], "eta_grid": [eta(x) for x in sel["grid"]],
-            "val_by_lr": [round(v, 6) for v in sel["scores"]], "lr": sel["chosen"], "eta": eta(sel["chosen"]),
+            "val_by_lr": [v if v is None else round(v, 6) for v in sel["scores"]], "lr": sel["chosen"], "eta": eta(sel["chosen"]),
             "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
             "select_seeds": sel["seeds"], "seeds": [r["seed"] for r in runs],
             "test_by_seed": [r["test_acc"] for r in runs], "val_by_seed": [r["val_acc"] for r in runs]}
