@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from . import checks
+
 SPLITS = ("train", "val", "test", "heldout")
 FRACTIONS = {"val": 0.05, "test": 0.05}      # the rest of the non-held-out documents: train
 EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
@@ -222,8 +224,6 @@ def ngram_losses(train, evaluate, vocab_size: int) -> dict:
       No tuned constant: λ_v trusts a context more the more often it was seen.
     """
     import numpy as np
-
-    from . import checks
 
     if any(np.asarray(s).dtype.kind not in "iu" for s in (train, evaluate)):  # 1.7 would become id 1
         raise TypeError("train and evaluate must be streams of integer token ids")
