@@ -419,15 +419,19 @@ _RECORDS = [
 ]
 
 
-def _by_name(records) -> dict[str, Method]:
-    """{name: record}, refusing two records with one name (the later would silently replace
-    the earlier everywhere the registry is read)."""
-    out: dict[str, Method] = {}
-    for m in records:
-        if m.name in out:
-            raise ValueError(f"two registry records are named {m.name!r}")
-        out[m.name] = m
+def _unique(items, key: str, what: str) -> dict:
+    """{item.<key>: item}, refusing two items with one key (the later would silently replace
+    the earlier everywhere the dict is read)."""
+    out: dict = {}
+    for x in items:
+        if getattr(x, key) in out:
+            raise ValueError(f"two {what} {getattr(x, key)!r}")
+        out[getattr(x, key)] = x
     return out
+
+
+def _by_name(records) -> dict[str, Method]:
+    return _unique(records, "name", "registry records are named")
 
 
 METHODS: dict[str, Method] = _by_name(_RECORDS)
@@ -509,12 +513,7 @@ class Arm:
 
 def arms(*items) -> dict[str, Arm]:
     """{label: Arm} from Arms, refusing two with one label."""
-    out: dict[str, Arm] = {}
-    for a in items:
-        if a.label in out:
-            raise ValueError(f"two arms are labelled {a.label!r}")
-        out[a.label] = a
-    return out
+    return _unique(items, "label", "arms are labelled")
 
 
 def compared_arms() -> dict[str, Arm]:
