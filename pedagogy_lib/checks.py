@@ -127,13 +127,24 @@ def _depth(data) -> int:
     return deepest
 
 
+def _unique_keys(pairs) -> dict:
+    """A JSON object as a dict, refusing a repeated key (json.loads would keep the last silently)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        raise ValueError(f"JSON object repeats the key {next(k for k, _ in pairs if k in seen or seen.add(k))!r}")
+    return out
+
+
 def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH):
     """``json.loads`` with errors that name ``where``: invalid JSON, NaN/Infinity, nesting
     deeper than ``max_depth`` (deeper than Python's recursion limit included)."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise ValueError(f"{where} is not JSON: not valid JSON syntax ({e})") from None
+    except ValueError as e:  # a repeated key, or an integer longer than Python reads
+        raise ValueError(f"{where}: {e}") from None
     except RecursionError:
         raise ValueError(f"{where}: JSON nested too deeply (more than Python's recursion limit); "
                          f"at most {max_depth} levels are accepted") from None

@@ -5,6 +5,7 @@ read as numbers, an error naming the wrong argument."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -197,3 +198,24 @@ def test_threshold_dimension_refuses_a_bool_frac_or_reference():
         with pytest.raises(TypeError, match="reference"):
             lowrank.threshold_dimension([10, 30], [0.5, 0.95], bad)
     assert lowrank.threshold_dimension([10, 30], [0.5, 0.95], 1.0, frac=np.float32(0.5)) == 10
+
+
+@pytest.mark.parametrize("kw", [{"steps": 0}, {"steps": 2.5}, {"lr": float("nan")}, {"lr": 0.0},
+                                {"warmup": -1}, {"final_lr_fraction": 1.5}, {"batch_size": True}, {"seed": -3}])
+def test_pretrain_config_refuses_settings_no_run_could_use(kw):
+    """PretrainConfig took any value: steps=0 or a NaN rate failed (or trained on NaN) much later."""
+    from pedagogy_lib.torch_ref import pretrain as P
+    with pytest.raises((TypeError, ValueError)):
+        P.PretrainConfig(**({"steps": 10, "lr": 1e-3} | kw))
+    assert P.PretrainConfig(steps=1, lr=1e-3).warmup == 50  # a run that ends while warming up is allowed
+
+
+@pytest.mark.parametrize("text, what", [('{"a": 1, "a": 2}', "repeats the key 'a'"),
+                                        ('{"x": {"b": 1, "c": 2, "b": 3}}', "repeats the key 'b'"),
+                                        ('{"n": ' + "1" * 5000 + "}", "f.json: ")])
+def test_parse_json_names_repeated_keys_and_overlong_integers(text, what):
+    """A repeated key was silently resolved to its last value; a 5000-digit integer raised
+    Python's own ValueError without naming the file."""
+    from pedagogy_lib import checks
+    with pytest.raises(ValueError, match=re.escape(what)):
+        checks.parse_json(text, "f.json")

@@ -41,6 +41,15 @@ class PretrainConfig:
     seed: int = 0
     eval_every: int = 100
 
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "eval_every"):
+            checks.positive_int(getattr(self, name), name)
+        checks.nonneg_int(self.warmup, "warmup")  # warmup > steps: a run that ends while warming up
+        checks.finite_real(self.lr, "lr", positive=True)
+        if not 0 <= checks.finite_real(self.final_lr_fraction, "final_lr_fraction") <= 1:
+            raise ValueError(f"final_lr_fraction must lie in [0, 1], got {self.final_lr_fraction}")
+        checks.seed(self.seed)
+
 
 # Steps sized so that both members finish in about ten minutes on one core each.
 SETTINGS = {"stdlib-1m": PretrainConfig(steps=1800, lr=3e-3), "stdlib-4m": PretrainConfig(steps=800, lr=2e-3)}
