@@ -42,8 +42,9 @@ def _int_at_least(x, name: str, low: int, what: str) -> int:
 
 def boolean(x, name: str) -> bool:
     """True or False, nothing truthy: "no" or 1 would silently switch a feature on."""
-    if not isinstance(x, bool):
-        raise TypeError(f"{name} must be True or False, got {x!r}")
+    if not isinstance(x, bool):  # a NumPy bool too: it would reach JSON files, which refuse it
+        hint = " (a NumPy bool: pass bool(...))" if isinstance(x, np.bool_) else ""
+        raise TypeError(f"{name} must be True or False, got {x!r}{hint}")
     return x
 
 

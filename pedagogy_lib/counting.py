@@ -282,15 +282,15 @@ def customer_storage_gb(n_base, n_delta, customers: int, bytes_per_value: float 
 
 
 def human(n: float) -> str:
-    """3 significant figures with a k/M/B suffix: 22.7M, 175B, 294k."""
+    """3 significant figures with a k/M/B/T suffix: 22.7M, 175B, 294k, 1.5T."""
     n = _count(n, "n")
-    units = ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "B"))
+    units = ((1.0, ""), (1e3, "k"), (1e6, "M"), (1e9, "B"), (1e12, "T"))
     i = max(j for j, (div, _) in enumerate(units) if j == 0 or n >= div)
     text = f"{n / units[i][0]:.3g}"
     if float(text) >= 1000 and i + 1 < len(units):  # 999,950 rounds to 1M, not "1e+03k"
         i += 1
         text = f"{n / units[i][0]:.3g}"
-    return text + units[i][1]
+    return (text if "e" not in text else f"{n / units[i][0]:,.0f}") + units[i][1]  # past 999T: 1,500T
 
 
 def pct(x: float, sig: int = 2) -> str:

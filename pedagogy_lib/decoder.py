@@ -142,9 +142,10 @@ def apply_rope_backward(dy, cos, sin):
 
 
 # ----------------------------------------------------------------------------- attention
-def causal_mask(n_query: int, n_key: int, pos0: int = 0):
-    """True where query i (absolute position pos0 + i) may see key j: j ≤ pos0 + i (Eq. 9.6)."""
-    return np.arange(n_key)[None, :] <= (pos0 + np.arange(n_query))[:, None]
+def causal_mask(n_query: int, n_key: int, offset: int = 0):
+    """True where query i may see key j: j ≤ offset + i (Eq. 9.6). The queries are the last
+    n_query of the n_key positions, so offset = n_key − n_query (0 without a cache)."""
+    return np.arange(n_key)[None, :] <= (offset + np.arange(n_query))[:, None]
 
 
 class CausalSelfAttention(Module):

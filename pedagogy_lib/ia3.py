@@ -136,8 +136,11 @@ class IA3Linear(Module):
 
 def lossless(old: np.ndarray, new: np.ndarray, name: str):
     """Refuse a merged (or unmerged) array that cannot be undone: NaN/inf (overflow), or an entry
-    that was a normal float and became zero or subnormal (underflow: its bits are gone)."""
-    tiny = np.finfo(new.dtype).tiny
+    that was a normal float and became zero or subnormal (underflow: its bits are gone). ``new``
+    is judged as it will be stored, in ``old``'s dtype (a float64 l on a float32 W computes wide)."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        new = np.asarray(new).astype(old.dtype)
+    tiny = np.finfo(old.dtype).tiny
     bad = ~np.isfinite(new) | ((np.abs(new) < tiny) & (np.abs(old) >= tiny))
     if bad.any():
         raise ValueError(f"{name} would have {int(bad.sum())} entries that overflow or underflow "

@@ -77,6 +77,13 @@ class Budget:
             self._check()
         except (TypeError, ValueError) as e:  # the field's own message, after the whole budget
             raise type(e)(f"invalid budget {self}: {e}") from None
+        # plain Python numbers from here on: a budget is written to JSON (np.int64 is not JSON)
+        ints = ("n_train", "epochs", "batch_size", "latency_rounds", "select_seeds", "max_extensions")
+        plain = {k: int(getattr(self, k)) for k in ints} | {"seeds": tuple(int(s) for s in self.seeds)}
+        plain |= {"n_eval": None if self.n_eval is None else int(self.n_eval),
+                  "head_lr": None if self.head_lr is None else float(self.head_lr)}
+        for k, v in plain.items():
+            object.__setattr__(self, k, v)
 
     def _check(self):
         """Whole numbers where a count is meant (2.5 epochs, True seeds and NaN sizes refused),

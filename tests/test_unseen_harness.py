@@ -131,7 +131,7 @@ def test_budget_fields_of_the_wrong_kind_are_refused(kw):
 def test_budget_takes_any_sequence_of_distinct_int_seeds():
     import numpy as np
 
-    assert Budget(seeds=np.arange(3)).seeds.tolist() == [0, 1, 2] and Budget(seeds=[4, 2]).seeds == [4, 2]
+    assert Budget(seeds=np.arange(3)).seeds == (0, 1, 2) and Budget(seeds=[4, 2]).seeds == (4, 2)  # plain ints
     for seeds in ((), np.array([], int), (0, 0)):
         with pytest.raises(ValueError, match="invalid budget"):
             Budget(seeds=seeds)
@@ -353,6 +353,7 @@ def test_entry_points_refuse_bad_arguments_before_anything_runs(capsys, monkeypa
     assert "selection size" in _refused(e06.main, ["--sizes", "64"], capsys)
     assert "unknown arm" in _refused(e07.main, ["--arms", "nope"], capsys)
     assert "name the methods" in _refused(e10.main, ["--append", "--methods"], capsys)
+    assert "name the methods" in _refused(e10.main, ["--append"], capsys)  # --methods defaulted to all arms
     assert "tasks" in _refused(e10.main, ["--tasks", "nope"], capsys)
     assert "--redo" in _refused(e10.main, ["--redo"], capsys)
     assert "unrecognized" in _refused(s10.main, ["--vadr"], capsys)

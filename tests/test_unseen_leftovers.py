@@ -219,3 +219,71 @@ def test_parse_json_names_repeated_keys_and_overlong_integers(text, what):
     from pedagogy_lib import checks
     with pytest.raises(ValueError, match=re.escape(what)):
         checks.parse_json(text, "f.json")
+
+
+# ----------------------------------------------------------------------------- the review's findings
+def test_ia3_merge_judges_the_product_as_it_will_be_stored():
+    """A float64 l on a float32 W computed wide, looked finite, and stored inf (NumPy); the same
+    for a float32 l on a float16 torch base."""
+    import torch
+    from pedagogy_lib import ia3
+    from pedagogy_lib.nn import Linear
+    from pedagogy_lib.torch_ref import ia3 as tia3
+    lin = Linear(2, 2, dtype=np.float32)
+    lin.p["weight"][...] = 1e30
+    layer = ia3.IA3Linear(lin, False)
+    layer.p["ia3_l"] = np.array([1e10, 1.0])
+    W = lin.p["weight"].copy()
+    with pytest.raises(ValueError, match="overflow or underflow"):
+        layer.merge()
+    assert np.array_equal(lin.p["weight"], W) and not layer.merged
+    base = torch.nn.Linear(2, 2).half()
+    with torch.no_grad():
+        base.weight.fill_(1000.0)
+    t = tia3.IA3Linear(base, False)
+    t.ia3_l = torch.nn.Parameter(torch.tensor([100.0, 1.0]))   # float32, as peft keeps adapters
+    Wt = base.weight.detach().clone()
+    with pytest.raises(ValueError, match="overflow or underflow"):
+        t.merge()
+    assert torch.equal(base.weight, Wt)
+
+
+def test_a_budget_of_numpy_numbers_is_stored_as_plain_json():
+    """Budget(seeds=np.arange(2)) was accepted, then the run log failed to write it."""
+    import json
+    from dataclasses import asdict
+    from pedagogy_lib import runner
+    b = runner.Budget(seeds=np.arange(2), n_train=np.int64(10), n_eval=np.int64(4), head_lr=np.float32(0.5))
+    assert json.loads(json.dumps(asdict(b)))["seeds"] == [0, 1] and b.seeds == (0, 1)
+    assert runner.Budget(seeds=[0, 1, 2]) == runner.Budget()
+
+
+def test_a_float32_part_of_an_answer_does_not_widen_an_exact_comparison():
+    from pedagogy_lib.book.exercises import NotYet, attempt, expect_close
+    out = attempt(lambda: (1_000_005, np.float32(0.5)))
+    with pytest.raises(NotYet, match="differs"):
+        expect_close(out[0], 1_000_000, "count", rtol=1e-9, atol=0)
+    expect_close(out[1], 0.5 + 1e-8, "half", rtol=1e-9, atol=0)   # the float32 part is still widened
+
+
+@pytest.mark.parametrize("n, want", [(9.995e11, "1T"), (1.5e12, "1.5T"), (1.5e15, "1,500T"), (175e9, "175B")])
+def test_human_has_a_unit_past_billions(n, want):
+    """human(9.995e11) printed '1e+03B'."""
+    from pedagogy_lib.counting import human
+    assert human(n) == want
+
+
+def test_boolean_names_a_numpy_bool():
+    from pedagogy_lib import checks
+    with pytest.raises(TypeError, match="a NumPy bool"):
+        checks.boolean(np.True_, "rslora")
+    assert checks.boolean(True, "rslora") is True
+
+
+def test_stored_grids_with_a_diverged_rate_are_read_not_crashed_on(monkeypatch):
+    """sentences.adapter_4x_ch03 and evidence.ch05.best_prompt raised TypeError on a None score."""
+    from pedagogy_lib.book.evidence import ch05 as E5
+    sweep = {"arms": {"prompt-random": {}, "prompt-vocab": {}}}
+    grids = {"prompt-random": {"0.1": None, "0.3": 0.7}, "prompt-vocab": {"0.1": 0.8, "0.3": None}}
+    monkeypatch.setattr(E5, "val_grid", lambda s, k: grids[k])
+    assert E5.best_prompt(sweep) == "prompt-vocab"

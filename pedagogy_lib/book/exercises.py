@@ -101,6 +101,14 @@ def _eps(x) -> float:
     return float(np.finfo(dtype).eps) if dtype is not None and dtype.kind == "f" else float(np.finfo(np.float64).eps)
 
 
+def _integral(x) -> bool:
+    """An int, or an array/tensor of an integer (or bool) dtype: an exact answer, never widened."""
+    if isinstance(x, (bool, int, np.integer)):
+        return True
+    dtype = getattr(_numpy(x), "dtype", None)
+    return dtype is not None and dtype.kind in "iub"
+
+
 def _coarsest_eps(out, depth: int = 0) -> float:
     """The largest eps among the float arrays/scalars inside an answer (tuples, lists, dicts followed)."""
     if isinstance(out, (list, tuple)) and depth < 3:
@@ -170,14 +178,15 @@ def expect_close(got, want, what: str, rtol: float = 1e-6, atol: float = 1e-8) -
     occurs, and points at NaN/inf or shape mismatches first since those explain the rest.
     A float32 answer to a float64 reference (``got`` in float32, or the student's function
     returned float32 during this check) is held to float32 precision: tolerances below 64·eps32
-    (relative, and relative to max|want|) are widened to that. float16 is not.
+    (relative, and relative to max|want|) are widened to that. float16 is not, and neither is an
+    integer answer or an integer reference: those are exact.
     """
     if not (rtol >= 0 and atol >= 0):
         raise ValueError(f"expect_close: rtol and atol must be >= 0, got rtol={rtol}, atol={atol}")
     g, w = _as_array(got, what), _as_array(want, f"the reference for {what}")
     if g.shape != w.shape:
         raise NotYet(f"{what} has shape {g.shape}, expected {w.shape}")
-    eps = max([_eps(got), *_ANSWER_EPS])  # float32 at the source, even if the checker converted it since
+    eps = _EPS64 if _integral(got) or _integral(want) else max([_eps(got), *_ANSWER_EPS])  # float32 at the source
     if _eps(want) < eps <= _EPS32:  # a float32 answer to a float64 reference: ask for float32 precision, no more
         rtol = max(rtol, _WIDEN * eps)
         atol = max(atol, _WIDEN * eps * float(np.max(np.abs(w[np.isfinite(w)]), initial=0.0)))

@@ -52,6 +52,7 @@ class IA3Linear(nn.Module):
         tiny = torch.finfo(base.weight.dtype).tiny
         for name, v in new.items():   # ia3.lossless: no overflow, no normal entry lost to underflow
             old = getattr(base, name).detach()
+            v = v.to(old.dtype)   # as it will be stored: a float32 l on a float16 W computes wide
             bad = ~torch.isfinite(v) | ((v.abs() < tiny) & (old.abs() >= tiny))
             if bool(bad.any()):
                 raise ValueError(f"IA3Linear.{what}: {name} would have {int(bad.sum())} entries that overflow "

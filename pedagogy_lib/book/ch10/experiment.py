@@ -119,7 +119,7 @@ def scale_study(tok, name: str = "stdlib-4m", methods=("full", "prompt"), extens
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", nargs="*", default=["area", "line"])
-    ap.add_argument("--methods", nargs="*", default=ARMS)
+    ap.add_argument("--methods", nargs="*", default=None, help="default: every arm (with --append: required)")
     ap.add_argument("--append", action="store_true",
                     help="add --methods to the stored results, keeping every stored run (implies --no-studies)")
     ap.add_argument("--redo", action="store_true", help="with --append: replace methods an earlier --append added")
@@ -129,14 +129,15 @@ def main(argv=None):
                     help="add the seeds of SEEDS missing from the stored results at each chosen rate (area, line, scale)")
     ap.add_argument("--no-studies", action="store_true", help="skip the QLoRA studies (studies.py)")
     args = ap.parse_args(argv)
+    if args.append and not args.methods:
+        ap.error("--append: name the methods to add (--methods …)")
+    args.methods = ARMS if args.methods is None else args.methods
     bad = sorted(set(args.methods) - set(ARMS))
     if bad:
         ap.error(f"unknown methods {bad}; choose from {ARMS}")
     bad = sorted(set(args.tasks) - set(STEPS))
     if bad or not args.tasks:
         ap.error(f"unknown or no tasks {bad}; choose from {list(STEPS)}")
-    if args.append and not args.methods:
-        ap.error("--append: name the methods to add (--methods …)")
     if args.redo and not args.append:
         ap.error("--redo works with --append only")
     torch.set_num_threads(1)

@@ -79,7 +79,8 @@ PROMPTS = ("prompt-random", "prompt-vocab")  # the shallow prompts (input embedd
 def best_prompt(sweep: dict) -> str | None:
     """The shallow prompt arm with the best validation accuracy over its grid (None: not in the sweep)."""
     mine = [k for k in PROMPTS if k in sweep["arms"]]
-    return max(mine, key=lambda k: max(val_grid(sweep, k).values())) if mine else None
+    best = lambda k: max(v for v in val_grid(sweep, k).values() if v is not None)  # noqa: E731  (None: diverged)
+    return max(mine, key=best) if mine else None
 
 
 def prompt_gap(sweep: dict) -> tuple[str, dict | None] | None:
