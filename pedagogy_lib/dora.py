@@ -27,7 +27,8 @@ import numpy as np
 from . import checks
 from . import counting as C
 from . import lora
-from .lora import Mergeable, check_alpha, check_rank, checked_targets, init_A, merge_layers, scaling
+from .lora import (Mergeable, attach_args, check_alpha, check_rank, checked_targets, init_A, layer_args,
+                   merge_layers, scaling)
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian")
@@ -52,12 +53,7 @@ class DoRALinear(Mergeable, Module):
                  init: str = "kaiming-uniform", rng: np.random.Generator | None = None,
                  detach_norm: bool = True):
         super().__init__()
-        if not isinstance(base, Linear):
-            raise TypeError(f"DoRALinear adapts an nn.Linear, got {type(base).__name__}")
-        if init not in INITS:
-            raise ValueError(f"DoRALinear: unknown init {init!r}; choose one of {INITS}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        layer_args("DoRALinear", base, Linear, init, INITS, rng)
         W = check_finite(base.p["weight"], "DoRALinear base weight")
         self.d_in, self.d_out = base.d_in, base.d_out
         self.r = check_rank(r, self.d_in, self.d_out)
@@ -159,13 +155,8 @@ def attach_dora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
                 detach_norm: bool = True, freeze_base: bool = True) -> list[str]:
     """``lora.attach_lora`` for DoRA: same matching, checks and A draws (same seed, same A);
     everything is checked before the model changes; returns the paths replaced."""
-    if init not in INITS:
-        raise ValueError(f"attach_dora: unknown init {init!r}; choose one of {INITS}")
-    alpha = check_alpha(alpha)
-    scaling(1, alpha, checks.boolean(rslora, "rslora"))
+    alpha, seed = attach_args("attach_dora", init, INITS, alpha, rslora, seed, freeze_base)
     checks.boolean(detach_norm, "detach_norm")
-    seed = checks.seed(seed)
-    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora")
     for p in chosen:
         try:

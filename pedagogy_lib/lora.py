@@ -95,10 +95,34 @@ def pissa_factors(W: np.ndarray, r: int, s: float):
 
 
 # ----------------------------------------------------------------------------- the layer
+def layer_args(name: str, base, linear: type, init: str, inits, rng) -> None:
+    """The arguments every LoRA-family layer (LoRA, DoRA; NumPy and torch) checks first:
+    ``base`` a ``linear``, an ``init`` it knows, ``rng`` a NumPy Generator or None."""
+    if not isinstance(base, linear):
+        kind = "torch.nn.Linear" if linear.__module__.startswith("torch") else "nn.Linear"
+        raise TypeError(f"{name} adapts a {kind}, got {type(base).__name__}")
+    if init not in inits:
+        raise ValueError(f"{name}: unknown init {init!r}; choose one of {inits}")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+
+
+def attach_args(name: str, init: str, inits, alpha, rslora, seed, freeze_base) -> tuple[float, int]:
+    """The arguments every ``attach_*`` of the LoRA family checks before the model changes;
+    returns (α, seed)."""
+    if init not in inits:
+        raise ValueError(f"{name}: unknown init {init!r}; choose one of {inits}")
+    alpha = check_alpha(alpha)
+    scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
+    checks.boolean(freeze_base, "freeze_base")
+    return alpha, checks.seed(seed)
+
+
 class Mergeable:
     """``merge``/``unmerge`` of a layer whose update can be written into its frozen base weight
-    (LoRA here, DoRA in ``dora.py``): the layer gives ``_merged_weight(sign)``, the new weight,
-    checked finite, and ``_set_weight(new, merged)``, which writes it in place."""
+    (LoRA here, DoRA in ``dora.py``, and their torch twins, which use this class too): the layer
+    gives ``_merged_weight(sign)``, the new weight, checked finite, and ``_set_weight(new,
+    merged)``, which writes it in place."""
 
     def merge(self):
         """W ← W₀ + s·BA  (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way). In place; refuses to merge
@@ -131,12 +155,7 @@ class LoRALinear(Mergeable, Module):
     def __init__(self, base: Linear, r: int, alpha: float, rslora: bool = False,
                  init: str = "kaiming-uniform", rng: np.random.Generator | None = None):
         super().__init__()
-        if not isinstance(base, Linear):
-            raise TypeError(f"LoRALinear adapts an nn.Linear, got {type(base).__name__}")
-        if init not in INITS:
-            raise ValueError(f"LoRALinear: unknown init {init!r}; choose one of {INITS}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        layer_args("LoRALinear", base, Linear, init, INITS, rng)
         W = base.p["weight"]
         self.d_in, self.d_out = base.d_in, base.d_out
         self.r = check_rank(r, self.d_in, self.d_out)
@@ -288,12 +307,7 @@ def attach_lora(model: Module, targets=("query", "value"), r: int = 8, alpha: fl
     With ``freeze_base`` every other parameter of ``model`` is frozen, so only A and B train.
     Layers draw A in path order from ``np.random.default_rng(seed)``.
     """
-    if init not in INITS:
-        raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
-    alpha = check_alpha(alpha)
-    scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
-    seed = checks.seed(seed)
-    checks.boolean(freeze_base, "freeze_base")
+    alpha, seed = attach_args("attach_lora", init, INITS, alpha, rslora, seed, freeze_base)
     chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora")
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:

@@ -12,8 +12,9 @@ from torch import nn
 
 from .. import checks
 from ..dora import INITS
-from ..lora import check_alpha, check_rank, checked_targets, init_A, merge_layers, scaling
-from .lora import Mergeable, _numpy_dtype, _set, linear_paths
+from ..lora import (Mergeable, attach_args, check_alpha, check_rank, checked_targets, init_A, layer_args,
+                    merge_layers, scaling)
+from .lora import _numpy_dtype, _set, linear_paths
 
 
 class DoRALinear(Mergeable, nn.Module):
@@ -23,12 +24,7 @@ class DoRALinear(Mergeable, nn.Module):
                  init: str = "kaiming-uniform", rng: np.random.Generator | None = None,
                  detach_norm: bool = True):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"DoRALinear adapts a torch.nn.Linear, got {type(base).__name__}")
-        if init not in INITS:
-            raise ValueError(f"DoRALinear: unknown init {init!r}; choose one of {INITS}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        layer_args("DoRALinear", base, nn.Linear, init, INITS, rng)
         W = base.weight
         if not torch.isfinite(W).all():
             raise ValueError("DoRALinear base weight: contains NaN/inf")
@@ -100,13 +96,8 @@ def attach_dora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
                 rslora: bool = False, init: str = "kaiming-uniform", seed: int = 0,
                 detach_norm: bool = True, freeze_base: bool = True) -> list[str]:
     """Torch twin of ``dora.attach_dora``: same matching, same checks, same A for the same seed."""
-    if init not in INITS:
-        raise ValueError(f"attach_dora: unknown init {init!r}; choose one of {INITS}")
-    alpha = check_alpha(alpha)
-    scaling(1, alpha, checks.boolean(rslora, "rslora"))
+    alpha, seed = attach_args("attach_dora", init, INITS, alpha, rslora, seed, freeze_base)
     checks.boolean(detach_norm, "detach_norm")
-    seed = checks.seed(seed)
-    checks.boolean(freeze_base, "freeze_base")
     chosen = checked_targets(model, targets, r, DoRALinear, "attach_dora", linear_paths)
     for p in chosen:
         W = model.get_submodule(p).weight

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import checks
 from .. import lora as np_lora
-from ..lora import INITS, check_alpha, check_rank, checked_targets, merge_layers, scaling
+from ..lora import (INITS, Mergeable, attach_args, check_alpha, check_rank, checked_targets, layer_args,
+                    merge_layers, scaling)
 
 
 def _numpy_dtype(dtype: torch.dtype):
@@ -23,40 +23,13 @@ def _numpy_dtype(dtype: torch.dtype):
     raise TypeError(f"LoRALinear needs a floating-point base weight, got {dtype}")
 
 
-class Mergeable:
-    """Twin of ``lora.Mergeable``: ``merge``/``unmerge`` through the layer's ``_merged_weight``
-    and ``_set_weight`` (LoRA here, DoRA in ``torch_ref/dora.py``)."""
-
-    def merge(self):
-        """W ← W₀ + s·BA (Eq. 2.6; DoRA's W' of Eq. 2.8 the same way); refuses to merge twice, and
-        refuses (W₀ unchanged) when the result would hold NaN/inf."""
-        if self.merged:
-            raise RuntimeError(f"{type(self).__name__}.merge: already merged; "
-                               "merging twice would apply the update again")
-        self._set_weight(self._merged_weight(+1), True)
-        return self
-
-    def unmerge(self):
-        """W ← W − s·BA (Eq. 2.6; DoRA: diag(n/m)·W − s·BA); refuses if not merged."""
-        if not self.merged:
-            raise RuntimeError(f"{type(self).__name__}.unmerge: not merged; "
-                               "unmerging would take the update out of W₀")
-        self._set_weight(self._merged_weight(-1), False)
-        return self
-
-
 class LoRALinear(Mergeable, nn.Module):
     """y = base(x) + s·(x Aᵀ) Bᵀ  (Eq. 2.4); ``base_layer`` frozen, ``lora_A`` (r, d_in), ``lora_B`` (d_out, r)."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, rslora: bool = False,
                  init: str = "kaiming-uniform", rng: np.random.Generator | None = None):
         super().__init__()
-        if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear adapts a torch.nn.Linear, got {type(base).__name__}")
-        if init not in INITS:
-            raise ValueError(f"LoRALinear: unknown init {init!r}; choose one of {INITS}")
-        if rng is not None and not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy Generator, got {type(rng).__name__}")
+        layer_args("LoRALinear", base, nn.Linear, init, INITS, rng)
         W = base.weight
         self.d_in, self.d_out = base.in_features, base.out_features
         self.r = check_rank(r, self.d_in, self.d_out)
@@ -131,12 +104,7 @@ def attach_lora(model: nn.Module, targets=("query", "value"), r: int = 8, alpha:
                 rslora: bool = False, init: str = "kaiming-uniform", seed: int = 0,
                 freeze_base: bool = True) -> list[str]:
     """Torch twin of ``lora.attach_lora``: same matching, same checks, same A for the same seed."""
-    if init not in INITS:
-        raise ValueError(f"attach_lora: unknown init {init!r}; choose one of {INITS}")
-    alpha = check_alpha(alpha)
-    scaling(1, alpha, rslora)  # validates rslora and that s fits in float32
-    seed = checks.seed(seed)
-    checks.boolean(freeze_base, "freeze_base")
+    alpha, seed = attach_args("attach_lora", init, INITS, alpha, rslora, seed, freeze_base)
     chosen = checked_targets(model, targets, r, LoRALinear, "attach_lora", linear_paths)
     if init == "pissa":  # PiSSA's SVD needs finite weights: check every layer before touching one
         for p in chosen:
