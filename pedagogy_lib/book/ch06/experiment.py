@@ -186,10 +186,7 @@ def _curve(size_runs: dict) -> dict:
 def _summary(arm: Arm, found: dict, size_runs: dict) -> dict:
     sel = found["selection"]
     runs = [r for rs in size_runs.values() for r in rs]
-    return {"note": arm.note, "trainable": runs[0]["trainable"], "lr": sel["chosen"], "lr_grid": sel["grid"],
-            "val_by_lr": {f"{lr:g}": v if v is None else round(v, 6) for lr, v in zip(sel["grid"], sel["scores"])},
-            "bracketed": sel["bracketed"], "edge": sel["edge"], "extensions": sel["extensions"],
-            "select_seeds": sel["seeds"], "curve": _curve(size_runs),
+    return {"note": arm.note, "trainable": runs[0]["trainable"], **R.selection(sel, 6), "curve": _curve(size_runs),
             "cpu_s": round(sum(r["cpu_s"] for r in found["trials"] + runs), 1)}
 
 
