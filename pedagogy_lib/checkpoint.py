@@ -6,7 +6,6 @@ with safetensors only: no pickle is ever involved.
 """
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 

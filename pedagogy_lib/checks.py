@@ -282,7 +282,6 @@ def write_atomically(files: dict) -> list[pathlib.Path]:
     return [p for p, _ in items]
 
 
-
 def check_size(x, what: str) -> int:
     """A size argument of a method or the runner: an int >= 1 ("... must be positive")."""
     return _int_at_least(x, what, 1, "positive")

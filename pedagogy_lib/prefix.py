@@ -32,8 +32,6 @@ from .nn import Embedding, Linear, Module, Sequential, check_array, check_finite
 _check_size = check_size  # the shared check (pedagogy_lib.checks)
 
 
-
-
 def _check_std(std) -> float:
     if isinstance(std, bool) or not isinstance(std, numbers.Real) or not math.isfinite(std) or std < 0:
         raise ValueError(f"std must be a finite number >= 0, got {std!r}")

@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 
-from pedagogy_lib import lora
 from pedagogy_lib import quant as Q
 from pedagogy_lib.book.exercises import NotYet
 from pedagogy_lib.book.ch02 import exercises as ch02

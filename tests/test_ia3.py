@@ -7,7 +7,7 @@ import torch
 
 from pedagogy_lib import counting, ia3, nn
 from pedagogy_lib.torch_ref.encoder import load_minilm_torch
-from pedagogy_lib.bert import BertConfig, BertEncoder, SentenceEncoder
+from pedagogy_lib.bert import BertEncoder, SentenceEncoder
 from pedagogy_lib.gradcheck import check_module
 from pedagogy_lib.torch_ref import ia3 as tia3
 from twin_checks import assert_twin_matches, padded_batch, tiny_config, torch_twin
@@ -244,7 +244,6 @@ def test_real_minilm_with_ia3_numpy_equals_torch():
 def test_training_moves_only_the_vectors():
     """The book's training loop on the real MiniLM: only l (and the head) move, one short epoch."""
     from pedagogy_lib import data
-    from pedagogy_lib.models import load_minilm
     from pedagogy_lib.torch_ref.train import Batches, Classifier, TrainConfig, count_trainable, train_classifier
 
     model = load_minilm_torch(device="cpu")

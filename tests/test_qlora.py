@@ -454,7 +454,6 @@ def test_gpu_paged_adamw_pages_large_states(mm, task):
 # ----------------------------------------------------------------------------- chapter helpers
 
 def test_error_study_on_small_matrices():
-    from pedagogy_lib.book.ch07 import figures as F7
     rng = np.random.default_rng(0)
     weights = {"a": (rng.standard_normal((64, 256)) * 0.02).astype(np.float32),
                "b": rng.standard_t(4, (128, 128)).astype(np.float32)}
@@ -476,7 +475,6 @@ def test_error_study_on_small_matrices():
 
 
 def test_paging_scenario_is_consistent():
-    from pedagogy_lib.book.ch07 import figures as F7
     d = E7.paging_scenario(steps=50)
     assert d["oom_paged"].sum() <= d["oom_unpaged"].sum()
     unpaged = d["weights"] + d["grads"] + d["state"] + d["activations"] > d["capacity"] + 2**21
@@ -484,7 +482,6 @@ def test_paging_scenario_is_consistent():
 
 
 def test_verdict_records(mm, task, qlora_model):
-    from pedagogy_lib.book.ch07 import figures as F7
     from pedagogy_lib.book.ch07 import claims as V7
     rng = np.random.default_rng(1)
     W = {"x": (rng.standard_normal((384, 384)) * 0.05).astype(np.float32)}
@@ -507,7 +504,6 @@ def test_verdict_records(mm, task, qlora_model):
 
 
 def test_verdicts_without_results_use_a_small_model():
-    from pedagogy_lib.book.ch07 import claims as V7
     back = E7._small_backward()
     assert back["grad_rel_diff"] < 1e-5 and not back["base_has_grad"]
     # forward: both 4-bit matmuls; backward: only the second needs dL/dx (the first layer's
@@ -524,7 +520,6 @@ def _study(h_nf4, h_q=3.998, nf4_mse=1.14):
 
 
 def test_verdict_rules_reach_every_branch():
-    from pedagogy_lib.book.ch07 import figures as F7
     from pedagogy_lib.book.ch07 import claims as V7
     back = E7._small_backward()
     base = {"bits": {"n": 4096, "matrices": 1, "nf4": 4.5, "nf4_dq": 4.127},

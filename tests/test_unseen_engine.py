@@ -2,7 +2,6 @@
 low rank, statistics, counting and scaling: shapes, dtypes and arguments the other tests do
 not use, each judged against an independent reference (torch autograd in float64, scipy,
 a built model's parameter count) or against the rule "refuse bad input, change nothing"."""
-import math
 
 import numpy as np
 import pytest

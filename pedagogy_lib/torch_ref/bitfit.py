@@ -41,6 +41,4 @@ def apply_bitfit(model: nn.Module, sites=None, include_layernorm: bool = True,
     return names
 
 
-
-
 __all__ = ["apply_bitfit", "bias_names"]

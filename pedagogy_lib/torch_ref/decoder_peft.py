@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .. import checks, decoder_io
-from .recipe import CODEBOOKS, nf4_roundtrip  # noqa: F401  (the 4-bit round trip lives beside the recipe)
+from .recipe import nf4_roundtrip  # the 4-bit round trip lives beside the recipe
 from .decoder import build_decoder, rope_tables
 
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"

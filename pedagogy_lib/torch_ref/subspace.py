@@ -130,9 +130,3 @@ def subspace_names(model: nn.Module) -> list[str]:
             if n.startswith("encoder.bert.encoder.") or n.startswith("head.")]
 
 
-
-
-
-
-
-

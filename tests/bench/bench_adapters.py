@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import platform
-import sys
 
 import numpy as np
 import torch

@@ -14,7 +14,6 @@ import argparse
 import os
 import pathlib
 import platform
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ Goals (issue #7): quantise+pack >= 2x faster than bnb, dequantise no slower.
 """
 import os
 import pathlib
-import sys
 import time
 
 import numpy as np
