@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib.book.ch01 import experiment as E
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+from pedagogy_lib.book.rules import Claims, graded, table
 
 ATTENTION = ("query", "key", "value", "attn-out")
 SOURCE_ID = "Aghajanyan et al. 2020 (abstract; the d90 table from a secondary copy)"
@@ -116,7 +116,7 @@ def _ci(p) -> str:
              published="no number in the article; LoRA's own analysis (§7) is about ΔW, not W", source=SOURCE_LORA)
 def _spectra_decay(s):
     e, e_mp = np.median(s["att_E_k"]), np.median(s["att_E_k_mp"])
-    v = "holds" if e >= 0.5 else ("approximately" if e >= 0.3 else "wrong")
+    v = graded(e >= 0.5, e >= 0.3)
     return v, (f"24 attention matrices of MiniLM: top-{s['k']} energy {_stats(s['att_E_k'])} "
                f"(same-shape Gaussian {e_mp:.3g}); 90% of the energy needs k = {_stats(s['att_k90'])} of "
                f"{max(s['att_n'])} (Gaussian {np.median(s['att_k90_mp']):.0f}); effective rank "
@@ -135,7 +135,7 @@ def _more_concentrated(s) -> tuple[int, int]:
                        "vs 91.4)", source=SOURCE_LORA)
 def _update_concentrated(s):
     more, n = _more_concentrated(s)
-    v = "holds" if more >= 0.9 * n else ("approximately" if more > n / 2 else "wrong")
+    v = graded(more >= 0.9 * n, more > n / 2)
     return v, (f"after full fine-tuning, top-{s['k']} energy of ΔW {_stats(s['E_k_dW'])} vs W0 "
                f"{_stats(s['E_k_W0'])}: higher in {more}/{n} matrices; k90 of ΔW median "
                f"{np.median(s['k90_dW']):.0f} vs W0 {np.median(s['k90_W0']):.0f}")
@@ -163,7 +163,7 @@ def _small_slice(s):
     rel, turn = np.median(s["rel_norm"]), np.median(s["turn_deg"])
     sim, proj = np.median(s["sim_ratio"]), np.median(s["proj_ratio_W0"])
     small, concentrated, turned = rel <= 0.05, more > n / 2, turn >= TURN_DEG
-    v = "wrong" if not (small and concentrated) else ("holds" if turned else "approximately")
+    v = graded(small and concentrated and turned, small and concentrated)
     size = "small" if small else "not small (> 5% of ‖W0‖)"
     shape = (f"more concentrated than W0 in {more}/{n} matrices" if concentrated
              else f"more concentrated than W0 in only {more}/{n} matrices")
@@ -186,7 +186,7 @@ def _model_size(s):
     # the table is a secondary copy, the trend is also stated in the paper's abstract
     fams = (("BERT-base", "BERT-large"), ("RoBERTa-base", "RoBERTa-large"))
     falls = [PUBLISHED_D90[big][0] <= PUBLISHED_D90[small][0] for small, big in fams]
-    verdict = "holds" if all(falls) else ("approximately" if any(falls) else "wrong")
+    verdict = graded(all(falls), any(falls))
     return verdict, ("published d90 (MRPC, SAID): " + "; ".join(
         f"{small} {PUBLISHED_D90[small][0]:,} → {big} {PUBLISHED_D90[big][0]:,}" for small, big in fams)
         + " (rule: no growth from base to large in every family → holds, in some → approximately, else wrong); "
@@ -195,3 +195,6 @@ def _model_size(s):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(summary(results))
+
+
+__all__ = ["ATTENTION", "PUBLISHED_D90", "claims", "summary", "table"]  # table: the shared renderer, re-exported
