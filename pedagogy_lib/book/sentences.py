@@ -292,7 +292,8 @@ def prompt_scale(area: dict, scale: dict) -> tuple[str, str]:
                 for g in judged.values())
     txt = "; ".join(f"{m} ({g['params']:,} parameters): {100 * g['d']['mean']:+.3f} accuracy points (95 % CI "
                     f"{100 * g['d']['lo']:+.3f} … {100 * g['d']['hi']:+.3f}, n = {g['d']['n']})"
-                    + (" — a tie" if g["d"]["tie"] else "") + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
+                    + (" — a tie" if g["d"]["tie"] else "")
+                    + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
     verdict = "wrong" if ahead else "approximately" if lags else "not-reproduced-here"
     return verdict, (f"prompt minus full fine-tuning on the area task, {txt} (rule: a lag resolved at every judged "
                      "size → approximately, as the 10B+ half is untestable here; prompt resolved ahead of full FT, or within "
@@ -354,11 +355,11 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
     """Verdict on "prefix-tuning matches or beats full fine-tuning on table-to-text generation"
     from chapter 10's first-line results ``line`` (``book.evidence.ch10.load("line")``): the paired
     held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better
-    (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie → approximately, whatever the sign of its mean (matched within
-    the noise of the seeds, not shown to match or beat); full FT
-    better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
-    claim is measured in another regime, never refuted); a learning rate at its grid's edge →
-    untestable-here (no verdict on an unbracketed rate)."""
+    (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie →
+    approximately, whatever the sign of its mean (matched within the noise of the seeds, not shown
+    to match or beat); full FT better → not-reproduced-here (a 1M decoder trained 80 steps is not
+    GPT-2 Medium on E2E: the claim is measured in another regime, never refuted); a learning rate
+    at its grid's edge → untestable-here (no verdict on an unbracketed rate)."""
     edges = [m for m in ("prefix", "full") if line["selection"][m].get("bracketed") is False]
     if edges:
         return "untestable-here", f"first-line task: the rate of {', '.join(edges)} sits at its grid's edge; not judged"

@@ -101,7 +101,7 @@ def _intrinsic_dim(s):
                + (f"matches full FT (interval above −{E.MATCH_POINTS:g} point) from d = {it['d_match']:,}"
                   if it["d_match"] is not None else
                   f"no d ≤ {max(it['ds']):,} shown to match full FT (interval above −{E.MATCH_POINTS:g} point)")
-               + f"{at_txt}" + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else "")
+               + at_txt + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else "")
                + ("" if it["full_bracketed"] else "; full FT's rate unbracketed: no verdict"))
 
 

@@ -60,8 +60,8 @@ def glue_gaps() -> dict:
 
 
 # ----------------------------------------------------------------------------- sweep helpers
-def _m(stats: dict) -> float:
-    return float(np.mean(stats["test_acc"]))
+def _m(arm: dict) -> float:
+    return float(np.mean(arm["test_acc"]))
 
 
 def val_grids(summary: dict) -> dict:
@@ -341,9 +341,8 @@ def _lr(c):
     near = sorted([best["lora"]] + [float(k) for k, x in d.items() if x["tie"]])
     ratio = best["lora"] / best["full"]
     inside = [k for k in rows if 1e-4 <= float(k) <= 5e-4 and k != top]
-    in_best = max(inside, key=lambda k: rows[k]["mean_val"]) if inside else None
-    in_range, overlaps = 1e-4 <= best["lora"] <= 5e-4, any(1e-4 <= x <= 5e-4 for x in near)
-    parts = [in_range or overlaps, 10 <= ratio <= 100]  # the absolute range; the ratio to full FT
+    in_best = max(inside, key=lambda k: rows[k]["mean_val"], default=None)
+    parts = [any(1e-4 <= x <= 5e-4 for x in near), 10 <= ratio <= 100]  # the range (near has the best); the ratio
     edges = _edges(c, ("lora", "full"))
     verdict = "untestable-here" if edges else graded(all(parts), any(parts))
     return verdict, (_no_verdict(edges) + f"best on val: LoRA {best['lora']:g}, full FT {best['full']:g} (ratio {ratio:g}); "

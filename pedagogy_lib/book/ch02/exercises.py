@@ -63,7 +63,7 @@ def check_lora_count(fn) -> None:
         count, frac = items(out, 2, "(count, fraction)")
         want = r * (d_in + d_out)
         expect(whole_number(count, f"the count for d_in={d_in}, d_out={d_out}, r={r}") == want,
-               f"for d_in={d_in}, d_out={d_out}, r={r} the count should be an integer; got {count} "
+               f"for d_in={d_in}, d_out={d_out}, r={r} the count {count} is not A's and B's parameters "
                f"(hint: A is r×d_in and B is d_out×r)")
         expect_close(frac, want / (d_in * d_out), f"the fraction for {d_in}×{d_out}, r={r}", rtol=1e-9)
     passed("02.3 counting", f"r=8 on a 4096×4096 matrix trains {8 * 8192:,} parameters, "
