@@ -169,15 +169,12 @@ def rank(doc=None):
     b.set_ylabel("mean ‖s·BA‖_F after training")
     b.set_ylim(0, None)
     b.set_title("how far the adapters moved")
-    for ax in (a, b):
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["WikiSQL"], "o-", label="WikiSQL")
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["MNLI"], "o-", label="MNLI")
+    c.set_ylabel("accuracy (%)")
+    c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
+    for ax in (a, b, c):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("rank r")
         ax.legend(fontsize=8)
-    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["WikiSQL"], "o-", label="WikiSQL")
-    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["MNLI"], "o-", label="MNLI")
-    c.set_xscale("log", base=2)
-    c.set_xlabel("rank r")
-    c.set_ylabel("accuracy (%)")
-    c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
-    c.legend(fontsize=8)
     return fig
