@@ -43,20 +43,12 @@ def summary(results: dict | None = None) -> dict:
     intrinsic = E.intrinsic_summary(res.get("intrinsic") or E.load_intrinsic())
     att = [m for m in spectra["matrices"].values() if m["type"] in ATTENTION]
     um = list(update["matrices"].values())
-    return {
-        "k": spectra["k"],
-        "att_E_k": [m["E_k"] for m in att], "att_E_k_mp": [m["E_k_mp"] for m in att],
-        "att_k90": [m["k90"] for m in att], "att_k90_mp": [m["k90_mp"] for m in att],
-        "att_n": [min(m["shape"]) for m in att],
-        "att_erank": [m["erank"] for m in att], "att_erank_mp": [m["erank_mp"] for m in att],
-        "E_k_dW": [m["E_k_dW"] for m in um], "E_k_W0": [m["E_k_W0"] for m in um],
-        "k90_dW": [m["k90_dW"] for m in um], "k90_W0": [m["k90_W0"] for m in um],
-        "rel_norm": [m["rel_norm"] for m in um], "turn_deg": [m["turn_deg"] for m in um],
-        "sim_ratio": [m["sim_left"] / m["sim_random_left"] for m in um],
-        "proj_ratio_W0": [m["proj_dW"] / m["proj_W0"] for m in um],
-        "proj_ratio_random": [m["proj_dW"] / m["proj_random"] for m in um],
-        "intrinsic": intrinsic,
-    }
+    return {"k": spectra["k"], "intrinsic": intrinsic, "att_n": [min(m["shape"]) for m in att],
+            # one list per statistic: over the attention matrices ("att_…"), over the updated matrices
+            **{f"att_{key}": [m[key] for m in att] for key in ("E_k", "E_k_mp", "k90", "k90_mp", "erank", "erank_mp")},
+            **{key: [m[key] for m in um] for key in ("E_k_dW", "E_k_W0", "k90_dW", "k90_W0", "rel_norm", "turn_deg")},
+            "sim_ratio": [m["sim_left"] / m["sim_random_left"] for m in um],
+            "proj_ratio_W0": [m["proj_dW"] / m["proj_W0"] for m in um]}
 
 
 # 1. intrinsic dimension, read through the paired 95 % intervals over seeds (chapter 08's
