@@ -1,8 +1,9 @@
 """The claims ledger: every numeric or comparative claim of the article, with our value.
 
-Each chapter keeps its own records in ``pedagogy_lib.book.chNN.claims.claims()``; this module only gathers them, checks their form, and
-drops exact duplicates of an id (a claim that two chapters both test keeps its first record,
-the chapter where it is measured most directly is listed first in ``ORDER``).
+Each chapter keeps its own records in ``pedagogy_lib.book.chNN.claims.claims()``; this module only
+gathers them, checks their form, and drops exact duplicates of an id (a claim that two chapters
+both test keeps its first record, the chapter where it is measured most directly is listed first
+in ``ORDER``).
 
 A record is ``{id, sentence, chapter, claim, verdict, our_value, published_value, source}``, where
 ``our_value`` is a string that a function computed from measurements or arithmetic and
@@ -13,6 +14,7 @@ chapters may add evidence to one sentence; they must agree on its verdict
 from __future__ import annotations
 
 import importlib
+import textwrap
 from functools import lru_cache
 
 from pedagogy_lib.book.rules import VERDICTS
@@ -37,7 +39,7 @@ def check_record(rec: dict) -> dict:
 
 
 def chapter_claims(chapter: str) -> list[dict]:
-    """The records of one chapter ('ch00' … 'ch08'); [] if the chapter keeps none yet."""
+    """The records of one chapter (one of ``ORDER``); [] if the chapter keeps none yet."""
     if chapter not in ORDER:
         raise ValueError(f"unknown chapter {chapter!r}; expected one of {ORDER}")
     try:
@@ -98,39 +100,24 @@ def verdict_counts(records=None) -> dict[str, int]:
     return {v: sum(r["verdict"] == v for r in records) for v in VERDICTS}
 
 
-def render(records, width: int = 60) -> str:
-    """A fixed-width text table (stable for nbval): id, verdict, our value (shortened)."""
-    def cut(s, n):
-        s = " ".join(str(s).split())
-        return s if len(s) <= n else s[: n - 1] + "…"
-
-    rows = [f"{'id':<34} {'verdict':<15} our value", "-" * (52 + width)]
-    rows += [f"{cut(r['id'], 34):<34} {r['verdict']:<15} {cut(r['our_value'], width)}" for r in records]
-    return "\n".join(rows)
-
-
 def summary_table(records) -> str:
     """Verdict counts per chapter: one compact row per chapter plus a total (stable for nbval)."""
     short = {"holds": "holds", "approximately": "approx.", "wrong": "wrong",
              "not-reproduced-here": "not repr.", "untestable-here": "untestable"}
-    cols = [v for v in VERDICTS]
-    head = f"{'chapter':8s}" + "".join(f"{short.get(v, v):>11s}" for v in cols) + f"{'all':>6s}"
-    rows = [head, "-" * len(head)]
-    for ch in ORDER:
-        mine = [r for r in records if r["chapter"] == ch[2:]]  # by the record's chapter: ch10's ids have no prefix
-        if mine:
-            rows.append(f"{ch:8s}" + "".join(f"{sum(r['verdict'] == v for r in mine):>11d}" for v in cols)
-                        + f"{len(mine):>6d}")
-    rows.append(f"{'all':8s}" + "".join(f"{sum(r['verdict'] == v for r in records):>11d}" for v in cols)
-                + f"{len(records):>6d}")
-    return "\n".join(rows)
+    head = f"{'chapter':8s}" + "".join(f"{short[v]:>11s}" for v in VERDICTS) + f"{'all':>6s}"
+
+    def row(name: str, recs: list) -> str:
+        counts = "".join(f"{sum(r['verdict'] == v for r in recs):>11d}" for v in VERDICTS)
+        return f"{name:8s}{counts}{len(recs):>6d}"
+
+    # by the record's chapter (its number): ch10's ids have no prefix
+    mine = {ch: [r for r in records if r["chapter"] == ch[2:]] for ch in ORDER}
+    return "\n".join([head, "-" * len(head)] + [row(ch, rs) for ch, rs in mine.items() if rs] + [row("all", records)])
 
 
 def by_verdict(records, width: int = 96) -> str:
     """The claim ids grouped under each verdict, wrapped to ``width``: the whole ledger at a
     glance; ``claims.LEDGER`` (or a chapter's own claims section) has the full text."""
-    import textwrap
-
     out = []
     for v in VERDICTS:
         ids = [r["id"] for r in records if r["verdict"] == v]

@@ -55,12 +55,9 @@ def record(chapter: str, id_: str, claim: str, verdict: str, our_value: str, pub
 
 def table(records: list[dict]) -> str:
     """Fixed-width text: verdict and claim, then our value and the published one."""
-    lines = []
-    for r in records:
-        lines.append(f"[{r['verdict']}] {r['claim']}")
-        lines.append(f"    ours:      {r['our_value']}")
-        lines.append(f"    published: {r['published_value']}  ({r['source']})")
-    return "\n".join(lines)
+    return "\n".join(f"[{r['verdict']}] {r['claim']}\n"
+                     f"    ours:      {r['our_value']}\n"
+                     f"    published: {r['published_value']}  ({r['source']})" for r in records)
 
 
 # How a computed number is held against a stated one. Shared by the chapters' verdicts so
@@ -103,12 +100,19 @@ def rel_gap(ours: float, stated: float) -> float:
     return abs(ours - stated) / abs(stated)
 
 
+def graded(holds: bool, approximately: bool = False, otherwise: str = "wrong") -> str:
+    """The verdict ladder most rules end on: "holds" when the claim's own test passes,
+    "approximately" when only its weaker reading does, else ``otherwise`` ("wrong", or
+    ``NOT_HERE`` where a difference is explained by our regime)."""
+    return "holds" if holds else "approximately" if approximately else otherwise
+
+
 def about_verdict(ours: float, stated: float, holds_tol: float = ABOUT_HOLDS,
                   approx_tol: float = ABOUT_APPROX) -> str:
     """Verdict on a claim "about `stated`" (e.g. "about 700 GB") given our computed value:
     "holds" within `holds_tol` (relative), "approximately" within `approx_tol`, else "wrong"."""
     g = rel_gap(ours, stated)
-    return "holds" if g <= holds_tol else ("approximately" if g <= approx_tol else "wrong")
+    return graded(g <= holds_tol, g <= approx_tol)
 
 
 def worst_verdict(*verdicts: str, default: str | None = None) -> str:
@@ -129,9 +133,7 @@ def interval_verdict(lo: float, hi: float, a: float, b: float) -> str:
     _evidence(lo=lo, hi=hi)
     if lo > hi or not a <= b:  # a or b may be ±inf (an open side); never NaN
         raise ValueError(f"interval_verdict needs lo <= hi and a <= b, got [{lo}, {hi}] against [{a}, {b}]")
-    if a <= lo and hi <= b:
-        return "holds"
-    return "approximately" if lo <= b and hi >= a else "wrong"
+    return graded(a <= lo and hi <= b, lo <= b and hi >= a)
 
 
 def rounded_verdict(ours: float, stated: str, approx_tol: float = ABOUT_APPROX) -> str:
@@ -189,9 +191,7 @@ def band_verdict(d: dict, lo: float = -math.inf, hi: float = math.inf) -> str:
     _diff(d)
     if not lo <= hi:
         raise ValueError(f"band_verdict needs lo <= hi, got [{lo}, {hi}]")
-    if lo <= d["lo"] and d["hi"] <= hi:
-        return "holds"
-    return "approximately" if lo <= d["mean"] <= hi else "wrong"
+    return graded(lo <= d["lo"] and d["hi"] <= hi, lo <= d["mean"] <= hi)
 
 
 def match_verdict(d: dict, margin: float) -> str:
@@ -211,9 +211,7 @@ def within_verdict(d: dict, margin: float, differs: str = "wrong") -> str:
     ``differs`` when it excludes 0 and leaves the band (a measured difference larger than the
     claim allows; ``not-reproduced-here`` where our regime differs from the claim's)."""
     _diff(d), _margin(margin)
-    if -margin <= d["lo"] and d["hi"] <= margin:
-        return "holds"
-    return "approximately" if d["tie"] else differs
+    return graded(-margin <= d["lo"] and d["hi"] <= margin, d["tie"], differs)
 
 
 # issue #13: a final comparison rests on >= 5 seeds; fewer (n = 3, or one seed / one evaluation

@@ -14,10 +14,14 @@ one-word task with a trainable head on a 22.7M encoder can make such a claim loo
 """
 from __future__ import annotations
 
+import numpy as np
+
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
+from pedagogy_lib import stats
 from pedagogy_lib.book.evidence import ch05 as E5, ch07 as E7, ch08 as E8, ch10 as E10
-from pedagogy_lib.book.rules import NOT_HERE, _about_band, band_verdict, ci_text, few_seeds, points_by_seed
+from pedagogy_lib.book.rules import (NOT_HERE, _about_band, band_verdict, ci_text, few_seeds, graded, points_by_seed,
+                                     within_verdict, worst_verdict)
 
 # id -> (line of the article, our paraphrase of what it claims)
 SENTENCES = {
@@ -59,7 +63,7 @@ def prefix_share(shares: dict[str, float] | None = None) -> tuple[str, str]:
     lo, hi = ABOUT_01
     inside = lambda x: lo <= x <= hi  # noqa: E731
     at_setting, everywhere = inside(shares[GPT2_MEDIUM.name]), all(map(inside, shares.values()))
-    verdict = "holds" if at_setting and everywhere else ("approximately" if at_setting else "wrong")
+    verdict = graded(at_setting and everywhere, at_setting)
     others = {k: v for k, v in shares.items() if k != GPT2_MEDIUM.name}
     return verdict, (f"m={PREFIX_M}: GPT-2 Medium (Li & Liang's setting) {shares[GPT2_MEDIUM.name]:.3f}%, "
                      f"{'which rounds to' if at_setting else 'which does not round to'} 0.1%; over the other "
@@ -84,17 +88,21 @@ def _d_text(d: dict, unit: str) -> str:
             + (" — a tie" if d["tie"] else ""))
 
 
+def _judged(evidence: dict) -> tuple[dict, str]:
+    """The measurements of ``evidence`` that can be judged (not None), and the text naming the
+    others (a rate at its grid's edge)."""
+    skipped = [k for k, e in evidence.items() if e is None]
+    return ({k: e for k, e in evidence.items() if e is not None},
+            f"; not judged (a rate at its grid's edge): {', '.join(skipped)}" if skipped else "")
+
+
 def match_pooled(evidence: dict) -> tuple[str, str]:
     """One verdict on "a matches b" from several measurements: ``evidence`` maps a label to
     (d, margin, unit), d the paired difference a − b (``stats.paired_by_seed``) in ``unit``, or to
     None where a rate sits at its grid's edge (not judged). Each: ``within_verdict(d, margin,
     not-reproduced-here)`` capped by ``few_seeds``; the sentence: the weakest; none judged →
     untestable-here."""
-    from pedagogy_lib.book.rules import within_verdict, worst_verdict
-
-    judged = {k: e for k, e in evidence.items() if e is not None}
-    skipped = [k for k, e in evidence.items() if e is None]
-    tail = f"; not judged (a rate at its grid's edge): {', '.join(skipped)}" if skipped else ""
+    judged, tail = _judged(evidence)
     if not judged:
         return "untestable-here", "no measurement with bracketed rates" + tail
     each = {k: few_seeds(within_verdict(d, m, NOT_HERE), d["n"]) for k, (d, m, u) in judged.items()}
@@ -149,10 +157,6 @@ def nf4_vs_fp4(enc: tuple[str, dict | None], dtypes: dict) -> tuple[str, str]:
     order). NF4 resolved above FP4 → holds (approximately on fewer than 5 seeds); a tie or FP4
     above → not-reproduced-here (the paper's gaps are perplexity and MMLU at 7B–65B); nothing
     judged → untestable-here."""
-    import numpy as np
-
-    from pedagogy_lib.book.rules import few_seeds
-
     label, d = enc
     ppl = "; ".join(f"{n}: held-out ppl fp32 {np.exp(r['fp32']):.2f}, NF4 {np.exp(r['nf4']):.2f}, FP4 "
                     f"{np.exp(r['fp4']):.2f}, Int4 {np.exp(r['int4']):.2f} "
@@ -221,9 +225,7 @@ def prompt_gap_pooled(evidence: dict) -> tuple[str, str]:
     points, or to None where a rate sits at an edge of its grid (no verdict rests on it). Every
     judged measurement with its mean inside 3–4 points → approximately (``prompt_gap``); any
     outside → not-reproduced-here; none judged → untestable-here."""
-    judged = {k: d for k, d in evidence.items() if d is not None}
-    edge = [k for k, d in evidence.items() if d is None]
-    skipped = f"; not judged (a rate at its grid's edge): {', '.join(edge)}" if edge else ""
+    judged, skipped = _judged(evidence)
     if not judged:
         return "untestable-here", "no measurement with bracketed rates" + skipped
     each = {k: prompt_gap(d) for k, d in judged.items()}
@@ -239,28 +241,23 @@ def ch05_prompt_gap(sweep: dict | None = None):
     return E5.prompt_gap(E5.load_results() if sweep is None else sweep)
 
 
-def ch08_prompt_gap(res: dict | None = None):
-    """Chapter 08's evidence: full FT − prompt tuning (m=10), paired by seed, in points; None
-    where either rate is not bracketed."""
-    from pedagogy_lib import stats
-
+def _ch08_gap(res: dict | None, label: str, a: str, b: str) -> tuple[str, dict | None]:
+    """(label, chapter 08's a − b paired by seed, in points), from its stored results unless
+    ``res`` is given; None where either rate is not bracketed."""
     res = E8.load() if res is None else res
-    if not all(E8.judged(res, n) for n in ("prompt", "full")):
-        return "chapter 08 (m=10)", None
-    m = res["methods"]
-    return "chapter 08 (m=10)", stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"]))
+    if not (E8.judged(res, a) and E8.judged(res, b)):
+        return label, None
+    return label, stats.paired_by_seed(points_by_seed(res["methods"][a]), points_by_seed(res["methods"][b]))
+
+
+def ch08_prompt_gap(res: dict | None = None):
+    """Chapter 08's evidence: full FT − prompt tuning (m=10), paired by seed, in points."""
+    return _ch08_gap(res, "chapter 08 (m=10)", "full", "prompt")
 
 
 def ch08_ia3_gap(res: dict | None = None):
-    """Chapter 08's encoder evidence on "IA³ matches LoRA": IA³ − LoRA (q, v) paired by seed, in
-    points; None where either rate is not bracketed."""
-    from pedagogy_lib import stats
-
-    res = E8.load() if res is None else res
-    if not all(E8.judged(res, n) for n in ("ia3", "lora_qv")):
-        return "chapter 08 (encoder, accuracy)", None
-    m = res["methods"]
-    return "chapter 08 (encoder, accuracy)", stats.paired_by_seed(points_by_seed(m["ia3"]), points_by_seed(m["lora_qv"]))
+    """Chapter 08's encoder evidence on "IA³ matches LoRA": IA³ − LoRA (q, v) paired by seed, in points."""
+    return _ch08_gap(res, "chapter 08 (encoder, accuracy)", "ia3", "lora_qv")
 
 
 def prompt_gap_evidence(sweep05: dict | None = None, res08: dict | None = None) -> dict:
@@ -295,7 +292,8 @@ def prompt_scale(area: dict, scale: dict) -> tuple[str, str]:
                 for g in judged.values())
     txt = "; ".join(f"{m} ({g['params']:,} parameters): {100 * g['d']['mean']:+.3f} accuracy points (95 % CI "
                     f"{100 * g['d']['lo']:+.3f} … {100 * g['d']['hi']:+.3f}, n = {g['d']['n']})"
-                    + (" — a tie" if g["d"]["tie"] else "") + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
+                    + (" — a tie" if g["d"]["tie"] else "")
+                    + ("" if g["bracketed"] else " (rate at a grid edge, not judged)") for m, g in gaps.items())
     verdict = "wrong" if ahead else "approximately" if lags else "not-reproduced-here"
     return verdict, (f"prompt minus full fine-tuning on the area task, {txt} (rule: a lag resolved at every judged "
                      "size → approximately, as the 10B+ half is untestable here; prompt resolved ahead of full FT, or within "
@@ -323,8 +321,7 @@ def adapter_4x(d: dict, ratio: float, table: dict | None = None) -> tuple[str, s
     near = {k: b - a for k, (pa, pl, a, b) in table.items() if NEAR_4X[0] <= pa / pl <= NEAR_4X[1]}
     pub = [g <= MATCH_POINTS for k, g in near.items() if k.startswith(SETTING)]
     ours_tight = d["tie"] and -1.0 <= d["lo"] and d["hi"] <= 1.0
-    verdict = ("holds" if pub and all(pub) and ours_tight else
-               "wrong" if not any(pub) and not d["tie"] else "approximately")
+    verdict = graded(pub and all(pub) and ours_tight, any(pub) or d["tie"])
     return verdict, ("LoRA Table 2, adapters at 2.5–6× LoRA's count: " + ", ".join(
         f"{k} {g:.1f} points below LoRA" for k, g in near.items()) + f" (judged: the {SETTING} rows); VADER, adapter "
         f"at {ratio:.1f}×: " + ci_text(d, "LoRA", "adapter") + f" (rule: a published row matches within "
@@ -337,8 +334,6 @@ def adapter_4x_ch03(results: dict) -> tuple[str, str, str]:
     LoRA − it paired by seed (``stats.paired_by_seed``, in points), judged by ``adapter_4x``;
     "untestable-here" if either learning rate sits at its grid's edge (no verdict on an
     unbracketed rate). Returns (verdict, why, the adapter's name)."""
-    from pedagogy_lib import stats
-
     lora = results["LoRA r=8 (q,v)"]
     ratio = {n: r["trainable"] / lora["trainable"] for n, r in results.items() if r["kind"] != "lora"}
     near4 = min(ratio, key=lambda n: abs(ratio[n] - 4))
@@ -360,11 +355,11 @@ def prefix_vs_full(line: dict) -> tuple[str, str]:
     """Verdict on "prefix-tuning matches or beats full fine-tuning on table-to-text generation"
     from chapter 10's first-line results ``line`` (``book.evidence.ch10.load("line")``): the paired
     held-out loss reduction of prefix-tuning (MLP) over full fine-tuning, by seed. Prefix better
-    (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie → approximately, whatever the sign of its mean (matched within
-    the noise of the seeds, not shown to match or beat); full FT
-    better → not-reproduced-here (a 1M decoder trained 80 steps is not GPT-2 Medium on E2E: the
-    claim is measured in another regime, never refuted); a learning rate at its grid's edge →
-    untestable-here (no verdict on an unbracketed rate)."""
+    (interval above 0) → holds (on fewer than 5 seeds, ``few_seeds``: approximately); a tie →
+    approximately, whatever the sign of its mean (matched within the noise of the seeds, not shown
+    to match or beat); full FT better → not-reproduced-here (a 1M decoder trained 80 steps is not
+    GPT-2 Medium on E2E: the claim is measured in another regime, never refuted); a learning rate
+    at its grid's edge → untestable-here (no verdict on an unbracketed rate)."""
     edges = [m for m in ("prefix", "full") if line["selection"][m].get("bracketed") is False]
     if edges:
         return "untestable-here", f"first-line task: the rate of {', '.join(edges)} sits at its grid's edge; not judged"

@@ -9,28 +9,28 @@ import math
 from types import SimpleNamespace
 
 from pedagogy_lib.counting import (BERT_LARGE, GPT3, LLAMA_65B, PUBLISHED_TOTAL, ROBERTA_BASE, SCHEMES,
-                                   ModelShape, bytes_per_param, customer_storage_gb, finetune_memory_gb,
-                                   fraction, pct, peft_memory_gb, scheme_components, shapes, total_params)
+                                   bytes_per_param, customer_storage_gb, finetune_memory_gb, fraction, pct,
+                                   peft_memory_gb, scheme_components, shapes, total_params)
 from pedagogy_lib.bitfit import bitfit_params
 from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.ch00.table import method_table
-from pedagogy_lib.book.rules import (Claims, _about_band, _above_by, about_verdict, interval_verdict,
+from pedagogy_lib.book.rules import (Claims, _about_band, _above_by, about_verdict, graded, interval_verdict,
                                      rounded_verdict, worst_verdict)
 
 CLAIMS = Claims("00")
-bpp = bytes_per_param
+bpp, gb = bytes_per_param, finetune_memory_gb  # bytes per parameter; GB of a full fine-tuning (n, scheme)
 ABOUT_01 = _about_band("0.1")  # "about 0.1%" is read as what rounds to 0.1 at its last decimal
 
 
-def _bounds(table_row: dict[str, int], models: dict[str, ModelShape], names) -> tuple[float, float]:
-    """Smallest and largest share (a fraction) of `names` in one row of `method_table`."""
-    f = [fraction(table_row[k], models[k]) for k in names]
+def _bounds(c, row: str, names) -> tuple[float, float]:
+    """Smallest and largest share (a fraction) of the models `names` in one row of `method_table`."""
+    f = [fraction(c.table[row][k], c.models[k]) for k in names]
     return min(f), max(f)
 
 
-def _range(table_row: dict[str, int], models: dict[str, ModelShape], names) -> str:
-    lo, hi = _bounds(table_row, models, names)
+def _range(c, row: str, names) -> str:
+    lo, hi = _bounds(c, row, names)
     return f"{pct(lo)}–{pct(hi)}"
 
 
@@ -48,16 +48,12 @@ def context() -> SimpleNamespace:
                            store=customer_storage_gb(n3, lora4, 100, bytes_per_value=4))
 
 
-def gb(n, scheme: str) -> float:
-    return finetune_memory_gb(n, scheme)
-
-
 def _gap(ours, stated) -> str:
     return f"{100 * (ours - stated) / stated:+.1f}% from {stated:g}"
 
 
-def _share(c, row, names) -> tuple[float, float]:
-    lo, hi = _bounds(c.table[row], c.models, names)
+def _share(c, row: str, names) -> tuple[float, float]:
+    lo, hi = _bounds(c, row, names)
     return 100 * lo, 100 * hi
 
 
@@ -80,7 +76,7 @@ def _training_state(c):
     state = bpp("mixed-adam") - bpp("fp16-weights")  # bytes per parameter beyond the weights
     w16, paper_vram = gb(c.n3, "fp16-weights"), 1200  # GB, LoRA §4.2
     parts = [state > 0, paper_vram > w16]
-    return ("holds" if all(parts) else ("approximately" if any(parts) else "wrong"),
+    return (graded(all(parts), any(parts)),
             f"mixed-precision Adam: {bpp('mixed-adam'):.0f} B/param, {state:.0f} B of them beyond the fp16 "
             f"weights = {gb(c.n3, 'mixed-adam'):,.0f} GB for GPT-3 (before activations); the paper's "
             f"{paper_vram:,} GB is {paper_vram / w16:.1f}× the {w16:.0f} GB of fp16 weights")
@@ -102,10 +98,10 @@ def _copies(c):
              published="article: 0.1–1%; RoBERTa-base 0.3M of 125M; GPT-3 4.7M (r=1) to 37.7M (r=8) of 175B",
              source="LoRA Tables 2 and 4")
 def _table_lora(c):
-    lo, hi = _span(_share(c, "LoRA r=8 (q,v)", c.enc), _share(c, "LoRA r=8 (q,v)", c.llm))
-    row = c.table["LoRA r=8 (q,v)"]
-    return interval_verdict(lo, hi, 0.1, 1.0), (f"r=8 on q,v: {_range(row, c.models, c.enc)} of BERT-size encoders, "
-                                                f"{_range(row, c.models, c.llm)} of 7B–175B models")
+    row = "LoRA r=8 (q,v)"
+    lo, hi = _span(_share(c, row, c.enc), _share(c, row, c.llm))
+    return interval_verdict(lo, hi, 0.1, 1.0), (f"r=8 on q,v: {_range(c, row, c.enc)} of BERT-size encoders, "
+                                                f"{_range(c, row, c.llm)} of 7B–175B models")
 
 
 @CLAIMS.rule("ch00-table-adapter", "Adapters train 0.5–2% of the parameters.",
@@ -113,8 +109,8 @@ def _table_lora(c):
 def _table_adapter(c):
     lo, hi = _span(_share(c, "Adapter Houlsby m=64", c.enc), _share(c, "Adapter Pfeiffer m=d/16", c.enc))
     return interval_verdict(lo, hi, 0.5, 2.0), (
-        f"Houlsby m=64: {_range(c.table['Adapter Houlsby m=64'], c.models, c.enc)}; Pfeiffer "
-        f"m=d/16: {_range(c.table['Adapter Pfeiffer m=d/16'], c.models, c.enc)} (encoders)")
+        f"Houlsby m=64: {_range(c, 'Adapter Houlsby m=64', c.enc)}; "
+        f"Pfeiffer m=d/16: {_range(c, 'Adapter Pfeiffer m=d/16', c.enc)} (encoders)")
 
 
 @CLAIMS.rule("ch00-table-prefix", "Prefix-tuning trains about 0.1% of the parameters.",
@@ -122,8 +118,8 @@ def _table_adapter(c):
                        "(table-to-text, m=10)", source="Li & Liang 2021", sentence="table-prefix-0.1pct")
 def _table_prefix(c):
     verdict, why = S.prefix_share()  # one verdict for the sentence (ch04-fraction judges it too)
-    return verdict, (f"{why}; m=20: {_range(c.table['Prefix m=20'], c.models, c.enc)} (encoders), "
-                     f"{_range(c.table['Prefix m=20'], c.models, c.llm)} (7B–175B)")
+    return verdict, (f"{why}; m=20: {_range(c, 'Prefix m=20', c.enc)} (encoders), "
+                     f"{_range(c, 'Prefix m=20', c.llm)} (7B–175B)")
 
 
 @CLAIMS.rule("ch00-table-prompt", "Prompt tuning trains under 0.01% of the parameters.",
@@ -132,16 +128,15 @@ def _table_prefix(c):
 def _table_prompt(c):
     lo, hi = _span(_share(c, "Prompt m=20", c.enc), _share(c, "Prompt m=20", c.llm), _share(c, "Prompt m=100", c.enc))
     return interval_verdict(lo, hi, 0.0, 0.01), (
-        f"m=20: {_range(c.table['Prompt m=20'], c.models, c.enc)} (encoders), "
-        f"{_range(c.table['Prompt m=20'], c.models, c.llm)} (7B–175B); m=100: "
-        f"{_range(c.table['Prompt m=100'], c.models, c.enc)} (encoders)")
+        f"m=20: {_range(c, 'Prompt m=20', c.enc)} (encoders), {_range(c, 'Prompt m=20', c.llm)} (7B–175B); "
+        f"m=100: {_range(c, 'Prompt m=100', c.enc)} (encoders)")
 
 
 def _llama_bitfit(c) -> str:
     llama = [k for k in c.llm if k.startswith("LLaMA")]
     if llama and all(c.table["BitFit (biases + LN β)"][k] == 0 for k in llama):
         return "LLaMA (no biases, RMSNorm without β): 0"
-    return f"LLaMA: {_range(c.table['BitFit (biases + LN β)'], c.models, llama)}" if llama else ""
+    return f"LLaMA: {_range(c, 'BitFit (biases + LN β)', llama)}" if llama else ""
 
 
 @CLAIMS.rule("ch00-table-bitfit", "BitFit trains about 0.1% of the parameters (0.08% for BERT).",
@@ -153,7 +148,7 @@ def _table_bitfit(c):
     lo, hi = _share(c, "BitFit (biases + LN β)", c.enc)
     llama_txt = _llama_bitfit(c)
     return (worst_verdict(interval_verdict(lo, hi, *ABOUT_01), rounded_verdict(bf_pct, "0.08")),
-            f"biases + LayerNorm β: {_range(c.table['BitFit (biases + LN β)'], c.models, c.enc)} "
+            f"biases + LayerNorm β: {_range(c, 'BitFit (biases + LN β)', c.enc)} "
             f"(encoders); BERT-large {bf:,} = {pct(bf_pct / 100, 3)} of our total, "
             f"{pct(bf / PUBLISHED_TOTAL['BERT-large'], 2)} of 340M" + (f"; {llama_txt}" if llama_txt else ""))
 
@@ -165,7 +160,7 @@ def _table_bitfit(c):
 def _one_gpu(c):
     peft16 = peft_memory_gb(c.n3, c.lora8, frozen="fp16-weights")
     peft4 = peft_memory_gb(c.n3, c.lora8, frozen="nf4-dq")
-    v = "holds" if peft16 <= GPU_GB else ("approximately" if peft4 <= GPU_GB else "wrong")
+    v = graded(peft16 <= GPU_GB, peft4 <= GPU_GB)
     fits = lambda x: f"within one {GPU_GB} GB GPU" if x <= GPU_GB else f"more than one {GPU_GB} GB GPU"  # noqa: E731
     return v, (f"LoRA r=8 (q,v) trains {pct(fraction(c.lora8, GPT3))}; frozen weights plus its trainable "
                f"state: {peft16:.0f} GB in fp16 ({fits(peft16)}), {peft4:.0f} GB in NF4+DQ ({fits(peft4)}), "
@@ -221,7 +216,7 @@ def _full_65b(c):
              published=">780 GB", source="QLoRA abstract")
 def _qlora_780(c):
     cheapest, what, f65 = _cheapest_adam(c)
-    return ("holds" if f65 > 780 else ("approximately" if about_verdict(f65, 780) != "wrong" else "wrong"),
+    return (graded(f65 > 780, about_verdict(f65, 780) != "wrong"),
             f"{f65:.1f} GB at {bpp(cheapest):.0f} B/param ({what}), our cheapest scheme with Adam; the paper "
             f"gives no breakdown, and this scheme lands {_above_by(f65, 780)}")
 

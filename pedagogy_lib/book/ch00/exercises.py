@@ -6,8 +6,7 @@ names the likely mistake when the answer matches a known wrong formula."""
 from pedagogy_lib import counting as C
 from pedagogy_lib.bitfit import bitfit_params
 from pedagogy_lib.lora import lora_params
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, passed, whole_number
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, guard_checkers, passed, whole_number
 
 
 def _number(x, call: str) -> float:

@@ -21,7 +21,5 @@ USUAL = {  # (method, setting): each method at the settings its paper or common 
 def method_table(models: dict[str, ModelShape] | None = None) -> dict[str, dict[str, int]]:
     """{method: {model: trainable parameters}}, with a first row for full fine-tuning."""
     models = shapes() if models is None else models
-    table = {"Full fine-tuning": {k: total_params(s) for k, s in models.items()}}
-    for method, count in USUAL.items():
-        table[method] = {k: count(s) for k, s in models.items()}
-    return table
+    return {"Full fine-tuning": {k: total_params(s) for k, s in models.items()},
+            **{method: {k: count(s) for k, s in models.items()} for method, count in USUAL.items()}}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib.book.ch01 import experiment as E
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+from pedagogy_lib.book.rules import Claims, graded, table
 
 ATTENTION = ("query", "key", "value", "attn-out")
 SOURCE_ID = "Aghajanyan et al. 2020 (abstract; the d90 table from a secondary copy)"
@@ -43,20 +43,12 @@ def summary(results: dict | None = None) -> dict:
     intrinsic = E.intrinsic_summary(res.get("intrinsic") or E.load_intrinsic())
     att = [m for m in spectra["matrices"].values() if m["type"] in ATTENTION]
     um = list(update["matrices"].values())
-    return {
-        "k": spectra["k"],
-        "att_E_k": [m["E_k"] for m in att], "att_E_k_mp": [m["E_k_mp"] for m in att],
-        "att_k90": [m["k90"] for m in att], "att_k90_mp": [m["k90_mp"] for m in att],
-        "att_n": [min(m["shape"]) for m in att],
-        "att_erank": [m["erank"] for m in att], "att_erank_mp": [m["erank_mp"] for m in att],
-        "E_k_dW": [m["E_k_dW"] for m in um], "E_k_W0": [m["E_k_W0"] for m in um],
-        "k90_dW": [m["k90_dW"] for m in um], "k90_W0": [m["k90_W0"] for m in um],
-        "rel_norm": [m["rel_norm"] for m in um], "turn_deg": [m["turn_deg"] for m in um],
-        "sim_ratio": [m["sim_left"] / m["sim_random_left"] for m in um],
-        "proj_ratio_W0": [m["proj_dW"] / m["proj_W0"] for m in um],
-        "proj_ratio_random": [m["proj_dW"] / m["proj_random"] for m in um],
-        "intrinsic": intrinsic,
-    }
+    return {"k": spectra["k"], "intrinsic": intrinsic, "att_n": [min(m["shape"]) for m in att],
+            # one list per statistic: over the attention matrices ("att_…"), over the updated matrices
+            **{f"att_{key}": [m[key] for m in att] for key in ("E_k", "E_k_mp", "k90", "k90_mp", "erank", "erank_mp")},
+            **{key: [m[key] for m in um] for key in ("E_k_dW", "E_k_W0", "k90_dW", "k90_W0", "rel_norm", "turn_deg")},
+            "sim_ratio": [m["sim_left"] / m["sim_random_left"] for m in um],
+            "proj_ratio_W0": [m["proj_dW"] / m["proj_W0"] for m in um]}
 
 
 # 1. intrinsic dimension, read through the paired 95 % intervals over seeds (chapter 08's
@@ -101,7 +93,7 @@ def _intrinsic_dim(s):
                + (f"matches full FT (interval above −{E.MATCH_POINTS:g} point) from d = {it['d_match']:,}"
                   if it["d_match"] is not None else
                   f"no d ≤ {max(it['ds']):,} shown to match full FT (interval above −{E.MATCH_POINTS:g} point)")
-               + f"{at_txt}" + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else "")
+               + at_txt + (f"; unbracketed (no verdict on them): d = {', '.join(map(str, unb))}" if unb else "")
                + ("" if it["full_bracketed"] else "; full FT's rate unbracketed: no verdict"))
 
 
@@ -116,7 +108,7 @@ def _ci(p) -> str:
              published="no number in the article; LoRA's own analysis (§7) is about ΔW, not W", source=SOURCE_LORA)
 def _spectra_decay(s):
     e, e_mp = np.median(s["att_E_k"]), np.median(s["att_E_k_mp"])
-    v = "holds" if e >= 0.5 else ("approximately" if e >= 0.3 else "wrong")
+    v = graded(e >= 0.5, e >= 0.3)
     return v, (f"24 attention matrices of MiniLM: top-{s['k']} energy {_stats(s['att_E_k'])} "
                f"(same-shape Gaussian {e_mp:.3g}); 90% of the energy needs k = {_stats(s['att_k90'])} of "
                f"{max(s['att_n'])} (Gaussian {np.median(s['att_k90_mp']):.0f}); effective rank "
@@ -135,7 +127,7 @@ def _more_concentrated(s) -> tuple[int, int]:
                        "vs 91.4)", source=SOURCE_LORA)
 def _update_concentrated(s):
     more, n = _more_concentrated(s)
-    v = "holds" if more >= 0.9 * n else ("approximately" if more > n / 2 else "wrong")
+    v = graded(more >= 0.9 * n, more > n / 2)
     return v, (f"after full fine-tuning, top-{s['k']} energy of ΔW {_stats(s['E_k_dW'])} vs W0 "
                f"{_stats(s['E_k_W0'])}: higher in {more}/{n} matrices; k90 of ΔW median "
                f"{np.median(s['k90_dW']):.0f} vs W0 {np.median(s['k90_W0']):.0f}")
@@ -163,7 +155,7 @@ def _small_slice(s):
     rel, turn = np.median(s["rel_norm"]), np.median(s["turn_deg"])
     sim, proj = np.median(s["sim_ratio"]), np.median(s["proj_ratio_W0"])
     small, concentrated, turned = rel <= 0.05, more > n / 2, turn >= TURN_DEG
-    v = "wrong" if not (small and concentrated) else ("holds" if turned else "approximately")
+    v = graded(small and concentrated and turned, small and concentrated)
     size = "small" if small else "not small (> 5% of ‖W0‖)"
     shape = (f"more concentrated than W0 in {more}/{n} matrices" if concentrated
              else f"more concentrated than W0 in only {more}/{n} matrices")
@@ -186,7 +178,7 @@ def _model_size(s):
     # the table is a secondary copy, the trend is also stated in the paper's abstract
     fams = (("BERT-base", "BERT-large"), ("RoBERTa-base", "RoBERTa-large"))
     falls = [PUBLISHED_D90[big][0] <= PUBLISHED_D90[small][0] for small, big in fams]
-    verdict = "holds" if all(falls) else ("approximately" if any(falls) else "wrong")
+    verdict = graded(all(falls), any(falls))
     return verdict, ("published d90 (MRPC, SAID): " + "; ".join(
         f"{small} {PUBLISHED_D90[small][0]:,} → {big} {PUBLISHED_D90[big][0]:,}" for small, big in fams)
         + " (rule: no growth from base to large in every family → holds, in some → approximately, else wrong); "
@@ -195,3 +187,6 @@ def _model_size(s):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(summary(results))
+
+
+__all__ = ["ATTENTION", "PUBLISHED_D90", "claims", "summary", "table"]  # table: the shared renderer, re-exported

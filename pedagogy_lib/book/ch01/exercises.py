@@ -8,9 +8,8 @@ import math
 import numpy as np
 
 from pedagogy_lib import lowrank as lr
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, passed, to_numpy,
-                                         whole_number)
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, passed,
+                                         to_numpy, whole_number)
 
 _SHAPES = [(6, 4), (4, 6), (9, 9), (12, 3), (1, 5)]
 

@@ -107,7 +107,7 @@ def update(data: dict | None = None) -> Figure:
 def intrinsic(res: dict | None = None) -> Figure:
     """Left: test accuracy against d (seeds as dots, mean ± 95 % CI), full FT and its 90 % bar.
     Right: the paired difference accuracy − 90 % of full FT per d, 95 % t-interval; hollow:
-    a tie with the bar; grey ×: an unbracketed rate grid (no verdict rests on it)."""
+    a tie with the bar; red ×: an unbracketed rate grid (no verdict rests on it)."""
     res = load_intrinsic() if res is None else res
     s = intrinsic_summary(res)
     ds, seeds = s["ds"], s["seeds"]

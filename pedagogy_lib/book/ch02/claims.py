@@ -20,9 +20,8 @@ r=8's rate counts (against the claim).
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import math
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,8 +30,8 @@ from pedagogy_lib import stats
 from pedagogy_lib import lora
 from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.ch02 import studies as ST
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, interval_verdict, match_verdict,  # noqa: F401
-                                     table, unbracketed, unbracketed_text, worst_verdict)  # table: re-exported
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, graded, interval_verdict, match_verdict, table,
+                                     unbracketed, unbracketed_text, worst_verdict)  # table: re-exported
 
 
 # LoRA paper Table 2, RoBERTa-base rows . LoRA's RTE, MRPC and STS-B
@@ -61,8 +60,8 @@ def glue_gaps() -> dict:
 
 
 # ----------------------------------------------------------------------------- sweep helpers
-def _m(stats: dict) -> float:
-    return float(np.mean(stats["test_acc"]))
+def _m(arm: dict) -> float:
+    return float(np.mean(arm["test_acc"]))
 
 
 def val_grids(summary: dict) -> dict:
@@ -108,9 +107,6 @@ def _untuned(c, group: str, names) -> dict:
     return {f"{n} ({group})": e for n, e in unbracketed({n: arm_grid(c.s, c.s[group][n]) for n in names}).items()}
 
 
-SHARED_RATE = "at one shared rate (q,v r=8's), not tuned per arm"
-
-
 def _own_rates(c, group: str, names) -> str:
     """'each at its own validation-best rate (q,k,v,o 1e-3, …)' for tuned arms of ``c.s[group]``."""
     return "each at its own validation-best rate (" + ", ".join(
@@ -121,7 +117,8 @@ def _untuned_text(untuned: dict, what: str) -> str:
     """Why an order with the ``untuned`` arms is no evidence: no grid (q,v's rate only, which favours
     q,v), or a chosen rate at its grid's edge."""
     if all(e == "no grid" for e in untuned.values()):
-        return f"{what} ran {SHARED_RATE} ({len(untuned)} without a grid), which favours q,v; "
+        return (f"{what} ran at one shared rate (q,v r=8's), not tuned per arm ({len(untuned)} without a grid), "
+                "which favours q,v; ")
     return f"no verdict on the order: {unbracketed_text(untuned)}; "
 
 
@@ -207,8 +204,7 @@ def _rslora(c):
     # than with α/r (the paired interval of the two gains above 0); approximately: the better fit
     # alone; wrong: no better fit. Accuracy on an unbracketed rate: no verdict.
     edges = _edges(c)
-    verdict = ("untestable-here" if edges else "holds" if better_fit and d["lo"] > 0 else
-               "approximately" if better_fit else "wrong")
+    verdict = "untestable-here" if edges else graded(better_fit and d["lo"] > 0, better_fit)
     return verdict, (f"toy at r={t.hi_s['r']}: loss falls to {toy_s:.3f} of its start with α/√r vs {toy_r:.3f} with α/r; "
                      f"MiniLM r={rk[-1]} final train loss {loss_s:.3f} vs {loss_r:.3f}; " + _no_verdict(edges)
                      + f"test accuracy r={rk[-1]} − r=8: {_pts(_m(rs[rk[-1]]) - _m(rs['8']))} points (α/√r) vs "
@@ -226,7 +222,7 @@ def _merge_latency(c):
     dev_model = abs(model["ratio"]["merged"] - 1)
     dev_layers = max(abs(x["ratio"]["merged"] - 1) for x in layers) if layers else 0.0
     # timing noise: the whole model within 5% and single layers within 15% count as "equal"
-    verdict = "holds" if dev_model <= 0.05 and dev_layers <= 0.15 else "approximately" if dev_model <= 0.10 else "wrong"
+    verdict = graded(dev_model <= 0.05 and dev_layers <= 0.15, dev_model <= 0.10)
     return verdict, (f"MiniLM ({model['backend']}, {lat.get('threads', '?')} thread{'' if lat.get('threads') == 1 else 's'}) "
                      f"merged/plain {model['ratio']['merged']:.3f}×, unmerged {model['ratio']['unmerged']:.3f}×; single "
                      "layers merged " + ", ".join(f"{x['ratio']['merged']:.2f}× (d={x['d']})" for x in layers)
@@ -240,7 +236,7 @@ def _bit_for_bit(c):
     # bitwise and within rounding (< 16 float32 ulps of max|y|) of the unmerged layer
     merge = c.merge
     last_bits = merge["ulps"] < 16
-    verdict = "holds" if merge["identical"] else "approximately" if merge["plain_identical"] and last_bits else "wrong"
+    verdict = graded(merge["identical"], merge["plain_identical"] and last_bits)
     why = ([] if merge["identical"] else ["x(W₀+sBA)ᵀ rounds differently from xW₀ᵀ + s(xAᵀ)Bᵀ"]) + (
         [] if merge["roundtrip_identical"] else ["(W₀+Δ)−Δ ≠ W₀ in floating point"])
     return verdict, (f"bitwise equal to a plain Linear holding W₀ + s·BA: {merge['plain_identical']}; bitwise equal to "
@@ -345,11 +341,10 @@ def _lr(c):
     near = sorted([best["lora"]] + [float(k) for k, x in d.items() if x["tie"]])
     ratio = best["lora"] / best["full"]
     inside = [k for k in rows if 1e-4 <= float(k) <= 5e-4 and k != top]
-    in_best = max(inside, key=lambda k: rows[k]["mean_val"]) if inside else None
-    in_range, overlaps = 1e-4 <= best["lora"] <= 5e-4, any(1e-4 <= x <= 5e-4 for x in near)
-    parts = [in_range or overlaps, 10 <= ratio <= 100]  # the absolute range; the ratio to full FT
+    in_best = max(inside, key=lambda k: rows[k]["mean_val"], default=None)
+    parts = [any(1e-4 <= x <= 5e-4 for x in near), 10 <= ratio <= 100]  # the range (near has the best); the ratio
     edges = _edges(c, ("lora", "full"))
-    verdict = "untestable-here" if edges else "holds" if all(parts) else ("approximately" if any(parts) else "wrong")
+    verdict = "untestable-here" if edges else graded(all(parts), any(parts))
     return verdict, (_no_verdict(edges) + f"best on val: LoRA {best['lora']:g}, full FT {best['full']:g} (ratio {ratio:g}); "
                      f"rates tying LoRA's best on val (paired over {len(rows[top]['val_acc'])} seeds): "
                      f"{', '.join(f'{x:g}' for x in near)}"
@@ -396,7 +391,7 @@ def _roberta_024(c):
     p024 = round(100 * f_rb, 2) == 0.24
     tie = abs(gaps["printed"]) <= 0.1 and abs(gaps["all8"]) <= 0.1  # the table's own average gap
     tie_no_rte, near_no_rte = abs(gaps["no_rte"]) <= 0.1, abs(gaps["no_rte"]) <= 0.15
-    verdict = "holds" if p024 and tie else ("approximately" if p024 and near_no_rte else "wrong")
+    verdict = graded(p024 and tie, p024 and near_no_rte)
     return verdict, (
         f"0.24%: {rb:,} = {100 * f_rb:.3f}% of RoBERTa-base, {'which rounds to' if p024 else 'not'} 0.24% "
         f"(MiniLM: {s['budget']:,} = {100 * s['budget'] / s['total_params']:.3f}%). Within 0.1: the table's LoRA − FT "
@@ -425,7 +420,7 @@ def _qv_canonical(c):
     if edges or untuned:  # the paper's table decides; our sweep can only count against q,v
         verdict = "holds" if paper_backs and not (untuned and not edges and ours_against) else "approximately"
     else:
-        verdict = "holds" if paper_backs and ours_backs else ("approximately" if paper_backs or ours_backs else "wrong")
+        verdict = graded(paper_backs and ours_backs, paper_backs or ours_backs)
     below = "never below" if paper_backs else "below on " + ", ".join(n for n, x in zip(("WikiSQL", "MNLI"), t5) if x < 0)
     return verdict, (f"source check: the paper uses q,v in its main experiments; at an equal budget its Table 5 has "
                      f"q,v {t5[0]:+.1f} (WikiSQL) and {t5[1]:+.1f} (MNLI) points vs all four ({below}); "

@@ -20,7 +20,6 @@ PAPER_TABLE5 = {  # weights adapted: (r, WikiSQL, MNLI), all at 18M trainable pa
 PAPER_TABLE6 = {"r": [1, 2, 4, 8, 64], "WikiSQL": [73.4, 73.3, 73.7, 73.8, 73.5],
                 "MNLI": [91.3, 91.4, 91.3, 91.6, 91.4]}
 
-
 PLACEMENT_ORDER = ("q", "v", "q,v", "q,k,v,o", "FFN only", "all linear")
 
 
@@ -88,13 +87,10 @@ def _differences(ax, s, names):
     rows += [(_label(k, s["same_rank"][k]), s["same_rank"][k]) for k in ("q,k,v,o", "all linear")]
     ds = [E.paired(st, qv) for _, st in rows]
     for i, (d, (_, st)) in enumerate(zip(ds, rows)):
-        if not st.get("bracketed", True):
-            ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="s", capsize=3,
-                        color="0.6", mfc="white")
-            continue
-        color = "C7" if d["tie"] else "C3"
-        ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
-                    color=color, mfc="white" if d["tie"] else color)
+        bracketed = st.get("bracketed", True)
+        color = "0.6" if not bracketed else "C7" if d["tie"] else "C3"
+        ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], capsize=3,
+                    fmt="o" if bracketed else "s", color=color, mfc="white" if d["tie"] or not bracketed else color)
     ax.axhline(0, color="k", lw=0.8)
     ax.plot([], [], "o", color="C7", mfc="white", label="tie: the 95 % CI contains 0")
     ax.plot([], [], "o", color="C3", label="resolved: the 95 % CI excludes 0")
@@ -173,15 +169,12 @@ def rank(doc=None):
     b.set_ylabel("mean ‖s·BA‖_F after training")
     b.set_ylim(0, None)
     b.set_title("how far the adapters moved")
-    for ax in (a, b):
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["WikiSQL"], "o-", label="WikiSQL")
+    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["MNLI"], "o-", label="MNLI")
+    c.set_ylabel("accuracy (%)")
+    c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
+    for ax in (a, b, c):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("rank r")
         ax.legend(fontsize=8)
-    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["WikiSQL"], "o-", label="WikiSQL")
-    c.plot(PAPER_TABLE6["r"], PAPER_TABLE6["MNLI"], "o-", label="MNLI")
-    c.set_xscale("log", base=2)
-    c.set_xlabel("rank r")
-    c.set_ylabel("accuracy (%)")
-    c.set_title("LoRA paper, Table 6: GPT-3, W_q,W_v")
-    c.legend(fontsize=8)
     return fig
