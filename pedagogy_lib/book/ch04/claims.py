@@ -13,14 +13,12 @@ from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
-from pedagogy_lib import results as R
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.evidence import ch10  # chapter 10's stored results (a shared reader, not the room)
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
 
-RESULTS = R.RESULTS
 GPT2_MEDIUM = S.GPT2_MEDIUM  # Li & Liang's table-to-text model (book.sentences)
 # Li & Liang (ACL version): E2E BLEU with GPT-2 Medium
 LI_LIANG_E2E = {"FT": 68.8, "Prefix (0.1%)": 70.3, "Adapter (3%)": 68.9, "Adapter (0.1%)": 66.3}
