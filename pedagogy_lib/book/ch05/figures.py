@@ -8,13 +8,27 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
 from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch05 import experiment as V
+from pedagogy_lib.book.diagrams import where_methods_sit  # the chapter's diagram: importing registers it
 from pedagogy_lib.results import smooth
 
 COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-prompt": "C4",
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
+
+
+def _note(ax, text: str, xy) -> None:
+    """A small label just right of ``xy``."""
+    ax.annotate(text, xy, xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+
+
+def _paired(ax, d: dict, y, colour, hollow: bool | None = None, word: str | None = None) -> None:
+    """One paired difference at height ``y``: its mean with the 95 % interval, hollow when a tie
+    (or when ``hollow``), labelled "tie" or its mean (or ``word``) right of the interval."""
+    hollow = d["tie"] if hollow is None else hollow
+    ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
+                mfc="white" if hollow else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
+    _note(ax, word or ("tie" if d["tie"] else f"{d['mean']:+.1f}"), (d["hi"], y))
 
 
 def _accuracies(ax, sweep, s, meths, y):
@@ -33,14 +47,9 @@ def _differences(ax, sweep, meths, y, ref="full-ft"):
     """Paired difference to ``ref`` (points) with its 95 % t-interval; a tie is an open marker."""
     for yi, k in zip(y, meths):
         if k == ref:
-            ax.annotate("reference", (0, yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
-            continue
-        d = V.pair(sweep, k, ref)
-        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
-                    color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], mec=COLOURS[k], ecolor=COLOURS[k],
-                    capsize=3, lw=1.5)
-        ax.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
-                    textcoords="offset points", va="center", fontsize=8)
+            _note(ax, "reference", (0, yi))
+        else:
+            _paired(ax, V.pair(sweep, k, ref), yi, COLOURS[k])
     ax.axvline(0, color="k", lw=0.8)
     ax.margins(x=0.12)  # room for the labels
     ax.set_yticks(y, [""] * len(meths))
@@ -98,11 +107,10 @@ def prompt_pairs_figure(sweep: dict | None = None) -> Figure:
     ax = fig.subplots()
     y = np.arange(len(comps))[::-1]
     for yi, (name, c) in zip(y, comps.items()):
-        d, colour = c["d"], "0.6" if c["edges"] else COLOURS[c["a"]]
-        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
-                    mfc="white" if d["tie"] or c["edges"] else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
-        word = "no verdict (rate at grid edge)" if c["edges"] else "tie" if d["tie"] else f"{d['mean']:+.1f}"
-        ax.annotate(word, (d["hi"], yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+        if c["edges"]:
+            _paired(ax, c["d"], yi, "0.6", hollow=True, word="no verdict (rate at grid edge)")
+        else:
+            _paired(ax, c["d"], yi, COLOURS[c["a"]])
     ax.axvline(0, color="k", lw=0.8)
     ax.margins(x=0.2, y=0.15)
     ax.set_yticks(y, [f"{k}\n({c['a']} − {c['b']})" for k, c in comps.items()], fontsize=8)
@@ -135,14 +143,9 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
         left.plot([100 * long[s] for s in run[k]], np.full(len(run[k]), yi - 0.15), "o", color=COLOURS[k],
                   label=f"{cfg['long_epochs']} epochs" if yi == y[0] else None)
         if V.long_complete(sweep, k):
-            d = V.long_gain(sweep, k)
-            right.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
-                           color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], capsize=3, lw=1.5)
-            right.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
-                           textcoords="offset points", va="center", fontsize=8)
+            _paired(right, V.long_gain(sweep, k), yi, COLOURS[k])
         else:
-            right.annotate(f"seeds {run[k]} only: not judged", (0, yi), xytext=(5, 0), textcoords="offset points",
-                           va="center", fontsize=8)
+            _note(right, f"seeds {run[k]} only: not judged", (0, yi))
     left.set_yticks(y, [V.LABELS[k] for k in meths])
     left.set_xlabel("test accuracy (%), one dot per seed;\na line joins a seed's two budgets")
     if meths:
@@ -156,3 +159,6 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
     fig.suptitle(("The longer budget at each method's chosen rate" if meths else "The longer budget: not run")
                  + f" (seeds {cfg['long_seeds']})", fontsize=10)
     return fig
+
+
+__all__ = ["V", "long_budget_figure", "loss_figure", "methods_figure", "prompt_pairs_figure", "where_methods_sit"]
