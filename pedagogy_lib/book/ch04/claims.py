@@ -34,14 +34,14 @@ def m_for_fraction(shape: C.ModelShape, frac: float = 1e-3) -> float:
 
 
 def context(results: dict | None = None) -> SimpleNamespace:
-    """The sweep's summary, each arm's best length and test accuracy there, LoRA's, and the fold check."""
+    """The sweep and its summary, each arm's best length and the best arm (both on validation), the
+    rate grids, the fold check and chapter 10's first-line results."""
     res = dict(results or {})
     sweep = res.get("sweep") or load_results()
     s = summary(sweep)
     L = {arm: best_length(s, arm) for arm in ARMS}
-    pre = {arm: s["by_length"][arm][L[arm]]["test"] for arm in ARMS}
     best = max(ARMS, key=lambda a: s["by_length"][a][L[a]]["val"][0])  # chosen on validation, not test
-    return SimpleNamespace(sweep=sweep, fold=res.get("fold") or fold_check(), s=s, L=L, pre=pre, best=best,
+    return SimpleNamespace(sweep=sweep, fold=res.get("fold") or fold_check(), s=s, L=L, best=best,
                            grids=val_grids(sweep), line=res.get("line") or ch10.load("line"))
 
 
