@@ -56,8 +56,7 @@ def _prompt_gap(res: dict, sweep: dict) -> dict:
     if best and "full-ft" in sweep["arms"]:
         return {"best": best, "d": pair(sweep, "full-ft", best), "evidence": evidence,
                 "src": f"this chapter's {best}, m={sweep['config']['m']}"}
-    r08 = res.get("compare") or compare.load()
-    m = r08["methods"]
+    m = (res.get("compare") or compare.load())["methods"]
     return {"best": None, "d": stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"])),
             "evidence": evidence,
             "src": "chapter 08's prompt tuning (m=10, vocab init; this chapter's prompt arms are not in its "
@@ -90,15 +89,13 @@ def longer_budget(sweep: dict) -> dict:
     """Per method of LONG_ARMS the sweep holds: the seeds run at the longer budget and, when
     every seed of the main budget ran (``long_complete``), the paired gain longer − main budget
     in points (``experiment.long_gain``), else None (no partial set stands in for the protocol)."""
-    run = long_seeds_run(sweep)
     return {m: {"seeds": seeds, "d": long_gain(sweep, m) if long_complete(sweep, m) else None}
-            for m, seeds in run.items()}
+            for m, seeds in long_seeds_run(sweep).items()}
 
 
 def _no_verdict(c, *arms) -> str:
-    edges = {k: e for k, e in c.edges.items() if k in arms}
     side = {"low": "the lowest", "high": "the highest", "edge": "at an edge"}
-    return "; ".join(f"{k}'s chosen rate is {side[e]} of its extended grid" for k, e in edges.items())
+    return "; ".join(f"{k}'s chosen rate is {side[e]} of its extended grid" for k, e in c.edges.items() if k in arms)
 
 
 REGIME = ("our regime differs: a 22.7M encoder, a one-word task and a trained classification head, which "

@@ -17,18 +17,14 @@ COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-pro
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
 
 
-def _note(ax, text: str, xy) -> None:
-    """A small label just right of ``xy``."""
-    ax.annotate(text, xy, xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
-
-
 def _paired(ax, d: dict, y, colour, hollow: bool | None = None, word: str | None = None) -> None:
     """One paired difference at height ``y``: its mean with the 95 % interval, hollow when a tie
     (or when ``hollow``), labelled "tie" or its mean (or ``word``) right of the interval."""
     hollow = d["tie"] if hollow is None else hollow
     ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
                 mfc="white" if hollow else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
-    _note(ax, word or ("tie" if d["tie"] else f"{d['mean']:+.1f}"), (d["hi"], y))
+    ax.annotate(word or ("tie" if d["tie"] else f"{d['mean']:+.1f}"), (d["hi"], y), xytext=(5, 0),
+                textcoords="offset points", va="center", fontsize=8)
 
 
 def _accuracies(ax, sweep, s, meths, y):
@@ -47,7 +43,7 @@ def _differences(ax, sweep, meths, y, ref="full-ft"):
     """Paired difference to ``ref`` (points) with its 95 % t-interval; a tie is an open marker."""
     for yi, k in zip(y, meths):
         if k == ref:
-            _note(ax, "reference", (0, yi))
+            ax.annotate("reference", (0, yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
         else:
             _paired(ax, V.pair(sweep, k, ref), yi, COLOURS[k])
     ax.axvline(0, color="k", lw=0.8)
@@ -134,8 +130,7 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
     left, right = fig.subplots(1, 2)
     y = np.arange(len(meths))[::-1]
     for yi, k in zip(y, meths):
-        main = V.by_seed(sweep, k)
-        long = V.long_by_seed(sweep, k)
+        main, long = V.by_seed(sweep, k), V.long_by_seed(sweep, k)
         for s in run[k]:
             left.plot([100 * main[s], 100 * long[s]], [yi + 0.15, yi - 0.15], "-", color="0.7", lw=0.8)
         left.plot([100 * main[s] for s in run[k]], np.full(len(run[k]), yi + 0.15), "o", mfc="white",
@@ -145,7 +140,8 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
         if V.long_complete(sweep, k):
             _paired(right, V.long_gain(sweep, k), yi, COLOURS[k])
         else:
-            _note(right, f"seeds {run[k]} only: not judged", (0, yi))
+            right.annotate(f"seeds {run[k]} only: not judged", (0, yi), xytext=(5, 0), textcoords="offset points",
+                           va="center", fontsize=8)
     left.set_yticks(y, [V.LABELS[k] for k in meths])
     left.set_xlabel("test accuracy (%), one dot per seed;\na line joins a seed's two budgets")
     if meths:

@@ -89,8 +89,6 @@ def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str
 
 
 SWITCHED = 0.10  # "re-routes": at least a tenth of the FFN units change how often they fire
-
-
 SMALL_GAP = (0.0, 3.0)  # "underperforms by a small margin": LoRA − BitFit in [0, 3] points
 
 
