@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch05 import experiment as V
 from pedagogy_lib.book.diagrams import where_methods_sit  # the chapter's diagram: importing registers it
-from pedagogy_lib.results import smooth
+from pedagogy_lib.results import SMOOTH, smooth
 
 COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-prompt": "C4",
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
@@ -80,7 +80,7 @@ def loss_figure(sweep: dict | None = None) -> Figure:
     for k, m in s["methods"].items():
         axes[0].plot(smooth(m["loss_curve"]), color=COLOURS[k], label=V.LABELS[k])
     axes[0].set_xlabel("step")
-    axes[0].set_ylabel("training loss (seed mean, 8-step average)")
+    axes[0].set_ylabel(f"training loss (seed mean, {SMOOTH}-step average)")
     axes[0].set_title(f"Main budget, {max(m['n'] for m in s['methods'].values())} seeds")
     axes[0].legend(frameon=False, fontsize=7)
     if s["long"]:
