@@ -11,11 +11,10 @@ from types import SimpleNamespace
 from pedagogy_lib import adapters as A
 from pedagogy_lib import stats
 from pedagogy_lib import counting as C
-from pedagogy_lib.book.ch03.experiment import (LORA, by_seed, edges, identity_deviation,  # noqa: F401  (re-exported)
-                                               load_results, versus)
+from pedagogy_lib.book.ch03.experiment import LORA, by_seed, edges, identity_deviation, load_results, versus
 from pedagogy_lib.book import sentences as S
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table,  # noqa: F401  (re-exported)
-                                     unbracketed, unbracketed_text, worst_verdict)
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table, unbracketed_text,
+                                     worst_verdict)
 
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; secondary copy)"
 # LoRA Table 1 (secondary copy): batch 1, sequence 128: FT/LoRA 19.8 ms, AdapterL 23.9 ms, AdapterH 25.8 ms
@@ -67,16 +66,6 @@ def _identity(c):
     return ("holds" if ok else "wrong",
             f"max |Adapter(h) − h| = {ident['exact']:.1g} with W_up = 0, "
             f"{ident['near']:.1e} with W_up ~ N(0, {ident['init_scale']:g}²)")
-
-
-def _versus_lora(acc) -> SimpleNamespace:
-    """The bracketed adapters at about LoRA's count (< 1.5×) with each one's paired
-    difference to LoRA, and the one whose difference is largest."""
-    n_lora, skip = acc["results"][LORA]["trainable"], edges(acc)
-    near1 = {n: versus(acc, n) for n, r in acc["results"].items()
-             if r["kind"] != "lora" and r["trainable"] < 1.5 * n_lora and n not in skip}
-    best = max(near1, key=lambda n: near1[n]["mean"]) if near1 else None
-    return SimpleNamespace(near1=near1, best=best, skipped=[n for n in skip if n != LORA])
 
 
 @CLAIMS.rule("ch03-4x-lora", "Adapters match LoRA's quality at ~4× the trainable parameters.",
@@ -171,12 +160,18 @@ def _adapterhub(c):
              published="GPT-3: AdapterH 40.1M 73.2 vs LoRA 4.7M 73.4 WikiSQL (adapters close on a decoder too)",
              source="LoRA paper Table 4")
 def _encoders(c):
-    v = _versus_lora(c.acc)
-    near = ("; ".join(ci_text(d, n, "LoRA") for n, d in v.near1.items()) if v.near1
-            else "no bracketed adapter at about LoRA's count")
+    # context only: the bracketed adapters at about LoRA's count (< 1.5×), each paired with LoRA
+    res, skip = c.acc["results"], edges(c.acc)
+    near1 = [ci_text(versus(c.acc, n), n, "LoRA") for n, r in res.items()
+             if r["kind"] != "lora" and r["trainable"] < 1.5 * res[LORA]["trainable"] and n not in skip]
+    near = "; ".join(near1) or "no bracketed adapter at about LoRA's count"
     return "untestable-here", (f"we have one encoder: on VADER, at about LoRA's count, {near}; "
                                "no decoder here to compare")
 
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
+
+
+__all__ = ["CLAIMS", "claims", "context", "edges", "identity_deviation", "latency_summary", "load_results",
+           "paired_points", "table", "val_test_gap", "versus"]

@@ -6,12 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import adapters as A
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, whole_number
-
-
-def _int(x, call: str) -> int:
-    return whole_number(x, f"{call} (a parameter count)")
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
+                                         passed, whole_number)
 
 
 # ------------------------------------------------------------------ 03.1 counting
@@ -23,7 +19,7 @@ def check_adapter_params(fn) -> None:
     """fn(d, m, placement, layers) -> trainable parameters of the adapters (Eq. 3.5)."""
     for d, m, placement, layers in _COUNT_CASES:
         call = f"adapter_params(d={d}, m={m}, {placement!r}, layers={layers})"
-        got = _int(attempt(fn, d, m, placement, layers), call)
+        got = whole_number(attempt(fn, d, m, placement, layers), f"{call} (a parameter count)")
         want = A.adapter_params(d, m, placement, layers)
         k = A.ADAPTERS_PER_LAYER[placement]
         hints = {
@@ -79,9 +75,7 @@ def check_adapter_backward(fn) -> None:
         W_down, b_down, W_up, b_up = _weights(shape[-1], m, seed)
         rng = np.random.default_rng(seed + 20)
         h, dy = rng.standard_normal(shape), rng.standard_normal(shape)
-        out = attempt(fn, h.copy(), dy.copy(), W_down, b_down, W_up)
-        if not isinstance(out, (tuple, list)) or len(out) != 5:
-            raise NotYet("return a tuple of five arrays: (dh, dW_down, db_down, dW_up, db_up)")
+        out = items(attempt(fn, h.copy(), dy.copy(), W_down, b_down, W_up), 5, "(dh, dW_down, db_down, dW_up, db_up)")
         a = _library_adapter(W_down, b_down, W_up, b_up)
         a(h)
         dh = a.backward(dy)

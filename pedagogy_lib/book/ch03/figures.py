@@ -7,15 +7,12 @@ already loaded.
 """
 from __future__ import annotations
 
-import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from pedagogy_lib import results as R
 from pedagogy_lib.book.ch03.experiment import LORA, by_seed, edges, load, params_data, versus
 from pedagogy_lib.book.figures import mean_interval, register
 
-RESULTS = R.RESULTS
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
 COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
            "LoRA unmerged": "C4", "LoRA merged": "C3", "lora": "C3"}

@@ -13,14 +13,12 @@ from types import SimpleNamespace
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
-from pedagogy_lib import results as R
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.evidence import ch10  # chapter 10's stored results (a shared reader, not the room)
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
 from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
 
-RESULTS = R.RESULTS
 GPT2_MEDIUM = S.GPT2_MEDIUM  # Li & Liang's table-to-text model (book.sentences)
 # Li & Liang (ACL version): E2E BLEU with GPT-2 Medium
 LI_LIANG_E2E = {"FT": 68.8, "Prefix (0.1%)": 70.3, "Adapter (3%)": 68.9, "Adapter (0.1%)": 66.3}
@@ -36,14 +34,14 @@ def m_for_fraction(shape: C.ModelShape, frac: float = 1e-3) -> float:
 
 
 def context(results: dict | None = None) -> SimpleNamespace:
-    """The sweep's summary, each arm's best length and test accuracy there, LoRA's, and the fold check."""
+    """The sweep and its summary, each arm's best length and the best arm (both on validation), the
+    rate grids, the fold check and chapter 10's first-line results."""
     res = dict(results or {})
     sweep = res.get("sweep") or load_results()
     s = summary(sweep)
     L = {arm: best_length(s, arm) for arm in ARMS}
-    pre = {arm: s["by_length"][arm][L[arm]]["test"] for arm in ARMS}
     best = max(ARMS, key=lambda a: s["by_length"][a][L[a]]["val"][0])  # chosen on validation, not test
-    return SimpleNamespace(sweep=sweep, fold=res.get("fold") or fold_check(), s=s, L=L, pre=pre, best=best,
+    return SimpleNamespace(sweep=sweep, fold=res.get("fold") or fold_check(), s=s, L=L, best=best,
                            grids=val_grids(sweep), line=res.get("line") or ch10.load("line"))
 
 

@@ -8,8 +8,8 @@ import math
 import numpy as np
 
 from pedagogy_lib import prefix as px
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, whole_number
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, passed,
+                                         whole_number)
 from pedagogy_lib.gradcheck import numerical_grad
 from pedagogy_lib.nn import softmax
 

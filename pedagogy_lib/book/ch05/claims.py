@@ -20,7 +20,6 @@ from types import SimpleNamespace
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
 from pedagogy_lib import prompt as PT
-from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.evidence import ch08 as compare, ch10  # chapters 08 and 10's stored results (shared readers)
@@ -28,7 +27,6 @@ from pedagogy_lib.book.ch05.experiment import (LONG_ARMS, PROMPTS, best_prompt, 
                                                long_gain, long_seeds_run, methods, pair, summary, unbracketed_arms)
 from pedagogy_lib.book.rules import Claims, ci_text, match_verdict, points_by_seed
 
-RESULTS = R.RESULTS
 # P-Tuning v2, Figure 1 (a secondary copy): SuperGLUE average of RTE, BoolQ, CB
 PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
              "GLM-xlarge (2B)": (88.3, 79.7, 87.0), "GLM-xxlarge (10B)": (88.8, 88.8, 88.8)}  # FT, PT, PTv2
@@ -58,8 +56,7 @@ def _prompt_gap(res: dict, sweep: dict) -> dict:
     if best and "full-ft" in sweep["arms"]:
         return {"best": best, "d": pair(sweep, "full-ft", best), "evidence": evidence,
                 "src": f"this chapter's {best}, m={sweep['config']['m']}"}
-    r08 = res.get("compare") or compare.load()
-    m = r08["methods"]
+    m = (res.get("compare") or compare.load())["methods"]
     return {"best": None, "d": stats.paired_by_seed(points_by_seed(m["full"]), points_by_seed(m["prompt"])),
             "evidence": evidence,
             "src": "chapter 08's prompt tuning (m=10, vocab init; this chapter's prompt arms are not in its "
@@ -92,15 +89,13 @@ def longer_budget(sweep: dict) -> dict:
     """Per method of LONG_ARMS the sweep holds: the seeds run at the longer budget and, when
     every seed of the main budget ran (``long_complete``), the paired gain longer − main budget
     in points (``experiment.long_gain``), else None (no partial set stands in for the protocol)."""
-    run = long_seeds_run(sweep)
     return {m: {"seeds": seeds, "d": long_gain(sweep, m) if long_complete(sweep, m) else None}
-            for m, seeds in run.items()}
+            for m, seeds in long_seeds_run(sweep).items()}
 
 
 def _no_verdict(c, *arms) -> str:
-    edges = {k: e for k, e in c.edges.items() if k in arms}
     side = {"low": "the lowest", "high": "the highest", "edge": "at an edge"}
-    return "; ".join(f"{k}'s chosen rate is {side[e]} of its extended grid" for k, e in edges.items())
+    return "; ".join(f"{k}'s chosen rate is {side[e]} of its extended grid" for k, e in c.edges.items() if k in arms)
 
 
 REGIME = ("our regime differs: a 22.7M encoder, a one-word task and a trained classification head, which "
@@ -143,14 +138,12 @@ def _ptv2_matches(c):
     # "matches" (``rules.match_verdict``, ±1 point): the paired interval inside ±1 holds, a tie
     # wider than that approximately, an order wrong. "at ~0.1% trainable": a fraction more than
     # a factor 2 from 0.1% caps the verdict at approximately. Unbracketed rates: no verdict.
-    verdict = match_verdict(c.d_v2, 1.0)
     n = c.s["methods"]["ptuning-v2"]["trainable"]
     far = not (0.5e-3 <= n / c.mini_total <= 2e-3)
+    edges = _no_verdict(c, "ptuning-v2", "full-ft")
+    verdict = "untestable-here" if edges else match_verdict(c.d_v2, 1.0)
     if far and verdict == "holds":
         verdict = "approximately"
-    edges = _no_verdict(c, "ptuning-v2", "full-ft")
-    if edges:
-        verdict = "untestable-here"
     return verdict, ((f"no verdict: {edges}; as measured, " if edges else "")
                      + f"P-Tuning v2 m={c.m}: " + ci_text(c.d_v2, "P-Tuning v2", "full FT")
                      + f" (rule: interval inside ±1 point → holds, a wider tie → approximately, else wrong), training "
@@ -216,3 +209,7 @@ def _more_steps(c):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
+
+
+__all__ = ["CLAIMS", "LESTER_T4", "PROMPTS", "PTV2_FIG1", "PTV2_SQUAD", "ci_text", "claims", "context", "fractions",
+           "load_results", "longer_budget", "methods", "summary"]

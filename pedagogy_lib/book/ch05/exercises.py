@@ -10,9 +10,8 @@ import numpy as np
 from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
 from pedagogy_lib import prompt as PT
-from pedagogy_lib import prompt as pt
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed, to_numpy
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
+                                         passed, to_numpy)
 from pedagogy_lib.nn import SelfAttention
 
 
@@ -22,13 +21,10 @@ def check_deep_prompt_to_prefix(fn) -> None:
     for seed, (m, d) in enumerate([(1, 4), (3, 6), (5, 12)]):
         rng = np.random.default_rng(seed)
         att = SelfAttention(d, 2, rng, np.float64)
-        deep = pt.DeepPrompt(att, m, rng)
+        deep = PT.DeepPrompt(att, m, rng)
         P = deep.p["weight"]
         Wk, bk, Wv, bv = (att.key.p["weight"], att.key.p["bias"], att.value.p["weight"], att.value.p["bias"])
-        out = attempt(fn, P.copy(), Wk.copy(), bk.copy(), Wv.copy(), bv.copy())
-        if not isinstance(out, (tuple, list)) or len(out) != 2:
-            raise NotYet(f"deep_prompt_to_prefix should return (pk, pv), got {type(out).__name__}")
-        pk, pv = out
+        pk, pv = items(attempt(fn, P.copy(), Wk.copy(), bk.copy(), Wv.copy(), bv.copy()), 2, "(pk, pv)")
         expect_shape(pk, (m, d), "pk")
         expect_shape(pv, (m, d), "pv")
         want_k, want_v = (x[0] for x in deep(1))
@@ -124,8 +120,6 @@ def check_prompt_grad(fn) -> None:
             raise NotYet("dP must go back through the LayerNorm (Eq. 0.15), not just through γ")
         expect_close(got, want, f"dP for B={B}, m={m}, T={T}, d={d}", rtol=1e-9, atol=1e-12)
     passed("05.4 prompt gradient", "Eq. 5.2 through the embedding LayerNorm, summed over the batch")
-
-
 
 
 def check_ptv2_over_prompt(answer) -> None:

@@ -8,13 +8,23 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
 from pedagogy_lib.book.figures import register
 from pedagogy_lib.book.ch05 import experiment as V
-from pedagogy_lib.results import smooth
+from pedagogy_lib.book.diagrams import where_methods_sit  # the chapter's diagram: importing registers it
+from pedagogy_lib.results import SMOOTH, smooth
 
 COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-prompt": "C4",
            "ptuning-v2": "C3", "lora": "C2", "full-ft": "C0"}
+
+
+def _paired(ax, d: dict, y, colour, hollow: bool | None = None, word: str | None = None) -> None:
+    """One paired difference at height ``y``: its mean with the 95 % interval, hollow when a tie
+    (or when ``hollow``), labelled "tie" or its mean (or ``word``) right of the interval."""
+    hollow = d["tie"] if hollow is None else hollow
+    ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
+                mfc="white" if hollow else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
+    ax.annotate(word or ("tie" if d["tie"] else f"{d['mean']:+.1f}"), (d["hi"], y), xytext=(5, 0),
+                textcoords="offset points", va="center", fontsize=8)
 
 
 def _accuracies(ax, sweep, s, meths, y):
@@ -34,13 +44,8 @@ def _differences(ax, sweep, meths, y, ref="full-ft"):
     for yi, k in zip(y, meths):
         if k == ref:
             ax.annotate("reference", (0, yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
-            continue
-        d = V.pair(sweep, k, ref)
-        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
-                    color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], mec=COLOURS[k], ecolor=COLOURS[k],
-                    capsize=3, lw=1.5)
-        ax.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
-                    textcoords="offset points", va="center", fontsize=8)
+        else:
+            _paired(ax, V.pair(sweep, k, ref), yi, COLOURS[k])
     ax.axvline(0, color="k", lw=0.8)
     ax.margins(x=0.12)  # room for the labels
     ax.set_yticks(y, [""] * len(meths))
@@ -75,7 +80,7 @@ def loss_figure(sweep: dict | None = None) -> Figure:
     for k, m in s["methods"].items():
         axes[0].plot(smooth(m["loss_curve"]), color=COLOURS[k], label=V.LABELS[k])
     axes[0].set_xlabel("step")
-    axes[0].set_ylabel("training loss (seed mean, 8-step average)")
+    axes[0].set_ylabel(f"training loss (seed mean, {SMOOTH}-step average)")
     axes[0].set_title(f"Main budget, {max(m['n'] for m in s['methods'].values())} seeds")
     axes[0].legend(frameon=False, fontsize=7)
     if s["long"]:
@@ -98,11 +103,10 @@ def prompt_pairs_figure(sweep: dict | None = None) -> Figure:
     ax = fig.subplots()
     y = np.arange(len(comps))[::-1]
     for yi, (name, c) in zip(y, comps.items()):
-        d, colour = c["d"], "0.6" if c["edges"] else COLOURS[c["a"]]
-        ax.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
-                    mfc="white" if d["tie"] or c["edges"] else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
-        word = "no verdict (rate at grid edge)" if c["edges"] else "tie" if d["tie"] else f"{d['mean']:+.1f}"
-        ax.annotate(word, (d["hi"], yi), xytext=(5, 0), textcoords="offset points", va="center", fontsize=8)
+        if c["edges"]:
+            _paired(ax, c["d"], yi, "0.6", hollow=True, word="no verdict (rate at grid edge)")
+        else:
+            _paired(ax, c["d"], yi, COLOURS[c["a"]])
     ax.axvline(0, color="k", lw=0.8)
     ax.margins(x=0.2, y=0.15)
     ax.set_yticks(y, [f"{k}\n({c['a']} − {c['b']})" for k, c in comps.items()], fontsize=8)
@@ -126,8 +130,7 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
     left, right = fig.subplots(1, 2)
     y = np.arange(len(meths))[::-1]
     for yi, k in zip(y, meths):
-        main = V.by_seed(sweep, k)
-        long = V.long_by_seed(sweep, k)
+        main, long = V.by_seed(sweep, k), V.long_by_seed(sweep, k)
         for s in run[k]:
             left.plot([100 * main[s], 100 * long[s]], [yi + 0.15, yi - 0.15], "-", color="0.7", lw=0.8)
         left.plot([100 * main[s] for s in run[k]], np.full(len(run[k]), yi + 0.15), "o", mfc="white",
@@ -135,11 +138,7 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
         left.plot([100 * long[s] for s in run[k]], np.full(len(run[k]), yi - 0.15), "o", color=COLOURS[k],
                   label=f"{cfg['long_epochs']} epochs" if yi == y[0] else None)
         if V.long_complete(sweep, k):
-            d = V.long_gain(sweep, k)
-            right.errorbar(d["mean"], yi, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7,
-                           color=COLOURS[k], mfc="white" if d["tie"] else COLOURS[k], capsize=3, lw=1.5)
-            right.annotate("tie" if d["tie"] else f"{d['mean']:+.1f}", (d["hi"], yi), xytext=(5, 0),
-                           textcoords="offset points", va="center", fontsize=8)
+            _paired(right, V.long_gain(sweep, k), yi, COLOURS[k])
         else:
             right.annotate(f"seeds {run[k]} only: not judged", (0, yi), xytext=(5, 0), textcoords="offset points",
                            va="center", fontsize=8)
@@ -156,3 +155,6 @@ def long_budget_figure(sweep: dict | None = None) -> Figure:
     fig.suptitle(("The longer budget at each method's chosen rate" if meths else "The longer budget: not run")
                  + f" (seeds {cfg['long_seeds']})", fontsize=10)
     return fig
+
+
+__all__ = ["V", "long_budget_figure", "loss_figure", "methods_figure", "prompt_pairs_figure", "where_methods_sit"]

@@ -12,14 +12,11 @@ from types import SimpleNamespace
 
 from pedagogy_lib import bitfit as BF
 from pedagogy_lib import counting as C
-from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import MOVED, load_results, stored_switched
-from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, interval_verdict,  # noqa: F401
-                                     match_verdict, paired_points, points_by_seed, table, unbracketed,
-                                     unbracketed_text, worst_verdict)  # ci_text, table: re-exported
+from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, interval_verdict, match_verdict,
+                                     points_by_seed, table, unbracketed, unbracketed_text, worst_verdict)
 
-RESULTS = R.RESULTS
 SMALL = 256  # "small data": the sizes up to this many training words
 BIG = 1024  # "plenty of data": the sizes from this many on
 BITFIT, LORA, FULL, PROBE = "BitFit", "LoRA r=8 (q,v)", "full FT", "probe"
@@ -80,14 +77,18 @@ def _worst(verdicts) -> str:
     return worst_verdict(*verdicts, default="untestable-here")
 
 
+def _edges(c, *arms) -> dict:
+    """{arm: 'low'|'high'} for each of ``arms`` whose chosen rate sits at an edge of its grid:
+    no verdict rests on it (``rules.unbracketed``)."""
+    return unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in arms})
+
+
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:
     """holds if ``holds``; approximately if within ``approx`` (relative) of target; else wrong."""
     return "holds" if holds else ("approximately" if abs(value - target) <= approx * target else "wrong")
 
 
 SWITCHED = 0.10  # "re-routes": at least a tenth of the FFN units change how often they fire
-
-
 SMALL_GAP = (0.0, 3.0)  # "underperforms by a small margin": LoRA − BitFit in [0, 3] points
 
 
@@ -158,15 +159,12 @@ def _small_data(c):
     # 2 points at some n ≤ SMALL the verdict is at most approximately
     d = {n: x for n, x in paired_at(c.curve, BITFIT, FULL).items() if n <= SMALL}
     probe = {n: x for n, x in paired_at(c.curve, PROBE, FULL).items() if n <= SMALL}
-    verdict = _worst(band_verdict(x, lo=-2.0) for x in d.values())
-    probe_passes = any(x["mean"] >= -2.0 for x in probe.values())
-    if probe_passes and verdict == "holds":
+    edges = _edges(c, BITFIT, FULL)
+    verdict = "untestable-here" if edges else _worst(band_verdict(x, lo=-2.0) for x in d.values())
+    if verdict == "holds" and any(x["mean"] >= -2.0 for x in probe.values()):  # the probe passes too
         verdict = "approximately"
-    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, FULL)})
-    if edges:
-        verdict = "untestable-here"
     return verdict, ("; ".join(f"n={n}: " + ci_text(x, "BitFit", "full FT") for n, x in sorted(d.items()))
-                     + f"; the probe − full FT: " + ", ".join(f"n={n} {x['mean']:+.1f}" for n, x in sorted(probe.items()))
+                     + "; the probe − full FT: " + ", ".join(f"n={n} {x['mean']:+.1f}" for n, x in sorted(probe.items()))
                      + f" (rule: 'competitive' = BitFit − full FT ≥ −2 points at every n ≤ {SMALL}: whole 95 % "
                      "interval → holds, the mean → approximately, else wrong; at most approximately if the probe "
                      "passes too)" + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
@@ -183,10 +181,8 @@ def _vs_lora(c):
     # included, since it contains small gaps the claim allows; a gap above 3 points → wrong;
     # LoRA resolved below BitFit → not-reproduced-here); the weakest over the sizes
     d = {n: x for n, x in paired_at(c.curve, LORA, BITFIT).items() if n >= BIG}
-    verdict = _worst(gap_verdict(x) for x in d.values())
-    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, LORA)})
-    if edges:
-        verdict = "untestable-here"
+    edges = _edges(c, BITFIT, LORA)
+    verdict = "untestable-here" if edges else _worst(gap_verdict(x) for x in d.values())
     r = c.curve["results"]
     return verdict, ("; ".join(f"n={n}: " + ci_text(x, "LoRA", "BitFit") for n, x in sorted(d.items()))
                      + f" (rule: LoRA − BitFit in [0, 3] points at every n ≥ {BIG}: every 95 % interval "
@@ -206,10 +202,8 @@ def _why(c):
     d = paired_at(c.curve, BITFIT, PROBE)
     ties = [n for n, x in sorted(d.items()) if x["lo"] <= 0]
     rerouted = c.switched is not None and c.switched >= SWITCHED
-    verdict = "wrong" if ties else ("holds" if rerouted else "approximately")
-    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (BITFIT, PROBE)})
-    if edges:
-        verdict = "untestable-here"
+    edges = _edges(c, BITFIT, PROBE)
+    verdict = "untestable-here" if edges else "wrong" if ties else "holds" if rerouted else "approximately"
     extra = (f"; after BitFit {100 * c.switched:.0f}% of the last block's FFN units changed how often they "
              f"fire by more than {100 * MOVED:.0f} points (the stored pre-activation study)" if c.switched is not None else "; unit switching not measured")
     return verdict, ((f"no verdict: {unbracketed_text(edges)} (settle: rerun the curve with the probe's grid "
@@ -236,10 +230,8 @@ def _qm2_accuracy(c):
     if QM2 not in c.curve["results"]:
         return "untestable-here", "the two-bias arm is not in the stored learning curve"
     d = paired_at(c.curve, QM2, BITFIT)
-    verdict = _worst(match_verdict(x, QM2_MARGIN) for x in d.values())
-    edges = unbracketed({k: c.curve["results"][k]["val_by_lr"] for k in (QM2, BITFIT)})
-    if edges:
-        verdict = "untestable-here"
+    edges = _edges(c, QM2, BITFIT)
+    verdict = "untestable-here" if edges else _worst(match_verdict(x, QM2_MARGIN) for x in d.values())
     orders = [n for n, x in sorted(d.items()) if not x["tie"]]
     r = c.curve["results"]
     return verdict, ((f"no verdict: {unbracketed_text(edges)}; as measured, " if edges else "")
@@ -255,3 +247,7 @@ def _qm2_accuracy(c):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
+
+
+__all__ = ["BIG", "CLAIMS", "PAIRS", "QM2", "QM2_MARGIN", "SMALL", "ci_text", "claims", "differences",
+           "differences_table", "fractions", "gap_verdict", "load_results", "paired_at", "table"]

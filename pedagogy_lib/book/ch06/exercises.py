@@ -9,8 +9,8 @@ from pedagogy_lib import counting as C
 from pedagogy_lib import ia3 as I3
 from pedagogy_lib import nn
 from pedagogy_lib.bert import BertConfig, BertEncoder
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
+                                         passed)
 
 
 # ------------------------------------------------------------------ 06.1 counting
@@ -147,9 +147,7 @@ def check_merge_ia3(fn) -> None:
         for ff in (False, True):
             l = 1 + 0.5 * rng.standard_normal(d_in if ff else d_out)
             call = f"merge_ia3(W {W.shape}, b, l {l.shape}, feedforward={ff})"
-            got = attempt(fn, W, b, l, ff)
-            if not isinstance(got, (tuple, list)) or len(got) != 2:
-                raise NotYet(f"{call} should return a pair (W', b'), got {type(got).__name__}")
+            got = items(attempt(fn, W, b, l, ff), 2, f"a pair (W', b') from {call}")
             want_W, want_b = _ia3_reference(W, b, l, ff)
             expect_shape(got[0], W.shape, f"W' of {call}")
             expect_shape(got[1], b.shape, f"b' of {call}")

@@ -4,18 +4,13 @@ biases move the FFN pre-activations, the GELU's input ("06_preactivation").
 """
 from __future__ import annotations
 
-
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib import results as R
 from pedagogy_lib.book.ch06.experiment import load, preactivation_summary
 from pedagogy_lib.book.figures import register
 
-RESULTS = R.RESULTS
 COLOURS = {"BitFit": "C0", "BitFit (b_q, b_m2)": "C9", "LoRA r=8 (q,v)": "C3", "full FT": "k", "probe": "C7"}
-
-
 DIFF_PAIRS = (("BitFit", "full FT"), ("BitFit", "LoRA r=8 (q,v)"), ("BitFit", "probe"),
               ("BitFit (b_q, b_m2)", "BitFit"))
 

@@ -13,8 +13,6 @@ import math
 from pedagogy_lib import results as R, stats
 
 PATH = R.RESULTS / "ch05_prompt.json"
-
-
 ARMS = ("probe", "prompt-random", "prompt-vocab", "deep-prompt", "ptuning-v2", "lora", "full-ft")
 
 
