@@ -106,16 +106,14 @@ def _dq(c):
             f"(rule: rounds to 0.4 → holds, within 0.1 → approximately, else wrong)")
 
 
-def _paged_run(paged) -> tuple[str, str]:
-    """(what ran here, where), for the record's text."""
+def _paged_run(paged) -> str:
+    """What ran here, for the record's text."""
     if paged is None:
-        return "nothing (no PagedAdamW result was passed in)", "PagedAdamW not run here"
-    ran = (f"bitsandbytes PagedAdamW on {paged.get('name', paged['device'])}: {paged['paged_state_tensors']} of "
-           f"{paged['state_tensors']} state tensors paged"
-           + (" (it warned that paging is not supported on CPU and fell back)"
-              if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
-    return ran, (f"on a GPU ({paged.get('name', 'cuda')}, full fine-tuning)" if paged["device"] == "cuda"
-                 else f"no GPU here (PagedAdamW ran on {paged['device']})")
+        return "nothing (no PagedAdamW result was passed in)"
+    return (f"bitsandbytes PagedAdamW on {paged.get('name', paged['device'])}: {paged['paged_state_tensors']} of "
+            f"{paged['state_tensors']} state tensors paged"
+            + (" (it warned that paging is not supported on CPU and fell back)"
+               if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
 
 
 @CLAIMS.rule("ch07-paged", "Paged optimisers page Adam's state between GPU and CPU through unified "
@@ -123,19 +121,19 @@ def _paged_run(paged) -> tuple[str, str]:
              published="paged optimizers handle the memory spikes of gradient checkpointing on long mini-batches",
              source="QLoRA §3 (described in the text; no number)", sentence="paged-optimisers")
 def _paged(c):
-    paging, paged = c.paging, c.paged
-    if not (paged and paged["device"] == "cuda") and E7.gpu_paged(c.gpu):
-        paged = E7.gpu_paged(c.gpu)   # the stored GPU run: full fine-tuning's states, large enough to page
+    paging, paged, stored = c.paging, c.paged, E7.gpu_paged(c.gpu)
+    if stored and not (paged and paged["device"] == "cuda"):
+        paged = stored   # the stored GPU run: full fine-tuning's states, large enough to page
     act = paging["activations"]
     oom_u, oom_p = int(paging["oom_unpaged"].sum()), int(paging["oom_paged"].sum())
-    ran, _ = _paged_run(paged)
     # the real GPU run decides (one verdict with chapter 10's record); the NumPy simulation can
     # only lower the out-of-memory count, so it illustrates the mechanism and is no evidence
     v, txt = sentences.paged_optimisers(paged, sentences.ch10_gpu())
     return v, (f"{txt}. Illustration, not evidence: a NumPy simulation of LLaMA-65B QLoRA on 48 GB over "
                f"{act.size} steps of varying length runs out of memory at {oom_u} steps without paging and "
                f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB paged back per step on "
-               f"average. Ran: {ran}. bitsandbytes pages only tensors with ≥ {QL.PAGED_THRESHOLD:,} elements")
+               f"average. Ran: {_paged_run(paged)}. bitsandbytes pages only tensors with ≥ "
+               f"{QL.PAGED_THRESHOLD:,} elements")
 
 
 @CLAIMS.rule("ch07-65b-48gb", "QLoRA fine-tunes a 65B model on a single 48 GB GPU.",
