@@ -51,8 +51,7 @@ def codebooks(study: dict | None = None, gauss: np.ndarray | None = None) -> Fig
     top.set_ylim(len(names) - 0.5, -0.5)
     top.set_title("16 levels each: where the 4-bit data types put them", fontsize=10)
     bottom.hist(x, bins=200, density=True, color="0.7")
-    bottom.set_xlabel("normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w")
-    bottom.set_ylabel("density")
+    bottom.set(xlabel="normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w", ylabel="density")
     return fig
 
 
@@ -185,10 +184,9 @@ def memory_llama(table: dict | None = None) -> Figure:
     # markers, not bars: on a log axis a bar's length means nothing
     right.plot(xs, full, "s", color="C7", label="16-bit full FT, 12 B/param")
     right.plot(xs, ql, "o", color="C0", label="QLoRA (left)")
-    right.set_yscale("log")
+    right.set(yscale="log", ylabel="GB (log scale)")
     right.margins(x=0.15)
     right.set_xticks(xs, names, fontsize=8)
-    right.set_ylabel("GB (log scale)")
     right.set_title("Without activations", fontsize=10)
     right.legend(fontsize=7)
     return fig
@@ -215,9 +213,7 @@ def paging(d: dict | None = None) -> Figure:
     if bad.size:
         ax.plot(bad, np.full(bad.size, capacity + 2.5), "kx", ms=4,
                 label=f"out of memory even with paging ({bad.size})")
-    ax.set_ylim(fixed * 0.9, capacity + 4)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("GB on the GPU at the activation peak")
+    ax.set(ylim=(fixed * 0.9, capacity + 4), xlabel="training step", ylabel="GB on the GPU at the activation peak")
     ax.set_title("Paged optimiser, simulated: LLaMA-65B QLoRA on one 48 GB GPU", fontsize=10)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     return fig

@@ -112,20 +112,15 @@ def bubbles(res: dict | None = None) -> Figure:
     xs = [x for x, _ in placed.values()]
     lo_y, hi_y = min(y - s for x, y, s, mb in ours.values()), max(y + s for x, y, s, mb in ours.values())
     xlim, ylim = (min(xs) / 3, max(xs) * 6), (lo_y - 0.3, hi_y + 0.3)  # x margins: room for labels at both ends
-    left.set_xscale("log")
-    left.set_xlim(*xlim)
-    left.set_ylim(*ylim)
-    left.set_xlabel("trainable parameters, % of MiniLM (log; head excluded)")
-    left.set_ylabel("VADER polarity test accuracy, % (mean; bars: ± sd over seeds)")
+    left.set(xscale="log", xlim=xlim, ylim=ylim, xlabel="trainable parameters, % of MiniLM (log; head excluded)",
+             ylabel="VADER polarity test accuracy, % (mean; bars: ± sd over seeds)")
     b = res["budget"]
     left.set_title(f"Ours: MiniLM-L6, {b['n_train']} training words, {len(b['seeds'])} seed(s)\n"
                    f"bubble area ∝ training-state memory (largest: {top:.0f} MB)", fontsize=9)
     for name, (x, y) in paper_points().items():
         right.scatter([x], [y], s=120, alpha=0.6, edgecolor="k", lw=0.5)
         right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    right.set_xscale("log")
-    right.set_xlabel("trainable parameters, % of RoBERTa-base (log)")
-    right.set_ylabel("GLUE average (8 tasks)")
+    right.set(xscale="log", xlabel="trainable parameters, % of RoBERTa-base (log)", ylabel="GLUE average (8 tasks)")
     right.set_title("LoRA paper, Table 2 (RoBERTa-base)", fontsize=9)
     right.margins(x=0.12)
     fig.draw_without_rendering()  # settles the layout, so the axes' size in points is final
