@@ -179,11 +179,9 @@ def memory_llama(table: dict | None = None) -> Figure:
     left.set_ylabel("GB")
     left.set_title("QLoRA (NF4+DQ, LoRA r=64 on all linears)", fontsize=10)
     left.legend(fontsize=7)
-    full = [table[n]["full_16bit"] for n in names]
-    ql = [table[n]["qlora_total"] for n in names]
     # markers, not bars: on a log axis a bar's length means nothing
-    right.plot(xs, full, "s", color="C7", label="16-bit full FT, 12 B/param")
-    right.plot(xs, ql, "o", color="C0", label="QLoRA (left)")
+    right.plot(xs, [table[n]["full_16bit"] for n in names], "s", color="C7", label="16-bit full FT, 12 B/param")
+    right.plot(xs, [table[n]["qlora_total"] for n in names], "o", color="C0", label="QLoRA (left)")
     right.set(yscale="log", ylabel="GB (log scale)")
     right.margins(x=0.15)
     right.set_xticks(xs, names, fontsize=8)
