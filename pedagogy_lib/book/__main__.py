@@ -35,13 +35,12 @@ def build(names) -> list:
     paths = []
     for name in tqdm(names, desc="figures", unit="fig", file=sys.stderr, disable=None):
         fig = figures.REGISTRY[name]()
+        if not isinstance(fig, Figure):
+            raise TypeError(f"figure builder {name!r} returned {type(fig).__name__}, not a Figure")
         try:
-            if not isinstance(fig, Figure):
-                raise TypeError(f"figure builder {name!r} returned {type(fig).__name__}, not a Figure")
             paths.append(figures.save(fig, name))
         finally:
-            if isinstance(fig, Figure):
-                plt.close(fig)
+            plt.close(fig)
     return paths
 
 

@@ -33,16 +33,15 @@ def where_methods_sit(data=None):
     _box(ax, 3.2, 0.6, 3.2, 0.6, "tokens → embeddings (Eq. 0.20)", DATA)
     _box(ax, 7.6, 0.6, 3.0, 0.6, "prompt tuning: m input vectors", TRAINED, 8)
     _arrow(ax, (6.1, 0.6), (4.85, 0.6))
-    _box(ax, 1.6, 2.2, 1.1, 0.6, "W_q", FROZEN), _box(ax, 3.2, 2.2, 1.1, 0.6, "W_k", FROZEN)
-    _box(ax, 4.8, 2.2, 1.1, 0.6, "W_v", FROZEN)
-    for x in (1.6, 3.2, 4.8):
+    for x, w in ((1.6, "W_q"), (3.2, "W_k"), (4.8, "W_v")):
+        _box(ax, x, 2.2, 1.1, 0.6, w, FROZEN)
         _arrow(ax, (3.2, 0.95), (x, 1.85))
     _box(ax, 0.5, 2.2, 0.8, 0.5, "BA", TRAINED, 8), _box(ax, 5.9, 2.2, 0.8, 0.5, "BA", TRAINED, 8)
     _box(ax, 3.2, 3.5, 4.6, 0.7, "softmax(Q[P_k; K]ᵀ/√d_h) [P_v; V]  (Eq. 4.1)", FROZEN, 8)
     _box(ax, 7.6, 3.5, 3.0, 0.7, "prefix / P-Tuning v2:\nP_k, P_v in every layer", TRAINED, 8)
     _arrow(ax, (6.1, 3.5), (5.55, 3.5))
     for x in (1.6, 3.2, 4.8):
-        _arrow(ax, (x, 2.55), (x if x != 3.2 else 3.2, 3.12))
+        _arrow(ax, (x, 2.55), (x, 3.12))
     _box(ax, 3.2, 4.8, 3.0, 0.6, "W_o, + residual, LN (Eq. 0.21)", FROZEN, 8)
     _box(ax, 7.6, 4.8, 2.6, 0.6, "Houlsby adapter", TRAINED, 8)
     _arrow(ax, (3.2, 3.87), (3.2, 4.48)), _arrow(ax, (6.25, 4.8), (4.75, 4.8))

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import matplotlib
 from matplotlib.figure import Figure
 
-__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save", "mean_interval"]
+__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save", "mean_interval", "paired_dot"]
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if not (_REPO_ROOT / "pyproject.toml").is_file():  # installed without the book: use ./figures
@@ -58,15 +58,9 @@ def register(name: str):
     def decorate(builder):
         if not callable(builder):
             raise TypeError(f"register({name!r}) decorates a function, got {type(builder).__name__}")
-        old = REGISTRY.get(name)
-        same = old is not None and (old.__module__, old.__qualname__) == (
-            builder.__module__,
-            builder.__qualname__,
-        )
-        if old is not None and not same:  # re-importing the same module is fine
-            raise ValueError(
-                f"figure {name!r} is already registered by {old.__module__}.{old.__qualname__}"
-            )
+        old = REGISTRY.get(name)  # the same builder again (its module re-imported) is fine
+        if old is not None and (old.__module__, old.__qualname__) != (builder.__module__, builder.__qualname__):
+            raise ValueError(f"figure {name!r} is already registered by {old.__module__}.{old.__qualname__}")
         REGISTRY[name] = builder
         return builder
 
@@ -96,3 +90,16 @@ def mean_interval(x) -> tuple[float, float]:
 
     x = np.asarray(x, dtype=np.float64)
     return float(x.mean()), float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+
+
+def paired_dot(ax, d: dict, at, colour, *, vertical: bool = False, hollow: bool | None = None, scale: float = 1,
+               fmt: str = "o", **style):
+    """One paired difference ``d`` ({"mean", "lo", "hi", "tie"}, Eqs. 8.4–8.7) drawn at ``at`` on the
+    category axis: a dot at the mean, its 95 % interval as a capped error bar along x (along y if
+    ``vertical``), values times ``scale``. The dot is hollow for a tie (the interval contains 0),
+    or as ``hollow`` says; ``style`` goes on to ``errorbar``."""
+    mean, err = scale * d["mean"], [[scale * (d["mean"] - d["lo"])], [scale * (d["hi"] - d["mean"])]]
+    face = "white" if (d["tie"] if hollow is None else hollow) else colour
+    if vertical:
+        return ax.errorbar([at], [mean], yerr=err, fmt=fmt, capsize=3, color=colour, mfc=face, **style)
+    return ax.errorbar(mean, at, xerr=err, fmt=fmt, capsize=3, color=colour, mfc=face, **style)

@@ -21,9 +21,9 @@ from scipy.special import ndtri
 
 from pedagogy_lib import counting as C
 from pedagogy_lib import quant as Q
-from pedagogy_lib.book.ch07.experiment import _small_backward, measured_bits
+from pedagogy_lib.book.ch07 import experiment as E7
 from pedagogy_lib.book import rules, sentences
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: shared renderer, re-exported)
+from pedagogy_lib.book.rules import Claims, table
 from pedagogy_lib.torch_ref import qlora as QL
 
 PAPER_GLUE = {"BF16 full FT": 88.6, "LoRA BF16": 88.8, "QLoRA FP4": 88.6}   # Table 3
@@ -37,17 +37,14 @@ H_NORMAL = 3.99  # ... or near-equal use under the claim's own assumption, exact
 def context(results: dict | None = None) -> SimpleNamespace:
     """The error study, measured bits, the sweep, the backward check, the paging simulation
     (and PagedAdamW's run, when the chapter made one), and LLaMA-65B's QLoRA memory."""
-    from pedagogy_lib.book.ch07 import experiment as E7
-    from pedagogy_lib.counting import qlora_memory_gb
-
     res = {} if results is None else dict(results)
-    return SimpleNamespace(study=res.get("study") or E7.error_study(), bits=res.get("bits") or measured_bits(),
+    return SimpleNamespace(study=res.get("study") or E7.error_study(), bits=res.get("bits") or E7.measured_bits(),
                            acc=res.get("accuracy") or E7.load("ch07_accuracy"),
-                           back=res.get("backward") or _small_backward(),
+                           back=res.get("backward") or E7._small_backward(),
                            paging=res.get("paging") or E7.paging_scenario(), paged=res.get("paged"),
                            gpu=res["gpu"] if "gpu" in res else E7.load_gpu(),
                            codebook=res["codebook"] if "codebook" in res else Q.nf4_codebook(),
-                           m65=qlora_memory_gb(C.LLAMA_65B))
+                           m65=C.qlora_memory_gb(C.LLAMA_65B))
 
 
 def _nf4_numbers(study) -> SimpleNamespace:
@@ -109,16 +106,14 @@ def _dq(c):
             f"(rule: rounds to 0.4 → holds, within 0.1 → approximately, else wrong)")
 
 
-def _paged_run(paged) -> tuple[str, str]:
-    """(what ran here, where), for the record's text."""
+def _paged_run(paged) -> str:
+    """What ran here, for the record's text."""
     if paged is None:
-        return "nothing (no PagedAdamW result was passed in)", "PagedAdamW not run here"
-    ran = (f"bitsandbytes PagedAdamW on {paged.get('name', paged['device'])}: {paged['paged_state_tensors']} of "
-           f"{paged['state_tensors']} state tensors paged"
-           + (" (it warned that paging is not supported on CPU and fell back)"
-              if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
-    return ran, (f"on a GPU ({paged.get('name', 'cuda')}, full fine-tuning)" if paged["device"] == "cuda"
-                 else f"no GPU here (PagedAdamW ran on {paged['device']})")
+        return "nothing (no PagedAdamW result was passed in)"
+    return (f"bitsandbytes PagedAdamW on {paged.get('name', paged['device'])}: {paged['paged_state_tensors']} of "
+            f"{paged['state_tensors']} state tensors paged"
+            + (" (it warned that paging is not supported on CPU and fell back)"
+               if any("not supported on CPU" in w for w in paged["warnings"]) else ""))
 
 
 @CLAIMS.rule("ch07-paged", "Paged optimisers page Adam's state between GPU and CPU through unified "
@@ -126,21 +121,20 @@ def _paged_run(paged) -> tuple[str, str]:
              published="paged optimizers handle the memory spikes of gradient checkpointing on long mini-batches",
              source="QLoRA §3 (described in the text; no number)", sentence="paged-optimisers")
 def _paged(c):
-    from pedagogy_lib.book.ch07.experiment import gpu_paged
-
-    paging, paged = c.paging, c.paged
-    if not (paged and paged["device"] == "cuda") and gpu_paged(c.gpu):
-        paged = gpu_paged(c.gpu)   # the stored GPU run: full fine-tuning's states, large enough to page
+    paging, paged, stored = c.paging, c.paged, E7.gpu_paged(c.gpu)
+    if stored and not (paged and paged["device"] == "cuda"):
+        paged = stored   # the stored GPU run: full fine-tuning's states, large enough to page
     act = paging["activations"]
     oom_u, oom_p = int(paging["oom_unpaged"].sum()), int(paging["oom_paged"].sum())
-    ran, _ = _paged_run(paged)
     # the real GPU run decides (one verdict with chapter 10's record); the NumPy simulation can
     # only lower the out-of-memory count, so it illustrates the mechanism and is no evidence
     v, txt = sentences.paged_optimisers(paged, sentences.ch10_gpu())
     return v, (f"{txt}. Illustration, not evidence: a NumPy simulation of LLaMA-65B QLoRA on 48 GB over "
                f"{act.size} steps of varying length runs out of memory at {oom_u} steps without paging and "
                f"{oom_p} with it, at {paging['fetched'].sum() / act.size / 1e9:.2f} GB paged back per step on "
-               f"average. Ran: {ran}. bitsandbytes pages only tensors with ≥ {QL.PAGED_THRESHOLD:,} elements")
+               f"average. Ran: {_paged_run(paged)}. bitsandbytes pages only tensors with ≥ "
+               f"{QL.PAGED_THRESHOLD:,} elements")
+
 
 @CLAIMS.rule("ch07-65b-48gb", "QLoRA fine-tunes a 65B model on a single 48 GB GPU.",
              published="< 48 GB; Guanaco 65B trained in 24 h on one GPU; model memory 41 GB (Table 6)",
@@ -165,12 +159,6 @@ def _700_50(c):
                      f"within {100 * rules.ABOUT_HOLDS:.0f}% holds, within {100 * rules.ABOUT_APPROX:.0f}% approximately)")
 
 
-def _pair(c, a: str, b: str) -> dict:
-    from pedagogy_lib.book.ch07.experiment import paired
-
-    return paired(c.acc, a, b)
-
-
 def _sweep(c) -> str:
     b = c.acc["config"]["budget"]
     return (f"VADER polarity, {b['n_train']:,} training words, {b['epochs']} epochs, {c.acc['config']['n_test']:,} "
@@ -183,7 +171,7 @@ def _sweep(c) -> str:
                        f"{PAPER_GLUE['BF16 full FT']} vs QLoRA FP4 {PAPER_GLUE['QLoRA FP4']} (Table 3)",
              source="QLoRA abstract, Tables 3-4")
 def _vicuna(c):
-    d_full, d_lora = _pair(c, "QLoRA NF4+DQ", "full FT"), _pair(c, "QLoRA NF4+DQ", "LoRA fp32")
+    d_full, d_lora = E7.paired(c.acc, "QLoRA NF4+DQ", "full FT"), E7.paired(c.acc, "QLoRA NF4+DQ", "LoRA fp32")
     return "wrong", (f"source check: the <2% figure compares Guanaco with ChatGPT, not QLoRA with full "
                      f"fine-tuning (the verdict comes from reading the paper). Context ({_sweep(c)}): "
                      + rules.ci_text(d_full, "QLoRA NF4+DQ", "full FT") + "; "
@@ -256,3 +244,6 @@ def _no_fp16_base(c):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
+
+
+__all__ = ["CLAIMS", "MATCH_TOL", "claims", "context", "table"]  # table: the shared renderer, for the chapter

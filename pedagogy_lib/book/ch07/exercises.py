@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pedagogy_lib import counting as C
 from pedagogy_lib import quant as Q
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, items, passed, to_numpy
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
+                                         passed, to_numpy)
 
 
 def check_nf4_codebook(nf4_levels) -> None:
@@ -63,7 +64,6 @@ def check_dq_saving(dq_saving) -> None:
             raise NotYet(f"dq_saving({b}, {b2}) = 32/{b}: that is the whole absmax cost; DQ still "
                          "stores an 8-bit code per block plus one fp32 scale per nested block")
         expect_close(got, want, f"dq_saving({b}, {b2})", rtol=1e-12, atol=1e-12)
-    from pedagogy_lib import counting as C
     n65 = C.total_params(C.LLAMA_65B)
     saving = float(attempt(dq_saving, 64, 256))
     passed("07.3 double-quantisation saving",

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from pedagogy_lib import counting as C
-from pedagogy_lib import data, runner, stats
-from pedagogy_lib.book.evidence.ch07 import GPU_COMMAND, gpu_paged, load, load_gpu, paired  # noqa: F401  (re-exported)
+from pedagogy_lib import data, runner
+from pedagogy_lib.book.evidence.ch07 import gpu_paged, load, load_gpu, paired  # noqa: F401  (re-exported)
 from pedagogy_lib.registry import Arm, arms
 from pedagogy_lib.runner import Budget
 from pedagogy_lib.torch_ref import qlora as QL

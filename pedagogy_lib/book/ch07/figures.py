@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -19,27 +18,14 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            differences, load, ordered, paging_scenario)
 from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
-from pedagogy_lib.book.figures import mean_interval, register
+from pedagogy_lib.book.figures import mean_interval, paired_dot, register
 
 
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
                 "Lloyd–Max (own)": "C4", "quantile (own)": "C5"}
 
 
-
-
 # ----------------------------------------------------------------------------- the error study
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _short(path: str) -> str:
@@ -65,8 +51,7 @@ def codebooks(study: dict | None = None, gauss: np.ndarray | None = None) -> Fig
     top.set_ylim(len(names) - 0.5, -0.5)
     top.set_title("16 levels each: where the 4-bit data types put them", fontsize=10)
     bottom.hist(x, bins=200, density=True, color="0.7")
-    bottom.set_xlabel("normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w")
-    bottom.set_ylabel("density")
+    bottom.set(xlabel="normalised value x = w / absmax of its block of 64 (Eq. 7.3), Gaussian w", ylabel="density")
     return fig
 
 
@@ -120,11 +105,10 @@ def _pairs_panel(ax, d: dict):
     ax.axvspan(-MATCH_TOL, MATCH_TOL, color="C2", alpha=0.12, label=f"±{MATCH_TOL} point: the claim's 'matches'")
     ax.axvline(0, color="k", lw=0.8)
     for i, p in enumerate(diffs):
-        tie = p["tie"]
-        ax.errorbar(p["mean"], i, xerr=[[p["mean"] - p["lo"]], [p["hi"] - p["mean"]]], fmt="o", capsize=3, ms=6,
-                    color="0.45" if tie else "C3", mfc="white" if tie else "C3")
-        ax.annotate("tie" if tie else ("a > b" if p["mean"] > 0 else "a < b"), (1, i), xycoords=("axes fraction", "data"),
-                    xytext=(-3, -9), textcoords="offset points", ha="right", fontsize=7, color="0.3")
+        paired_dot(ax, p, i, "0.45" if p["tie"] else "C3", ms=6)
+        word = "tie" if p["tie"] else ("a > b" if p["mean"] > 0 else "a < b")
+        ax.annotate(word, (1, i), xycoords=("axes fraction", "data"), xytext=(-3, -9), textcoords="offset points",
+                    ha="right", fontsize=7, color="0.3")
     ax.set_yticks(range(len(diffs)), [f"{p['a']}\n− {p['b']}" for p in diffs], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("paired difference a − b (points), 95 % t-interval\nhollow grey: interval contains 0 (a tie)",
@@ -175,7 +159,6 @@ def memory_minilm(mem: dict | None = None) -> Figure:
 # ----------------------------------------------------------------------------- 7B-65B
 
 
-
 @register("07_memory_llama")
 def memory_llama(table: dict | None = None) -> Figure:
     from pedagogy_lib.counting import MEMORY_PARTS
@@ -196,22 +179,18 @@ def memory_llama(table: dict | None = None) -> Figure:
     left.set_ylabel("GB")
     left.set_title("QLoRA (NF4+DQ, LoRA r=64 on all linears)", fontsize=10)
     left.legend(fontsize=7)
-    full = [table[n]["full_16bit"] for n in names]
-    ql = [table[n]["qlora_total"] for n in names]
     # markers, not bars: on a log axis a bar's length means nothing
-    right.plot(xs, full, "s", color="C7", label="16-bit full FT, 12 B/param")
-    right.plot(xs, ql, "o", color="C0", label="QLoRA (left)")
-    right.set_yscale("log")
+    right.plot(xs, [table[n]["full_16bit"] for n in names], "s", color="C7", label="16-bit full FT, 12 B/param")
+    right.plot(xs, [table[n]["qlora_total"] for n in names], "o", color="C0", label="QLoRA (left)")
+    right.set(yscale="log", ylabel="GB (log scale)")
     right.margins(x=0.15)
     right.set_xticks(xs, names, fontsize=8)
-    right.set_ylabel("GB (log scale)")
     right.set_title("Without activations", fontsize=10)
     right.legend(fontsize=7)
     return fig
 
 
 # ----------------------------------------------------------------------------- paging
-
 
 
 @register("07_paging")
@@ -221,23 +200,18 @@ def paging(d: dict | None = None) -> Figure:
     ax = fig.subplots()
     t = np.arange(d["activations"].size)
     fixed = (d["weights"] + d["grads"]) / GB
+    paged, capacity = fixed + d["resident_state"] / GB, d["capacity"] / GB  # paged: top of Adam's state on the GPU
     ax.fill_between(t, 0, fixed, color="C7", alpha=0.5, step="mid", label="4-bit base + LoRA + grads")
-    ax.fill_between(t, fixed, fixed + d["resident_state"] / GB, color="C2", alpha=0.6, step="mid",
-                    label="Adam state on the GPU (paged)")
-    top = fixed + d["resident_state"] / GB + d["activations"] / GB
-    ax.fill_between(t, fixed + d["resident_state"] / GB, top, color="C1", alpha=0.5, step="mid",
-                    label="activations")
-    ax.axhline(d["capacity"] / GB, color="k", lw=1, label="48 GB")
+    ax.fill_between(t, fixed, paged, color="C2", alpha=0.6, step="mid", label="Adam state on the GPU (paged)")
+    ax.fill_between(t, paged, paged + d["activations"] / GB, color="C1", alpha=0.5, step="mid", label="activations")
+    ax.axhline(capacity, color="k", lw=1, label="48 GB")
     oom = np.flatnonzero(d["oom_unpaged"])
-    ax.plot(oom, np.full(oom.size, d["capacity"] / GB + 1), "rv", ms=4,
-            label=f"out of memory without paging ({oom.size} steps)")
+    ax.plot(oom, np.full(oom.size, capacity + 1), "rv", ms=4, label=f"out of memory without paging ({oom.size} steps)")
     bad = np.flatnonzero(d["oom_paged"])
     if bad.size:
-        ax.plot(bad, np.full(bad.size, d["capacity"] / GB + 2.5), "kx", ms=4,
+        ax.plot(bad, np.full(bad.size, capacity + 2.5), "kx", ms=4,
                 label=f"out of memory even with paging ({bad.size})")
-    ax.set_ylim(fixed * 0.9, d["capacity"] / GB + 4)
-    ax.set_xlabel("training step")
-    ax.set_ylabel("GB on the GPU at the activation peak")
+    ax.set(ylim=(fixed * 0.9, capacity + 4), xlabel="training step", ylabel="GB on the GPU at the activation peak")
     ax.set_title("Paged optimiser, simulated: LLaMA-65B QLoRA on one 48 GB GPU", fontsize=10)
     ax.legend(fontsize=7, loc="lower right", ncol=2)
     return fig

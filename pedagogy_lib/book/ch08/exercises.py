@@ -3,8 +3,8 @@ import statistics
 
 import numpy as np
 
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, items, passed, to_numpy
+from pedagogy_lib import stats
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, guard_checkers, items, passed, to_numpy
 
 
 def check_mean_std(fn) -> None:
@@ -88,8 +88,6 @@ def check_pareto(fn) -> None:
 
 
 def _paired_reference(a, b):
-    from pedagogy_lib import stats
-
     d = stats.paired(a, b)  # Eqs. 8.4–8.7, the library's
     return d["mean"], d["se"], d["lo"], d["hi"], "tie" if d["tie"] else ("a" if d["lo"] > 0 else "b")
 
@@ -120,8 +118,6 @@ def check_paired_difference(fn) -> None:
 
 
 def _next_rate_reference(val_by_lr: dict):
-    from pedagogy_lib import stats
-
     return stats.next_lr({float(k): float(v) for k, v in val_by_lr.items()}, 0, 1)
 
 

@@ -36,7 +36,7 @@ import torch
 from pedagogy_lib import data as D
 from pedagogy_lib import results as R
 from pedagogy_lib import runner
-from pedagogy_lib.book.evidence.ch08 import RESULTS, load  # noqa: F401  (the stored file and its reader, shared)
+from pedagogy_lib.book.evidence.ch08 import RESULTS, load  # the stored file and its reader, shared
 from pedagogy_lib.registry import Arm, compared_arms
 from pedagogy_lib.runner import Budget
 # the per-run budget of the first chapter 08 (1,024 training words, 2 epochs, batch 32), now
@@ -79,7 +79,7 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
     again) and appended to, so an interrupted ``make compare`` resumes."""
     chosen = [ARMS[n] for n in check_arms(names)]
     n_model = sum(p.numel() for p in runner.fresh_minilm().net.parameters())
-    task, (t0, c0) = D.polarity_task(), (time.time(), time.process_time())
+    task, t0 = D.polarity_task(), time.time()
     done, on_result = runner.run_log(log, budget)
     found = runner.protocol(chosen, task, budget, jobs=jobs, progress=progress, done=done, on_result=on_result)
     results = {a.label: _summary(a, found[a.label], n_model) for a in chosen}

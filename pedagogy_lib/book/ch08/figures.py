@@ -112,28 +112,23 @@ def bubbles(res: dict | None = None) -> Figure:
     xs = [x for x, _ in placed.values()]
     lo_y, hi_y = min(y - s for x, y, s, mb in ours.values()), max(y + s for x, y, s, mb in ours.values())
     xlim, ylim = (min(xs) / 3, max(xs) * 6), (lo_y - 0.3, hi_y + 0.3)  # x margins: room for labels at both ends
-    left.set_xscale("log")
-    left.set_xlim(*xlim)
-    left.set_ylim(*ylim)
-    left.set_xlabel("trainable parameters, % of MiniLM (log; head excluded)")
-    left.set_ylabel("VADER polarity test accuracy, % (mean; bars: ± sd over seeds)")
+    left.set(xscale="log", xlim=xlim, ylim=ylim, xlabel="trainable parameters, % of MiniLM (log; head excluded)",
+             ylabel="VADER polarity test accuracy, % (mean; bars: ± sd over seeds)")
     b = res["budget"]
     left.set_title(f"Ours: MiniLM-L6, {b['n_train']} training words, {len(b['seeds'])} seed(s)\n"
                    f"bubble area ∝ training-state memory (largest: {top:.0f} MB)", fontsize=9)
     for name, (x, y) in paper_points().items():
         right.scatter([x], [y], s=120, alpha=0.6, edgecolor="k", lw=0.5)
         right.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    right.set_xscale("log")
-    right.set_xlabel("trainable parameters, % of RoBERTa-base (log)")
-    right.set_ylabel("GLUE average (8 tasks)")
+    right.set(xscale="log", xlabel="trainable parameters, % of RoBERTa-base (log)", ylabel="GLUE average (8 tasks)")
     right.set_title("LoRA paper, Table 2 (RoBERTa-base)", fontsize=9)
     right.margins(x=0.12)
     fig.draw_without_rendering()  # settles the layout, so the axes' size in points is final
     size = (left.bbox.width * 72 / fig.dpi, left.bbox.height * 72 / fig.dpi)
-    boxes = label_boxes(placed, {n: np.sqrt(area[n] / np.pi) for n in placed}, size, xlim, ylim,
-                        err={n: ours[n][2] for n in placed})
+    radius = {n: np.sqrt(area[n] / np.pi) for n in placed}  # points
+    boxes = label_boxes(placed, radius, size, xlim, ylim, err={n: ours[n][2] for n in placed})
     for name, (x0, y0, x1, y1) in boxes.items():  # labels stay out of the layout: it is already settled
-        r = np.sqrt(area[name] / np.pi)
+        r = radius[name]
         cx, cy = left.transAxes.inverted().transform(left.transData.transform(placed[name])) * size
         far = np.hypot(max(x0 - cx, 0, cx - x1), max(y0 - cy, 0, cy - y1)) > r + 2 * LABEL_GAP
         left.annotate(name, placed[name], xytext=(x0, y0), textcoords="axes points", fontsize=LABEL_PT,
@@ -149,7 +144,6 @@ def differences(res: dict | None = None) -> Figure:
     95 % t-interval (Eq. 8.6): filled dots are orders, hollow dots are ties (Eq. 8.7), grey
     names mark learning rates that were not bracketed (no verdict rests on them)."""
     res = compare.load() if res is None else res
-    m = res["methods"]
     names = T.order(res)[::-1]  # most accurate at the top
     fig = Figure(figsize=(11, 0.32 * len(names) + 1.6), layout="constrained")
     for ax, ref in zip(fig.subplots(1, 2, sharey=True), T.REFERENCES):

@@ -156,13 +156,9 @@ def guide(res: dict | None = None, curve: dict | None = None, decoder: dict | No
     choice and whether ours agrees, the evidence, and links to it (the decoder's rows come from
     chapter 10's stored results, ``decoder`` = ``book.evidence.ch10.guide_row()``)."""
     res = compare.load() if res is None else res
-    rows = []
-    for s in SITUATIONS:
-        p = _pick(res, s)
-        rows.append(_row(s, p["choice"], p["ties"], _evidence(res, s, p)))
-    best, ties, ev = tiny_data(curve)
-    rows.append(_row(TINY, best, ties, ev))
-    return rows + decoder_rows(decoder)
+    picks = [(s, _pick(res, s)) for s in SITUATIONS]
+    rows = [_row(s, p["choice"], p["ties"], _evidence(res, s, p)) for s, p in picks]
+    return rows + [_row(TINY, *tiny_data(curve))] + decoder_rows(decoder)
 
 
 def decoder_rows(measured: dict | None = None) -> list[dict]:

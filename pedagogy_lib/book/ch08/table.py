@@ -4,15 +4,10 @@ sentences that call a tie a tie. Everything is computed from ``ch08_compare.json
 from __future__ import annotations
 
 from pedagogy_lib import stats
-from pedagogy_lib.book.evidence.ch08 import judged  # noqa: F401  (shared with the chapters that read ch08)
+from pedagogy_lib.book.evidence.ch08 import judged  # shared with the chapters that read ch08
 from pedagogy_lib.book.rules import points_by_seed
 
 REFERENCES = ("lora_qv", "full")
-
-
-def by_seed(r: dict) -> dict:
-    """{seed: test accuracy as a fraction} of one method's results (``rules.points_by_seed``)."""
-    return points_by_seed(r, scale=1.0)
 
 
 def versus(res: dict, a: str, b: str, scale: float = 1.0) -> dict:
@@ -24,7 +19,7 @@ def versus(res: dict, a: str, b: str, scale: float = 1.0) -> dict:
 
 
 def cell(res: dict, a: str, b: str) -> str:
-    """'Δ [lo, hi] word' in points, word = tie / better / worse ('—' for a against itself)."""
+    """'Δ [lo, hi] word' in points, word = tie / above / below ('—' for a against itself)."""
     if a == b:
         return "—"
     d = versus(res, a, b)

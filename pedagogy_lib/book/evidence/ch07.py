@@ -47,5 +47,5 @@ def paired(acc: dict, a: str, b: str) -> dict:
     """Arm ``a`` − arm ``b`` of the stored sweep in points, paired by seed (Eqs. 8.4–8.7):
     ``stats.paired_by_seed`` + the labels and ``bracketed`` (both arms' rates bracketed)."""
     ra, rb = acc["results"][a], acc["results"][b]
-    return stats.paired_by_seed(points_by_seed(ra), points_by_seed(rb)) | {"a": a, "b": b,
-                                                             "bracketed": ra["bracketed"] and rb["bracketed"]}
+    d = stats.paired_by_seed(points_by_seed(ra), points_by_seed(rb))
+    return d | {"a": a, "b": b, "bracketed": ra["bracketed"] and rb["bracketed"]}
