@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import quant, stats
-from pedagogy_lib.book.exercises import guard_checkers
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, passed
+from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, passed
 
 
 # ------------------------------------------------------------------ 10.1 the response-only mask
@@ -47,7 +46,7 @@ def check_merge_dequantised(fn) -> None:
         B = rng.standard_normal((d_out, r)).astype(np.float32) * 0.01
         base = quant.dequantize_nf4(packed, absmax, (d_out, d_in))
         want = base + s * (B @ A)
-        got = attempt(fn, packed.copy(), absmax.copy(), (d_out, d_in), A.copy(), B.copy(), s)
+        got = attempt(fn, packed, absmax, (d_out, d_in), A, B, s)
         expect_shape(got, want.shape, f"the merged weight for a {d_out}×{d_in} layer")
         got = np.asarray(got, np.float64)
         if np.allclose(got, W + s * (B @ A), atol=1e-6) and not np.allclose(got, want, atol=1e-6):
