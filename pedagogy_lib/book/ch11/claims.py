@@ -6,7 +6,7 @@ value computed here and a verdict (claims as data, ``book.rules.Claims``).
 from __future__ import annotations
 
 from pedagogy_lib import scaling as S
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: the shared renderer)
+from pedagogy_lib.book.rules import Claims, table  # table: the shared renderer, re-exported
 
 CLAIMS = Claims("11")
 GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
@@ -74,3 +74,6 @@ def _lora70(res):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
+
+
+__all__ = ["CLAIMS", "claims", "context", "table"]
