@@ -1,0 +1,34 @@
+"""book.exercises.refuse_known_mistakes: a known wrong value gets its meaning, a value that is also
+the right answer never does, and an answer that is not one number is left to the checks after it."""
+import numpy as np
+import pytest
+import torch
+
+from pedagogy_lib.book.exercises import NotYet, refuse_known_mistakes
+
+MISTAKES = {12: "twelve is the payload", 10: "ten would be a mistake if it were not the answer"}
+
+
+@pytest.mark.parametrize("got", [12, np.int64(12), torch.tensor(12), 12.0, np.float32(12.0)])
+def test_a_known_mistake_names_its_meaning(got):
+    with pytest.raises(NotYet, match=r"^f\(x\) = 12: twelve is the payload$"):
+        refuse_known_mistakes(got, 10, MISTAKES, "f(x)")
+
+
+@pytest.mark.parametrize("got", [10, 11, [12, 12], np.array([12.0]), float("nan")])
+def test_the_right_answer_and_other_shapes_pass_through(got):
+    refuse_known_mistakes(got, 10, MISTAKES, "f(x)")
+
+
+def test_tolerances_apply_to_the_answer_and_to_the_right_value():
+    with pytest.raises(NotYet, match="= 12.4: twelve"):
+        refuse_known_mistakes(12.4, 10, MISTAKES, "f(x)", atol=0.5)
+    refuse_known_mistakes(10.0, 10.3, MISTAKES, "f(x)", atol=0.5)   # 10 is within atol of the answer: no mistake
+    with pytest.raises(NotYet, match="twelve"):
+        refuse_known_mistakes(12 * (1 + 1e-10), 10, MISTAKES, "f(x)", rtol=1e-9)
+
+
+@pytest.mark.parametrize("got, why", [(None, "None"), ("12", "text")])
+def test_none_and_text_are_refused(got, why):
+    with pytest.raises(NotYet, match=why):
+        refuse_known_mistakes(got, 10, MISTAKES, "f(x)")
