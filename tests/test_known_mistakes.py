@@ -1,5 +1,6 @@
 """book.exercises.refuse_known_mistakes: a known wrong value gets its meaning, a value that is also
-the right answer never does, and an answer that is not one number is left to the checks after it."""
+the right answer never does, and an answer that is not one number (text included) is left to the
+checks after it."""
 import numpy as np
 import pytest
 import torch
@@ -28,7 +29,7 @@ def test_tolerances_apply_to_the_answer_and_to_the_right_value():
         refuse_known_mistakes(12 * (1 + 1e-10), 10, MISTAKES, "f(x)", rtol=1e-9)
 
 
-@pytest.mark.parametrize("got, why", [(None, "None"), ("12", "text")])
-def test_none_and_text_are_refused(got, why):
-    with pytest.raises(NotYet, match=why):
-        refuse_known_mistakes(got, 10, MISTAKES, "f(x)")
+def test_none_is_refused_and_text_left_to_the_checker():
+    with pytest.raises(NotYet, match="None"):
+        refuse_known_mistakes(None, 10, MISTAKES, "f(x)")
+    refuse_known_mistakes("12", 10, MISTAKES, "f(x)")   # the checker's next check refuses text in its own words

@@ -147,7 +147,9 @@ def refuse_known_mistakes(got, want, mistakes: dict, call: str, rtol: float = 0.
     """``mistakes`` maps the value a likely wrong formula gives to what that formula got wrong.
     Raise NotYet("{call} = {got}: {meaning}") when the number ``got`` is one of those values
     (within atol + rtol·|value|) and that value is not also the right answer ``want`` (at the same
-    tolerance). An answer that is not one number is left to the checks that follow."""
+    tolerance). None is refused; text, or anything but one number, is left to the checks that follow."""
+    if _has_text(got):
+        return
     g = _as_array(got, call)
     if g.ndim:
         return
