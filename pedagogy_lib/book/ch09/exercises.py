@@ -107,7 +107,8 @@ def check_llama_params(fn) -> None:
         dh = d // h
         refuse_known_mistakes(got, want, {
             want + 2 * L * (d - hkv * dh) * d: "k_proj and v_proj map d → h_kv·d_h (grouped-query heads), not d → d",
-            want + (V * d if tied else -V * d): "a tied head reuses the embedding matrix (no extra V·d); an untied one adds it",
+            want + (V * d if tied else -V * d): "a tied head reuses the embedding matrix (no extra V·d); "
+                                                "an untied one adds it",
             want - (2 * L + 1) * d: "count the RMSNorm gains (two per block and a final one, d each)"}, call)
         expect(got == want, f"{call} = {got:,}, expected {want:,}")
     passed("09.4", "LLaMA-7B: 6,738,415,616 — and not one bias among them")

@@ -12,6 +12,7 @@ CLAIMS = Claims("11")
 GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
 NODE_GPUS = 8  # one training node (DGX/HGX A100 or H100: 8 GPUs)
 OVERHEAD_GB = 10  # per GPU, left for activations (checkpointed), buffers and the CUDA context: an assumption
+__all__ = ["CLAIMS", "claims", "context", "table"]
 
 
 def context(results: dict | None = None) -> dict:
@@ -74,6 +75,3 @@ def _lora70(res):
 
 def claims(results: dict | None = None) -> list[dict]:
     return CLAIMS.judge(context(results))
-
-
-__all__ = ["CLAIMS", "claims", "context", "table"]

@@ -3,7 +3,8 @@ on several inputs and names the likely mistake."""
 from __future__ import annotations
 
 from pedagogy_lib import scaling as S
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, guard_checkers, passed, refuse_known_mistakes
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, guard_checkers, passed,
+                                         refuse_known_mistakes)
 
 CASES = ((16384, 4, 2), (1_115_264, 4, 2), (16384, 2, 8), (10, 4, 1), (4_194_304, 2, 64))
 
@@ -17,7 +18,8 @@ def check_allreduce_bytes(fn) -> None:
         refuse_known_mistakes(got, want, {
             payload: "that is the payload (Eq. 11.1), what each rank hands to all-reduce; a ring sends it in "
                      "2(N−1) pieces of payload/N: reduce-scatter, then all-gather (Eq. 11.2)",
-            2 * payload: "2 × payload is the limit for many ranks; at N ranks it is 2(N−1)/N × payload"}, call, atol=0.5)
+            2 * payload: "2 × payload is the limit for many ranks; at N ranks it is 2(N−1)/N × payload"},
+            call, atol=0.5)
         expect_close(got, want, call, rtol=1e-9, atol=0.5)
     passed("11.1", "the bytes scale with the trainable parameters, so PEFT divides them by the trainable fraction")
 
@@ -35,8 +37,8 @@ def check_zero3_per_rank(fn) -> None:
         refuse_known_mistakes(got, want, {
             S.zero_per_rank(P, P, N, 3)["total"]: "gradients and AdamW state exist only for trainable parameters: "
                                                   "frozen weights have neither",
-            S.zero_per_rank(P, T, N, 2)["total"]: "that is ZeRO-2: stage 3 shards the weights too, 4·n_params/N per rank"},
-            call, atol=1)
+            S.zero_per_rank(P, T, N, 2)["total"]: "that is ZeRO-2: stage 3 shards the weights too, "
+                                                  "4·n_params/N per rank"}, call, atol=1)
         expect_close(got, want, call, rtol=1e-9, atol=1)
     passed("11.2", "under PEFT almost all of it is the frozen base, and only stage 3 shards that")
 
