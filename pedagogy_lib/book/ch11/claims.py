@@ -58,8 +58,9 @@ def _lora70(res):
     # shards LLaMA-2-70B's frozen bf16 weights plus LoRA's bf16 gradients and fp32 Adam moments, with
     # OVERHEAD_GB left on each. Within one node (NODE_GPUS) → holds; within four nodes → approximately
     # (it runs, at a multi-node cost); more, or none up to 1024 → wrong
-    c = S.family()["LLaMA-2-70B"]
-    n_lora = c["layers"] * 2 * (8192 + 8192) * 8   # r = 8 on q and v (both 8192 × 8192)
+    c, shape = S.family()["LLaMA-2-70B"], S.LLAMA2_70B
+    d, kv = shape["hidden"], shape["kv_heads"] * shape["hidden"] // shape["heads"]   # grouped-query: 8 KV heads
+    n_lora = c["layers"] * 8 * ((d + d) + (d + kv))   # r = 8 on q (d × d) and v (d → kv = 1024, not d × d)
     bytes_per = dict(weight_bytes=2, grad_bytes=2, optim_bytes=8)
     one = S.zero_per_rank(c["params"], n_lora, 1, 0, **bytes_per)["total"] / 1e9
     need = S.min_ranks(c["params"], n_lora, GPU_GB, 3, OVERHEAD_GB, **bytes_per)
