@@ -29,7 +29,7 @@ import functools
 import numpy as np
 
 __all__ = ["NotYet", "passed", "expect", "expect_shape", "expect_close", "whole_number", "items", "to_numpy", "attempt",
-           "changed_inputs", "guard"]
+           "changed_inputs", "guard", "refuse_known_mistakes"]
 
 _MUTATED: list = []  # inputs the student's function changed in place during the current check
 _ANSWER_EPS: list = []  # float32's eps once the student's function answered in float32 during the current check
@@ -68,15 +68,12 @@ def to_numpy(x, scalar: bool = False):
     return x
 
 
-_numpy = to_numpy
-
-
 def _as_array(x, what: str) -> np.ndarray:
     """float64 view of a number, list, NumPy array or torch tensor (without importing torch).
     Text is refused even when it spells a number: "5" is not an answer of 5."""
     if x is None:
         raise NotYet(f"{what} is None: did the function forget to `return` its result?")
-    x = _numpy(x)
+    x = to_numpy(x)
     if _has_text(x):
         raise NotYet(f"{what} should be numbers, got text {x!r:.60}")
     try:
@@ -97,7 +94,7 @@ def _has_text(x) -> bool:
 
 def _eps(x) -> float:
     """Machine epsilon of the answer's floating dtype (float64's for ints, Python floats, lists)."""
-    dtype = getattr(_numpy(x), "dtype", None)
+    dtype = getattr(to_numpy(x), "dtype", None)
     return float(np.finfo(dtype).eps) if dtype is not None and dtype.kind == "f" else float(np.finfo(np.float64).eps)
 
 
@@ -105,16 +102,15 @@ def _integral(x) -> bool:
     """An int, or an array/tensor of an integer (or bool) dtype: an exact answer, never widened."""
     if isinstance(x, (bool, int, np.integer)):
         return True
-    dtype = getattr(_numpy(x), "dtype", None)
+    dtype = getattr(to_numpy(x), "dtype", None)
     return dtype is not None and dtype.kind in "iub"
 
 
 def _coarsest_eps(out, depth: int = 0) -> float:
     """The largest eps among the float arrays/scalars inside an answer (tuples, lists, dicts followed)."""
-    if isinstance(out, (list, tuple)) and depth < 3:
-        return max((_coarsest_eps(v, depth + 1) for v in out), default=_EPS64)
-    if isinstance(out, dict) and depth < 3:
-        return max((_coarsest_eps(v, depth + 1) for v in out.values()), default=_EPS64)
+    if isinstance(out, (list, tuple, dict)) and depth < 3:
+        parts = out.values() if isinstance(out, dict) else out
+        return max((_coarsest_eps(v, depth + 1) for v in parts), default=_EPS64)
     try:
         return _eps(out)
     except (TypeError, ValueError, AttributeError, RuntimeError):
@@ -126,7 +122,7 @@ def whole_number(x, what: str) -> int:
     float such as 11.0); otherwise NotYet naming ``what``."""
     if x is None:
         raise NotYet(f"{what} is None: did you forget `return` (or to set `answer`)?")
-    x = _numpy(x)
+    x = to_numpy(x)
     wrong = NotYet(f"{what} has the wrong type or shape: it should be a whole number, got {type(x).__name__} {x!r:.60}")
     if isinstance(x, (bool, np.bool_, str, bytes)) or np.ndim(x) != 0 or getattr(x, "dtype", np.dtype(float)).kind == "b":
         raise wrong
@@ -145,6 +141,22 @@ def items(out, n: int, what: str) -> list:
         shown = f"{type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list)) else type(out).__name__
         raise NotYet(f"return {what}, a tuple of {n}; got {shown}")
     return list(out)
+
+
+def refuse_known_mistakes(got, want, mistakes: dict, call: str, rtol: float = 0.0, atol: float = 0.0) -> None:
+    """``mistakes`` maps the value a likely wrong formula gives to what that formula got wrong.
+    Raise NotYet("{call} = {got}: {meaning}") when the number ``got`` is one of those values
+    (within atol + rtol·|value|) and that value is not also the right answer ``want`` (at the same
+    tolerance). None is refused; text, or anything but one number, is left to the checks that follow."""
+    if _has_text(got):
+        return
+    g = _as_array(got, call)
+    if g.ndim:
+        return
+    for value, meaning in mistakes.items():
+        tol = atol + rtol * abs(value)
+        if abs(float(g) - value) <= tol and abs(want - value) > tol:
+            raise NotYet(f"{call} = {int(g):,}: {meaning}" if _integral(got) else f"{call} = {float(g):.6g}: {meaning}")
 
 
 def _shape(x):
@@ -227,10 +239,8 @@ def _copy_arrays(x):
 def _has_array(x) -> bool:
     if isinstance(x, np.ndarray) or _is_tensor(x):
         return True
-    if isinstance(x, (list, tuple)):
-        return any(_has_array(v) for v in x)
-    if isinstance(x, dict):
-        return any(_has_array(v) for v in x.values())
+    if isinstance(x, (list, tuple, dict)):
+        return any(_has_array(v) for v in (x.values() if isinstance(x, dict) else x))
     return False
 
 
@@ -238,8 +248,7 @@ def _same(a, b) -> bool:
     """Whether the student's copy ``b`` still equals the original ``a`` (NaN = NaN)."""
     if isinstance(a, np.ndarray) or _is_tensor(a):
         try:
-            a = np.asarray(a.detach().cpu().numpy() if _is_tensor(a) else a)
-            b = np.asarray(b.detach().cpu().numpy() if _is_tensor(b) else b)
+            a, b = np.asarray(to_numpy(a)), np.asarray(to_numpy(b))
             return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
         except (TypeError, ValueError, AttributeError):
             return False

@@ -7,8 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 from pedagogy_lib import results as R, stats
-from pedagogy_lib.book.evidence.ch10 import (COMMAND, chosen_runs, load, load_gpu, load_scale,  # noqa: F401
-                                             load_studies, methods, paired_gain, prompt_gaps, table, value)
+from pedagogy_lib.book.evidence.ch10 import (chosen_runs, load, load_gpu, load_scale, load_studies, methods,
+                                             paired_gain, prompt_gaps, table, value)
+
+__all__ = ["LABELS", "chosen_runs", "load", "load_gpu", "load_scale", "load_studies", "load_vader", "methods",
+           "paired_gain", "placement_gain", "prompt_gaps", "rank_curve", "table", "vader_rows", "value"]
 
 LABELS = {"zero-shot": "zero-shot (no training)", "full": "full fine-tuning", "lora-qv": "LoRA (q, v)",
           "lora-all": "LoRA (all linear)", "ia3": "IA³ (k, v, down)", "prompt": "prompt tuning (16 tokens)",

@@ -18,13 +18,14 @@ from types import SimpleNamespace
 import numpy as np
 
 from pedagogy_lib.book import ch10, sentences
-from pedagogy_lib.book.evidence.ch10 import guide_row  # noqa: F401  (re-exported: chapter 08's decoder row)
-from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, table, within_verdict  # noqa: F401  (table: re-exported)
+from pedagogy_lib.book.evidence.ch10 import guide_row  # re-exported: chapter 08's decoder row
+from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, table, within_verdict  # table: re-exported
 
 CLAIMS = Claims("10")
 QLORA = "Dettmers et al. 2023 (QLoRA), arXiv:2305.14314"
-
-
+NOT_HERE = sentences.NOT_HERE
+M = sentences.MATCH_NATS   # a decoder "match": within ±0.01 nats/token of held-out loss (1 % of perplexity)
+THIN = f"at most approximately on fewer than {MIN_SEEDS} paired seeds"
 _STORED = object()
 
 
@@ -38,11 +39,6 @@ def context(area=None, line=None, studies=None, scale=None, gpu=_STORED) -> Simp
 def _diff_text(d: dict, unit: str, scale: float = 1.0) -> str:
     return (f"{scale * d['mean']:+.3f} {unit} (95 % CI {scale * d['lo']:+.3f} … {scale * d['hi']:+.3f}, "
             f"n = {d['n']} seeds){' — a tie' if d['tie'] else ''}")
-
-
-NOT_HERE = sentences.NOT_HERE
-M = sentences.MATCH_NATS   # a decoder "match": within ±0.01 nats/token of held-out loss (1 % of perplexity)
-THIN = f"at most approximately on fewer than {MIN_SEEDS} paired seeds"
 
 
 @CLAIMS.rule("qlora-matches-16bit", "QLoRA (NF4 + double quantisation base) matches 16-bit LoRA",
@@ -76,8 +72,8 @@ def _dq(c):
     # one evaluation per model, no interval: at most approximately (rules.few_seeds with n = 1)
     verdict = few_seeds("holds" if rel < 0.005 else "approximately" if rel < 0.02 else "wrong", 1)
     return verdict, ("; ".join(f"{n}: NF4+DQ − NF4 = {g:+.3f} perplexity" for n, g in gaps.items())
-                     + f" (one evaluation each, no interval; rule: within 0.5 % of NF4's perplexity → holds, at most "
-                       f"approximately from one evaluation; within 2 % → approximately; else wrong)")
+                     + " (one evaluation each, no interval; rule: within 0.5 % of NF4's perplexity → holds, at most "
+                       "approximately from one evaluation; within 2 % → approximately; else wrong)")
 
 
 @CLAIMS.rule("all-linear-needed", "LoRA on q,v only does not match LoRA on every linear layer (4-bit base)",
@@ -99,7 +95,7 @@ def _rank(c):
     verdict = few_seeds("holds" if spread < 0.03 else "approximately" if spread < 0.1 else NOT_HERE, n)
     return verdict, (f"test loss over r ∈ {{8…64}} spans {spread:.3f} nats/token; r = 1: {curve[min(curve)]:.3f} "
                      f"({n} seed{'s' if n > 1 else ''}, no interval; rule: spread < 0.03 → holds, at most "
-                     f"approximately on fewer than 5 seeds; < 0.1 → approximately; else {NOT_HERE})")
+                     f"approximately on fewer than {MIN_SEEDS} seeds; < 0.1 → approximately; else {NOT_HERE})")
 
 
 @CLAIMS.rule("lora-vs-full-generation", "LoRA matches or beats full fine-tuning on generation",
@@ -121,17 +117,17 @@ def _prompt(c):
 @CLAIMS.rule("ia3-vs-lora", "IA³ matches LoRA with far fewer parameters",
              "T-Few: IA³ above LoRA on held-out T0 tasks", "Liu et al. 2022 (T-Few), arXiv:2205.05638, Figure 2")
 def _ia3(c):
-    tasks = {"area": c.area, "line": c.line}
-    judged = {t: r for t, r in tasks.items() if all(r["selection"][m].get("bracketed", True) for m in ("ia3", "lora-qv"))}
     # a match within the stated margins (±0.5 accuracy points, ±0.01 nats/token), pooled with chapter
-    # 08's encoder measurement of the same pair (the weakest verdict counts: no chapter is context only)
+    # 08's encoder measurement of the same pair (the weakest verdict counts: no chapter is context only);
+    # a task where either rate sits at its grid's edge is not judged (None)
     unit = {"area": (sentences.MATCH_POINTS, "points", 100), "line": (M, "nats/token", 1)}
     ev = {}
-    for t, r in tasks.items():
+    for t, r in {"area": c.area, "line": c.line}.items():
+        margin, name, k = unit[t]
         d = ch10.paired_gain(r, "ia3", "lora-qv")
-        k = unit[t][2]
+        judged = all(r["selection"][m].get("bracketed", True) for m in ("ia3", "lora-qv"))
         d = d | {f: k * d[f] for f in ("mean", "lo", "hi", "se")}
-        ev[f"chapter 10 {t} (decoder)"] = (d, *unit[t][:2]) if t in judged else None
+        ev[f"chapter 10 {t} (decoder)"] = (d, margin, name) if judged else None
     label, d8 = sentences.ch08_ia3_gap()
     ev[label] = None if d8 is None else (d8, sentences.MATCH_POINTS, "points")
     verdict, txt = sentences.match_pooled(ev)

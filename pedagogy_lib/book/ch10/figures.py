@@ -40,9 +40,8 @@ def methods(area: dict | None = None, line: dict | None = None) -> Figure:
     area = ch10.load("area") if area is None else area
     line = ch10.load("line") if line is None else line
     fig = Figure(figsize=(9.0, 3.8), layout="constrained")
-    a, b = fig.subplots(1, 2)
-    _panel(a, area)
-    _panel(b, line)
+    for ax, res in zip(fig.subplots(1, 2), (area, line)):
+        _panel(ax, res)
     return fig
 
 

@@ -6,12 +6,13 @@ value computed here and a verdict (claims as data, ``book.rules.Claims``).
 from __future__ import annotations
 
 from pedagogy_lib import scaling as S
-from pedagogy_lib.book.rules import Claims, table  # noqa: F401  (table: the shared renderer)
+from pedagogy_lib.book.rules import Claims, table  # table: the shared renderer, re-exported
 
 CLAIMS = Claims("11")
 GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
 NODE_GPUS = 8  # one training node (DGX/HGX A100 or H100: 8 GPUs)
 OVERHEAD_GB = 10  # per GPU, left for activations (checkpointed), buffers and the CUDA context: an assumption
+__all__ = ["CLAIMS", "claims", "context", "table"]
 
 
 def context(results: dict | None = None) -> dict:
@@ -57,8 +58,9 @@ def _lora70(res):
     # shards LLaMA-2-70B's frozen bf16 weights plus LoRA's bf16 gradients and fp32 Adam moments, with
     # OVERHEAD_GB left on each. Within one node (NODE_GPUS) → holds; within four nodes → approximately
     # (it runs, at a multi-node cost); more, or none up to 1024 → wrong
-    c = S.family()["LLaMA-2-70B"]
-    n_lora = c["layers"] * 2 * (8192 + 8192) * 8   # r = 8 on q and v (both 8192 × 8192)
+    c, shape = S.family()["LLaMA-2-70B"], S.LLAMA2_70B
+    d, kv = shape["hidden"], shape["kv_heads"] * shape["hidden"] // shape["heads"]   # grouped-query: 8 KV heads
+    n_lora = c["layers"] * 8 * ((d + d) + (d + kv))   # r = 8 on q (d × d) and v (d → kv = 1024, not d × d)
     bytes_per = dict(weight_bytes=2, grad_bytes=2, optim_bytes=8)
     one = S.zero_per_rank(c["params"], n_lora, 1, 0, **bytes_per)["total"] / 1e9
     need = S.min_ranks(c["params"], n_lora, GPU_GB, 3, OVERHEAD_GB, **bytes_per)

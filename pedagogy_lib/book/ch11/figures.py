@@ -57,8 +57,8 @@ def qlora_gpus(counts: dict | None = None) -> Figure:
         per = [S.qlora_sharded_gb(fam[name], k) for k in n]
         x = np.arange(len(n)) + (i - 0.5) * width
         bottom = np.zeros(len(n))
-        for j, (part, colour) in enumerate((("base 4-bit", "C0"), ("base 16-bit", "C4"), ("LoRA", "C1"),
-                                            ("LoRA grads", "C3"), ("Adam", "C2"), ("gathered layer", "C7"))):
+        for part, colour in (("base 4-bit", "C0"), ("base 16-bit", "C4"), ("LoRA", "C1"), ("LoRA grads", "C3"),
+                             ("Adam", "C2"), ("gathered layer", "C7")):
             h = np.array([p[part] for p in per])
             ax.bar(x, h, width * 0.95, bottom=bottom, color=colour, hatch="//" if i else None, edgecolor="w",
                    label=part if i == 0 else None)

@@ -73,7 +73,7 @@ def table(res: dict) -> list[dict]:
         runs = chosen_runs(res, m)
         v = [value(task, r["test"]) for r in runs]
         sel = res["selection"][m]
-        row = {"method": m, "lr": sel["chosen"], "bracketed": sel.get("bracketed", None),
+        row = {"method": m, "lr": sel["chosen"], "bracketed": sel.get("bracketed"),
                "trainable": runs[0]["trainable"], "mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)),
                "seconds": float(np.mean([r["seconds"] for r in runs]))}
         if task == "line":
@@ -85,10 +85,8 @@ def table(res: dict) -> list[dict]:
 def paired_gain(res: dict, method: str, ref: str) -> dict:
     """``method`` minus ``ref`` over seeds, signed so that positive means ``method`` is better:
     accuracy difference (area), loss of ``ref`` minus loss of ``method`` (line). Eqs. 8.4–8.7."""
-    task = res["task"]
-    a = {r["seed"]: value(task, r["test"]) for r in chosen_runs(res, method)}
-    b = {r["seed"]: value(task, r["test"]) for r in chosen_runs(res, ref)}
-    return stats.paired_by_seed(a, b) if task == "area" else stats.paired_by_seed(b, a)
+    a, b = ({r["seed"]: value(res["task"], r["test"]) for r in chosen_runs(res, m)} for m in (method, ref))
+    return stats.paired_by_seed(a, b) if res["task"] == "area" else stats.paired_by_seed(b, a)
 
 
 def guide_row(area=None, line=None) -> dict:
