@@ -43,7 +43,7 @@ from . import data as D
 from . import decoder_io as IO
 from . import checks, stats
 from .checks import check_size
-from .registry import Arm, decoder_arm, get
+from .registry import Arm, checked_grid, decoder_arm, get
 from .torch_ref import decoder_peft as DP
 from .torch_ref.encoder import load_minilm_torch
 from .torch_ref.qlora import DequantLog, quantized_layers, weight_bytes
@@ -55,7 +55,8 @@ class Budget:
     """How much each run gets. ``n_eval`` None: the whole validation and test splits.
     ``resample``: each seed draws its own training subsample (else seed 0's for all).
     ``head_lr`` None: max(lr, 1e-3); an arm that trains the head only (a probe) trains it at
-    the run's ``lr`` whatever ``head_lr`` says (its one rate is the one searched). ``full_grid`` False: only each grid's first rate.
+    the run's ``lr`` whatever ``head_lr`` says (its one rate is the one searched).
+    ``full_grid`` False: only each grid's first rate.
     ``select_seeds``: the first k ``seeds`` whose mean validation accuracy picks the rate;
     ``max_extensions``: how often a grid whose best rate sits at an edge is extended
     (``stats.next_lr``); the defaults (1, 0) are the older one-seed, fixed-grid search."""
@@ -237,10 +238,8 @@ class _Search:
     the best rate sits at an edge; then the remaining seeds at the chosen rate."""
 
     def __init__(self, arm: Arm, budget: Budget):
-        try:  # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
-            self.grid = stats.rate_grid(grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"arm {arm.label!r}: {e}") from None
+        # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
+        self.grid = checked_grid(f"arm {arm.label!r}", grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
         self.arm, self.budget = arm, budget
         self.seeds = budget.seeds[:budget.select_seeds]
         self.trials, self.finals, self.extensions, self.waiting, self.choice = [], [], 0, 0, None
@@ -347,24 +346,25 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
     ``protocol``'s ``done`` {(label, lr, seed): result}, and an ``on_result`` callback that
     appends new ones: an interrupted sweep resumes where it stopped."""
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    if path is None:
+        return done, lambda label, r: None
+    path = Path(path)
     same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
-    if path is not None and Path(path).exists():
-        for r in _log_records(Path(path)):
+    if path.exists():
+        for r in _log_records(path):
             if same(r.pop("budget")):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torn = path is not None   # checked once, at the first append
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = True   # checked once, at the first append
 
     def log(label, r):
         nonlocal torn
-        if path is not None:
-            fixed = _without_torn_tail(Path(path)) if torn else None
-            if fixed is not None:
-                Path(path).write_bytes(fixed)
-            torn = False
-            with open(path, "a") as f:
-                f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+        fixed = _without_torn_tail(path) if torn else None
+        if fixed is not None:
+            path.write_bytes(fixed)
+        torn = False
+        with open(path, "a") as f:
+            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
     return done, log
 
 
@@ -501,10 +501,7 @@ def _check_decoder_arms(arms, out: dict | None, extensions: int) -> None:
         if arm.label in have:
             raise ValueError(f"decoder arm {arm.label!r} is listed twice or already stored")
         if arm.rate_from is None:
-            try:
-                stats.rate_grid(arm.grid, min_rates=2)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"decoder arm {arm.label!r}: {e}") from None
+            checked_grid(f"decoder arm {arm.label!r}", arm.grid, min_rates=2)
         elif arm.rate_from not in have:
             raise ValueError(f"decoder arm {arm.label!r} takes the rate {arm.rate_from!r} chooses: list "
                              f"{arm.rate_from!r} before it (or append to results that hold it)")
