@@ -162,15 +162,13 @@ def classifier(arm, seed: int):
     return clf, mm, head_only
 
 
-def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
-    """Build and train one classifier; returns (classifier, MiniLM, history, batches)."""
+def train_arm(arm, seed: int, train, lr: float, budget: Budget):
+    """Build and train one classifier; returns (classifier, MiniLM, history, training batches)."""
     clf, mm, head_only = classifier(arm, seed)
-    dev = next(clf.parameters()).device
-    tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
-    va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)
+    tr = Batches(mm.tokenizer, train.tokens, train.labels, next(clf.parameters()).device)
     cfg = TrainConfig(lr=lr, epochs=budget.epochs, batch_size=budget.batch_size, seed=seed, schedule=budget.schedule,
                       head_lr=lr if head_only else budget.head_lr or max(lr, 1e-3))
-    return clf, mm, train_classifier(clf, tr, va, cfg), (tr, va)
+    return clf, mm, train_classifier(clf, tr, cfg=cfg), tr
 
 
 def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measure: bool = False,
@@ -183,7 +181,7 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
     arm, lr = as_arm(method), _check_lr(lr)
     train, val, test = data or splits(task, budget, seed)
     t0 = time.process_time()
-    clf, mm, hist, (tr, _) = train_arm(arm, seed, train, lr, budget)
+    clf, mm, hist, tr = train_arm(arm, seed, train, lr, budget)
     score = lambda s: accuracy(clf, Batches(mm.tokenizer, s.tokens, s.labels, tr.device))  # noqa: E731
     # validation once, after the last epoch: what the per-epoch score's last entry was (scoring
     # in eval mode draws no random numbers), without scoring every epoch of a long small-n run
@@ -591,20 +589,20 @@ def time_forward(models: dict, batch: int, seq_len: int, rounds: int = 7, inner:
     return out | {"clock": "thread CPU" if cpu_clock else "wall"}
 
 
-def inference_net(method, seed: int = 0):
-    """The network a method serves with (LoRA merged, prefix MLP folded), built fresh:
+def inference_net(method):
+    """The network a method serves with (LoRA merged, prefix MLP folded), built fresh (seed 0):
     trained values do not change the work a forward pass does."""
     arm = as_arm(method)
     mm = fresh_minilm()
-    arm.setup_torch(mm, seed)
+    arm.setup_torch(mm, 0)
     arm.inference(mm)
     return mm.bert.eval()
 
 
 def measure_latency(arms, batch: int = 32, seq_len: int = 8, rounds: int = 61) -> dict:
     """Each arm's serving network against the plain model, timed in turn (``time_forward``).
-    A second copy of the plain model is timed too: its ratio's distance from 1 is the noise
-    floor. Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
+    A "probe" arm among ``arms`` is a second copy of the plain model: its ratio's distance
+    from 1 is the noise floor (chapter 08's arms include it). Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
     arms = [as_arm(a) for a in arms]
     nets = {a.label: inference_net(a) for a in arms}
     lat = time_forward({"none": inference_net("probe"), **nets}, batch=batch, seq_len=seq_len, rounds=rounds)
