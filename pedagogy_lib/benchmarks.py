@@ -143,10 +143,6 @@ def summarize(times: dict | None = None, results: Path = RESULTS) -> dict:
     return out  # without times: the benchmarks' ratios only (load() refuses it)
 
 
-def save(summary: dict, path=SUMMARY) -> Path:
-    return R.save(summary, path)
-
-
 def load(path=SUMMARY) -> dict:
     return R.load(path, "`make bench`", keys=("lora_merge", "adapters", "nf4_vs_bnb", "memory", "chapters"),
                   what="bench summary")
@@ -189,10 +185,10 @@ def main(argv=None):
     out = Path(args.out)
     last = load(out)["chapters"] if out.is_file() else {}   # another file at --out: refused, not overwritten
     # chapter 08 reads this file, so the new ratios go in before the chapters are timed
-    save(summarize(last), out)
+    R.save(summarize(last), out)
     s = summarize(last if args.no_chapters else chapter_times())
     print(table(s))
-    print(save(s, args.out))
+    print(R.save(s, out))
 
 
 if __name__ == "__main__":
