@@ -602,7 +602,8 @@ def inference_net(method):
 def measure_latency(arms, batch: int = 32, seq_len: int = 8, rounds: int = 61) -> dict:
     """Each arm's serving network against the plain model, timed in turn (``time_forward``).
     A "probe" arm among ``arms`` is a second copy of the plain model: its ratio's distance
-    from 1 is the noise floor (chapter 08's arms include it). Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
+    from 1 is the noise floor (chapter 08's arms include it).
+    Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
     arms = [as_arm(a) for a in arms]
     nets = {a.label: inference_net(a) for a in arms}
     lat = time_forward({"none": inference_net("probe"), **nets}, batch=batch, seq_len=seq_len, rounds=rounds)
