@@ -35,6 +35,7 @@ SOURCES = {  # results file → the benchmark that writes it
     "bench_decoder.json": "tests/bench/bench_decoder.py",
 }
 ADAPTERS = ("houlsby", "pfeiffer", "parallel", "LoRA merged")
+MEMORY = ("tensor_peak_MB", "rss_train_peak_MB", "weights_MB", "step_s")  # bench_qlora's ratios to QLoRA's
 KEYS = {  # results file → what the summary reads of it (a foreign file is refused by name)
     "ch02_latency.json": ("cases",),
     "ch03_latency.json": ("settings",),
@@ -44,8 +45,8 @@ KEYS = {  # results file → what the summary reads of it (a foreign file is ref
 }
 
 
-def chapters(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "chapters").glob("[0-9]*.ipynb"))
+def chapters() -> list[Path]:
+    return sorted((ROOT / "chapters").glob("[0-9]*.ipynb"))
 
 
 def time_notebook(path, timeout: int = 600) -> float:
@@ -114,9 +115,8 @@ def quant_ratios(d: dict) -> dict:
 def memory_ratios(d: dict) -> dict:
     """Chapter 07: training memory and step time of full FT, LoRA and QLoRA, ÷ QLoRA's."""
     r = d["ratios_vs_qlora"]
-    keys = ("tensor_peak_MB", "rss_train_peak_MB", "weights_MB", "step_s")
     return {"device": d["config"]["device"],
-            **{k: {m: round(v, 3) for m, v in r[k].items()} for k in keys},
+            **{k: {m: round(v, 3) for m, v in r[k].items()} for k in MEMORY},
             "tensor_peak_MB_qlora": round(d["results"]["qlora"]["tensor_peak_MB"], 1)}
 
 
@@ -143,10 +143,6 @@ def summarize(times: dict | None = None, results: Path = RESULTS) -> dict:
     return out  # without times: the benchmarks' ratios only (load() refuses it)
 
 
-def save(summary: dict, path=SUMMARY) -> Path:
-    return R.save(summary, path)
-
-
 def load(path=SUMMARY) -> dict:
     return R.load(path, "`make bench`", keys=("lora_merge", "adapters", "nf4_vs_bnb", "memory", "chapters"),
                   what="bench summary")
@@ -167,7 +163,7 @@ def table(s: dict) -> str:
              f"dequantise {q['dequantize_speedup']:.2f}× (equal: {q['dequantize_equal']})")
     m = s["memory"]
     L.append(f"Training memory ÷ QLoRA's ({m['device']}; QLoRA tensor peak {m['tensor_peak_MB_qlora']} MB):")
-    for k in ("tensor_peak_MB", "rss_train_peak_MB", "weights_MB", "step_s"):
+    for k in MEMORY:
         L.append(f"  {k:<18} full FT {m[k]['full']:.2f}  LoRA {m[k]['lora']:.2f}  QLoRA 1.00")
     if "decoder" in s:
         L.append("Decoder tokens/s (chapter 09; ÷ transformers' LlamaForCausalLM, one thread):")
@@ -189,10 +185,10 @@ def main(argv=None):
     out = Path(args.out)
     last = load(out)["chapters"] if out.is_file() else {}   # another file at --out: refused, not overwritten
     # chapter 08 reads this file, so the new ratios go in before the chapters are timed
-    save(summarize(last), out)
+    R.save(summarize(last), out)
     s = summarize(last if args.no_chapters else chapter_times())
     print(table(s))
-    print(save(s, args.out))
+    print(R.save(s, out))
 
 
 if __name__ == "__main__":

@@ -84,16 +84,13 @@ def _freeze_numpy(mm, seed, quant_type=None, double_quant=True):
     mm.net.freeze()
 
 
-def _candidates(mm):
-    return PT.vocab_candidates(mm.tokenizer.tok.get_vocab())
-
-
-def _prompt_numpy(mm, seed, m, init):
-    PT.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
-
-
-def _prompt_torch(mm, seed, m, init):
-    TPT.attach_prompt(mm.bert, m, init=init, seed=seed, candidates=_candidates(mm) if init == "vocab" else None)
+def _prompt(attach_prompt):
+    """The prompt record's attach with one backend's ``attach_prompt``: ``init="vocab"`` draws
+    the prompt from the tokenizer's whole-word rows (``prompt.vocab_candidates``)."""
+    def attach(mm, seed, m, init):
+        candidates = PT.vocab_candidates(mm.tokenizer.tok.get_vocab()) if init == "vocab" else None
+        attach_prompt(mm.bert, m, init=init, seed=seed, candidates=candidates)
+    return attach
 
 
 def _qlora_torch(mm, seed, targets, r, alpha, quant_targets, quant_type, double_quant):
@@ -210,9 +207,10 @@ def _takes(owner: str, what: str, fn, n_args: int, defaults: dict) -> None:
         pass
 
 
-def _check_grid(owner: str, lrs) -> None:
+def checked_grid(owner: str, lrs, min_rates: int = 1) -> list[float]:
+    """``stats.rate_grid(lrs, min_rates)`` with its error naming ``owner`` (a method, an arm)."""
     try:
-        stats.rate_grid(lrs)
+        return stats.rate_grid(lrs, min_rates)
     except (TypeError, ValueError) as e:
         raise type(e)(f"{owner}: {e}") from None
 
@@ -278,12 +276,12 @@ class Method:
         a name, a grid of positive rates, and functions that take the record's defaults."""
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"a method's name must be a non-empty str, got {self.name!r}")
-        _check_grid(f"method {self.name!r}", self.lrs)
+        checked_grid(f"method {self.name!r}", self.lrs)
         for what, fn, n in (("attach_torch", self.attach_torch, 2), ("attach_numpy", self.attach_numpy, 2),
                             ("count", self.count, 1), ("wrap", self.wrap, 2)):
             _takes(self.name, what, fn, n, self.defaults)
         if self.decoder is not None:  # its decoder form, by the same rules
-            _check_grid(f"method {self.name!r} on the decoder", self.decoder.lrs)
+            checked_grid(f"method {self.name!r} on the decoder", self.decoder.lrs)
             for what, fn, n in (("decoder attach", self.decoder.attach, 2), ("decoder paged8", self.decoder.paged8, 0),
                                 ("decoder peft", self.decoder.peft, 0)):
                 _takes(self.name, what, fn, n, self.decoder.defaults)
@@ -381,7 +379,8 @@ _RECORDS = [
            {"m": 10, "reparam": 128}, _fold_prefix,
            Decoder(_dec_prefix, (1e-3, 3e-3, 1e-2), {"m": DP.PREFIX_TOKENS}),
            compared=(Compared(note="m=10 virtual tokens, MLP reparameterisation (folded for inference)"),)),
-    Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt_torch, _prompt_numpy,
+    Method("prompt", "m soft-prompt vectors at the input (Eq. 5.1)", _prompt(TPT.attach_prompt),
+           _prompt(PT.attach_prompt),
            lambda s, m, init: PT.num_prompt_params(m, s.hidden), (3e-3, 1e-2, 3e-2), {"m": 10, "init": "vocab"},
            decoder=Decoder(_dec_prompt, (3e-3, 1e-2, 3e-2), {"m": DP.PROMPT_TOKENS}),
            compared=(Compared(note="m=10 soft prompt at the input, init from the 5,000 first whole-word tokens"),)),
@@ -461,7 +460,7 @@ class Arm:
 
     def __post_init__(self):
         if self.lrs is not None:  # checked now, not when a run reaches it
-            _check_grid(f"arm {self.label!r}", self.lrs)
+            checked_grid(f"arm {self.label!r}", self.lrs)
         if self.model not in ("encoder", "decoder"):
             raise ValueError(f"arm {self.label!r}: model must be 'encoder' or 'decoder', got {self.model!r}")
         if self.model == "decoder":

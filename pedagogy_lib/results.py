@@ -2,9 +2,13 @@
 and the chapters read, as JSON under ``chapters/results/``."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import platform
 from pathlib import Path, PurePath
+
+import numpy as np
 
 from . import checks
 from .checks import write_atomically
@@ -99,9 +103,6 @@ def save_runs(data: dict, name) -> Path:
 def versions(*modules: str) -> dict[str, str]:
     """What a results file records of the software that made it: Python's version and each
     named module's ``__version__``, e.g. ``versions("numpy", "torch")``."""
-    import importlib
-    import platform
-
     return {"python": platform.python_version()} | {m: importlib.import_module(m).__version__ for m in modules}
 
 
@@ -125,8 +126,6 @@ def trained(found: dict) -> list[dict]:
 
 def mean_sd(xs) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof = 1; 0 for a single run) of repeated runs."""
-    import numpy as np
-
     xs = np.asarray(xs, np.float64)
     if xs.ndim != 1 or xs.size == 0:
         raise ValueError(f"mean_sd needs a non-empty 1-D list of runs, got shape {xs.shape}")
@@ -138,8 +137,6 @@ SMOOTH = 8  # steps in the moving average of a loss curve
 
 def smooth(losses, k: int = SMOOTH):
     """Moving average over k steps (the first k−1 points average what exists so far)."""
-    import numpy as np
-
     x, k = np.asarray(losses, np.float64), checks.check_size(k, "k")
     if x.ndim != 1:
         raise ValueError(f"smooth takes a 1-D loss curve, got shape {x.shape}")

@@ -43,7 +43,7 @@ from . import data as D
 from . import decoder_io as IO
 from . import checks, stats
 from .checks import check_size
-from .registry import Arm, decoder_arm, get
+from .registry import Arm, checked_grid, decoder_arm, get
 from .torch_ref import decoder_peft as DP
 from .torch_ref.encoder import load_minilm_torch
 from .torch_ref.qlora import DequantLog, quantized_layers, weight_bytes
@@ -55,7 +55,8 @@ class Budget:
     """How much each run gets. ``n_eval`` None: the whole validation and test splits.
     ``resample``: each seed draws its own training subsample (else seed 0's for all).
     ``head_lr`` None: max(lr, 1e-3); an arm that trains the head only (a probe) trains it at
-    the run's ``lr`` whatever ``head_lr`` says (its one rate is the one searched). ``full_grid`` False: only each grid's first rate.
+    the run's ``lr`` whatever ``head_lr`` says (its one rate is the one searched).
+    ``full_grid`` False: only each grid's first rate.
     ``select_seeds``: the first k ``seeds`` whose mean validation accuracy picks the rate;
     ``max_extensions``: how often a grid whose best rate sits at an edge is extended
     (``stats.next_lr``); the defaults (1, 0) are the older one-seed, fixed-grid search."""
@@ -161,15 +162,13 @@ def classifier(arm, seed: int):
     return clf, mm, head_only
 
 
-def train_arm(arm, seed: int, train, lr: float, budget: Budget, val=None):
-    """Build and train one classifier; returns (classifier, MiniLM, history, batches)."""
+def train_arm(arm, seed: int, train, lr: float, budget: Budget):
+    """Build and train one classifier; returns (classifier, MiniLM, history, training batches)."""
     clf, mm, head_only = classifier(arm, seed)
-    dev = next(clf.parameters()).device
-    tr = Batches(mm.tokenizer, train.tokens, train.labels, dev)
-    va = None if val is None else Batches(mm.tokenizer, val.tokens, val.labels, dev)
+    tr = Batches(mm.tokenizer, train.tokens, train.labels, next(clf.parameters()).device)
     cfg = TrainConfig(lr=lr, epochs=budget.epochs, batch_size=budget.batch_size, seed=seed, schedule=budget.schedule,
                       head_lr=lr if head_only else budget.head_lr or max(lr, 1e-3))
-    return clf, mm, train_classifier(clf, tr, va, cfg), (tr, va)
+    return clf, mm, train_classifier(clf, tr, cfg=cfg), tr
 
 
 def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measure: bool = False,
@@ -182,7 +181,7 @@ def run(method, task, budget: Budget, seed: int, lr: float, *, data=None, measur
     arm, lr = as_arm(method), _check_lr(lr)
     train, val, test = data or splits(task, budget, seed)
     t0 = time.process_time()
-    clf, mm, hist, (tr, _) = train_arm(arm, seed, train, lr, budget)
+    clf, mm, hist, tr = train_arm(arm, seed, train, lr, budget)
     score = lambda s: accuracy(clf, Batches(mm.tokenizer, s.tokens, s.labels, tr.device))  # noqa: E731
     # validation once, after the last epoch: what the per-epoch score's last entry was (scoring
     # in eval mode draws no random numbers), without scoring every epoch of a long small-n run
@@ -237,10 +236,8 @@ class _Search:
     the best rate sits at an edge; then the remaining seeds at the chosen rate."""
 
     def __init__(self, arm: Arm, budget: Budget):
-        try:  # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
-            self.grid = stats.rate_grid(grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"arm {arm.label!r}: {e}") from None
+        # before any run: a grid of one rate cannot be extended, a repeated rate trains twice
+        self.grid = checked_grid(f"arm {arm.label!r}", grid(arm, budget), min_rates=2 if budget.max_extensions else 1)
         self.arm, self.budget = arm, budget
         self.seeds = budget.seeds[:budget.select_seeds]
         self.trials, self.finals, self.extensions, self.waiting, self.choice = [], [], 0, 0, None
@@ -347,24 +344,25 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
     ``protocol``'s ``done`` {(label, lr, seed): result}, and an ``on_result`` callback that
     appends new ones: an interrupted sweep resumes where it stopped."""
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    if path is None:
+        return done, lambda label, r: None
+    path = Path(path)
     same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
-    if path is not None and Path(path).exists():
-        for r in _log_records(Path(path)):
+    if path.exists():
+        for r in _log_records(path):
             if same(r.pop("budget")):
                 done[(r.pop("label"), r["lr"], r["seed"])] = r
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torn = path is not None   # checked once, at the first append
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torn = True   # checked once, at the first append
 
     def log(label, r):
         nonlocal torn
-        if path is not None:
-            fixed = _without_torn_tail(Path(path)) if torn else None
-            if fixed is not None:
-                Path(path).write_bytes(fixed)
-            torn = False
-            with open(path, "a") as f:
-                f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+        fixed = _without_torn_tail(path) if torn else None
+        if fixed is not None:
+            path.write_bytes(fixed)
+        torn = False
+        with open(path, "a") as f:
+            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
     return done, log
 
 
@@ -501,10 +499,7 @@ def _check_decoder_arms(arms, out: dict | None, extensions: int) -> None:
         if arm.label in have:
             raise ValueError(f"decoder arm {arm.label!r} is listed twice or already stored")
         if arm.rate_from is None:
-            try:
-                stats.rate_grid(arm.grid, min_rates=2)
-            except (TypeError, ValueError) as e:
-                raise type(e)(f"decoder arm {arm.label!r}: {e}") from None
+            checked_grid(f"decoder arm {arm.label!r}", arm.grid, min_rates=2)
         elif arm.rate_from not in have:
             raise ValueError(f"decoder arm {arm.label!r} takes the rate {arm.rate_from!r} chooses: list "
                              f"{arm.rate_from!r} before it (or append to results that hold it)")
@@ -594,20 +589,21 @@ def time_forward(models: dict, batch: int, seq_len: int, rounds: int = 7, inner:
     return out | {"clock": "thread CPU" if cpu_clock else "wall"}
 
 
-def inference_net(method, seed: int = 0):
-    """The network a method serves with (LoRA merged, prefix MLP folded), built fresh:
+def inference_net(method):
+    """The network a method serves with (LoRA merged, prefix MLP folded), built fresh (seed 0):
     trained values do not change the work a forward pass does."""
     arm = as_arm(method)
     mm = fresh_minilm()
-    arm.setup_torch(mm, seed)
+    arm.setup_torch(mm, 0)
     arm.inference(mm)
     return mm.bert.eval()
 
 
 def measure_latency(arms, batch: int = 32, seq_len: int = 8, rounds: int = 61) -> dict:
     """Each arm's serving network against the plain model, timed in turn (``time_forward``).
-    A second copy of the plain model is timed too: its ratio's distance from 1 is the noise
-    floor. Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
+    A "probe" arm among ``arms`` is a second copy of the plain model: its ratio's distance
+    from 1 is the noise floor (chapter 08's arms include it).
+    Returns {label: {"latency_ratio", "latency_q1", "latency_q3"}}."""
     arms = [as_arm(a) for a in arms]
     nets = {a.label: inference_net(a) for a in arms}
     lat = time_forward({"none": inference_net("probe"), **nets}, batch=batch, seq_len=seq_len, rounds=rounds)

@@ -24,9 +24,7 @@ def _unwrap(obj):
         if obj.fget is None:
             raise TypeError("show_source: property has no getter to show")
         return obj.fget
-    if isinstance(obj, (staticmethod, classmethod)):
-        return obj.__func__
-    if inspect.ismethod(obj):
+    if isinstance(obj, (staticmethod, classmethod)) or inspect.ismethod(obj):
         return obj.__func__
     return obj
 
@@ -39,10 +37,6 @@ def _file_label(obj) -> str:
         return name  # a notebook cell or an interactive session: no file to name
     path = name.replace(".", "/")
     return path + ("/__init__.py" if module.__file__.endswith("__init__.py") else ".py")
-
-
-def _header(obj) -> str:
-    return f"# {_file_label(obj)} :: {obj.__qualname__}"
 
 
 def show_source(*objs) -> None:
@@ -61,13 +55,10 @@ def show_source(*objs) -> None:
             raise TypeError(f"show_source(): a functools.partial has no source of its own; show its "
                             f"function, {fn.func!r:.60} (.func)")
         if not (inspect.isfunction(fn) or inspect.isclass(fn)):
-            raise TypeError(
-                f"show_source() shows functions, classes and methods; got "
-                f"{type(obj).__name__} {obj!r:.60}"
-            )
+            raise TypeError(f"show_source() shows functions, classes and methods; got {type(obj).__name__} {obj!r:.60}")
         try:
             source = inspect.getsource(fn)
         except (OSError, TypeError) as err:
             raise TypeError(f"show_source(): no source available for {fn.__qualname__}: {err}") from None
-        blocks.append(_header(fn) + "\n" + source.rstrip("\n"))
+        blocks.append(f"# {_file_label(fn)} :: {fn.__qualname__}\n" + source.rstrip("\n"))
     print("\n\n".join(blocks))
