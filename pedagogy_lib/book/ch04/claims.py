@@ -17,7 +17,8 @@ from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.evidence import ch10  # chapter 10's stored results (a shared reader, not the room)
 from pedagogy_lib.book.ch04.experiment import (ARMS, best_length, by_seed, fold_check, load_results, seed_means,
                                                summary, val_grids)
-from pedagogy_lib.book.rules import Claims, ci_text, interval_verdict, paired_points, unbracketed, unbracketed_text
+from pedagogy_lib.book.rules import (NOT_HERE, Claims, ci_text, graded, interval_verdict, paired_points, unbracketed,
+                                     unbracketed_text)
 
 GPT2_MEDIUM = S.GPT2_MEDIUM  # Li & Liang's table-to-text model (book.sentences)
 # Li & Liang (ACL version): E2E BLEU with GPT-2 Medium
@@ -92,8 +93,7 @@ def _direct_unstable(c):
     d = paired_points(seed_means(c.sweep, "mlp"), seed_means(c.sweep, "direct"))
     dropped = d["lo"] > 0
     edges = unbracketed({arm: c.grids[arm] for arm in ARMS})
-    verdict = ("untestable-here" if edges else "holds" if unstable and dropped else
-               "approximately" if less_stable or dropped else "not-reproduced-here")
+    verdict = "untestable-here" if edges else graded(unstable and dropped, less_stable or dropped, NOT_HERE)
     grid_txt = ", ".join(f"{arm} chose {c.sweep['chosen_lr'][arm]:g} from {min(c.grids[arm]):g}–{max(c.grids[arm]):g}"
                          for arm in ARMS)
     return verdict, (

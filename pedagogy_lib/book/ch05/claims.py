@@ -25,7 +25,7 @@ from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.evidence import ch08 as compare, ch10  # chapters 08 and 10's stored results (shared readers)
 from pedagogy_lib.book.ch05.experiment import (LONG_ARMS, PROMPTS, best_prompt, load_results, long_complete,
                                                long_gain, long_seeds_run, methods, pair, summary, unbracketed_arms)
-from pedagogy_lib.book.rules import Claims, ci_text, match_verdict, points_by_seed
+from pedagogy_lib.book.rules import Claims, ci_text, graded, match_verdict, points_by_seed
 
 # P-Tuning v2, Figure 1 (a secondary copy): SuperGLUE average of RTE, BoolQ, CB
 PTV2_FIG1 = {"BERT-large (335M)": (77.7, 67.2, 75.8), "RoBERTa-large (355M)": (86.9, 62.3, 84.8),
@@ -160,8 +160,7 @@ def _prompt_fraction(c):
     fr = c.fr
     under = [k for k, f in fr.items() if f["prompt"] < 1e-4]
     over_1b = [k for k in fr if C.total_params(c.shapes[k]) > 1e9]
-    verdict = ("holds" if len(under) == len(fr) else
-               "approximately" if over_1b and set(over_1b) <= set(under) else "wrong")
+    verdict = graded(len(under) == len(fr), over_1b and set(over_1b) <= set(under))
     return verdict, (f"m={c.m}: MiniLM {100 * fr['MiniLM-L6']['prompt']:.3f}%, BERT-base "
                      f"{100 * fr['BERT-base']['prompt']:.4f}%, LLaMA-7B {100 * fr['LLaMA-7B']['prompt']:.5f}%; "
                      f"under 0.01% for {len(under)} of {len(fr)} models ({', '.join(under) or 'none'}); of the "
@@ -174,7 +173,7 @@ def _prompt_fraction(c):
 def _ptv2_fraction(c):
     fr = c.fr
     inside = [k for k, f in fr.items() if 1e-3 <= f["ptuning_v2"] <= 3e-2]  # the paper's 0.1%–3%
-    verdict = "holds" if len(inside) == len(fr) else ("approximately" if inside else "wrong")
+    verdict = graded(len(inside) == len(fr), inside)
     return verdict, (f"m={c.m}: MiniLM {100 * fr['MiniLM-L6']['ptuning_v2']:.2f}%, BERT-base "
                      f"{100 * fr['BERT-base']['ptuning_v2']:.2f}%, RoBERTa-large "
                      f"{100 * fr['RoBERTa-large']['ptuning_v2']:.2f}%, LLaMA-7B "

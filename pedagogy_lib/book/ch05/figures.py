@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import paired_dot, register
 from pedagogy_lib.book.ch05 import experiment as V
 from pedagogy_lib.book.diagrams import where_methods_sit  # the chapter's diagram: importing registers it
 from pedagogy_lib.results import SMOOTH, smooth
@@ -18,11 +18,9 @@ COLOURS = {"probe": "C7", "prompt-random": "C1", "prompt-vocab": "C5", "deep-pro
 
 
 def _paired(ax, d: dict, y, colour, hollow: bool | None = None, word: str | None = None) -> None:
-    """One paired difference at height ``y``: its mean with the 95 % interval, hollow when a tie
-    (or when ``hollow``), labelled "tie" or its mean (or ``word``) right of the interval."""
-    hollow = d["tie"] if hollow is None else hollow
-    ax.errorbar(d["mean"], y, xerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", ms=7, color=colour,
-                mfc="white" if hollow else colour, mec=colour, ecolor=colour, capsize=3, lw=1.5)
+    """One paired difference at height ``y`` (``book.figures.paired_dot``: hollow when a tie, or when
+    ``hollow``), labelled "tie" or its mean (or ``word``) right of the interval."""
+    paired_dot(ax, d, y, colour, hollow=hollow, ms=7, mec=colour, ecolor=colour, lw=1.5)
     ax.annotate(word or ("tie" if d["tie"] else f"{d['mean']:+.1f}"), (d["hi"], y), xytext=(5, 0),
                 textcoords="offset points", va="center", fontsize=8)
 

@@ -14,7 +14,7 @@ from pedagogy_lib import bitfit as BF
 from pedagogy_lib import counting as C
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import MOVED, load_results, stored_switched
-from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, interval_verdict, match_verdict,
+from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, graded, interval_verdict, match_verdict,
                                      points_by_seed, table, unbracketed, unbracketed_text, worst_verdict)
 
 SMALL = 256  # "small data": the sizes up to this many training words
@@ -85,7 +85,7 @@ def _edges(c, *arms) -> dict:
 
 def _band(value: float, target: float, holds: bool, approx: float = 0.25) -> str:
     """holds if ``holds``; approximately if within ``approx`` (relative) of target; else wrong."""
-    return "holds" if holds else ("approximately" if abs(value - target) <= approx * target else "wrong")
+    return graded(holds, abs(value - target) <= approx * target)
 
 
 SWITCHED = 0.10  # "re-routes": at least a tenth of the FFN units change how often they fire
@@ -203,7 +203,7 @@ def _why(c):
     ties = [n for n, x in sorted(d.items()) if x["lo"] <= 0]
     rerouted = c.switched is not None and c.switched >= SWITCHED
     edges = _edges(c, BITFIT, PROBE)
-    verdict = "untestable-here" if edges else "wrong" if ties else "holds" if rerouted else "approximately"
+    verdict = "untestable-here" if edges else graded(rerouted and not ties, not ties)
     extra = (f"; after BitFit {100 * c.switched:.0f}% of the last block's FFN units changed how often they "
              f"fire by more than {100 * MOVED:.0f} points (the stored pre-activation study)" if c.switched is not None else "; unit switching not measured")
     return verdict, ((f"no verdict: {unbracketed_text(edges)} (settle: rerun the curve with the probe's grid "
