@@ -421,3 +421,27 @@ def test_ch04_sweep_extends_an_edge_grid_and_reuses_stored_runs(monkeypatch):
     monkeypatch.setattr(E, "MAX_EXTENSIONS", 1)                       # one extension only: still at the edge
     choice = E.search("mlp", None, {})
     assert not choice["bracketed"] and choice["edge"] == "low"
+
+
+def test_ch04_figures_name_the_seeds_they_draw():
+    """The labels are read from the data drawn, not from the config's selection seeds: each point of
+    04_prefix_sweep's left panel averages the eval seeds (summary's n = 5, not the 3 selection
+    seeds), and each curve set of 04_loss_curves names the seeds of the runs it draws (5 at the
+    chosen rate, 3 at the top of the grid)."""
+    from pedagogy_lib.book.ch04 import experiment as V
+    from pedagogy_lib.book.ch04 import figures as F
+
+    sweep = V.load_results()
+    cfg, s = sweep["config"], V.summary(sweep)
+    ns = {x["n"] for arm in V.ARMS for x in s["by_length"][arm].values()}
+    assert ns == {len(cfg["eval_seeds"])} != {len(cfg["seeds"])}   # the defect's premise: 5 drawn, 3 selected
+    left, right = F.sweep_figure(sweep).axes
+    assert f"over {len(cfg['eval_seeds'])} seeds" in left.get_ylabel()
+    assert f"{len(cfg['seeds'])} selection seeds" in right.get_ylabel()
+    for ax, arm in zip(F.loss_figure(sweep).axes, V.ARMS):
+        assert "seeds" not in ax.get_title()
+        drawn = {t.get_text() for t in ax.get_legend().get_texts()}
+        top = max(cfg["lrs"][arm])
+        want = {f"lr {rate:g}: seeds {sorted(r['seed'] for r in V._runs(sweep, arm, cfg['m_grid'], rate))}"
+                for rate in {sweep["chosen_lr"][arm], top}}
+        assert drawn == want and any("[0, 1, 2, 3, 4]" in t for t in drawn)

@@ -32,6 +32,18 @@ def lambda_figure(d: dict | None = None) -> Figure:
     return fig
 
 
+def _seeds_text(s: dict) -> str:
+    """How many seeds each point of the left panel averages: the runs found at the chosen rate
+    (the eval seeds), read from the data, not from the config's selection seeds."""
+    ns = sorted({x["n"] for arm in V.ARMS for x in s["by_length"][arm].values()} | {s["lora"]["n"]})
+    return f"{ns[0]} seeds" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} seeds"
+
+
+def _runs_label(rate: float, runs: list) -> str:
+    """The legend entry of the curves drawn at ``rate``: the seeds of the runs actually drawn."""
+    return f"lr {rate:g}: seeds {sorted(r['seed'] for r in runs)}"
+
+
 @register("04_prefix_sweep")
 def sweep_figure(sweep: dict | None = None) -> Figure:
     sweep = V.load_results() if sweep is None else sweep
@@ -54,12 +66,12 @@ def sweep_figure(sweep: dict | None = None) -> Figure:
     left.set_xscale("log")
     left.set_xticks(s["lengths"], [str(m) for m in s["lengths"]])
     left.set_xlabel("prefix length m")
-    left.set_ylabel(f"test accuracy (%), mean ± sd over {len(sweep['config']['seeds'])} seeds")
+    left.set_ylabel(f"test accuracy (%), mean ± sd over {_seeds_text(s)}")
     left.set_title("Accuracy vs prefix length")
     left.legend(frameon=False, fontsize=8)
     right.set_xscale("log")
     right.set_xlabel("learning rate")
-    right.set_ylabel("validation accuracy (%), mean ± sd over seeds")
+    right.set_ylabel(f"validation accuracy (%), mean ± sd\nover the {len(sweep['config']['seeds'])} selection seeds")
     right.set_title(f"Learning-rate sensitivity, m = {s['m_grid']}")
     right.legend(frameon=False, fontsize=8)
     return fig
@@ -74,11 +86,12 @@ def loss_figure(sweep: dict | None = None) -> Figure:
     for ax, arm in zip(axes, V.ARMS):
         top = max(cfg["lrs"][arm])
         for rate, style in ((lr[arm], "-"), (top, ":")) if top != lr[arm] else ((lr[arm], "-"),):
-            for i, r in enumerate(V._runs(sweep, arm, cfg["m_grid"], rate)):
+            runs = V._runs(sweep, arm, cfg["m_grid"], rate)
+            for i, r in enumerate(runs):
                 ax.plot(r["losses"], color=COLOURS[arm], alpha=0.15, lw=0.8)
                 ax.plot(smooth(r["losses"]), style, color=COLOURS[arm], lw=1.5,
-                        label=f"lr {rate:g}" if i == 0 else None)
-        ax.set_title(f"{LABELS[arm]}, m = {cfg['m_grid']}, seeds {cfg['seeds']}")
+                        label=_runs_label(rate, runs) if i == 0 else None)
+        ax.set_title(f"{LABELS[arm]}, m = {cfg['m_grid']}: one curve per run")
         ax.set_xlabel("step")
         ax.legend(frameon=False)
     axes[0].set_ylabel(f"training loss (thin: per step; thick: {SMOOTH}-step mean)")
