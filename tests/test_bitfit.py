@@ -233,6 +233,21 @@ def test_claims_records_and_logic():
     assert fr["BERT-large"]["with LN β"][0] == 271_360
 
 
+def test_why_verdict_tells_a_tie_from_an_order_below():
+    """ch06-why per size: only an interval containing 0 (its edge included) is a tie (→ wrong); BitFit
+    resolved below the probe is an opposite order (→ not-reproduced-here, never wrong)."""
+    from pedagogy_lib.book.ch06 import claims as V
+
+    def d(lo, hi):
+        return {"mean": (lo + hi) / 2, "lo": lo, "hi": hi, "tie": lo <= 0 <= hi}
+
+    assert V.why_verdict(d(-1.0, 0.0), rerouted=True) == "wrong"        # touches 0: a tie
+    assert V.why_verdict(d(-2.0, -1e-9), rerouted=True) == "not-reproduced-here"
+    assert V.why_verdict(d(-2.0, -1e-9), rerouted=False) == "not-reproduced-here"
+    assert V.why_verdict(d(1e-9, 2.0), rerouted=True) == "holds"
+    assert V.why_verdict(d(1e-9, 2.0), rerouted=False) == "approximately"
+
+
 def test_claims_bands_and_why(monkeypatch):
     import copy as _copy
 
@@ -255,6 +270,18 @@ def test_claims_bands_and_why(monkeypatch):
     for n, point in res["BitFit"]["curve"].items():  # no better than the probe → wrong
         point["test_by_seed"] = list(res["probe"]["curve"][n]["test_by_seed"])
     assert {r["id"]: r["verdict"] for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"] == "wrong"
+    # BitFit resolved *below* the probe is an order, not a tie: not-reproduced-here (rules' rule
+    # for an order opposite to the claim's), and the record says "below", never "a tie"
+    for n, point in res["BitFit"]["curve"].items():  # 5 points below the probe at every n
+        probe = res["probe"]["curve"][n]["test_by_seed"]
+        point["test_by_seed"] = [x - 0.05 - 0.0005 * (i % 2) for i, x in enumerate(probe)]
+    why = {r["id"]: r for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"]
+    assert why["verdict"] == "not-reproduced-here"
+    assert "below 0 at n=" in why["our_value"] and "a tie at n=" not in why["our_value"]
+    first = next(iter(res["BitFit"]["curve"]))  # a tie at one size outweighs the order at the others
+    res["BitFit"]["curve"][first]["test_by_seed"] = list(res["probe"]["curve"][first]["test_by_seed"])
+    why = {r["id"]: r for r in V.claims({"curve": curve, "switched": 0.5})}["ch06-why"]
+    assert why["verdict"] == "wrong" and f"a tie at n={first}; below 0 at n=" in why["our_value"]
     # the counting claims: far-off fractions give wrong (only BERT-large with LN β is judged)
     fr = V.fractions()
     big = dict(fr["BERT-large"])

@@ -519,3 +519,15 @@ def test_plausible_data_flips_the_rule(ch, claim, monkeypatch):
     after = claim.rule(ctx)[0]
     assert before in rules.VERDICTS and after in rules.VERDICTS
     assert after != before, f"{claim.id}: {before} both times"
+
+
+def test_ch06_why_flips_to_not_reproduced_when_bitfit_is_below_the_probe():
+    """A second flip of ch06-why (FLIPS holds the tie → wrong): BitFit resolved 5 points below the
+    probe at every size is an order opposite to the claim's, so not-reproduced-here, never wrong
+    (``rules``' docstring), and the record calls it "below", not a tie."""
+    V = claims_module("06")
+    ctx = copy.deepcopy(_context("06"))
+    assert V._why(copy.deepcopy(ctx))[0] == "holds"
+    _ch06_set(ctx, "BitFit", "probe", -5.0)
+    verdict, text = V._why(ctx)
+    assert verdict == "not-reproduced-here" and "below 0 at n=" in text and "a tie" not in text.split("(rule:")[0]

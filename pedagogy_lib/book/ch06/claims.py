@@ -193,27 +193,48 @@ def _vs_lora(c):
                      + (f"; no verdict: {unbracketed_text(edges)}" if edges else ""))
 
 
+def why_verdict(d: dict, rerouted: bool) -> str:
+    """One size's BitFit − probe interval ``d`` for ch06-why: above 0 → holds if the units measurably
+    switch (``rerouted``), else approximately; a tie (the interval contains 0, its edge included) →
+    wrong, as our setting measures directly that training the biases added nothing beyond the head;
+    BitFit resolved below the probe → not-reproduced-here (``rules``' one rule for an order opposite
+    to the claim's: Ben Zaken et al.'s regime, BERT on GLUE, is not ours; a tie is never an order)."""
+    if d["tie"]:
+        return "wrong"
+    return graded(d["lo"] > 0 and rerouted, d["lo"] > 0, NOT_HERE)
+
+
 @CLAIMS.rule("ch06-why", "Shifting the inputs of the non-linearities is enough to re-route activations.",
              published="explanation, no number", source="the article; Ben Zaken et al. 2021")
 def _why(c):
-    # wrong if BitFit − probe is a tie (95 % interval contains 0) at some n; holds only if it is
-    # above 0 at every n and the units measurably change how often they fire; else approximately.
-    # The probe's rate must be bracketed: an under-tuned probe inflates the gap.
+    # per size ``why_verdict``, the weakest over the sizes: a tie at some n → wrong; BitFit resolved
+    # below the probe → not-reproduced-here; above 0 at every n and the units measurably change how
+    # often they fire → holds; else approximately. The probe's rate must be bracketed: an
+    # under-tuned probe inflates the gap.
     d = paired_at(c.curve, BITFIT, PROBE)
-    ties = [n for n, x in sorted(d.items()) if x["lo"] <= 0]
+    ties = [n for n, x in sorted(d.items()) if x["tie"]]
+    below = [n for n, x in sorted(d.items()) if x["hi"] < 0]  # a resolved order, not a tie
     rerouted = c.switched is not None and c.switched >= SWITCHED
     edges = _edges(c, BITFIT, PROBE)
-    verdict = "untestable-here" if edges else graded(rerouted and not ties, not ties)
+    verdict = "untestable-here" if edges else _worst(why_verdict(x, rerouted) for x in d.values())
     extra = (f"; after BitFit {100 * c.switched:.0f}% of the last block's FFN units changed how often they "
-             f"fire by more than {100 * MOVED:.0f} points (the stored pre-activation study)" if c.switched is not None else "; unit switching not measured")
+             f"fire by more than {100 * MOVED:.0f} points (the stored pre-activation study)"
+             if c.switched is not None else "; unit switching not measured")
     return verdict, ((f"no verdict: {unbracketed_text(edges)} (settle: rerun the curve with the probe's grid "
                       "extended to 0.1); as measured, " if edges else "")
                      + "BitFit − frozen encoder + trained head: " + ", ".join(
                          f"n={n}: {x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]" for n, x in sorted(d.items()))
-                     + " points (95 % CI, paired over seeds)"
-                     + (f"; a tie at n={', '.join(map(str, ties))}" if ties else "; above 0 at every n") + extra
-                     + f" (rule: a tie at some n → wrong; above 0 everywhere and ≥ {100 * SWITCHED:.0f}% of units "
-                     "switching → holds; else approximately)")
+                     + " points (95 % CI, paired over seeds)" + _why_orders(ties, below) + extra
+                     + f" (rule: a tie at some n → wrong; BitFit resolved below the probe → {NOT_HERE}; above 0 "
+                     f"everywhere and ≥ {100 * SWITCHED:.0f}% of units switching → holds; else approximately)")
+
+
+def _why_orders(ties: list, below: list) -> str:
+    """Where BitFit − probe is not above 0: the sizes with a tie, and those resolved below 0."""
+    if not ties and not below:
+        return "; above 0 at every n"
+    found = (("a tie", ties), ("below 0", below))
+    return "".join(f"; {word} at n={', '.join(map(str, ns))}" for word, ns in found if ns)
 
 
 QM2_MARGIN = 1.0  # "trains as well": b_q, b_m2 − all biases within ±1 point (``rules.match_verdict``)
@@ -250,4 +271,4 @@ def claims(results: dict | None = None) -> list[dict]:
 
 
 __all__ = ["BIG", "CLAIMS", "PAIRS", "QM2", "QM2_MARGIN", "SMALL", "ci_text", "claims", "differences",
-           "differences_table", "fractions", "gap_verdict", "load_results", "paired_at", "table"]
+           "differences_table", "fractions", "gap_verdict", "load_results", "paired_at", "table", "why_verdict"]
