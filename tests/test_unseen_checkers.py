@@ -250,3 +250,18 @@ def test_a_malformed_answer_shows_no_traceback_into_the_checker():
     with pytest.raises(NotYet, match="wrong type or shape") as info:
         ch08.check_select_lr(lambda v: [[1]])
     assert info.value.__cause__ is None and info.value.__suppress_context__   # the message says it all
+
+
+def test_05_5_and_06_5_refuse_a_number_spelled_as_text():
+    """A reasoning answer must be a number: "12" spells the right ratio but is text (as chapter 00's
+    checkers refuse it); the same value as a number passes."""
+    right = 2 * C.minilm_shape().layers
+    ch05.check_ptv2_over_prompt(right)
+    for text in (str(right), str(right).encode()):
+        with pytest.raises(NotYet, match="text"):
+            ch05.check_ptv2_over_prompt(text)
+    frac = lambda s: bitfit_params(s) / C.total_params(s)  # noqa: E731
+    ratio = frac(C.BERT_BASE) / frac(C.BERT_LARGE)
+    ch06.check_bitfit_shrinks(ratio)
+    with pytest.raises(NotYet, match="text"):
+        ch06.check_bitfit_shrinks(repr(ratio))

@@ -110,15 +110,24 @@ def check_shift_for_fraction(fn) -> None:
     passed("06.4", "one number per unit decides how often its GELU is on")
 
 
+def _number(answer) -> float:
+    """``answer`` as a float. Text is refused even when it spells a number ("12" is not 12), as
+    chapter 00's ``_number`` does; a local copy (``book/exercises.py`` has no shared one)."""
+    if isinstance(answer, (str, bytes)):
+        raise NotYet(f"`answer` is the text {answer!r:.40}: set it to a number, not a string")
+    return float(answer)
+
+
 def check_bitfit_shrinks(answer) -> None:
     """``answer``: BitFit's trainable fraction (Eq. 6.4, with the LayerNorm shifts) of
     BERT-base divided by that of BERT-large."""
     expect(answer is not None, "set `answer` to a number")
     frac = {s.name: BF.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
     want = frac["BERT-base"] / frac["BERT-large"]
-    if abs(float(answer) - 1 / want) < 1e-6:
+    ratio = _number(answer)
+    if abs(ratio - 1 / want) < 1e-6:
         raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
-    expect(abs(float(answer) - want) < 1e-6, f"the ratio should be {want:.8f} to 1e-6, unrounded (compute both "
+    expect(abs(ratio - want) < 1e-6, f"the ratio should be {want:.8f} to 1e-6, unrounded (compute both "
            f"fractions with bitfit.bitfit_params and counting.total_params); you gave {answer}")
     passed("06.5 BitFit and size", f"BERT-base trains {want:.2f}× BERT-large's share: biases grow like L·d, "
            "weights like L·d², so a wider model trains a smaller share (the embedding tables, which "
