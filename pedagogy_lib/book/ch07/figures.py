@@ -18,7 +18,7 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            differences, load, ordered, paging_scenario)
 from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
-from pedagogy_lib.book.figures import mean_interval, paired_dot, register
+from pedagogy_lib.book.figures import mean_interval, paired_dot, register, stacked_bars
 
 
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
@@ -140,13 +140,10 @@ def memory_minilm(mem: dict | None = None) -> Figure:
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
     labels = {"full": "full FT (fp32)", "lora": "LoRA (fp32 base)", "qlora": "QLoRA (NF4+DQ base)"}
-    for i, m in enumerate(mem):
-        left = 0.0
-        for j, part in enumerate(STEP_PARTS):
-            v = mem[m][part] / 1e6
-            ax.barh(i, v, left=left, color=f"C{j}", label=part if i == 0 else None)
-            left += v
-        ax.text(left + 3, i, f"{left:.0f} MB", va="center", fontsize=8)
+    layers = [(part, [mem[m][part] / 1e6 for m in mem], f"C{j}") for j, part in enumerate(STEP_PARTS)]
+    totals = stacked_bars(ax, np.arange(len(mem)), layers, horizontal=True)
+    for i, total in enumerate(totals):
+        ax.text(total + 3, i, f"{total:.0f} MB", va="center", fontsize=8)
     ax.set_xlim(0, 1.15 * max(sum(v[p] for p in STEP_PARTS) for v in mem.values()) / 1e6)
     ax.set_yticks(range(len(mem)), [labels.get(m, m) for m in mem])
     ax.invert_yaxis()
@@ -168,12 +165,9 @@ def memory_llama(table: dict | None = None) -> Figure:
     left, right = fig.subplots(1, 2)
     names = list(table)
     xs = np.arange(len(names))
-    bottom = np.zeros(len(names))
-    for j, part in enumerate(MEMORY_PARTS):
-        v = np.array([table[n][part] for n in names])
-        if v.any():
-            left.bar(xs, v, bottom=bottom, color=f"C{j}", label=part)
-            bottom += v
+    gb = {part: np.array([table[n][part] for n in names]) for part in MEMORY_PARTS}
+    # a part no model has (all zero) gets no layer and no legend entry; the colours stay the parts'
+    stacked_bars(left, xs, [(part, v, f"C{j}") for j, (part, v) in enumerate(gb.items()) if v.any()])
     left.axhline(48, color="k", ls="--", lw=1, label="48 GB GPU")
     left.set_xticks(xs, names, fontsize=8)
     left.set_ylabel("GB")

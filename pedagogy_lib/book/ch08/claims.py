@@ -12,7 +12,7 @@ from pedagogy_lib import results as R
 from pedagogy_lib import stats
 from pedagogy_lib.book import sentences as S
 from pedagogy_lib.book.ch08 import table
-from pedagogy_lib.book.rules import NOT_HERE, Claims, band_verdict, ci_text
+from pedagogy_lib.book.rules import NOT_HERE, Claims, band_verdict, ci_text, graded, within_verdict
 
 
 def latency_noise(res: dict) -> float:
@@ -48,7 +48,7 @@ def _lora_ties(res):
     if (skip := _unjudged(res, "lora_qv", "full")):
         return skip
     d = _paired(res, "lora_qv", "full")
-    verdict = "holds" if -0.1 <= d["lo"] and d["hi"] <= 0.1 else ("approximately" if d["tie"] else "wrong")
+    verdict = within_verdict(d, 0.1)
     return verdict, (f"{_model(res)}/VADER: LoRA − full FT = {d['mean']:+.2f} points, 95 % CI [{d['lo']:+.2f}, "
                      f"{d['hi']:+.2f}], paired over {d['n']} seeds: {stats.order(d, 'LoRA', 'full FT')} "
                      "(rule: the whole interval within ±0.1 → holds, a tie → approximately, else wrong)")
@@ -113,7 +113,7 @@ def _bitfit_baseline(res):
     # the probe → wrong (the old rule, "within 3 points of full FT", the probe nearly passed)
     up, head = _paired(res, "bitfit", "probe"), _paired(res, "full", "probe")
     share = up["mean"] / head["mean"] if head["mean"] > 0 else float("nan")
-    verdict = "wrong" if up["lo"] <= 0 else ("holds" if share >= 0.5 else "approximately")
+    verdict = graded(up["lo"] > 0 and share >= 0.5, up["lo"] > 0)
     return verdict, (ci_text(up, "BitFit", "probe") + f"; it closes {100 * share:.0f}% of the probe → full FT gap "
                      f"({head['mean']:+.1f} points) with {res['methods']['bitfit']['pct']:.3f}% of the parameters "
                      "(rule: above the probe and ≥ 50% of the gap → holds, above the probe → approximately, else wrong)")
@@ -124,8 +124,7 @@ def _bitfit_baseline(res):
 def _merged_latency(res):
     lat, noise = res["methods"]["lora_qv"]["latency_ratio"], latency_noise(res)
     lat_args = inspect.signature(compare.runner.measure_latency).parameters
-    return ("holds" if lat - 1 <= max(0.05, noise) else ("approximately" if lat - 1 <= max(0.15, 3 * noise)
-                                                         else "wrong"),
+    return (graded(lat - 1 <= max(0.05, noise), lat - 1 <= max(0.15, 3 * noise)),
             f"merged LoRA forward / plain forward = {lat:.3f}, noise floor ±{noise:.3f} (the plain model timed twice; "
             f"batch {lat_args['batch'].default} × {lat_args['seq_len'].default} tokens, {res['threads']} thread(s), "
             f"torch {res['versions']['torch']})")
