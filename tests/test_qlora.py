@@ -538,6 +538,10 @@ def test_verdict_rules_reach_every_branch():
     st = _study(3.85)
     assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.18})["ch07-dq-0.4bits"]["verdict"] == "approximately"
     assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.3})["ch07-dq-0.4bits"]["verdict"] == "wrong"
+    # sizes in a unit that shows them: the small model's 4 KB layer once printed as "0.00 MB"
+    txt = v(study=st)["ch07-no-fp16-base"]["our_value"]
+    assert f"largest {back['largest_bytes'] / 1e3:.3g} kB" in txt and " 0.0" not in txt
+    assert V7._size(2_359_296) == "2.36 MB" and V7._size(0) == "0 B" and V7._size(1.5e9) == "1.5 GB"
     rec = v(study=st, backward=back | {"max_alive": back["layers"]})["ch07-no-fp16-base"]
     assert rec["verdict"] == "wrong" and "one layer at a time" not in rec["our_value"]
     assert v(study=st, backward=back | {"max_alive": None})["ch07-no-fp16-base"]["verdict"] == "untestable-here"

@@ -220,6 +220,17 @@ def _grad_flow(c):
             f"(adapters are {back.get('adapter_dtype') or '?'} here on {back.get('device') or '?'}; the paper's are bf16)")
 
 
+BYTE_UNITS = {"": "B", "k": "kB", "M": "MB", "B": "GB", "T": "TB"}  # counting.human's suffixes, as bytes
+
+
+def _size(n_bytes: int) -> str:
+    """A byte count to 3 significant figures in decimal units (``counting.human``): 4.1 kB, 2.36 MB;
+    a fixed unit (MB) printed a 4 kB layer as 0.00 MB."""
+    text = C.human(n_bytes)
+    number = text.rstrip("kMBT")
+    return f"{number} {BYTE_UNITS[text[len(number):]]}"
+
+
 @CLAIMS.rule("ch07-no-fp16-base", "The frozen base never needs FP16 weights; only the small adapters do.",
              published="QLoRA dequantises the 4-bit storage type to the bf16 computation type for the forward "
                        "and backward matmuls",
@@ -236,8 +247,8 @@ def _no_fp16_base(c):
     return v, (f"stored in 4 bits, but every matmul dequantises its layer's weight to the compute dtype: "
                f"one training step ran {back['forward_gemm']} 4-bit matmuls forward and materialised "
                f"{back['dequantized']} full {back['dtype']} weights (largest "
-               f"{back['largest_bytes'] / 1e6:.2f} MB, {at_once}; all layers together would be "
-               f"{back['base_fp_bytes'] / 1e6:.1f} MB in fp32). Rule: holds if at most one decoded layer "
+               f"{_size(back['largest_bytes'])}, {at_once}; all layers together would be "
+               f"{_size(back['base_fp_bytes'])} in fp32). Rule: holds if at most one decoded layer "
                f"is alive at a time, wrong if all are, else approximately")
 
 
