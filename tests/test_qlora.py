@@ -628,6 +628,26 @@ def test_accuracy_figure_draws_ties_hollow():
     assert all((f == "white") == t for f, t in zip(faces, ties))
 
 
+def test_accuracy_figure_marks_an_unbracketed_pair_unjudged():
+    """Eq. 8.2: a pair with an arm whose rate sits at its grid's edge is drawn grey, open and square,
+    and says "no verdict"; the bracketed pairs keep their look (every stored arm is bracketed)."""
+    from pedagogy_lib.book.ch07 import figures as F7
+
+    acc = _sweep({"QLoRA FP4+DQ": -1.0, "probe fp32": -3.0}, jitter=0.002, unbracketed=("QLoRA FP4+DQ",))
+    right = F7.accuracy(acc).axes[1]
+    pairs = E7.differences(acc)
+    words = [t.get_text() for t in right.texts]
+    assert len(words) == len(pairs) and any(p["bracketed"] for p in pairs) and not all(p["bracketed"] for p in pairs)
+    for p, c, word in zip(pairs, right.containers, words):
+        dot = c.lines[0]
+        unjudged = (dot.get_marker() == "s", dot.get_color() == "0.6", word == F7.UNJUDGED)
+        assert all(unjudged) if not p["bracketed"] else not any(unjudged), (p["a"], p["b"], unjudged)
+        assert dot.get_markerfacecolor() == "white" or p["bracketed"] and not p["tie"]  # open: a tie or unjudged
+    assert any("no verdict" in t.get_text() for t in right.get_legend().get_texts())
+    bracketed = F7.accuracy(_sweep({"QLoRA FP4+DQ": -1.0}, jitter=0.002)).axes[1]
+    assert not any("no verdict" in t.get_text() for t in bracketed.get_legend().get_texts())
+
+
 # ----------------------------------------------------------------------------- exercises
 
 def test_exercise_checkers_accept_solutions_and_reject_mistakes(capsys):

@@ -98,6 +98,19 @@ def _arms_panel(ax, d: dict):
                   fontsize=8)
 
 
+UNJUDGED = "no verdict (rate at grid edge)"  # as chapters 02 and 05: a grey open square, and the words
+
+
+def _pair_dot(ax, p: dict, i: int):
+    """One pair at row ``i``, and the word beside it. Eq. 8.2: a pair with an arm whose rate sits at
+    its grid's edge (``p["bracketed"]`` false) is judged nothing: grey, open, square."""
+    if not p["bracketed"]:
+        paired_dot(ax, p, i, "0.6", hollow=True, fmt="s", ms=6)
+        return UNJUDGED
+    paired_dot(ax, p, i, "0.45" if p["tie"] else "C3", ms=6)
+    return "tie" if p["tie"] else ("a > b" if p["mean"] > 0 else "a < b")
+
+
 def _pairs_panel(ax, d: dict):
     from pedagogy_lib.book.ch07.claims import MATCH_TOL
 
@@ -105,10 +118,11 @@ def _pairs_panel(ax, d: dict):
     ax.axvspan(-MATCH_TOL, MATCH_TOL, color="C2", alpha=0.12, label=f"±{MATCH_TOL} point: the claim's 'matches'")
     ax.axvline(0, color="k", lw=0.8)
     for i, p in enumerate(diffs):
-        paired_dot(ax, p, i, "0.45" if p["tie"] else "C3", ms=6)
-        word = "tie" if p["tie"] else ("a > b" if p["mean"] > 0 else "a < b")
+        word = _pair_dot(ax, p, i)
         ax.annotate(word, (1, i), xycoords=("axes fraction", "data"), xytext=(-3, -9), textcoords="offset points",
                     ha="right", fontsize=7, color="0.3")
+    if not all(p["bracketed"] for p in diffs):  # the key appears only when some pair is unjudged
+        ax.plot([], [], "s", color="0.6", mfc="white", label="grey square: a rate at its grid's edge, no verdict")
     ax.set_yticks(range(len(diffs)), [f"{p['a']}\n− {p['b']}" for p in diffs], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("paired difference a − b (points), 95 % t-interval\nhollow grey: interval contains 0 (a tie)",
@@ -119,7 +133,8 @@ def _pairs_panel(ax, d: dict):
 @register("07_accuracy")
 def accuracy(d: dict | None = None) -> Figure:
     """Stored results only: each arm's seeds with the 95 % interval of its mean, and the
-    chapter's paired differences (``experiment.PAIRS``), ties drawn hollow."""
+    chapter's paired differences (``experiment.PAIRS``), ties drawn hollow, a pair with an
+    unbracketed arm as a grey open square that says it has no verdict."""
     d = load("ch07_accuracy") if d is None else d
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
