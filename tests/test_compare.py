@@ -174,8 +174,8 @@ def test_ch08_claim_rules_use_paired_intervals_and_flip(monkeypatch):
     assert verdict(fake)["ch08-lora-ties-full-ft"] == "holds"
     at("lora_qv", -0.02)                                     # 2 points, SE ≈ 0.16: a real gap
     assert verdict(fake)["ch08-lora-ties-full-ft"] == "wrong"
-    at("prefix", -0.02 - 0.005)                              # half a point below LoRA: a small drop
-    assert verdict(fake)["ch08-prefix-small-drop"] == "holds"
+    at("prefix", -0.02 - 0.005)                              # half a point below LoRA: a small drop, but
+    assert verdict(fake)["ch08-prefix-small-drop"] == "approximately"  # a generation claim never holds from VADER
     at("prefix", -0.02 - 0.04)                               # 4 points below LoRA: not small
     assert verdict(fake)["ch08-prefix-small-drop"] == "wrong"
     at("probe", -0.04)

@@ -89,6 +89,50 @@ def test_07_4_halving_the_samples_in_place_is_caught():
         ch07.check_lloyd_max(halves_in_place)
 
 
+def test_07_4_a_correct_in_place_lloyd_max_passes_and_halving_is_noted():
+    # book.exercises' contract: attempt hands over a copy, so sorting the samples in place is fine
+    def sorts_in_place(s, levels=16):
+        s.sort()
+        return Q.lloyd_max(s, levels)
+
+    ch07.check_lloyd_max(sorts_in_place)
+
+    def halves_in_place(s, levels=16):
+        s /= 2
+        return Q.lloyd_max(s, levels)
+
+    with pytest.raises(NotYet, match="changed its input argument 1 in place"):
+        ch07.check_lloyd_max(halves_in_place)
+
+
+def _dead_mutation_checks(fn) -> list[str]:
+    """``given = x.copy()`` handed to ``attempt`` and then compared with ``x`` by np.array_equal:
+    attempt hands the student a copy of ``given``, so that comparison can never see a change."""
+    import ast
+
+    copies = {a.targets[0].id: ast.unparse(a.value.func.value) for a in ast.walk(fn)
+              if isinstance(a, ast.Assign) and isinstance(a.targets[0], ast.Name) and isinstance(a.value, ast.Call)
+              and ast.unparse(a.value.func).endswith(".copy")}
+    handed, compared = set(), []
+    for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
+        name, args = ast.unparse(call.func), [ast.unparse(a) for a in call.args]
+        if name == "attempt":
+            handed |= set(args)
+        elif name.endswith("array_equal"):
+            compared.append(set(args))
+    return sorted(c for c, x in copies.items() if c in handed and {c, x} in compared)
+
+
+def test_07_no_checker_compares_the_copy_it_handed_over():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(ch07))
+    checkers = [f for f in tree.body if isinstance(f, ast.FunctionDef) and f.name.startswith("check_")]
+    assert len(checkers) == 6
+    assert {f.name: _dead_mutation_checks(f) for f in checkers if _dead_mutation_checks(f)} == {}
+
+
 # ----------------------------------------------------------------------------- 07.5, 07.6
 def test_07_5_blockwise_nf4_checked_against_bitsandbytes():
     pytest.importorskip("bitsandbytes")
@@ -111,6 +155,13 @@ def test_07_5_blockwise_nf4_checked_against_bitsandbytes():
     for wrong in (ties_up, low_nibble_first):
         with pytest.raises(NotYet):
             ch07.check_nf4_blockwise(wrong, lambda p, a, n, bs: Q.dequantize_nf4_plain(p, a, (n,), bs))
+
+    def zeroes_its_input(w, bs):  # right bytes, then w overwritten: the checker's w is a different array
+        out = Q.quantize_nf4_plain(w, bs)
+        w[:] = 0
+        return out
+
+    ch07.check_nf4_blockwise(zeroes_its_input, lambda p, a, n, bs: Q.dequantize_nf4_plain(p, a, (n,), bs))
 
 
 def test_07_6_equal_bytes_is_the_answer():

@@ -538,6 +538,10 @@ def test_verdict_rules_reach_every_branch():
     st = _study(3.85)
     assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.18})["ch07-dq-0.4bits"]["verdict"] == "approximately"
     assert v(study=st, bits=base["bits"] | {"nf4_dq": 4.3})["ch07-dq-0.4bits"]["verdict"] == "wrong"
+    # sizes in a unit that shows them: the small model's 4 KB layer once printed as "0.00 MB"
+    txt = v(study=st)["ch07-no-fp16-base"]["our_value"]
+    assert f"largest {back['largest_bytes'] / 1e3:.3g} kB" in txt and " 0.0" not in txt
+    assert V7._size(2_359_296) == "2.36 MB" and V7._size(0) == "0 B" and V7._size(1.5e9) == "1.5 GB"
     rec = v(study=st, backward=back | {"max_alive": back["layers"]})["ch07-no-fp16-base"]
     assert rec["verdict"] == "wrong" and "one layer at a time" not in rec["our_value"]
     assert v(study=st, backward=back | {"max_alive": None})["ch07-no-fp16-base"]["verdict"] == "untestable-here"
@@ -622,6 +626,26 @@ def test_accuracy_figure_draws_ties_hollow():
     ties = [p["tie"] for p in E7.differences(acc)]
     assert len(faces) == len(ties) == len(E7.PAIRS) and any(ties) and not all(ties)
     assert all((f == "white") == t for f, t in zip(faces, ties))
+
+
+def test_accuracy_figure_marks_an_unbracketed_pair_unjudged():
+    """Eq. 8.2: a pair with an arm whose rate sits at its grid's edge is drawn grey, open and square,
+    and says "no verdict"; the bracketed pairs keep their look (every stored arm is bracketed)."""
+    from pedagogy_lib.book.ch07 import figures as F7
+
+    acc = _sweep({"QLoRA FP4+DQ": -1.0, "probe fp32": -3.0}, jitter=0.002, unbracketed=("QLoRA FP4+DQ",))
+    right = F7.accuracy(acc).axes[1]
+    pairs = E7.differences(acc)
+    words = [t.get_text() for t in right.texts]
+    assert len(words) == len(pairs) and any(p["bracketed"] for p in pairs) and not all(p["bracketed"] for p in pairs)
+    for p, c, word in zip(pairs, right.containers, words):
+        dot = c.lines[0]
+        unjudged = (dot.get_marker() == "s", dot.get_color() == "0.6", word == F7.UNJUDGED)
+        assert all(unjudged) if not p["bracketed"] else not any(unjudged), (p["a"], p["b"], unjudged)
+        assert dot.get_markerfacecolor() == "white" or p["bracketed"] and not p["tie"]  # open: a tie or unjudged
+    assert any("no verdict" in t.get_text() for t in right.get_legend().get_texts())
+    bracketed = F7.accuracy(_sweep({"QLoRA FP4+DQ": -1.0}, jitter=0.002)).axes[1]
+    assert not any("no verdict" in t.get_text() for t in bracketed.get_legend().get_texts())
 
 
 # ----------------------------------------------------------------------------- exercises

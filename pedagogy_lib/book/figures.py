@@ -26,7 +26,7 @@ from collections.abc import Callable
 import matplotlib
 from matplotlib.figure import Figure
 
-__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save", "mean_interval", "paired_dot"]
+__all__ = ["FIGURES_DIR", "REGISTRY", "register", "save", "mean_interval", "paired_dot", "stacked_bars"]
 
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 if not (_REPO_ROOT / "pyproject.toml").is_file():  # installed without the book: use ./figures
@@ -103,3 +103,20 @@ def paired_dot(ax, d: dict, at, colour, *, vertical: bool = False, hollow: bool 
     if vertical:
         return ax.errorbar([at], [mean], yerr=err, fmt=fmt, capsize=3, color=colour, mfc=face, **style)
     return ax.errorbar(mean, at, xerr=err, fmt=fmt, capsize=3, color=colour, mfc=face, **style)
+
+
+def stacked_bars(ax, at, layers, *, horizontal: bool = False, **style):
+    """Bars at positions ``at``, stacked from 0 in the order of ``layers`` (label, heights, colour):
+    each layer starts where the ones before it end. Returns the tops (the stacks' totals);
+    ``style`` goes on to ``bar`` (``barh`` if ``horizontal``)."""
+    import numpy as np
+
+    top = np.zeros(len(at))
+    for label, heights, colour in layers:
+        heights = np.asarray(heights, dtype=np.float64)
+        if horizontal:
+            ax.barh(at, heights, left=top, color=colour, label=label, **style)
+        else:
+            ax.bar(at, heights, bottom=top, color=colour, label=label, **style)
+        top = top + heights
+    return top

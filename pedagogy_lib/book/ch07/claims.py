@@ -71,8 +71,7 @@ def _nf4_optimal(c):
     p_norm = Q.normal_code_probabilities(c.codebook, float(ndtri(0.9677083)))
     p_norm = p_norm[p_norm > 0]
     h_norm = float(-(p_norm * np.log2(p_norm)).sum())
-    v = "holds" if h >= n.h_q - 0.01 else (
-        "approximately" if h >= H_EQUAL or mse_gap <= MSE_NEAR or h_norm >= H_NORMAL else "wrong")
+    v = rules.graded(h >= n.h_q - 0.01, h >= H_EQUAL or mse_gap <= MSE_NEAR or h_norm >= H_NORMAL)
     mse_txt = ("It is not MSE-optimal either" if mse_gap > MSE_NEAR else "In error it is near the MSE optimum")
     return v, (
         f"'optimal' here means quantile quantisation: every code equally likely, i.e. 4 bits of "
@@ -99,7 +98,7 @@ def _dq(c):
     bits = c.bits
     saved = bits["nf4"] - bits["nf4_dq"]
     # "~0.4": rounds to 0.4 at the claim's one digit → holds; within 25% → approximately
-    return ("holds" if abs(saved - 0.4) < 0.05 else ("approximately" if abs(saved - 0.4) <= 0.1 else "wrong"),
+    return (rules.graded(abs(saved - 0.4) < 0.05, abs(saved - 0.4) <= 0.1),
             f"derived 32/64 − (8/64 + 32/(64·256)) = {derived:.3f} bits; measured on MiniLM's "
             f"{bits['matrices']} matrices ({bits['n']:,} weights): {bits['nf4']:.3f} → {bits['nf4_dq']:.3f} "
             f"bits/param, {saved:.3f} saved; on LLaMA-65B {derived * C.total_params(C.LLAMA_65B) / 8 / 1e9:.2f} GB "
@@ -221,6 +220,17 @@ def _grad_flow(c):
             f"(adapters are {back.get('adapter_dtype') or '?'} here on {back.get('device') or '?'}; the paper's are bf16)")
 
 
+BYTE_UNITS = {"": "B", "k": "kB", "M": "MB", "B": "GB", "T": "TB"}  # counting.human's suffixes, as bytes
+
+
+def _size(n_bytes: int) -> str:
+    """A byte count to 3 significant figures in decimal units (``counting.human``): 4.1 kB, 2.36 MB;
+    a fixed unit (MB) printed a 4 kB layer as 0.00 MB."""
+    text = C.human(n_bytes)
+    number = text.rstrip("kMBT")
+    return f"{number} {BYTE_UNITS[text[len(number):]]}"
+
+
 @CLAIMS.rule("ch07-no-fp16-base", "The frozen base never needs FP16 weights; only the small adapters do.",
              published="QLoRA dequantises the 4-bit storage type to the bf16 computation type for the forward "
                        "and backward matmuls",
@@ -232,13 +242,13 @@ def _no_fp16_base(c):
     if alive is None:
         v, at_once = "untestable-here", "how many were alive at once was not measured"
     else:
-        v = "holds" if alive <= 1 else "wrong" if alive >= back["layers"] else "approximately"
+        v = rules.graded(alive <= 1, alive < back["layers"])
         at_once = "one layer at a time" if alive <= 1 else f"up to {alive} of {back['layers']} layers decoded at once"
     return v, (f"stored in 4 bits, but every matmul dequantises its layer's weight to the compute dtype: "
                f"one training step ran {back['forward_gemm']} 4-bit matmuls forward and materialised "
                f"{back['dequantized']} full {back['dtype']} weights (largest "
-               f"{back['largest_bytes'] / 1e6:.2f} MB, {at_once}; all layers together would be "
-               f"{back['base_fp_bytes'] / 1e6:.1f} MB in fp32). Rule: holds if at most one decoded layer "
+               f"{_size(back['largest_bytes'])}, {at_once}; all layers together would be "
+               f"{_size(back['base_fp_bytes'])} in fp32). Rule: holds if at most one decoded layer "
                f"is alive at a time, wrong if all are, else approximately")
 
 

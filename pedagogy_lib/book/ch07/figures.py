@@ -18,7 +18,7 @@ from pedagogy_lib import quant as Q
 from pedagogy_lib.book.ch07.experiment import (GB, MEMORY_OUT, error_study, fixed_codes, gaussian_weights, llama_memory,
                                            differences, load, ordered, paging_scenario)
 from pedagogy_lib.book import diagrams  # noqa: F401  (registers the dataflow diagrams)
-from pedagogy_lib.book.figures import mean_interval, paired_dot, register
+from pedagogy_lib.book.figures import mean_interval, paired_dot, register, stacked_bars
 
 
 CODE_COLOURS = {"NF4": "C0", "FP4": "C1", "Int4": "C2", "Lloyd–Max (Gaussian)": "C3",
@@ -98,6 +98,19 @@ def _arms_panel(ax, d: dict):
                   fontsize=8)
 
 
+UNJUDGED = "no verdict (rate at grid edge)"  # as chapters 02 and 05: a grey open square, and the words
+
+
+def _pair_dot(ax, p: dict, i: int):
+    """One pair at row ``i``, and the word beside it. Eq. 8.2: a pair with an arm whose rate sits at
+    its grid's edge (``p["bracketed"]`` false) is judged nothing: grey, open, square."""
+    if not p["bracketed"]:
+        paired_dot(ax, p, i, "0.6", hollow=True, fmt="s", ms=6)
+        return UNJUDGED
+    paired_dot(ax, p, i, "0.45" if p["tie"] else "C3", ms=6)
+    return "tie" if p["tie"] else ("a > b" if p["mean"] > 0 else "a < b")
+
+
 def _pairs_panel(ax, d: dict):
     from pedagogy_lib.book.ch07.claims import MATCH_TOL
 
@@ -105,10 +118,11 @@ def _pairs_panel(ax, d: dict):
     ax.axvspan(-MATCH_TOL, MATCH_TOL, color="C2", alpha=0.12, label=f"±{MATCH_TOL} point: the claim's 'matches'")
     ax.axvline(0, color="k", lw=0.8)
     for i, p in enumerate(diffs):
-        paired_dot(ax, p, i, "0.45" if p["tie"] else "C3", ms=6)
-        word = "tie" if p["tie"] else ("a > b" if p["mean"] > 0 else "a < b")
+        word = _pair_dot(ax, p, i)
         ax.annotate(word, (1, i), xycoords=("axes fraction", "data"), xytext=(-3, -9), textcoords="offset points",
                     ha="right", fontsize=7, color="0.3")
+    if not all(p["bracketed"] for p in diffs):  # the key appears only when some pair is unjudged
+        ax.plot([], [], "s", color="0.6", mfc="white", label="grey square: a rate at its grid's edge, no verdict")
     ax.set_yticks(range(len(diffs)), [f"{p['a']}\n− {p['b']}" for p in diffs], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("paired difference a − b (points), 95 % t-interval\nhollow grey: interval contains 0 (a tie)",
@@ -119,7 +133,8 @@ def _pairs_panel(ax, d: dict):
 @register("07_accuracy")
 def accuracy(d: dict | None = None) -> Figure:
     """Stored results only: each arm's seeds with the 95 % interval of its mean, and the
-    chapter's paired differences (``experiment.PAIRS``), ties drawn hollow."""
+    chapter's paired differences (``experiment.PAIRS``), ties drawn hollow, a pair with an
+    unbracketed arm as a grey open square that says it has no verdict."""
     d = load("ch07_accuracy") if d is None else d
     fig = Figure(figsize=(11, 4.4), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -140,13 +155,10 @@ def memory_minilm(mem: dict | None = None) -> Figure:
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
     labels = {"full": "full FT (fp32)", "lora": "LoRA (fp32 base)", "qlora": "QLoRA (NF4+DQ base)"}
-    for i, m in enumerate(mem):
-        left = 0.0
-        for j, part in enumerate(STEP_PARTS):
-            v = mem[m][part] / 1e6
-            ax.barh(i, v, left=left, color=f"C{j}", label=part if i == 0 else None)
-            left += v
-        ax.text(left + 3, i, f"{left:.0f} MB", va="center", fontsize=8)
+    layers = [(part, [mem[m][part] / 1e6 for m in mem], f"C{j}") for j, part in enumerate(STEP_PARTS)]
+    totals = stacked_bars(ax, np.arange(len(mem)), layers, horizontal=True)
+    for i, total in enumerate(totals):
+        ax.text(total + 3, i, f"{total:.0f} MB", va="center", fontsize=8)
     ax.set_xlim(0, 1.15 * max(sum(v[p] for p in STEP_PARTS) for v in mem.values()) / 1e6)
     ax.set_yticks(range(len(mem)), [labels.get(m, m) for m in mem])
     ax.invert_yaxis()
@@ -168,12 +180,9 @@ def memory_llama(table: dict | None = None) -> Figure:
     left, right = fig.subplots(1, 2)
     names = list(table)
     xs = np.arange(len(names))
-    bottom = np.zeros(len(names))
-    for j, part in enumerate(MEMORY_PARTS):
-        v = np.array([table[n][part] for n in names])
-        if v.any():
-            left.bar(xs, v, bottom=bottom, color=f"C{j}", label=part)
-            bottom += v
+    gb = {part: np.array([table[n][part] for n in names]) for part in MEMORY_PARTS}
+    # a part no model has (all zero) gets no layer and no legend entry; the colours stay the parts'
+    stacked_bars(left, xs, [(part, v, f"C{j}") for j, (part, v) in enumerate(gb.items()) if v.any()])
     left.axhline(48, color="k", ls="--", lw=1, label="48 GB GPU")
     left.set_xticks(xs, names, fontsize=8)
     left.set_ylabel("GB")
