@@ -252,6 +252,15 @@ def unbracketed_text(edges: dict[str, str]) -> str:
     return "; ".join(f"{arm}: the validation-best rate is the {side[e]}" for arm, e in edges.items())
 
 
+def no_verdict_text(edges: dict[str, str], on: str = "") -> str:
+    """'no verdict on accuracy: <unbracketed_text(edges)>; as measured, ': how a record that judges
+    nothing on an unbracketed rate (the evidence protocol) opens before it reports the numbers;
+    '' when ``edges`` is empty. ``on``: what the verdict is withheld on ("on accuracy"), if not all."""
+    if not edges:
+        return ""
+    return f"no verdict{' ' + on if on else ''}: {unbracketed_text(edges)}; as measured, "
+
+
 @dataclass(frozen=True)
 class Claim:
     id: str

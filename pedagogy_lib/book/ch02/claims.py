@@ -30,8 +30,9 @@ from pedagogy_lib import stats
 from pedagogy_lib import lora
 from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.ch02 import studies as ST
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, graded, interval_verdict, match_verdict, table,
-                                     unbracketed, unbracketed_text, worst_verdict)  # table: re-exported
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, graded, interval_verdict, match_verdict,
+                                     no_verdict_text, table, unbracketed, unbracketed_text,
+                                     worst_verdict)  # table: re-exported
 
 
 # LoRA paper Table 2, RoBERTa-base rows . LoRA's RTE, MRPC and STS-B
@@ -122,10 +123,6 @@ def _untuned_text(untuned: dict, what: str) -> str:
     return f"no verdict on the order: {unbracketed_text(untuned)}; "
 
 
-def _no_verdict(edges: dict) -> str:
-    return f"no verdict: {unbracketed_text(edges)}; as measured, " if edges else ""
-
-
 def _at_rate(c) -> str:
     return f"every LoRA setting at q,v r=8's validation-best rate {c.s['best_lr']['lora']:g}"
 
@@ -178,7 +175,7 @@ def _alpha_over_r(c):
         f"with α/r (1/√({t.hi_r['r']}/{t.lo_r['r']}) = {inv_sqrt:.2f}, {t.lo_r['r']}/{t.hi_r['r']} = {inv_r:.3f}: "
         f"{closer}{', not flat' if not 0.5 <= t.ratio_r <= 2 else ', flat within 2×'}), {t.ratio_s:.2f}× with α/√r; "
         f"MiniLM q,v sweep (α=8, one lr): trained ‖s·BA‖ at "
-        f"r={rk[-1]} is {dn:.2f}× r={rk[0]}'s with α/r ({dn_s:.2f}× with α/√r); " + _no_verdict(edges)
+        f"r={rk[-1]} is {dn:.2f}× r={rk[0]}'s with α/r ({dn_s:.2f}× with α/√r); " + no_verdict_text(edges)
         + f"test accuracy of each rank − r=8 (paired over {d[rk[0]]['n']} seeds): every mean within ±1 point: "
         f"{all(abs(x['mean']) <= 1 for x in d.values())}, every 95 % interval within it: "
         f"{all(-1 <= x['lo'] and x['hi'] <= 1 for x in d.values())} (widest interval {wide:.1f} points); "
@@ -206,7 +203,7 @@ def _rslora(c):
     edges = _edges(c)
     verdict = "untestable-here" if edges else graded(better_fit and d["lo"] > 0, better_fit)
     return verdict, (f"toy at r={t.hi_s['r']}: loss falls to {toy_s:.3f} of its start with α/√r vs {toy_r:.3f} with α/r; "
-                     f"MiniLM r={rk[-1]} final train loss {loss_s:.3f} vs {loss_r:.3f}; " + _no_verdict(edges)
+                     f"MiniLM r={rk[-1]} final train loss {loss_s:.3f} vs {loss_r:.3f}; " + no_verdict_text(edges)
                      + f"test accuracy r={rk[-1]} − r=8: {_pts(_m(rs[rk[-1]]) - _m(rs['8']))} points (α/√r) vs "
                      f"{_pts(_m(ranks[rk[-1]]) - _m(ranks['8']))} (α/r); "
                      + ci_text(d, "the α/√r gain", "the α/r gain"))
@@ -289,7 +286,7 @@ def _placement_rule(c):
     P = p.P
     rates = (_at_rate(c) if all("lr" not in P[n] for n in P) else
              _own_rates(c, "placement", list(P)) + f", all linear r=8 at {s['same_rank']['all linear'].get('lr', s['best_lr']['lora']):g}")
-    return verdict, (_no_verdict(edges) + (_untuned_text(untuned, "the rivals") + "as measured, "
+    return verdict, (no_verdict_text(edges) + (_untuned_text(untuned, "the rivals") + "as measured, "
                                            if untuned and not contradicted else "")
                      + f"at {s['budget']:,} parameters (test acc., {len(P['q,v']['test_acc'])} seeds, "
                      f"{rates}): q,v {100 * p.qv:.1f}, q,k,v,o {100 * p.attn:.1f}, FFN only {100 * p.ffn:.1f}, "
@@ -317,7 +314,7 @@ def _qkvo(c):
     d = E.paired(qkvo, qv)
     verdict = ("untestable-here" if edges else interval_verdict(d["lo"], d["hi"], 0.0, 1.0) if not untuned else
                "wrong" if d["lo"] > 1 else "approximately" if d["lo"] > 0 else "untestable-here")
-    return verdict, (_no_verdict(edges) + (_untuned_text(untuned, "q,k,v,o") + "only a gain is read, as a lower bound; "
+    return verdict, (no_verdict_text(edges) + (_untuned_text(untuned, "q,k,v,o") + "only a gain is read, as a lower bound; "
                                            if untuned else "")
                      + (f"each at its own validation-best rate (q,k,v,o {qkvo['lr']:g}, q,v {qv['lr']:g}): "
                         if "lr" in qkvo and "lr" in qv else "")
@@ -345,7 +342,7 @@ def _lr(c):
     parts = [any(1e-4 <= x <= 5e-4 for x in near), 10 <= ratio <= 100]  # the range (near has the best); the ratio
     edges = _edges(c, ("lora", "full"))
     verdict = "untestable-here" if edges else graded(all(parts), any(parts))
-    return verdict, (_no_verdict(edges) + f"best on val: LoRA {best['lora']:g}, full FT {best['full']:g} (ratio {ratio:g}); "
+    return verdict, (no_verdict_text(edges) + f"best on val: LoRA {best['lora']:g}, full FT {best['full']:g} (ratio {ratio:g}); "
                      f"rates tying LoRA's best on val (paired over {len(rows[top]['val_acc'])} seeds): "
                      f"{', '.join(f'{x:g}' for x in near)}"
                      + (f"; the best inside 1e-4…5e-4 on val: {ci_text(d[in_best], top, in_best)}" if in_best else "")
@@ -368,7 +365,7 @@ def _rank_advice(c):
     untuned = unbracketed({f"r={k}": arm_grid(c.s, c.ranks[k]) for k in c.rk if k != "8"})
     verdict = ("untestable-here" if edges else "wrong" if beaten_by else
                "untestable-here" if untuned else "approximately")
-    return verdict, (_no_verdict(edges) + f"α/r sweep on q,v ({_at_rate(c)}"
+    return verdict, (no_verdict_text(edges) + f"α/r sweep on q,v ({_at_rate(c)}"
                      + (", not tuned per rank: a rank beating r=8 would count, none beating it does not" if untuned else "")
                      + "): "
                      + (f"r = {', '.join(beaten_by)} beat{'s' if len(beaten_by) == 1 else ''} r=8"
