@@ -592,10 +592,10 @@ def test_lr_ratio_of_one_decade_is_ten_up_to_rounding():
     ``10 <= ratio`` read it as below 10, and the verdict fell from holds to approximately)."""
     from pedagogy_lib.book.ch02 import claims as V
 
-    assert 3e-4 / 3e-5 < 10 and V._decades_apart(3e-4 / 3e-5) and V._decades_apart(3e-4 / 3e-6)
-    assert not V._decades_apart(9.99) and not V._decades_apart(100.01)
     rec = _ch02_verdicts(lr_lora=3e-4, lr_full=3e-5)["ch02-lr"]
     assert rec["verdict"] == "holds" and "(ratio 10)" in rec["our_value"]
+    assert 3e-4 / 3e-5 < 10 and V._decades_apart(3e-4 / 3e-5) and V._decades_apart(3e-4 / 3e-6)
+    assert not V._decades_apart(9.99) and not V._decades_apart(100.01)
 
 
 def test_an_unbracketed_rate_gets_no_accuracy_verdict():
