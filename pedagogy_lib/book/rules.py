@@ -23,8 +23,9 @@ verdict is ``not-reproduced-here``, never ``wrong``: our regime (a 22.7M encoder
 with a trainable head) differs from the claim's, so the opposite order does not refute it. A tie
 (the interval contains 0, its edge included: [−1, 0] is a tie) is never an order. ``wrong`` stays
 for what our setting measures directly (arithmetic, counts, a gap in the claimed direction but
-outside its stated band). Chapter 06 (``ch06-vs-lora``) and chapter 08 (``ch08-prefix-small-drop``)
-apply it; so does ``sentences.prefix_vs_full``.
+outside its stated band). Chapter 02 (``ch02-placement``, ``ch02-qkvo-marginal``, ``ch02-rank-advice``),
+chapter 06 (``ch06-vs-lora``) and chapter 08 (``ch08-prefix-small-drop``) apply it; so does
+``sentences.prefix_vs_full``.
 """
 from __future__ import annotations
 

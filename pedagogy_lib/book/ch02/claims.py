@@ -16,7 +16,7 @@ The placement and same-rank arms (stage C) each have their own grid around that 
 (``arm_grid``: their ``val_by_lr``); one whose chosen rate sits at its grid's edge carries no
 verdict. The rank arms (stage D) ran at q,v r=8's one rate, not tuned each (no grid): that rate
 favours r=8, so an order in r=8's favour is no evidence; only a rank resolved above r=8 even at
-r=8's rate counts (against the claim).
+r=8's rate counts: the opposite of GPT-3's order, so not-reproduced-here (``rules``).
 """
 from __future__ import annotations
 
