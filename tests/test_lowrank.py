@@ -557,6 +557,7 @@ def test_ch01_d90_interval_reads_ties_and_edges():
     ({}, "approximately", "adds new directions rather than rotating"),
     ({"turn": 12.0}, "holds", "turns W0's top directions by mixing in new ones"),
     ({"proj": 0.8}, "approximately", "reweights W0's existing top directions"),
+    ({"sim": 20.0}, "approximately", "reweights W0's existing top directions"),  # aligned is no rotation either
     ({"turn": 12.0, "sim": 20.0}, "holds", "within the directions W0 already emphasises"),
     ({"rel": 0.2}, "wrong", "not small"),
     ({"concentrated": False}, "wrong", "only 0/4 matrices"),
@@ -568,6 +569,17 @@ def test_ch01_small_slice_claim_rule(kw, verdict, phrase):
     assert rec["verdict"] == verdict and phrase in rec["our_value"]
     if {"turn", "sim", "proj"} & set(kw):  # turned or aligned: the sentence must not say otherwise
         assert "rather than rotating existing ones" not in rec["our_value"]
+
+
+@pytest.mark.parametrize("as_text", [str, lambda x: np.array(str(x)), lambda x: str(x).encode()])
+def test_ch01_effective_rank_checker_refuses_a_number_given_as_text(as_text):
+    """Text is never a number (``book.exercises``): the checker read "5.000000000000001" with float()."""
+    from pedagogy_lib.book.ch01 import exercises as ex
+    from pedagogy_lib.book.exercises import NotYet
+
+    with pytest.raises(NotYet, match="text"):
+        ex.check_effective_rank(lambda s: as_text(lr.effective_rank(s)))
+    ex.check_effective_rank(lambda s: np.array(lr.effective_rank(s)))  # a 0-d array is a number
 
 
 # ------------------------------------------- chapter 01's sweep on the runner (issues #12, #13)

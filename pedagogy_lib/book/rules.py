@@ -23,8 +23,9 @@ verdict is ``not-reproduced-here``, never ``wrong``: our regime (a 22.7M encoder
 with a trainable head) differs from the claim's, so the opposite order does not refute it. A tie
 (the interval contains 0, its edge included: [−1, 0] is a tie) is never an order. ``wrong`` stays
 for what our setting measures directly (arithmetic, counts, a gap in the claimed direction but
-outside its stated band). Chapter 06 (``ch06-vs-lora``) and chapter 08 (``ch08-prefix-small-drop``)
-apply it; so does ``sentences.prefix_vs_full``.
+outside its stated band). Chapter 02 (``ch02-placement``, ``ch02-qkvo-marginal``, ``ch02-rank-advice``),
+chapter 06 (``ch06-vs-lora``) and chapter 08 (``ch08-prefix-small-drop``) apply it; so does
+``sentences.prefix_vs_full``.
 """
 from __future__ import annotations
 
@@ -250,6 +251,15 @@ def unbracketed_text(edges: dict[str, str]) -> str:
     side = {"low": "lowest rate of its grid (extend the grid below it)",
             "high": "highest rate of its grid (extend the grid above it)", "no grid": "only rate tried"}
     return "; ".join(f"{arm}: the validation-best rate is the {side[e]}" for arm, e in edges.items())
+
+
+def no_verdict_text(edges: dict[str, str], on: str = "") -> str:
+    """'no verdict on accuracy: <unbracketed_text(edges)>; as measured, ': how a record that judges
+    nothing on an unbracketed rate (the evidence protocol) opens before it reports the numbers;
+    '' when ``edges`` is empty. ``on``: what the verdict is withheld on ("on accuracy"), if not all."""
+    if not edges:
+        return ""
+    return f"no verdict{' ' + on if on else ''}: {unbracketed_text(edges)}; as measured, "
 
 
 @dataclass(frozen=True)

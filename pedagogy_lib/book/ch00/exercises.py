@@ -6,7 +6,8 @@ names the likely mistake when the answer matches a known wrong formula."""
 from pedagogy_lib import counting as C
 from pedagogy_lib.bitfit import bitfit_params
 from pedagogy_lib.lora import lora_params
-from pedagogy_lib.book.exercises import NotYet, attempt, expect, expect_close, guard_checkers, passed, whole_number
+from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, guard_checkers, passed,
+                                         refuse_known_mistakes, whole_number)
 
 
 def _number(x, call: str) -> float:
@@ -39,9 +40,7 @@ def check_mixed_adam_gb(fn) -> None:
             n * 8 / 1e9: "8 bytes counts the Adam moments only",
             n * 14 / 1e9: "14 bytes: Adam keeps two fp32 moments (m and v), 8 bytes together",
         }
-        for value, hint in wrong.items():
-            if value != want and abs(float(got) - value) <= 1e-9 * max(abs(value), 1):
-                raise NotYet(f"mixed_adam_gb({n:,}) = {got:.6g}: {hint}")
+        refuse_known_mistakes(got, want, wrong, f"mixed_adam_gb({n:,})", rtol=1e-9, atol=1e-9)
         expect_close(got, want, f"mixed_adam_gb({n:,})", rtol=1e-9, atol=0)
     passed("00.1", f"a 7B model needs {C.finetune_memory_gb(_ADAM_SIZES[0], 'mixed-adam'):.0f} GB "
                    "before activations")
@@ -97,9 +96,7 @@ def check_bitfit_fraction(fn) -> None:
                 "LayerNorm gains γ are scales, not biases; count only β",
             (bitfit_params(shape) - d) / total: "the embedding LayerNorm has a β as well",
         }
-        for value, hint in wrong.items():
-            if abs(got - value) <= 1e-9 * max(abs(value), 1e-12):
-                raise NotYet(f"{call} = {got:.6g}: {hint}")
+        refuse_known_mistakes(got, want, wrong, call, rtol=1e-9)
         expect_close(got, want, call, rtol=1e-9, atol=0)
     passed("00.3", f"BERT-base trains {C.pct(bitfit_params(C.BERT_BASE) / C.total_params(C.BERT_BASE), 3)} "
                    "of its parameters under BitFit")

@@ -144,9 +144,10 @@ def _how(turned: bool, aligned: bool) -> str:
 
 
 # "adaptation just rotates a small slice": small = ‖ΔW‖ ≤ 5% of ‖W0‖ and ΔW more concentrated
-# than W0 in most matrices; a rotation of existing directions would turn W0's top directions
-# (median turn ≥ TURN_DEG) or put ΔW's top directions into W0's (overlap ≥ SIM_ALIGNED ×
-# random, or ≥ PROJ_ALIGNED of what W0's own top directions hold)
+# than W0 in most matrices; a rotation turns W0's top directions (median turn ≥ TURN_DEG). All
+# three → holds, small and concentrated only → approximately, else wrong. ΔW's top directions
+# inside W0's (overlap ≥ SIM_ALIGNED × random, or ≥ PROJ_ALIGNED of what W0's own top directions
+# hold) reweight W0's directions without turning them: reported (``_how``), not a rotation
 @CLAIMS.rule("ch01-small-slice",
              "The pretrained model already knows almost everything; adaptation just rotates a small slice.",
              published="qualitative; LoRA §7 finds ΔW amplifies directions W does not emphasise", source=SOURCE_LORA)

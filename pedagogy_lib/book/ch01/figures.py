@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from pedagogy_lib.book.ch01.experiment import (TYPES, by_type, d90_interval_text, intrinsic_summary, load_intrinsic,
                                                load_update, spectra_data)
-from pedagogy_lib.book.figures import mean_interval, register
+from pedagogy_lib.book.figures import mean_interval, paired_dot, register
 
 COLOURS = dict(zip(TYPES, ("C0", "C1", "C2", "C3", "C4", "C5")))
 
@@ -132,10 +132,8 @@ def intrinsic(res: dict | None = None) -> Figure:
     a.legend(fontsize=7, loc="lower right")
     for d in ds:
         p, ok = s["vs_bar"][d], s["bracketed"][d]
-        colour = "C3" if not ok else "C0"
-        b.errorbar([d], [100 * p["mean"]], [[100 * (p["mean"] - p["lo"])], [100 * (p["hi"] - p["mean"])]],
-                   fmt="x" if not ok else "o", color=colour, capsize=3, ms=6,
-                   mfc="white" if ok and p["tie"] else colour)
+        paired_dot(b, p, d, "C0" if ok else "C3", vertical=True, hollow=ok and p["tie"], scale=100,
+                   fmt="o" if ok else "x", ms=6)
     b.axhline(0, color="k", ls="--", lw=0.8)
     if s["d90_hi"] is not None:
         lo = s["d90_lo"] if s["d90_lo"] is not None else ds[0] / 2

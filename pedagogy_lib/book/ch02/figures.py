@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from pedagogy_lib.book.ch02 import experiment as E
 from pedagogy_lib.book.ch02 import studies as ST
 from pedagogy_lib.results import mean_sd
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import paired_dot, register
 
 # The LoRA paper's GPT-3 175B studies (Hu et al. 2021, Tables 5 and 6).
 PAPER_TABLE5 = {  # weights adapted: (r, WikiSQL, MNLI), all at 18M trainable parameters
@@ -88,9 +88,8 @@ def _differences(ax, s, names):
     ds = [E.paired(st, qv) for _, st in rows]
     for i, (d, (_, st)) in enumerate(zip(ds, rows)):
         bracketed = st.get("bracketed", True)
-        color = "0.6" if not bracketed else "C7" if d["tie"] else "C3"
-        ax.errorbar([i], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], capsize=3,
-                    fmt="o" if bracketed else "s", color=color, mfc="white" if d["tie"] or not bracketed else color)
+        colour = "0.6" if not bracketed else "C7" if d["tie"] else "C3"
+        paired_dot(ax, d, i, colour, vertical=True, hollow=d["tie"] or not bracketed, fmt="o" if bracketed else "s")
     ax.axhline(0, color="k", lw=0.8)
     ax.plot([], [], "o", color="C7", mfc="white", label="tie: the 95 % CI contains 0")
     ax.plot([], [], "o", color="C3", label="resolved: the 95 % CI excludes 0")
@@ -159,8 +158,7 @@ def rank(doc=None):
         for k in rs:  # rank − r=8, paired by seed, 95 % CI; open marker: a tie (the CI contains 0)
             d = E.paired(rows[k], rows["8"])
             x = int(k) * (0.93 if j == 0 else 1.07)  # the two scalings side by side
-            a.errorbar([x], [d["mean"]], yerr=[[d["mean"] - d["lo"]], [d["hi"] - d["mean"]]], fmt="o", capsize=3,
-                       color=f"C{j}", mfc="white" if d["tie"] else f"C{j}")
+            paired_dot(a, d, x, f"C{j}", vertical=True)
         a.plot([], [], "s", color=f"C{j}", label=LABELS[name])  # the colour key, apart from tie/resolved
     a.axhline(0, color="k", lw=0.8)
     n = len(s["alpha_over_r"]["8"]["test_acc"])

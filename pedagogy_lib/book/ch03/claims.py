@@ -13,7 +13,7 @@ from pedagogy_lib import stats
 from pedagogy_lib import counting as C
 from pedagogy_lib.book.ch03.experiment import LORA, by_seed, edges, identity_deviation, load_results, versus
 from pedagogy_lib.book import sentences as S
-from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, paired_points, table, unbracketed_text,
+from pedagogy_lib.book.rules import (Claims, band_verdict, ci_text, graded, no_verdict_text, paired_points, table,
                                      worst_verdict)
 
 SOURCE_T1 = "LoRA paper Table 1 (GPT-2 medium, batch 1, 128 tokens; secondary copy)"
@@ -85,7 +85,7 @@ def _storage(c):
     one = per_layer["pfeiffer"]  # one adapter: 2md + m + d
     rel, rel_h = one / (2 * m * d), per_layer["houlsby"] / (2 * m * d)
     # per adapter: within 5% of 2md holds, within 25% ("~") approximately
-    verdict = "holds" if abs(rel - 1) <= 0.05 else ("approximately" if abs(rel - 1) <= 0.25 else "wrong")
+    verdict = graded(abs(rel - 1) <= 0.05, abs(rel - 1) <= 0.25)
     return verdict, (f"one adapter: 2md + m + d = {one:,} at d={d}, m={m}, {rel:.4f}× 2md; per layer Pfeiffer "
                      f"{per_layer['pfeiffer'] / one:.0f}, parallel {per_layer['parallel'] / one:.0f}, Houlsby "
                      f"{per_layer['houlsby'] / one:.0f} adapter(s): Houlsby {per_layer['houlsby']:,} = {rel_h:.2f}× 2md"
@@ -130,7 +130,7 @@ def _pfeiffer_half(c):
     edge = {n: e for n, e in edges(acc).items() if n in {f"{a} m={k}" for k in pairs for a in ("Houlsby", "Pfeiffer")}}
     verdict = "wrong" if ratio != 0.5 else ("untestable-here" if edge else worst)
     return verdict, (f"parameters exactly {ratio:g}× Houlsby's at the same m; "
-                     + (f"no verdict on accuracy: {unbracketed_text(edge)}; as measured, " if edge else "VADER: ")
+                     + (no_verdict_text(edge, "on accuracy") or "VADER: ")
                      + "; ".join(ci_text(d, f"Houlsby m={k}", "Pfeiffer") for k, d in diffs.items())
                      + " (rule: Houlsby − Pfeiffer ≤ 1 point: whole interval → holds, mean only → approximately)")
 

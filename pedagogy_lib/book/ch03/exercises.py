@@ -7,7 +7,7 @@ import numpy as np
 
 from pedagogy_lib import adapters as A
 from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
-                                         passed, whole_number)
+                                         passed, refuse_known_mistakes, whole_number)
 
 
 # ------------------------------------------------------------------ 03.1 counting
@@ -29,9 +29,7 @@ def check_adapter_params(fn) -> None:
             k * (2 * m * d + m + d): "that is one block; multiply by the number of layers",
             layers * k * (m * d + m + d): "W_down (m×d) and W_up (d×m) are two matrices: 2md weights",
         }
-        for value, hint in hints.items():
-            if got == value != want:
-                raise NotYet(f"{call} = {got:,}: {hint}")
+        refuse_known_mistakes(got, want, hints, call)
         expect(got == want, f"{call} = {got:,}, expected {want:,}")
     passed("03.1", "Houlsby m=64 on BERT-base trains "
                    f"{A.adapter_params(768, 64, 'houlsby', 12):,} parameters")

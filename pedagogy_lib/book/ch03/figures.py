@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from pedagogy_lib.book.ch03.experiment import LORA, by_seed, edges, load, params_data, versus
-from pedagogy_lib.book.figures import mean_interval, register
+from pedagogy_lib.book.figures import mean_interval, paired_dot, register
 
 ORDER = ("houlsby", "pfeiffer", "parallel", "LoRA unmerged", "LoRA merged")  # latency variants, as shown
 COLOURS = {"none": "C7", "houlsby": "C0", "pfeiffer": "C1", "parallel": "C2",
@@ -89,9 +89,7 @@ def accuracy(d: dict | None = None) -> Figure:
     for y, name in enumerate(others):
         v = versus(d, name)
         colour = "0.6" if name in skip else COLOURS.get(res[name]["kind"], "C5")
-        right.errorbar(v["mean"], y, xerr=[[v["mean"] - v["lo"]], [v["hi"] - v["mean"]]], capsize=3, ls="none",
-                       marker=markers.get(res[name]["size"], "v"), ms=7, color=colour,
-                       mfc="white" if v["tie"] else colour)
+        paired_dot(right, v, y, colour, fmt=markers.get(res[name]["size"], "v"), ms=7)
     right.axvline(0, color="k", lw=0.8)
     right.set_yticks(range(len(others)), [f"{n} ({res[n]['trainable'] / res[LORA]['trainable']:.1f}×)"
                                           + ("\nunbracketed" if n in skip else "") for n in others], fontsize=8)
