@@ -19,7 +19,7 @@ import numpy as np
 
 from pedagogy_lib.book import ch10, sentences
 from pedagogy_lib.book.evidence.ch10 import guide_row  # re-exported: chapter 08's decoder row
-from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, table, within_verdict  # table: re-exported
+from pedagogy_lib.book.rules import MIN_SEEDS, Claims, few_seeds, graded, table, within_verdict  # table: re-exported
 
 CLAIMS = Claims("10")
 QLORA = "Dettmers et al. 2023 (QLoRA), arXiv:2305.14314"
@@ -70,7 +70,7 @@ def _dq(c):
     gaps = {n: np.exp(r["nf4+dq"]) - np.exp(r["nf4"]) for n, r in c.st["dtypes"].items()}
     rel = max(abs(g) / np.exp(c.st["dtypes"][n]["nf4"]) for n, g in gaps.items())
     # one evaluation per model, no interval: at most approximately (rules.few_seeds with n = 1)
-    verdict = few_seeds("holds" if rel < 0.005 else "approximately" if rel < 0.02 else "wrong", 1)
+    verdict = few_seeds(graded(rel < 0.005, rel < 0.02), 1)
     return verdict, ("; ".join(f"{n}: NF4+DQ − NF4 = {g:+.3f} perplexity" for n, g in gaps.items())
                      + " (one evaluation each, no interval; rule: within 0.5 % of NF4's perplexity → holds, at most "
                        "approximately from one evaluation; within 2 % → approximately; else wrong)")
@@ -80,7 +80,7 @@ def _dq(c):
              "all linear layers are required to match full fine-tuning", QLORA + ", §4 and Figure 2")
 def _placement(c):
     d = ch10.placement_gain(c.st)
-    verdict = few_seeds("holds" if not d["tie"] and d["mean"] > 0 else NOT_HERE, d["n"])
+    verdict = few_seeds(graded(not d["tie"] and d["mean"] > 0, otherwise=NOT_HERE), d["n"])
     return verdict, ("all-linear minus q,v (loss reduction): " + _diff_text(d, "nats/token") + f" (rule: all-linear "
                      f"resolved better → holds, {THIN}; else {NOT_HERE})")
 
@@ -92,7 +92,7 @@ def _rank(c):
     hi = [v for r, v in curve.items() if r >= 8]
     spread = max(hi) - min(hi)
     n = len({r["seed"] for r in c.st["rank"]})   # seeds per rank: no noise estimate from one
-    verdict = few_seeds("holds" if spread < 0.03 else "approximately" if spread < 0.1 else NOT_HERE, n)
+    verdict = few_seeds(graded(spread < 0.03, spread < 0.1, NOT_HERE), n)
     return verdict, (f"test loss over r ∈ {{8…64}} spans {spread:.3f} nats/token; r = 1: {curve[min(curve)]:.3f} "
                      f"({n} seed{'s' if n > 1 else ''}, no interval; rule: spread < 0.03 → holds, at most "
                      f"approximately on fewer than {MIN_SEEDS} seeds; < 0.1 → approximately; else {NOT_HERE})")

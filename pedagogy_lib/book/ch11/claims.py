@@ -6,7 +6,7 @@ value computed here and a verdict (claims as data, ``book.rules.Claims``).
 from __future__ import annotations
 
 from pedagogy_lib import scaling as S
-from pedagogy_lib.book.rules import Claims, table  # table: the shared renderer, re-exported
+from pedagogy_lib.book.rules import Claims, graded, table  # table: the shared renderer, re-exported
 
 CLAIMS = Claims("11")
 GPU_GB = 80   # the largest common accelerator memory when the article was written (A100/H100 80 GB)
@@ -64,7 +64,7 @@ def _lora70(res):
     bytes_per = dict(weight_bytes=2, grad_bytes=2, optim_bytes=8)
     one = S.zero_per_rank(c["params"], n_lora, 1, 0, **bytes_per)["total"] / 1e9
     need = S.min_ranks(c["params"], n_lora, GPU_GB, 3, OVERHEAD_GB, **bytes_per)
-    v = ("holds" if need and need <= NODE_GPUS else "approximately" if need and need <= 4 * NODE_GPUS else "wrong")
+    v = graded(need and need <= NODE_GPUS, need and need <= 4 * NODE_GPUS)
     d = res["ddp"]
     ratio = d["full"]["bytes_per_step"][0] / d["lora"]["bytes_per_step"][0]
     fit = f"ZeRO-3 over {need} × {GPU_GB} GB GPUs" if need else f"more than 1024 × {GPU_GB} GB GPUs"
