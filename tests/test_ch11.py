@@ -69,6 +69,29 @@ def test_claim_rules_flip_on_plausible_data(stored):
     assert {r["id"]: r["verdict"] for r in CL.claims(slow)}["ch11-merge-zero-overhead"] == "wrong"
 
 
+def test_serving_copies_say_what_is_measured_and_what_is_computed(stored):
+    """ch11-100-copies-serving: the N merged copies are N × one measured copy (serving() builds two),
+    so the record says "computed" for them and rests its verdict on one copy's bytes (it used to say
+    "measured with 8 customers"); a merged copy that kept its adapter is wrong."""
+    rec = {r["id"]: r for r in CL.claims(stored)}["ch11-100-copies-serving"]
+    assert "computed: 8 customers' merged copies" in rec["our_value"] and "measured with" not in rec["our_value"]
+    assert "Rule (arithmetic on one measured copy)" in rec["our_value"]
+    kept = copy.deepcopy(stored)
+    s = kept["serving"]
+    s["merged_copies_bytes"] = s["n_adapters"] * (s["base_bytes"] + s["adapter_bytes"])
+    assert {r["id"]: r["verdict"] for r in CL.claims(kept)}["ch11-100-copies-serving"] == "wrong"
+
+
+@pytest.mark.parametrize("slower,verdict", [(0.0, "holds"), (0.015, "holds"), (0.03, "wrong")])
+def test_merge_overhead_states_its_tolerance(stored, slower, verdict):
+    """ch11-merge-zero-overhead: the rule lets the merged forward be up to 2 % slower (timing noise),
+    and its text now says so (it said "is not slower")."""
+    s = copy.deepcopy(stored)
+    s["serving"]["t_forward_merged"] = s["serving"]["t_forward_adapter"] * (1 + slower)
+    rec = {r["id"]: r for r in CL.claims(s)}["ch11-merge-zero-overhead"]
+    assert rec["verdict"] == verdict and "at most 2% slower than the unmerged one" in rec["our_value"]
+
+
 def test_lora_70b_rests_on_the_arithmetic(stored, monkeypatch):
     """ch11-lora-70b follows the ZeRO-3 count: smaller GPUs need more of them (audit 7, item 2)."""
     verdict = lambda: {r["id"]: r for r in CL.claims(stored)}["ch11-lora-70b"]   # noqa: E731

@@ -73,3 +73,25 @@ def test_every_error_bar_says_what_it_is(name):
 def test_preactivation_colours_have_a_colourbar():
     fig = build("06_preactivation")
     assert any("Δb_m2" in ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>")
+
+
+def test_10_methods_judges_no_unbracketed_arm():
+    """DESIGN: nothing is judged on an arm whose rate sits at its grid's edge. On the stored area task
+    P-Tuning v2 (lowest rate of its grid) was drawn red, "different from LoRA (q, v)"; it and IA³ (highest
+    rate) are now hollow light grey with a * on their labels, and no judged arm takes that colour."""
+    from matplotlib.colors import to_hex
+
+    from pedagogy_lib.book import ch10
+    from pedagogy_lib.book.ch10 import figures as F
+
+    fig = build("10_methods")
+    for ax, task in zip(fig.axes, ("area", "line")):
+        res = ch10.load(task)
+        edge = {m for m, s in res["selection"].items() if s.get("bracketed") is False}
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        names = ch10.methods(res)
+        dots = [ln for ln in ax.lines if ln.get_marker() == "o"]
+        for m, label, dot in zip(names, labels, dots):
+            unjudged = to_hex(dot.get_color()) == to_hex(F.UNJUDGED) and dot.get_markerfacecolor() == "white"
+            assert unjudged == (m in edge) and label.endswith("*") == (m in edge), (task, m)
+        assert task != "area" or {"ptuning-v2", "ia3"} <= edge

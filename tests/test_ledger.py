@@ -301,6 +301,12 @@ def _ch08_gaps(res):
             _ch08_at(res, n, "full", -3.5)
 
 
+def _ch10_tuned(st: dict, study: str) -> None:
+    """Chapter 10's ``study`` as a rerun would store it: each arm's rate chosen on validation, bracketed."""
+    arms = {r["label"] for r in st[study]}
+    st.setdefault("selection", {})[study] = {a: {"chosen": st["lr"], "bracketed": True} for a in arms}
+
+
 # id -> mutate(context, monkeypatch, module): plausible data on the other side of the rule's threshold
 FLIPS = {
     # ch00: other model sizes and counts
@@ -394,10 +400,9 @@ FLIPS = {
     "recipe-matches-ours": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "qlora-recipe", 0.1)),
     "nf4-best-dtype": lambda c, mp, V: mp.setattr(S, "ch07_nf4_fp4", lambda acc=None: ("chapter 07", ONE_POINT_5)),
     "dq-free": lambda c, mp, V: [r.update({"nf4+dq": r["nf4"] + 0.05}) for r in c.st["dtypes"].values()],
-    "all-linear-needed": lambda c, mp, V: [r["test"].update(loss=r["test"]["loss"] + 0.1)
-                                           for r in c.st["placement"] if r["label"] == "all"],
-    "rank-unimportant": lambda c, mp, V: [r["test"].update(loss=r["test"]["loss"] + 0.5)
-                                          for r in c.st["rank"] if r["r"] == 64],
+    # the studies ran at one untuned rate (untestable-here): a rerun with a bracketed rate per arm is judged
+    "all-linear-needed": lambda c, mp, V: _ch10_tuned(c.st, "placement"),
+    "rank-unimportant": lambda c, mp, V: _ch10_tuned(c.st, "rank"),
     "lora-vs-full-generation": lambda c, mp, V: setattr(c, "line", _line_shifted(c.line, "lora-all", 0.1)),
     "prompt-needs-scale": lambda c, mp, V: _ch10_prompt_at_full(c.area),
     "ia3-vs-lora": lambda c, mp, V: (mp.setattr(S, "ch08_ia3_gap", lambda res=None: ("chapter 08", TIGHT_ZERO_5)),
@@ -445,7 +450,9 @@ def test_ch02_orders_need_tuned_rivals():
 
 FLIPS |= {
     # ch11: a serving run where copies share storage, a broken merge, smaller GPUs for the 70B arithmetic
-    "ch11-100-copies-serving": lambda c, mp, V: c["serving"].update(merged_copies_bytes=c["serving"]["multi_adapter_bytes"]),
+    # a merged copy that kept its adapter's factors: each copy is larger than the base
+    "ch11-100-copies-serving": lambda c, mp, V: c["serving"].update(merged_copies_bytes=c["serving"]["n_adapters"] * (
+        c["serving"]["base_bytes"] + c["serving"]["adapter_bytes"])),
     "ch11-merge-zero-overhead": lambda c, mp, V: c["serving"].update(max_logit_diff_adapter_vs_merged=0.3),
     "ch11-lora-70b": lambda c, mp, V: mp.setattr(V, "GPU_GB", 12),
 }

@@ -317,6 +317,24 @@ def test_attempt_turns_a_stub_into_not_yet_and_passes_the_rest_through():
         exercises.attempt(42)
 
 
+def test_attempt_copies_the_arrays_inside_a_namedtuple():
+    """A namedtuple of arrays reaches the student as copies: an in-place change is noted, never
+    made to the caller's arrays (it used to pass through ``copy.copy``, arrays shared)."""
+    from collections import namedtuple
+
+    Factors = namedtuple("Factors", "A B")
+    caller = Factors(np.ones(3), np.zeros(2))
+
+    def scale_in_place(f):
+        f.A[:] *= 2
+        return f.A.sum()
+
+    exercises._MUTATED.clear()
+    assert exercises.attempt(scale_in_place, caller) == 6.0
+    assert np.array_equal(caller.A, np.ones(3)) and exercises.changed_inputs() == ["argument 1"]
+    exercises._MUTATED.clear()
+
+
 # ---- make student -----------------------------------------------------------------------
 
 

@@ -230,7 +230,11 @@ def _copy_arrays(x):
         return x.detach().clone()
     if isinstance(x, (list, tuple)) and any(_has_array(v) for v in x):
         out = [_copy_arrays(v) for v in x]
-        return type(x)(out) if isinstance(x, list) or type(x) is tuple else copy.copy(x)
+        if isinstance(x, list) or type(x) is tuple:
+            return type(x)(out)
+        if hasattr(type(x), "_fields"):   # a namedtuple: its fields are positional arguments
+            return type(x)(*out)
+        return copy.copy(x)
     if isinstance(x, dict) and any(_has_array(v) for v in x.values()):
         return {k: _copy_arrays(v) for k, v in x.items()}
     return x

@@ -8,6 +8,25 @@ from matplotlib.figure import Figure
 from pedagogy_lib.book.figures import register
 
 
+UNJUDGED = "0.7"   # as chapter 05's figures: an arm whose rate sits at its grid's edge is grey, hollow, unjudged
+
+
+def _unbracketed(res, m: str) -> bool:
+    """DESIGN: nothing is judged on an arm whose validation-best rate is at its grid's edge."""
+    return res["selection"].get(m, {}).get("bracketed") is False
+
+
+def _colour(res, m: str, ref: str) -> str:
+    """Blue for ``ref``; grey a tie with it, red a resolved difference; UNJUDGED on an unbracketed arm."""
+    from pedagogy_lib.book import ch10
+
+    if _unbracketed(res, m) or _unbracketed(res, ref):
+        return UNJUDGED   # no order is drawn on an unbracketed arm: neither "tie" nor "different"
+    if m == ref:
+        return "C0"
+    return "0.55" if ch10.paired_gain(res, m, ref)["tie"] else "C3"
+
+
 def _panel(ax, res, ref: str = "lora-qv"):
     from pedagogy_lib.book import ch10
 
@@ -16,25 +35,30 @@ def _panel(ax, res, ref: str = "lora-qv"):
     names = ch10.methods(res)
     for i, m in enumerate(names):
         v = [scale * ch10.value(task, r["test"]) for r in ch10.chosen_runs(res, m)]
-        tie = m != ref and ch10.paired_gain(res, m, ref)["tie"]
-        colour = "0.55" if tie else ("C0" if m == ref else "C3")
-        ax.plot([i] * len(v), v, "o", color=colour, ms=4, alpha=0.7)
-        ax.plot([i - 0.3, i + 0.3], [np.mean(v)] * 2, "-", color=colour, lw=2)
+        colour = _colour(res, m, ref)
+        face = "white" if colour == UNJUDGED else colour
+        ax.plot([i] * len(v), v, "o", color=colour, mfc=face, ms=4, alpha=0.7)
+        ax.plot([i - 0.3, i + 0.3], [np.mean(v)] * 2, ":" if colour == UNJUDGED else "-", color=colour, lw=2)
     zs = scale * ch10.value(task, res["zero_shot"]["test"])
     ax.axhline(zs, color="k", ls=":", lw=1, label="zero-shot")
     if task == "area":
         ax.axhline(100 / 6, color="k", ls="--", lw=0.8, label="chance (6 classes)")
-    ax.set_xticks(range(len(names)), [ch10.LABELS[m] for m in names], rotation=35, ha="right", fontsize=7)
+    star = ["*" if _unbracketed(res, m) else "" for m in names]
+    ax.set_xticks(range(len(names)), [ch10.LABELS[m] + s for m, s in zip(names, star)], rotation=35, ha="right",
+                  fontsize=7)
     ax.set_ylabel("test accuracy (%)" if task == "area" else "held-out response loss (nats/token)")
-    ax.set_title("area of the stdlib (classification)" if task == "area" else "first docstring line (generation)",
-                 fontsize=9)
+    title = "area of the stdlib (classification)" if task == "area" else "first docstring line (generation)"
+    if any(star):
+        title += "\n* rate at its grid's edge: hollow grey, not judged"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
 
 
 @register("10_methods")
 def methods(area: dict | None = None, line: dict | None = None) -> Figure:
     """Per-seed test scores (dots) and their mean (bar); grey = a tie with LoRA (q, v), blue =
-    LoRA (q, v) itself, red = different from it (paired 95 % interval excludes 0)."""
+    LoRA (q, v) itself, red = different from it (paired 95 % interval excludes 0); hollow light grey
+    with a dotted bar and * = a rate at its grid's edge, not judged (DESIGN)."""
     from pedagogy_lib.book import ch10
 
     area = ch10.load("area") if area is None else area
