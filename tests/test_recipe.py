@@ -163,3 +163,23 @@ def test_bad_input_is_refused():
         get("bitfit").setup_decoder(IO.checkpoint_dir(), 0)
     with pytest.raises(ValueError, match="block linear"):
         RC.layer_path("lm_head")
+
+
+def test_optimizer_state_counts_the_shared_8bit_maps_once():
+    # bitsandbytes gives every 8-bit state the same two 256-entry maps (qmap1/qmap2): memory
+    # holds them once, so three tensors of 4,096 elements cost 3·2·4,096 bytes + 2·1 kB (+ absmax)
+    from pedagogy_lib.torch_ref.qlora import bnb
+
+    ps = [torch.nn.Parameter(torch.randn(4096)) for _ in range(3)]
+    opt = bnb().optim.AdamW8bit(ps, lr=1e-3)
+    for p in ps:
+        p.grad = torch.ones_like(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opt.step()
+    st = RC.optimizer_state(opt)
+    maps = {id(s[k]) for s in opt.state.values() for k in ("qmap1", "qmap2")}
+    assert len(maps) == 2  # shared: the premise of the count
+    absmax = sum(s[k].numel() * 4 for s in opt.state.values() for k in ("absmax1", "absmax2"))
+    assert st["state_bytes"] == 3 * 2 * 4096 + 2 * 256 * 4 + absmax
+    assert st["state_tensors"] == 3 * 4 + 2

@@ -325,6 +325,20 @@ def _bytes(t) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
 
+def state_tensors(opt) -> list:
+    """The optimiser's state tensors, each counted once. bitsandbytes' 8-bit optimisers hand every
+    parameter's state the SAME two 256-entry quantisation maps (``qmap1``/``qmap2``): memory holds
+    them once, so a tensor seen again (same address, size and dtype) is not counted again."""
+    seen, out = set(), []
+    for st in opt.state.values():
+        for v in st.values():
+            key = (v.data_ptr(), v.numel(), v.dtype) if isinstance(v, torch.Tensor) else None
+            if key and v.numel() > 1 and key not in seen:
+                seen.add(key)
+                out.append(v)
+    return out
+
+
 def weight_bytes(model: nn.Module) -> dict:
     """Bytes of the model's weights by kind: float parameters and buffers, and for each
     Linear4bit the packed codes plus its quant state (absmax or its 8-bit codes, nested
@@ -374,7 +388,7 @@ def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
             loss.backward()
             opt.step()
             losses.append(loss.item())
-    states = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor) and v.numel() > 1]
+    states = state_tensors(opt)
     paged = [v for v in states if getattr(v, "is_paged", False)]
     return {"device": params[0].device.type, "losses": losses,
             "warnings": sorted({str(w.message) for w in caught}),
@@ -386,4 +400,4 @@ def paged_adamw_steps(model: nn.Module, batches, lr: float = 1e-3) -> dict:
 __all__ = ["COMPUTE_DTYPES", "DequantLog", "QUANT_TYPES", "StoredWeight", "TARGETS", "bnb",
            "bnb_computed_weight", "crosscheck", "dequantized_copy", "disable_cpu_inference_repack",
            "paged_adamw_steps", "quantize_linears", "quantized_layers", "read_quant_state",
-           "to_device", "weight_bytes"]
+           "state_tensors", "to_device", "weight_bytes"]

@@ -31,7 +31,7 @@ import torch
 
 from .. import decoder as D, lora as np_lora, quant
 from ..nn import get_submodule
-from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state
+from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state, state_tensors
 
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -122,7 +122,7 @@ def train_steps(model, ids: np.ndarray, mask: np.ndarray, steps: int = 3, lr: fl
 
 
 def optimizer_state(opt) -> dict:
-    states = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor) and v.numel() > 1]
+    states = state_tensors(opt)  # the shared 8-bit quantisation maps once
     return {"state_tensors": len(states), "state_bytes": sum(v.numel() * v.element_size() for v in states),
             "state_dtypes": sorted({str(v.dtype).replace("torch.", "") for v in states}),
             "paged_state_tensors": sum(bool(getattr(v, "is_paged", False)) for v in states)}

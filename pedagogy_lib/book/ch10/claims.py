@@ -178,8 +178,8 @@ def _eight(c):
     verdict = about_verdict(full, 4)
     layout = (f"AdamW keeps 8 bytes per element, blockwise 8-bit Adam 2 + 2 × 4 / {BNB_BLOCK} (two 1-byte "
               f"moments, an fp32 absmax per {BNB_BLOCK}-element block each): at most {EIGHT_BIT_CEILING:.2f}×; "
-              f"tensors under 4,096 elements stay 32-bit (1×), and our count adds each 8-bit tensor's two 1 kB "
-              f"quantisation maps")
+              f"tensors under 4,096 elements stay 32-bit (1×), and our count adds the two 1 kB quantisation "
+              f"maps every 8-bit tensor shares, once")
     rule = (f"Rule: the measured ratio within {ABOUT_HOLDS:.0%} of 4 → holds, within {ABOUT_APPROX:.0%} → "
             f"approximately, else wrong")
     return verdict, (f"full fine-tuning {full:.2f}× smaller; LoRA factors {lora:.2f}× (every factor has fewer than "

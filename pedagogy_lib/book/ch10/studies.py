@@ -215,12 +215,23 @@ def more_seeds() -> None:
     print(R.save(v, "ch10_vader"))
 
 
+def refresh_optimisers():
+    """Re-measure only ``recipe.optimisers`` (seconds) in the stored studies; the rest is kept."""
+    res = R.load(RESULTS, "python -m pedagogy_lib.book.ch10.studies", keys=("recipe",))
+    res["recipe"]["optimisers"] = optimiser_states()
+    return R.save(res, RESULTS)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])   # --help or a typo: refused, nothing runs
     ap.add_argument("--more-seeds", action="store_true", help="add the missing seeds to the stored placement and VADER runs")
     ap.add_argument("--vader", action="store_true", help="only the VADER lesson")
+    ap.add_argument("--optimisers", action="store_true", help="only re-measure the optimisers' state (seconds)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.optimisers:
+        print(refresh_optimisers())
+        return
     if args.more_seeds:   # add the missing seeds to the stored placement and VADER runs
         more_seeds()
         return
