@@ -15,7 +15,7 @@ from pedagogy_lib import counting as C
 from pedagogy_lib import stats
 from pedagogy_lib.book.ch06.experiment import MOVED, load_results, stored_switched
 from pedagogy_lib.book.rules import (NOT_HERE, Claims, band_verdict, ci_text, graded, interval_verdict, match_verdict,
-                                     points_by_seed, table, unbracketed, unbracketed_text, worst_verdict)
+                                     no_verdict_text, points_by_seed, table, unbracketed, unbracketed_text, worst_verdict)
 
 SMALL = 256  # "small data": the sizes up to this many training words
 BIG = 1024  # "plenty of data": the sizes from this many on
@@ -255,8 +255,7 @@ def _qm2_accuracy(c):
     verdict = "untestable-here" if edges else _worst(match_verdict(x, QM2_MARGIN) for x in d.values())
     orders = [n for n, x in sorted(d.items()) if not x["tie"]]
     r = c.curve["results"]
-    return verdict, ((f"no verdict: {unbracketed_text(edges)}; as measured, " if edges else "")
-                     + "(b_q, b_m2) − all biases: " + ", ".join(
+    return verdict, (no_verdict_text(edges) + "(b_q, b_m2) − all biases: " + ", ".join(
                          f"n={n}: {x['mean']:+.1f} [{x['lo']:+.1f}, {x['hi']:+.1f}]" + ("=" if x["tie"] else "")
                          for n, x in sorted(d.items()))
                      + " points (95 % CI, paired over seeds; = a tie)"
