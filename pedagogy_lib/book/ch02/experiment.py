@@ -16,7 +16,7 @@ rate that stage A chose):
   B  every EVAL_SEED for each method at its chosen rate (main comparison)
   C  placement at a fixed budget (the q,v r=8 parameter count) plus two same-rank settings,
      each arm with its own grid (``stage_c_grid``: stage A's LoRA rate and its two neighbours in
-     LRS["lora"]), chosen and extended
+     the grid stage A searched, LRS["lora"] plus any extension), chosen and extended
      as in stage A, then every EVAL_SEED at its chosen rate (issue #13: no order between arms
      may rest on a rate tuned for only one of them)
   D  rank sweep r ∈ RANKS on (q,v) at fixed α=8, with s = α/r and with rsLoRA's s = α/√r, every
@@ -171,7 +171,8 @@ def base_arms(lrs=LRS) -> dict:
 
 def stage_c_grid(grid, lr: float) -> tuple:
     """Stage C's grid: the rate ``lr`` stage A chose from its ``grid`` and that rate's
-    neighbours in it (1e-3, 3e-3, 1e-2 around 3e-3)."""
+    neighbours in it (1e-3, 3e-3, 1e-2 around 3e-3). Pass the grid stage A *searched*
+    (its extensions included): a rate chosen at an extension is on no starting grid."""
     g = sorted(grid)
     if lr not in g:
         raise ValueError(f"stage_c_grid: the chosen rate {lr:g} is not on the grid {g}")
@@ -231,7 +232,8 @@ def sweep(budget=BUDGET, lrs=LRS, ranks=RANKS, jobs: int = 1, log=RUN_LOG, run_f
         done |= {(label, r["lr"], r["seed"]): r for r in f["trials"] + f["runs"]}
     best = {m: ab[a.label]["selection"]["chosen"] for m, a in base.items()}
     qv = ab[base["lora"].label]["runs"][0]  # LoRA q,v r=8 at its rate, seed 0: the budget of stage C
-    cd = stages(best["lora"], qv["trainable"], ranks, stage_c_grid(lrs["lora"], best["lora"]))
+    searched = ab[base["lora"].label]["selection"]["grid"]  # lrs["lora"] and any extension stage A made
+    cd = stages(best["lora"], qv["trainable"], ranks, stage_c_grid(searched, best["lora"]))
     c_arms = {a.label: a for g in (cd["placement"], cd["same_rank"]) for a in g.values()}
     d_arms = {a.label: a for g in cd["rank"].values() for a in g.values()}
     done |= reuse(previous, [*c_arms.values(), *d_arms.values()], budget)
