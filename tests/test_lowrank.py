@@ -645,3 +645,28 @@ def test_ch01_stored_sweep_is_on_the_protocol():
         inner = a["lr_grid"][0] < a["lr"] < a["lr_grid"][-1]
         assert a["bracketed"] == inner, label  # the flag agrees with the grid
     assert res["verify"]["identical"] and res["n_test"] == 1322 and res["n_new"] + res["n_reused"] == len(res["runs"])
+
+
+def test_ch01_verification_retrains_count_as_new_not_reused(tmp_path, monkeypatch):
+    # verify() retrains (and logs) the VERIFY runs; the old count took "before" after that, so
+    # the retrained runs were counted as reused (the stored file said 42 new / 38 reused for 44 / 36)
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    first = E.intrinsic_sweep((10, 100), log=tmp_path / "a.jsonl", progress=False, run_fn=_fake_run)
+    out = tmp_path / "stored.json"
+    out.write_text(json.dumps(first))
+    monkeypatch.setattr(E, "OUT", out)
+    monkeypatch.setattr(E.runner, "run", _fake_run)  # verify and the protocol train through runner.run
+    monkeypatch.setattr(E, "_sizes", lambda task: {})
+    again = E.intrinsic_sweep((10, 100), log=tmp_path / "b.jsonl", progress=False)
+    assert again["verify"]["identical"] and len(again["verify"]["runs"]) == 2
+    assert again["n_new"] == 2 and again["n_reused"] == len(again["runs"]) - 2
+
+
+def test_ch01_provenance_is_read_off_the_runs():
+    from pedagogy_lib.book.ch01 import experiment as E
+
+    runs = [{"cpu_s": 2.0}, {"cpu_s": 3.5}, {"source": "three-seed sweep (verified)"}]
+    assert E.provenance({"runs": runs}) == {"trained": 2, "carried": 1, "cpu_s": 5.5}
+    stored = E.provenance(E.load_intrinsic())
+    assert stored["trained"] + stored["carried"] == len(E.load_intrinsic()["runs"])

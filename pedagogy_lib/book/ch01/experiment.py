@@ -248,9 +248,10 @@ def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, ru
     chosen, task, t0 = list(arms_for(ds).values()), data.polarity_task(), time.time()
     done, on_result = runner.run_log(log, BUDGET)
     stored = _stored_runs(json.loads(OUT.read_text())) if OUT.exists() and run_fn is None else {}
+    logged = set(done)  # before ``verify`` retrains (and logs) its runs: those are new ones
     check = verify(stored, done, task, on_result) if stored else {"runs": [], "identical": False}
     reused = {k: v for k, v in stored.items() if k not in done} if check["identical"] else {}
-    before = set(done) | set(reused)
+    before = logged | set(reused)
     bar = tqdm(desc="ch01 runs", unit="run", file=sys.stderr, disable=not progress)
 
     def logged(label, r):  # each new run, as it finishes (any ``jobs``): logged, counted on the bar
@@ -272,6 +273,15 @@ def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, ru
            "cpu_s_new": round(sum(r.get("cpu_s", 0.0) for r in new), 1),
            "wall_s": round(time.time() - t0, 1), "versions": R.versions("numpy", "torch")}
     return res | _sizes(task)
+
+
+def provenance(res: dict) -> dict:
+    """Where the stored runs come from, read off the runs themselves: those tagged with a
+    ``source`` were carried over from an earlier sweep; the others were trained by the runner
+    (their CPU seconds summed)."""
+    trained = [r for r in res["runs"] if "source" not in r]
+    return {"trained": len(trained), "carried": len(res["runs"]) - len(trained),
+            "cpu_s": round(sum(r.get("cpu_s", 0.0) for r in trained), 1)}
 
 
 def _sizes(task) -> dict:
