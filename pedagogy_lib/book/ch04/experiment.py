@@ -1,7 +1,8 @@
 """Chapter 04 sweep: prefix-tuning on VADER polarity, trained directly vs through the MLP.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch04.experiment
-Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
+Writes chapters/results/ch04_prefix.json: 91 runs, about 33 CPU-minutes at one thread (the sum of
+the runs' own ``cpu_s`` in the file).
 
 Protocol (the same loop and budget as chapter 03's sweep, every run through ``runner.run``; the
 rate is chosen by ``stats.select_lr`` on the mean over seeds): the book's training loop
@@ -9,7 +10,7 @@ rate is chosen by ``stats.select_lr`` on the mean over seeds): the book's traini
 batch 32, head learning rate HEAD_LR.  Each run is scored on the whole validation and
 test splits, and its per-step training loss is kept.
 
-1. Learning-rate grid at m = M_GRID, every seed: direct prefix (P_k, P_v trained as they
+1. Learning-rate grid at m = M_GRID, at the selection seeds SEEDS: direct prefix (P_k, P_v trained as they
    are, N(0, 1) init as in peft / P-Tuning v2) and the MLP reparameterisation (hidden
    size HIDDEN, shared by all layers).  The rate with the best mean validation accuracy
    is each arm's rate from then on; a grid whose best rate sits at an edge is extended by
