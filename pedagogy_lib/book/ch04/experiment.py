@@ -1,7 +1,8 @@
 """Chapter 04 sweep: prefix-tuning on VADER polarity, trained directly vs through the MLP.
 
 Run:  OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pedagogy_lib.book.ch04.experiment
-Writes chapters/results/ch04_prefix.json (about 22 CPU-minutes at one thread).
+Writes chapters/results/ch04_prefix.json: 91 runs, about 33 CPU-minutes at one thread (the sum of
+the runs' own ``cpu_s`` in the file).
 
 Protocol (the same loop and budget as chapter 03's sweep, every run through ``runner.run``; the
 rate is chosen by ``stats.select_lr`` on the mean over seeds): the book's training loop
@@ -9,7 +10,7 @@ rate is chosen by ``stats.select_lr`` on the mean over seeds): the book's traini
 batch 32, head learning rate HEAD_LR.  Each run is scored on the whole validation and
 test splits, and its per-step training loss is kept.
 
-1. Learning-rate grid at m = M_GRID, every seed: direct prefix (P_k, P_v trained as they
+1. Learning-rate grid at m = M_GRID, at the selection seeds SEEDS: direct prefix (P_k, P_v trained as they
    are, N(0, 1) init as in peft / P-Tuning v2) and the MLP reparameterisation (hidden
    size HIDDEN, shared by all layers).  The rate with the best mean validation accuracy
    is each arm's rate from then on; a grid whose best rate sits at an edge is extended by
@@ -25,6 +26,7 @@ test splits, and its per-step training loss is kept.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -212,11 +214,26 @@ def _key(r: dict) -> tuple:
     return r["arm"], r["m"], float(r["lr"]), r["seed"]
 
 
+# what one run's numbers depend on besides (arm, m, lr, seed): as ``main`` stores it in "config"
+RUN_CONFIG = {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR, "mlp_hidden": HIDDEN,
+              "direct_init": "N(0, 1)", "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06}
+
+
 def stored_runs(path=None) -> dict:
-    """{(arm, m, lr, seed): run} from the stored sweep, for reuse: a run is deterministic in
-    (arm, m, lr, seed) (same subsample, init and order), so it is not trained twice."""
+    """{(arm, m, lr, seed): run} from the stored sweep, for reuse: under one budget a run is
+    deterministic in (arm, m, lr, seed) (same subsample, init and order), so it is not trained
+    twice. A file stored under another budget (``RUN_CONFIG`` differs from its "config": say
+    more epochs or another head rate) gives none: its runs would mix two budgets in one sweep."""
     path = path or OUT
-    return {_key(r): r for r in load_results(path)["runs"]} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    sweep = load_results(path)
+    changed = {k: (sweep["config"].get(k), v) for k, v in RUN_CONFIG.items() if sweep["config"].get(k) != v}
+    if changed:
+        print(f"{path}: stored under another budget {changed} (stored, now): every run is trained again",
+              file=sys.stderr, flush=True)
+        return {}
+    return {_key(r): r for r in sweep["runs"]}
 
 
 def search(name: str, task, done: dict) -> dict:
@@ -251,11 +268,9 @@ def main(argv=None):
     keep = {(n, M_GRID, float(x), s) for n, c in choice.items() for x in c["grid"] for s in SEEDS} | set(at_rate)
     runs = sorted((done[k] for k in keep), key=lambda r: (list(LRS).index(r["arm"]), r["m"], r["lr"], r["seed"]))
     out = {
-        "config": {"n_train": N_TRAIN, "epochs": EPOCHS, "batch_size": BATCH, "head_lr": HEAD_LR,
+        "config": RUN_CONFIG | {
                    "seeds": list(SEEDS), "eval_seeds": list(EVAL_SEEDS), "lrs": {k: list(c["grid"]) for k, c in choice.items()}, "m_grid": M_GRID,
-                   "lengths": list(LENGTHS), "mlp_hidden": HIDDEN, "direct_init": "N(0, 1)",
-                   "lora": "r=8, alpha=8, (query, value)", "schedule": "linear", "warmup": 0.06,
-                   "max_extensions": MAX_EXTENSIONS,
+                   "lengths": list(LENGTHS), "max_extensions": MAX_EXTENSIONS,
                    "n_val": len(task.val), "n_test": len(task.test), "task": "VADER polarity, threshold 0.6"},
         "chosen_lr": lr,
         "selection": choice,

@@ -25,7 +25,6 @@ Eqs. 8.1–8.7), with the arms as registry records (``ARMS``):
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import math
 import platform
@@ -83,23 +82,20 @@ def preactivation_data(bert_before, bert_after, tokenizer, tokens, layer: int) -
 
 
 def _default_preactivation_data() -> dict:
-    """Chapter 06's live run, repeated: BitFit on 512 training words (seed 0) with the
-    learning rate and epochs the sweep uses at that size; the last block on 256 val words."""
+    """Chapter 06's live run (§5), repeated: the sweep's seed-0 BitFit run at the size its rate
+    was chosen at (512 words), through the runner's route with that size's budget
+    (``runner.train_arm``: the same epochs, and the head at the runner's rate max(lr, 1e-3),
+    not at lr); the last block on 256 val words, against a fresh pretrained MiniLM."""
     from pedagogy_lib import data
-    from pedagogy_lib.torch_ref import bitfit as TB
-    from pedagogy_lib.torch_ref import train as T
 
-    curve, n = load("ch06_learning_curve"), 512
+    curve = load("ch06_learning_curve")
     c = curve["config"]
-    epochs = max(c["min_epochs"], -(-c["min_steps"] * c["batch_size"] // n))
-    mm = load_minilm_torch(device="cpu")
+    n = c["lr_selected_at_n"]
+    b = budget(n, tuple(c["seeds"]))
     task = data.polarity_task()
-    tr = data.subsample(task.train, n, 0)
-    model = T.Classifier(copy.deepcopy(mm.net), seed=0)
-    TB.apply_bitfit(model)
-    cfg = T.TrainConfig(lr=curve["results"]["BitFit"]["lr"], epochs=epochs, batch_size=c["batch_size"],
-                        head_lr=c["head_lr"], seed=0)
-    T.train_classifier(model, T.Batches(mm.tokenizer, tr.tokens, tr.labels, "cpu"), None, cfg)
+    model, _, _, _ = runner.train_arm(ARMS["BitFit"], 0, runner.splits(task, b, seed=0)[0],
+                                      curve["results"]["BitFit"]["lr"], b)
+    mm = load_minilm_torch(device="cpu")  # the pretrained model, untouched by training
     val = data.subsample(task.val, 256, 0)
     return preactivation_data(mm.bert, model.encoder.bert, mm.tokenizer, val.tokens,
                               mm.bert.config.num_hidden_layers - 1)
