@@ -1,4 +1,4 @@
-"""Chapter 10's evidence chain, audited (session 10, E3): what the studies' progress counts, and
+"""Chapter 10's evidence chain: what the studies' progress bar counts, and
 that no evaluation text of the decoder tasks was seen by pretraining or by the other split."""
 import pytest
 
