@@ -9,7 +9,9 @@ by ``runner.decoder_protocol``; this room only says which tasks, which arms, whe
 
 1. every rate of the method's grid at seeds 0 and 1; the validation score (accuracy, or
    minus the mean response-token loss) averaged over the two seeds picks the rate, and the
-   grid is extended until the best rate is not at an edge (``stats.select_lr``);
+   grid is extended once at most (twice in ``scale_study``) while the best rate sits at an edge
+   (``stats.select_lr``); an arm still at an edge is stored with ``bracketed: False`` and
+   judged on nothing;
 2. seeds 2, 3 and 4 at the chosen rate; the five seeds' test scores are the result. A seed fixes the
    batch order and the adapter's initialisation, so runs of two methods at one seed are paired.
 

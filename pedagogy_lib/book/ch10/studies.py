@@ -237,7 +237,8 @@ def main(argv=None):
         return
     if not args.vader:   # --vader: only the VADER lesson
         t0 = time.perf_counter()
-        with tqdm(total=(6 + len(RANKS)) * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr,
+        runs = len(PLACEMENT) * len(E.SEEDS) + len(RANKS)   # placement at every seed, rank at seed 0
+        with tqdm(total=runs * E.STEPS["line"], desc="ch10 studies (steps)", file=sys.stderr,
                   disable=None) as bar:
             res = {"dtypes": dtypes(), **placement_and_rank(LR, bar), "recipe": recipe_study()}
         res |= {"wall_seconds": time.perf_counter() - t0, "steps": E.STEPS["line"], "versions": R.versions("torch")}
