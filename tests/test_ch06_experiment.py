@@ -54,6 +54,7 @@ def test_curve_selects_on_two_seeds_then_runs_every_size_and_resumes(tmp_path):
     # selection at n=64 (5 rates x 2 seeds + 3 seeds), the other size at the chosen rate only
     bitfit = [c for c in calls if c[0] == "BitFit"]
     assert len(bitfit) == 5 * 2 + 3 + 5 and {c[2] for c in bitfit if c[1] == 32} == {r["lr"]}
+    assert r["cpu_s"] == len(bitfit)  # each run's 1 CPU-second once (the selection seeds' runs are trials)
     assert res["config"]["lr_selected_at_n"] == 64 and res["config"]["seeds"] == [0, 1, 2, 3, 4]
     json.dumps(res)  # JSON-ready
     # a second call trains nothing: every run is in the log

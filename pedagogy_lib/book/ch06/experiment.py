@@ -182,8 +182,12 @@ def _curve(size_runs: dict) -> dict:
 def _summary(arm: Arm, found: dict, size_runs: dict) -> dict:
     sel = found["selection"]
     runs = [r for rs in size_runs.values() for r in rs]
+    # every run trained once: the selection's trials, then the curve's runs that are not among them
+    # (at the selection size, the selection seeds' runs at the chosen rate ARE trials)
+    trials = {id(r) for r in found["trials"]}
+    trained = found["trials"] + [r for r in runs if id(r) not in trials]
     return {"note": arm.note, "trainable": runs[0]["trainable"], **R.selection(sel, 6), "curve": _curve(size_runs),
-            "cpu_s": round(sum(r["cpu_s"] for r in found["trials"] + runs), 1)}
+            "cpu_s": round(sum(r["cpu_s"] for r in trained), 1)}
 
 
 def _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn=None) -> dict:
