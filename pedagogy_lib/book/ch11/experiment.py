@@ -132,8 +132,14 @@ def serving() -> dict:
 
 
 def main(argv=None) -> None:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)   # no options: --help or a typo stops here
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])   # --help or a typo stops here
+    ap.add_argument("--part", choices=("all", "timing"), default="all",
+                    help="timing: re-measure only the step-time model's timings, keep the rest of the stored file")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.part == "timing":
+        print(f"wrote {R.save(load() | {'timing': timing_runs()}, OUT)}")
+        return
     batch = D.make_batch(4, 32)
     out = {"config": {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
                       "lora": get("lora").peft_args()[1], "ia3": get("ia3").peft_args()[1], "steps": 3, "lr": 1e-3},
