@@ -21,7 +21,8 @@ def fake(task, values: dict) -> dict:
             runs.append({"method": m, "lr": 1e-3, "seed": s, "test": test, "trainable": 10, "seconds": 1.0})
     zs = {key: 0.3 if task == "area" else 4.0} | ({"ppl": 55.0, "exact_match": 0.0, "rouge_l": 0.1} if task == "line" else {})
     return {"task": task, "seeds": list(range(max(map(len, values.values())))), "runs": runs, "zero_shot": {"test": zs}, "model": "stdlib-1m",
-            "selection": {m: {"chosen": 1e-3, "bracketed": True} for m in values}}
+            "selection": {m: {"chosen": 1e-3, "bracketed": True, "grid": [1e-3],  # LoRA all-linear best on val
+                              "scores": [0.1 if m == "lora-all" else 0.0]} for m in values}}
 
 
 def studies(placement_gain=0.05, rank_spread=0.01, nf4_best=True, tuned=True):
@@ -155,6 +156,10 @@ def test_matches_need_a_margin_and_five_seeds():
         if r["method"] == "lora-all":
             r["test"]["loss"] += 0.05 * (-1) ** r["seed"]                    # a tie ±0.05 wide
     assert v(wide)["lora-vs-full-generation"] == "approximately"
+    qv_best = five("line", lora_qv=0.05)  # LoRA (q, v) resolved worse than full FT on test ...
+    qv_best["selection"]["lora-qv"]["scores"] = [0.2]  # ... but the better LoRA arm on validation: it is judged
+    assert C.best_lora(qv_best) == "lora-qv"
+    assert v(qv_best)["lora-vs-full-generation"] == "not-reproduced-here"
     assert v(five("line"))["recipe-matches-ours"] == "holds"
     assert v(fake("line", base_values("line")))["recipe-matches-ours"] == "approximately"
     assert v(five("line", qlora_recipe=0.05))["recipe-matches-ours"] == "wrong"
