@@ -1,5 +1,6 @@
 """Checkers for chapter 07's exercises: the NF4 codebook from quantiles, packing two codes
-per byte, the saving of double quantisation, and a Lloyd–Max quantiser."""
+per byte, the saving of double quantisation, a Lloyd–Max quantiser, blockwise NF4 byte for
+byte against bitsandbytes, and what FP4 and NF4 cost in bytes and in error."""
 from __future__ import annotations
 
 import numpy as np
