@@ -239,19 +239,20 @@ def _time_step(ddp, ids, opt, reps: int) -> dict:
 
 
 def task_allreduce(rank, world, sizes=(2**10, 2**14, 2**18, 2**20), reps=5):
-    """Median seconds of a float32 all-reduce of each size (bytes), for Eq. 11.5's α and β."""
-    out = []
-    for nbytes in sizes:
-        x = torch.ones(nbytes // 4)
-        dist.all_reduce(x)  # untimed: the first collective of a size pays the group's set-up
-        ts = []
-        for _ in range(reps):
+    """Median seconds of a float32 all-reduce of each size (bytes), for Eq. 11.5's α and β. Each size is
+    run once untimed (the first collective of a size pays the group's set-up), then the sizes are
+    interleaved rep by rep, so that a slow spell of the machine hits every size alike."""
+    xs = [torch.ones(nbytes // 4) for nbytes in sizes]
+    for x in xs:
+        dist.all_reduce(x)
+    ts = [[] for _ in sizes]
+    for _ in range(reps):
+        for x, t in zip(xs, ts):
             dist.barrier()
             t0 = time.perf_counter()
             dist.all_reduce(x)
-            ts.append(time.perf_counter() - t0)
-        out.append(float(np.median(ts)))
-    return {"rank": rank, "sizes": list(sizes), "seconds": out}
+            t.append(time.perf_counter() - t0)
+    return {"rank": rank, "sizes": list(sizes), "seconds": [float(np.median(t)) for t in ts]}
 
 
 def _local_bytes(t) -> int:

@@ -75,7 +75,7 @@ def timing_runs() -> dict:
     batch = D.make_batch(8, 64, seed=1)
     out = {m: {k: v for k, v in D.launch("ddp", 2, batch=batch, method=m, steps=1, timing_reps=15)["ranks"][0].items()
                if k in ("t_compute", "t_step", "n_trainable", "n_params")} for m in PEFT_DECODER_METHODS}
-    ar = D.launch("allreduce", 2, sizes=(2**10, 2**14, 2**18, 2**20, 2**22), reps=9)["ranks"][0]
+    ar = D.launch("allreduce", 2, sizes=(2**10, 2**14, 2**18, 2**20, 2**22), reps=25)["ranks"][0]
     alpha, beta = S.fit_alpha_beta(ar["sizes"], ar["seconds"], 2)
     return {"batch": list(batch.shape), "methods": out, "allreduce": ar, "alpha": alpha, "beta": beta}
 
