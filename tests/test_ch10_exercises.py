@@ -15,8 +15,10 @@ def mask(n_p, n_r):
 
 def test_10_1_mask_off_by_one_and_missing_eos_are_caught():
     ex.check_response_mask(mask)
-    with pytest.raises(NotYet, match="off by one"):
+    with pytest.raises(NotYet, match="off by one the other way"):  # one step early
         ex.check_response_mask(lambda p, r: np.concatenate([mask(p, r)[1:], [0]]))
+    with pytest.raises(NotYet, match="not n_prompt . 1"):  # one step late: [0]*(p+1) + [1]*r
+        ex.check_response_mask(lambda p, r: np.array([0] * (p + 1) + [1] * r))
     with pytest.raises(NotYet, match="closing"):
         ex.check_response_mask(lambda p, r: np.concatenate([mask(p, r)[:-1], [0]]))
     with pytest.raises(NotYet):

@@ -27,9 +27,12 @@ def check_response_mask(fn) -> None:
         expect_shape(got, want.shape, f"the mask for {n_p} prompt and {n_r} response tokens "
                                       f"(one entry per target: len(ids) − 1 = {want.size})")
         got = np.asarray(got)
-        if np.array_equal(got, np.concatenate([want[1:], [0]])):
+        if np.array_equal(got, np.concatenate([[0], want[:-1]])):  # one step late
             raise NotYet("off by one: target t is ids[t+1], so the first response token is predicted at "
                          "position n_prompt (the last prompt token), not n_prompt + 1")
+        if np.array_equal(got, np.concatenate([want[1:], [0]])):  # one step early
+            raise NotYet("off by one the other way: target t is ids[t+1], so position n_prompt − 1 predicts the "
+                         "last prompt token (context, not graded); the response starts at position n_prompt")
         if np.array_equal(got, np.concatenate([want[:-1], [0]])):
             raise NotYet("the closing <|endoftext|> is a target too: without it the model never learns to stop")
         expect(np.array_equal(got, want), f"mask for ({n_p}, {n_r}) is {got.tolist()}, expected {want.tolist()}")
