@@ -416,3 +416,15 @@ def test_notebook_wall_time_is_reported_under_xdist(tmp_path):
     rows = [line.split() for line in section if line.endswith(" s") and "ipynb" in line]
     assert [row[0] for row in rows] == ["00_tiny.ipynb", "01_tiny.ipynb"]
     assert all(float(row[1]) > 0.1 for row in rows)  # includes the kernel's start-up
+
+
+def test_figures_command_has_a_help_and_refuses_an_option_before_drawing(capsys):
+    # `python -m pedagogy_lib.book --help` printed "no registered figure starts with '--help'"
+    from pedagogy_lib.book import __main__ as make_figures
+
+    with pytest.raises(SystemExit) as e:
+        make_figures.main(["--help"])
+    assert e.value.code == 0 and "prefixes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        make_figures.main(["--out", "x"])
+    assert e.value.code == 2

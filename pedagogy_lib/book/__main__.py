@@ -5,6 +5,7 @@ the builders whose name starts with one of the prefixes (all when none is given)
 saves and closes each figure and prints the path it was written to.
 """
 
+import argparse
 import importlib
 import pkgutil
 import sys
@@ -45,7 +46,9 @@ def build(names) -> list:
 
 
 def main(argv=None) -> int:
-    prefixes = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m pedagogy_lib.book", description=__doc__.splitlines()[0].split(": ")[-1])
+    ap.add_argument("prefixes", nargs="*", help="rebuild only the figures whose name starts with one of these")
+    prefixes = ap.parse_args(argv).prefixes
     load_chapter_modules()
     names = sorted(figures.REGISTRY)
     if prefixes:

@@ -21,7 +21,7 @@ def check_mean_std(fn) -> None:
             raise NotYet("that is the population std (divides by n); with 3 seeds use the sample std "
                          "(divides by n − 1), as statistics.stdev does")
         expect_close(got, want, f"(mean, std) of {accs}", rtol=1e-9, atol=1e-12)
-    passed("8.1", "mean and sample standard deviation")
+    passed("08.1", "mean and sample standard deviation")
 
 
 def check_select_lr(fn) -> None:
@@ -34,7 +34,7 @@ def check_select_lr(fn) -> None:
             raise NotYet(f"for {grid} you picked {got}; on a tie the protocol keeps the smaller rate ({want})")
         expect(got == want, f"for {grid} the protocol picks {want}, you picked {got}; select on validation "
                             "accuracy, never on test accuracy")
-    passed("8.2", "learning rate chosen on validation, ties to the smaller rate")
+    passed("08.2", "learning rate chosen on validation, ties to the smaller rate")
 
 
 def _pareto_front(pts):
@@ -85,7 +85,7 @@ def check_pareto(fn) -> None:
     if "c" in got:
         raise NotYet("'c' has more parameters than 'a' and lower accuracy: it is dominated")
     expect(got == want, f"the front is {want}, you returned {got}")
-    passed("8.3", "Pareto front of trainable parameters vs accuracy")
+    passed("08.3", "Pareto front of trainable parameters vs accuracy")
 
 
 def _paired_reference(a, b):
@@ -115,7 +115,7 @@ def check_paired_difference(fn) -> None:
         expect_close(np.array(got[:4], np.float64), np.array(want[:4]), f"(mean, se, low, high) for a={np.round(a, 3).tolist()}",
                      rtol=1e-6, atol=1e-9)
         expect(got[4] == want[4], f"the interval [{want[2]:.4f}, {want[3]:.4f}] gives verdict {want[4]!r}, you said {got[4]!r}")
-    passed("8.4 paired difference", "per-seed differences, their SE and a t-interval; 0 inside means a tie")
+    passed("08.4 paired difference", "per-seed differences, their SE and a t-interval; 0 inside means a tie")
 
 
 def _next_rate_reference(val_by_lr: dict):
@@ -141,7 +141,7 @@ def check_next_rate(fn) -> None:
         if grid == cases[-1] and abs(float(got) - want) > 1e-6 * want:  # 1e-6: a float32 rate is right too
             raise NotYet("on a flat curve Eq. 8.1 keeps the smallest rate, which is the low edge: extend downwards")
         expect_close(float(got), want, f"the rate to add for {grid}", rtol=1e-9, atol=0.0)
-    passed("8.5", "a grid extended at the edge where its best rate sits, by its own ratio")
+    passed("08.5", "a grid extended at the edge where its best rate sits, by its own ratio")
 
 
 guard_checkers(globals())  # every check_* answers a malformed attempt with NotYet
