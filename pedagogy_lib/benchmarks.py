@@ -178,7 +178,7 @@ def table(s: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-chapters", action="store_true", help="skip executing and timing the chapters")
     ap.add_argument("--out", default=str(SUMMARY))
     args = ap.parse_args(argv)

@@ -462,7 +462,7 @@ def main(argv=None) -> int:
     """One rank under torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT), e.g.
     ``torchrun --nproc_per_node 4 -m pedagogy_lib.distributed --task ddp --backend nccl``
     (``make distributed-gpu``). Rank 0 prints what it measured as one JSON line."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=["ddp", "fsdp"], default="ddp")
     ap.add_argument("--method", choices=registry.PEFT_DECODER_METHODS, default="lora")
     ap.add_argument("--impl", choices=IMPLS, default="peft")

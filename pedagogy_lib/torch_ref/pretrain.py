@@ -161,7 +161,7 @@ def _member(args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="*", default=sorted(SETTINGS), help="family members to train")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()

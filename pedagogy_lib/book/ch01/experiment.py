@@ -391,9 +391,10 @@ def update_study(seed: int = 0):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("intrinsic", "update", "all"), default="all")
-    ap.add_argument("--ds", nargs="*", type=int, default=list(DS), help="subspace dimensions (default: DS)")
+    ap.add_argument("--ds", nargs="*", type=int, default=list(DS),
+                    help=f"subspace dimensions (default: {' '.join(map(str, DS))})")
     ap.add_argument("--jobs", type=runner.cli_count, default=1, help="worker processes, one thread each")
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")
     args = ap.parse_args(argv)

@@ -266,7 +266,7 @@ def config(b: runner.Budget = BUDGET, lrs=LRS, ranks=RANKS, quick: bool = False)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=runner.cli_count, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run, written to the temp dir")
     args = ap.parse_args(argv)

@@ -117,7 +117,7 @@ def _row(arm: Arm, found: dict) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arms", nargs="*", default=list(ARMS), help=f"a subset of {list(ARMS)}")
     ap.add_argument("--jobs", type=runner.cli_count, default=1, help="worker processes, one thread each")
     ap.add_argument("--log", default=str(RUN_LOG), help="finished runs (JSON lines): read to resume, appended to")

@@ -342,7 +342,7 @@ def _save(task, found, long_found, counts):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fresh", action="store_true", help="retrain every run (default: reuse verified stored runs)")
     ap.add_argument("--no-long", action="store_true", help="skip the longer-budget pairs")
     ap.add_argument("--arms", nargs="*", default=list(ORDER), help="the arms to run (default: all)")

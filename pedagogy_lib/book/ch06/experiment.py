@@ -263,7 +263,7 @@ def learning_curve(names=None, sizes=SIZES, seeds=SEEDS, jobs: int = 1, log=RUN_
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="*", default=list(CURVE), choices=list(ARMS))
     ap.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
     ap.add_argument("--seeds", type=runner.cli_count, default=len(SEEDS), help="seeds 0..k-1 (default 5)")

@@ -334,7 +334,7 @@ def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) ->
 def main(argv=None):
     import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=("accuracy", "memory", "all"), default="all")
     ap.add_argument("--arms", nargs="*", default=None, help=f"a subset of {list(ARMS)}")
     args = ap.parse_args(argv)

@@ -137,7 +137,7 @@ def save(res: dict, path=RESULTS):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ci", action="store_true", help="the reduced CI budget (one seed, few steps)")
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--out", default=str(RESULTS))

@@ -119,7 +119,7 @@ def scale_study(tok, name: str = "stdlib-4m", methods=("full", "prompt"), extens
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", nargs="*", default=["area", "line"])
     ap.add_argument("--methods", nargs="*", default=None, help="default: every arm (with --append: required)")
     ap.add_argument("--append", action="store_true",

@@ -223,7 +223,7 @@ def refresh_optimisers():
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])   # --help or a typo: refused, nothing runs
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])   # --help or a typo: refused, nothing runs
     ap.add_argument("--more-seeds", action="store_true", help="add the missing seeds to the stored placement and VADER runs")
     ap.add_argument("--vader", action="store_true", help="only the VADER lesson")
     ap.add_argument("--optimisers", action="store_true", help="only re-measure the optimisers' state (seconds)")

@@ -132,7 +132,7 @@ def serving() -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])   # --help or a typo stops here
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])   # --help or a typo stops here
     ap.add_argument("--part", choices=("all", "timing"), default="all",
                     help="timing: re-measure only the step-time model's timings, keep the rest of the stored file")
     args = ap.parse_args(argv)
