@@ -1,4 +1,4 @@
-"""Byte-level BPE for the decoder (chapter 09, §5), trained with the ``tokenizers`` library.
+"""Byte-level BPE for the decoder (chapter 09, §7), trained with the ``tokenizers`` library.
 
 Byte level: every string is first written as UTF-8 bytes, so no text is ever out of
 vocabulary and ``decode(encode(s)) == s`` for every ``s``. BPE then merges the most frequent

@@ -1,4 +1,4 @@
-"""Real, offline text for the decoder (chapter 09, §5): the text that ships with Python.
+"""Real, offline text for the decoder (chapter 09, §7): the text that ships with Python.
 
 Two sources, both read from the running interpreter's own files, nothing downloaded:
 
