@@ -161,8 +161,8 @@ def nf4_vs_fp4(enc: tuple[str, dict | None], dtypes: dict) -> tuple[str, str]:
     ppl = "; ".join(f"{n}: held-out ppl fp32 {np.exp(r['fp32']):.2f}, NF4 {np.exp(r['nf4']):.2f}, FP4 "
                     f"{np.exp(r['fp4']):.2f}, Int4 {np.exp(r['int4']):.2f} "
                     f"(NF4 − FP4 {100 * np.expm1(r['nf4'] - r['fp4']):+.2f} %)" for n, r in dtypes.items())
-    ctx = (f"chapter 10 (decoder bases, one evaluation each on {next(iter(dtypes.values())).get('tokens', '?'):,} "
-           f"held-out tokens, no interval: context, not an order): {ppl}")
+    ctx = (f"chapter 10 (decoder bases, one evaluation each on a held-out stream of "
+           f"{next(iter(dtypes.values())).get('tokens', '?'):,} tokens, no interval: context, not an order): {ppl}")
     rule = ("; rule: NF4 resolved above FP4 in a paired interval → holds (approximately on fewer than 5 seeds); a "
             f"tie or FP4 above → {NOT_HERE}; perplexities without an interval order nothing")
     if d is None:
