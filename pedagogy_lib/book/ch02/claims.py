@@ -413,7 +413,8 @@ def _roberta_024(c):
     verdict = graded(p024 and tie, p024 and near_no_rte)
     return verdict, (
         f"0.24%: {rb:,} = {100 * f_rb:.3f}% of RoBERTa-base, {'which rounds to' if p024 else 'not'} 0.24% "
-        f"(MiniLM: {s['budget']:,} = {100 * s['budget'] / s['total_params']:.3f}%). Within 0.1: the table's LoRA − FT "
+        f"(MiniLM with its pooler: {s['budget']:,} = {100 * C.fraction(s['budget'], C.minilm_shape()):.3f}%). "
+        f"Within 0.1: the table's LoRA − FT "
         f"average is {gaps['printed']:+.1f} ({gaps['all8']:+.2f} recomputed), {'within' if tie else 'not within'} ±0.1; "
         f"RTE alone is {gaps['rte']:+.1f}; without RTE {gaps['no_rte']:+.2f} "
         f"({'within ±0.1' if tie_no_rte else 'within ±0.15' if near_no_rte else 'beyond ±0.15'}); without "
