@@ -66,6 +66,15 @@ def test_relu_gradient_at_zero_is_torchs():
     assert np.array_equal(relu.backward(np.ones(3)), [0.0, 0.0, 1.0])
 
 
+def test_init_is_the_documented_one():
+    """W_up ~ N(0, init_scale²), biases 0, W_down as torch's Linear U(±1/√d) (Bottleneck's docstring)."""
+    b = A.Bottleneck(64, 64, init_scale=0.1, rng=np.random.default_rng(0), dtype=np.float64)
+    up = b.up.p["weight"]
+    assert abs(up.std() / 0.1 - 1) < 0.05 and abs(up.mean()) < 0.01
+    assert abs(np.mean(np.abs(up) > 0.2) - 0.0455) < 0.01  # the normal's 2σ tail; a uniform has none
+    assert np.abs(b.down.p["weight"]).max() <= 1 / 8 and not b.down.p["bias"].any() and not b.up.p["bias"].any()
+
+
 def test_identity_at_init():
     h = np.random.default_rng(0).standard_normal((4, 9, 16))
     exact = A.Adapter(16, 4, init_scale=0.0, dtype=np.float64)
