@@ -54,6 +54,27 @@ def test_activation_fd(name):
     assert_small(check_module(A.ACTIVATIONS[name](), x, max_entries=None))
 
 
+def test_relu_gradient_at_zero_is_torchs():
+    """At the kink x = 0 the finite difference has no answer; torch's ReLU passes no gradient
+    there, and so must ours, or the twins differ on an all-zero hidden state."""
+    x = np.array([-1.0, 0.0, 2.0])
+    relu = A.ReLU()
+    relu(x)
+    t = torch.tensor(x, requires_grad=True)
+    torch.relu(t).backward(torch.ones(3, dtype=torch.float64))
+    assert np.array_equal(relu.backward(np.ones(3)), t.grad.numpy())
+    assert np.array_equal(relu.backward(np.ones(3)), [0.0, 0.0, 1.0])
+
+
+def test_init_is_the_documented_one():
+    """W_up ~ N(0, init_scale²), biases 0, W_down as torch's Linear U(±1/√d) (Bottleneck's docstring)."""
+    b = A.Bottleneck(64, 64, init_scale=0.1, rng=np.random.default_rng(0), dtype=np.float64)
+    up = b.up.p["weight"]
+    assert abs(up.std() / 0.1 - 1) < 0.05 and abs(up.mean()) < 0.01
+    assert abs(np.mean(np.abs(up) > 0.2) - 0.0455) < 0.01  # the normal's 2σ tail; a uniform has none
+    assert np.abs(b.down.p["weight"]).max() <= 1 / 8 and not b.down.p["bias"].any() and not b.up.p["bias"].any()
+
+
 def test_identity_at_init():
     h = np.random.default_rng(0).standard_normal((4, 9, 16))
     exact = A.Adapter(16, 4, init_scale=0.0, dtype=np.float64)

@@ -156,6 +156,9 @@ def test_count_is_loras_plus_one_magnitude_per_output_row():
     L, d, f = 6, 384, 1536
     assert dora.dora_params(shape, 2, "all-linear") == L * (2 * (4 * 2 * d + 2 * (d + f)) + 4 * d + f + d)
     assert dora.dora_params(counting.ROBERTA_BASE, 8, ("q_proj", "v")) == 12 * 2 * (8 * 1536 + 768)
+    # one magnitude per OUTPUT row: d_out, which the square attention matrices cannot tell from d_in
+    assert dora.dora_params(shape, 2, ("ffn_in",)) == lora.lora_params(shape, 2, ("ffn_in",)) + L * f
+    assert dora.dora_params(shape, 2, ("ffn_out",)) == lora.lora_params(shape, 2, ("ffn_out",)) + L * d
     with pytest.raises(ValueError):
         dora.dora_params(shape, 8, ("nope",))
     # a real model's {path: (d_in, d_out)}, as lora.lora_params takes it: the same count

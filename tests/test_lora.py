@@ -352,6 +352,16 @@ def test_torch_twin_same_seed_same_adapter_and_same_targets():
         tlora.LoRALinear(torch.nn.LayerNorm(3), r=1, alpha=1)
 
 
+def test_torch_twin_attach_passes_rslora_on():
+    for rslora, s in ((False, 2.0), (True, 4.0)):   # α/r or α/√r with α = 8, r = 4
+        bert = tiny_bert(np.float32)
+        tbert = build_encoder(TINY, bert.state_dict(), dtype=torch.float32, device="cpu")
+        lora.attach_lora(bert, ("query",), r=4, alpha=8, rslora=rslora)
+        tlora.attach_lora(tbert, ("query",), r=4, alpha=8, rslora=rslora)
+        assert {m.scaling for m in lora.lora_layers(bert).values()} == {s}
+        assert {m.scaling for m in tlora.lora_layers(tbert).values()} == {s}
+
+
 def test_real_minilm_with_lora_numpy_equals_torch(init="pissa"):
     """All six layers of the real MiniLM with LoRA on (q, v), float64: embeddings and every
     LoRA gradient agree between the hand-written backward and torch autograd. PiSSA, so that

@@ -100,6 +100,16 @@ def test_mean_pool_backward_fd():
     assert compare(nn.mean_pool_backward(r, mask, h.dtype), num) < TOL
 
 
+def test_l2_normalize_each_row_as_torch():
+    """Sentence embeddings (BertEncoder.encode) are unit rows: each example is normalised over
+    its features, never across the batch; an all-zero row stays 0 (torch's F.normalize)."""
+    x = np.random.default_rng(7).standard_normal((3, 5))  # its own draws: f64's stream stays as it was
+    x[1] = 0.0
+    y = nn.l2_normalize(x)
+    assert np.allclose(np.linalg.norm(y, axis=-1), [1.0, 0.0, 1.0], rtol=0, atol=1e-15)
+    assert np.allclose(y, torch.nn.functional.normalize(torch.from_numpy(x), dim=-1).numpy(), rtol=0, atol=1e-15)
+
+
 def test_adamw_matches_torch_step_for_step():
     w = f64(4, 3)
     tw = torch.tensor(w.copy(), requires_grad=True)

@@ -177,6 +177,22 @@ def test_dequant_log_sees_full_precision_weight_in_backward():
     np.testing.assert_array_equal(log.outputs[i].numpy(), ours)  # the weight backward used
 
 
+def test_crosscheck_rounds_to_the_compute_dtype_and_counts_differing_dq_codes():
+    """In bf16 compute, bnb's weight is ours rounded to bf16 (unrounded, they differ by ~2e-4);
+    and ``dq_codes_differing`` counts: three stored DQ codes moved off ours are three."""
+    model = small_model(shapes=((64, 128),))
+    w0 = model[0].weight.detach().numpy().copy()
+    layer = quantized(model, compute_dtype=torch.bfloat16)[0]
+    c = QL.crosscheck(layer, w0)
+    assert c["dequant_identical"] and c["dequant_max_diff"] == 0
+    s = QL.read_quant_state(layer)
+    assert not np.array_equal(s.dequantize(), QL.bnb_computed_weight(layer))
+    q, _, _ = Q.double_quantize(Q.quantize_4bit(w0, s.codebook(), s.blocksize)[1], s.nested_blocksize)
+    q[:3] ^= 1
+    layer.weight.quant_state.absmax.copy_(torch.from_numpy(q))
+    assert QL.crosscheck(layer, w0)["dq_codes_differing"] == 3
+
+
 # ----------------------------------------------------------------------------- real MiniLM
 
 def test_minilm_dims_are_multiples_of_the_blocksize(mm):

@@ -448,6 +448,16 @@ def test_lloyd_max_uniform_known_answer():
     assert _sample_mse(u, Q.lloyd_max(u, 16, init=ideal)) <= _sample_mse(u, ideal)
 
 
+def test_lloyd_max_ties_go_down_and_an_empty_cell_keeps_its_level():
+    # Eq. 7.5's rule: the sample 1 on the midpoint of (0, 2) joins the LOWER cell: {0, 1}, {2}
+    three = np.array([0, 1, 2], np.float32)
+    np.testing.assert_array_equal(Q.lloyd_max(three, 2, init=np.array([0, 2], np.float32)), [0.5, 2.0])
+    # the level 10 sees no sample (cells {0, 1}, {2, 3}, {}): it stays where it was, not at 0
+    four = np.array([0, 1, 2, 3], np.float32)
+    np.testing.assert_array_equal(Q.lloyd_max(four, 3, init=np.array([0, 1.5, 10], np.float32)),
+                                  [0.5, 2.5, 10.0])
+
+
 def test_lloyd_max_beats_nf4_and_is_deterministic():
     w = gaussian((256, 1024), seed=17)
     x = Q.absmax_normalize(w)

@@ -34,6 +34,14 @@ def test_tie_and_order():
     assert stats.order(below, "x", "y") == "x < y"
 
 
+def test_identical_runs_are_a_tie():
+    """Every difference 0: the interval is the single point [0, 0], and a closed interval that
+    contains 0 is a tie (Eq. 8.7), never an order."""
+    same = stats.paired([0.90, 0.91, 0.92], [0.90, 0.91, 0.92])
+    assert same["lo"] == same["hi"] == 0.0
+    assert same["tie"] and stats.order(same, "a", "b") == "tie (a ≈ b)"
+
+
 def test_pairing_matters():
     """Unpaired, these two arms overlap; paired (shared seed effects), one is always better."""
     seed_effect = np.array([0.0, 0.05, -0.04, 0.03, -0.02])
