@@ -135,6 +135,20 @@ def whole_number(x, what: str) -> int:
     return int(x) if isinstance(x, (int, np.integer)) else int(v)
 
 
+def number(x, what: str) -> float:
+    """``x`` as a float (a Python, NumPy or torch scalar, or a 0-d array); otherwise NotYet naming
+    ``what``. Text is never a number, even "2.5": ``float`` would read it, so it is refused by name."""
+    if x is None:
+        raise NotYet(f"{what} is None: did you forget `return` (or to set `answer`)?")
+    x = to_numpy(x, scalar=True)  # np.array("2.5") becomes np.str_, i.e. text
+    if isinstance(x, (str, bytes)):
+        raise NotYet(f"{what} is the text {x!r:.40}; it should be a number")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        raise NotYet(f"{what} should be a number, got {type(x).__name__} {x!r:.40}") from None
+
+
 def items(out, n: int, what: str) -> list:
     """The ``n`` parts of an answer that is a tuple or a list of ``n`` things; else NotYet."""
     if not isinstance(out, (tuple, list)) or len(out) != n:

@@ -7,18 +7,7 @@ from pedagogy_lib import counting as C
 from pedagogy_lib.bitfit import bitfit_params
 from pedagogy_lib.lora import lora_params
 from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, guard_checkers, passed,
-                                         refuse_known_mistakes, whole_number)
-
-
-def _number(x, call: str) -> float:
-    if x is None:
-        raise NotYet(f"{call} returned None: did you forget `return`?")
-    if isinstance(x, (str, bytes)):
-        raise NotYet(f"{call} returned the text {x!r:.40}; it should return a number")
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        raise NotYet(f"{call} returned {type(x).__name__} {x!r:.40}; it should return a number") from None
+                                         number, refuse_known_mistakes, whole_number)
 
 
 # ------------------------------------------------------------ 00.1 mixed-precision Adam
@@ -29,7 +18,7 @@ _ADAM_SIZES = (6_738_415_616, 22_713_216, 1, 175_000_000_000, 1_234_567)
 def check_mixed_adam_gb(fn) -> None:
     """fn(n_params) -> GB (10^9 bytes) of weights, gradients, master copy and Adam moments."""
     for n in _ADAM_SIZES:
-        got = _number(attempt(fn, n), f"mixed_adam_gb({n:,})")
+        got = number(attempt(fn, n), f"mixed_adam_gb({n:,})")
         want = C.finetune_memory_gb(n, "mixed-adam")
         wrong = {  # answer -> what it means
             n * 16: "that is bytes; divide by 10**9 for GB",
@@ -58,7 +47,7 @@ def check_lora_count(fn) -> None:
              (C.GPT3, 4, ("query", "value"))]
     for shape, r, targets in cases:
         call = f"lora_count({shape.name}, r={r}, targets={targets})"
-        got = _number(attempt(fn, shape, r, targets), call)
+        got = number(attempt(fn, shape, r, targets), call)
         want = lora_params(shape, r, targets)
         mats = [C.linear_shapes(shape)[t] for t in targets]
         if got == sum(i * o for i, o in mats) * shape.layers:
@@ -82,7 +71,7 @@ def check_bitfit_fraction(fn) -> None:
     """fn(shape) -> fraction (0..1) of parameters that are biases or LayerNorm shifts."""
     for shape in (C.BERT_BASE, C.BERT_LARGE, _TOY, C.minilm_shape()):
         call = f"bitfit_fraction({shape.name})"
-        got = _number(attempt(fn, shape), call)
+        got = number(attempt(fn, shape), call)
         total = C.total_params(shape)
         want = bitfit_params(shape) / total
         d, L = shape.hidden, shape.layers

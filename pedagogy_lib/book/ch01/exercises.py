@@ -9,20 +9,9 @@ import numpy as np
 
 from pedagogy_lib import lowrank as lr
 from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, passed,
-                                         refuse_known_mistakes, to_numpy, whole_number)
+                                         number, refuse_known_mistakes, to_numpy, whole_number)
 
 _SHAPES = [(6, 4), (4, 6), (9, 9), (12, 3), (1, 5)]
-
-
-def _number(x, call: str) -> float:
-    """The student's one number as a float. Text is never a number, even "2.5" (``book.exercises``):
-    ``float("2.5")`` would read it, so it is refused by name first."""
-    if x is None:
-        raise NotYet(f"{call} returned None: did you forget `return`?")
-    x = to_numpy(x, scalar=True)  # a 0-d array or tensor as its scalar: np.array("2.5") becomes text
-    if isinstance(x, (str, bytes)):
-        raise NotYet(f"{call} returned the text {x!r:.40}; it should return a number")
-    return float(x)
 
 
 def _matrix(shape, seed):
@@ -74,7 +63,7 @@ def check_effective_rank(fn) -> None:
     """fn(s) -> exp(−Σ p_i log p_i) with p_i = σ_i / Σ σ_j (eq. 1.6)."""
     for s in _SPECTRA:
         call = f"effective_rank({np.array2string(s[:4], precision=3)}{'…' if s.size > 4 else ''})"
-        got = _number(attempt(fn, s.copy()), call)
+        got = number(attempt(fn, s.copy()), call)
         want = lr.effective_rank(s)
         p = s[s > 0] / s.sum()
         q = s[s > 0] ** 2 / np.sum(s**2)

@@ -11,7 +11,7 @@ from pedagogy_lib import counting as C
 from pedagogy_lib import prefix as PX
 from pedagogy_lib import prompt as PT
 from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
-                                         passed, to_numpy)
+                                         number, passed, to_numpy)
 from pedagogy_lib.nn import SelfAttention
 
 
@@ -122,21 +122,13 @@ def check_prompt_grad(fn) -> None:
     passed("05.4 prompt gradient", "Eq. 5.2 through the embedding LayerNorm, summed over the batch")
 
 
-def _number(answer) -> float:
-    """``answer`` as a float. Text is refused even when it spells a number ("12" is not 12), as
-    chapter 00's ``_number`` does; a local copy (``book/exercises.py`` has no shared one)."""
-    if isinstance(answer, (str, bytes)):
-        raise NotYet(f"`answer` is the text {answer!r:.40}: set it to a number, not a string")
-    return float(answer)
-
-
 def check_ptv2_over_prompt(answer) -> None:
     """``answer``: how many times more numbers P-Tuning v2 trains than prompt tuning on MiniLM
     at the same number m of virtual tokens (Eqs. 5.2 and 5.4)."""
     expect(answer is not None, "set `answer` to a number")
     shape = C.minilm_shape()
     want = PX.num_prefix_params(20, shape.hidden, shape.layers) / PT.num_prompt_params(20, shape.hidden)
-    ratio = _number(answer)
+    ratio = number(answer, "`answer`")
     if abs(ratio - shape.layers) < 1e-9:
         raise NotYet("P-Tuning v2 trains a key AND a value vector per token and layer")
     expect(abs(ratio - want) < 1e-9, f"count both per token: prompt tuning d numbers, P-Tuning v2 "

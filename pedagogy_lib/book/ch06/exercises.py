@@ -10,7 +10,7 @@ from pedagogy_lib import ia3 as I3
 from pedagogy_lib import nn
 from pedagogy_lib.bert import BertConfig, BertEncoder
 from pedagogy_lib.book.exercises import (NotYet, attempt, expect, expect_close, expect_shape, guard_checkers, items,
-                                         passed, refuse_known_mistakes)
+                                         number, passed, refuse_known_mistakes)
 
 
 # ------------------------------------------------------------------ 06.1 counting
@@ -110,21 +110,13 @@ def check_shift_for_fraction(fn) -> None:
     passed("06.4", "one number per unit decides how often its GELU is on")
 
 
-def _number(answer) -> float:
-    """``answer`` as a float. Text is refused even when it spells a number ("12" is not 12), as
-    chapter 00's ``_number`` does; a local copy (``book/exercises.py`` has no shared one)."""
-    if isinstance(answer, (str, bytes)):
-        raise NotYet(f"`answer` is the text {answer!r:.40}: set it to a number, not a string")
-    return float(answer)
-
-
 def check_bitfit_shrinks(answer) -> None:
     """``answer``: BitFit's trainable fraction (Eq. 6.4, with the LayerNorm shifts) of
     BERT-base divided by that of BERT-large."""
     expect(answer is not None, "set `answer` to a number")
     frac = {s.name: BF.bitfit_params(s) / C.total_params(s) for s in (C.BERT_BASE, C.BERT_LARGE)}
     want = frac["BERT-base"] / frac["BERT-large"]
-    ratio = _number(answer)
+    ratio = number(answer, "`answer`")
     if abs(ratio - 1 / want) < 1e-6:
         raise NotYet("that is BERT-large over BERT-base: the question asks base over large")
     expect(abs(ratio - want) < 1e-6, f"the ratio should be {want:.8f} to 1e-6, unrounded (compute both "
