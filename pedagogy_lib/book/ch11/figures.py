@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from pedagogy_lib import scaling as S
-from pedagogy_lib.book.figures import register
+from pedagogy_lib.book.figures import register, stacked_bars
 
 PARTS = (("weights", "C0"), ("grads", "C1"), ("optim", "C2"))
 GPU_GB = (24, 48, 80)
@@ -29,11 +29,9 @@ def memory(res: dict | None = None) -> Figure:
     for ax, method in zip(axes, ("full", "lora")):
         r = res[method]
         P, T = r["n_params"], r["n_trainable"]
-        bottom = np.zeros(4)
-        for part, colour in PARTS:
-            h = np.array([S.zero_per_rank(P, T, 2, k)[part] for k in S.ZERO_STAGES]) / 1e6
-            ax.bar(S.ZERO_STAGES, h, bottom=bottom, color=colour, label=part if method == "full" else None)
-            bottom += h
+        stacked_bars(ax, S.ZERO_STAGES, [(part if method == "full" else None,
+                                          [S.zero_per_rank(P, T, 2, k)[part] / 1e6 for k in S.ZERO_STAGES], colour)
+                                         for part, colour in PARTS])
         whole, mine = sum(r["whole"].values()) / 1e6, sum(r["per_rank"].values()) / 1e6
         ax.plot([0, 3], [whole, mine], "kD", ms=6, label="measured (FSDP2 / unsharded)" if method == "full" else None)
         ax.set_xticks(S.ZERO_STAGES, ["DDP\n(0)", "ZeRO-1", "ZeRO-2", "ZeRO-3\n(FSDP)"])
@@ -56,13 +54,10 @@ def qlora_gpus(counts: dict | None = None) -> Figure:
     for i, name in enumerate(names):
         per = [S.qlora_sharded_gb(fam[name], k) for k in n]
         x = np.arange(len(n)) + (i - 0.5) * width
-        bottom = np.zeros(len(n))
-        for part, colour in (("base 4-bit", "C0"), ("base 16-bit", "C4"), ("LoRA", "C1"), ("LoRA grads", "C3"),
-                             ("Adam", "C2"), ("gathered layer", "C7")):
-            h = np.array([p[part] for p in per])
-            ax.bar(x, h, width * 0.95, bottom=bottom, color=colour, hatch="//" if i else None, edgecolor="w",
-                   label=part if i == 0 else None)
-            bottom += h
+        parts = (("base 4-bit", "C0"), ("base 16-bit", "C4"), ("LoRA", "C1"), ("LoRA grads", "C3"),
+                 ("Adam", "C2"), ("gathered layer", "C7"))
+        layers = [(part if i == 0 else None, [p[part] for p in per], colour) for part, colour in parts]
+        bottom = stacked_bars(ax, x, layers, width=width * 0.95, hatch="//" if i else None, edgecolor="w")
         for xi, b in zip(x, bottom):
             ax.text(xi, b + 0.5, f"{b:.1f}", ha="center", fontsize=7)
     for g in GPU_GB:
