@@ -146,7 +146,8 @@ def number(x, what: str) -> float:
     try:
         return float(x)
     except (TypeError, ValueError):
-        raise NotYet(f"{what} should be a number, got {type(x).__name__} {x!r:.40}") from None
+        raise NotYet(f"{what} has the wrong type or shape: it should be a number, "
+                     f"got {type(x).__name__} {x!r:.40}") from None
 
 
 def items(out, n: int, what: str) -> list:
