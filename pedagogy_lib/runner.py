@@ -339,19 +339,39 @@ def protocol(arms, task, budget: Budget, jobs: int = 1, progress: bool = True, r
 RUN_FIELDS = ("n_train", "n_eval", "epochs", "batch_size", "head_lr", "resample", "schedule")
 
 
-def run_log(path, budget: Budget) -> tuple[dict, callable]:
+def arm_identity(arm) -> dict:
+    """What a logged run must share with an arm to stand for it: the registry method, its
+    options and the model (as JSON gives them back); the label alone does not say it."""
+    a = as_arm(arm)
+    return json.loads(json.dumps({"method": a.method, "opts": a.opts, "model": a.model}, sort_keys=True, default=str))
+
+
+def run_log(path, budget: Budget, arms=()) -> tuple[dict, callable]:
     """Finished runs under this ``budget`` from ``path`` (JSON lines; None: no log), as
     ``protocol``'s ``done`` {(label, lr, seed): result}, and an ``on_result`` callback that
-    appends new ones: an interrupted sweep resumes where it stopped."""
+    appends new ones: an interrupted sweep resumes where it stopped. With ``arms`` (the sweep's
+    Arms), each new record is stamped with its arm's ``arm_identity``, and a logged run of one
+    of these labels is reused only if its stamp matches: an arm whose options were edited under
+    the same label trains again."""
     done, stamp = {}, json.loads(json.dumps(asdict(budget)))
+    ident = {a.label: arm_identity(a) for a in map(as_arm, arms)}
     if path is None:
         return done, lambda label, r: None
     path = Path(path)
     same = lambda old: all(old.get(k) == stamp[k] for k in RUN_FIELDS)  # noqa: E731
+    stale = 0
     if path.exists():
         for r in _log_records(path):
-            if same(r.pop("budget")):
-                done[(r.pop("label"), r["lr"], r["seed"])] = r
+            if not same(r.pop("budget")):
+                continue
+            if r["label"] in ident and r.pop("arm", None) != ident[r["label"]]:
+                stale += 1
+                continue
+            r.pop("arm", None)
+            done[(r.pop("label"), r["lr"], r["seed"])] = r
+    if stale:
+        print(f"run log {path}: {stale} run(s) not reused: logged for an arm of the same label with other "
+              "options (or before arms were stamped)", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     torn = True   # checked once, at the first append
 
@@ -361,8 +381,9 @@ def run_log(path, budget: Budget) -> tuple[dict, callable]:
         if fixed is not None:
             path.write_bytes(fixed)
         torn = False
+        arm = {"arm": ident[label]} if label in ident else {}
         with open(path, "a") as f:
-            f.write(json.dumps({"label": label, "budget": stamp, **r}) + "\n")
+            f.write(json.dumps({"label": label, "budget": stamp, **arm, **r}) + "\n")
     return done, log
 
 

@@ -161,6 +161,22 @@ def test_a_run_log_torn_by_an_interruption_resumes_and_a_foreign_one_is_refused(
         assert p.read_text() == text
 
 
+def test_a_logged_run_is_reused_only_for_an_arm_with_the_same_method_and_options(tmp_path, capsys):
+    b, p = Budget(n_train=8, n_eval=8), tmp_path / "runs.jsonl"
+    r8, r4 = Arm("lora", "lora", {"r": 8}), Arm("lora", "lora", {"r": 4})   # one label, two settings
+    _, log = runner.run_log(p, b, [r8])
+    log("lora", {"lr": 0.01, "seed": 0, "val_acc": 0.5})
+    assert json.loads(p.read_text())["arm"] == runner.arm_identity(r8)
+    assert list(runner.run_log(p, b, [r8])[0]) == [("lora", 0.01, 0)]
+    assert runner.run_log(p, b, [r8])[0][("lora", 0.01, 0)] == {"lr": 0.01, "seed": 0, "val_acc": 0.5}
+    capsys.readouterr()
+    assert runner.run_log(p, b, [r4])[0] == {} and "1 run(s) not reused" in capsys.readouterr().err
+    assert list(runner.run_log(p, b)[0]) == [("lora", 0.01, 0)]          # no arms given: label, rate, seed
+    p.write_text(json.dumps({"label": "lora", "budget": json.loads(p.read_text())["budget"],
+                             "lr": 0.01, "seed": 0}) + "\n")              # logged before arms were stamped
+    assert runner.run_log(p, b, [r8])[0] == {}
+
+
 # ----------------------------------------------------------------------------- the decoder protocol
 def _decoder_task(evaluated):
     def evaluate(model, split, generate=False):

@@ -246,7 +246,7 @@ def intrinsic_sweep(ds=DS, jobs: int = 1, log=RUN_LOG, progress: bool = True, ru
     from tqdm import tqdm
 
     chosen, task, t0 = list(arms_for(ds).values()), data.polarity_task(), time.time()
-    done, on_result = runner.run_log(log, BUDGET)
+    done, on_result = runner.run_log(log, BUDGET, chosen)
     stored = _stored_runs(json.loads(OUT.read_text())) if OUT.exists() and run_fn is None else {}
     logged = set(done)  # before ``verify`` retrains (and logs) its runs: those are new ones
     check = verify(stored, done, task, on_result) if stored else {"runs": [], "identical": False}

@@ -223,9 +223,9 @@ def sweep(budget=BUDGET, lrs=LRS, ranks=RANKS, jobs: int = 1, log=RUN_LOG, run_f
     ``run_fn`` replaces ``RUN`` (tests); the runs of ``previous`` (a stored results file) are
     reused (``reuse``)."""
     task = data.polarity_task(seed=0)
-    done, on_result = runner.run_log(log, budget)
-    go = lambda arms, b: runner.protocol(arms, task, b, jobs, progress, run_fn, done, on_result)  # noqa: E731
     base = base_arms(lrs)
+    done, on_result = runner.run_log(log, budget, base.values())  # stages C/D's labels name their options
+    go = lambda arms, b: runner.protocol(arms, task, b, jobs, progress, run_fn, done, on_result)  # noqa: E731
     done |= reuse(previous, base.values(), budget)
     ab = go(base.values(), budget)                                     # A and B
     for label, f in ab.items():  # the q,v r=8 runs of stage A are stage C's and D's too

@@ -127,7 +127,7 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown arm(s) {unknown}; choose from {list(ARMS)}")
     task, t0 = data.polarity_task(), time.time()
-    done, on_result = runner.run_log(Path(args.log), BUDGET)  # finished runs of this budget, and the logger
+    done, on_result = runner.run_log(Path(args.log), BUDGET, ARMS.values())  # finished runs of this budget, and the logger
     done = {} if args.fresh else done
     found = {}
     for label in args.arms:  # one arm at a time: a cut sweep still has whole arms

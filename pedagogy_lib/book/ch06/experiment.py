@@ -204,7 +204,7 @@ def _at_sizes(chosen, found, task, sizes, seeds, select_n, jobs, log, run_fn=Non
     try:
         for n in sizes:
             b = budget(n, seeds)
-            done, on_result = runner.run_log(log, b)
+            done, on_result = runner.run_log(log, b, chosen)
             for a in chosen:
                 lr = found[a.label]["selection"]["chosen"]
                 for s in b.seeds:
@@ -243,7 +243,7 @@ def learning_curve(names=None, sizes=SIZES, seeds=SEEDS, jobs: int = 1, log=RUN_
     if select_n not in sizes:
         raise ValueError(f"sizes must include the selection size {select_n}, got {sizes}")
     task, t0 = data.polarity_task(), time.time()
-    done, on_result = runner.run_log(log, budget(select_n, seeds))
+    done, on_result = runner.run_log(log, budget(select_n, seeds), chosen)
     select_fn = run_fn
     if jobs == 1:  # one process runs each job as it is submitted: log it then, not once all are in
         select_fn, on_result = functools.partial(_run_and_log, run_fn or runner.run, on_result), None

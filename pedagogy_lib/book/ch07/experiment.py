@@ -313,7 +313,7 @@ def accuracy_sweep(names=None, budget: Budget = BUDGET, log=RUN_LOG, out=OUT) ->
     torch.set_num_threads(1)
     chosen = [ARMS[n] for n in (names or ARMS)]
     task, t0 = data.polarity_task(), time.process_time()
-    done, on_result = runner.run_log(Path(log), budget)
+    done, on_result = runner.run_log(Path(log), budget, chosen)
     found = runner.protocol(chosen, task, budget, done=done, on_result=on_result)
     results = {a.label: arm_summary(a, found[a.label]) for a in chosen}
     for n, r in results.items():

@@ -80,7 +80,7 @@ def compare(names=None, budget: Budget = FULL, progress: bool = True, jobs: int 
     chosen = [ARMS[n] for n in check_arms(names)]
     n_model = sum(p.numel() for p in runner.fresh_minilm().net.parameters())
     task, t0 = D.polarity_task(), time.time()
-    done, on_result = runner.run_log(log, budget)
+    done, on_result = runner.run_log(log, budget, chosen)
     found = runner.protocol(chosen, task, budget, jobs=jobs, progress=progress, done=done, on_result=on_result)
     results = {a.label: _summary(a, found[a.label], n_model) for a in chosen}
     if progress:
