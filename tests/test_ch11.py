@@ -118,3 +118,11 @@ def test_stored_results_agree_with_the_arithmetic(stored):
         f = stored["fsdp"][m]
         assert all(2 * f["per_rank"][k] == f["whole"][k] for k in f["whole"]), m
     assert stored["fsdp"]["qlora"]["ok"]
+
+
+def test_the_stored_config_records_the_steps_each_part_ran(stored):
+    steps = stored["config"]["steps"]
+    assert steps == E.STEPS
+    assert {len(r["losses"]) for r in stored["ddp"].values()} == {steps["ddp"]}
+    assert {len(stored["fsdp"][m]["losses"]) for m in ("full", "lora")} == {steps["fsdp"]}
+    assert len(stored["fsdp"]["qlora"]["losses"]) == steps["qlora_fsdp"]

@@ -27,6 +27,8 @@ from pedagogy_lib.registry import PEFT_DECODER_METHODS, get
 OUT = "ch11_scaling"
 COMMAND = "python -m pedagogy_lib.book.ch11.experiment"
 N_ADAPTERS, SERVE_TOKENS, REPS = 8, 64, 30
+DDP_STEPS, FSDP_STEPS, TIMING_REPS = 3, 2, 15   # QLoRA under fully_shard: one step (distributed.task_qlora_fsdp)
+STEPS = {"ddp": DDP_STEPS, "fsdp": FSDP_STEPS, "qlora_fsdp": 1, "timing": f"1 step, timed {TIMING_REPS} times"}
 NO_INIT = {"init_lora_weights": False}   # served adapters: B random too, so they differ
 
 
@@ -50,8 +52,8 @@ def nccl_vs_one_process() -> list[dict] | None:
 def ddp_runs(batch) -> dict:
     out = {}
     for m in PEFT_DECODER_METHODS:
-        run = D.launch("ddp", 2, batch=batch, method=m, impl="peft", timeout_s=120)
-        ref = D.reference_run(m, batch, impl="peft")
+        run = D.launch("ddp", 2, batch=batch, method=m, impl="peft", steps=DDP_STEPS, timeout_s=120)
+        ref = D.reference_run(m, batch, steps=DDP_STEPS, impl="peft")
         got, r0 = run["params"][f"ddp-{m}"], run["ranks"][0]
         out[m] = {"n_params": r0["n_params"], "n_trainable": r0["n_trainable"],
                   "bytes_per_step": r0["bytes_per_step"], "buckets_per_step": r0["buckets_per_step"],
@@ -64,7 +66,7 @@ def ddp_runs(batch) -> dict:
 def fsdp_runs(batch) -> dict:
     out = {}
     for m in ("full", "lora"):
-        r0 = D.launch("fsdp", 2, batch=batch, method=m, impl="peft", timeout_s=120)["ranks"][0]
+        r0 = D.launch("fsdp", 2, batch=batch, method=m, impl="peft", steps=FSDP_STEPS, timeout_s=120)["ranks"][0]
         out[m] = {k: r0[k] for k in ("per_rank", "whole", "n_params", "n_trainable", "losses")}
     q = D.launch("qlora_fsdp", 2, batch=batch, timeout_s=120)["ranks"][0]
     out["qlora"] = {k: q[k] for k in ("ok", "error", "per_rank", "whole", "n_params", "n_trainable", "losses") if k in q}
@@ -73,7 +75,7 @@ def fsdp_runs(batch) -> dict:
 
 def timing_runs() -> dict:
     batch = D.make_batch(8, 64, seed=1)
-    out = {m: {k: v for k, v in D.launch("ddp", 2, batch=batch, method=m, steps=1, timing_reps=15)["ranks"][0].items()
+    out = {m: {k: v for k, v in D.launch("ddp", 2, batch=batch, method=m, steps=1, timing_reps=TIMING_REPS)["ranks"][0].items()
                if k in ("t_compute", "t_step", "n_trainable", "n_params")} for m in PEFT_DECODER_METHODS}
     ar = D.launch("allreduce", 2, sizes=(2**10, 2**14, 2**18, 2**20, 2**22), reps=25)["ranks"][0]
     alpha, beta = S.fit_alpha_beta(ar["sizes"], ar["seconds"], 2)
@@ -131,19 +133,27 @@ def serving() -> dict:
             "t_set_adapter": t_switch, "t_load_merged_copy": t_reload, "t_unmerge_merge": t_merge_swap}
 
 
+def config(batch) -> dict:
+    """The settings the results file records: steps per part (each part runs its own number)."""
+    return {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
+            "lora": get("lora").peft_args()[1], "ia3": get("ia3").peft_args()[1], "lr": 1e-3,
+            "steps": STEPS}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])   # --help or a typo stops here
-    ap.add_argument("--part", choices=("all", "timing"), default="all",
-                    help="timing: re-measure only the step-time model's timings, keep the rest of the stored file")
+    ap.add_argument("--part", choices=("all", "timing", "steps"), default="all",
+                    help="timing: re-measure only the step-time model's timings; steps: rewrite only the recorded "
+                         "steps of each part (one number for all parts before); either keeps the rest of the stored file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    if args.part == "timing":
-        print(f"wrote {R.save(load() | {'timing': timing_runs()}, OUT)}")
-        return
     batch = D.make_batch(4, 32)
-    out = {"config": {"checkpoint": "stdlib-1m", "batch": list(batch.shape), "world_size": 2, "backend": "gloo",
-                      "lora": get("lora").peft_args()[1], "ia3": get("ia3").peft_args()[1], "steps": 3, "lr": 1e-3},
-           "versions": R.versions("torch", "peft", "transformers", "bitsandbytes")}
+    if args.part != "all":   # steps: the stored config's steps per part, nothing measured
+        old = load()
+        part = {"timing": lambda: {"timing": timing_runs()}, "steps": lambda: {"config": old["config"] | {"steps": STEPS}}}
+        print(f"wrote {R.save(old | part[args.part](), OUT)}")
+        return
+    out = {"config": config(batch), "versions": R.versions("torch", "peft", "transformers", "bitsandbytes")}
     for key, fn in (("ddp", lambda: ddp_runs(batch)), ("fsdp", lambda: fsdp_runs(batch)),
                     ("timing", timing_runs), ("serving", serving)):
         t0 = time.perf_counter()
