@@ -1,4 +1,5 @@
 """Chapter 08's harness on a tiny budget (the same code path `make compare` runs), and the ledger."""
+import dataclasses
 import json
 
 import pytest
@@ -231,3 +232,16 @@ def test_append_adds_arms_in_arms_order_and_keeps_the_others(monkeypatch, tmp_pa
     with pytest.raises(ValueError, match="unknown"):
         compare.append(["sorcery"], path=path)
     assert not ran  # every refusal comes before anything trains
+
+
+@pytest.mark.parametrize("field", [dict(head_lr=1e-3), dict(resample=True), dict(schedule="constant")])
+def test_append_refuses_a_budget_that_differs_in_a_field_the_stored_file_predates(field, monkeypatch, tmp_path):
+    """The stored file lacks head_lr, resample and schedule (it ran them at Budget's defaults):
+    an --append on another value of one of them would pair runs of two budgets."""
+    stored = compare.load()
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(stored | {"methods": {"probe": stored["methods"]["probe"]}}))
+    monkeypatch.setattr(compare, "compare", lambda *a, **k: pytest.fail("trained before the budget check"))
+    with pytest.raises(ValueError, match="budget"):
+        compare.append(["full"], dataclasses.replace(compare.FULL, **field), path=path)
+    assert set(compare._budget_record(compare.FULL)) >= {"head_lr", "resample", "schedule"}

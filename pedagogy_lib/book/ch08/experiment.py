@@ -111,9 +111,11 @@ def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) 
     stored = sorted(set(names) & set(res["methods"]))
     if stored:
         raise ValueError(f"--append: {stored} are stored already; a full `make compare` reruns every arm")
-    want = json.loads(json.dumps(_budget_record(budget)))  # as stored: lists, not tuples
-    if want != {k: res["budget"].get(k) for k in want}:
-        raise ValueError(f"--append: the budget {want} differs from the stored one {res['budget']}")
+    want = _budget_record(budget)
+    # a file stored before every field was recorded ran the fields it lacks at Budget's defaults
+    have = _budget_record(Budget()) | res["budget"]
+    if want != {k: have.get(k) for k in want}:
+        raise ValueError(f"--append: the budget {want} differs from the stored one {have}")
     for name in names:
         new = compare([name], budget, jobs=jobs, log=log)
         res["methods"][name] = new["methods"][name]
@@ -126,10 +128,8 @@ def append(names, budget: Budget = FULL, jobs: int = 1, log=None, path=RESULTS) 
 
 
 def _budget_record(budget: Budget) -> dict:
-    """The budget as stored (the fields chapter 08 reads; the defaults of the others)."""
-    keep = ("n_train", "n_eval", "epochs", "batch_size", "seeds", "full_grid", "latency_rounds", "select_seeds",
-            "max_extensions")
-    return {k: v for k, v in asdict(budget).items() if k in keep}
+    """The budget as stored: every field, as JSON gives it back (lists, not tuples)."""
+    return json.loads(json.dumps(asdict(budget)))
 
 
 def save(res: dict, path=RESULTS):
