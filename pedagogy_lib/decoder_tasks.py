@@ -9,7 +9,8 @@ checks it):
   fixed template (a *verbaliser*: the LM head scores each package name, no new head).
   Fine-tuning examples come from modules of the corpus's *train* split; the evaluation
   examples from modules of its *val* and *test* splits, which the decoder never saw in
-  pretraining and the fine-tuning never sees either. Validation (for choosing learning
+  pretraining and the fine-tuning never sees either (a few short docstrings recur word for word
+  in other modules: ``read_in_pretraining`` counts them). Validation (for choosing learning
   rates) is a set of whole train-split modules kept out of fine-tuning.
 * **First line** (generation). Input: a function's or class's header exactly as the corpus
   writes it (``json.dumps(obj, *, skipkeys=False, …)``, ``class textwrap.TextWrapper``).
@@ -136,6 +137,17 @@ def leaks(task: dict) -> dict:
     return out
 
 
+def read_in_pretraining(examples) -> list[Example]:
+    """The examples whose prompt text (the area template's fixed sentence left aside) occurs
+    verbatim, white space folded, in the text pretraining read (the corpus's train split). A
+    module held out of pretraining is not enough when a short docstring ("Initialize the
+    handler.") recurs word for word in another module."""
+    fold = lambda s: " ".join(s.split())  # noqa: E731
+    blob = "\n\x00\n".join(fold(t) for t in corpus.load_corpus().texts("train"))
+    tail = AREA_TEMPLATE.split("{body}")[1]
+    return [e for e in examples if fold(e.prompt.removesuffix(tail)) in blob]
+
+
 # ----------------------------------------------------------------------------- tokens and mask
 def encode(tok, prompt: str, response: str, end: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """ids = [<|endoftext|>] + tokens(prompt + response) (+ [<|endoftext|>]) and the loss mask
@@ -201,5 +213,5 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 0.0 if n == 0 else 2 * n / (len(c) + len(r))
 
 
-__all__ = ["AREAS", "Example", "area_task", "line_task", "leaks", "encode", "batch", "rouge_l", "lcs",
-           "first_line", "split_header"]
+__all__ = ["AREAS", "Example", "area_task", "line_task", "leaks", "read_in_pretraining", "encode", "batch", "rouge_l",
+           "lcs", "first_line", "split_header"]

@@ -63,3 +63,15 @@ def test_held_out_text_shares_no_passage_with_the_pretraining_text():
     shared = [t.split("\n\n", 1)[0] for t in c.texts("heldout") if any(w in blob for w in _windows(t))]
     assert shared == []
     assert [e.response for e in T.line_task()["test"] if " ".join(e.response.split()) in blob] == []
+
+
+def test_read_in_pretraining_finds_area_prompts_whose_text_recurs_in_the_training_text():
+    """The area task's test modules are held out, but a short docstring can recur word for word in
+    another module: ``read_in_pretraining`` finds those (a handful, under 1 %), and nothing else."""
+    test = T.area_task()["test"]
+    seen = T.read_in_pretraining(test)
+    assert 0 < len(seen) <= 0.01 * len(test)
+    assert any(e.prompt.startswith("Initialize the handler.") for e in seen)
+    made_up = T.Example(T.AREA_TEMPLATE.format(body="Zqx vw frobnicates the glorp."), " xml", "xml.zz", 5)
+    assert T.read_in_pretraining([made_up]) == []
+    assert T.read_in_pretraining(T.line_task()["test"]) == []
