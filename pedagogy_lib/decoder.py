@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import checks
-from .nn import Embedding, Linear, Module, ModuleList, check_array, softmax, softmax_backward
+from .nn import Embedding, Linear, Module, ModuleList, check_array, check_finite, softmax, softmax_backward
 
 
 @dataclass(frozen=True)
@@ -69,9 +69,12 @@ def check_token_ids(ids, cfg: DecoderConfig, pos0: int = 0) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"token ids must be integers of shape (batch, length), got {ids.dtype} {ids.shape}")
+    pos0 = checks.nonneg_int(pos0, "pos0 (the first token's position)")   # -1 or 1.5 would turn RoPE wrongly
     n, V = ids.shape[1], cfg.vocab_size
     if n == 0:
         raise ValueError("token ids: empty sequence (at least one token is needed)")
+    if ids.shape[0] == 0:
+        raise ValueError("token ids: empty batch (at least one sequence is needed)")
     if pos0 + n > cfg.max_position_embeddings:
         raise ValueError(f"token ids: {pos0 + n} positions exceed the context of {cfg.max_position_embeddings}")
     if ids.min() < 0 or ids.max() >= V:
@@ -174,6 +177,9 @@ class CausalSelfAttention(Module):
 
     def forward(self, x, pos0: int = 0, cache: dict | None = None):
         B, T, _ = x.shape
+        if cache is not None and cache.get("end", pos0) != pos0:   # else RoPE turns these keys by the wrong angles
+            raise ValueError(f"pos0={pos0}, but the KV cache holds positions up to {cache['end'] - 1}: "
+                             f"the next tokens start at {cache['end']}")
         cos, sin = rope_tables(np.arange(pos0, pos0 + T), self.dh, self.theta, x.dtype)
         Q = apply_rope(self._split(self.q_proj(x), self.h), cos, sin)
         K = apply_rope(self._split(self.k_proj(x), self.hkv), cos, sin)
@@ -181,7 +187,7 @@ class CausalSelfAttention(Module):
         if cache is not None:  # keys and values of earlier positions are computed once
             if "k" in cache:
                 K, V = np.concatenate([cache["k"], K], 2), np.concatenate([cache["v"], V], 2)
-            cache["k"], cache["v"] = K, V
+            cache["k"], cache["v"], cache["end"] = K, V, pos0 + T
         keep, m = causal_mask(T, K.shape[2], K.shape[2] - T), 0   # keys: the S latest positions (Eq. 9.6)
         if self.prefix is not None:   # Eq. 10.6: m keys (already rotated) and values every query sees
             pk, pv = self.prefix(B)
@@ -331,7 +337,7 @@ def next_token_loss(logits, ids, mask=None):
     (1 everywhere in pretraining, only the response in instruction tuning). The loss is the
     mean over counted targets; the last position predicts nothing.
     """
-    check_array(logits, "logits", ndim_min=3)
+    check_finite(check_array(logits, "logits", ndim_min=3), "logits")   # one inf makes the loss NaN
     ids = np.asarray(ids)
     B, T, V = logits.shape
     if ids.shape != (B, T):
@@ -343,7 +349,8 @@ def next_token_loss(logits, ids, mask=None):
                          f"in [{ids.min()}, {ids.max()}]")
     mask = np.ones((B, T - 1)) if mask is None else np.asarray(mask)
     if mask.shape != (B, T - 1) or not np.isin(mask, (0, 1)).all():
-        raise ValueError(f"loss mask must be 0/1 of shape {(B, T - 1)}, got {mask.shape}")
+        what = mask.shape if mask.shape != (B, T - 1) else f"values {np.unique(mask)[:4]}"
+        raise ValueError(f"loss mask must be 0/1 of shape {(B, T - 1)}, got {what}")
     n = mask.sum()
     if n == 0:
         raise ValueError("loss mask selects no target token")

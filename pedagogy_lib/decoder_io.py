@@ -176,6 +176,9 @@ def _manifest(path: Path) -> dict:
             for f, h in files.items()):
         raise ValueError(f"{path}: expected {{'files': {{file name in this folder: SHA-256}}}}, "
                          f"got {manifest!r:.200}")
+    unlisted = [f for f in FILES if f not in files]
+    if unlisted:   # an unlisted file would load unverified
+        raise ValueError(f"{path}: lists no SHA-256 for {unlisted}; a manifest covers every file of {list(FILES)}")
     return manifest
 
 

@@ -33,6 +33,8 @@ def kv_width(cfg) -> int:
 
 def sampled_rows(vocab_size: int, m: int, seed: int) -> np.ndarray:
     """m distinct vocabulary ids drawn by ``seed`` (the torch twin draws the same)."""
+    if m > vocab_size:
+        raise ValueError(f"cannot draw m={m} distinct tokens from a vocabulary of {vocab_size}")
     return np.random.default_rng(seed).choice(vocab_size, m, replace=False)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks, corpus
+from .bpe import _text
 
 AREAS = ("tkinter", "idlelib", "email", "importlib", "logging", "xml")
 BODY_CHARS = 100                 # characters of docstring body the area classifier reads
@@ -157,7 +158,7 @@ def encode(tok, prompt: str, response: str, end: bool = True) -> tuple[np.ndarra
     end where a token ends)."""
     if not isinstance(prompt, str) or not isinstance(response, str) or not response:
         raise ValueError("encode needs a prompt string and a non-empty response string")
-    enc = tok.tok.encode(prompt + response)
+    enc = tok.tok.encode(_text(prompt + response, "decoder_tasks.encode"))   # a lone surrogate: named
     starts = np.array([s for s, _ in enc.offsets], np.int64)
     ends = np.array([e for _, e in enc.offsets], np.int64)
     cut = len(prompt)

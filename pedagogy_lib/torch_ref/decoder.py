@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import checks
 from ..decoder import DecoderConfig
 from ..decoder_io import DecoderLM, checkpoint_dir, read_checkpoint
 from .encoder import load_numpy_weights
@@ -55,6 +56,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, pos0: int = 0, cache: dict | None = None, rope=None):
         B, T, _ = x.shape
+        if cache is not None and cache.get("end", pos0) != pos0:   # else RoPE turns these keys by the wrong angles
+            raise ValueError(f"pos0={pos0}, but the KV cache holds positions up to {cache['end'] - 1}: "
+                             f"the next tokens start at {cache['end']}")
         split = lambda t, n: t.view(B, T, n, self.dh).transpose(1, 2)  # noqa: E731
         pos = torch.arange(pos0, pos0 + T, device=x.device)
         cos, sin = rope_tables(pos, self.dh, self.theta, x.dtype, x.device) if rope is None else rope
@@ -65,7 +69,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
-            cache["k"], cache["v"] = k, v
+            cache["k"], cache["v"], cache["end"] = k, v, pos0 + T
         g = self.h // self.hkv
         if self.kv_prefix is not None:
             return self._with_prefix(q, k, v, g)
@@ -144,6 +148,7 @@ class Decoder(nn.Module):
     def forward(self, ids, pos0: int = 0, cache: list | None = None):
         if ids.ndim != 2 or ids.shape[1] == 0:
             raise ValueError(f"token ids must be (batch, length ≥ 1), got {tuple(ids.shape)}")
+        pos0 = checks.nonneg_int(pos0, "pos0 (the first token's position)")
         if pos0 + ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(f"{pos0 + ids.shape[1]} positions exceed the context of "
                              f"{self.config.max_position_embeddings}")
@@ -167,7 +172,10 @@ def next_token_loss(logits, ids, mask=None):
     if mask is None:
         return nll.mean()
     m = mask.reshape(-1).to(nll.dtype)
-    return (nll * m).sum() / m.sum()
+    n = m.sum()
+    if n.item() == 0:   # 0/0: the NumPy original refuses it too
+        raise ValueError("loss mask selects no target token")
+    return (nll * m).sum() / n
 
 
 @torch.no_grad()

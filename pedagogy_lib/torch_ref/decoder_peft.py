@@ -46,9 +46,9 @@ class PromptedDecoder(nn.Module):
     def __init__(self, net: nn.Module, m: int = PROMPT_TOKENS, seed: int = 0):
         super().__init__()
         self.net, self.m, self.config = net, checks.positive_int(m, "m"), net.config
+        rows = sampled_rows(net.config.vocab_size, m, checks.seed(seed))   # checked before freezing
         for p in net.parameters():
             p.requires_grad_(False)
-        rows = np.random.default_rng(seed).choice(net.config.vocab_size, m, replace=False)
         self.prompt = nn.Parameter(net.model.embed_tokens.weight[torch.from_numpy(rows)].detach().clone())
 
     def forward(self, ids):
@@ -63,6 +63,8 @@ class PromptedDecoder(nn.Module):
 
 def sampled_rows(vocab_size: int, m: int, seed: int) -> np.ndarray:
     """The m distinct vocabulary ids both the soft prompt and P-Tuning v2 start from."""
+    if m > vocab_size:
+        raise ValueError(f"cannot draw m={m} distinct tokens from a vocabulary of {vocab_size}")
     return np.random.default_rng(seed).choice(vocab_size, m, replace=False)
 
 
@@ -103,12 +105,13 @@ class PrefixedDecoder(nn.Module):
         cfg = net.config
         if m + 1 > cfg.max_position_embeddings:
             raise ValueError(f"prefix length m={m} leaves no room in the context of {cfg.max_position_embeddings}")
+        rows = sampled_rows(cfg.vocab_size, m, seed) if hidden is None else None   # checked before freezing
         self.net, self.m, self.config = net, m, cfg
         for p in net.parameters():
             p.requires_grad_(False)
         L, dkv = cfg.num_hidden_layers, cfg.num_key_value_heads * cfg.head_dim
         if hidden is None:
-            self.prefix = nn.Parameter(kv_of_tokens(net, sampled_rows(cfg.vocab_size, m, seed)))
+            self.prefix = nn.Parameter(kv_of_tokens(net, rows))
             return
         dtype = net.model.embed_tokens.weight.dtype
         ref = nprefix.PrefixMLP(m, dkv, L, hidden, cfg.hidden_size, np.random.default_rng(seed),
@@ -194,7 +197,10 @@ def masked_loss(logits, ids, mask):
     V = logits.shape[-1]
     nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
     m = mask.reshape(-1).to(nll.dtype)
-    return (nll * m).sum() / m.sum()
+    n = m.sum()
+    if n.item() == 0:   # 0/0 would train on NaN
+        raise ValueError("loss mask selects no target token")
+    return (nll * m).sum() / n
 
 
 def optimizer(model: nn.Module, lr: float, paged8: bool = False):
