@@ -28,7 +28,7 @@ from . import checks
 from . import counting as C
 from . import lora
 from .lora import (Mergeable, attach_args, check_alpha, check_rank, checked_targets, init_A, layer_args,
-                   merge_layers, scaling)
+                   merge_layers, scaling, stale_forward)
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 
 INITS = ("kaiming-uniform", "gaussian")
@@ -91,6 +91,7 @@ class DoRALinear(Mergeable, Module):
     def forward(self, x):
         check_array(x, "DoRALinear input", last=self.d_in)
         if self.merged:
+            self.x = None                               # nothing kept for backward
             return self.base_layer(x)                   # x W'ᵀ + b
         checks.finite_array(x, "DoRALinear input")
         self.x, self.V = x, self.direction()
@@ -105,6 +106,7 @@ class DoRALinear(Mergeable, Module):
         if self.merged:
             raise RuntimeError("DoRALinear.backward: the layer is merged (W' is one matrix); "
                                "call unmerge() before training")
+        stale_forward(self, self.x, "DoRALinear")
         check_array(dy, "DoRALinear upstream gradient", last=self.d_out)
         m, n, s = self.p[MAGNITUDE], self.n, self.scaling
         x2, u2 = self.x.reshape(-1, self.d_in), self.u.reshape(-1, self.r)

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import checks
 from .counting import ModelShape, canonical_names, linear_shapes
-from .lora import check_targets, linear_paths, match_targets
+from .lora import check_targets, linear_paths, match_targets, stale_forward
 from .nn import Linear, Module, check_array, check_finite, get_submodule, set_submodule
 from .peft_format import PeftFormat
 
@@ -66,6 +66,7 @@ class IA3Linear(Module):
 
     def forward(self, x):
         if self.merged:
+            self.x = self.z = None                  # nothing kept for backward
             return self.base_layer(x)               # W already holds l (Eq. 6.9)
         check_array(x, "IA3Linear input", last=self.d_in)
         l = self.p["ia3_l"]
@@ -79,6 +80,7 @@ class IA3Linear(Module):
         if self.merged:
             raise RuntimeError("IA3Linear.backward: the layer is merged (l is folded into W); "
                                "call unmerge() before training")
+        stale_forward(self, getattr(self, "x" if self.feedforward else "z"), "IA3Linear")
         l = self.p["ia3_l"]
         if self.feedforward:
             du = self.base_layer.backward(dy)       # ū = ȳ W                    (Eq. 6.8)

@@ -118,6 +118,14 @@ def attach_args(name: str, init: str, inits, alpha, rslora, seed, freeze_base) -
     return alpha, checks.seed(seed)
 
 
+def stale_forward(layer, kept, name: str):
+    """Refuse a backward whose last forward ran merged (``kept`` is None): the merged pass keeps
+    nothing of the adapter, so the gradient would mix an older unmerged input with the new one."""
+    if kept is None:
+        raise RuntimeError(f"{name}.backward: the last forward ran merged and kept nothing to "
+                           "differentiate; run forward again after unmerge()")
+
+
 class Mergeable:
     """``merge``/``unmerge`` of a layer whose update can be written into its frozen base weight
     (LoRA here, DoRA in ``dora.py``, and their torch twins, which use this class too): the layer
@@ -185,6 +193,7 @@ class LoRALinear(Mergeable, Module):
     def forward(self, x):
         y = self.base_layer(x)                      # x W₀ᵀ + b (W₀ + s·BA once merged)
         if self.merged:
+            self.u = None                           # base_layer now holds this x: no stale u
             return y
         self.u = x @ self.p["lora_A"].T             # u = x Aᵀ, width r      (Eq. 2.4)
         return y + self.scaling * (self.u @ self.p["lora_B"].T)
@@ -194,6 +203,7 @@ class LoRALinear(Mergeable, Module):
         if self.merged:
             raise RuntimeError("LoRALinear.backward: the layer is merged (W₀ + s·BA is one matrix); "
                                "call unmerge() before training")
+        stale_forward(self, self.u, "LoRALinear")
         x2 = self.base_layer.x.reshape(-1, self.d_in)
         u2 = self.u.reshape(-1, self.r)
         dy2 = dy.reshape(-1, self.d_out)

@@ -53,6 +53,15 @@ def check_finite(x: np.ndarray, name: str):
     return x
 
 
+def check_names(names, who: str):
+    """None or a collection of parameter names: a bare string would be read as its letters
+    (``freeze("weight")`` would freeze nothing, silently)."""
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{who}: names must be a list of parameter names such as [{names!r}], "
+                        f"not the string {names!r}")
+    return names
+
+
 # ----------------------------------------------------------------------------- Module
 class Module:
     """Base class: parameters in ``self.p``, gradients in ``self.g``, children as attributes."""
@@ -109,6 +118,7 @@ class Module:
     def freeze(self, names=None):
         """Freeze the named parameters of every submodule (all of them if names is None); their
         gradient arrays are dropped and retired, so an optimiser still holding one refuses to step."""
+        check_names(names, "freeze")
         for _, mod in self.named_modules():
             mod.frozen |= set(mod.p) if names is None else set(mod.p) & set(names)
             for k in mod.frozen:
@@ -116,6 +126,7 @@ class Module:
         return self
 
     def unfreeze(self, names=None):
+        check_names(names, "unfreeze")
         for _, mod in self.named_modules():
             mod.frozen -= set(mod.p) if names is None else set(names)
         return self
@@ -154,6 +165,9 @@ class Module:
             if np.asarray(v).dtype.kind not in "biuf":  # complex would lose its imaginary part
                 raise TypeError(f"load_state_dict: {k} must hold real numbers, got dtype {np.asarray(v).dtype}")
             check_finite(np.asarray(v), k)
+            with np.errstate(over="ignore", invalid="ignore"):  # judged as it will be stored
+                stored = np.asarray(v).astype(own[k].dtype)
+            check_finite(stored, f"{k} cast to the model's {own[k].dtype}")  # 1e39 is inf in float32
         for k, v in weights.items():  # all checks passed: now mutate
             if k in own:
                 own[k][...] = v
@@ -224,8 +238,7 @@ class Linear(Module):
 
     def __init__(self, d_in: int, d_out: int, bias: bool = True, rng=None, dtype=np.float32):
         super().__init__()
-        if d_in <= 0 or d_out <= 0:
-            raise ValueError(f"Linear: sizes must be positive, got d_in={d_in}, d_out={d_out}")
+        d_in, d_out = checks.positive_int(d_in, "Linear: d_in"), checks.positive_int(d_out, "Linear: d_out")
         rng = np.random.default_rng(0) if rng is None else rng
         bound = 1.0 / math.sqrt(d_in)  # torch's default: U(-1/√d_in, 1/√d_in)
         self.d_in, self.d_out = d_in, d_out

@@ -44,11 +44,16 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"paired runs need equal counts: a has {a.size}, b has {b.size}")
     if a.size < 2:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise ValueError(f"level must be a number in (0, 1), got {level!r}")
     d = a - b                                         # Eq. 8.4
     n = d.size
-    mean, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(n))  # Eq. 8.5
+    # d̄ and sd of d/2^k (2^k ≈ max|d|, exact for ordinary values): (d − d̄)² of 1e200 would
+    # overflow and of 1e-300 underflow to 0, a zero SE that turns a tie into an order
+    peak = float(np.abs(d).max())
+    scale = math.ldexp(1.0, math.frexp(peak)[1] - 1) if 0 < peak < math.inf else 1.0
+    mean = float((d / scale).mean()) * scale                                # Eq. 8.5
+    se = float((d / scale).std(ddof=1)) * scale / math.sqrt(n)
     if not (math.isfinite(mean) and math.isfinite(se)):  # e.g. 1e308 − (−1e308): no order
         raise ValueError(f"the differences a − b overflow float64: {d.tolist()}")
     half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6

@@ -180,6 +180,10 @@ def load_numpy_weights(model: nn.Module, weights: dict[str, np.ndarray], what: s
                              f"expected {tuple(own[k].shape)}")
         checks.finite_array(np.asarray(v), f"{what} weight {k}")
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    for k, t in state.items():  # judged as it will be stored: 1e39 is finite, but inf in float32
+        if own[k].is_floating_point() and not torch.isfinite(t.to(own[k].dtype)).all():
+            raise ValueError(f"weights do not fit the {what}: {k} has values beyond the range of "
+                             f"the model's {own[k].dtype} (they would load as inf)")
     model.load_state_dict(state, strict=True)
     return model
 

@@ -150,6 +150,11 @@ def train_classifier(model: nn.Module, train: Batches, val: Batches | None = Non
                      cfg: TrainConfig | None = None) -> History:
     """AdamW on every parameter with requires_grad; returns the loss curve and val accuracy."""
     cfg = cfg or TrainConfig()
+    classes = getattr(getattr(model, "head", None), "out_features", None)
+    for name, data in (("train", train), ("val", val)):   # before any step changes the model
+        if classes is not None and data is not None and len(data) and int(data.labels.max()) >= classes:
+            raise ValueError(f"{name} labels reach {int(data.labels.max())}, but the head has {classes} "
+                             f"classes (labels must lie in [0, {classes}))")
     torch.manual_seed(cfg.seed)
     gen = np.random.default_rng(cfg.seed)
     head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("head.")]
