@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
 import numpy as np
 
 from . import checkpoint
+from .checks import write_atomically
 from .peft_io import _root
 
 CONFIG_NAME = "config.json"
@@ -126,21 +126,21 @@ def export_merged(model, directory) -> pathlib.Path:
     state = merged_state(model)
     cfg = bert_config(model, state)
     _check(model, state, cfg)
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(state.items())}
     minilm = _is_bundled_minilm(cfg)
     if minilm:  # mean pooling never uses the pooler; keep the checkpoint's so nothing is random
         tensors.update({k: v for k, v in checkpoint.load_weights().items() if k.startswith("pooler.")})
     out = pathlib.Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
-    (out / CONFIG_NAME).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"export_merged: {out} exists and is not a directory")
+    files = {out / WEIGHTS_NAME: save(tensors, metadata={"format": "pt"}),
+             out / CONFIG_NAME: json.dumps(cfg, indent=2, sort_keys=True) + "\n"}
     if minilm:
         src = checkpoint.model_dir()
-        for name in TOKENIZER_FILES + SENTENCE_TRANSFORMERS_FILES:
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src / name, out / name)
+        files |= {out / name: (src / name).read_bytes() for name in TOKENIZER_FILES + SENTENCE_TRANSFORMERS_FILES}
+    write_atomically(files)  # all files or none: never weights without their config
     return out
 
 

@@ -458,8 +458,8 @@ def double_dequantize(q, absmax2, offset, blocksize=256):
     """Eq. 7.8 back: a_b ≈ d[r_b]·s_g + μ, in float32."""
     if isinstance(offset, bool) or not isinstance(offset, (float, int, np.floating, np.integer)):
         raise TypeError(f"offset must be a float, got {type(offset).__name__}")
-    if not np.isfinite(offset):
-        raise ValueError(f"offset must be finite, got {offset}")
+    if not np.isfinite(offset) or abs(float(offset)) > float(np.finfo(np.float32).max):  # μ is stored as float32
+        raise ValueError(f"offset must be finite in float32 (|μ| <= 3.4e38), got {offset}")
     return dequantize_blockwise_8bit(q, absmax2, dynamic_map(), blocksize) + np.float32(offset)
 
 

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import torch
 
-from .. import decoder as D, lora as np_lora, quant
+from .. import checks, decoder as D, lora as np_lora, quant
 from ..nn import get_submodule
 from .qlora import bnb, disable_cpu_inference_repack, quantized_layers, read_quant_state, state_tensors
 
@@ -178,14 +178,18 @@ def numpy_twin(model, weights: dict, cfg: D.DecoderConfig) -> D.Decoder:
         W = read_quant_state(layer).dequantize()                       # Eq. 7.6 on the stored bytes
         get_submodule(ours, layer_path(path.removesuffix(".base_layer"))).p["weight"] = W
     lora = {layer_path(p): m for p, m in model.named_modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
-    if lora:
-        any_layer = next(iter(lora.values()))
-        r, alpha = any_layer.r["default"], any_layer.lora_alpha["default"]
-        np_lora.attach_lora(ours, tuple(lora), r=r, alpha=alpha)
-        for p, m in lora.items():
-            tgt = np_lora.lora_layers(ours)[p]
-            tgt.p["lora_A"][...] = m.lora_A["default"].weight.detach().float().cpu().numpy()
-            tgt.p["lora_B"][...] = m.lora_B["default"].weight.detach().float().cpu().numpy()
+    for i, (p, m) in enumerate(lora.items()):  # each layer its own r, α, rsLoRA (rank_pattern, alpha_pattern)
+        r, alpha = m.r["default"], m.lora_alpha["default"]
+        np_lora.attach_lora(ours, (p,), r=r, alpha=alpha, rslora=bool(m.use_rslora.get("default", False)),
+                            freeze_base=i == 0)  # the base once, before any LoRA layer exists
+        tgt = np_lora.lora_layers(ours)[p]
+        if getattr(m, "use_dora", {}).get("default", False) or not np.isclose(tgt.scaling, m.scaling["default"],
+                                                                                rtol=1e-6, atol=0):
+            raise ValueError(f"{p}: peft's layer (scaling {m.scaling['default']!r}, DoRA "
+                             f"{getattr(m, 'use_dora', {}).get('default', False)}) is not a plain LoRA with "
+                             f"r={r}, alpha={alpha}: our LoRALinear would have scaling {tgt.scaling!r}")
+        tgt.p["lora_A"][...] = m.lora_A["default"].weight.detach().float().cpu().numpy()
+        tgt.p["lora_B"][...] = m.lora_B["default"].weight.detach().float().cpu().numpy()
     return ours
 
 
@@ -197,6 +201,7 @@ __all__ = ["bnb_config", "load_4bit", "lora_config", "recipe_model", "train_step
 def nf4_roundtrip(W: np.ndarray, double_quant: bool = True, code: str = "nf4") -> np.ndarray:
     """Ŵ: W quantised to 4 bits in blocks of 64 (Eqs. 7.2–7.8) and decoded again, float32."""
     book = CODEBOOKS[code]()
+    checks.boolean(double_quant, "double_quant")  # "no" would switch it on
     W = np.ascontiguousarray(W, np.float32)
     packed, absmax = quant.quantize_4bit(W, book, 64)
     if double_quant:
@@ -210,6 +215,7 @@ def merge_4bit(W_hat: np.ndarray, delta: np.ndarray, code: str = "nf4", double_q
     with double quantisation), its decoded weight, and the error
     the second rounding adds relative to the update it was meant to add,
     ‖dequant(Q(Ŵ + ΔW)) − (Ŵ + ΔW)‖ / ‖ΔW‖, and the share of weights whose value moved."""
+    checks.boolean(double_quant, "double_quant")
     if np.shape(delta) != np.shape(W_hat) or not np.isfinite(delta).all():
         raise ValueError(f"delta must be finite with W_hat's shape {np.shape(W_hat)}, got {np.shape(delta)}")
     target = (W_hat.astype(np.float64) + delta).astype(np.float32)
