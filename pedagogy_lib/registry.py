@@ -129,7 +129,7 @@ def _dec_full(folder, seed):
 
 
 def _dec_lora(folder, seed, targets, r):
-    """LoRA with α = 2r (the scale α/r = 2 at every rank, Eq. 2.4)."""
+    """LoRA with α = 2r (the scale α/r = 2 at every rank, Eq. 2.2)."""
     net = DP.pretrained(folder)
     TL.attach_lora(net, targets, r=r, alpha=2 * r, seed=seed)
     return net
@@ -372,7 +372,7 @@ _RECORDS = [
       for kind, m, lrs, note in (("houlsby", 16, (1e-3, 3e-3, 1e-2), "m=16, two adapters per block"),
                                  ("pfeiffer", 32, (1e-3, 3e-3, 1e-2), "m=32, one adapter per block"),
                                  ("parallel", 16, (3e-3, 1e-2, 3e-2), "m=16, beside each block's FFN"))],
-    Method("prefix", "m key and value vectors per layer, through an MLP while training (Eq. 4.3)",
+    Method("prefix", "m key and value vectors per layer, through an MLP while training (Eqs. 4.1, 4.5)",
            lambda mm, seed, m, reparam: TP.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda mm, seed, m, reparam: P.attach_prefix(mm.bert, m, reparam=reparam, seed=seed),
            lambda s, m, reparam: P.num_prefix_params(m, s.hidden, s.layers), (1e-3, 3e-3, 1e-2),

@@ -160,7 +160,7 @@ def fold_check(m: int = 4, hidden: int = 8, seed: int = 0) -> dict:
             "m_d_L_2": px.num_prefix_params(m, cfg.hidden_size, cfg.num_hidden_layers)}
 
 
-# ------------------------------------------------------ λ by layer (Eq. 4.4)
+# ------------------------------------------------------ λ by layer (Eq. 4.2)
 WORDS = ["wonderful", "horrible", "not bad", "cheerful", "disaster", "meh", "great job", "sad"]
 
 
