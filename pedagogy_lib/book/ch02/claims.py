@@ -210,7 +210,7 @@ def _rslora(c):
 
 
 @CLAIMS.rule("ch02-merge-latency", "Merging adds zero latency: you ship a single weight matrix.",
-             published="no added inference latency", source="Hu et al. 2021 §4.2 and Table 1",
+             published="no added inference latency", source="Hu et al. 2021 §4.1 (Table 1: adapters add latency)",
              sentence="merge-zero-latency")
 def _merge_latency(c):
     lat = c.lat
