@@ -122,7 +122,7 @@ def update_stats(W0: np.ndarray, W1: np.ndarray, k: int = K) -> dict:
     E_k of ΔW and of W0; φ = mean cos² of the principal angles between the top-k left (and
     right) singular subspaces of ΔW and W0, against k/m (k/n) for a random subspace;
     ‖U_kᵀ W0 V_k‖_F for the top-k directions of ΔW, of W0 itself, and for random ones
-    (k‖W0‖_F/√(mn) in expectation); the largest angle by which W's own top-k subspace turns.
+    (k‖W0‖_F/√(mn), the root mean square of ‖UᵀW0V‖_F over random orthonormal U, V); the largest angle by which W's own top-k subspace turns.
     """
     dW = W1 - W0
     m, n = W0.shape
