@@ -3,8 +3,9 @@ t-interval, ties, and learning-rate grids that must bracket their optimum.
 
 Chapter 08 states the protocol as equations; every chapter's comparisons use it:
 
-* Eq. 8.4  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init)
-* Eq. 8.5  d̄ = (1/n) Σ_s d_s,   SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
+* Eq. 8.4  d_s = a_s − b_s for each seed s (the two runs of a pair share data order and init),
+           d̄ = (1/n) Σ_s d_s
+* Eq. 8.5  SE(d̄) = sd(d) / √n,  sd with n − 1 in the denominator
 * Eq. 8.6  95 % interval  d̄ ± t_{0.975, n−1} · SE(d̄)
 * Eq. 8.7  a difference whose interval contains 0 is a **tie**; otherwise the sign orders the pair.
 
@@ -85,7 +86,7 @@ def bracketed(grid: Sequence[float], scores: Sequence[float]) -> dict:
 
 def paired_by_seed(a: dict, b: dict, level: float = 0.95) -> dict:
     """``paired`` for runs keyed by seed ({seed: score}): the pairs are matched by seed, never
-    by position, and two runs with different seed sets are refused (Eq. 8.1 needs the same
+    by position, and two runs with different seed sets are refused (Eq. 8.4 needs the same
     data order and initialisation on both sides of every pair)."""
     try:
         seeds, other = sorted(a), sorted(b)

@@ -39,7 +39,7 @@ PREFIX_TOKENS = 16
 
 
 class PromptedDecoder(nn.Module):
-    """Soft prompt tuning (Eq. 10.4): h⁰ = [P; E x], P ∈ R^{m×d} trained, everything else frozen;
+    """Soft prompt tuning (Eq. 10.4): h⁰ = [P; E[x]], P ∈ R^{m×d} trained, everything else frozen;
     logits are returned for the real tokens only. P starts as the embeddings of m random
     vocabulary tokens (Lester et al.'s 'sampled vocabulary' initialisation)."""
 

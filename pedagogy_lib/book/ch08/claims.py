@@ -133,7 +133,7 @@ def _merged_latency(res):
              published="no source given in the article", source="article Q&A (untested in the papers we hold)")
 def _small_model_gaps(res):
     # a claim about a regime (models below ~1B, small datasets): counted by interval, the paired
-    # 95 % interval of method − full FT (Eq. 8.4) of every PEFT method whose rate was bracketed lying
+    # 95 % interval of method − full FT (Eqs. 8.4–8.6) of every PEFT method whose rate was bracketed lying
     # inside −5…−2 points. At least a quarter of them → approximately (seen on our one model and one
     # easy task, never holds from the word task); fewer → not-reproduced-here (never wrong from
     # the one-word task, which the chapter calls close to what the embedding already separates)
