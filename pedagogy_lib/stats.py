@@ -34,6 +34,14 @@ def _finite_vector(x, name: str) -> np.ndarray:
     return a
 
 
+def _power_of_two_near(d: np.ndarray) -> float:
+    """2^k with 2^k ≤ max|d| < 2^(k+1) (1 for all-zero or non-finite d). Dividing by it is exact,
+    so d̄ and sd are unchanged for ordinary values; without it the squares of differences near
+    1e200 overflow and those near 1e-300 underflow to 0 (a zero SE would turn a tie into an order)."""
+    peak = float(np.abs(d).max())
+    return math.ldexp(1.0, math.frexp(peak)[1] - 1) if 0 < peak < math.inf else 1.0
+
+
 def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
     """The paired difference a − b over seeds (Eqs. 8.4–8.7).
 
@@ -47,14 +55,10 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
         raise ValueError(f"a paired interval needs at least 2 seeds, got {a.size}")
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise ValueError(f"level must be a number in (0, 1), got {level!r}")
-    d = a - b                                         # Eq. 8.4
-    n = d.size
-    # d̄ and sd of d/2^k (2^k ≈ max|d|, exact for ordinary values): (d − d̄)² of 1e200 would
-    # overflow and of 1e-300 underflow to 0, a zero SE that turns a tie into an order
-    peak = float(np.abs(d).max())
-    scale = math.ldexp(1.0, math.frexp(peak)[1] - 1) if 0 < peak < math.inf else 1.0
-    mean = float((d / scale).mean()) * scale                                # Eq. 8.5
-    se = float((d / scale).std(ddof=1)) * scale / math.sqrt(n)
+    d, n = a - b, a.size                              # Eq. 8.4: d_s = a_s − b_s
+    u = _power_of_two_near(d)                         # d/u is near 1: (d − d̄)² neither over- nor underflows
+    mean = float((d / u).mean()) * u                  # Eq. 8.4: d̄
+    se = float((d / u).std(ddof=1)) * u / math.sqrt(n)  # Eq. 8.5: SE = sd(d)/√n
     if not (math.isfinite(mean) and math.isfinite(se)):  # e.g. 1e308 − (−1e308): no order
         raise ValueError(f"the differences a − b overflow float64: {d.tolist()}")
     half = float(_st.t.ppf(0.5 + level / 2, n - 1)) * se              # Eq. 8.6
