@@ -709,3 +709,22 @@ def test_exercise_checkers_accept_solutions_and_reject_mistakes(capsys):
         ex.check_lloyd_max(lambda x, k: np.quantile(x, (np.arange(k) + 0.5) / k))
     out = capsys.readouterr().out
     assert out.count("passed") == 4
+
+
+def test_to_device_warns_when_bnb_cpu_computes_with_another_weight_than_it_stores():
+    """The warning follows what bnb does on this machine: raised for Linear4bit(96 → 40) exactly
+    when its computed weight differs from its stored one, never for rows that start a block."""
+    import warnings
+
+    torch.manual_seed(1)
+    for d_in, suspect in ((96, True), (128, False)):
+        model = nn.Sequential(nn.Linear(d_in, 40))
+        QL.quantize_linears(model)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            QL.to_device(model, "cpu")
+        ours = [w for w in seen if "blocksize" in str(w.message)]
+        scrambled = not QL.crosscheck(model[0])["dequant_identical"]
+        assert scrambled <= suspect and len(ours) == int(scrambled), (d_in, scrambled, ours)
+        if ours:
+            assert issubclass(ours[0].category, RuntimeWarning) and "0: " in str(ours[0].message)

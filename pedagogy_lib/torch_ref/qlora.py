@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,21 @@ def to_device(model: nn.Module, device=None) -> nn.Module:
     for path, m in quantized_layers(model).items():
         if not getattr(m.weight, "bnb_quantized", False) or m.weight.quant_state is None:
             raise RuntimeError(f"{path}: Linear4bit was not quantised by .to({device})")
+        if device.type == "cpu" and m.in_features % m.weight.quant_state.blocksize:
+            _warn_if_scrambled(path, m)
     return model
+
+
+def _warn_if_scrambled(path: str, layer) -> None:
+    """bitsandbytes' CPU dequantiser scrambles some weights whose rows do not start a block
+    (chapter 07, appendix B): warn when this layer computes with other values than it stores."""
+    c = crosscheck(layer)
+    if not c["dequant_identical"]:
+        warnings.warn(f"{path}: bitsandbytes on this CPU computes with a weight that differs from the one it "
+                      f"stores (max |Δ| {c['dequant_max_diff']:.3g}), a bnb bug for in_features "
+                      f"({layer.in_features}) that is not a multiple of the blocksize "
+                      f"({layer.weight.quant_state.blocksize}) (chapter 07, appendix B); pick a blocksize that "
+                      "divides in_features", RuntimeWarning, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------- reading back
