@@ -14,6 +14,7 @@ import torch
 
 from pedagogy_lib import bpe, decoder as D, decoder_io as IO, decoder_tasks as T, distributed as DIST
 from pedagogy_lib.torch_ref import decoder as TD
+from twin_checks import decoder_pair, twin_logits
 
 V = 23
 
@@ -22,17 +23,7 @@ def tiny(T_max=10, h=4, kv=2, d=16, f=24, L=2, tie=True, seed=1):
     cfg = D.DecoderConfig(vocab_size=V, hidden_size=d, intermediate_size=f, num_hidden_layers=L,
                           num_attention_heads=h, num_key_value_heads=kv, max_position_embeddings=T_max,
                           tie_word_embeddings=tie)
-    net = D.Decoder(cfg, seed=seed, dtype=np.float64, std=0.4)
-    rng = np.random.default_rng(seed + 7)
-    for name, p in net.named_parameters():   # non-trivial norm gains
-        if "norm" in name:
-            p += 0.3 * rng.standard_normal(p.shape)
-    return net, TD.build_decoder(cfg, net.state_dict(), dtype=torch.float64)
-
-
-def twin_logits(twin, ids, pos0=0, cache=None):
-    with torch.no_grad():
-        return twin(torch.from_numpy(ids), pos0, cache).numpy()
+    return decoder_pair(cfg, seed, std=0.4, gain_seed=seed + 7)
 
 
 # ------------------------------------------------------------------ positions and the mask

@@ -17,6 +17,7 @@ import torch
 
 from pedagogy_lib import bpe, decoder as D, decoder_io as IO, decoder_prefix as DP, decoder_tasks as T
 from pedagogy_lib.torch_ref import decoder as TD, decoder_peft as TP
+from twin_checks import decoder_pair, twin_logits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -26,17 +27,7 @@ def tiny(V=7, d=12, f=10, L=2, h=3, kv=1, T_max=9, tie=False, theta=10000.0, see
     cfg = D.DecoderConfig(vocab_size=V, hidden_size=d, intermediate_size=f, num_hidden_layers=L,
                           num_attention_heads=h, num_key_value_heads=kv, max_position_embeddings=T_max,
                           tie_word_embeddings=tie, rope_theta=theta)
-    net = D.Decoder(cfg, seed=seed, dtype=np.float64, std=0.5)
-    rng = np.random.default_rng(seed + 11)
-    for name, p in net.named_parameters():   # norm gains away from 1
-        if "norm" in name:
-            p += 0.3 * rng.standard_normal(p.shape)
-    return net, TD.build_decoder(cfg, net.state_dict(), dtype=torch.float64)
-
-
-def t_logits(twin, ids, pos0=0, cache=None):
-    with torch.no_grad():
-        return twin(torch.from_numpy(ids), pos0, cache).numpy()
+    return decoder_pair(cfg, seed, std=0.5, gain_seed=seed + 11)
 
 
 # ------------------------------------------------------------------ positions and the KV cache
@@ -48,7 +39,7 @@ def test_first_position_must_be_a_nonnegative_int(pos0, err):
     with pytest.raises(err, match="pos0"):
         net(ids, pos0)
     with pytest.raises(err, match="pos0"):
-        t_logits(twin, ids, pos0)
+        twin_logits(twin, ids, pos0)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -57,7 +48,7 @@ def test_cache_refuses_a_position_that_does_not_continue_it(backend):
     accepted: its key was turned as position 0 and the logits were silently wrong. The refused
     call leaves the cache as it was, and the right pos0 still equals one full pass."""
     net, twin = tiny()
-    run = (lambda x, p, c: net(x, p, c)) if backend == "numpy" else (lambda x, p, c: t_logits(twin, x, p, c))
+    run = (lambda x, p, c: net(x, p, c)) if backend == "numpy" else (lambda x, p, c: twin_logits(twin, x, p, c))
     cache = net.new_cache() if backend == "numpy" else twin.new_cache()
     ids = np.random.default_rng(1).integers(0, 7, (2, 5))
     full = net(ids)
@@ -196,7 +187,7 @@ def test_equal_to_transformers_llama_on_unseen_shapes(kw):
         scale = max(1.0, np.abs(ours).max())
         real = np.ones(ids.shape, bool) if am is None else am.astype(bool)
         assert np.abs(theirs.numpy() - ours)[real].max() < 1e-6 * scale
-        assert np.abs(t_logits(twin, ids) - ours).max() < 1e-12 * scale
+        assert np.abs(twin_logits(twin, ids) - ours).max() < 1e-12 * scale
 
 
 def test_backward_with_two_tokens_of_vocabulary_matches_finite_differences():

@@ -16,20 +16,7 @@ from pedagogy_lib import counting as C, quant as Q
 
 torch = pytest.importorskip("torch")
 
-BOOK = {"nf4": Q.nf4_codebook(), "fp4": Q.fp4_codebook()}
-
-
-def rng(seed):
-    return np.random.default_rng(seed)
-
-
-@pytest.fixture(scope="module")
-def F():
-    pytest.importorskip("bitsandbytes")
-    from pedagogy_lib.torch_ref.qlora import bnb
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return bnb().functional
+from test_unseen_quant import BOOK, F, rng  # noqa: F401 (F: the bitsandbytes.functional fixture)
 
 
 # ----------------------------------------------------------------------------- 4-bit bytes

@@ -1,5 +1,6 @@
-"""Helpers shared by the virtual-token tests (test_prefix.py, test_prompt.py): a tiny
-float64 encoder, a padded batch, its empty torch twin, and the NumPy-vs-torch check."""
+"""Helpers shared by the twin tests: a tiny float64 encoder, a padded batch, its empty torch
+twin and the NumPy-vs-torch check (test_prefix.py, test_prompt.py, …); a tiny decoder beside
+its torch twin (test_unseen_decoder.py, test_unseen_part2_s11.py)."""
 import numpy as np
 import torch
 
@@ -53,3 +54,23 @@ def assert_twin_matches(net, tnet, ids, mask, fwd_tol=1e-13, grad_tol=1e-12):
     tgrads = dict(tnet.named_parameters())
     for name, g in net.named_grads():
         assert np.abs(tgrads[name].grad.numpy() - g).max() < grad_tol, name
+
+
+def decoder_pair(cfg, seed: int, std: float, gain_seed: int):
+    """A float64 NumPy decoder whose norm gains sit away from 1 (so a wrong gain path shows),
+    and its torch twin holding the same weights."""
+    from pedagogy_lib import decoder as D
+    from pedagogy_lib.torch_ref import decoder as TD
+
+    net = D.Decoder(cfg, seed=seed, dtype=np.float64, std=std)
+    rng = np.random.default_rng(gain_seed)
+    for name, p in net.named_parameters():
+        if "norm" in name:
+            p += 0.3 * rng.standard_normal(p.shape)
+    return net, TD.build_decoder(cfg, net.state_dict(), dtype=torch.float64)
+
+
+def twin_logits(twin, ids, pos0=0, cache=None):
+    """The twin's logits for NumPy ids, as NumPy."""
+    with torch.no_grad():
+        return twin(torch.from_numpy(ids), pos0, cache).numpy()
