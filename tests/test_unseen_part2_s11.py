@@ -17,6 +17,7 @@ import torch
 
 from pedagogy_lib import bpe, decoder as D, decoder_io as IO, decoder_prefix as DP, decoder_tasks as T
 from pedagogy_lib.torch_ref import decoder as TD, decoder_peft as TP
+from test_unseen_decoder import ckpt  # noqa: F401 (the fixture: a tiny written checkpoint)
 from twin_checks import decoder_pair, twin_logits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,14 +94,6 @@ def test_torch_losses_refuse_a_mask_that_selects_nothing():
 
 
 # ------------------------------------------------------------------ checkpoints
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    tok = bpe.DecoderTokenizer(bpe.train_tokenizer(["def f(x):\n    return x", "Return a list."] * 5, 270))
-    cfg = D.DecoderConfig(vocab_size=tok.vocab_size, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8)
-    folder = tmp_path_factory.mktemp("s11") / "tiny"
-    IO.write_checkpoint(folder, cfg, D.Decoder(cfg).state_dict(), tok, {}, "0" * 64, "test")
-    return folder
 
 
 def _changed_weights(folder):
