@@ -99,3 +99,10 @@ def test_07_6_a_ratio_measured_on_another_matrix_is_caught():
     other = np.random.default_rng(1).standard_normal((384, 1536)).astype(np.float32)   # 1.7607 against 1.7599
     with pytest.raises(NotYet, match="given matrix"):
         ch07.check_bytes_vs_error({"bytes_fp4_over_nf4": 1.0, "mse_fp4_over_nf4": _mse_ratio(other)})
+
+
+# ------------------------------------------------------------------ 07.4: sorted, as the statement asks
+def test_07_4_levels_returned_unsorted_are_caught():
+    ch07.check_lloyd_max(lambda s, levels=16: Q.lloyd_max(s, levels).astype(np.float32))
+    with pytest.raises(NotYet, match="sorted"):      # was: the checker sorted them itself
+        ch07.check_lloyd_max(lambda s, levels=16: Q.lloyd_max(s, levels)[::-1].copy())
