@@ -141,7 +141,7 @@ def check_nf4_blockwise(quantize, dequantize) -> None:
                "ties at a midpoint go to the lower level, odd length padded with the code of 0.0 (7)")
         decoded = attempt(dequantize, want_p.copy(), want_a.copy(), w.size, bs)
         decoded = np.asarray(to_numpy(decoded))
-        if decoded.dtype == np.float64:  # code·absmax of two float32 is exact in float64; rounded, it is float32's product
+        if decoded.dtype == np.float64:  # code·absmax of two float32 is exact in float64: rounded, float32's product
             decoded = decoded.astype(np.float32)
         expect_close(decoded.reshape(-1), Q.dequantize_nf4(want_p, want_a, (w.size,), bs),
                      f"dequantize of {w.size} values", rtol=0, atol=0)
