@@ -306,7 +306,10 @@ def test_exercise_checkers():
     ex.check_select_qm2(lambda names: [n for n in names if n.endswith(("self.query.bias", "intermediate.dense.bias"))])
     with pytest.raises(NotYet, match="b_m2"):
         ex.check_select_qm2(lambda names: [n for n in names if n.endswith(("self.query.bias", "output.dense.bias"))])
-    ex.check_shift_for_fraction(lambda z, p: -np.sort(z)[int(round((1 - p) * len(z))) - 1])
+    def shift(z, p):
+        k = int(round((1 - p) * len(z)))                 # entries that stay ≤ 0
+        return -np.sort(z)[k - 1] if k else -z.min() + 1.0   # k = 0 (p = 1): index -1 would be the largest
+    ex.check_shift_for_fraction(shift)
     with pytest.raises(NotYet):
         ex.check_shift_for_fraction(lambda z, p: 0.0)
 

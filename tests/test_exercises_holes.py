@@ -67,7 +67,9 @@ def test_06_4_an_off_by_one_threshold_is_caught():
     def right(z, p):
         k = int(round(p * len(z)))                     # entries that must end up > 0
         zs = np.sort(z)
-        return -(zs[len(z) - k - 1] + zs[len(z) - k]) / 2 if 0 < k < len(z) else -zs[0] + 1.0
+        if k == 0:                                     # p = 0: even the largest stays ≤ 0
+            return -zs[-1] - 1.0
+        return -(zs[len(z) - k - 1] + zs[len(z) - k]) / 2 if k < len(z) else -zs[0] + 1.0
 
     def off_by_one(z, p):
         return -np.sort(z)[int(round((1 - p) * len(z)))]   # the boundary value itself stays ≤ 0

@@ -47,8 +47,11 @@ def check_vocab_init(fn) -> None:
         cand = np.sort(np.random.default_rng(200 + seed).choice(V, n_cand, replace=False))
         P = attempt(fn, table.copy(), cand.copy(), m, np.random.default_rng(seed))
         expect_shape(P, (m, d), f"prompt (m={m}, d={d})")
-        P = np.asarray(P, np.float64)
-        rows = [np.flatnonzero((np.abs(table - r) < 1e-12).all(1)) for r in P]
+        P = np.asarray(to_numpy(P))
+        # rows copied in a narrower float dtype (float32) are the table's rows rounded to that dtype
+        rounded = table.astype(P.dtype) if P.dtype.kind == "f" and P.dtype.itemsize < 8 else table
+        P, rounded = P.astype(np.float64), rounded.astype(np.float64)
+        rows = [np.flatnonzero((np.abs(rounded - r) < 1e-12).all(1)) for r in P]
         expect(all(len(r) == 1 for r in rows), "every prompt row must be a row of the embedding table "
                                                 "(copy table[id], don't draw random numbers)")
         ids = [int(r[0]) for r in rows]
@@ -73,7 +76,7 @@ def check_trainable_fractions(fn) -> None:
         s = shapes[name]
         for m in (1, 20, 100):
             got = attempt(fn, s, m)
-            if not isinstance(got, dict) or set(got) != {"prompt", "deep", "ptuning_v2"}:
+            if not isinstance(got, dict) or not {"prompt", "deep", "ptuning_v2"} <= set(got):  # extra keys are fine
                 raise NotYet(f"return a dict with keys 'prompt', 'deep', 'ptuning_v2'; got {got!r:.80}")
             n = C.total_params(s)
             want = {"prompt": m * s.hidden / n, "deep": m * s.hidden * s.layers / n,

@@ -92,7 +92,8 @@ def check_shift_for_fraction(fn) -> None:
     """fn(z, p) -> δ such that a fraction p of the entries of z + δ are > 0 (Eq. 6.3)."""
     rng = np.random.default_rng(3)
     k = int(rng.integers(1, 60))
-    for n, p, loc in ((1000, 0.5, -1.0), (1000, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5), (61, k / 61, 0.3)):
+    for n, p, loc in ((1000, 0.5, -1.0), (1000, 0.1, 2.0), (400, 0.9, 0.0), (7, 3 / 7, 0.5), (61, k / 61, 0.3),
+                      (9, 0.0, 0.0), (9, 1.0, 0.0)):  # the two ends: no entry positive, every entry positive
         z = rng.standard_normal(n) + loc
         got = attempt(fn, z.copy(), p)
         if got is None:
@@ -100,7 +101,7 @@ def check_shift_for_fraction(fn) -> None:
         if np.ndim(got) != 0 or isinstance(got, (str, bytes)):
             raise NotYet(f"return one number δ: a bias is one shift for the whole unit; got {got!r:.40}")
         frac = float(((z + float(got)) > 0).mean())
-        if abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
+        if 0 < p < 1 and abs(frac - (1 - p)) < abs(frac - p) - 1 / n:
             raise NotYet(f"with your δ a fraction {frac:.3f} is positive — that is 1 − p: "
                          "check the sign of the quantile")
         want = int(round(p * n))

@@ -82,9 +82,9 @@ def check_lloyd_max(lloyd_max) -> None:
         # passes, and a wrong answer's message notes an input changed in place (book.exercises)
         got = attempt(lloyd_max, x, levels)
         expect_shape(got, (levels,), f"lloyd_max(x, {levels})")
-        c = np.sort(np.asarray(got, np.float64))
+        c = np.asarray(to_numpy(got), np.float64)  # as returned: the statement asks for sorted levels
         expect(np.all(np.isfinite(c)), "the levels contain NaN/inf: an empty cell divided by zero?")
-        expect(np.all(np.diff(c) > 0), "the levels must be distinct (and returned sorted)")
+        expect(np.all(np.diff(c) > 0), "the levels must be distinct and returned sorted, ascending (np.sort)")
         mse = lambda lv: np.mean((x - lv[Q.nearest_code(x, lv.astype(np.float32))]) ** 2)  # noqa: E731
         mine, best = mse(c), mse(ref)
         expect(mine <= best * 1.002, f"with {levels} levels your MSE is {mine:.4g}, the optimum about "
@@ -140,7 +140,10 @@ def check_nf4_blockwise(quantize, dequantize) -> None:
                f"byte {wrong[:1].tolist()}, n={w.size}, blocksize {bs}): first code in the high nibble, "
                "ties at a midpoint go to the lower level, odd length padded with the code of 0.0 (7)")
         decoded = attempt(dequantize, want_p.copy(), want_a.copy(), w.size, bs)
-        expect_close(np.asarray(decoded).reshape(-1), Q.dequantize_nf4(want_p, want_a, (w.size,), bs),
+        decoded = np.asarray(to_numpy(decoded))
+        if decoded.dtype == np.float64:  # code·absmax of two float32 is exact in float64: rounded, float32's product
+            decoded = decoded.astype(np.float32)
+        expect_close(decoded.reshape(-1), Q.dequantize_nf4(want_p, want_a, (w.size,), bs),
                      f"dequantize of {w.size} values", rtol=0, atol=0)
     passed("07.5 blockwise NF4", "every byte and every scale equals bitsandbytes', on random cases and ties")
 
@@ -159,7 +162,8 @@ def check_bytes_vs_error(answer) -> None:
     expect(float(answer["bytes_fp4_over_nf4"]) == 1.0, "count the stored bytes again: both types keep "
            "two 4-bit codes per byte and one float32 absmax per block")
     want = mse["fp4"] / mse["nf4"]
-    expect(abs(float(answer["mse_fp4_over_nf4"]) - want) <= 0.01 * want,
+    # 1e-4: float32 vs float64 arithmetic moves the ratio by ~1e-7, another Gaussian draw (seed 1) by 4e-4
+    expect(abs(float(answer["mse_fp4_over_nf4"]) - want) <= 1e-4 * want,
            f"the error ratio should be measured on the given matrix; yours is {answer['mse_fp4_over_nf4']}")
     passed("07.6 bytes vs error", f"same bytes, FP4's squared error is {want:.2f}× NF4's")
 
