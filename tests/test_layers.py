@@ -36,7 +36,7 @@ def floor_of(module: str) -> int:
     for i, names in enumerate(FLOORS):
         if top in names:
             return i
-    raise KeyError(f"{module}: put {top!r} on a floor in tests/test_layers.py::FLOORS (and DESIGN.md)")
+    raise KeyError(f"{module}: put {top!r} on a floor in tests/test_layers.py::FLOORS (and in README.md's Layout)")
 
 
 def module_name(path: pathlib.Path) -> str:

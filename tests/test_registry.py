@@ -62,8 +62,8 @@ def test_records_are_complete_and_grids_ascending():
 
 
 def test_arms_refuse_unknown_methods_options_and_duplicate_labels():
-    with pytest.raises(ValueError, match="unknown method 'vera'"):
-        Arm("x", "vera")
+    with pytest.raises(ValueError, match="unknown method 'sorcery'"):
+        Arm("x", "sorcery")
     with pytest.raises(ValueError, match="takes no option"):
         Arm("x", "lora", {"rank": 8})
     with pytest.raises(ValueError, match="two arms"):
