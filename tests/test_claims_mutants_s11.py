@@ -185,3 +185,21 @@ def test_adapter_4x_edges_of_its_published_rows_and_our_interval():
     assert S.adapter_4x(order_in, 4.0, _row(4.0, 0.0))[0] == "approximately"  # no tie: ours is not a match
     assert S.adapter_4x(wide, 4.0, _row(4.0, 0.0))[0] == "approximately"
     assert S.adapter_4x(order_in, 4.0, _row(4.0, 2.0))[0] == "wrong"         # neither matches
+
+
+# ----------------------------------------------------------------------------- chapter 00: the article's bands
+@pytest.mark.parametrize("rule,band", [("_table_lora", (0.1, 1.0)), ("_table_adapter", (0.5, 2.0)),
+                                       ("_table_prompt", (0.0, 0.01))])
+def test_ch00_share_rules_hold_their_stated_bands(rule, band, monkeypatch):
+    """"LoRA trains 0.1–1 %", "adapters 0.5–2 %", "prompt tuning under 0.01 %": our range of shares
+    over the published models against exactly that band (rules.interval_verdict)."""
+    from pedagogy_lib.book.ch00 import claims as V
+
+    a, b = band
+    c = V.context()
+    judge = lambda lo, hi: (monkeypatch.setattr(V, "_span", lambda *r: (lo, hi)), getattr(V, rule)(c)[0])[1]  # noqa: E731
+    assert judge(a, b) == "holds"
+    assert judge(a + 0.05 * (b - a), b) == "holds"
+    assert judge(a - 0.05 * (b - a), b) == "approximately"
+    assert judge(a, b + 0.05 * (b - a)) == "approximately"
+    assert judge(b + 0.05 * (b - a), b + (b - a)) == "wrong"
