@@ -203,3 +203,30 @@ def test_ch00_share_rules_hold_their_stated_bands(rule, band, monkeypatch):
     assert judge(a - 0.05 * (b - a), b) == "approximately"
     assert judge(a, b + 0.05 * (b - a)) == "approximately"
     assert judge(b + 0.05 * (b - a), b + (b - a)) == "wrong"
+
+
+# ----------------------------------------------------------------------------- chapter 11
+@pytest.mark.parametrize("slower,verdict", [(0.02, "holds"), (0.0203, "wrong"), (0.021, "wrong"), (-0.1, "holds")])
+def test_ch11_merge_tolerance_is_two_percent_of_the_unmerged_forward(slower, verdict):
+    """"at most 2 % slower than the unmerged one": t_merged ≤ 1.02 · t_unmerged, edge included. The
+    rule used to test t_unmerged / t_merged − 1 > −0.02, which let a merged forward 2.03 % slower hold."""
+    import copy
+
+    from pedagogy_lib.book.ch11 import claims as CL, experiment as E
+
+    s = copy.deepcopy(E.load())
+    s["serving"]["t_forward_adapter"] = 1.0
+    s["serving"]["t_forward_merged"] = 1.0 + slower
+    assert CL._merge(s)[0] == verdict
+    s["serving"]["max_logit_diff_adapter_vs_merged"] = 1e-4   # merged and unmerged must agree below 1e-4
+    assert CL._merge(s)[0] == "wrong"
+
+
+@pytest.mark.parametrize("need,verdict", [(8, "holds"), (9, "approximately"), (32, "approximately"), (33, "wrong"),
+                                          (None, "wrong")])
+def test_ch11_lora_70b_node_edges(need, verdict, monkeypatch):
+    """Within one 8-GPU node (edge included) holds, within four nodes approximately, else (or no fit) wrong."""
+    from pedagogy_lib.book.ch11 import claims as CL, experiment as E
+
+    monkeypatch.setattr(CL.S, "min_ranks", lambda *a, **k: need)
+    assert CL._lora70(E.load())[0] == verdict
