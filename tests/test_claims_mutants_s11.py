@@ -230,3 +230,29 @@ def test_ch11_lora_70b_node_edges(need, verdict, monkeypatch):
 
     monkeypatch.setattr(CL.S, "min_ranks", lambda *a, **k: need)
     assert CL._lora70(E.load())[0] == verdict
+
+
+def test_ch00_one_gpu_fits_at_exactly_its_memory(monkeypatch):
+    """"fits on one GPU": the frozen weights plus LoRA's state at most GPU_GB (the edge fits)."""
+    from pedagogy_lib.book.ch00 import claims as V
+
+    c = V.context()
+    peft16 = V.peft_memory_gb(c.n3, c.lora8, frozen="fp16-weights")
+    peft4 = V.peft_memory_gb(c.n3, c.lora8, frozen="nf4-dq")
+    monkeypatch.setattr(V, "GPU_GB", peft16)
+    assert V._one_gpu(c)[0] == "holds"
+    monkeypatch.setattr(V, "GPU_GB", peft4)
+    assert V._one_gpu(c)[0] == "approximately"
+    monkeypatch.setattr(V, "GPU_GB", peft4 * 0.99)
+    assert V._one_gpu(c)[0] == "wrong"
+
+
+@pytest.mark.parametrize("ratio,verdict", [(1e5, "holds"), (10 ** 5.5, "holds"), (10 ** 4.6, "holds"),
+                                           (10 ** 5.6, "wrong"), (1e4, "wrong")])
+def test_ch00_five_orders_is_within_half_an_order(ratio, verdict):
+    from types import SimpleNamespace
+
+    from pedagogy_lib.book.ch00 import claims as V
+
+    c = SimpleNamespace(n3=ratio * 1e6, lora8=1e6, lora4=5e5)
+    assert V._five_orders(c)[0] == verdict
