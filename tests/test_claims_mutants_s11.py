@@ -256,3 +256,67 @@ def test_ch00_five_orders_is_within_half_an_order(ratio, verdict):
 
     c = SimpleNamespace(n3=ratio * 1e6, lora8=1e6, lora4=5e5)
     assert V._five_orders(c)[0] == verdict
+
+
+# ----------------------------------------------------------------------------- chapter 03: latency
+def _latency(houlsby_b1, houlsby_big, parallel=0.005, merged=0.0, flop=0.05):
+    from types import SimpleNamespace
+
+    from pedagogy_lib.book.ch03 import claims as V
+
+    row = lambda h: {"houlsby": h, "pfeiffer": h / 2, "parallel": parallel, "LoRA merged": merged}  # noqa: E731
+    lat = {"rows": {(1, 8): row(houlsby_b1), (16, 128): row(houlsby_big)},
+           "flops": {"houlsby": {"8": flop, "128": flop}}}
+    return V._latency(SimpleNamespace(lat=lat, device="cpu"))[0]
+
+
+def test_ch03_latency_rule_reads_3_and_1_percent_and_the_flop_share():
+    """Every measured Houlsby overhead ≤ 3 % and parallel < 1 % (plus the noise floor) → holds;
+    else the largest batch within max(3 %, FLOP share) → approximately; else wrong."""
+    assert _latency(0.02, 0.03) == "holds"
+    assert _latency(0.02, 0.02, parallel=0.011) == "approximately"
+    assert _latency(0.08, 0.045) == "approximately"           # batch 1 slow, large batch within its FLOP share
+    assert _latency(0.08, 0.06) == "wrong"
+    assert _latency(0.08, 0.06, merged=0.02) == "approximately"   # a noisier machine widens the floor
+
+
+# ----------------------------------------------------------------------------- chapter 06
+def test_ch06_band_is_25_percent_of_the_target_edge_included():
+    from pedagogy_lib.book.ch06 import claims as V
+
+    assert V._band(50.0, 40.0, False) == "approximately" and V._band(51.0, 40.0, False) == "wrong"
+    assert V._band(30.0, 40.0, False) == "approximately" and V._band(51.0, 40.0, True) == "holds"
+
+
+def test_ch06_why_needs_a_tenth_of_the_units_to_switch():
+    """ch06-why holds on the stored curve; "re-routes" means at least 10 % of FFN units switch."""
+    import copy
+
+    from pedagogy_lib.book.ch06 import claims as V
+
+    c = copy.deepcopy(V.context())
+    c.switched = 0.10
+    assert V._why(c)[0] == "holds"
+    c.switched = 0.0999
+    assert V._why(c)[0] == "approximately"
+    c.switched = None
+    assert V._why(c)[0] == "approximately"
+
+
+def test_ch06_vs_lora_judges_from_1024_words_on():
+    """"plenty of data" starts at n = 1024 (BIG): a gap past 3 points there alone makes it wrong."""
+    import copy
+
+    from pedagogy_lib.book.ch06 import claims as V
+
+    c = copy.deepcopy(V.context())
+    assert V._vs_lora(c)[0] == "approximately"
+    r = c.curve["results"]
+    bitfit = r[V.BITFIT]["curve"]["1024"]["test_by_seed"]
+    r[V.LORA]["curve"]["1024"]["test_by_seed"] = [x + 0.05 + 0.0005 * (i % 2) for i, x in enumerate(bitfit)]
+    assert V._vs_lora(c)[0] == "wrong"
+    c = copy.deepcopy(V.context())   # the same gap at n = 512 (< BIG) is not judged
+    r = c.curve["results"]
+    bitfit = r[V.BITFIT]["curve"]["512"]["test_by_seed"]
+    r[V.LORA]["curve"]["512"]["test_by_seed"] = [x + 0.05 + 0.0005 * (i % 2) for i, x in enumerate(bitfit)]
+    assert V._vs_lora(c)[0] == "approximately"
