@@ -320,3 +320,33 @@ def test_ch06_vs_lora_judges_from_1024_words_on():
     bitfit = r[V.BITFIT]["curve"]["512"]["test_by_seed"]
     r[V.LORA]["curve"]["512"]["test_by_seed"] = [x + 0.05 + 0.0005 * (i % 2) for i, x in enumerate(bitfit)]
     assert V._vs_lora(c)[0] == "approximately"
+
+
+# ----------------------------------------------------------------------------- chapter 08
+def test_ch08_lora_ties_within_a_tenth_of_a_point(monkeypatch):
+    import copy
+
+    from pedagogy_lib.book.ch08 import claims as V
+
+    res = copy.deepcopy(V.compare.load())
+    for name in ("lora_qv", "full"):
+        res["methods"][name]["bracketed"] = True
+    for (lo, hi), verdict in [((-0.1, 0.1), "holds"), ((-0.105, 0.105), "approximately"), ((0.2, 0.5), "wrong")]:
+        monkeypatch.setattr(V, "_paired", lambda res, a, b, lo=lo, hi=hi: _d(lo, hi))
+        assert V._lora_ties(res)[0] == verdict
+
+
+@pytest.mark.parametrize("lat,probe,verdict", [(1.1, 1.1, "holds"), (1.2, 1.1, "approximately"), (1.35, 1.1, "wrong"),
+                                               (1.04, 1.0, "holds"), (1.052, 1.0, "approximately"),
+                                               (1.149, 1.0, "approximately"), (1.16, 1.0, "wrong")])
+def test_ch08_merged_latency_edges(lat, probe, verdict):
+    """Merged LoRA / plain forward − 1 within max(5 %, the noise floor) holds, within max(15 %,
+    3 × noise) approximately; the noise floor is the plain model timed twice (the probe's ratio)."""
+    import copy
+
+    from pedagogy_lib.book.ch08 import claims as V
+
+    res = copy.deepcopy(V.compare.load())
+    res["methods"]["lora_qv"]["latency_ratio"] = lat
+    res["methods"]["probe"]["latency_ratio"] = probe
+    assert V._merged_latency(res)[0] == verdict
