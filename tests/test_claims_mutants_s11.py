@@ -350,3 +350,18 @@ def test_ch08_merged_latency_edges(lat, probe, verdict):
     res["methods"]["lora_qv"]["latency_ratio"] = lat
     res["methods"]["probe"]["latency_ratio"] = probe
     assert V._merged_latency(res)[0] == verdict
+
+
+def test_ch08_small_model_gaps_counts_a_quarter_edges_included(monkeypatch):
+    """At least a quarter of the judged PEFT methods with their whole interval inside −5…−2 points
+    (edges included) → approximately; fewer → not-reproduced-here."""
+    from pedagogy_lib.book.ch08 import claims as V
+
+    res = V.compare.load()
+    four = [n for n in res["methods"] if n not in ("full", "probe")][:4]
+    monkeypatch.setattr(V.table, "judged", lambda res, n: n in four)
+    for band, verdict in [((-5.0, -2.0), "approximately"), ((-5.01, -2.0), rules.NOT_HERE),
+                          ((-5.0, -1.99), rules.NOT_HERE)]:
+        gaps = {n: (band if n == four[0] else (-1.0, 0.5)) for n in four}
+        monkeypatch.setattr(V, "_paired", lambda res, a, b, gaps=gaps: _d(*gaps[a]))
+        assert V._small_model_gaps(res)[0] == verdict
