@@ -365,3 +365,30 @@ def test_ch08_small_model_gaps_counts_a_quarter_edges_included(monkeypatch):
         gaps = {n: (band if n == four[0] else (-1.0, 0.5)) for n in four}
         monkeypatch.setattr(V, "_paired", lambda res, a, b, gaps=gaps: _d(*gaps[a]))
         assert V._small_model_gaps(res)[0] == verdict
+
+
+# ----------------------------------------------------------------------------- chapters 02 and 05
+def test_ch02_marginal_gain_band_and_the_opposite_order():
+    from pedagogy_lib.book.ch02 import claims as V
+
+    assert V._marginal(_d(0.2, 0.8)) == "holds"
+    assert V._marginal(_d(-1.0, 0.0)) == "approximately"     # touches 0: a tie, never an order
+    assert V._marginal(_d(-2.0, -0.5)) == rules.NOT_HERE     # q,k,v,o resolved below q,v
+    assert V._marginal(_d(1.5, 2.0)) == "wrong"              # a gain past the claimed band
+
+
+def test_ch05_ptv2_fraction_band_edge_is_included():
+    """"at ~0.1 % trainable": a fraction within a factor 2 of 0.1 % (0.05 %–0.2 %, edges included)
+    keeps a match at holds."""
+    import copy
+
+    from pedagogy_lib.book.ch05 import claims as V
+
+    c = copy.deepcopy(V.context())
+    c.d_v2 = _d(-0.5, 0.5)
+    c.edges = {}
+    c.s["methods"]["ptuning-v2"]["trainable"] = c.mini_total // 2000 if c.mini_total % 2000 == 0 else 1
+    c.mini_total = c.s["methods"]["ptuning-v2"]["trainable"] * 2000
+    assert V._ptv2_matches(c)[0] == "holds"
+    c.mini_total += 1
+    assert V._ptv2_matches(c)[0] == "approximately"
