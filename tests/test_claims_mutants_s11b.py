@@ -151,6 +151,54 @@ def test_ch01_wrong_needs_evidence_at_small_d_and_reads_ties_as_ties():
     assert not V._decided_against(_it({10: below, 100: below}, {10: far, 100: far}, bracketed=False))
 
 
+def _s01(n=10, more=9, rel=0.01, turn=1.0, e_k=0.6) -> dict:
+    """``summary``'s numbers for n updated matrices, ``more`` of them more concentrated than W0."""
+    return {"k": 8, "att_E_k": [e_k] * 4, "att_E_k_mp": [0.1] * 4, "att_k90": [100] * 4, "att_n": [384] * 4,
+            "att_k90_mp": [190] * 4, "att_erank": [200.0] * 4, "att_erank_mp": [300.0] * 4,
+            "E_k_dW": [0.6] * more + [0.1] * (n - more), "E_k_W0": [0.15] * n, "k90_dW": [50] * n, "k90_W0": [160] * n,
+            "rel_norm": [rel] * n, "turn_deg": [turn] * n, "sim_ratio": [2.0] * n, "proj_ratio_W0": [0.1] * n}
+
+
+def test_ch01_spectrum_update_and_slice_edges_belong_to_their_side():
+    """Stated edges: top-k energy ≥ 0.5 holds (≥ 0.3 approximately); ΔW more concentrated in ≥ 90 %
+    of the matrices holds, in most (> half) approximately; ‖ΔW‖ ≤ 5 % of ‖W0‖ is small; a median
+    turn ≥ 5° is a rotation."""
+    from pedagogy_lib.book.ch01 import claims as V
+
+    assert V._spectra_decay(_s01(e_k=0.5))[0] == "holds" and V._spectra_decay(_s01(e_k=0.3))[0] == "approximately"
+    assert V._update_concentrated(_s01(more=9))[0] == "holds"
+    assert V._update_concentrated(_s01(more=6))[0] == "approximately"
+    assert V._update_concentrated(_s01(more=5))[0] == "wrong"                 # half is not most
+    assert V._small_slice(_s01(rel=0.05, turn=5.0))[0] == "holds"
+    assert V._small_slice(_s01(rel=0.05))[0] == "approximately"
+    assert V._small_slice(_s01(more=5, turn=5.0))[0] == "wrong"
+    tied = {**_s01(), "E_k_dW": [0.15] * 10}                                  # as concentrated as W0 is not more
+    assert V._update_concentrated(tied)[0] == "wrong"
+
+
+def test_ch01_d90_at_500_is_approximately():
+    """"approximately: 90 % of full FT cleared at some d ≤ 500": a grid holding d = 500 exactly."""
+    from test_lowrank import _fake_ch01, _fake_sweep
+
+    from pedagogy_lib.book.ch01 import claims as V
+
+    inp = _fake_ch01()
+    inp["intrinsic"] = _fake_sweep([0.5, 0.85, 0.87, 0.885], ds=(10, 500, 1000, 3000))
+    assert {r["id"]: r["verdict"] for r in V.claims(inp)}["ch01-intrinsic-dim"] == "approximately"
+
+
+def test_ch01_model_size_reads_no_growth_in_each_family(monkeypatch):
+    """"does not grow": equal d90 from base to large is no growth; every family → holds, some → approximately."""
+    from pedagogy_lib.book.ch01 import claims as V
+
+    flat = {"BERT-base": (900, 0, 0, 0), "BERT-large": (900, 0, 0, 0),
+            "RoBERTa-base": (800, 0, 0, 0), "RoBERTa-large": (800, 0, 0, 0)}
+    monkeypatch.setattr(V, "PUBLISHED_D90", flat)
+    assert V._model_size(None)[0] == "holds"
+    monkeypatch.setattr(V, "PUBLISHED_D90", {**flat, "RoBERTa-large": (801, 0, 0, 0)})
+    assert V._model_size(None)[0] == "approximately"
+
+
 # ----------------------------------------------------------------------------- chapter 04
 def test_ch04_a_drop_needs_an_interval_clear_of_zero(monkeypatch):
     """"a slight drop": MLP − direct with its 95 % interval above 0; [0, 0.6] touches 0, a tie
@@ -228,3 +276,50 @@ def test_ch07_paged_a_live_gpu_run_outranks_the_stored_one():
     assert v == "untestable-here" and "0 of 4" in txt
     c.paged = live | {"device": "cpu"}
     assert V._paged(c)[0] == "approximately"
+
+
+# ----------------------------------------------------------------------------- chapter 10
+@pytest.mark.parametrize("lo,hi,verdict", [(0.001, 0.05, "holds"), (0.0, 0.05, "approximately"),
+                                           (-0.02, 0.05, "approximately"), (-0.01, 0.01, "holds"),
+                                           (-0.05, -0.02, rules.NOT_HERE)])
+def test_ch10_lora_matches_or_beats_full_needs_an_interval_above_zero(lo, hi, verdict, monkeypatch):
+    """"matches or beats": LoRA resolved better (interval above 0; [0, x] touches 0, a tie) or the
+    interval inside ±0.01 nats/token → holds; a wider tie, whichever way its mean leans → approximately."""
+    from pedagogy_lib.book.ch10 import claims as C
+
+    c = C.context()
+    monkeypatch.setattr(C.ch10, "paired_gain", lambda line, a, b: _d(lo, hi))
+    assert C._lora_full(c)[0] == verdict
+
+
+@pytest.mark.parametrize("lo,hi,verdict", [(0.01, 0.03, "holds"), (-0.01, 0.03, rules.NOT_HERE),
+                                           (-0.03, -0.01, rules.NOT_HERE)])
+def test_ch10_all_linear_needed_reads_a_tie_as_no_order(lo, hi, verdict, monkeypatch):
+    """Once both placement arms are tuned: all-linear resolved better → holds; a tie leaning its way
+    is no order (DESIGN) → not-reproduced-here, like q,v ahead."""
+    import copy
+
+    from pedagogy_lib.book.ch10 import claims as C
+
+    c = C.context()
+    c.st = copy.deepcopy(c.st)
+    c.st.setdefault("selection", {})["placement"] = {"qv": {"bracketed": True}, "all": {"bracketed": True}}
+    monkeypatch.setattr(C.ch10, "placement_gain", lambda st: _d(lo, hi))
+    assert C._placement(c)[0] == verdict
+
+
+def test_ch10_rank_spread_counts_r_8(monkeypatch):
+    """"r hardly matters" is read over r ∈ {8…64}, r = 8 included: a loss 0.1 higher at r = 8
+    alone is a spread of 0.1 (not-reproduced-here), not 0.01."""
+    import copy
+
+    from pedagogy_lib.book.ch10 import claims as C
+
+    c = C.context()
+    curve = {1: 3.0, 8: 2.50, 16: 2.41, 32: 2.40, 64: 2.40}
+    c.st = copy.deepcopy(c.st)
+    c.st.setdefault("selection", {})["rank"] = {f"r{r}": {"bracketed": True} for r in curve}
+    monkeypatch.setattr(C.ch10, "rank_curve", lambda st: curve)
+    assert C._rank(c)[0] == rules.NOT_HERE
+    monkeypatch.setattr(C.ch10, "rank_curve", lambda st: {**curve, 8: 2.41})
+    assert C._rank(c)[0] in ("holds", "approximately")
