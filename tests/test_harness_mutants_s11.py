@@ -66,3 +66,108 @@ def test_a_diverged_rate_stays_below_scores_of_any_size(score):
     assert c["chosen"] == 1e-2 and c["diverged"] == [1e-3] and c["scores"][0] is None
     ok, bad = stats.ranked({1e-3: None, 1e-2: score})
     assert bad == [1e-3] and ok[1e-3] < score and math.isfinite(ok[1e-3])
+
+
+# ----------------------------------------------------------------------------- stats.paired's scaling
+def test_paired_scales_by_the_largest_difference_and_reaches_the_top_of_float64():
+    """The power of two taken from the largest |d| (not the smallest), exactly 2^k <= max|d| <
+    2^(k+1): differences of mixed size keep their squares finite, and differences near the
+    largest float are scaled, not overflowed (2^1024 does not exist)."""
+    mixed = stats.paired([1e200, 1e-10, 3e200], [0.0, 0.0, 0.0])
+    assert mixed["mean"] == pytest.approx(4e200 / 3) and mixed["se"] == pytest.approx(8.81917103688197e199)
+    assert mixed["tie"]
+    top = stats.paired([1.7e308, 1.5e308, 1.6e308], [0.0, 0.0, 0.0])
+    assert top["mean"] == pytest.approx(1.6e308) and top["se"] == pytest.approx(1e308 / math.sqrt(3) / 10)
+    assert not top["tie"] and top["lo"] > 0
+
+
+# ----------------------------------------------------------------------------- runner.splits
+def _toy_task(n=40):
+    from types import SimpleNamespace
+
+    from pedagogy_lib import data as D
+
+    def split(tag):
+        return D.Split([f"{tag}{i}" for i in range(n)], np.arange(n) % 2, np.zeros(n, np.float32))
+    return SimpleNamespace(train=split("tr"), val=split("va"), test=split("te"))
+
+
+def test_splits_draw_seed_zeros_subsample_unless_resampling_and_fixed_eval_splits():
+    from pedagogy_lib import data as D
+
+    task = _toy_task()
+    fixed, per_seed = Budget(n_train=8, n_eval=6), Budget(n_train=8, n_eval=6, resample=True)
+    for seed in (0, 5):
+        tr, va, te = runner.splits(task, fixed, seed)
+        assert tr.tokens == D.subsample(task.train, 8, seed=0).tokens        # seed 0's for all
+        assert runner.splits(task, per_seed, seed)[0].tokens == D.subsample(task.train, 8, seed=seed).tokens
+        for got, whole in ((va, task.val), (te, task.test)):                 # evaluation: seed 0's, always
+            assert got.tokens == D.subsample(whole, 6, seed=0).tokens
+            assert runner.splits(task, per_seed, seed)[1].tokens == va.tokens
+    assert D.subsample(task.train, 8, seed=0).tokens != D.subsample(task.train, 8, seed=1).tokens
+    tr, va, te = runner.splits(task, Budget(n_train=100, n_eval=None), 3)   # more than there is: all of it
+    assert tr.tokens == task.train.tokens and va is task.val and te is task.test
+
+
+def test_paired_refuses_a_level_of_zero():
+    """A 0 % interval is the point d̄: every nonzero difference would read as an order."""
+    with pytest.raises(ValueError, match="level must be a number in"):
+        stats.paired([0.5, 0.6], [0.4, 0.6], level=0.0)
+    assert stats.paired([0.5, 0.6, 0.7], [0.4, 0.6, 0.5], level=1e-9)["lo"] < stats.paired(
+        [0.5, 0.6, 0.7], [0.4, 0.6, 0.5])["mean"]
+
+
+# ----------------------------------------------------------------------------- runner.protocol's bookkeeping
+def test_protocol_orders_by_the_budgets_seeds_and_measures_the_first_seed_not_seed_zero():
+    """Seeds (3, 1, 2, 0): 3 and 1 choose; the runs come in the budget's seed order, the first
+    seed (3, not 0) measures memory, the trials are sorted by (rate, seed)."""
+    b = Budget(n_train=8, n_eval=8, seeds=(3, 1, 2, 0), select_seeds=2)
+    calls = []
+    out = proto([Arm("p", "probe", lrs=(3e-3, 1e-2, 3e-2))], b, lambda lr, s: 0.9 - abs(lr - 1e-2), calls)["p"]
+    assert [r["seed"] for r in out["runs"]] == [3, 1, 2, 0] and all(r["lr"] == 1e-2 for r in out["runs"])
+    assert [(r["lr"], r["seed"]) for r in out["trials"]] == [(lr, s) for lr in (3e-3, 1e-2, 3e-2) for s in (1, 3)]
+    assert sorted((lr, s) for _, lr, s, m in calls if m) == [(3e-3, 3), (1e-2, 3), (3e-2, 3)]
+    assert out["selection"]["seeds"] == [3, 1] and R.trained(out) == out["trials"] + out["runs"][2:]
+
+
+def test_protocol_with_every_seed_selecting_runs_nothing_after_the_search():
+    b = Budget(n_train=8, n_eval=8, seeds=(0, 1), select_seeds=2)
+    calls = []
+    out = proto([Arm("p", "probe", lrs=(3e-3, 1e-2, 3e-2))], b, lambda lr, s: 0.9 - abs(lr - 1e-2), calls)["p"]
+    assert len(calls) == 6 and [(r["lr"], r["seed"]) for r in out["runs"]] == [(1e-2, 0), (1e-2, 1)]
+
+
+def test_a_cut_grid_trains_only_the_first_rate():
+    calls = []
+    b = Budget(n_train=8, n_eval=8, seeds=(0, 1), full_grid=False)
+    out = proto(["lora"], b, lambda lr, s: 0.5, calls)["lora"]
+    assert [lr for _, lr, _, _ in calls] == [RG.METHODS["lora"].lrs[0]] * 2
+    assert out["selection"]["grid"] == [RG.METHODS["lora"].lrs[0]] and not out["selection"]["bracketed"]
+
+
+# ----------------------------------------------------------------------------- runner.run_log
+@pytest.mark.parametrize("field, value, reused", [
+    ("n_train", 16, False), ("n_eval", None, False), ("epochs", 3, False), ("batch_size", 16, False),
+    ("head_lr", 1e-2, False), ("resample", True, False), ("schedule", "constant", False),
+    ("seeds", (0, 1, 2, 3, 4), True), ("select_seeds", 2, True), ("max_extensions", 1, True),
+    ("full_grid", False, True), ("latency_rounds", 3, True),
+])
+def test_a_logged_run_is_reused_exactly_when_the_fields_a_run_depends_on_match(tmp_path, field, value, reused):
+    b, p = Budget(n_train=8, n_eval=8), tmp_path / "runs.jsonl"
+    _, log = runner.run_log(p, b)
+    log("probe", {"lr": 0.01, "seed": 0, "val_acc": 0.5})
+    other = Budget(**{**{k: getattr(b, k) for k in b.__dataclass_fields__}, field: value})
+    assert (runner.run_log(p, other)[0] == {("probe", 0.01, 0): {"lr": 0.01, "seed": 0, "val_acc": 0.5}}) == reused
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_and_the_next_starts_a_line(tmp_path):
+    b, p = Budget(n_train=8, n_eval=8), tmp_path / "runs.jsonl"
+    _, log = runner.run_log(p, b)
+    log("probe", {"lr": 0.01, "seed": 0, "val_acc": 0.5})
+    p.write_text(p.read_text().rstrip("\n"))                  # a file edited by hand, say
+    done, log = runner.run_log(p, b)
+    assert list(done) == [("probe", 0.01, 0)]
+    log("probe", {"lr": 0.03, "seed": 0, "val_acc": 0.6})
+    assert len(p.read_text().splitlines()) == 2 and p.read_text().endswith("\n")
+    assert sorted(runner.run_log(p, b)[0]) == [("probe", 0.01, 0), ("probe", 0.03, 0)]
+    assert runner.run_log(None, b)[0] == {} and runner.run_log(None, b)[1]("x", {}) is None
