@@ -171,3 +171,82 @@ def test_a_whole_last_record_without_its_newline_is_kept_and_the_next_starts_a_l
     assert len(p.read_text().splitlines()) == 2 and p.read_text().endswith("\n")
     assert sorted(runner.run_log(p, b)[0]) == [("probe", 0.01, 0), ("probe", 0.03, 0)]
     assert runner.run_log(None, b)[0] == {} and runner.run_log(None, b)[1]("x", {}) is None
+
+
+# ----------------------------------------------------------------------------- runner.time_forward
+class _Clock:
+    """A clock the fake networks advance: network ``name`` costs ``cost(name, round)`` per call."""
+
+    def __init__(self, names, inner, cost):
+        self.t, self.calls, self.log, self.names, self.inner, self.cost = 0.0, 0, [], names, inner, cost
+
+    def __call__(self):
+        return self.t
+
+    def forward(self, name):
+        self.log.append(name)
+        warm = len(self.names)
+        r = -1 if self.calls < warm else (self.calls - warm) // (len(self.names) * self.inner)
+        self.calls += 1
+        self.t += self.cost(name, r)
+
+
+def _fake_nets(clock):
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name, self.w, self.config = name, torch.nn.Parameter(torch.zeros(1)), type("C", (), {"vocab_size": 1100})
+
+        def forward(self, ids, mask):
+            assert ids.shape == (2, 3) and mask.shape == ids.shape
+            clock.forward(self.name)
+
+    return {n: Net(n) for n in clock.names}
+
+
+def _timed(monkeypatch, names, cost, rounds, inner, threads=1):
+    import types
+
+    import torch
+
+    clock = _Clock(names, inner, cost)
+
+    def unused():
+        raise AssertionError("the other clock was read")
+    fake_time = types.SimpleNamespace(thread_time=clock if threads == 1 else unused,
+                                      perf_counter=unused if threads == 1 else clock)
+    monkeypatch.setattr(runner, "time", fake_time)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = runner.time_forward(_fake_nets(clock), batch=2, seq_len=3, rounds=rounds, inner=inner)
+    finally:
+        torch.set_num_threads(before)
+    return out, clock.log
+
+
+def test_time_forward_rotates_the_order_and_takes_paired_ratios_with_their_quartiles(monkeypatch):
+    a_cost = [2.0, 4.0, 3.0, 5.0, 6.0]   # per round, the reference costing 1 × a drift of the machine
+    drift = [1.0, 10.0, 0.5, 3.0, 7.0]
+
+    def cost(name, r):
+        if r < 0:
+            return 100.0                    # warm-up: never timed
+        return drift[r] * {"none": 1.0, "a": a_cost[r], "b": 1.0}[name]
+
+    out, log = _timed(monkeypatch, ["none", "a", "b"], cost, rounds=5, inner=2)
+    assert log[:3] == ["none", "a", "b"]                                   # one warm-up call each
+    order = log[3::2]                                                      # one name per timed block of 2
+    assert order[:9] == ["none", "a", "b", "a", "b", "none", "b", "none", "a"]
+    assert out["a"]["ratio"] == 4.0 and out["b"]["ratio"] == 1.0 == out["none"]["ratio"]  # the drift cancels
+    assert (out["a"]["ratio_q1"], out["a"]["ratio_q3"]) == (2.5, 5.5)    # statistics.quantiles, n=4
+    assert out["none"]["ms"] == pytest.approx(1e3 * 3.0) and out["clock"] == "thread CPU"
+
+
+def test_time_forward_with_one_round_and_on_several_threads(monkeypatch):
+    out, _ = _timed(monkeypatch, ["none", "a"], lambda name, r: 1.0 if name == "none" else 3.0, rounds=1, inner=1,
+                    threads=2)
+    assert out["a"]["ratio"] == out["a"]["ratio_q1"] == out["a"]["ratio_q3"] == 3.0 and out["clock"] == "wall"
+    assert out["a"]["ms"] == 3e3
