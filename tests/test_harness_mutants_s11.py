@@ -250,3 +250,31 @@ def test_time_forward_with_one_round_and_on_several_threads(monkeypatch):
                     threads=2)
     assert out["a"]["ratio"] == out["a"]["ratio_q1"] == out["a"]["ratio_q3"] == 3.0 and out["clock"] == "wall"
     assert out["a"]["ms"] == 3e3
+
+
+def test_bracketed_refuses_a_repeated_rate():
+    """``bracketed`` also reads stored grids (``rules.unbracketed``): a rate listed twice has no edge."""
+    with pytest.raises(ValueError, match="strictly increasing"):
+        stats.bracketed([1e-3, 1e-3, 1e-2], [0.5, 0.6, 0.4])
+
+
+# ----------------------------------------------------------------------------- runner.train_arm's head rate
+@pytest.mark.parametrize("head_only, lr, head_lr, want", [
+    (False, 1e-4, None, 1e-3), (False, 3e-3, None, 3e-3),      # max(η, 1e-3)
+    (False, 1e-4, 5e-2, 5e-2),                                  # the budget's head_lr
+    (True, 1e-4, None, 1e-4), (True, 1e-4, 5e-2, 1e-4),        # a probe: its one rate, whatever head_lr says
+])
+def test_the_head_trains_at_max_of_the_rate_and_1e3_or_the_budgets_head_lr_but_a_probe_at_its_rate(
+        monkeypatch, head_only, lr, head_lr, want):
+    import torch
+
+    seen = {}
+    clf = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(runner, "classifier", lambda arm, seed: (clf, type("M", (), {"tokenizer": None}), head_only))
+    monkeypatch.setattr(runner, "Batches", lambda *a: type("B", (), {"device": "cpu"}))
+    monkeypatch.setattr(runner, "train_classifier", lambda c, tr, cfg: seen.setdefault("cfg", cfg))
+    b = Budget(n_train=8, n_eval=8, epochs=3, batch_size=4, head_lr=head_lr, schedule="constant")
+    runner.train_arm("probe", 7, type("S", (), {"tokens": [], "labels": []}), lr, b)
+    cfg = seen["cfg"]
+    assert cfg.head_lr == want and cfg.lr == lr
+    assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.schedule) == (3, 4, 7, "constant")
