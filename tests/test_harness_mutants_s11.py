@@ -278,3 +278,38 @@ def test_the_head_trains_at_max_of_the_rate_and_1e3_or_the_budgets_head_lr_but_a
     cfg = seen["cfg"]
     assert cfg.head_lr == want and cfg.lr == lr
     assert (cfg.epochs, cfg.batch_size, cfg.seed, cfg.schedule) == (3, 4, 7, "constant")
+
+
+# ----------------------------------------------------------------------------- Eq. 8.2 at the low edge
+def test_the_grid_grows_downward_by_its_own_ratio_when_the_smallest_rate_wins():
+    """Eq. 8.2's first case, η_1²/η_2: every other test extends at the high edge."""
+    assert stats.extension([3e-3, 1e-2, 3e-2], "low") == pytest.approx(9e-4, rel=1e-12)
+    assert stats.extension([2e-3, 1e-2], "low") == pytest.approx(4e-4, rel=1e-12)
+    seen = []
+    sel = stats.select_lr(lambda lr: seen.append(lr) or -abs(math.log10(lr / 1e-4)), [1e-3, 1e-2], max_extensions=3)
+    assert np.allclose(seen, [1e-3, 1e-2, 1e-4, 1e-5], rtol=1e-12)
+    assert sel["bracketed"] and sel["chosen"] == pytest.approx(1e-4) and np.allclose(sel["grid"], [1e-5, 1e-4, 1e-3, 1e-2])
+    b = Budget(n_train=8, n_eval=8, seeds=(0, 1, 2), select_seeds=2, max_extensions=2)
+    calls = []
+    out = proto([Arm("p", "probe", lrs=(3e-3, 1e-2, 3e-2))], b, lambda lr, s: -abs(math.log10(lr / 1e-4)), calls)["p"]
+    sel = out["selection"]
+    assert np.allclose(sel["grid"], [2.7e-4, 9e-4, 3e-3, 1e-2, 3e-2], rtol=1e-12)  # 3e-3²/1e-2, then 9e-4²/3e-3
+    assert not sel["bracketed"] and sel["edge"] == "low" and sel["extensions"] == 2
+    assert sel["chosen"] == sel["grid"][0] and [r["lr"] for r in out["runs"]] == [sel["grid"][0]] * 3
+
+
+def test_extension_and_bracketed_refuse_what_has_no_edge():
+    with pytest.raises(ValueError, match=">= 2 rates"):
+        stats.extension([1e-3], "high")
+    with pytest.raises(ValueError, match="edge must be"):
+        stats.extension([1e-3, 1e-2], None)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        stats.bracketed([1e-3, 1e-2, 1e-1], [0.5, 0.6])
+    with pytest.raises(ValueError, match="same non-zero length"):
+        stats.bracketed([], [])
+
+
+def test_paired_refuses_a_spread_that_overflows_even_when_the_mean_does_not():
+    """d = ±1.7e308: d̄ = 0 is finite, sd(d) is not; no interval, so no tie either."""
+    with pytest.raises(ValueError, match="overflow"):
+        stats.paired([1.7e308, -1.7e308], [0.0, 0.0])
