@@ -313,3 +313,20 @@ def test_paired_refuses_a_spread_that_overflows_even_when_the_mean_does_not():
     """d = ±1.7e308: d̄ = 0 is finite, sd(d) is not; no interval, so no tie either."""
     with pytest.raises(ValueError, match="overflow"):
         stats.paired([1.7e308, -1.7e308], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("resample", [False, True])
+def test_one_process_without_resampling_splits_the_task_once_and_hands_the_split_to_every_run(monkeypatch, resample):
+    """``protocol`` with ``run`` itself (here a stand-in) and jobs=1: the data is split once
+    (seed 0's subsample) and passed to every run; with ``resample`` each run splits its own."""
+    made, got = [], []
+    monkeypatch.setattr(runner, "splits", lambda task, budget, seed=0: made.append(seed) or ("tr", "va", "te"))
+    inner = fake(lambda lr, s: 0.5)
+
+    def stand_in(arm, task, budget, seed, lr, data=None, measure=False):
+        got.append(data)
+        return inner(arm, task, budget, seed, lr, data, measure)
+    monkeypatch.setattr(runner, "run", stand_in)
+    b = Budget(n_train=8, n_eval=8, seeds=(0, 1), resample=resample)
+    runner.protocol([Arm("p", "probe", lrs=(1e-2, 3e-2))], "task", b, progress=False)
+    assert (made, got) == (([], [None] * 3) if resample else ([0], [("tr", "va", "te")] * 3))  # 2 rates + 1 seed
