@@ -330,3 +330,24 @@ def test_one_process_without_resampling_splits_the_task_once_and_hands_the_split
     b = Budget(n_train=8, n_eval=8, seeds=(0, 1), resample=resample)
     runner.protocol([Arm("p", "probe", lrs=(1e-2, 3e-2))], "task", b, progress=False)
     assert (made, got) == (([], [None] * 3) if resample else ([0], [("tr", "va", "te")] * 3))  # 2 rates + 1 seed
+
+
+# ----------------------------------------------------------------------------- select_lr's up-front checks
+@pytest.mark.parametrize("grid, max_extensions, match", [
+    ([1e-3], 1, ">= 2 positive finite rates.*takes two rates"), ([1e-3], 0, ">= 2 positive finite rates"),
+    ([1e-3, 1e-2], 1.5, "max_extensions must be an int"), ([1e-3, 1e-2], True, "max_extensions must be an int"),
+    ([1e-3, 1e-2], -1, "max_extensions must be an int"),
+])
+def test_select_lr_refuses_before_evaluating_anything(grid, max_extensions, match):
+    seen = []
+    with pytest.raises(ValueError, match=match):
+        stats.select_lr(lambda lr: seen.append(lr) or 0.5, grid, max_extensions)
+    assert seen == []
+
+
+def test_the_two_rates_hint_is_given_only_where_two_rates_are_asked_for():
+    with pytest.raises(ValueError) as one:
+        stats.rate_grid([], 1)
+    with pytest.raises(ValueError) as three:
+        stats.rate_grid([1e-3, 1e-2], 3)
+    assert "two rates" not in str(one.value) and "two rates" not in str(three.value) and ">= 3" in str(three.value)
