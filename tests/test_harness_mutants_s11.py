@@ -250,6 +250,9 @@ def test_time_forward_with_one_round_and_on_several_threads(monkeypatch):
                     threads=2)
     assert out["a"]["ratio"] == out["a"]["ratio_q1"] == out["a"]["ratio_q3"] == 3.0 and out["clock"] == "wall"
     assert out["a"]["ms"] == 3e3
+    two, _ = _timed(monkeypatch, ["none", "a"], lambda name, r: 1.0 if name == "none" or r < 0 else [1.0, 3.0][r],
+                    rounds=2, inner=1)
+    assert (two["a"]["ratio_q1"], two["a"]["ratio"], two["a"]["ratio_q3"]) == (0.5, 2.0, 3.5)  # quantiles of 2 points
 
 
 def test_bracketed_refuses_a_repeated_rate():
@@ -351,3 +354,51 @@ def test_the_two_rates_hint_is_given_only_where_two_rates_are_asked_for():
     with pytest.raises(ValueError) as three:
         stats.rate_grid([1e-3, 1e-2], 3)
     assert "two rates" not in str(one.value) and "two rates" not in str(three.value) and ">= 3" in str(three.value)
+
+
+# ----------------------------------------------------------------------------- runner.decoder_protocol
+def test_decoder_protocol_from_nothing_scores_zero_shot_and_finishes_only_runs_at_the_chosen_rate(monkeypatch):
+    """``out`` None: the zero-shot scores (test with generations, validation without) and the
+    task's sizes open the record; ``finish`` (generations) is added to the test record of the
+    runs at the chosen rate only; an arm with ``rate_from`` runs every seed at that arm's rate."""
+    evaluated, bases = [], []
+    monkeypatch.setattr(runner.IO, "checkpoint_dir", lambda name=None: f"ckpt:{name}")
+    monkeypatch.setattr(RG.Arm, "setup_decoder", lambda self, folder, seed: bases.append((self.label, folder, seed)))
+
+    def evaluate(model, split, generate=False):
+        evaluated.append((split, generate))
+        return {"acc": 0.1}
+
+    def run_fn(arm, task, seed, lr, bar=None, name=None):
+        return {"method": arm.label, "lr": lr, "seed": seed, "val": {"acc": -abs(math.log10(lr / 1e-2))},
+                "test": {"acc": 0.5}}, f"model {arm.label} {lr} {seed}"
+
+    task = runner.DecoderTask("t", (None, None), evaluate, lambda v: v["acc"], 1, 1, (0, 1, 2), 2,
+                              finish=lambda model: {"gen": model}, sizes={"n": 3})
+    grid = Arm("lora", "lora", lrs=(3e-3, 1e-2, 3e-2), model="decoder")
+    out = runner.decoder_protocol([grid, Arm("borrow", "lora", rate_from="lora", model="decoder")], task,
+                                  name="tiny", extensions=1, run_fn=run_fn)
+    assert bases == [("lora-qv", "ckpt:tiny", 0)] and evaluated == [("test", True), ("val", False)]
+    assert out["zero_shot"] == {"test": {"acc": 0.1}, "val": {"acc": 0.1}} and out["sizes"] == {"n": 3}
+    assert out["selection"]["lora"]["chosen"] == 1e-2 and out["selection"]["borrow"] == {"chosen": 1e-2,
+                                                                                        "borrowed_from": "lora"}
+    runs = [(r["method"], r["lr"], r["seed"], r["test"].get("gen")) for r in out["runs"]]
+    assert runs == [("lora", 3e-3, 0, None), ("lora", 3e-3, 1, None),
+                    ("lora", 1e-2, 0, "model lora 0.01 0"), ("lora", 1e-2, 1, "model lora 0.01 1"),
+                    ("lora", 1e-2, 2, "model lora 0.01 2"),
+                    ("lora", 3e-2, 0, None), ("lora", 3e-2, 1, None)] + [
+                   ("borrow", 1e-2, s, f"model borrow 0.01 {s}") for s in (0, 1, 2)]
+
+
+def test_decoder_search_averages_the_selection_seeds_only():
+    """Seed 0 alone prefers 3e-2, the mean over seeds 0 and 1 prefers 1e-2; seed 2 never selects."""
+    val = {(3e-2, 0): 0.9, (3e-2, 1): 0.1, (1e-2, 0): 0.6, (1e-2, 1): 0.6, (3e-3, 0): 0.2, (3e-3, 1): 0.2}
+
+    def run_fn(arm, task, seed, lr, bar=None, name=None):
+        assert seed != 2 or lr == 1e-2
+        return {"method": arm.label, "lr": lr, "seed": seed, "val": {"acc": val.get((lr, seed), 1.0)}, "test": {}}, None
+
+    task = runner.DecoderTask("t", (None, None), None, lambda v: v["acc"], 1, 1, (0, 1, 2), 2)
+    out = runner.decoder_protocol([Arm("lora", "lora", lrs=(3e-3, 1e-2, 3e-2), model="decoder")], task,
+                                  out={"runs": [], "selection": {}}, extensions=0, run_fn=run_fn)
+    assert out["selection"]["lora"]["chosen"] == 1e-2 and out["selection"]["lora"]["scores"] == [0.2, 0.6, 0.5]
