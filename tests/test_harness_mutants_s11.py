@@ -402,3 +402,62 @@ def test_decoder_search_averages_the_selection_seeds_only():
     out = runner.decoder_protocol([Arm("lora", "lora", lrs=(3e-3, 1e-2, 3e-2), model="decoder")], task,
                                   out={"runs": [], "selection": {}}, extensions=0, run_fn=run_fn)
     assert out["selection"]["lora"]["chosen"] == 1e-2 and out["selection"]["lora"]["scores"] == [0.2, 0.6, 0.5]
+
+
+# ----------------------------------------------------------------------------- registry.Arm
+def test_an_arms_grid_is_its_own_else_its_models_record_grid():
+    lora = RG.METHODS["lora"]
+    assert Arm("x", "lora").grid == lora.lrs and Arm("x", "lora", model="decoder").grid == lora.decoder.lrs
+    assert Arm("x", "lora", lrs=(2e-3, 5e-3), model="decoder").grid == (2e-3, 5e-3)
+    assert Arm("x", "ptuning_v2", model="decoder").grid == (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+
+
+def test_an_arm_is_used_only_on_its_own_model():
+    enc, dec = Arm("e", "lora"), Arm("d", "lora", model="decoder")
+    with pytest.raises(ValueError, match="runs on the encoder, not on the decoder"):
+        enc.setup_decoder("folder", 0)
+    with pytest.raises(ValueError, match="runs on the decoder, not on the encoder"):
+        dec.params(None)
+    with pytest.raises(ValueError, match="runs on the encoder"):
+        enc.paged8
+    with pytest.raises(ValueError, match="runs on the encoder"):
+        RG.decoder_arm(enc)
+    assert RG.decoder_arm(dec) is dec and RG.decoder_arm("lora-qv") is RG.DECODER_ARMS["lora-qv"]
+    assert not RG.DECODER_ARMS["lora-all"].paged8 and not RG.DECODER_ARMS["qlora-ours"].paged8
+    with pytest.raises(ValueError, match="model must be"):
+        Arm("x", "lora", model="gpt")
+
+
+def test_overrides_replace_defaults_and_only_known_options_are_taken():
+    lora = RG.METHODS["lora"]
+    assert lora.opts(r=4) == {"targets": ("query", "value"), "r": 4, "alpha": 16, "rslora": False}
+    assert lora.decoder_opts(r=2)["r"] == 2 and lora.decoder_opts()["targets"] == ("q_proj", "v_proj")
+    with pytest.raises(ValueError, match=r"on the decoder takes no option\(s\) \['alpha'\]"):
+        lora.decoder_opts(alpha=4)
+    with pytest.raises(ValueError, match="has no decoder form"):
+        RG.METHODS["houlsby"].decoder_opts()
+    assert RG.METHODS["full"].peft_args() is None
+    with pytest.raises(ValueError, match="no peft form"):
+        RG.METHODS["prompt"].peft_args()
+    assert RG.METHODS["lora"].peft_args(r=4) == ("LoraConfig", {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                                                               "lora_dropout": 0.0})
+
+
+def test_wrap_torch_is_the_classifier_itself_unless_the_record_wraps_it():
+    clf = object()
+    assert RG.METHODS["lora"].wrap_torch(clf, 0) is clf
+    seen = []
+    m = RG.Method("w", "z", lambda mm, seed, d: None, None, lambda s, d: d, (1e-3, 1e-2), {"d": 3},
+                  wrap=lambda c, seed, d: seen.append((c, seed, d)) or "wrapped")
+    assert m.wrap_torch(clf, 5, d=7) == "wrapped" and seen == [(clf, 5, 7)]
+    with pytest.raises(ValueError, match="no NumPy version"):
+        m.setup_numpy(None, 0)
+
+
+def test_a_records_decoder_grid_is_checked_when_written():
+    with pytest.raises(ValueError, match="on the decoder.*finite rates > 0"):
+        RG.Method("t", "x", lambda mm, seed: None, None, lambda s: 0, (1e-3,),
+                  decoder=RG.Decoder(lambda folder, seed: None, (0.0, 1e-3)))
+    with pytest.raises(ValueError, match="decoder paged8 does not take"):
+        RG.Method("t", "x", lambda mm, seed: None, None, lambda s: 0, (1e-3,),
+                  decoder=RG.Decoder(lambda folder, seed, r: None, (1e-3,), {"r": 2}, paged8=lambda: False))
