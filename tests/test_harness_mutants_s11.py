@@ -461,3 +461,17 @@ def test_a_records_decoder_grid_is_checked_when_written():
     with pytest.raises(ValueError, match="decoder paged8 does not take"):
         RG.Method("t", "x", lambda mm, seed: None, None, lambda s: 0, (1e-3,),
                   decoder=RG.Decoder(lambda folder, seed, r: None, (1e-3,), {"r": 2}, paged8=lambda: False))
+
+
+# ----------------------------------------------------------------------------- results
+def test_mean_sd_of_two_runs_is_the_sample_sd():
+    assert R.mean_sd([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+
+
+def test_save_runs_writes_the_other_keys_sorted_as_save_does(tmp_path):
+    data = {"z": 1, "a": {"y": 2, "b": 3}, "runs": [{"s": 1, "d": 2}]}
+    text = R.save_runs(data, tmp_path / "r.json").read_text()
+    assert text.index('"a"') < text.index('"z"') and text.index('"b"') < text.index('"y"')
+    assert '  {"d": 2, "s": 1}' in text and json.loads(text) == data
+    assert text.split('\n "runs"')[0] == R.save({k: v for k, v in data.items() if k != "runs"},
+                                                tmp_path / "h.json").read_text()[:-3] + ","
