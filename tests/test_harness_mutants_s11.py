@@ -475,3 +475,14 @@ def test_save_runs_writes_the_other_keys_sorted_as_save_does(tmp_path):
     assert '  {"d": 2, "s": 1}' in text and json.loads(text) == data
     assert text.split('\n "runs"')[0] == R.save({k: v for k, v in data.items() if k != "runs"},
                                                 tmp_path / "h.json").read_text()[:-3] + ","
+
+
+def test_smooth_is_a_moving_average_once_the_window_is_full():
+    assert R.smooth([1.0, 2.0, 3.0, 4.0, 10.0], 2).tolist() == [1.0, 1.5, 2.5, 3.5, 7.0]
+    assert R.smooth([3.0, 6.0, 9.0, 0.0], 3).tolist() == [3.0, 4.5, 6.0, 5.0]
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, NAN, None])
+def test_an_infinite_validation_score_is_a_diverged_rate_too(bad):
+    c = stats.choice({1e-3: bad, 1e-2: 0.5, 1e-1: 0.4})
+    assert c["diverged"] == [1e-3] and c["chosen"] == 1e-2 and c["bracketed"] and c["scores"] == [None, 0.5, 0.4]
