@@ -486,3 +486,11 @@ def test_smooth_is_a_moving_average_once_the_window_is_full():
 def test_an_infinite_validation_score_is_a_diverged_rate_too(bad):
     c = stats.choice({1e-3: bad, 1e-2: 0.5, 1e-1: 0.4})
     assert c["diverged"] == [1e-3] and c["chosen"] == 1e-2 and c["bracketed"] and c["scores"] == [None, 0.5, 0.4]
+
+
+def test_diverged_rates_are_listed_sorted_and_stored_under_g_formatted_keys():
+    c = stats.choice({3e-2: NAN, 1e-3: NAN, 1e-2: 0.5, 1 / 30000: 0.4})
+    assert c["diverged"] == [1e-3, 3e-2] and c["grid"] == [1 / 30000, 1e-3, 1e-2, 3e-2]
+    stored = R.selection(c | {"extensions": 0, "seeds": [0, 1]}, ndigits=3)
+    assert list(stored["val_by_lr"]) == ["3.33333e-05", "0.001", "0.01", "0.03"]     # as the results files key them
+    assert stored["val_by_lr"]["3.33333e-05"] == 0.4 and stored["diverged"] == [1e-3, 3e-2]
