@@ -434,8 +434,10 @@ def test_overrides_replace_defaults_and_only_known_options_are_taken():
     assert lora.decoder_opts(r=2)["r"] == 2 and lora.decoder_opts()["targets"] == ("q_proj", "v_proj")
     with pytest.raises(ValueError, match=r"on the decoder takes no option\(s\) \['alpha'\]"):
         lora.decoder_opts(alpha=4)
-    with pytest.raises(ValueError, match="has no decoder form"):
+    with pytest.raises(ValueError, match="has no decoder form") as none:
         RG.METHODS["houlsby"].decoder_opts()
+    have = str(none.value).split("these have one: ")[1]
+    assert "'lora'" in have and "'full'" in have and "'houlsby'" not in have and "'bitfit'" not in have
     assert RG.METHODS["full"].peft_args() is None
     with pytest.raises(ValueError, match="no peft form"):
         RG.METHODS["prompt"].peft_args()
