@@ -66,6 +66,7 @@ def test_a_diverged_rate_stays_below_scores_of_any_size(score):
     assert c["chosen"] == 1e-2 and c["diverged"] == [1e-3] and c["scores"][0] is None
     ok, bad = stats.ranked({1e-3: None, 1e-2: score})
     assert bad == [1e-3] and ok[1e-3] < score and math.isfinite(ok[1e-3])
+    assert stats.ranked({1e-3: None, 1e-2: 5.0, 1e-1: -3.0})[0][1e-3] < -3.0   # below the worst, not the best
 
 
 # ----------------------------------------------------------------------------- stats.paired's scaling
