@@ -74,16 +74,23 @@ def order(diff: dict, a: str = "a", b: str = "b") -> str:
     return f"{a} > {b}" if diff["mean"] > 0 else f"{a} < {b}"
 
 
+TIE_RTOL = 1e-12  # scores this close (relative to the best) are one score: float means of equal accuracies
+
+
 def bracketed(grid: Sequence[float], scores: Sequence[float]) -> dict:
     """Where the best score sits on a sorted grid: ``best`` (its grid value), ``index`` and
     ``edge`` (None when an interior point wins, else 'low' or 'high'). Ties for best go to the
-    lowest grid value, so a flat curve reads as unbracketed at the low edge."""
+    lowest grid value, so a flat curve reads as unbracketed at the low edge; scores within
+    ``TIE_RTOL`` of the best (relative) tie with it (a mean of equal accuracies, rounded differently)."""
     g, s = _finite_vector(grid, "grid"), _finite_vector(scores, "scores")
     if g.shape != s.shape or g.size == 0:
         raise ValueError(f"grid and scores need the same non-zero length, got {g.size} and {s.size}")
     if np.any(np.diff(g) <= 0):
         raise ValueError(f"grid must be strictly increasing, got {g.tolist()}")
-    i = int(np.argmax(s))  # first maximum = lowest grid value among ties
+    top = float(s.max())
+    # Eq. 8.1's tie, up to the rounding of a float mean: (253 + 328)/331 and (254 + 327)/331 correct
+    # over two seeds are one accuracy, but their means as floats differ in the last bit
+    i = int(np.flatnonzero(s >= top - TIE_RTOL * abs(top))[0])  # first maximum = lowest grid value among ties
     edge = "low" if i == 0 else "high" if i == g.size - 1 else None
     return {"best": float(g[i]), "index": i, "edge": edge}
 
@@ -135,7 +142,8 @@ def ranked(scores: dict) -> tuple[dict, list]:
     if len(bad) == len(scores):
         raise ValueError(f"no learning rate to choose: every rate of {sorted(scores)} diverged or was never "
                          f"scored (validation scores {scores})")
-    floor = min(v for x, v in scores.items() if x not in bad) - 1.0
+    low = min(v for x, v in scores.items() if x not in bad)
+    floor = low - min(max(1.0, abs(low)), 1e300)  # clearly below: low − 1.0 is low itself beyond 2^53
     return {x: floor if x in bad else v for x, v in scores.items()}, bad
 
 
