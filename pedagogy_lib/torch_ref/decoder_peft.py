@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from .. import checks, decoder_io
+from ..decoder_prefix import sampled_rows  # the m tokens both the soft prompt and P-Tuning v2 start from
 from .recipe import nf4_roundtrip  # the 4-bit round trip lives beside the recipe
-from .decoder import build_decoder, rope_tables
+from .decoder import build_decoder, next_token_loss, rope_tables
 
 BLOCK_LINEARS = r".*layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 IA3_TARGETS, IA3_FEEDFORWARD = r".*\.(k_proj|v_proj|down_proj)", r".*\.down_proj"   # k, v outputs; down_proj's input
@@ -59,13 +60,6 @@ class PromptedDecoder(nn.Module):
         for layer in self.net.model.layers:
             h = layer(h, 0, None, rope)
         return (self.net.model.norm(h) @ self.net.head_weight().T)[:, self.m:]
-
-
-def sampled_rows(vocab_size: int, m: int, seed: int) -> np.ndarray:
-    """The m distinct vocabulary ids both the soft prompt and P-Tuning v2 start from."""
-    if m > vocab_size:
-        raise ValueError(f"cannot draw m={m} distinct tokens from a vocabulary of {vocab_size}")
-    return np.random.default_rng(seed).choice(vocab_size, m, replace=False)
 
 
 @torch.no_grad()
@@ -193,14 +187,9 @@ def trainable(model: nn.Module) -> int:
 
 # ----------------------------------------------------------------------------- loss, training
 def masked_loss(logits, ids, mask):
-    """Mean cross-entropy over the targets the response mask keeps (Eq. 10.1)."""
-    V = logits.shape[-1]
-    nll = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none")
-    m = mask.reshape(-1).to(nll.dtype)
-    n = m.sum()
-    if n.item() == 0:   # 0/0 would train on NaN
-        raise ValueError("loss mask selects no target token")
-    return (nll * m).sum() / n
+    """Mean cross-entropy over the targets the response mask keeps (Eq. 10.1): chapter 09's
+    next-token loss (Eq. 9.10) with the mask required."""
+    return next_token_loss(logits, ids, mask)
 
 
 def optimizer(model: nn.Module, lr: float, paged8: bool = False):

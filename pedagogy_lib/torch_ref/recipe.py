@@ -183,11 +183,10 @@ def numpy_twin(model, weights: dict, cfg: D.DecoderConfig) -> D.Decoder:
         np_lora.attach_lora(ours, (p,), r=r, alpha=alpha, rslora=bool(m.use_rslora.get("default", False)),
                             freeze_base=i == 0)  # the base once, before any LoRA layer exists
         tgt = np_lora.lora_layers(ours)[p]
-        if getattr(m, "use_dora", {}).get("default", False) or not np.isclose(tgt.scaling, m.scaling["default"],
-                                                                                rtol=1e-6, atol=0):
-            raise ValueError(f"{p}: peft's layer (scaling {m.scaling['default']!r}, DoRA "
-                             f"{getattr(m, 'use_dora', {}).get('default', False)}) is not a plain LoRA with "
-                             f"r={r}, alpha={alpha}: our LoRALinear would have scaling {tgt.scaling!r}")
+        dora = getattr(m, "use_dora", {}).get("default", False)
+        if dora or not np.isclose(tgt.scaling, m.scaling["default"], rtol=1e-6, atol=0):
+            raise ValueError(f"{p}: peft's layer (scaling {m.scaling['default']!r}, DoRA {dora}) is not a plain "
+                             f"LoRA with r={r}, alpha={alpha}: our LoRALinear would have scaling {tgt.scaling!r}")
         tgt.p["lora_A"][...] = m.lora_A["default"].weight.detach().float().cpu().numpy()
         tgt.p["lora_B"][...] = m.lora_B["default"].weight.detach().float().cpu().numpy()
     return ours
